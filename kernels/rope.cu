@@ -1,0 +1,128 @@
+// Rotary position embedding for both checkpoint layouts, fused with writing K and V into the
+// paged KV cache:
+//   q[t, h]            <- rope(q[t, h], positions[t])             (in place, in the qkv buffer)
+//   k_cache[slots[t]]  <- rope(k[t], positions[t]);  v_cache[slots[t]] <- v[t]
+// Layouts: interleaved pairs (2i, 2i+1) (Mistral's consolidated.safetensors) or rotate-half
+// pairs (i, i + head_dim/2) (HF checkpoints, permuted by permute_for_rope).
+//
+// Bound by memory: per token it reads the q, k, v rows and head_dim/2 cos/sin pairs and writes
+// them back: (32 + 2*8) * 128 * 2 * 2 bytes = 24 KiB at Nemo's shapes, ~8 ns/token at 3 TB/s;
+// decode is launch-bound (one launch per layer either way, so fusing the cache write saves one).
+// Angles come from a cos/sin table built once in double precision (rope_cos_sin_table_f32), so
+// positions near 128k are as exact as f32 allows; sin/cos of f32 angles would be off by ~1e-2.
+#include "common.cuh"
+
+// Mirrored by `RopeKvParams` in src/gpu/kernels/rope.rs; sizes asserted on both sides.
+struct RopeKvParams {
+    bf16* qkv;                // [n_tokens, (n_heads + 2 * n_kv_heads) * head_dim]: q | k | v
+    bf16* k_cache;            // [n_slots, n_kv_heads, head_dim]
+    bf16* v_cache;            // [n_slots, n_kv_heads, head_dim]
+    const float2* cos_sin;    // [max_positions, head_dim / 2]: (cos, sin)
+    const int32_t* positions; // [n_tokens], each in [0, max_positions)
+    const int32_t* slots;     // [n_tokens], each in [0, n_slots)
+    int32_t n_heads;
+    int32_t n_kv_heads;
+    int32_t head_dim;         // multiple of 16
+    int32_t max_positions;
+    int32_t n_slots;
+    int32_t rotate_half;      // 0: interleaved pairs, 1: rotate-half pairs
+};
+static_assert(sizeof(RopeKvParams) == 72, "mirror of RopeKvParams in rope.rs");
+
+// Rotates 4 consecutive pairs [i0, i0 + 4) of one head in `src`, writing them to `dst`
+// (which may alias `src`).
+__device__ __forceinline__ void rope_quad(const bf16* src, bf16* dst, const float2* cs, int i0,
+                                          int half, bool rotate_half) {
+    float a[4], b[4];  // pair members
+    if (rotate_half) {
+        const uint2 lo = *reinterpret_cast<const uint2*>(src + i0);
+        const uint2 hi = *reinterpret_cast<const uint2*>(src + i0 + half);
+        const __nv_bfloat162* l = reinterpret_cast<const __nv_bfloat162*>(&lo);
+        const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&hi);
+#pragma unroll
+        for (int j = 0; j < 2; ++j) {
+            float2 fl = __bfloat1622float2(l[j]), fh = __bfloat1622float2(h[j]);
+            a[2 * j] = fl.x; a[2 * j + 1] = fl.y;
+            b[2 * j] = fh.x; b[2 * j + 1] = fh.y;
+        }
+    } else {
+        float x[8];
+        unpack8(*reinterpret_cast<const bf16x8*>(src + 2 * i0), x);
+#pragma unroll
+        for (int j = 0; j < 4; ++j) { a[j] = x[2 * j]; b[j] = x[2 * j + 1]; }
+    }
+    float ra[4], rb[4];
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+        const float2 c = cs[i0 + j];
+        ra[j] = a[j] * c.x - b[j] * c.y;
+        rb[j] = b[j] * c.x + a[j] * c.y;
+    }
+    if (rotate_half) {
+        __nv_bfloat162 l[2], h[2];
+#pragma unroll
+        for (int j = 0; j < 2; ++j) {
+            l[j] = __floats2bfloat162_rn(ra[2 * j], ra[2 * j + 1]);
+            h[j] = __floats2bfloat162_rn(rb[2 * j], rb[2 * j + 1]);
+        }
+        *reinterpret_cast<uint2*>(dst + i0) = *reinterpret_cast<uint2*>(l);
+        *reinterpret_cast<uint2*>(dst + i0 + half) = *reinterpret_cast<uint2*>(h);
+    } else {
+        float x[8];
+#pragma unroll
+        for (int j = 0; j < 4; ++j) { x[2 * j] = ra[j]; x[2 * j + 1] = rb[j]; }
+        *reinterpret_cast<bf16x8*>(dst + 2 * i0) = pack8(x);
+    }
+}
+
+// One block per token. Work items: (n_heads + n_kv_heads) * head_dim/8 rotations of 4 pairs,
+// then n_kv_heads * head_dim/8 copies of 8 v values.
+extern "C" __global__ void rope_write_kv_bf16(const __grid_constant__ RopeKvParams p) {
+    const int t = blockIdx.x;
+    const int pos = p.positions[t], slot = p.slots[t];
+    if (pos < 0 || pos >= p.max_positions || slot < 0 || slot >= p.n_slots) __trap();
+    const int hd = p.head_dim, half = hd / 2, quads = hd / 8;
+    const int kv_width = p.n_kv_heads * hd;
+    bf16* row = p.qkv + (size_t)t * (p.n_heads * hd + 2 * kv_width);
+    const bf16* k_row = row + p.n_heads * hd;
+    const bf16* v_row = k_row + kv_width;
+    bf16* k_dst = p.k_cache + (size_t)slot * kv_width;
+    bf16* v_dst = p.v_cache + (size_t)slot * kv_width;
+    const float2* cs = p.cos_sin + (size_t)pos * half;
+
+    const int n_rot = (p.n_heads + p.n_kv_heads) * quads;
+    const int n_copy = kv_width / 8;
+    for (int w = threadIdx.x; w < n_rot + n_copy; w += blockDim.x) {
+        if (w < n_rot) {
+            const int head = w / quads, i0 = (w % quads) * 4;
+            if (head < p.n_heads) {
+                bf16* q = row + head * hd;
+                rope_quad(q, q, cs, i0, half, p.rotate_half);
+            } else {
+                const int kh = head - p.n_heads;
+                rope_quad(k_row + kh * hd, k_dst + kh * hd, cs, i0, half, p.rotate_half);
+            }
+        } else {
+            const int i = w - n_rot;
+            reinterpret_cast<bf16x8*>(v_dst)[i] = reinterpret_cast<const bf16x8*>(v_row)[i];
+        }
+    }
+}
+
+// cos_sin[p, i] = (cos, sin)(p * theta^(-2i / head_dim)), computed in double precision.
+extern "C" __global__ void rope_cos_sin_table_f32(
+    float2* __restrict__ cos_sin,  // [max_positions, head_dim / 2]
+    int max_positions,
+    int head_dim,
+    double theta) {
+    const int half = head_dim / 2;
+    const size_t n = (size_t)max_positions * half;
+    for (size_t k = (size_t)blockIdx.x * blockDim.x + threadIdx.x; k < n;
+         k += (size_t)gridDim.x * blockDim.x) {
+        const int pos = (int)(k / half), i = (int)(k % half);
+        const double inv_freq = pow(theta, -2.0 * i / head_dim);
+        double s, c;
+        sincos((double)pos * inv_freq, &s, &c);
+        cos_sin[k] = make_float2((float)c, (float)s);
+    }
+}

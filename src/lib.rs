@@ -1,0 +1,15 @@
+//! nemo-engine: a from-scratch inference engine for Mistral-Nemo-Instruct-2407.
+//!
+//! - [`model`]: config and weights (both published layouts; no CUDA here).
+//! - [`cpu`]: the plain f32 reference forward pass, the oracle for every kernel.
+//! - [`gpu`]: the CUDA runtime and one typed wrapper per kernel in `kernels/`.
+//! - [`sampling`]: greedy, temperature, top-k/top-p/min-p, logprobs.
+//! - [`tokenizer`]: Tekken, the HF tokenizer, and the v3 chat template.
+//! - [`gguf`]: a native GGUF reader (the SmolLM2 demo model).
+
+pub mod cpu;
+pub mod gguf;
+pub mod gpu;
+pub mod model;
+pub mod sampling;
+pub mod tokenizer;
