@@ -37,7 +37,16 @@ macro_rules! kernel_table {
 }
 
 kernel_table! {
+    "attention_decode" => [
+        attention_decode_bf16_hd128_g1, attention_decode_bf16_hd128_g2, attention_decode_bf16_hd128_g3,
+        attention_decode_bf16_hd128_g4, attention_decode_bf16_hd128_g8, attention_decode_bf16_hd64_g1,
+        attention_decode_bf16_hd64_g2, attention_decode_bf16_hd64_g3, attention_decode_bf16_hd64_g4,
+        attention_decode_bf16_hd64_g8, attention_decode_combine,
+    ],
+    "attention_prefill" => [attention_prefill_bf16_hd128, attention_prefill_bf16_hd64],
     "embedding" => [embedding_gather_bf16],
+    "gemm" => [gemm_bf16],
+    "gemv" => [gemv_bf16],
     "rmsnorm" => [rmsnorm_bf16, fused_add_rmsnorm_bf16],
     "rope" => [rope_write_kv_bf16, rope_cos_sin_table_f32],
 }
@@ -70,6 +79,8 @@ impl Gpu {
         unsafe { ctx.disable_event_tracking() };
         let stream = ctx.default_stream();
         let kernels = Kernels::load(&ctx)?;
+        super::kernels::gemm::configure(&kernels)?;
+        super::kernels::attention::configure(&kernels)?;
         let sync_each_launch = std::env::var("NEMO_CUDA_SYNC").is_ok_and(|v| v == "1");
         Ok(Gpu { ctx, stream, kernels, info, sync_each_launch })
     }

@@ -2,7 +2,10 @@
 //! alignment and divisibility, documents shapes, launches once, and holds that kernel's only
 //! `unsafe`.
 
+pub mod attention;
 mod check;
 pub mod embedding;
+pub mod gemm;
+pub mod gemv;
 pub mod rmsnorm;
 pub mod rope;
