@@ -6,8 +6,10 @@ mod error;
 pub mod kernels;
 mod probe;
 mod runtime;
+pub mod timing;
 
 pub use buffers::{download, upload};
+pub use error::Result as GpuResult;
 pub use error::GpuError;
 pub use probe::{probe, GpuInfo};
 pub use runtime::{Gpu, Kernels};

@@ -10,6 +10,7 @@ pub struct GpuInfo {
     pub name: String,
     pub compute_capability: (i32, i32),
     pub total_memory: usize,
+    pub multiprocessors: usize,
     pub device_count: i32,
 }
 
@@ -30,6 +31,9 @@ pub fn probe() -> Result<GpuInfo, GpuError> {
         name: ctx.name().unwrap_or_else(|_| "unknown".into()),
         compute_capability: ctx.compute_capability().unwrap_or((0, 0)),
         total_memory: ctx.total_mem().unwrap_or(0),
+        multiprocessors: ctx
+            .attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+            .unwrap_or(1) as usize,
         device_count,
     };
     // The kernels are compiled for sm_90a only.

@@ -89,3 +89,22 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32)
     }
     eprintln!("{report}");
 }
+
+/// Uploads `host`, or fails the test with the driver's error.
+pub fn dev<T: cudarc::driver::DeviceRepr>(gpu: &Gpu, host: &[T]) -> cudarc::driver::CudaSlice<T> {
+    nemo_engine::gpu::upload(gpu, host).expect("upload")
+}
+
+/// A device buffer of `n` poisoned bf16 values.
+pub fn poisoned(gpu: &Gpu, n: usize) -> cudarc::driver::CudaSlice<bf16> {
+    dev(gpu, &vec![POISON; n])
+}
+
+pub fn fetch(gpu: &Gpu, buf: &cudarc::driver::CudaSlice<bf16>) -> Vec<f32> {
+    to_f32(&nemo_engine::gpu::download(gpu, buf).expect("download"))
+}
+
+/// Root mean square of `v` (the scale against which bf16 results are judged).
+pub fn rms(v: &[f32]) -> f32 {
+    (v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>() / v.len().max(1) as f64).sqrt() as f32
+}
