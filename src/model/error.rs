@@ -26,6 +26,12 @@ pub enum LoadError {
         source: serde_json::Error,
     },
 
+    #[error("{path}: expected a JSON object, found {found}")]
+    NotAnObject { path: PathBuf, found: String },
+
+    #[error("{path}: file not found ({why})")]
+    NotFound { path: PathBuf, why: String },
+
     /// A config file parsed as JSON but a key is missing, ill-typed or out of range.
     #[error("{path}: key `{key}`: {message}")]
     Config { path: PathBuf, key: String, message: String },

@@ -69,8 +69,7 @@ impl Checkpoint {
     /// Finds the checkpoint in `dir`, preferring the Mistral layout when both are present.
     pub fn detect(dir: &Path) -> Result<Self, LoadError> {
         if !dir.is_dir() {
-            return Err(LoadError::io(dir, std::io::Error::new(
-                std::io::ErrorKind::NotFound, "not a directory")));
+            return Err(LoadError::NotFound { path: dir.to_path_buf(), why: "not a directory".into() });
         }
         let has = |name: &str| dir.join(name).is_file();
         let layout = if has("params.json") && has("consolidated.safetensors") {
@@ -92,8 +91,7 @@ impl Checkpoint {
             if path.is_file() {
                 Ok(path)
             } else {
-                Err(LoadError::io(path, std::io::Error::new(
-                    std::io::ErrorKind::NotFound, format!("required by the {layout} layout"))))
+                Err(LoadError::NotFound { path, why: format!("required by the {layout} layout") })
             }
         };
         let optional = |names: &[&str]| names.iter().map(|n| dir.join(n)).find(|p| p.is_file());
@@ -143,8 +141,7 @@ fn shard_files(index: &Path, dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
             }
             let path = dir.join(name);
             if !path.is_file() {
-                return Err(LoadError::io(path, std::io::Error::new(
-                    std::io::ErrorKind::NotFound, format!("named by {}", index.display()))));
+                return Err(LoadError::NotFound { path, why: format!("named by {}", index.display()) });
             }
             Ok(path)
         })

@@ -23,8 +23,7 @@ pub fn read_json_object(path: &Path) -> Result<Map<String, Value>, LoadError> {
     let text = std::fs::read_to_string(path).map_err(|e| LoadError::io(path, e))?;
     match serde_json::from_str::<Value>(&text) {
         Ok(Value::Object(map)) => Ok(map),
-        Ok(other) => Err(LoadError::config(path, "<top level>", format!(
-            "expected a JSON object, found {}", kind_of(&other)))),
+        Ok(other) => Err(LoadError::NotAnObject { path: path.to_path_buf(), found: kind_of(&other) }),
         Err(source) => Err(LoadError::Json { path: path.to_path_buf(), source }),
     }
 }
@@ -62,7 +61,7 @@ pub fn parse_params_json(path: &Path) -> Result<ModelConfig, LoadError> {
         tied_embeddings: false,
     };
     keys.check_sliding_window("sliding_window", config.max_context)?;
-    check_config(path, &config)?;
+    check_config(path, &config, "n_kv_heads", "head_dim")?;
     Ok(config)
 }
 
@@ -133,19 +132,20 @@ pub fn parse_config_json(path: &Path) -> Result<ModelConfig, LoadError> {
         tied_embeddings: keys.optional_bool("tie_word_embeddings")?.unwrap_or(false),
     };
     keys.check_sliding_window("sliding_window", config.max_context)?;
-    check_config(path, &config)?;
+    check_config(path, &config, "num_key_value_heads", "head_dim")?;
     Ok(config)
 }
 
 /// Cross-field checks shared by both formats.
-pub fn check_config(path: &Path, c: &ModelConfig) -> Result<(), LoadError> {
+/// `kv_key` and `head_dim_key` are the format's names for those values, for the message.
+pub fn check_config(path: &Path, c: &ModelConfig, kv_key: &str, head_dim_key: &str) -> Result<(), LoadError> {
     if c.n_heads % c.n_kv_heads != 0 {
-        return Err(LoadError::config(path, "n_kv_heads", format!(
+        return Err(LoadError::config(path, kv_key, format!(
             "{} query heads are not a multiple of {} KV heads (grouped-query attention needs it)",
             c.n_heads, c.n_kv_heads)));
     }
     if c.head_dim % 2 != 0 {
-        return Err(LoadError::config(path, "head_dim", format!(
+        return Err(LoadError::config(path, head_dim_key, format!(
             "{} is odd; RoPE rotates pairs of dimensions", c.head_dim)));
     }
     Ok(())
