@@ -2,6 +2,7 @@
 //! and safetensors writing. Each test binary uses a subset.
 #![allow(dead_code)]
 
+pub mod checkpoints;
 pub mod reference;
 
 use std::path::Path;
