@@ -213,7 +213,7 @@ fn refuses_shards_that_disagree_with_their_index() {
         dir.path(),
         &[
             "model-00003-of-00002.safetensors",
-            "file not found (named by",
+            "not found (named by",
             "model.safetensors.index.json",
         ],
     );
@@ -382,6 +382,9 @@ fn refuses_a_directory_without_a_checkpoint() {
     assert!(matches!(err, LoadError::NoCheckpoint { .. }));
     refused(
         &dir.path().join("nope"),
-        &["nope", "not found (not a directory)"],
+        &["nope", "not found (no such directory)"],
     );
+    let file = dir.path().join("params.json");
+    let err = refused(&file, &["params.json", "not a directory"]);
+    assert!(matches!(err, LoadError::NotADirectory { .. }));
 }

@@ -29,7 +29,10 @@ pub enum LoadError {
     #[error("{path}: expected a JSON object, found {found}")]
     NotAnObject { path: PathBuf, found: String },
 
-    #[error("{path}: file not found ({why})")]
+    #[error("{path}: not a directory; pass the directory that holds the checkpoint's files")]
+    NotADirectory { path: PathBuf },
+
+    #[error("{path}: not found ({why})")]
     NotFound { path: PathBuf, why: String },
 
     /// A config file parsed as JSON but a key is missing, ill-typed or out of range.

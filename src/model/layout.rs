@@ -68,10 +68,15 @@ pub struct Checkpoint {
 impl Checkpoint {
     /// Finds the checkpoint in `dir`, preferring the Mistral layout when both are present.
     pub fn detect(dir: &Path) -> Result<Self, LoadError> {
-        if !dir.is_dir() {
+        if dir.exists() && !dir.is_dir() {
+            return Err(LoadError::NotADirectory {
+                path: dir.to_path_buf(),
+            });
+        }
+        if !dir.exists() {
             return Err(LoadError::NotFound {
                 path: dir.to_path_buf(),
-                why: "not a directory".into(),
+                why: "no such directory".into(),
             });
         }
         let has = |name: &str| dir.join(name).is_file();
