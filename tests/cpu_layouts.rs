@@ -23,29 +23,50 @@ fn mistral_and_hf_layouts_give_the_same_logits() {
 
     let prompt = tokens(48);
     let mut logits = Vec::new();
-    for (dir, rope) in dirs.iter().zip([RopeLayout::Interleaved, RopeLayout::RotateHalf, RopeLayout::RotateHalf]) {
+    for (dir, rope) in dirs.iter().zip([
+        RopeLayout::Interleaved,
+        RopeLayout::RotateHalf,
+        RopeLayout::RotateHalf,
+    ]) {
         let model = load(dir.path()).unwrap();
         assert_eq!(model.weights.rope_layout, rope);
         let mut cache = KvCache::new(&model.weights.config);
         logits.push(forward(&model.weights, &prompt, &mut cache).unwrap());
     }
     let scale = logits[0].iter().fold(0f32, |m, x| m.max(x.abs()));
-    assert!(scale > 1.0, "logits too small to tell layouts apart: {scale}");
+    assert!(
+        scale > 1.0,
+        "logits too small to tell layouts apart: {scale}"
+    );
     eprintln!(
         "max |logit| {scale}; Mistral vs HF max abs diff {}",
         max_abs_diff(&logits[0], &logits[1])
     );
     // The permutation only reorders the q.k sums: differences are f32 rounding.
-    assert!(max_abs_diff(&logits[0], &logits[1]) < 1e-4, "{}", max_abs_diff(&logits[0], &logits[1]));
-    assert_eq!(logits[1], logits[2], "the single-file HF variant holds the same weights");
+    assert!(
+        max_abs_diff(&logits[0], &logits[1]) < 1e-4,
+        "{}",
+        max_abs_diff(&logits[0], &logits[1])
+    );
+    assert_eq!(
+        logits[1], logits[2],
+        "the single-file HF variant holds the same weights"
+    );
 
     // A wrong RoPE layout must be visible in the logits (or the test above proves nothing).
     let mut wrong = load(dirs[1].path()).unwrap();
     wrong.weights.rope_layout = RopeLayout::Interleaved;
     let mut cache = KvCache::new(&wrong.weights.config);
     let bad = forward(&wrong.weights, &prompt, &mut cache).unwrap();
-    eprintln!("wrong layout: max abs diff {}", max_abs_diff(&logits[0], &bad));
-    assert!(max_abs_diff(&logits[0], &bad) > 1e-2, "{}", max_abs_diff(&logits[0], &bad));
+    eprintln!(
+        "wrong layout: max abs diff {}",
+        max_abs_diff(&logits[0], &bad)
+    );
+    assert!(
+        max_abs_diff(&logits[0], &bad) > 1e-2,
+        "{}",
+        max_abs_diff(&logits[0], &bad)
+    );
 }
 
 #[test]
@@ -84,15 +105,29 @@ fn bad_inputs_are_refused_and_leave_the_cache_untouched() {
     forward(w, &[1, 2], &mut cache).unwrap();
     assert_eq!(
         forward(w, &[1, 50], &mut cache),
-        Err(CpuError::TokenOutOfRange { index: 1, token: 50, vocab_size: 50 })
+        Err(CpuError::TokenOutOfRange {
+            index: 1,
+            token: 50,
+            vocab_size: 50
+        })
     );
     assert_eq!(forward(w, &[], &mut cache), Err(CpuError::NoTokens));
-    assert!(matches!(forward_rows(w, &[1], &mut cache, &[1]), Err(CpuError::RowOutOfRange { .. })));
+    assert!(matches!(
+        forward_rows(w, &[1], &mut cache, &[1]),
+        Err(CpuError::RowOutOfRange { .. })
+    ));
     assert_eq!(cache.len(), 2);
 
     let mut small = w.config.clone();
     small.max_context = 3;
     let mut short = KvCache::new(&small);
     forward(w, &[1, 2, 3], &mut short).unwrap();
-    assert_eq!(forward(w, &[4], &mut short), Err(CpuError::ContextFull { held: 3, new: 1, max: 3 }));
+    assert_eq!(
+        forward(w, &[4], &mut short),
+        Err(CpuError::ContextFull {
+            held: 3,
+            new: 1,
+            max: 3
+        })
+    );
 }

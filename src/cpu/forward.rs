@@ -25,13 +25,21 @@ pub enum Activation {
 }
 
 /// Logits `[n, vocab]` for every token of `tokens`, appended at position `cache.len()`.
-pub fn forward(w: &ModelWeights, tokens: &[u32], cache: &mut KvCache) -> Result<Vec<f32>, CpuError> {
+pub fn forward(
+    w: &ModelWeights,
+    tokens: &[u32],
+    cache: &mut KvCache,
+) -> Result<Vec<f32>, CpuError> {
     let rows: Vec<usize> = (0..tokens.len()).collect();
     forward_rows(w, tokens, cache, &rows)
 }
 
 /// Logits `[vocab]` of the last token only (the decode / end-of-prefill case).
-pub fn forward_last(w: &ModelWeights, tokens: &[u32], cache: &mut KvCache) -> Result<Vec<f32>, CpuError> {
+pub fn forward_last(
+    w: &ModelWeights,
+    tokens: &[u32],
+    cache: &mut KvCache,
+) -> Result<Vec<f32>, CpuError> {
     let last = tokens.len().saturating_sub(1);
     forward_rows(w, tokens, cache, &[last])
 }
@@ -61,7 +69,11 @@ pub fn forward_traced(
     let n = tokens.len();
     let start = cache.len();
     let positions: Vec<usize> = (start..start + n).collect();
-    let shape = AttentionShape { n_heads: c.n_heads, n_kv_heads: c.n_kv_heads, head_dim: c.head_dim };
+    let shape = AttentionShape {
+        n_heads: c.n_heads,
+        n_kv_heads: c.n_kv_heads,
+        head_dim: c.head_dim,
+    };
 
     let mut h = embedding(w.embedding.as_bf16(), c.dim, tokens);
     observe(Activation::Embedding, &h);
@@ -79,20 +91,32 @@ pub fn forward_traced(
         let x = rmsnorm(&h, l.ffn_norm.as_bf16(), c.norm_eps);
         let gate = matmul(&x, l.w_gate.as_bf16(), c.dim);
         let up = matmul(&x, l.w_up.as_bf16(), c.dim);
-        add_in_place(&mut h, &matmul(&swiglu(&gate, &up), l.w_down.as_bf16(), c.ffn_dim));
+        add_in_place(
+            &mut h,
+            &matmul(&swiglu(&gate, &up), l.w_down.as_bf16(), c.ffn_dim),
+        );
         observe(Activation::Layer(i), &h);
     }
     cache.commit(n);
 
     let normed = rmsnorm(&h, w.final_norm.as_bf16(), c.norm_eps);
     observe(Activation::FinalNorm, &normed);
-    let selected: Vec<f32> = rows.iter().flat_map(|&r| &normed[r * c.dim..(r + 1) * c.dim]).copied().collect();
+    let selected: Vec<f32> = rows
+        .iter()
+        .flat_map(|&r| &normed[r * c.dim..(r + 1) * c.dim])
+        .copied()
+        .collect();
     Ok(matmul(&selected, w.lm_head().as_bf16(), c.dim))
 }
 
 /// Everything that could go wrong is checked before the cache is touched, so a refused call
 /// leaves the session as it was.
-fn check_inputs(w: &ModelWeights, tokens: &[u32], cache: &KvCache, rows: &[usize]) -> Result<(), CpuError> {
+fn check_inputs(
+    w: &ModelWeights,
+    tokens: &[u32],
+    cache: &KvCache,
+    rows: &[usize],
+) -> Result<(), CpuError> {
     let c = &w.config;
     if tokens.is_empty() {
         return Err(CpuError::NoTokens);
@@ -105,15 +129,30 @@ fn check_inputs(w: &ModelWeights, tokens: &[u32], cache: &KvCache, rows: &[usize
             model_kv_dim: c.kv_dim(),
         });
     }
-    if let Some((index, &token)) = tokens.iter().enumerate().find(|(_, &t)| t as usize >= c.vocab_size) {
-        return Err(CpuError::TokenOutOfRange { index, token, vocab_size: c.vocab_size });
+    if let Some((index, &token)) = tokens
+        .iter()
+        .enumerate()
+        .find(|(_, &t)| t as usize >= c.vocab_size)
+    {
+        return Err(CpuError::TokenOutOfRange {
+            index,
+            token,
+            vocab_size: c.vocab_size,
+        });
     }
     let needed = cache.len() + tokens.len();
     if needed > cache.max_len() {
-        return Err(CpuError::ContextFull { held: cache.len(), new: tokens.len(), max: cache.max_len() });
+        return Err(CpuError::ContextFull {
+            held: cache.len(),
+            new: tokens.len(),
+            max: cache.max_len(),
+        });
     }
     if let Some(&row) = rows.iter().find(|&&r| r >= tokens.len()) {
-        return Err(CpuError::RowOutOfRange { row, n_tokens: tokens.len() });
+        return Err(CpuError::RowOutOfRange {
+            row,
+            n_tokens: tokens.len(),
+        });
     }
     Ok(())
 }
@@ -126,7 +165,10 @@ pub struct CpuSession<'w> {
 
 impl<'w> CpuSession<'w> {
     pub fn new(weights: &'w ModelWeights) -> Self {
-        CpuSession { weights, cache: KvCache::new(&weights.config) }
+        CpuSession {
+            weights,
+            cache: KvCache::new(&weights.config),
+        }
     }
 
     /// Feeds `tokens` in chunks of at most `chunk` tokens (bounding activation memory) and

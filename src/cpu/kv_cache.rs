@@ -64,7 +64,11 @@ impl KvCache {
     /// by [`KvCache::commit`].
     pub(crate) fn append(&mut self, layer: usize, k: &[f32], v: &[f32]) -> (&[f32], &[f32]) {
         let (kc, vc) = &mut self.layers[layer];
-        debug_assert_eq!(kc.len(), self.len * self.kv_dim, "layer {layer} appended twice");
+        debug_assert_eq!(
+            kc.len(),
+            self.len * self.kv_dim,
+            "layer {layer} appended twice"
+        );
         kc.extend_from_slice(k);
         vc.extend_from_slice(v);
         (kc, vc)
@@ -72,7 +76,10 @@ impl KvCache {
 
     pub(crate) fn commit(&mut self, n_new: usize) {
         self.len += n_new;
-        debug_assert!(self.layers.iter().all(|(k, _)| k.len() == self.len * self.kv_dim));
+        debug_assert!(self
+            .layers
+            .iter()
+            .all(|(k, _)| k.len() == self.len * self.kv_dim));
     }
 
     /// K and V of `layer`, `[len, n_kv_heads, head_dim]` each.

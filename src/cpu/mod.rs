@@ -17,7 +17,7 @@ pub use forward::{forward, forward_last, forward_rows, forward_traced, Activatio
 pub use kv_cache::KvCache;
 pub use matmul::matmul;
 pub use ops::{embedding, rmsnorm, swiglu};
-pub use rope::{rope, rope_cos_sin, rope_inv_freq};
+pub use rope::{rope, rope_cos_sin, rope_inv_freq, rope_pair};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CpuError {

@@ -20,22 +20,31 @@ pub fn embedding(table: &[bf16], dim: usize, tokens: &[u32]) -> Vec<f32> {
 /// The sum of squares is accumulated in f64 so the reference carries no reduction error.
 pub fn rmsnorm(x: &[f32], weight: &[bf16], eps: f32) -> Vec<f32> {
     let dim = weight.len();
-    assert!(dim > 0 && x.len() % dim == 0, "x has {} values, not rows of {dim}", x.len());
+    assert!(
+        dim > 0 && x.len() % dim == 0,
+        "x has {} values, not rows of {dim}",
+        x.len()
+    );
     let mut out = vec![0f32; x.len()];
-    out.par_chunks_mut(dim).zip(x.par_chunks(dim)).for_each(|(y, x)| {
-        let mean_sq = x.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / dim as f64;
-        let inv_rms = (1.0 / (mean_sq + eps as f64).sqrt()) as f32;
-        for ((y, &x), w) in y.iter_mut().zip(x).zip(weight) {
-            *y = w.to_f32() * (x * inv_rms);
-        }
-    });
+    out.par_chunks_mut(dim)
+        .zip(x.par_chunks(dim))
+        .for_each(|(y, x)| {
+            let mean_sq = x.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / dim as f64;
+            let inv_rms = (1.0 / (mean_sq + eps as f64).sqrt()) as f32;
+            for ((y, &x), w) in y.iter_mut().zip(x).zip(weight) {
+                *y = w.to_f32() * (x * inv_rms);
+            }
+        });
     out
 }
 
 /// SwiGLU: `silu(gate) * up`, elementwise; `silu(g) = g * sigmoid(g)`.
 pub fn swiglu(gate: &[f32], up: &[f32]) -> Vec<f32> {
     assert_eq!(gate.len(), up.len());
-    gate.par_iter().zip(up).map(|(&g, &u)| silu(g) * u).collect()
+    gate.par_iter()
+        .zip(up)
+        .map(|(&g, &u)| silu(g) * u)
+        .collect()
 }
 
 pub fn silu(g: f32) -> f32 {
@@ -56,7 +65,10 @@ mod tests {
 
     #[test]
     fn rmsnorm_normalises_each_row_to_unit_rms_times_weight() {
-        let w: Vec<bf16> = [1.0, 2.0, 0.5, -1.0].iter().map(|&v| bf16::from_f32(v)).collect();
+        let w: Vec<bf16> = [1.0, 2.0, 0.5, -1.0]
+            .iter()
+            .map(|&v| bf16::from_f32(v))
+            .collect();
         let x = [3.0f32, -4.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0];
         let y = rmsnorm(&x, &w, 0.0);
         // Row 0: rms = sqrt(25/4) = 2.5.
@@ -72,6 +84,9 @@ mod tests {
         assert!((silu(1.0) - 1.0 / (1.0 + (-1.0f32).exp())).abs() < 1e-7);
         assert_eq!(silu(-200.0), -0.0);
         assert_eq!(silu(200.0), 200.0);
-        assert_eq!(swiglu(&[1.0, -200.0], &[2.0, 3.0]), vec![2.0 * silu(1.0), -0.0]);
+        assert_eq!(
+            swiglu(&[1.0, -200.0], &[2.0, 3.0]),
+            vec![2.0 * silu(1.0), -0.0]
+        );
     }
 }

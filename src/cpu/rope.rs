@@ -10,7 +10,9 @@ use crate::model::RopeLayout;
 
 /// `theta^(-2i / head_dim)` for `i in 0..head_dim / 2`.
 pub fn rope_inv_freq(head_dim: usize, theta: f64) -> Vec<f64> {
-    (0..head_dim / 2).map(|i| theta.powf(-((2 * i) as f64) / head_dim as f64)).collect()
+    (0..head_dim / 2)
+        .map(|i| theta.powf(-((2 * i) as f64) / head_dim as f64))
+        .collect()
 }
 
 /// `(cos, sin)` of `pos * inv_freq[i]` for every pair `i`, rounded to f32 from f64.
@@ -38,19 +40,24 @@ pub fn rope(x: &mut [f32], head_dim: usize, positions: &[usize], theta: f64, lay
     assert!(head_dim % 2 == 0, "head_dim {head_dim} is odd");
     assert!(!positions.is_empty() && x.len() % positions.len() == 0);
     let row_len = x.len() / positions.len();
-    assert!(row_len % head_dim == 0, "row of {row_len} is not whole heads of {head_dim}");
+    assert!(
+        row_len % head_dim == 0,
+        "row of {row_len} is not whole heads of {head_dim}"
+    );
     let inv_freq = rope_inv_freq(head_dim, theta);
-    x.par_chunks_mut(row_len).zip(positions).for_each(|(row, &pos)| {
-        let cos_sin = rope_cos_sin(pos, &inv_freq);
-        for head in row.chunks_mut(head_dim) {
-            for (i, &(c, s)) in cos_sin.iter().enumerate() {
-                let (ia, ib) = rope_pair(layout, i, head_dim);
-                let (a, b) = (head[ia], head[ib]);
-                head[ia] = a * c - b * s;
-                head[ib] = b * c + a * s;
+    x.par_chunks_mut(row_len)
+        .zip(positions)
+        .for_each(|(row, &pos)| {
+            let cos_sin = rope_cos_sin(pos, &inv_freq);
+            for head in row.chunks_mut(head_dim) {
+                for (i, &(c, s)) in cos_sin.iter().enumerate() {
+                    let (ia, ib) = rope_pair(layout, i, head_dim);
+                    let (a, b) = (head[ia], head[ib]);
+                    head[ia] = a * c - b * s;
+                    head[ib] = b * c + a * s;
+                }
             }
-        }
-    });
+        });
 }
 
 #[cfg(test)]
@@ -62,7 +69,12 @@ mod tests {
     #[test]
     fn pins_pairs_and_frequencies_of_both_layouts_by_hand() {
         let pos = 3usize;
-        let (c0, s0, c1, s1) = (3f64.cos() as f32, 3f64.sin() as f32, 3e-3f64.cos() as f32, 3e-3f64.sin() as f32);
+        let (c0, s0, c1, s1) = (
+            3f64.cos() as f32,
+            3f64.sin() as f32,
+            3e-3f64.cos() as f32,
+            3e-3f64.sin() as f32,
+        );
         let mut inter = vec![1.0, 0.0, 1.0, 0.0];
         rope(&mut inter, 4, &[pos], 1e6, RopeLayout::Interleaved);
         assert_eq!(inter, vec![c0, s0, c1, s1]);
@@ -76,8 +88,11 @@ mod tests {
     #[test]
     fn layouts_agree_on_permuted_heads_at_a_large_position() {
         let (head_dim, n_heads, half) = (128, 3, 64);
-        let inter: Vec<f32> = (0..n_heads * head_dim).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
-        let perm = |r: usize| (r / head_dim) * head_dim + (r % head_dim % 2) * half + (r % head_dim) / 2;
+        let inter: Vec<f32> = (0..n_heads * head_dim)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
+            .collect();
+        let perm =
+            |r: usize| (r / head_dim) * head_dim + (r % head_dim % 2) * half + (r % head_dim) / 2;
         let mut rh = vec![0f32; inter.len()];
         for r in 0..inter.len() {
             rh[perm(r)] = inter[r];

@@ -50,14 +50,21 @@ pub fn inspect(dir: &Path) -> Result<InspectSummary, LoadError> {
 }
 
 fn gib(bytes: usize) -> String {
-    format!("{:.2} GiB ({bytes} bytes)", bytes as f64 / (1u64 << 30) as f64)
+    format!(
+        "{:.2} GiB ({bytes} bytes)",
+        bytes as f64 / (1u64 << 30) as f64
+    )
 }
 
 impl fmt::Display for InspectSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let c = &self.config;
         writeln!(f, "model:        {}", self.dir.display())?;
-        writeln!(f, "layout:       {} (RoPE {:?})", self.layout, self.rope_layout)?;
+        writeln!(
+            f,
+            "layout:       {} (RoPE {:?})",
+            self.layout, self.rope_layout
+        )?;
         writeln!(f, "config:       {}", self.config_file.display())?;
         for w in &self.weight_files {
             writeln!(f, "weights:      {}", w.display())?;
@@ -68,7 +75,11 @@ impl fmt::Display for InspectSummary {
         }
         writeln!(f, "dim:          {}", c.dim)?;
         writeln!(f, "layers:       {}", c.n_layers)?;
-        writeln!(f, "heads:        {} query, {} KV, head_dim {}", c.n_heads, c.n_kv_heads, c.head_dim)?;
+        writeln!(
+            f,
+            "heads:        {} query, {} KV, head_dim {}",
+            c.n_heads, c.n_kv_heads, c.head_dim
+        )?;
         writeln!(f, "ffn_dim:      {}", c.ffn_dim)?;
         writeln!(f, "vocab:        {}", c.vocab_size)?;
         writeln!(f, "rope_theta:   {}", c.rope_theta)?;
@@ -77,7 +88,11 @@ impl fmt::Display for InspectSummary {
         writeln!(f, "context:      {} tokens", c.max_context)?;
         writeln!(f, "tensors:      {}", self.tensor_count)?;
         writeln!(f, "weights:      {}", gib(self.tensor_bytes))?;
-        write!(f, "KV cache:     {} for {DEFAULT_MAX_CONTEXT} tokens (bf16)", gib(self.kv_bytes_128k))?;
+        write!(
+            f,
+            "KV cache:     {} for {DEFAULT_MAX_CONTEXT} tokens (bf16)",
+            gib(self.kv_bytes_128k)
+        )?;
         for w in &self.warnings {
             write!(f, "\nwarning:      {w}")?;
         }

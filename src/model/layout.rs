@@ -68,9 +68,16 @@ pub struct Checkpoint {
 impl Checkpoint {
     /// Finds the checkpoint in `dir`, preferring the Mistral layout when both are present.
     pub fn detect(dir: &Path) -> Result<Self, LoadError> {
-        if !dir.is_dir() {
-            return Err(LoadError::io(dir, std::io::Error::new(
-                std::io::ErrorKind::NotFound, "not a directory")));
+        if dir.exists() && !dir.is_dir() {
+            return Err(LoadError::NotADirectory {
+                path: dir.to_path_buf(),
+            });
+        }
+        if !dir.exists() {
+            return Err(LoadError::NotFound {
+                path: dir.to_path_buf(),
+                why: "no such directory".into(),
+            });
         }
         let has = |name: &str| dir.join(name).is_file();
         let layout = if has("params.json") && has("consolidated.safetensors") {
@@ -80,7 +87,9 @@ impl Checkpoint {
         } else if has("config.json") && has("model.safetensors") {
             Layout::HfSingle
         } else {
-            return Err(LoadError::NoCheckpoint { dir: dir.to_path_buf() });
+            return Err(LoadError::NoCheckpoint {
+                dir: dir.to_path_buf(),
+            });
         };
         Self::with_layout(dir, layout)
     }
@@ -92,8 +101,10 @@ impl Checkpoint {
             if path.is_file() {
                 Ok(path)
             } else {
-                Err(LoadError::io(path, std::io::Error::new(
-                    std::io::ErrorKind::NotFound, format!("required by the {layout} layout"))))
+                Err(LoadError::NotFound {
+                    path,
+                    why: format!("required by the {layout} layout"),
+                })
             }
         };
         let optional = |names: &[&str]| names.iter().map(|n| dir.join(n)).find(|p| p.is_file());
@@ -113,10 +124,22 @@ impl Checkpoint {
             Layout::HfSharded => {
                 let index = need("model.safetensors.index.json")?;
                 let shards = shard_files(&index, dir)?;
-                (need("config.json")?, Some(index), shards, optional(&["tokenizer.json"]))
+                (
+                    need("config.json")?,
+                    Some(index),
+                    shards,
+                    optional(&["tokenizer.json"]),
+                )
             }
         };
-        Ok(Checkpoint { dir: dir.to_path_buf(), layout, config_file, index_file, weight_files, tokenizer })
+        Ok(Checkpoint {
+            dir: dir.to_path_buf(),
+            layout,
+            config_file,
+            index_file,
+            weight_files,
+            tokenizer,
+        })
     }
 
     pub fn parse_config(&self) -> Result<ModelConfig, LoadError> {
@@ -143,8 +166,7 @@ fn shard_files(index: &Path, dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
             }
             let path = dir.join(name);
             if !path.is_file() {
-                return Err(LoadError::io(path, std::io::Error::new(
-                    std::io::ErrorKind::NotFound, format!("named by {}", index.display()))));
+                return Err(LoadError::NotFound { path, why: format!("named by {}", index.display()) });
             }
             Ok(path)
         })
@@ -154,14 +176,19 @@ fn shard_files(index: &Path, dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
 /// `weight_map` of a shard index: (tensor name, shard file name) pairs.
 pub fn read_weight_map(index: &Path) -> Result<Vec<(String, String)>, LoadError> {
     let obj = params::read_json_object(index)?;
-    let bad = |message: String| LoadError::Index { path: index.to_path_buf(), message };
+    let bad = |message: String| LoadError::Index {
+        path: index.to_path_buf(),
+        message,
+    };
     let Some(Value::Object(map)) = obj.get("weight_map") else {
         return Err(bad("expected a `weight_map` object".into()));
     };
     map.iter()
         .map(|(tensor, file)| match file {
             Value::String(f) => Ok((tensor.clone(), f.clone())),
-            other => Err(bad(format!("weight_map[\"{tensor}\"] is {other}, expected a file name"))),
+            other => Err(bad(format!(
+                "weight_map[\"{tensor}\"] is {other}, expected a file name"
+            ))),
         })
         .collect()
 }
@@ -181,15 +208,30 @@ impl TensorNames {
     }
 
     pub fn embedding(&self) -> String {
-        if self.hf() { "model.embed_tokens.weight" } else { "tok_embeddings.weight" }.into()
+        if self.hf() {
+            "model.embed_tokens.weight"
+        } else {
+            "tok_embeddings.weight"
+        }
+        .into()
     }
 
     pub fn final_norm(&self) -> String {
-        if self.hf() { "model.norm.weight" } else { "norm.weight" }.into()
+        if self.hf() {
+            "model.norm.weight"
+        } else {
+            "norm.weight"
+        }
+        .into()
     }
 
     pub fn lm_head(&self) -> String {
-        if self.hf() { "lm_head.weight" } else { "output.weight" }.into()
+        if self.hf() {
+            "lm_head.weight"
+        } else {
+            "output.weight"
+        }
+        .into()
     }
 
     /// Per-layer weight name for a role (the names of `LayerWeights`' fields).
@@ -245,8 +287,15 @@ pub enum LayerRole {
 
 impl LayerRole {
     pub const ALL: [LayerRole; 9] = [
-        LayerRole::AttnNorm, LayerRole::Wq, LayerRole::Wk, LayerRole::Wv, LayerRole::Wo,
-        LayerRole::FfnNorm, LayerRole::Gate, LayerRole::Up, LayerRole::Down,
+        LayerRole::AttnNorm,
+        LayerRole::Wq,
+        LayerRole::Wk,
+        LayerRole::Wv,
+        LayerRole::Wo,
+        LayerRole::FfnNorm,
+        LayerRole::Gate,
+        LayerRole::Up,
+        LayerRole::Down,
     ];
 
     /// The expected shape (`[out, in]` for linear weights) under `c`.

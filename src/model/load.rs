@@ -47,7 +47,10 @@ pub fn load_checkpoint(checkpoint: Checkpoint) -> Result<LoadedModel, LoadError>
         catalog.check_index(index, &files)?;
     }
     // Where a missing tensor should have been: the index for sharded checkpoints.
-    let missing_path = checkpoint.index_file.clone().unwrap_or_else(|| checkpoint.weight_files[0].clone());
+    let missing_path = checkpoint
+        .index_file
+        .clone()
+        .unwrap_or_else(|| checkpoint.weight_files[0].clone());
 
     let names = TensorNames::new(checkpoint.layout);
     let expected = expected_tensors(&names, &config);
@@ -63,12 +66,22 @@ pub fn load_checkpoint(checkpoint: Checkpoint) -> Result<LoadedModel, LoadError>
         }
         let path = &files[*file].path;
         if names.is_ignorable(name) {
-            warnings.push(format!("{}: ignored `{name}` (RoPE frequencies are recomputed from rope_theta)", path.display()));
+            warnings.push(format!(
+                "{}: ignored `{name}` (RoPE frequencies are recomputed from rope_theta)",
+                path.display()
+            ));
         } else if config.tied_embeddings && *name == names.lm_head() {
-            warnings.push(format!("{}: ignored `{name}`: tie_word_embeddings is true, the embedding is the LM head", path.display()));
+            warnings.push(format!(
+                "{}: ignored `{name}`: tie_word_embeddings is true, the embedding is the LM head",
+                path.display()
+            ));
         } else {
             let layout = checkpoint.layout.family();
-            return Err(LoadError::UnexpectedTensor { path: path.clone(), tensor: name.clone(), layout });
+            return Err(LoadError::UnexpectedTensor {
+                path: path.clone(),
+                tensor: name.clone(),
+                layout,
+            });
         }
     }
 
@@ -100,7 +113,13 @@ pub fn load_checkpoint(checkpoint: Checkpoint) -> Result<LoadedModel, LoadError>
     };
     let tensor_count = catalog.entries.len();
     let tensor_bytes = catalog.entries.values().map(|(_, e)| e.n_bytes).sum();
-    Ok(LoadedModel { checkpoint, weights, warnings, tensor_count, tensor_bytes })
+    Ok(LoadedModel {
+        checkpoint,
+        weights,
+        warnings,
+        tensor_count,
+        tensor_bytes,
+    })
 }
 
 /// Every tensor the config implies, with its shape.
@@ -138,26 +157,42 @@ impl Catalog {
                 }
             }
         }
-        Ok(Catalog { entries, paths: files.iter().map(|f| f.path.clone()).collect() })
+        Ok(Catalog {
+            entries,
+            paths: files.iter().map(|f| f.path.clone()).collect(),
+        })
     }
 
     /// The index and the shards must agree tensor by tensor: a mismatch means a partial or
     /// mixed download.
     fn check_index(&self, index: &Path, files: &[SafetensorsFile]) -> Result<(), LoadError> {
-        let bad = |message: String| LoadError::Index { path: index.to_path_buf(), message };
+        let bad = |message: String| LoadError::Index {
+            path: index.to_path_buf(),
+            message,
+        };
         let weight_map: BTreeMap<String, String> = read_weight_map(index)?.into_iter().collect();
         for (tensor, shard) in &weight_map {
             match self.entries.get(tensor) {
-                None => return Err(bad(format!("tensor `{tensor}` is listed in shard {shard}, which does not hold it"))),
+                None => {
+                    return Err(bad(format!(
+                        "tensor `{tensor}` is listed in shard {shard}, which does not hold it"
+                    )))
+                }
                 Some((i, _)) if !files[*i].path.ends_with(shard) => {
-                    return Err(bad(format!("tensor `{tensor}` is listed in shard {shard} but found in {}", files[*i].path.display())));
+                    return Err(bad(format!(
+                        "tensor `{tensor}` is listed in shard {shard} but found in {}",
+                        files[*i].path.display()
+                    )));
                 }
                 Some(_) => {}
             }
         }
         for (tensor, (i, _)) in &self.entries {
             if !weight_map.contains_key(tensor) {
-                return Err(bad(format!("{} holds tensor `{tensor}`, which the index does not list", files[*i].path.display())));
+                return Err(bad(format!(
+                    "{} holds tensor `{tensor}`, which the index does not list",
+                    files[*i].path.display()
+                )));
             }
         }
         Ok(())
@@ -165,7 +200,10 @@ impl Catalog {
 
     fn check(&self, name: &str, shape: &[usize], missing_path: &Path) -> Result<(), LoadError> {
         let Some((file, entry)) = self.entries.get(name) else {
-            return Err(LoadError::MissingTensor { path: missing_path.to_path_buf(), tensor: name.to_string() });
+            return Err(LoadError::MissingTensor {
+                path: missing_path.to_path_buf(),
+                tensor: name.to_string(),
+            });
         };
         let path = self.paths[*file].clone();
         if entry.dtype != Dtype::BF16 {

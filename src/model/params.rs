@@ -23,9 +23,14 @@ pub fn read_json_object(path: &Path) -> Result<Map<String, Value>, LoadError> {
     let text = std::fs::read_to_string(path).map_err(|e| LoadError::io(path, e))?;
     match serde_json::from_str::<Value>(&text) {
         Ok(Value::Object(map)) => Ok(map),
-        Ok(other) => Err(LoadError::config(path, "<top level>", format!(
-            "expected a JSON object, found {}", kind_of(&other)))),
-        Err(source) => Err(LoadError::Json { path: path.to_path_buf(), source }),
+        Ok(other) => Err(LoadError::NotAnObject {
+            path: path.to_path_buf(),
+            found: kind_of(&other),
+        }),
+        Err(source) => Err(LoadError::Json {
+            path: path.to_path_buf(),
+            source,
+        }),
     }
 }
 
@@ -38,7 +43,9 @@ pub fn parse_params_json(path: &Path) -> Result<ModelConfig, LoadError> {
         if keys.present(unsupported) {
             return Err(LoadError::Unsupported {
                 path: path.to_path_buf(),
-                message: format!("`{unsupported}` is set; only the dense text model is implemented"),
+                message: format!(
+                    "`{unsupported}` is set; only the dense text model is implemented"
+                ),
             });
         }
     }
@@ -62,7 +69,7 @@ pub fn parse_params_json(path: &Path) -> Result<ModelConfig, LoadError> {
         tied_embeddings: false,
     };
     keys.check_sliding_window("sliding_window", config.max_context)?;
-    check_config(path, &config)?;
+    check_config(path, &config, "n_kv_heads", "head_dim")?;
     Ok(config)
 }
 
@@ -70,21 +77,30 @@ pub fn parse_params_json(path: &Path) -> Result<ModelConfig, LoadError> {
 pub fn parse_config_json(path: &Path) -> Result<ModelConfig, LoadError> {
     let obj = read_json_object(path)?;
     let keys = Keys { path, obj: &obj };
-    let unsupported = |message: String| LoadError::Unsupported { path: path.to_path_buf(), message };
+    let unsupported = |message: String| LoadError::Unsupported {
+        path: path.to_path_buf(),
+        message,
+    };
 
     if let Some(model_type) = keys.optional_str("model_type")? {
         if model_type != "mistral" && model_type != "llama" {
-            return Err(unsupported(format!("model_type is \"{model_type}\", expected \"mistral\"")));
+            return Err(unsupported(format!(
+                "model_type is \"{model_type}\", expected \"mistral\""
+            )));
         }
     }
     if let Some(act) = keys.optional_str("hidden_act")? {
         if act != "silu" {
-            return Err(unsupported(format!("hidden_act is \"{act}\"; only silu (SwiGLU) is implemented")));
+            return Err(unsupported(format!(
+                "hidden_act is \"{act}\"; only silu (SwiGLU) is implemented"
+            )));
         }
     }
     for flag in ["attention_bias", "mlp_bias"] {
         if keys.optional_bool(flag)? == Some(true) {
-            return Err(unsupported(format!("`{flag}` is true; bias terms are not implemented")));
+            return Err(unsupported(format!(
+                "`{flag}` is true; bias terms are not implemented"
+            )));
         }
     }
     // RoPE scaling (YaRN, linear, llama3, ...) would change every angle: refuse it rather than
@@ -96,14 +112,23 @@ pub fn parse_config_json(path: &Path) -> Result<ModelConfig, LoadError> {
             Some(Value::Object(p)) => {
                 let rope_type = p.get("rope_type").or_else(|| p.get("type"));
                 if let Some(t) = rope_type.filter(|t| t.as_str() != Some("default")) {
-                    return Err(unsupported(format!("{key}.rope_type is {t}; only default RoPE is implemented")));
+                    return Err(unsupported(format!(
+                        "{key}.rope_type is {t}; only default RoPE is implemented"
+                    )));
                 }
                 if let Some(theta) = p.get("rope_theta") {
-                    rope_theta = Some(Keys { path, obj: p }.positive_f64_value(&format!("{key}.rope_theta"), theta)?);
+                    rope_theta = Some(
+                        Keys { path, obj: p }
+                            .positive_f64_value(&format!("{key}.rope_theta"), theta)?,
+                    );
                 }
             }
             Some(other) => {
-                return Err(LoadError::config(path, key, format!("expected an object or null, found {}", kind_of(other))));
+                return Err(LoadError::config(
+                    path,
+                    key,
+                    format!("expected an object or null, found {}", kind_of(other)),
+                ));
             }
         }
     }
@@ -133,28 +158,49 @@ pub fn parse_config_json(path: &Path) -> Result<ModelConfig, LoadError> {
         tied_embeddings: keys.optional_bool("tie_word_embeddings")?.unwrap_or(false),
     };
     keys.check_sliding_window("sliding_window", config.max_context)?;
-    check_config(path, &config)?;
+    check_config(path, &config, "num_key_value_heads", "head_dim")?;
     Ok(config)
 }
 
 /// Cross-field checks shared by both formats.
-pub fn check_config(path: &Path, c: &ModelConfig) -> Result<(), LoadError> {
+/// `kv_key` and `head_dim_key` are the format's names for those values, for the message.
+pub fn check_config(
+    path: &Path,
+    c: &ModelConfig,
+    kv_key: &str,
+    head_dim_key: &str,
+) -> Result<(), LoadError> {
     if c.n_heads % c.n_kv_heads != 0 {
-        return Err(LoadError::config(path, "n_kv_heads", format!(
+        return Err(LoadError::config(
+            path,
+            kv_key,
+            format!(
             "{} query heads are not a multiple of {} KV heads (grouped-query attention needs it)",
-            c.n_heads, c.n_kv_heads)));
+            c.n_heads, c.n_kv_heads),
+        ));
     }
     if c.head_dim % 2 != 0 {
-        return Err(LoadError::config(path, "head_dim", format!(
-            "{} is odd; RoPE rotates pairs of dimensions", c.head_dim)));
+        return Err(LoadError::config(
+            path,
+            head_dim_key,
+            format!("{} is odd; RoPE rotates pairs of dimensions", c.head_dim),
+        ));
     }
     Ok(())
 }
 
-fn default_head_dim(path: &Path, key: &str, dim: usize, n_heads: usize) -> Result<usize, LoadError> {
+fn default_head_dim(
+    path: &Path,
+    key: &str,
+    dim: usize,
+    n_heads: usize,
+) -> Result<usize, LoadError> {
     if dim % n_heads != 0 {
-        return Err(LoadError::config(path, key, format!(
-            "absent, and the default dim / n_heads = {dim} / {n_heads} is not an integer")));
+        return Err(LoadError::config(
+            path,
+            key,
+            format!("absent, and the default dim / n_heads = {dim} / {n_heads} is not an integer"),
+        ));
     }
     Ok(dim / n_heads)
 }
@@ -195,7 +241,10 @@ impl Keys<'_> {
     fn usize(&self, key: &str, max: usize) -> Result<usize, LoadError> {
         let v = self.required(key)?;
         let n = v.as_u64().filter(|&n| n > 0).ok_or_else(|| {
-            self.err(key, format!("expected a positive integer, found {}", kind_of(v)))
+            self.err(
+                key,
+                format!("expected a positive integer, found {}", kind_of(v)),
+            )
         })?;
         if n > max as u64 {
             return Err(self.err(key, format!("{n} is implausibly large (limit {max})")));
@@ -204,7 +253,11 @@ impl Keys<'_> {
     }
 
     fn optional_usize(&self, key: &str, max: usize) -> Result<Option<usize>, LoadError> {
-        if self.present(key) { self.usize(key, max).map(Some) } else { Ok(None) }
+        if self.present(key) {
+            self.usize(key, max).map(Some)
+        } else {
+            Ok(None)
+        }
     }
 
     fn positive_f64(&self, key: &str) -> Result<f64, LoadError> {
@@ -215,14 +268,20 @@ impl Keys<'_> {
     fn positive_f64_value(&self, key: &str, v: &Value) -> Result<f64, LoadError> {
         match v.as_f64() {
             Some(x) if x.is_finite() && x > 0.0 => Ok(x),
-            _ => Err(self.err(key, format!("expected a positive number, found {}", kind_of(v)))),
+            _ => Err(self.err(
+                key,
+                format!("expected a positive number, found {}", kind_of(v)),
+            )),
         }
     }
 
     fn norm_eps(&self, key: &str) -> Result<f32, LoadError> {
         let eps = self.positive_f64(key)?;
         if eps >= 1.0 {
-            return Err(self.err(key, format!("{eps} is implausibly large for an RMSNorm epsilon")));
+            return Err(self.err(
+                key,
+                format!("{eps} is implausibly large for an RMSNorm epsilon"),
+            ));
         }
         Ok(eps as f32)
     }
@@ -246,16 +305,22 @@ impl Keys<'_> {
     /// Sliding-window attention is not implemented: a window is only acceptable when it covers
     /// the whole context, where it changes nothing.
     fn check_sliding_window(&self, key: &str, context: usize) -> Result<(), LoadError> {
-        let Some(v) = self.obj.get(key).filter(|v| !v.is_null()) else { return Ok(()) };
+        let Some(v) = self.obj.get(key).filter(|v| !v.is_null()) else {
+            return Ok(());
+        };
         let window = v.as_u64().ok_or_else(|| {
-            self.err(key, format!("expected null or a positive integer, found {}", kind_of(v)))
+            self.err(
+                key,
+                format!("expected null or a positive integer, found {}", kind_of(v)),
+            )
         })?;
         if window < context as u64 {
             return Err(LoadError::Unsupported {
                 path: self.path.to_path_buf(),
                 message: format!(
                     "sliding_window is {window}, shorter than the {context}-token context; \
-                     sliding-window attention is not implemented"),
+                     sliding-window attention is not implemented"
+                ),
             });
         }
         Ok(())

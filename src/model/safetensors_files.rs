@@ -41,12 +41,16 @@ pub struct SafetensorsFile {
 
 impl SafetensorsFile {
     pub fn open(path: &Path) -> Result<Self, LoadError> {
-        let bad = |message: String| LoadError::Safetensors { path: path.to_path_buf(), message };
+        let bad = |message: String| LoadError::Safetensors {
+            path: path.to_path_buf(),
+            message,
+        };
         let file = File::open(path).map_err(|e| LoadError::io(path, e))?;
         let file_len = file.metadata().map_err(|e| LoadError::io(path, e))?.len();
         if file_len < 8 {
             return Err(bad(format!(
-                "the file is {file_len} bytes, too short for the 8-byte header length (truncated?)")));
+                "the file is {file_len} bytes, too short for the 8-byte header length (truncated?)"
+            )));
         }
         // SAFETY: the map is read-only; like every mmap-based loader we rely on the checkpoint
         // not being modified or truncated by another process while it is loaded.
@@ -56,10 +60,14 @@ impl SafetensorsFile {
         if header_len > file_len - 8 {
             return Err(bad(format!(
                 "the header length field says {header_len} bytes, but only {} bytes follow it \
-                 (truncated, or not a safetensors file)", file_len - 8)));
+                 (truncated, or not a safetensors file)",
+                file_len - 8
+            )));
         }
         if header_len > MAX_HEADER_BYTES {
-            return Err(bad(format!("the header is {header_len} bytes (limit {MAX_HEADER_BYTES})")));
+            return Err(bad(format!(
+                "the header is {header_len} bytes (limit {MAX_HEADER_BYTES})"
+            )));
         }
         let data_start = 8 + header_len as usize;
         let header = std::str::from_utf8(&map[8..data_start])
@@ -83,7 +91,12 @@ impl SafetensorsFile {
                 .and_then(|n| n.checked_mul(info.dtype.bitsize()))
                 .filter(|bits| bits % 8 == 0)
                 .map(|bits| bits / 8)
-                .ok_or_else(|| bad(format!("tensor `{name}`: shape {:?} is not a whole number of bytes or overflows", info.shape)))?;
+                .ok_or_else(|| {
+                    bad(format!(
+                        "tensor `{name}`: shape {:?} is not a whole number of bytes or overflows",
+                        info.shape
+                    ))
+                })?;
             if end < start || end - start != n_bytes {
                 return Err(bad(format!(
                     "tensor `{name}`: data_offsets [{start}, {end}) hold {} bytes, but {} {:?} needs {n_bytes}",
@@ -94,7 +107,12 @@ impl SafetensorsFile {
                     "tensor `{name}` ends at data byte {end}, but the file holds only {data_len} data \
                      bytes ({file_len} bytes in all): the file is truncated")));
             }
-            let entry = TensorEntry { dtype: info.dtype, shape: info.shape, offset: data_start + start, n_bytes };
+            let entry = TensorEntry {
+                dtype: info.dtype,
+                shape: info.shape,
+                offset: data_start + start,
+                n_bytes,
+            };
             tensors.insert(name, entry);
         }
         check_contiguous(&tensors, data_start, data_len).map_err(bad)?;
@@ -102,7 +120,11 @@ impl SafetensorsFile {
         SafeTensors::read_metadata(&map[..])
             .map_err(|e| bad(format!("rejected by the safetensors crate: {e}")))?;
 
-        Ok(SafetensorsFile { path: path.to_path_buf(), map: Arc::new(map), tensors })
+        Ok(SafetensorsFile {
+            path: path.to_path_buf(),
+            map: Arc::new(map),
+            tensors,
+        })
     }
 
     /// A bf16 tensor backed by the map (zero-copy), or copied once if its range is misaligned.
@@ -111,12 +133,25 @@ impl SafetensorsFile {
         debug_assert_eq!(entry.dtype, Dtype::BF16);
         let len = entry.n_bytes / 2;
         let data = if entry.offset % std::mem::align_of::<bf16>() == 0 {
-            TensorData::Mapped { map: Arc::clone(&self.map), offset: entry.offset, len }
+            TensorData::Mapped {
+                map: Arc::clone(&self.map),
+                offset: entry.offset,
+                len,
+            }
         } else {
             let bytes = &self.map[entry.offset..entry.offset + entry.n_bytes];
-            TensorData::Owned(bytes.chunks_exact(2).map(|b| bf16::from_le_bytes([b[0], b[1]])).collect())
+            TensorData::Owned(
+                bytes
+                    .chunks_exact(2)
+                    .map(|b| bf16::from_le_bytes([b[0], b[1]]))
+                    .collect(),
+            )
         };
-        Tensor { name: name.to_string(), shape: entry.shape.clone(), data }
+        Tensor {
+            name: name.to_string(),
+            shape: entry.shape.clone(),
+            data,
+        }
     }
 
     pub fn file_len(&self) -> usize {
@@ -133,7 +168,13 @@ fn check_contiguous(
 ) -> Result<(), String> {
     let mut ranges: Vec<(usize, usize, &str)> = tensors
         .iter()
-        .map(|(name, e)| (e.offset - data_start, e.offset - data_start + e.n_bytes, name.as_str()))
+        .map(|(name, e)| {
+            (
+                e.offset - data_start,
+                e.offset - data_start + e.n_bytes,
+                name.as_str(),
+            )
+        })
         .collect();
     ranges.sort();
     let mut expected_start = 0;
@@ -141,14 +182,16 @@ fn check_contiguous(
         if start != expected_start {
             return Err(format!(
                 "tensor `{name}` starts at data byte {start}, expected {expected_start} \
-                 (tensors overlap or leave a gap)"));
+                 (tensors overlap or leave a gap)"
+            ));
         }
         expected_start = end;
     }
     if expected_start != data_len {
         return Err(format!(
             "the tensors cover {expected_start} data bytes but the file holds {data_len} \
-             (trailing bytes)"));
+             (trailing bytes)"
+        ));
     }
     Ok(())
 }

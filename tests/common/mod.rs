@@ -2,6 +2,9 @@
 //! and safetensors writing. Each test binary uses a subset.
 #![allow(dead_code)]
 
+pub mod checkpoints;
+pub mod reference;
+
 use std::path::Path;
 
 use half::bf16;
@@ -28,7 +31,15 @@ pub struct Toy {
     pub vocab: usize,
 }
 
-pub const TOY: Toy = Toy { dim: 64, n_layers: 2, head_dim: 32, n_heads: 4, n_kv_heads: 2, ffn: 96, vocab: 50 };
+pub const TOY: Toy = Toy {
+    dim: 64,
+    n_layers: 2,
+    head_dim: 32,
+    n_heads: 4,
+    n_kv_heads: 2,
+    ffn: 96,
+    vocab: 50,
+};
 
 /// A named bf16 tensor (`[out, in]` for linear weights).
 pub struct Named {
@@ -78,10 +89,18 @@ pub fn toy_mistral_tensors(seed: u64) -> Vec<Named> {
     let mut push = |name: String, shape: Vec<usize>, scale: f32, offset: f32| {
         k += 1;
         let n = shape.iter().product();
-        let data = random(k, n, scale).into_iter().map(|v| bf16::from_f32(v.to_f32() + offset)).collect();
+        let data = random(k, n, scale)
+            .into_iter()
+            .map(|v| bf16::from_f32(v.to_f32() + offset))
+            .collect();
         out.push(Named { name, shape, data });
     };
-    push("tok_embeddings.weight".into(), vec![t.vocab, t.dim], 1.0, 0.0);
+    push(
+        "tok_embeddings.weight".into(),
+        vec![t.vocab, t.dim],
+        1.0,
+        0.0,
+    );
     let (q, kv) = (t.n_heads * t.head_dim, t.n_kv_heads * t.head_dim);
     for i in 0..t.n_layers {
         let p = |s: &str| format!("layers.{i}.{s}.weight");
@@ -115,7 +134,11 @@ pub fn to_hf(tensors: &[Named]) -> Vec<Named> {
             } else {
                 x.data.clone()
             };
-            Named { name, shape: x.shape.clone(), data }
+            Named {
+                name,
+                shape: x.shape.clone(),
+                data,
+            }
         })
         .collect()
 }
@@ -162,7 +185,14 @@ pub fn write_raw(path: &Path, tensors: &[(String, Dtype, Vec<usize>, Vec<u8>)]) 
 pub fn write_bf16(path: &Path, tensors: &[Named]) {
     let raw: Vec<_> = tensors
         .iter()
-        .map(|t| (t.name.clone(), Dtype::BF16, t.shape.clone(), bf16_bytes(&t.data)))
+        .map(|t| {
+            (
+                t.name.clone(),
+                Dtype::BF16,
+                t.shape.clone(),
+                bf16_bytes(&t.data),
+            )
+        })
         .collect();
     write_raw(path, &raw);
 }
@@ -177,7 +207,10 @@ pub fn write_toy_mistral(dir: &Path, tensors: &[Named]) {
 pub fn write_toy_hf_sharded(dir: &Path, hf: &[Named]) {
     std::fs::write(dir.join("config.json"), TOY_CONFIG_JSON).unwrap();
     let (a, b) = hf.split_at(hf.len() / 2);
-    let names = ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"];
+    let names = [
+        "model-00001-of-00002.safetensors",
+        "model-00002-of-00002.safetensors",
+    ];
     let mut map = serde_json::Map::new();
     for (shard, name) in [a, b].iter().zip(names) {
         write_bf16(&dir.join(name), shard);
@@ -197,5 +230,8 @@ pub fn write_toy_hf_single(dir: &Path, hf: &[Named]) {
 
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
