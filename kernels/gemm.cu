@@ -3,6 +3,7 @@
 //   plain     out[m, n] = acc
 //   residual  out[m, n] = residual[m, n] + acc            (o-proj and down-proj; may be in place)
 //   swiglu    out[m, j] = silu(acc_gate) * acc_up          (gate/up fused; see below)
+//   f32       out[m, n] = acc, stored as f32                  (the LM head: logits keep f32)
 // A is the activations (row-major, K contiguous); W is a PyTorch Linear weight [out, in] (K
 // contiguous), which is exactly the "col" operand of mma.sync.m16n8k16.row.col.
 //
@@ -28,15 +29,16 @@ constexpr int MI = WM / 16, NI = WN / 8;        // mma tiles per warp: 4 x 4
 constexpr int TILE_A = BM * BK, TILE_W = BN * BK;  // bf16 elements per stage
 }  // namespace
 
-enum Epilogue : int { EPI_PLAIN = 0, EPI_RESIDUAL = 1, EPI_SWIGLU = 2 };
+enum Epilogue : int { EPI_PLAIN = 0, EPI_RESIDUAL = 1, EPI_SWIGLU = 2, EPI_F32 = 3 };
 
 // Mirrored by `GemmParams` in src/gpu/kernels/gemm.rs; sizes asserted on both sides.
 struct GemmParams {
     const bf16* a;        // [M, K] activations, row stride lda
     const bf16* w;        // [N, K] weight, row-major (K contiguous)
-    bf16* out;            // plain/residual: [M, N] (row stride ldo); swiglu: [M, N / 2]
+    void* out;            // plain/residual: bf16 [M, N] (row stride ldo); swiglu: bf16 [M, N / 2];
+                          // f32: float [M, N]
     const bf16* residual; // residual: [M, N] (row stride ldo), may equal out; else null
-    int32_t m, n, k;      // k % 64 == 0; n % 16 == 0 (swiglu) or n % 8 == 0
+    int32_t m, n, k;      // k % 8 == 0; n % 16 == 0 (swiglu) or n % 8 == 0
     int32_t lda, ldo;     // row strides in elements, multiples of 8
     int32_t epilogue;     // Epilogue
 };
@@ -79,10 +81,12 @@ __device__ __forceinline__ void load_stage(const GemmParams& p, uint32_t smem_a,
         const int idx = threadIdx.x + i * THREADS;  // 0..1023
         const int row = idx >> 3, chunk = idx & 7;
         const int gm = block_m + row, gn = block_n + row;
-        const bf16* ga = p.a + (size_t)min(gm, p.m - 1) * p.lda + k0 + chunk * 8;
-        const bf16* gw = p.w + (size_t)min(gn, p.n - 1) * p.k + k0 + chunk * 8;
-        cp_async16(smem_a + stage * TILE_A * 2 + swz(row, chunk), ga, gm < p.m);
-        cp_async16(smem_w + stage * TILE_W * 2 + swz(row, chunk), gw, gn < p.n);
+        const int kc = k0 + chunk * 8;
+        const bool k_ok = kc < p.k;  // the last k-tile may be partial: its tail reads zeros
+        const bf16* ga = p.a + (size_t)min(gm, p.m - 1) * p.lda + (k_ok ? kc : 0);
+        const bf16* gw = p.w + (size_t)min(gn, p.n - 1) * p.k + (k_ok ? kc : 0);
+        cp_async16(smem_a + stage * TILE_A * 2 + swz(row, chunk), ga, gm < p.m && k_ok);
+        cp_async16(smem_w + stage * TILE_W * 2 + swz(row, chunk), gw, gn < p.n && k_ok);
     }
 }
 
@@ -97,7 +101,7 @@ gemm_bf16(const __grid_constant__ GemmParams p) {
     const int block_m = blockIdx.y * BM, block_n = blockIdx.x * BN;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int warp_m = (warp >> 2) * WM, warp_n = (warp & 3) * WN;
-    const int k_tiles = p.k / BK;
+    const int k_tiles = (p.k + BK - 1) / BK;
 
     float acc[MI][NI][4];
 #pragma unroll
@@ -168,7 +172,7 @@ gemm_bf16(const __grid_constant__ GemmParams p) {
                     const float g1 = __bfloat162float(__float2bfloat16(gate[1]));
                     const float u0 = __bfloat162float(__float2bfloat16(up[0]));
                     const float u1 = __bfloat162float(__float2bfloat16(up[1]));
-                    *reinterpret_cast<__nv_bfloat162*>(p.out + (size_t)m * p.ldo + out_col) =
+                    *reinterpret_cast<__nv_bfloat162*>(static_cast<bf16*>(p.out) + (size_t)m * p.ldo + out_col) =
                         __floats2bfloat162_rn(silu(g0) * u0, silu(g1) * u1);
                 }
             } else {
@@ -178,13 +182,17 @@ gemm_bf16(const __grid_constant__ GemmParams p) {
                     if (n >= p.n) continue;
                     float v0 = acc[i][j][half_row * 2], v1 = acc[i][j][half_row * 2 + 1];
                     const size_t off = (size_t)m * p.ldo + n;
+                    if (p.epilogue == EPI_F32) {
+                        *reinterpret_cast<float2*>(static_cast<float*>(p.out) + off) = make_float2(v0, v1);
+                        continue;
+                    }
                     if (p.epilogue == EPI_RESIDUAL) {
                         // Round the product to bf16 before the add, as the unfused model does.
                         const float2 r = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(p.residual + off));
                         v0 = r.x + __bfloat162float(__float2bfloat16(v0));
                         v1 = r.y + __bfloat162float(__float2bfloat16(v1));
                     }
-                    *reinterpret_cast<__nv_bfloat162*>(p.out + off) = __floats2bfloat162_rn(v0, v1);
+                    *reinterpret_cast<__nv_bfloat162*>(static_cast<bf16*>(p.out) + off) = __floats2bfloat162_rn(v0, v1);
                 }
             }
         }

@@ -3,8 +3,10 @@
 //! generation loop and one set of tests serve both.
 
 mod cpu_backend;
+mod cuda_backend;
 
 pub use cpu_backend::CpuBackend;
+pub use cuda_backend::{open_cuda_backend, CudaBackend, CudaOptions};
 
 use crate::model::ModelConfig;
 
