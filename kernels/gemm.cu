@@ -19,7 +19,7 @@
 // are gate rows 8i..8i+7 and rows 16i+8..16i+15 the matching up rows - so each thread holds a
 // gate accumulator and its up partner in registers (n8 tiles 2j and 2j+1), and the 2F-wide
 // intermediate never reaches memory. The loader builds this layout once.
-#include "common.cuh"
+#include "mma.cuh"
 
 namespace {
 
@@ -49,26 +49,6 @@ static_assert(sizeof(GemmParams) == 56, "mirror of GemmParams in gemm.rs");
 // distinct bank groups.
 __device__ __forceinline__ uint32_t swz(int row, int chunk) {
     return row * 128 + ((chunk ^ (row & 7)) << 4);
-}
-
-__device__ __forceinline__ void cp_async16(uint32_t smem, const void* gmem, bool valid) {
-    // src-size 0 zero-fills the 16 bytes: rows past M or N read nothing.
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem), "l"(gmem),
-                 "r"(valid ? 16 : 0));
-}
-
-__device__ __forceinline__ void ldmatrix_x4(uint32_t r[4], uint32_t smem) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(smem));
-}
-
-__device__ __forceinline__ void mma_bf16(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};\n"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
 // Issues the copies of k-tile `kt` into stage `stage`: 128 rows x 8 chunks for A and for W,
@@ -114,15 +94,15 @@ gemm_bf16(const __grid_constant__ GemmParams p) {
 #pragma unroll
     for (int s = 0; s < STAGES - 1; ++s) {
         if (s < k_tiles) load_stage(p, smem_a, smem_w, block_m, block_n, s, s);
-        asm volatile("cp.async.commit_group;\n");
+        cp_async_commit();
     }
 
     for (int kt = 0; kt < k_tiles; ++kt) {
-        asm volatile("cp.async.wait_group %0;\n" ::"n"(STAGES - 2));
+        cp_async_wait<STAGES - 2>();
         __syncthreads();  // stage kt landed for every thread; stage kt-1 is free to overwrite
         const int next = kt + STAGES - 1;
         if (next < k_tiles) load_stage(p, smem_a, smem_w, block_m, block_n, next, next % STAGES);
-        asm volatile("cp.async.commit_group;\n");
+        cp_async_commit();
 
         const uint32_t sa = smem_a + (kt % STAGES) * TILE_A * 2;
         const uint32_t sw = smem_w + (kt % STAGES) * TILE_W * 2;
@@ -148,7 +128,7 @@ gemm_bf16(const __grid_constant__ GemmParams p) {
                     mma_bf16(acc[i][j], a[i], b[j / 2][(j & 1) * 2], b[j / 2][(j & 1) * 2 + 1]);
         }
     }
-    asm volatile("cp.async.wait_group 0;\n");
+    cp_async_wait<0>();
 
     // Epilogue. Accumulator (i, j, r) is row warp_m + 16i + lane/4 + 8*(r/2), column
     // warp_n + 8j + 2*(lane%4) + (r%2).
