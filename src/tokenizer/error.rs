@@ -77,6 +77,10 @@ pub enum ChatError {
     /// Content and tool calls in one assistant turn after merging (mistral_common: ValueError).
     #[error("{0}")]
     ContentAndToolCalls(String),
+    /// Passes validation but has nothing to render, e.g. an assistant turn whose only content
+    /// part is empty text (mistral_common: TokenizerException).
+    #[error("cannot render: {0}")]
+    Render(String),
     #[error("the chat template supports tekken version v3 (Mistral Nemo); this tokenizer is {0}")]
     UnsupportedVersion(String),
     #[error(transparent)]
@@ -102,6 +106,7 @@ impl ChatError {
             ChatError::ContentPart(_) => "ValueError",
             ChatError::Unsupported(_) => "AssertionError",
             ChatError::ContentAndToolCalls(_) => "ValueError",
+            ChatError::Render(_) => "TokenizerException",
             ChatError::UnsupportedVersion(_) => "TokenizerException",
             ChatError::Tokenizer(_) => "TokenizerException",
         }

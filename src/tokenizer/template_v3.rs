@@ -216,7 +216,7 @@ fn render(tok: &Tokenizer, turns: &[Turn], system_prompt: Option<&str>, tools: O
                 } else if !text.is_empty() {
                     ids.extend(tok.encode(text.trim_end_matches(' '))?);
                 } else {
-                    return Err(ChatError::AssistantMessage("Invalid assistant message: no content".into()));
+                    return Err(ChatError::Render("Invalid assistant message: no content and no tool calls".into()));
                 }
                 if !prefix {
                     ids.push(tok.eos_id());

@@ -10,7 +10,7 @@ use crate::{fixture, ids_of, tekken};
 pub fn check_chat_fixtures(tok: &Tokenizer) -> (usize, usize) {
     let f = fixture("chat.json");
     // The requests as written (key order, 1.0 vs 1, big ints): serde_json::Value would lose that.
-    let text = std::fs::read_to_string(crate::root().join("tests/fixtures/tokenizer/chat.json")).unwrap();
+    let text = std::fs::read_to_string(crate::fixture_path("chat.json")).unwrap();
     let exact = PyJson::parse(&text).unwrap();
     let Some(PyJson::Array(exact_cases)) = exact.get("cases") else { panic!("chat.json has no cases") };
     let mut failures = Vec::new();

@@ -4,6 +4,7 @@
 
 mod chat;
 mod codec;
+mod hf_layout;
 mod stream;
 mod tool_calls;
 
@@ -30,8 +31,17 @@ pub fn tekken() -> &'static Tokenizer {
     })
 }
 
+/// The committed fixtures, or a held-out set made by scripts/fixtures/make_tokenizer_heldout.py
+/// when NEMO_TOKENIZER_FIXTURES names its directory.
+pub fn fixture_path(name: &str) -> PathBuf {
+    let dir = std::env::var_os("NEMO_TOKENIZER_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("tests/fixtures/tokenizer"));
+    dir.join(name)
+}
+
 pub fn fixture(name: &str) -> serde_json::Value {
-    let path = root().join("tests/fixtures/tokenizer").join(name);
+    let path = fixture_path(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).expect("fixture is JSON")
 }
