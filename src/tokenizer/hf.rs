@@ -29,7 +29,10 @@ pub struct HfTokenizer {
 
 impl std::fmt::Debug for HfTokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HfTokenizer").field("vocab_size", &self.vocab_size).field("specials", &self.specials.len()).finish()
+        f.debug_struct("HfTokenizer")
+            .field("vocab_size", &self.vocab_size)
+            .field("specials", &self.specials.len())
+            .finish()
     }
 }
 

@@ -44,15 +44,11 @@ fn check_schema(v: &PyJson) -> Check {
         match key.as_str() {
             "$id" | "$schema" | "$ref" | "$comment" | "title" | "description" | "format" | "contentMediaType"
             | "contentEncoding" => expect_string(value)?,
-            "readOnly" | "uniqueItems" => {
-                if !matches!(value, PyJson::Bool(_)) {
-                    return Err(format!("{} is not of type 'boolean'", type_name(value)));
-                }
+            "readOnly" | "uniqueItems" if !matches!(value, PyJson::Bool(_)) => {
+                return Err(format!("{} is not of type 'boolean'", type_name(value)));
             }
-            "examples" | "enum" => {
-                if !matches!(value, PyJson::Array(_)) {
-                    return Err(format!("{} is not of type 'array'", type_name(value)));
-                }
+            "examples" | "enum" if !matches!(value, PyJson::Array(_)) => {
+                return Err(format!("{} is not of type 'array'", type_name(value)));
             }
             "multipleOf" => {
                 expect_number(value)?;
@@ -77,7 +73,13 @@ fn check_schema(v: &PyJson) -> Check {
                 expect_string(value)?;
                 check_regex(value)?;
             }
-            "additionalItems" | "contains" | "additionalProperties" | "propertyNames" | "if" | "then" | "else"
+            "additionalItems"
+            | "contains"
+            | "additionalProperties"
+            | "propertyNames"
+            | "if"
+            | "then"
+            | "else"
             | "not" => check_schema(value)?,
             "items" => match value {
                 PyJson::Array(_) => check_schema_array(value)?,
@@ -158,7 +160,9 @@ fn check_type(v: &PyJson) -> Check {
     let simple = |t: &PyJson| matches!(t, PyJson::Str(s) if SIMPLE_TYPES.contains(&s.as_str()));
     let ok = match v {
         PyJson::Array(items) => {
-            !items.is_empty() && items.iter().all(simple) && items.iter().enumerate().all(|(i, t)| !items[..i].contains(t))
+            !items.is_empty()
+                && items.iter().all(simple)
+                && items.iter().enumerate().all(|(i, t)| !items[..i].contains(t))
         }
         other => simple(other),
     };

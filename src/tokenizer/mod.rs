@@ -48,8 +48,9 @@ pub enum SpecialTokenPolicy {
 /// Either tokenizer layout behind one interface.
 #[derive(Debug)]
 pub enum Tokenizer {
-    Tekken(Tekken),
-    Hf(HfTokenizer),
+    // Boxed: both are large (compiled regexes, vocabularies) and rarely moved.
+    Tekken(Box<Tekken>),
+    Hf(Box<HfTokenizer>),
 }
 
 impl Tokenizer {
@@ -62,10 +63,10 @@ impl Tokenizer {
         }
         let name = file.file_name().and_then(|n| n.to_str()).unwrap_or("");
         if name.contains("tekken") && name.ends_with(".json") {
-            return Ok(Tokenizer::Tekken(Tekken::from_file(&file)?));
+            return Ok(Tokenizer::Tekken(Box::new(Tekken::from_file(&file)?)));
         }
         if name.ends_with(".json") {
-            return Ok(Tokenizer::Hf(HfTokenizer::from_file(&file)?));
+            return Ok(Tokenizer::Hf(Box::new(HfTokenizer::from_file(&file)?)));
         }
         Err(TokenizerError::NotFound(path.to_path_buf()))
     }

@@ -93,7 +93,13 @@ impl ChatMessage {
         ChatMessage { role: Role::Assistant, content: None, tool_calls: Some(calls), tool_call_id: None, name: None }
     }
     fn text(role: Role, text: impl Into<String>) -> Self {
-        ChatMessage { role, content: Some(Content::Text(text.into())), tool_calls: None, tool_call_id: None, name: None }
+        ChatMessage {
+            role,
+            content: Some(Content::Text(text.into())),
+            tool_calls: None,
+            tool_call_id: None,
+            name: None,
+        }
     }
 }
 

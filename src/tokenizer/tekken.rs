@@ -144,10 +144,9 @@ impl Tekken {
         }
 
         let vocab_size = cfg.default_vocab_size;
-        let inner = vocab_size
-            .checked_sub(num_special)
-            .filter(|&n| n <= file.vocab.len())
-            .ok_or_else(|| bad(format!("vocab_size {vocab_size} needs more than the {} entries present", file.vocab.len())))?;
+        let inner = vocab_size.checked_sub(num_special).filter(|&n| n <= file.vocab.len()).ok_or_else(|| {
+            bad(format!("vocab_size {vocab_size} needs more than the {} entries present", file.vocab.len()))
+        })?;
         let mut ranks = RankMap::default();
         ranks.reserve(inner);
         let mut pieces = Vec::with_capacity(inner);

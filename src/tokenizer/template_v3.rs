@@ -91,8 +91,11 @@ fn aggregate(contents: &[&MsgContent]) -> (String, bool) {
 }
 
 fn collect_system_prompt(msgs: &[Msg]) -> Option<String> {
-    let prompts: Vec<String> =
-        msgs.iter().filter(|m| m.role == R::System && m.content.is_truthy()).map(|m| aggregate(&[&m.content]).0).collect();
+    let prompts: Vec<String> = msgs
+        .iter()
+        .filter(|m| m.role == R::System && m.content.is_truthy())
+        .map(|m| aggregate(&[&m.content]).0)
+        .collect();
     if prompts.is_empty() {
         None
     } else {
@@ -174,7 +177,12 @@ fn calls_json(calls: &[Call]) -> String {
     PyJson::Array(list).dumps()
 }
 
-fn render(tok: &Tokenizer, turns: &[Turn], system_prompt: Option<&str>, tools: Option<&[ToolDef]>) -> Result<Vec<u32>, ChatError> {
+fn render(
+    tok: &Tokenizer,
+    turns: &[Turn],
+    system_prompt: Option<&str>,
+    tools: Option<&[ToolDef]>,
+) -> Result<Vec<u32>, ChatError> {
     let special = |s: &str| tok.require_special(s);
     let (inst, inst_end) = (special("[INST]")?, special("[/INST]")?);
     let last_user = turns.iter().rposition(|t| matches!(t, Turn::User { .. }));
@@ -223,8 +231,10 @@ fn render(tok: &Tokenizer, turns: &[Turn], system_prompt: Option<&str>, tools: O
                 }
             }
             Turn::Tool { content, call_id } => {
-                let result =
-                    PyJson::Object(vec![("content".into(), content.clone()), ("call_id".into(), PyJson::Str(call_id.clone()))]);
+                let result = PyJson::Object(vec![
+                    ("content".into(), content.clone()),
+                    ("call_id".into(), PyJson::Str(call_id.clone())),
+                ]);
                 ids.push(special("[TOOL_RESULTS]")?);
                 ids.extend(tok.encode(&result.dumps())?);
                 ids.push(special("[/TOOL_RESULTS]")?);

@@ -96,7 +96,8 @@ pub fn read_and_validate(req: &ChatRequest) -> Result<(Vec<Msg>, Option<Vec<Tool
             }
         }
     }
-    let tools = req.tools.as_ref().map(|tools| tools.iter().map(convert_tool).collect::<Result<Vec<_>, _>>()).transpose()?;
+    let tools =
+        req.tools.as_ref().map(|tools| tools.iter().map(convert_tool).collect::<Result<Vec<_>, _>>()).transpose()?;
     validate_structure(&msgs)?;
     for (i, m) in msgs.iter().enumerate() {
         validate_content(m, i + 1 == msgs.len())?;
@@ -125,9 +126,14 @@ fn convert_message(m: &super::request::ChatMessage) -> Result<Msg, ChatError> {
         Some(Content::Parts(parts)) => {
             let mut chunks = Vec::with_capacity(parts.len());
             for p in parts {
-                let kind = p.kind.as_deref().ok_or_else(|| ChatError::ContentPart("Content chunk must have a type field.".into()))?;
+                let kind = p
+                    .kind
+                    .as_deref()
+                    .ok_or_else(|| ChatError::ContentPart("Content chunk must have a type field.".into()))?;
                 chunks.push(match kind {
-                    "text" => Chunk::Text(p.text.clone().ok_or_else(|| ChatError::Validation("text chunk without \"text\"".into()))?),
+                    "text" => Chunk::Text(
+                        p.text.clone().ok_or_else(|| ChatError::Validation("text chunk without \"text\"".into()))?,
+                    ),
                     "image_url" | "image" | "input_audio" | "audio_url" | "thinking" => Chunk::Other(kind.to_string()),
                     other => return Err(ChatError::ContentPart(format!("{other:?} is not a valid ChunkTypes"))),
                 });
@@ -138,7 +144,9 @@ fn convert_message(m: &super::request::ChatMessage) -> Result<Msg, ChatError> {
                 R::System => &["input_audio", "thinking"],
                 R::Assistant => &["thinking"],
             };
-            if let Some(Chunk::Other(k)) = chunks.iter().find(|c| matches!(c, Chunk::Other(k) if !allowed.contains(&k.as_str()))) {
+            if let Some(Chunk::Other(k)) =
+                chunks.iter().find(|c| matches!(c, Chunk::Other(k) if !allowed.contains(&k.as_str())))
+            {
                 return Err(ChatError::Validation(format!("{k} chunk cannot be used in {} message", role.name())));
             }
             MsgContent::Chunks(chunks)
@@ -170,7 +178,10 @@ fn convert_call(c: &super::request::ToolCall) -> Result<Call, ChatError> {
         Some(PyJson::Str(s)) => PyJson::parse_or_string(s),
         Some(obj @ PyJson::Object(_)) => obj.clone(),
         Some(other) => {
-            return Err(ChatError::Validation(format!("tool call arguments must be a string or an object, got {}", other.dumps())))
+            return Err(ChatError::Validation(format!(
+                "tool call arguments must be a string or an object, got {}",
+                other.dumps()
+            )))
         }
     };
     Ok(Call { id: c.id.clone().unwrap_or_else(|| "null".into()), name: c.function.name.clone(), arguments })
@@ -185,9 +196,15 @@ fn convert_tool(t: &super::request::Tool) -> Result<ToolDef, ChatError> {
     let parameters = match &t.function.parameters {
         None | Some(PyJson::Null) => PyJson::Object(vec![]),
         Some(obj @ PyJson::Object(_)) => obj.clone(),
-        Some(other) => return Err(ChatError::Validation(format!("tool parameters must be an object, got {}", other.dumps()))),
+        Some(other) => {
+            return Err(ChatError::Validation(format!("tool parameters must be an object, got {}", other.dumps())))
+        }
     };
-    Ok(ToolDef { name: t.function.name.clone(), description: t.function.description.clone().unwrap_or_default(), parameters })
+    Ok(ToolDef {
+        name: t.function.name.clone(),
+        description: t.function.description.clone().unwrap_or_default(),
+        parameters,
+    })
 }
 
 /// Python's `re.match(r"^...$", s)`: `$` also matches before one final newline.
@@ -220,7 +237,9 @@ fn validate_structure(msgs: &[Msg]) -> Result<(), ChatError> {
     if msgs.len() > 1 {
         let last = &msgs[msgs.len() - 1];
         if last.role == R::Assistant && !last.prefix {
-            return structure("Expected last role User or Tool (or Assistant with prefix) for serving but got assistant".into());
+            return structure(
+                "Expected last role User or Tool (or Assistant with prefix) for serving but got assistant".into(),
+            );
         }
     }
     for pair in msgs.windows(2) {
@@ -274,7 +293,9 @@ fn validate_content(m: &Msg, is_last: bool) -> Result<(), ChatError> {
         }
         R::Assistant => {
             if let Some(k) = non_text_chunk(&m.content, &[]) {
-                return Err(ChatError::AssistantMessage(format!("Unexpected content chunk types in assistant message: [{k}]")));
+                return Err(ChatError::AssistantMessage(format!(
+                    "Unexpected content chunk types in assistant message: [{k}]"
+                )));
             }
             let has_calls = m.tool_calls.as_ref().is_some_and(|c| !c.is_empty());
             if m.content.is_truthy() == has_calls {
@@ -299,7 +320,9 @@ fn validate_content(m: &Msg, is_last: bool) -> Result<(), ChatError> {
                 }
             }
             if m.prefix && !is_last {
-                return Err(ChatError::AssistantMessage("Assistant message with prefix True must be last message".into()));
+                return Err(ChatError::AssistantMessage(
+                    "Assistant message with prefix True must be last message".into(),
+                ));
             }
         }
         R::Tool => {
@@ -311,14 +334,21 @@ fn validate_content(m: &Msg, is_last: bool) -> Result<(), ChatError> {
                     return Err(ChatError::ToolMessage(bad_name_message(name)));
                 }
             }
-            let id = m.tool_call_id.as_deref().ok_or_else(|| ChatError::Request("Tool call id has to be defined.".into()))?;
+            let id = m
+                .tool_call_id
+                .as_deref()
+                .ok_or_else(|| ChatError::Request("Tool call id has to be defined.".into()))?;
             if !is_tool_call_id(id) {
-                return Err(ChatError::ToolMessage(format!("Tool call id was {id} but must be a-z, A-Z, 0-9, with a length of 9.")));
+                return Err(ChatError::ToolMessage(format!(
+                    "Tool call id was {id} but must be a-z, A-Z, 0-9, with a length of 9."
+                )));
             }
         }
         R::System => {
             if let Some(k) = non_text_chunk(&m.content, &[]) {
-                return Err(ChatError::SystemPrompt(format!("Unexpected content chunk types in system message: [{k}]")));
+                return Err(ChatError::SystemPrompt(format!(
+                    "Unexpected content chunk types in system message: [{k}]"
+                )));
             }
         }
     }

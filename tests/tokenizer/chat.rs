@@ -28,16 +28,24 @@ pub fn check_chat_fixtures(tok: &Tokenizer) -> (usize, usize) {
                 let want = ids_of(want);
                 if got != want {
                     let text = tok.decode(&got, SpecialTokenPolicy::Keep).unwrap();
-                    failures.push(format!("{name}: ids differ\n  got  {text:?}\n  want {:?}", case["text"].as_str().unwrap()));
+                    failures.push(format!(
+                        "{name}: ids differ\n  got  {text:?}\n  want {:?}",
+                        case["text"].as_str().unwrap()
+                    ));
                 }
                 rendered += 1;
             }
-            (Some(_), Err((class, msg))) => failures.push(format!("{name}: refused ({class}: {msg}), mistral_common renders it")),
+            (Some(_), Err((class, msg))) => {
+                failures.push(format!("{name}: refused ({class}: {msg}), mistral_common renders it"))
+            }
             (None, Ok(_)) => failures.push(format!("{name}: rendered, mistral_common refuses: {}", case["error"])),
             (None, Err((class, msg))) => {
                 let want = case["error"]["type"].as_str().unwrap();
                 if class != want {
-                    failures.push(format!("{name}: refused as {class} ({msg}), mistral_common raises {want}: {}", case["error"]["message"]));
+                    failures.push(format!(
+                        "{name}: refused as {class} ({msg}), mistral_common raises {want}: {}",
+                        case["error"]["message"]
+                    ));
                 }
                 refused += 1;
             }

@@ -46,7 +46,11 @@ pub fn check_encode_fixtures(tok: &Tokenizer) -> usize {
         let got = tok.encode_with(text, bos, eos).unwrap();
         if got != want {
             let at = got.iter().zip(&want).position(|(a, b)| a != b).unwrap_or(got.len().min(want.len()));
-            failures.push(format!("{name}: first difference at {at}: got {:?} want {:?}", &got[at..(at + 5).min(got.len())], &want[at..(at + 5).min(want.len())]));
+            failures.push(format!(
+                "{name}: first difference at {at}: got {:?} want {:?}",
+                &got[at..(at + 5).min(got.len())],
+                &want[at..(at + 5).min(want.len())]
+            ));
         }
         // Ordinary ids decode back to the text (no special ids, valid UTF-8 in).
         let plain = tok.encode(text).unwrap();
@@ -79,7 +83,11 @@ fn decode_matches_mistral_common() {
     for case in f["cases"].as_array().unwrap() {
         let name = case["name"].as_str().unwrap();
         let ids = ids_of(&case["ids"]);
-        assert_eq!(tok.decode(&ids, SpecialTokenPolicy::Ignore).unwrap(), case["ignore"].as_str().unwrap(), "{name} ignore");
+        assert_eq!(
+            tok.decode(&ids, SpecialTokenPolicy::Ignore).unwrap(),
+            case["ignore"].as_str().unwrap(),
+            "{name} ignore"
+        );
         assert_eq!(tok.decode(&ids, SpecialTokenPolicy::Keep).unwrap(), case["keep"].as_str().unwrap(), "{name} keep");
         let has_special = ids.iter().any(|&i| tok.is_special(i));
         assert_eq!(tok.decode(&ids, SpecialTokenPolicy::Raise).is_err(), has_special, "{name} raise");
@@ -96,7 +104,13 @@ fn encodes_100k_tokens_quickly() {
     let t = Instant::now();
     let ids = tok.encode(&text).unwrap();
     let secs = t.elapsed().as_secs_f64();
-    eprintln!("encoded {} bytes into {} tokens in {:.3} s ({:.0} tokens/s)", text.len(), ids.len(), secs, ids.len() as f64 / secs);
+    eprintln!(
+        "encoded {} bytes into {} tokens in {:.3} s ({:.0} tokens/s)",
+        text.len(),
+        ids.len(),
+        secs,
+        ids.len() as f64 / secs
+    );
     assert!(ids.len() > 100_000, "{} tokens", ids.len());
     assert!(secs < 10.0, "encoding 100k tokens took {secs:.1} s");
     let ws = " ".repeat(200_000) + "x" + &"\n".repeat(100_000);

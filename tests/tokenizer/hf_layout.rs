@@ -46,7 +46,8 @@ fn build_tokenizer_json(tek: &Tokenizer, conv: &Value) -> String {
     let enc = byte_encoder();
     let to_str = |b: &[u8]| -> String { b.iter().map(|&x| enc[x as usize]).collect() };
     let n_special = 1000u32;
-    let pieces: Vec<Vec<u8>> = (n_special..tek.vocab_size() as u32).map(|id| tek.token_bytes(id).unwrap().into_owned()).collect();
+    let pieces: Vec<Vec<u8>> =
+        (n_special..tek.vocab_size() as u32).map(|id| tek.token_bytes(id).unwrap().into_owned()).collect();
     let rank: HashMap<&[u8], usize> = pieces.iter().enumerate().map(|(r, p)| (p.as_slice(), r)).collect();
 
     let mut vocab_lines = Vec::new();
@@ -79,9 +80,17 @@ fn build_tokenizer_json(tek: &Tokenizer, conv: &Value) -> String {
         }
     }
     assert_eq!(vocab.len() as u64, conv["vocab_count"].as_u64().unwrap());
-    assert_eq!(fnv1a64(vocab_lines.concat().as_bytes()), conv["vocab_fnv1a64"].as_str().unwrap(), "vocab differs from transformers'");
+    assert_eq!(
+        fnv1a64(vocab_lines.concat().as_bytes()),
+        conv["vocab_fnv1a64"].as_str().unwrap(),
+        "vocab differs from transformers'"
+    );
     assert_eq!(merges.len() as u64, conv["merges_count"].as_u64().unwrap());
-    assert_eq!(fnv1a64(merges_text.as_bytes()), conv["merges_fnv1a64"].as_str().unwrap(), "merges differ from transformers'");
+    assert_eq!(
+        fnv1a64(merges_text.as_bytes()),
+        conv["merges_fnv1a64"].as_str().unwrap(),
+        "merges differ from transformers'"
+    );
 
     let added: Vec<Value> = (0..n_special)
         .map(|id| {
@@ -118,8 +127,18 @@ fn hf_tokenizer_json_matches_mistral_common_on_every_fixture() {
     let decode = fixture("decode.json");
     for case in decode["cases"].as_array().unwrap() {
         let ids = ids_of(&case["ids"]);
-        assert_eq!(hf.decode(&ids, SpecialTokenPolicy::Ignore).unwrap(), case["ignore"].as_str().unwrap(), "{}", case["name"]);
-        assert_eq!(hf.decode(&ids, SpecialTokenPolicy::Keep).unwrap(), case["keep"].as_str().unwrap(), "{}", case["name"]);
+        assert_eq!(
+            hf.decode(&ids, SpecialTokenPolicy::Ignore).unwrap(),
+            case["ignore"].as_str().unwrap(),
+            "{}",
+            case["name"]
+        );
+        assert_eq!(
+            hf.decode(&ids, SpecialTokenPolicy::Keep).unwrap(),
+            case["keep"].as_str().unwrap(),
+            "{}",
+            case["name"]
+        );
     }
     let (rendered, refused) = crate::chat::check_chat_fixtures(&hf);
     assert!(rendered >= 50 && refused >= 20);

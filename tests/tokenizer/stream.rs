@@ -57,7 +57,11 @@ fn stream_equals_one_shot_decode_on_every_fixture() {
         if !text.contains('\u{FFFD}') {
             assert!(pieces.iter().all(|p| !p.contains('\u{FFFD}')), "{}: a piece broke a character", case["name"]);
         }
-        tokens_split_inside_a_char += ids.iter().filter_map(|&id| tok.token_bytes(id)).filter(|b| std::str::from_utf8(b).is_err()).count();
+        tokens_split_inside_a_char +=
+            ids.iter().filter_map(|&id| tok.token_bytes(id)).filter(|b| std::str::from_utf8(b).is_err()).count();
     }
-    assert!(tokens_split_inside_a_char > 10, "fixtures should exercise partial characters ({tokens_split_inside_a_char})");
+    assert!(
+        tokens_split_inside_a_char > 10,
+        "fixtures should exercise partial characters ({tokens_split_inside_a_char})"
+    );
 }

@@ -68,7 +68,13 @@ fn streamed_outputs_report_calls_as_they_form_and_agree_with_the_whole_parse() {
         assert_eq!(fin.content, whole.content, "{name}");
         assert_eq!(fin.malformed.is_some(), whole.malformed.is_some(), "{name}");
         assert_eq!(fin.tool_calls.len(), whole.tool_calls.len(), "{name}");
-        let content: String = events.iter().filter_map(|e| match e { ToolStreamEvent::Content(t) => Some(t.as_str()), _ => None }).collect();
+        let content: String = events
+            .iter()
+            .filter_map(|e| match e {
+                ToolStreamEvent::Content(t) => Some(t.as_str()),
+                _ => None,
+            })
+            .collect();
         assert!(whole.content.starts_with(&content), "{name}: streamed content {content:?}");
         for (k, call) in fin.tool_calls.iter().enumerate() {
             assert_eq!(call.name, whole.tool_calls[k].name, "{name}");
@@ -82,10 +88,22 @@ fn streamed_outputs_report_calls_as_they_form_and_agree_with_the_whole_parse() {
             assert_eq!(id, call.id, "{name}: finish() keeps the id announced while streaming");
             let args: String = events
                 .iter()
-                .filter_map(|e| match e { ToolStreamEvent::ArgumentsDelta { index, delta } if *index == k => Some(delta.as_str()), _ => None })
+                .filter_map(|e| match e {
+                    ToolStreamEvent::ArgumentsDelta { index, delta } if *index == k => Some(delta.as_str()),
+                    _ => None,
+                })
                 .collect();
-            assert_eq!(PyJson::parse(&args).unwrap(), call.arguments, "{name}: streamed arguments text parses to the call's arguments");
-            assert!(events.iter().any(|e| matches!(e, ToolStreamEvent::CallCompleted { index, call: c } if *index == k && c == call)), "{name}");
+            assert_eq!(
+                PyJson::parse(&args).unwrap(),
+                call.arguments,
+                "{name}: streamed arguments text parses to the call's arguments"
+            );
+            assert!(
+                events.iter().any(
+                    |e| matches!(e, ToolStreamEvent::CallCompleted { index, call: c } if *index == k && c == call)
+                ),
+                "{name}"
+            );
         }
     }
 }
@@ -96,8 +114,16 @@ fn partial_output_reports_what_is_known_so_far() {
     let mut ids = vec![tok.special_id("[TOOL_CALLS]").unwrap()];
     ids.extend(tok.encode(r#"[{"name": "get_current_weather", "arguments": {"location": "Par"#).unwrap());
     let (events, fin) = stream(&ids);
-    assert!(events.iter().any(|e| matches!(e, ToolStreamEvent::CallStarted { index: 0, name, .. } if name == "get_current_weather")));
-    let args: String = events.iter().filter_map(|e| match e { ToolStreamEvent::ArgumentsDelta { delta, .. } => Some(delta.as_str()), _ => None }).collect();
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, ToolStreamEvent::CallStarted { index: 0, name, .. } if name == "get_current_weather")));
+    let args: String = events
+        .iter()
+        .filter_map(|e| match e {
+            ToolStreamEvent::ArgumentsDelta { delta, .. } => Some(delta.as_str()),
+            _ => None,
+        })
+        .collect();
     assert_eq!(args, r#"{"location": "Par"#);
     assert!(!events.iter().any(|e| matches!(e, ToolStreamEvent::CallCompleted { .. })));
     // Cut off mid-call (max_tokens): flagged, text kept.
@@ -109,7 +135,16 @@ fn partial_output_reports_what_is_known_so_far() {
 fn garbage_after_the_marker_never_panics() {
     let tok = tekken();
     let marker = tok.special_id("[TOOL_CALLS]").unwrap();
-    for text in ["", "]", "}}}]]]", "[{\"name\": 5, \"arguments\": {}}]", "[{\"name\": \"f\", \"arguments\": [1]}]", "[\"a\", 1, null]", "[{\"a\": {\"b\": \"\\\"}\"}}]", "\u{0}\u{ffff}"] {
+    for text in [
+        "",
+        "]",
+        "}}}]]]",
+        "[{\"name\": 5, \"arguments\": {}}]",
+        "[{\"name\": \"f\", \"arguments\": [1]}]",
+        "[\"a\", 1, null]",
+        "[{\"a\": {\"b\": \"\\\"}\"}}]",
+        "\u{0}\u{ffff}",
+    ] {
         let mut ids = tok.encode("pre ").unwrap();
         ids.push(marker);
         ids.extend(tok.encode(text).unwrap());
