@@ -22,7 +22,9 @@ pub enum TokenizerError {
     UnknownId { id: u32, vocab_size: usize },
     #[error("special token id {0} met while decoding with SpecialTokenPolicy::Raise")]
     SpecialInDecode(u32),
-    #[error("pre-tokenizer regex failed: {0}")]
+    /// fancy-regex's backtracking limit, hit by a run of about a million whitespace characters;
+    /// tiktoken (same engine, same limit) and so mistral_common fail on the same input.
+    #[error("the pre-tokenizer regex gave up on this input ({0}); mistral_common fails on it too")]
     Regex(String),
     #[error("HF tokenizer: {0}")]
     Hf(String),
