@@ -8,6 +8,7 @@
 //! - [`gguf`]: a native GGUF reader (the SmolLM2 demo model).
 
 pub mod cpu;
+pub mod engine;
 pub mod gguf;
 pub mod gpu;
 pub mod model;
