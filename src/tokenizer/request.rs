@@ -5,6 +5,11 @@
 //! `continue_final_message`. Other OpenAI fields (`model`, `temperature`, ...) are ignored here.
 //! Values that end up inside rendered JSON (tool `parameters`, call `arguments`) are kept as
 //! [`PyJson`] so ints, floats and key order survive exactly as Python would read them.
+//!
+//! Deserialise with serde_json's text readers (`from_str`, `from_slice`, `from_reader`, or
+//! [`ChatRequest::from_json`]): `PyJson` captures the exact source text through `RawValue`,
+//! which `serde_json::from_value` cannot provide (a `Value` has already turned big ints into
+//! floats and reordered keys).
 
 use serde::{Deserialize, Serialize};
 
@@ -18,6 +23,13 @@ pub struct ChatRequest {
     /// The last message is an assistant prefix to continue: rendered without `</s>`.
     #[serde(default)]
     pub continue_final_message: bool,
+}
+
+impl ChatRequest {
+    /// Reads an OpenAI-style request from JSON text.
+    pub fn from_json(text: &str) -> Result<ChatRequest, serde_json::Error> {
+        serde_json::from_str(text)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

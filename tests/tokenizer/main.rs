@@ -5,6 +5,7 @@
 mod chat;
 mod codec;
 mod hf_layout;
+mod json_py;
 mod stream;
 mod tool_calls;
 
