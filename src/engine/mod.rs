@@ -5,10 +5,12 @@
 mod batch;
 mod cpu_backend;
 mod cuda_backend;
+mod cuda_batch;
 
 pub use batch::{BatchBackend, StepEntry};
 pub use cpu_backend::CpuBackend;
 pub use cuda_backend::{open_cuda_backend, CudaBackend, CudaOptions};
+pub use cuda_batch::CudaBatchBackend;
 
 use crate::model::ModelConfig;
 
