@@ -72,7 +72,11 @@ pub enum GenerateError {
         "the {prompt}-token prompt plus --max-tokens {max_tokens} exceed the model's \
          {context}-token context"
     )]
-    ContextTooSmall { prompt: usize, max_tokens: usize, context: usize },
+    ContextTooSmall {
+        prompt: usize,
+        max_tokens: usize,
+        context: usize,
+    },
     #[error("invalid sampling parameters")]
     Params(#[source] SamplingError),
     #[error("prefill of the {prompt}-token prompt on {device}")]
@@ -119,7 +123,11 @@ pub fn generate(
     let context = backend.config().max_context;
     // As vLLM: the whole sequence must fit, so a run never fails half-way for lack of room.
     if prompt.len() + max_tokens > context {
-        return Err(GenerateError::ContextTooSmall { prompt: prompt.len(), max_tokens, context });
+        return Err(GenerateError::ContextTooSmall {
+            prompt: prompt.len(),
+            max_tokens,
+            context,
+        });
     }
     let mut sampler = Sampler::new(request.params).map_err(GenerateError::Params)?;
     let device = backend.device();
@@ -128,8 +136,15 @@ pub fn generate(
     let start = Instant::now();
     let mut logits = backend
         .forward(prompt)
-        .map_err(|source| GenerateError::Prefill { prompt: prompt.len(), device, source })?;
-    let mut timing = Timing { prefill: start.elapsed(), ..Timing::default() };
+        .map_err(|source| GenerateError::Prefill {
+            prompt: prompt.len(),
+            device,
+            source,
+        })?;
+    let mut timing = Timing {
+        prefill: start.elapsed(),
+        ..Timing::default()
+    };
 
     let mut tokens = Vec::with_capacity(max_tokens);
     let mut all_logprobs = request.logprobs.map(|_| Vec::with_capacity(max_tokens));
@@ -144,7 +159,11 @@ pub fn generate(
             .transpose()
             .map_err(|source| GenerateError::Sampling { step, source })?;
         tokens.push(token);
-        let generated = GeneratedToken { index: step, token, logprobs };
+        let generated = GeneratedToken {
+            index: step,
+            token,
+            logprobs,
+        };
         on_token(&generated).map_err(|source| GenerateError::Output { step, source })?;
         if let (Some(all), Some(lp)) = (all_logprobs.as_mut(), generated.logprobs) {
             all.push(lp);
@@ -155,7 +174,11 @@ pub fn generate(
         let t = Instant::now();
         logits = backend
             .forward(&[token])
-            .map_err(|source| GenerateError::Decode { step: step + 1, device, source })?;
+            .map_err(|source| GenerateError::Decode {
+                step: step + 1,
+                device,
+                source,
+            })?;
         timing.decode += t.elapsed();
         timing.decode_steps += 1;
     };

@@ -46,23 +46,48 @@ pub struct GenerateArgs {
     pub max_tokens: usize,
 
     /// Softmax temperature; 0 = greedy (argmax, lowest id on ties).
-    #[arg(long, value_name = "T", default_value_t = 1.0, allow_negative_numbers = true)]
+    #[arg(
+        long,
+        value_name = "T",
+        default_value_t = 1.0,
+        allow_negative_numbers = true
+    )]
     pub temperature: f32,
 
     /// Nucleus sampling: keep the most probable tokens up to this mass, in (0, 1]; 1 = off.
-    #[arg(long, value_name = "P", default_value_t = 1.0, allow_negative_numbers = true)]
+    #[arg(
+        long,
+        value_name = "P",
+        default_value_t = 1.0,
+        allow_negative_numbers = true
+    )]
     pub top_p: f32,
 
     /// Keep the K most probable tokens; 0 = off.
-    #[arg(long, value_name = "K", default_value_t = 0, allow_negative_numbers = true)]
+    #[arg(
+        long,
+        value_name = "K",
+        default_value_t = 0,
+        allow_negative_numbers = true
+    )]
     pub top_k: usize,
 
     /// Drop tokens less probable than P times the most probable, in [0, 1]; 0 = off.
-    #[arg(long, value_name = "P", default_value_t = 0.0, allow_negative_numbers = true)]
+    #[arg(
+        long,
+        value_name = "P",
+        default_value_t = 0.0,
+        allow_negative_numbers = true
+    )]
     pub min_p: f32,
 
     /// Seed of the per-step draws: the same seed, prompt and settings give the same tokens.
-    #[arg(long, value_name = "S", default_value_t = 0, allow_negative_numbers = true)]
+    #[arg(
+        long,
+        value_name = "S",
+        default_value_t = 0,
+        allow_negative_numbers = true
+    )]
     pub seed: u64,
 
     /// Report each generated token's logprob and the K most probable tokens' (natural log of
@@ -132,7 +157,9 @@ mod tests {
     #[test]
     fn token_ids_parse_with_spaces_and_refuse_junk() {
         assert_eq!(parse_token_ids("1, 2,3").unwrap(), TokenIds(vec![1, 2, 3]));
-        assert!(parse_token_ids("1,,2").unwrap_err().contains("`` is not a token id"));
+        assert!(parse_token_ids("1,,2")
+            .unwrap_err()
+            .contains("`` is not a token id"));
         assert!(parse_token_ids("1,-2").unwrap_err().contains("`-2`"));
         assert!(parse_token_ids("").is_err());
     }
@@ -140,26 +167,61 @@ mod tests {
     #[test]
     fn clap_accepts_the_documented_command_lines() {
         let cli = Cli::try_parse_from([
-            "nemo", "generate", "--model", "m", "--prompt-tokens", "1,2", "--temperature", "0",
-            "--logprobs", "5", "--stop-token", "7", "--stop-token", "9", "--json", "--device", "cpu",
+            "nemo",
+            "generate",
+            "--model",
+            "m",
+            "--prompt-tokens",
+            "1,2",
+            "--temperature",
+            "0",
+            "--logprobs",
+            "5",
+            "--stop-token",
+            "7",
+            "--stop-token",
+            "9",
+            "--json",
+            "--device",
+            "cpu",
         ])
         .unwrap();
-        let Command::Generate(g) = cli.command else { panic!() };
+        let Command::Generate(g) = cli.command else {
+            panic!()
+        };
         assert_eq!(g.prompt.prompt_tokens, Some(TokenIds(vec![1, 2])));
         assert_eq!(g.stop_tokens, vec![7, 9]);
         assert_eq!(g.logprobs, Some(5));
         assert_eq!(g.device, DeviceChoice::Cpu);
         // A negative temperature reaches the range check instead of looking like a flag.
         let cli = Cli::try_parse_from([
-            "nemo", "generate", "--model", "m", "--prompt", "hi", "--temperature", "-1",
+            "nemo",
+            "generate",
+            "--model",
+            "m",
+            "--prompt",
+            "hi",
+            "--temperature",
+            "-1",
         ])
         .unwrap();
-        let Command::Generate(g) = cli.command else { panic!() };
+        let Command::Generate(g) = cli.command else {
+            panic!()
+        };
         assert_eq!(g.temperature, -1.0);
         // Both prompt forms, or neither, are usage errors.
         for argv in [
             &["nemo", "generate", "--model", "m"][..],
-            &["nemo", "generate", "--model", "m", "--prompt", "a", "--prompt-tokens", "1"][..],
+            &[
+                "nemo",
+                "generate",
+                "--model",
+                "m",
+                "--prompt",
+                "a",
+                "--prompt-tokens",
+                "1",
+            ][..],
         ] {
             assert!(Cli::try_parse_from(argv).is_err(), "{argv:?}");
         }

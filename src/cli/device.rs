@@ -38,7 +38,10 @@ pub fn select(choice: DeviceChoice) -> anyhow::Result<Device> {
     }
 }
 
-pub fn open<'w>(device: &Device, weights: &'w ModelWeights) -> anyhow::Result<Box<dyn Backend + 'w>> {
+pub fn open<'w>(
+    device: &Device,
+    weights: &'w ModelWeights,
+) -> anyhow::Result<Box<dyn Backend + 'w>> {
     match device {
         Device::Cpu => Ok(Box::new(CpuBackend::new(weights))),
         Device::Cuda(info) => {
@@ -49,7 +52,8 @@ pub fn open<'w>(device: &Device, weights: &'w ModelWeights) -> anyhow::Result<Bo
                 info.compute_capability.1,
                 info.total_memory as f64 / (1u64 << 30) as f64
             );
-            open_cuda_backend(weights).with_context(|| format!("opening the CUDA backend on {}", info.name))
+            open_cuda_backend(weights)
+                .with_context(|| format!("opening the CUDA backend on {}", info.name))
         }
     }
 }

@@ -16,7 +16,10 @@ pub fn from_hf_config(checkpoint: &Checkpoint) -> anyhow::Result<Option<(Vec<u32
     if checkpoint.layout == Layout::Mistral {
         return Ok(None);
     }
-    for file in [checkpoint.dir.join("generation_config.json"), checkpoint.config_file.clone()] {
+    for file in [
+        checkpoint.dir.join("generation_config.json"),
+        checkpoint.config_file.clone(),
+    ] {
         if let Some(ids) = read_eos(&file)? {
             return Ok(Some((ids, file.display().to_string())));
         }
@@ -29,8 +32,8 @@ fn read_eos(file: &Path) -> anyhow::Result<Option<Vec<u32>>> {
         return Ok(None);
     }
     let text = std::fs::read_to_string(file).with_context(|| format!("{}", file.display()))?;
-    let json: Value =
-        serde_json::from_str(&text).with_context(|| format!("{}: not valid JSON", file.display()))?;
+    let json: Value = serde_json::from_str(&text)
+        .with_context(|| format!("{}: not valid JSON", file.display()))?;
     let ids = match json.get("eos_token_id") {
         None | Some(Value::Null) => return Ok(None),
         Some(Value::Array(items)) => items.iter().map(as_id).collect::<Option<Vec<_>>>(),

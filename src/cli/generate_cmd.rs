@@ -49,12 +49,25 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
         (Some(prompt), None) => Text::encode_prompt(text.as_ref(), prompt)?,
         (None, None) => unreachable!("clap requires one prompt form"),
     };
-    if let Some(&id) = args.stop_tokens.iter().find(|&&id| id as usize >= vocab_size) {
+    if let Some(&id) = args
+        .stop_tokens
+        .iter()
+        .find(|&&id| id as usize >= vocab_size)
+    {
         bail!("--stop-token {id} is outside the vocabulary (size {vocab_size})");
     }
-    let eos_ids = if args.ignore_eos { Vec::new() } else { eos_ids(&loaded, text.as_ref())? };
+    let eos_ids = if args.ignore_eos {
+        Vec::new()
+    } else {
+        eos_ids(&loaded, text.as_ref())?
+    };
     let stop = StopCriteria::new(args.max_tokens, eos_ids, args.stop_tokens.clone())?;
-    let request = GenerateRequest { prompt, params, stop, logprobs: args.logprobs };
+    let request = GenerateRequest {
+        prompt,
+        params,
+        stop,
+        logprobs: args.logprobs,
+    };
 
     let mut backend = device::open(&device, &loaded.weights)?;
     let generation = if args.json {
@@ -68,8 +81,12 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
     report_timing(&generation, backend.device());
 
     if args.json {
-        let decoded = text.as_ref().map(|t| t.decode(&generation.tokens)).transpose()?;
-        write_json(&mut io::stdout().lock(), &generation, decoded).context("writing the JSON output")?;
+        let decoded = text
+            .as_ref()
+            .map(|t| t.decode(&generation.tokens))
+            .transpose()?;
+        write_json(&mut io::stdout().lock(), &generation, decoded)
+            .context("writing the JSON output")?;
     }
     Ok(())
 }

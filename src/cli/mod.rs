@@ -38,8 +38,7 @@ pub fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // `{:#}` is the cause chain, outermost first, joined by ": ".
-            eprintln!("error: {}", one_line(&format!("{e:#}")));
+            eprintln!("error: {}", cause_chain(&e));
             ExitCode::from(EXIT_FAILURE)
         }
     }
@@ -61,7 +60,11 @@ fn usage_error(e: clap::Error) -> ExitCode {
             let message: Vec<&str> = rendered
                 .lines()
                 .map(str::trim)
-                .filter(|l| !l.is_empty() && !l.starts_with("Usage:") && !l.starts_with("For more information"))
+                .filter(|l| {
+                    !l.is_empty()
+                        && !l.starts_with("Usage:")
+                        && !l.starts_with("For more information")
+                })
                 .collect();
             eprintln!("{} (see nemo --help)", message.join(" "));
             ExitCode::from(EXIT_USAGE)
@@ -69,6 +72,39 @@ fn usage_error(e: clap::Error) -> ExitCode {
     }
 }
 
+/// The error and its causes, outermost first, joined by ": " on one line. A cause whose text
+/// its parent already shows (errors that print their source and also expose it) is skipped.
+fn cause_chain(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = one_line(&cause.to_string());
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer: {0}")]
+    struct Repeats(#[source] std::io::Error);
+
+    #[test]
+    fn the_cause_chain_is_one_line_without_repeats() {
+        let io = std::io::Error::other("disk\non fire");
+        let e = anyhow::Error::new(Repeats(io)).context("loading x");
+        assert_eq!(cause_chain(&e), "loading x: outer: disk on fire");
+    }
 }

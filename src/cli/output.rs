@@ -39,18 +39,29 @@ impl From<&TokenLogprobs> for JsonLogprob {
         JsonLogprob {
             token: lp.token,
             logprob: lp.logprob,
-            top: lp.top.iter().map(|&(token, logprob)| JsonTop { token, logprob }).collect(),
+            top: lp
+                .top
+                .iter()
+                .map(|&(token, logprob)| JsonTop { token, logprob })
+                .collect(),
         }
     }
 }
 
-pub fn write_json(out: &mut impl Write, generation: &Generation, text: Option<String>) -> io::Result<()> {
+pub fn write_json(
+    out: &mut impl Write,
+    generation: &Generation,
+    text: Option<String>,
+) -> io::Result<()> {
     let json = JsonOutput {
         prompt_tokens: &generation.prompt_tokens,
         tokens: &generation.tokens,
         text,
         finish_reason: generation.finish_reason,
-        logprobs: generation.logprobs.as_ref().map(|l| l.iter().map(JsonLogprob::from).collect()),
+        logprobs: generation
+            .logprobs
+            .as_ref()
+            .map(|l| l.iter().map(JsonLogprob::from).collect()),
     };
     serde_json::to_writer(&mut *out, &json)?;
     writeln!(out)?;
@@ -67,7 +78,11 @@ pub struct Streamer<'t> {
 
 impl<'t> Streamer<'t> {
     pub fn new(text: Option<&'t Text>) -> Self {
-        Streamer { text: text.map(Text::stream), out: io::stdout(), wrote_ids: false }
+        Streamer {
+            text: text.map(Text::stream),
+            out: io::stdout(),
+            wrote_ids: false,
+        }
     }
 
     pub fn push(&mut self, token: u32) -> io::Result<()> {
