@@ -10,40 +10,10 @@
 // the G heads share every K/V tile load (G = 4 for Nemo, 3 for SmolLM2). FlashAttention-3-style
 // wgmma/TMA with softmax overlapped is the [hopper] step.
 #include "attention_common.cuh"
+#include "mma.cuh"
 
 namespace {
 constexpr int ROWS = 64, KT = 64, THREADS = 128;
-}
-
-__device__ __forceinline__ uint32_t smem_addr(const void* p) {
-    return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-
-__device__ __forceinline__ void cp_async16(uint32_t smem, const void* gmem, bool valid) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem), "l"(gmem), "r"(valid ? 16 : 0));
-}
-
-__device__ __forceinline__ void ldmatrix_x4(uint32_t r[4], uint32_t addr) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
-}
-
-__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t r[4], uint32_t addr) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
-}
-
-__device__ __forceinline__ void mma_bf16(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};\n"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
-    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-    return *reinterpret_cast<uint32_t*>(&v);
 }
 
 // Byte offset of 16-byte chunk `chunk` of row `row` in a tile with HD bf16 per row, XOR-swizzled
@@ -96,7 +66,7 @@ __device__ void attention_prefill(const AttentionParams& p) {
         cp_async16(sQ + swz<HD>(r, c), src, valid);
     }
     load_kv_tile<HD>(p, sK, sV, seq, kv_head, 0, n_keys);
-    asm volatile("cp.async.commit_group;\n");
+    cp_async_commit();
 
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int g = lane >> 2, t4 = lane & 3;
@@ -121,10 +91,10 @@ __device__ void attention_prefill(const AttentionParams& p) {
         if (tile + 1 < n_tiles) {
             load_kv_tile<HD>(p, sK + (stage ^ 1) * TILE_BYTES, sV + (stage ^ 1) * TILE_BYTES, seq, kv_head,
                              tile + 1, n_keys);
-            asm volatile("cp.async.commit_group;\n");
-            asm volatile("cp.async.wait_group 1;\n");
+            cp_async_commit();
+            cp_async_wait<1>();
         } else {
-            asm volatile("cp.async.wait_group 0;\n");
+            cp_async_wait<0>();
         }
         __syncthreads();
         if (tile == 0) {

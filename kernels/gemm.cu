@@ -3,6 +3,7 @@
 //   plain     out[m, n] = acc
 //   residual  out[m, n] = residual[m, n] + acc            (o-proj and down-proj; may be in place)
 //   swiglu    out[m, j] = silu(acc_gate) * acc_up          (gate/up fused; see below)
+//   f32       out[m, n] = acc, stored as f32                  (the LM head: logits keep f32)
 // A is the activations (row-major, K contiguous); W is a PyTorch Linear weight [out, in] (K
 // contiguous), which is exactly the "col" operand of mma.sync.m16n8k16.row.col.
 //
@@ -18,7 +19,7 @@
 // are gate rows 8i..8i+7 and rows 16i+8..16i+15 the matching up rows - so each thread holds a
 // gate accumulator and its up partner in registers (n8 tiles 2j and 2j+1), and the 2F-wide
 // intermediate never reaches memory. The loader builds this layout once.
-#include "common.cuh"
+#include "mma.cuh"
 
 namespace {
 
@@ -28,15 +29,16 @@ constexpr int MI = WM / 16, NI = WN / 8;        // mma tiles per warp: 4 x 4
 constexpr int TILE_A = BM * BK, TILE_W = BN * BK;  // bf16 elements per stage
 }  // namespace
 
-enum Epilogue : int { EPI_PLAIN = 0, EPI_RESIDUAL = 1, EPI_SWIGLU = 2 };
+enum Epilogue : int { EPI_PLAIN = 0, EPI_RESIDUAL = 1, EPI_SWIGLU = 2, EPI_F32 = 3 };
 
 // Mirrored by `GemmParams` in src/gpu/kernels/gemm.rs; sizes asserted on both sides.
 struct GemmParams {
     const bf16* a;        // [M, K] activations, row stride lda
     const bf16* w;        // [N, K] weight, row-major (K contiguous)
-    bf16* out;            // plain/residual: [M, N] (row stride ldo); swiglu: [M, N / 2]
+    void* out;            // plain/residual: bf16 [M, N] (row stride ldo); swiglu: bf16 [M, N / 2];
+                          // f32: float [M, N]
     const bf16* residual; // residual: [M, N] (row stride ldo), may equal out; else null
-    int32_t m, n, k;      // k % 64 == 0; n % 16 == 0 (swiglu) or n % 8 == 0
+    int32_t m, n, k;      // k % 8 == 0; n % 16 == 0 (swiglu) or n % 8 == 0
     int32_t lda, ldo;     // row strides in elements, multiples of 8
     int32_t epilogue;     // Epilogue
 };
@@ -49,26 +51,6 @@ __device__ __forceinline__ uint32_t swz(int row, int chunk) {
     return row * 128 + ((chunk ^ (row & 7)) << 4);
 }
 
-__device__ __forceinline__ void cp_async16(uint32_t smem, const void* gmem, bool valid) {
-    // src-size 0 zero-fills the 16 bytes: rows past M or N read nothing.
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem), "l"(gmem),
-                 "r"(valid ? 16 : 0));
-}
-
-__device__ __forceinline__ void ldmatrix_x4(uint32_t r[4], uint32_t smem) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(smem));
-}
-
-__device__ __forceinline__ void mma_bf16(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};\n"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
 // Issues the copies of k-tile `kt` into stage `stage`: 128 rows x 8 chunks for A and for W,
 // 4 chunks of each per thread.
 __device__ __forceinline__ void load_stage(const GemmParams& p, uint32_t smem_a, uint32_t smem_w,
@@ -79,10 +61,12 @@ __device__ __forceinline__ void load_stage(const GemmParams& p, uint32_t smem_a,
         const int idx = threadIdx.x + i * THREADS;  // 0..1023
         const int row = idx >> 3, chunk = idx & 7;
         const int gm = block_m + row, gn = block_n + row;
-        const bf16* ga = p.a + (size_t)min(gm, p.m - 1) * p.lda + k0 + chunk * 8;
-        const bf16* gw = p.w + (size_t)min(gn, p.n - 1) * p.k + k0 + chunk * 8;
-        cp_async16(smem_a + stage * TILE_A * 2 + swz(row, chunk), ga, gm < p.m);
-        cp_async16(smem_w + stage * TILE_W * 2 + swz(row, chunk), gw, gn < p.n);
+        const int kc = k0 + chunk * 8;
+        const bool k_ok = kc < p.k;  // the last k-tile may be partial: its tail reads zeros
+        const bf16* ga = p.a + (size_t)min(gm, p.m - 1) * p.lda + (k_ok ? kc : 0);
+        const bf16* gw = p.w + (size_t)min(gn, p.n - 1) * p.k + (k_ok ? kc : 0);
+        cp_async16(smem_a + stage * TILE_A * 2 + swz(row, chunk), ga, gm < p.m && k_ok);
+        cp_async16(smem_w + stage * TILE_W * 2 + swz(row, chunk), gw, gn < p.n && k_ok);
     }
 }
 
@@ -97,7 +81,7 @@ gemm_bf16(const __grid_constant__ GemmParams p) {
     const int block_m = blockIdx.y * BM, block_n = blockIdx.x * BN;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int warp_m = (warp >> 2) * WM, warp_n = (warp & 3) * WN;
-    const int k_tiles = p.k / BK;
+    const int k_tiles = (p.k + BK - 1) / BK;
 
     float acc[MI][NI][4];
 #pragma unroll
@@ -110,15 +94,15 @@ gemm_bf16(const __grid_constant__ GemmParams p) {
 #pragma unroll
     for (int s = 0; s < STAGES - 1; ++s) {
         if (s < k_tiles) load_stage(p, smem_a, smem_w, block_m, block_n, s, s);
-        asm volatile("cp.async.commit_group;\n");
+        cp_async_commit();
     }
 
     for (int kt = 0; kt < k_tiles; ++kt) {
-        asm volatile("cp.async.wait_group %0;\n" ::"n"(STAGES - 2));
+        cp_async_wait<STAGES - 2>();
         __syncthreads();  // stage kt landed for every thread; stage kt-1 is free to overwrite
         const int next = kt + STAGES - 1;
         if (next < k_tiles) load_stage(p, smem_a, smem_w, block_m, block_n, next, next % STAGES);
-        asm volatile("cp.async.commit_group;\n");
+        cp_async_commit();
 
         const uint32_t sa = smem_a + (kt % STAGES) * TILE_A * 2;
         const uint32_t sw = smem_w + (kt % STAGES) * TILE_W * 2;
@@ -144,7 +128,7 @@ gemm_bf16(const __grid_constant__ GemmParams p) {
                     mma_bf16(acc[i][j], a[i], b[j / 2][(j & 1) * 2], b[j / 2][(j & 1) * 2 + 1]);
         }
     }
-    asm volatile("cp.async.wait_group 0;\n");
+    cp_async_wait<0>();
 
     // Epilogue. Accumulator (i, j, r) is row warp_m + 16i + lane/4 + 8*(r/2), column
     // warp_n + 8j + 2*(lane%4) + (r%2).
@@ -168,7 +152,7 @@ gemm_bf16(const __grid_constant__ GemmParams p) {
                     const float g1 = __bfloat162float(__float2bfloat16(gate[1]));
                     const float u0 = __bfloat162float(__float2bfloat16(up[0]));
                     const float u1 = __bfloat162float(__float2bfloat16(up[1]));
-                    *reinterpret_cast<__nv_bfloat162*>(p.out + (size_t)m * p.ldo + out_col) =
+                    *reinterpret_cast<__nv_bfloat162*>(static_cast<bf16*>(p.out) + (size_t)m * p.ldo + out_col) =
                         __floats2bfloat162_rn(silu(g0) * u0, silu(g1) * u1);
                 }
             } else {
@@ -178,13 +162,17 @@ gemm_bf16(const __grid_constant__ GemmParams p) {
                     if (n >= p.n) continue;
                     float v0 = acc[i][j][half_row * 2], v1 = acc[i][j][half_row * 2 + 1];
                     const size_t off = (size_t)m * p.ldo + n;
+                    if (p.epilogue == EPI_F32) {
+                        *reinterpret_cast<float2*>(static_cast<float*>(p.out) + off) = make_float2(v0, v1);
+                        continue;
+                    }
                     if (p.epilogue == EPI_RESIDUAL) {
                         // Round the product to bf16 before the add, as the unfused model does.
                         const float2 r = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(p.residual + off));
                         v0 = r.x + __bfloat162float(__float2bfloat16(v0));
                         v1 = r.y + __bfloat162float(__float2bfloat16(v1));
                     }
-                    *reinterpret_cast<__nv_bfloat162*>(p.out + off) = __floats2bfloat162_rn(v0, v1);
+                    *reinterpret_cast<__nv_bfloat162*>(static_cast<bf16*>(p.out) + off) = __floats2bfloat162_rn(v0, v1);
                 }
             }
         }

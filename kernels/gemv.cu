@@ -20,11 +20,12 @@ constexpr int UNROLL = 4;  // 16-byte weight loads in flight per lane
 struct GemvParams {
     const bf16* a;        // [M, K] activations, row stride lda
     const bf16* w;        // [N, K] weight
-    bf16* out;            // plain/residual: [M, N] (row stride ldo); swiglu: [M, N / 2]
+    void* out;            // plain/residual: bf16 [M, N] (row stride ldo); swiglu: bf16 [M, N / 2];
+                          // f32: float [M, N]
     const bf16* residual; // residual epilogue: [M, N] (row stride ldo), may equal out
     int32_t m, n, k;      // m <= 8; k % 8 == 0; n % 16 == 0 for swiglu
     int32_t lda, ldo;
-    int32_t epilogue;     // 0 plain, 1 residual, 2 swiglu (as in gemm.cu)
+    int32_t epilogue;     // 0 plain, 1 residual, 2 swiglu, 3 f32 (as in gemm.cu)
 };
 static_assert(sizeof(GemvParams) == 56, "mirror of GemvParams in gemv.rs");
 
@@ -86,7 +87,7 @@ __device__ void gemv_rows(const GemvParams& p) {
             for (int m = 0; m < M; ++m) {
                 if (m != lane) continue;
                 const float gv = round_bf16(g[m]), uv = round_bf16(u[m]);
-                p.out[(size_t)m * p.ldo + j] = __float2bfloat16(gv / (1.f + __expf(-gv)) * uv);
+                static_cast<bf16*>(p.out)[(size_t)m * p.ldo + j] = __float2bfloat16(gv / (1.f + __expf(-gv)) * uv);
             }
         }
         return;
@@ -100,8 +101,12 @@ __device__ void gemv_rows(const GemvParams& p) {
         if (m != lane) continue;
         const size_t off = (size_t)m * p.ldo + n;
         float v = acc[m];
+        if (p.epilogue == 3) {
+            static_cast<float*>(p.out)[off] = v;
+            continue;
+        }
         if (p.epilogue == 1) v = __bfloat162float(p.residual[off]) + round_bf16(v);
-        p.out[off] = __float2bfloat16(v);
+        static_cast<bf16*>(p.out)[off] = __float2bfloat16(v);
     }
 }
 

@@ -8,6 +8,7 @@
 //! - [`tokenizer`]: Tekken, the HF tokenizer, and the v3 chat template.
 //! - [`gguf`]: a native GGUF reader (the SmolLM2 demo model).
 
+pub mod bench;
 pub mod cpu;
 pub mod engine;
 pub mod generate;

@@ -3,10 +3,10 @@
 //! generation loop and one set of tests serve both.
 
 mod cpu_backend;
-mod cuda_select;
+mod cuda_backend;
 
 pub use cpu_backend::CpuBackend;
-pub use cuda_select::open_cuda_backend;
+pub use cuda_backend::{open_cuda_backend, CudaBackend, CudaOptions};
 
 use crate::model::ModelConfig;
 
@@ -22,9 +22,6 @@ pub enum EngineError {
     ContextFull { held: usize, new: usize, max: usize },
     #[error("no tokens to run")]
     NoTokens,
-    /// The requested backend cannot run here (and the message says what to do instead).
-    #[error("{0}")]
-    Unsupported(String),
 }
 
 /// One sequence at a time: `forward` appends tokens after those already run and returns the

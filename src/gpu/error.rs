@@ -10,6 +10,9 @@ pub enum GpuError {
     /// A wrapper's argument check failed: the launch would have read or written out of bounds.
     #[error("{kernel}: {what}")]
     BadArgument { kernel: &'static str, what: String },
+    /// Not enough device memory for what was asked; the message says how to shrink it.
+    #[error("not enough GPU memory: {0}")]
+    OutOfMemory(String),
     #[error("PTX module `{0}` is not embedded in this binary")]
     MissingModule(String),
 }

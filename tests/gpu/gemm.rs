@@ -4,29 +4,22 @@ use crate::common::*;
 use half::bf16;
 use nemo_engine::cpu::matmul::matmul;
 use nemo_engine::cpu::ops::swiglu;
-use nemo_engine::gpu::kernels::gemm::{gemm, Epilogue, GemmShape};
-use nemo_engine::gpu::kernels::gemv::gemv;
+use nemo_engine::gpu::kernels::gemm::{gemm, gemm_f32, Epilogue, GemmShape};
+use nemo_engine::gpu::kernels::gemv::{gemv, gemv_f32};
+use nemo_engine::gpu::model::interleave_gate_up;
 use nemo_engine::gpu::Gpu;
-
-/// Interleaves gate [F, K] and up [F, K] into the fused [2F, K] layout of kernels/gemm.cu:
-/// 8 gate rows, then the matching 8 up rows.
-fn fuse_gate_up(gate: &[bf16], up: &[bf16], k: usize) -> Vec<bf16> {
-    let f = gate.len() / k;
-    let mut out = Vec::with_capacity(2 * f * k);
-    for g in 0..f / 8 {
-        out.extend_from_slice(&gate[g * 8 * k..(g + 1) * 8 * k]);
-        out.extend_from_slice(&up[g * 8 * k..(g + 1) * 8 * k]);
-    }
-    out
-}
 
 fn round_bf16(v: &[f32]) -> Vec<f32> {
     v.iter().map(|&x| bf16::from_f32(x).to_f32()).collect()
 }
 
-type Launch = fn(&Gpu, &cudarc::driver::CudaView<bf16>, &cudarc::driver::CudaView<bf16>, &mut cudarc::driver::CudaViewMut<bf16>, GemmShape, Epilogue) -> nemo_engine::gpu::GpuResult<()>;
+type View<'a, T> = cudarc::driver::CudaView<'a, T>;
+type ViewMut<'a, T> = cudarc::driver::CudaViewMut<'a, T>;
+type Launch = fn(&Gpu, &View<bf16>, &View<bf16>, &mut ViewMut<bf16>, GemmShape, Epilogue) -> nemo_engine::gpu::GpuResult<()>;
+type LaunchF32 = fn(&Gpu, &View<bf16>, &View<bf16>, &mut ViewMut<f32>, GemmShape) -> nemo_engine::gpu::GpuResult<()>;
 
-fn check_all_epilogues(gpu: &Gpu, rng: &mut Rng, launch: Launch, name: &str, m: usize, n: usize, k: usize) {
+#[allow(clippy::too_many_arguments)]
+fn check_all_epilogues(gpu: &Gpu, rng: &mut Rng, (launch, launch_f32): (Launch, LaunchF32), name: &str, m: usize, n: usize, k: usize) {
     let a = rng.bf16_vec(m * k, 1.0);
     let w = rng.bf16_vec(n * k, 1.0 / (k as f32).sqrt());
     let a_f = to_f32(&a);
@@ -41,6 +34,12 @@ fn check_all_epilogues(gpu: &Gpu, rng: &mut Rng, launch: Launch, name: &str, m: 
     launch(gpu, &a_dev.as_view(), &w_dev.as_view(), &mut out.as_view_mut(), shape, Epilogue::Store).unwrap();
     assert_close(&format!("{what} store"), &fetch(gpu, &out), &want, tol, 8e-3);
 
+    // f32 store (logits): no bf16 rounding of the result.
+    let mut out32 = dev(gpu, &vec![f32::NAN; m * n]);
+    launch_f32(gpu, &a_dev.as_view(), &w_dev.as_view(), &mut out32.as_view_mut(), shape).unwrap();
+    let got32 = nemo_engine::gpu::download(gpu, &out32).unwrap();
+    assert_close(&format!("{what} f32"), &got32, &want, 1e-3 * rms(&want), 1e-3);
+
     // AddInPlace: residual + bf16(acc)
     let res = rng.bf16_vec(m * n, 1.0);
     let want_res: Vec<f32> = res.iter().zip(round_bf16(&want)).map(|(r, a)| r.to_f32() + a).collect();
@@ -51,7 +50,7 @@ fn check_all_epilogues(gpu: &Gpu, rng: &mut Rng, launch: Launch, name: &str, m: 
     // SwiGLU: w as gate, a second matrix as up, fused.
     if n % 16 == 0 {
         let up = rng.bf16_vec(n * k, 1.0 / (k as f32).sqrt());
-        let fused = fuse_gate_up(&w, &up, k);
+        let fused = interleave_gate_up(&w, &up, k);
         let want_swiglu = swiglu(&round_bf16(&want), &round_bf16(&matmul(&a_f, &up, k)));
         let f_dev = dev(gpu, &fused);
         let mut out = poisoned(gpu, m * n);
@@ -67,8 +66,9 @@ fn gemm_matches_cpu() {
     let mut rng = Rng::fresh("gemm");
     // Nemo: QKV 5120->6144, O 4096->5120, down 14336->5120 (gate/up 5120->2x14336 via SwiGLU on
     // half the width); demo model QKV 576->960; awkward M (not a multiple of 128) and tiny.
-    for (m, n, k) in [(130, 6144, 5120), (9, 5120, 4096), (200, 5120, 14336), (77, 960, 576), (1, 16, 64), (300, 14336, 5120)] {
-        check_all_epilogues(&gpu, &mut rng, gemm, "gemm", m, n, k);
+    // K not a multiple of the 64-wide k-tile: 200, 72.
+    for (m, n, k) in [(130, 6144, 5120), (9, 5120, 4096), (200, 5120, 14336), (77, 960, 576), (1, 16, 64), (300, 14336, 5120), (33, 64, 200), (129, 136, 72)] {
+        check_all_epilogues(&gpu, &mut rng, (gemm, gemm_f32), "gemm", m, n, k);
     }
 }
 
@@ -77,9 +77,9 @@ fn gemv_matches_cpu() {
     let Some(gpu) = gpu_or_skip("gemv_matches_cpu") else { return };
     let mut rng = Rng::fresh("gemv");
     for m in 1..=8 {
-        check_all_epilogues(&gpu, &mut rng, gemv, "gemv", m, 6144, 5120);
+        check_all_epilogues(&gpu, &mut rng, (gemv, gemv_f32), "gemv", m, 6144, 5120);
     }
     for (m, n, k) in [(1, 131_072, 5120), (3, 960, 576), (2, 5120, 14336), (5, 16, 8)] {
-        check_all_epilogues(&gpu, &mut rng, gemv, "gemv", m, n, k);
+        check_all_epilogues(&gpu, &mut rng, (gemv, gemv_f32), "gemv", m, n, k);
     }
 }

@@ -2,9 +2,13 @@
 //! poisoned before each run. One module per kernel file. Without a GPU each test prints a
 //! SKIPPED notice and passes; scripts/gpu-check sets NEMO_REQUIRE_GPU=1 so that a skip fails.
 mod common;
+#[path = "../common/mod.rs"]
+#[allow(dead_code)]
+mod fixtures;
 
 mod attention;
 mod embedding;
 mod gemm;
+mod model;
 mod rmsnorm;
 mod rope;

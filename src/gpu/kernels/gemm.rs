@@ -38,6 +38,9 @@ impl Epilogue {
         }
     }
 
+    /// The kernels' code for storing f32 (the LM head's logits).
+    pub(crate) const F32_CODE: i32 = 3;
+
     /// Columns of the output for an N-wide weight.
     pub fn out_cols(self, n: usize) -> usize {
         if self == Epilogue::SwiGlu { n / 2 } else { n }
@@ -72,35 +75,36 @@ const _: () = assert!(std::mem::size_of::<LinearParams>() == 56);
 unsafe impl DeviceRepr for LinearParams {}
 
 /// Checks buffers against the shape and builds the kernel parameters (contiguous rows).
-pub(crate) fn linear_params(
+/// `epilogue` None: f32 output (`T` = f32).
+pub(crate) fn linear_params<T>(
     gpu: &Gpu,
     kernel: &'static str,
     a: &CudaView<bf16>,
     w: &CudaView<bf16>,
-    out: &mut CudaViewMut<bf16>,
+    out: &mut CudaViewMut<T>,
     shape: GemmShape,
-    epilogue: Epilogue,
+    epilogue: Option<Epilogue>,
 ) -> Result<LinearParams> {
     let GemmShape { m, n, k } = shape;
-    let n_align = if epilogue == Epilogue::SwiGlu { 16 } else { 8 };
+    let n_align = if epilogue == Some(Epilogue::SwiGlu) { 16 } else { 8 };
     ensure(n > 0 && n % n_align == 0, kernel, || format!("N = {n} is not a positive multiple of {n_align}"))?;
     ensure(k > 0 && k % 8 == 0, kernel, || format!("K = {k} is not a positive multiple of 8"))?;
     vector_buffer(&gpu.stream, kernel, "A", a, m * k)?;
     vector_buffer(&gpu.stream, kernel, "W", w, n * k)?;
-    let out_cols = epilogue.out_cols(n);
+    let out_cols = epilogue.map_or(n, |e| e.out_cols(n));
     vector_buffer(&gpu.stream, kernel, "out", out, m * out_cols)?;
     let out_addr = address(&gpu.stream, out);
     Ok(LinearParams {
         a: address(&gpu.stream, a),
         w: address(&gpu.stream, w),
         out: out_addr,
-        residual: if epilogue == Epilogue::AddInPlace { out_addr } else { 0 },
+        residual: if epilogue == Some(Epilogue::AddInPlace) { out_addr } else { 0 },
         m: as_i32(kernel, "M", m)?,
         n: as_i32(kernel, "N", n)?,
         k: as_i32(kernel, "K", k)?,
         lda: k as i32,
         ldo: out_cols as i32,
-        epilogue: epilogue.code(),
+        epilogue: epilogue.map_or(Epilogue::F32_CODE, Epilogue::code),
     })
 }
 
@@ -113,7 +117,7 @@ pub(crate) fn configure(kernels: &Kernels) -> Result<()> {
 }
 
 /// out = epilogue(A . W^T). A: `[M, K]`, W: `[N, K]`, out: `[M, N]` (`[M, N/2]` for SwiGLU).
-/// K must be a multiple of 64, N of 8 (16 for SwiGLU).
+/// K must be a multiple of 8, N of 8 (16 for SwiGLU).
 pub fn gemm(
     gpu: &Gpu,
     a: &CudaView<bf16>,
@@ -122,8 +126,17 @@ pub fn gemm(
     shape: GemmShape,
     epilogue: Epilogue,
 ) -> Result<()> {
-    ensure(shape.k % BK == 0, KERNEL, || format!("K = {} is not a multiple of {BK}", shape.k))?;
-    let params = linear_params(gpu, KERNEL, a, w, out, shape, epilogue)?;
+    let params = linear_params(gpu, KERNEL, a, w, out, shape, Some(epilogue))?;
+    launch(gpu, params, shape)
+}
+
+/// out = A . W^T stored as f32 (the LM head's logits). Shapes as for `gemm`.
+pub fn gemm_f32(gpu: &Gpu, a: &CudaView<bf16>, w: &CudaView<bf16>, out: &mut CudaViewMut<f32>, shape: GemmShape) -> Result<()> {
+    let params = linear_params(gpu, KERNEL, a, w, out, shape, None)?;
+    launch(gpu, params, shape)
+}
+
+fn launch(gpu: &Gpu, params: LinearParams, shape: GemmShape) -> Result<()> {
     if shape.m == 0 {
         return Ok(());
     }
@@ -134,8 +147,9 @@ pub fn gemm(
     };
     let mut launch = gpu.stream.launch_builder(&gpu.kernels.gemm_bf16);
     launch.arg(&params);
-    // SAFETY: A, W and out hold M*K, N*K and M*out_cols elements, 16-byte aligned; K % 64 == 0 and
-    // N % 8 (16) == 0 as the kernel's tiles and paired stores need; rows past M or N are
-    // zero-filled on load and skipped on store; the shared-memory limit was raised in `configure`.
+    // SAFETY: A, W and out hold M*K, N*K and M*out_cols elements, 16-byte aligned (checked by
+    // linear_params); K % 8 == 0 and N % 8 (16) == 0 as the kernel's 16-byte loads and paired
+    // stores need; rows past M or N and k past K are zero-filled on load and skipped on store;
+    // the shared-memory limit was raised in `configure`.
     gpu.launched(KERNEL, unsafe { launch.launch(cfg) }.map(|_| ()))
 }

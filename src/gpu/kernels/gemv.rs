@@ -25,8 +25,18 @@ pub fn gemv(
     epilogue: Epilogue,
 ) -> Result<()> {
     ensure((1..=MAX_M).contains(&shape.m), KERNEL, || format!("M = {} is outside 1..={MAX_M}", shape.m))?;
-    let params = linear_params(gpu, KERNEL, a, w, out, shape, epilogue)?;
-    let warps_needed = epilogue.out_cols(shape.n);
+    let params = linear_params(gpu, KERNEL, a, w, out, shape, Some(epilogue))?;
+    launch(gpu, params, epilogue.out_cols(shape.n))
+}
+
+/// out = A . W^T stored as f32 (the LM head's logits), 1 <= M <= 8. Shapes as for `gemv`.
+pub fn gemv_f32(gpu: &Gpu, a: &CudaView<bf16>, w: &CudaView<bf16>, out: &mut CudaViewMut<f32>, shape: GemmShape) -> Result<()> {
+    ensure((1..=MAX_M).contains(&shape.m), KERNEL, || format!("M = {} is outside 1..={MAX_M}", shape.m))?;
+    let params = linear_params(gpu, KERNEL, a, w, out, shape, None)?;
+    launch(gpu, params, shape.n)
+}
+
+fn launch(gpu: &Gpu, params: super::gemm::LinearParams, warps_needed: usize) -> Result<()> {
     let cfg = LaunchConfig {
         grid_dim: (warps_needed.div_ceil(WARPS) as u32, 1, 1),
         block_dim: ((WARPS * 32) as u32, 1, 1),

@@ -7,5 +7,6 @@ mod check;
 pub mod embedding;
 pub mod gemm;
 pub mod gemv;
+pub mod random;
 pub mod rmsnorm;
 pub mod rope;
