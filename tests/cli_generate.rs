@@ -3,17 +3,21 @@
 //! logprobs within 1e-3, for both layouts. Plus what the JSON and streaming outputs promise.
 //!
 //! The oracle is tests/fixtures/tiny-s0 unless NEMO_ACCEPTANCE_FIXTURE names another model made
-//! by the same recipe (a held-out seed).
+//! by the same recipe (a held-out seed). NEMO_CLI_DEVICE=cuda runs the same comparison on the
+//! GPU (NEMO_BIN points at a bundled binary where cargo is absent).
 
 mod cli_support;
 
-use cli_support::{ids, nemo, oracle_dir, parse_json, GenerateJson, Reference, Step};
+use cli_support::{
+    acceptance_device, ids, nemo, oracle_dir, parse_json, GenerateJson, Reference, Step,
+};
 
 const TOLERANCE: f64 = 1e-3;
 
 fn greedy_json(layout: &str, prompt: &[u32], extra: &[&str]) -> GenerateJson {
     let model = oracle_dir().join(layout);
     let prompt = ids(prompt);
+    let device = acceptance_device();
     let mut args = vec![
         "generate",
         "--model",
@@ -28,7 +32,7 @@ fn greedy_json(layout: &str, prompt: &[u32], extra: &[&str]) -> GenerateJson {
         "5",
         "--json",
         "--device",
-        "cpu",
+        &device,
     ];
     args.extend_from_slice(extra);
     parse_json(&nemo(&args))

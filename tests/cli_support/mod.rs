@@ -21,8 +21,21 @@ impl Run {
     }
 }
 
+/// The binary under test: cargo's build of `nemo`, or `NEMO_BIN` (a bundled copy on a machine
+/// without the Rust toolchain).
+pub fn nemo_bin() -> PathBuf {
+    std::env::var_os("NEMO_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_nemo")))
+}
+
+/// The `--device` of the acceptance runs: cpu, or `NEMO_CLI_DEVICE` (cuda on a GPU machine).
+pub fn acceptance_device() -> String {
+    std::env::var("NEMO_CLI_DEVICE").unwrap_or_else(|_| "cpu".into())
+}
+
 pub fn nemo<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_nemo"))
+    let out = Command::new(nemo_bin())
         .args(args)
         // A panic must show as one, not be hidden or decorated by the environment.
         .env_remove("RUST_BACKTRACE")
