@@ -99,7 +99,7 @@ pub enum GenerateError {
         #[source]
         source: SamplingError,
     },
-    #[error("writing generated token {step}")]
+    #[error("streaming generated token {step}")]
     Output {
         step: usize,
         #[source]

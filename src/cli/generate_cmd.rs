@@ -32,7 +32,10 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
     let start = Instant::now();
     let loaded = model::load(&args.model)
         .with_context(|| format!("loading the model in {}", args.model.display()))?;
-    let text = Text::load(loaded.checkpoint.tokenizer.as_deref())?;
+    let text = Text::load(
+        loaded.checkpoint.tokenizer.as_deref(),
+        loaded.weights.config.vocab_size,
+    )?;
     eprintln!(
         "nemo: loaded {}: {} in {:.2} s",
         args.model.display(),

@@ -1,61 +1,80 @@
-//! Text in and out: the prompt's tokens, EOS, and the streamed / final text.
-//!
-//! This build has no tokenizer yet (src/tokenizer/ is being merged): prompts must be token ids,
-//! output is shown as ids, and `text` in the JSON is null.
+//! Text in and out through the checkpoint's tokenizer (`tekken.json` or `tokenizer.json`):
+//! the prompt's ids, EOS, and the streamed / final text. Without a tokenizer, prompts must be
+//! ids and output is shown as ids.
 
+use std::io;
 use std::path::Path;
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 
-/// The checkpoint's tokenizer, when it has one and this build can read it.
+use nemo_engine::tokenizer::{SpecialTokenPolicy, StreamDecoder, Tokenizer};
+
+/// Generated text drops special tokens (EOS, control tokens), as mistral_common and vLLM do.
+const OUTPUT_POLICY: SpecialTokenPolicy = SpecialTokenPolicy::Ignore;
+
 pub struct Text {
-    _private: (),
+    tokenizer: Tokenizer,
 }
 
 impl Text {
-    /// Loads the tokenizer at `path`. Without tokenizer support, says what is lost.
-    pub fn load(path: Option<&Path>) -> anyhow::Result<Option<Text>> {
-        if let Some(path) = path {
+    /// Loads the tokenizer found beside the weights. A tokenizer file that is present but
+    /// cannot be read is an error, not a silent switch to ids.
+    pub fn load(path: Option<&Path>, model_vocab: usize) -> anyhow::Result<Option<Text>> {
+        let Some(path) = path else { return Ok(None) };
+        let tokenizer = Tokenizer::from_path(path)
+            .with_context(|| format!("loading the tokenizer {}", path.display()))?;
+        if tokenizer.vocab_size() != model_vocab {
             eprintln!(
-                "nemo: notice: {} is present but this build has no tokenizer yet: output is shown \
-                 as token ids and EOS is taken from the config files only",
-                path.display()
+                "nemo: warning: the tokenizer {} has {} tokens but the model {}",
+                path.display(),
+                tokenizer.vocab_size(),
+                model_vocab
             );
         }
-        Ok(None)
+        Ok(Some(Text { tokenizer }))
     }
 
-    pub fn encode_prompt(_text: Option<&Text>, _prompt: &str) -> anyhow::Result<Vec<u32>> {
-        bail!(
-            "--prompt needs a tokenizer, which this build does not include yet; give the prompt \
-             as token ids with --prompt-tokens"
-        )
+    /// The prompt's ids: BOS, then the text (special-token text in it stays ordinary text).
+    pub fn encode_prompt(text: Option<&Text>, prompt: &str) -> anyhow::Result<Vec<u32>> {
+        let Some(text) = text else {
+            bail!(
+                "--prompt needs a tokenizer (tekken.json or tokenizer.json) in the model \
+                 directory, and there is none; give the prompt as token ids with --prompt-tokens"
+            )
+        };
+        text.tokenizer
+            .encode_with(prompt, true, false)
+            .context("tokenizing --prompt")
     }
 
     pub fn eos_ids(&self) -> Vec<u32> {
-        Vec::new()
+        vec![self.tokenizer.eos_id()]
     }
 
-    pub fn decode(&self, _ids: &[u32]) -> anyhow::Result<String> {
-        bail!("no tokenizer")
+    pub fn decode(&self, ids: &[u32]) -> anyhow::Result<String> {
+        self.tokenizer
+            .decode(ids, OUTPUT_POLICY)
+            .context("decoding the generated tokens")
     }
 
     pub fn stream(&self) -> TextStream<'_> {
-        TextStream { _text: self }
+        TextStream {
+            decoder: StreamDecoder::new(&self.tokenizer, OUTPUT_POLICY),
+        }
     }
 }
 
-/// Text of generated tokens as they come, never splitting a character.
+/// Text of generated tokens as they come, never splitting a UTF-8 character.
 pub struct TextStream<'t> {
-    _text: &'t Text,
+    decoder: StreamDecoder<'t>,
 }
 
 impl TextStream<'_> {
-    pub fn push(&mut self, _token: u32) -> std::io::Result<String> {
-        Ok(String::new())
+    pub fn push(&mut self, token: u32) -> io::Result<String> {
+        self.decoder.push(token).map_err(io::Error::other)
     }
 
     pub fn finish(&mut self) -> String {
-        String::new()
+        self.decoder.finish()
     }
 }
