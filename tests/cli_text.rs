@@ -82,8 +82,8 @@ fn write_hf_tokenizer(dir: &Path) -> HashMap<u32, Vec<u8>> {
     for (id, name) in ["<unk>", "<s>", "</s>"].iter().enumerate() {
         vocab.insert(name.to_string(), json!(id));
     }
-    for b in 0..256usize {
-        vocab.insert(alphabet[b].to_string(), json!(3 + b));
+    for (b, c) in alphabet.iter().enumerate() {
+        vocab.insert(c.to_string(), json!(3 + b));
         bytes.insert(3 + b as u32, vec![b as u8]);
     }
     let mut merges = Vec::new();
