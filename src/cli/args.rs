@@ -23,6 +23,67 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Load and validate a checkpoint, then print its layout, config and memory needs.
     Inspect(InspectArgs),
+    /// GPU end-to-end numbers: load time, prefill tokens/s, batch-1 decode ms/token.
+    Bench(BenchArgs),
+}
+
+/// The model to run: a checkpoint, or a built-in shape with random weights.
+#[derive(Args, Debug)]
+pub struct ModelSource {
+    /// The checkpoint directory (Mistral or HF layout).
+    #[arg(long, value_name = "DIR", conflicts_with = "preset")]
+    pub model: Option<PathBuf>,
+
+    /// A built-in model shape instead of a checkpoint (needs --dummy-weights): nemo-12b.
+    #[arg(long, value_name = "NAME", value_enum, requires = "dummy_weights")]
+    pub preset: Option<Preset>,
+
+    /// Fill the weights with seeded random values generated on the GPU (vLLM's
+    /// `--load-format dummy`): exact shapes, no files, for measuring.
+    #[arg(long)]
+    pub dummy_weights: bool,
+
+    /// Tokens the preallocated KV cache holds (default: the model's context, 131072 for Nemo);
+    /// lower it on GPUs with less memory.
+    #[arg(long, value_name = "N")]
+    pub kv_tokens: Option<usize>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Preset {
+    /// Mistral-Nemo-Instruct-2407: 40 layers, dim 5120, 32/8 heads of 128, FFN 14336, vocab 131072.
+    #[value(name = "nemo-12b")]
+    Nemo12b,
+}
+
+impl Preset {
+    pub fn config(self) -> nemo_engine::model::ModelConfig {
+        match self {
+            Preset::Nemo12b => nemo_engine::model::ModelConfig::nemo_12b(),
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub source: ModelSource,
+
+    /// Prompt lengths to time prefill at, comma-separated.
+    #[arg(long, value_name = "N,...", value_delimiter = ',', default_value = "512,2048,8192,32768")]
+    pub prefill: Vec<usize>,
+
+    /// Contexts to time batch-1 decode at, comma-separated.
+    #[arg(long, value_name = "N,...", value_delimiter = ',', default_value = "1024,32768,131072")]
+    pub contexts: Vec<usize>,
+
+    /// Decode steps timed per context.
+    #[arg(long, value_name = "N", default_value_t = 32)]
+    pub steps: usize,
+
+    /// Print one JSON object on stdout instead of the table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -34,9 +95,8 @@ pub struct InspectArgs {
 
 #[derive(Args, Debug)]
 pub struct GenerateArgs {
-    /// The checkpoint directory (Mistral or HF layout).
-    #[arg(long, value_name = "DIR")]
-    pub model: PathBuf,
+    #[command(flatten)]
+    pub source: ModelSource,
 
     #[command(flatten)]
     pub prompt: PromptArgs,

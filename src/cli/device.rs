@@ -5,9 +5,9 @@
 
 use anyhow::Context;
 
-use nemo_engine::engine::{open_cuda_backend, Backend, CpuBackend};
+use nemo_engine::engine::{Backend, CpuBackend, CudaBackend, CudaOptions};
 use nemo_engine::gpu::{self, GpuInfo};
-use nemo_engine::model::ModelWeights;
+use nemo_engine::model::{ModelConfig, ModelWeights};
 
 use super::args::DeviceChoice;
 
@@ -38,9 +38,19 @@ pub fn select(choice: DeviceChoice) -> anyhow::Result<Device> {
     }
 }
 
+/// The CUDA sizes for `config`, with `--kv-tokens` if given.
+pub fn cuda_options(config: &ModelConfig, kv_tokens: Option<usize>) -> CudaOptions {
+    let mut opts = CudaOptions::for_config(config);
+    if let Some(n) = kv_tokens {
+        opts.kv_tokens = n;
+    }
+    opts
+}
+
 pub fn open<'w>(
     device: &Device,
     weights: &'w ModelWeights,
+    kv_tokens: Option<usize>,
 ) -> anyhow::Result<Box<dyn Backend + 'w>> {
     match device {
         Device::Cpu => Ok(Box::new(CpuBackend::new(weights))),
@@ -52,8 +62,15 @@ pub fn open<'w>(
                 info.compute_capability.1,
                 info.total_memory as f64 / (1u64 << 30) as f64
             );
-            open_cuda_backend(weights)
-                .with_context(|| format!("opening the CUDA backend on {}", info.name))
+            let backend = CudaBackend::from_weights(weights, cuda_options(&weights.config, kv_tokens))
+                .with_context(|| format!("opening the CUDA backend on {}", info.name))?;
+            eprintln!(
+                "nemo: weights on the GPU in {:.2} s; KV cache {} tokens ({:.1} GB)",
+                backend.model.weights.load_seconds,
+                backend.model.capacity(),
+                backend.model.kv.bytes() as f64 / 1e9
+            );
+            Ok(Box::new(backend))
         }
     }
 }

@@ -1,15 +1,17 @@
 //! `nemo generate`: check the arguments, pick the device, load the model, run the loop, print.
 
 use std::io;
+use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
 
+use nemo_engine::engine::{Backend, CudaBackend};
 use nemo_engine::generate::{generate, GenerateRequest, Generation};
 use nemo_engine::model;
 use nemo_engine::sampling::{SamplingParams, StopCriteria};
 
-use super::args::GenerateArgs;
+use super::args::{GenerateArgs, ModelSource, Preset};
 use super::output::{write_json, Streamer};
 use super::text::Text;
 use super::{device, eos};
@@ -28,17 +30,21 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
         bail!("--max-tokens must be at least 1");
     }
     let device = device::select(args.device)?;
+    if let Some(preset) = args.source.preset {
+        return run_dummy(args, preset, &device, params);
+    }
+    let model_dir = source_dir(&args.source)?;
 
     let start = Instant::now();
-    let loaded = model::load(&args.model)
-        .with_context(|| format!("loading the model in {}", args.model.display()))?;
+    let loaded = model::load(model_dir)
+        .with_context(|| format!("loading the model in {}", model_dir.display()))?;
     let text = Text::load(
         loaded.checkpoint.tokenizer.as_deref(),
         loaded.weights.config.vocab_size,
     )?;
     eprintln!(
         "nemo: loaded {}: {} in {:.2} s",
-        args.model.display(),
+        model_dir.display(),
         loaded.checkpoint.layout,
         start.elapsed().as_secs_f64()
     );
@@ -72,16 +78,8 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
         logprobs: args.logprobs,
     };
 
-    let mut backend = device::open(&device, &loaded.weights)?;
-    let generation = if args.json {
-        generate(backend.as_mut(), &request, &mut |_| Ok(()))?
-    } else {
-        let mut streamer = Streamer::new(text.as_ref());
-        let generation = generate(backend.as_mut(), &request, &mut |t| streamer.push(t.token))?;
-        streamer.finish().context("writing the output")?;
-        generation
-    };
-    report_timing(&generation, backend.device());
+    let mut backend = device::open(&device, &loaded.weights, args.source.kv_tokens)?;
+    let generation = run_loop(backend.as_mut(), &request, text.as_ref(), args.json)?;
 
     if args.json {
         let decoded = text
@@ -90,6 +88,62 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
             .transpose()?;
         write_json(&mut io::stdout().lock(), &generation, decoded)
             .context("writing the JSON output")?;
+    }
+    Ok(())
+}
+
+/// The checkpoint directory, or the error saying what to pass.
+pub fn source_dir(source: &ModelSource) -> anyhow::Result<&Path> {
+    if source.dummy_weights {
+        bail!("--dummy-weights goes with --preset NAME (random weights of a built-in shape)");
+    }
+    source.model.as_deref().context("--model DIR (or --preset NAME --dummy-weights) is required")
+}
+
+/// Runs the loop, streaming to stdout unless `json`, and reports timing on stderr.
+fn run_loop(backend: &mut dyn Backend, request: &GenerateRequest, text: Option<&Text>, json: bool) -> anyhow::Result<Generation> {
+    let generation = if json {
+        generate(backend, request, &mut |_| Ok(()))?
+    } else {
+        let mut streamer = Streamer::new(text);
+        let generation = generate(backend, request, &mut |t| streamer.push(t.token))?;
+        streamer.finish().context("writing the output")?;
+        generation
+    };
+    report_timing(&generation, backend.device());
+    Ok(generation)
+}
+
+/// `--preset NAME --dummy-weights`: random weights of a built-in shape on the GPU; prompts are
+/// token ids (a preset has no tokenizer) and only --stop-token ids stop early.
+fn run_dummy(args: &GenerateArgs, preset: Preset, device: &device::Device, params: SamplingParams) -> anyhow::Result<()> {
+    let device::Device::Cuda(info) = device else {
+        bail!("--dummy-weights runs on the GPU only (--device cuda or auto with a GPU)");
+    };
+    let Some(prompt) = &args.prompt.prompt_tokens else {
+        bail!("a preset has no tokenizer: give the prompt as --prompt-tokens");
+    };
+    let config = preset.config();
+    if let Some(&id) = prompt.0.iter().chain(&args.stop_tokens).find(|&&id| id as usize >= config.vocab_size) {
+        bail!("token {id} is outside the vocabulary (size {})", config.vocab_size);
+    }
+    let opts = device::cuda_options(&config, args.source.kv_tokens);
+    let mut backend = CudaBackend::dummy(&config, args.seed, opts).with_context(|| format!("opening the CUDA backend on {}", info.name))?;
+    eprintln!(
+        "nemo: {preset:?} with dummy weights ({:.1} GB filled in {:.2} s) on {}",
+        backend.model.weights.bytes as f64 / 1e9,
+        backend.model.weights.load_seconds,
+        info.name
+    );
+    let request = GenerateRequest {
+        prompt: prompt.0.clone(),
+        params,
+        stop: StopCriteria::new(args.max_tokens, Vec::new(), args.stop_tokens.clone())?,
+        logprobs: args.logprobs,
+    };
+    let generation = run_loop(&mut backend, &request, None, args.json)?;
+    if args.json {
+        write_json(&mut io::stdout().lock(), &generation, None).context("writing the JSON output")?;
     }
     Ok(())
 }

@@ -7,6 +7,7 @@
 //! - [`eos`], [`text`], [`output`]: stop ids, the tokenizer, what goes to stdout.
 
 mod args;
+mod bench_cmd;
 mod device;
 mod eos;
 mod generate_cmd;
@@ -34,6 +35,7 @@ pub fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Generate(args) => generate_cmd::run(args),
         Command::Inspect(args) => inspect_cmd::run(args),
+        Command::Bench(args) => bench_cmd::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
