@@ -7,6 +7,10 @@
 //! - [`tokenizer`]: a `tokenizers::Tokenizer` from the `tokenizer.ggml.*` metadata.
 //! - [`chat_template`]: the Jinja `tokenizer.chat_template`, rendered with minijinja.
 
+/// Where `scripts/setup.sh` puts the demo model (SmolLM2-135M-Instruct, Q4_1), relative to the
+/// repository root.
+pub const DEMO_MODEL_PATH: &str = "models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf";
+
 pub mod chat_template;
 mod cursor;
 pub mod error;
