@@ -11,7 +11,9 @@ use std::sync::OnceLock;
 
 use half::bf16;
 use nemo_engine::gguf::quant::dequantize_f32;
-use nemo_engine::gguf::{build_tokenizer, llama_config, load_llama, ChatTemplate, GgufFile, DEMO_MODEL_PATH};
+use nemo_engine::gguf::{
+    build_tokenizer, llama_config, load_llama, ChatTemplate, GgufFile, DEMO_MODEL_PATH,
+};
 use nemo_engine::model::{ModelWeights, RopeLayout, Tensor};
 use serde_json::Value as Json;
 
@@ -21,7 +23,10 @@ fn root() -> PathBuf {
 
 fn fixture(name: &str) -> Json {
     let path = root().join("tests/fixtures/smollm2").join(name);
-    serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
+    serde_json::from_str(
+        &std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+    )
+    .unwrap()
 }
 
 fn file() -> Option<&'static GgufFile> {
@@ -29,8 +34,15 @@ fn file() -> Option<&'static GgufFile> {
     FILE.get_or_init(|| {
         let path = root().join(DEMO_MODEL_PATH);
         if !path.exists() {
-            assert!(std::env::var_os("CI").is_none(), "{} is missing under CI: scripts/setup.sh must fetch it", path.display());
-            eprintln!("NOTICE: {} is missing (run scripts/setup.sh); skipping the demo-model tests", path.display());
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "{} is missing under CI: scripts/setup.sh must fetch it",
+                path.display()
+            );
+            eprintln!(
+                "NOTICE: {} is missing (run scripts/setup.sh); skipping the demo-model tests",
+                path.display()
+            );
             return None;
         }
         Some(GgufFile::open(&path).expect("the demo model parses"))
@@ -40,31 +52,69 @@ fn file() -> Option<&'static GgufFile> {
 
 fn weights() -> Option<&'static ModelWeights> {
     static WEIGHTS: OnceLock<Option<ModelWeights>> = OnceLock::new();
-    WEIGHTS.get_or_init(|| file().map(|f| load_llama(f).expect("the demo model loads"))).as_ref()
+    WEIGHTS
+        .get_or_init(|| file().map(|f| load_llama(f).expect("the demo model loads")))
+        .as_ref()
 }
 
 fn f32s(v: &Json) -> Vec<f32> {
-    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
 }
 
 #[test]
 fn config_matches_the_file_and_transformers() {
     let Some(f) = file() else { return };
     let c = llama_config(f).unwrap();
-    assert_eq!((c.dim, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim, c.ffn_dim), (576, 30, 9, 3, 64, 1536));
-    assert_eq!((c.vocab_size, c.rope_theta, c.max_context), (49152, 100000.0, 8192));
+    assert_eq!(
+        (
+            c.dim,
+            c.n_layers,
+            c.n_heads,
+            c.n_kv_heads,
+            c.head_dim,
+            c.ffn_dim
+        ),
+        (576, 30, 9, 3, 64, 1536)
+    );
+    assert_eq!(
+        (c.vocab_size, c.rope_theta, c.max_context),
+        (49152, 100000.0, 8192)
+    );
     assert_eq!(c.norm_eps, 1e-5);
     assert!(c.tied_embeddings);
 
     let hf = &fixture("logits.json")["config"];
     let n = |k: &str| hf[k].as_u64().unwrap() as usize;
     assert_eq!(
-        (c.dim, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim, c.ffn_dim, c.vocab_size),
-        (n("hidden_size"), n("num_hidden_layers"), n("num_attention_heads"), n("num_key_value_heads"), n("head_dim"), n("intermediate_size"), n("vocab_size"))
+        (
+            c.dim,
+            c.n_layers,
+            c.n_heads,
+            c.n_kv_heads,
+            c.head_dim,
+            c.ffn_dim,
+            c.vocab_size
+        ),
+        (
+            n("hidden_size"),
+            n("num_hidden_layers"),
+            n("num_attention_heads"),
+            n("num_key_value_heads"),
+            n("head_dim"),
+            n("intermediate_size"),
+            n("vocab_size")
+        )
     );
     assert_eq!(c.rope_theta, hf["rope_theta"].as_f64().unwrap());
     assert_eq!(c.norm_eps as f64, hf["rms_norm_eps"].as_f64().unwrap());
-    assert_eq!(c.tied_embeddings, hf["tie_word_embeddings"].as_bool().unwrap());
+    assert_eq!(
+        c.tied_embeddings,
+        hf["tie_word_embeddings"].as_bool().unwrap()
+    );
 }
 
 /// Our f32 dequantisation of the whole tensor, as `[rows][row_len]` flat.
@@ -87,14 +137,28 @@ fn role<'w>(w: &'w ModelWeights, name: &str) -> &'w Tensor {
 
 #[test]
 fn dequantised_values_match_the_gguf_package() {
-    let (Some(f), Some(w)) = (file(), weights()) else { return };
+    let (Some(f), Some(w)) = (file(), weights()) else {
+        return;
+    };
     let fx = fixture("dequant.json");
     let tensors = fx["tensors"].as_object().unwrap();
-    assert!(tensors.values().any(|t| t["ggml_type"] == "Q8_0") && tensors.values().any(|t| t["ggml_type"] == "Q4_1"));
+    assert!(
+        tensors.values().any(|t| t["ggml_type"] == "Q8_0")
+            && tensors.values().any(|t| t["ggml_type"] == "Q4_1")
+    );
     for (name, t) in tensors {
         let info = f.tensor(name).unwrap();
-        assert_eq!(info.ggml_type.name, t["ggml_type"].as_str().unwrap(), "{name}");
-        let ne: Vec<u64> = t["ne"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect();
+        assert_eq!(
+            info.ggml_type.name,
+            t["ggml_type"].as_str().unwrap(),
+            "{name}"
+        );
+        let ne: Vec<u64> = t["ne"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap())
+            .collect();
         assert_eq!(info.ne, ne, "{name}");
         let ours = dequant(f, name);
         let row_len = ne[0] as usize;
@@ -104,17 +168,31 @@ fn dequantised_values_match_the_gguf_package() {
             let r: usize = row.parse().unwrap();
             let expected = f32s(expected);
             let got = &ours[r * row_len..r * row_len + expected.len()];
-            assert_eq!(got, expected.as_slice(), "{name} row {r}: f32 values differ from gguf-py");
+            assert_eq!(
+                got,
+                expected.as_slice(),
+                "{name} row {r}: f32 values differ from gguf-py"
+            );
             let got_bf16 = &ours_bf16[r * row_len..r * row_len + expected.len()];
             let want_bf16: Vec<bf16> = expected.iter().map(|&v| bf16::from_f32(v)).collect();
-            assert_eq!(got_bf16, want_bf16.as_slice(), "{name} row {r}: loaded bf16 is not the rounded value");
+            assert_eq!(
+                got_bf16,
+                want_bf16.as_slice(),
+                "{name} row {r}: loaded bf16 is not the rounded value"
+            );
         }
         // Whole-tensor sums cover every block, not just the recorded rows.
         let sum: f64 = ours.iter().map(|&v| v as f64).sum();
         let sum_sq: f64 = ours.iter().map(|&v| (v as f64) * (v as f64)).sum();
         let (want, want_sq) = (t["sum"].as_f64().unwrap(), t["sum_sq"].as_f64().unwrap());
-        assert!((sum - want).abs() <= 1e-9 * want_sq.max(1.0), "{name}: sum {sum} vs {want}");
-        assert!((sum_sq - want_sq).abs() <= 1e-9 * want_sq, "{name}: sum of squares {sum_sq} vs {want_sq}");
+        assert!(
+            (sum - want).abs() <= 1e-9 * want_sq.max(1.0),
+            "{name}: sum {sum} vs {want}"
+        );
+        assert!(
+            (sum_sq - want_sq).abs() <= 1e-9 * want_sq,
+            "{name}: sum of squares {sum_sq} vs {want_sq}"
+        );
     }
 }
 
@@ -126,18 +204,34 @@ fn qk_rows_are_in_llama_cpp_interleaved_order() {
     assert_eq!(weights().unwrap().rope_layout, RopeLayout::Interleaved);
     let hd = 64;
     let layout = &fixture("logits.json")["qk_layout"];
-    for (proj, tensor) in [("q_proj", "blk.0.attn_q.weight"), ("k_proj", "blk.0.attn_k.weight")] {
+    for (proj, tensor) in [
+        ("q_proj", "blk.0.attn_q.weight"),
+        ("k_proj", "blk.0.attn_k.weight"),
+    ] {
         let ours = dequant(f, tensor);
         let head = layout[proj]["head"].as_u64().unwrap() as usize;
         let mut checked = 0;
         for (row, hf) in layout[proj]["rows"].as_object().unwrap() {
             let hf_row: usize = row.parse().unwrap();
             let i = hf_row - head * hd;
-            let gguf_row = head * hd + if i < hd / 2 { 2 * i } else { 2 * (i - hd / 2) + 1 };
+            let gguf_row = head * hd
+                + if i < hd / 2 {
+                    2 * i
+                } else {
+                    2 * (i - hd / 2) + 1
+                };
             let hf = f32s(hf);
-            assert_eq!(&ours[gguf_row * 576..gguf_row * 576 + hf.len()], hf.as_slice(), "{proj} HF row {hf_row} = GGUF row {gguf_row}");
+            assert_eq!(
+                &ours[gguf_row * 576..gguf_row * 576 + hf.len()],
+                hf.as_slice(),
+                "{proj} HF row {hf_row} = GGUF row {gguf_row}"
+            );
             if gguf_row != hf_row {
-                assert_ne!(&ours[hf_row * 576..hf_row * 576 + hf.len()], hf.as_slice(), "{proj} row {hf_row}: order must differ");
+                assert_ne!(
+                    &ours[hf_row * 576..hf_row * 576 + hf.len()],
+                    hf.as_slice(),
+                    "{proj} row {hf_row}: order must differ"
+                );
                 checked += 1;
             }
         }
@@ -163,13 +257,20 @@ fn rope(x: &mut [f64], pos: usize, theta: f64, layout: RopeLayout) {
 
 fn matvec(w: &Tensor, x: &[f64]) -> Vec<f64> {
     let cols = w.shape[1];
-    w.as_bf16().chunks_exact(cols).map(|row| row.iter().zip(x).map(|(a, b)| a.to_f64() * b).sum()).collect()
+    w.as_bf16()
+        .chunks_exact(cols)
+        .map(|row| row.iter().zip(x).map(|(a, b)| a.to_f64() * b).sum())
+        .collect()
 }
 
 /// GGUF head order back to HF's: HF row i <- GGUF row 2i, HF row i + hd/2 <- GGUF row 2i + 1.
 fn unpermute(v: &[f64], hd: usize) -> Vec<f64> {
     v.chunks_exact(hd)
-        .flat_map(|h| (0..hd / 2).map(move |i| h[2 * i]).chain((0..hd / 2).map(move |i| h[2 * i + 1])))
+        .flat_map(|h| {
+            (0..hd / 2)
+                .map(move |i| h[2 * i])
+                .chain((0..hd / 2).map(move |i| h[2 * i + 1]))
+        })
         .collect()
 }
 
@@ -184,7 +285,10 @@ fn interleaved_rope_on_gguf_rows_gives_transformers_attention_scores() {
         let e = &w.embedding.as_bf16()[token * c.dim..(token + 1) * c.dim];
         let ms = e.iter().map(|v| v.to_f64().powi(2)).sum::<f64>() / c.dim as f64;
         let g = w.layers[0].attn_norm.as_bf16();
-        e.iter().zip(g).map(|(x, g)| x.to_f64() / (ms + c.norm_eps as f64).sqrt() * g.to_f64()).collect()
+        e.iter()
+            .zip(g)
+            .map(|(x, g)| x.to_f64() / (ms + c.norm_eps as f64).sqrt() * g.to_f64())
+            .collect()
     };
     let (xq, xk) = (norm_input(4649), norm_input(3575)); // "France", "capital"
     let (q, k) = (matvec(&w.layers[0].wq, &xq), matvec(&w.layers[0].wk, &xk));
@@ -202,14 +306,28 @@ fn interleaved_rope_on_gguf_rows_gives_transformers_attention_scores() {
             .collect()
     };
     let ours = scores(&q, &k, w.rope_layout);
-    let hf = scores(&unpermute(&q, hd), &unpermute(&k, hd), RopeLayout::RotateHalf);
+    let hf = scores(
+        &unpermute(&q, hd),
+        &unpermute(&k, hd),
+        RopeLayout::RotateHalf,
+    );
     let wrong = scores(&q, &k, RopeLayout::RotateHalf);
     for h in 0..c.n_heads {
-        assert!((ours[h] - hf[h]).abs() <= 1e-9 * hf[h].abs().max(1.0), "head {h}: {} vs {}", ours[h], hf[h]);
+        assert!(
+            (ours[h] - hf[h]).abs() <= 1e-9 * hf[h].abs().max(1.0),
+            "head {h}: {} vs {}",
+            ours[h],
+            hf[h]
+        );
     }
-    let max_err_wrong = (0..c.n_heads).map(|h| (wrong[h] - hf[h]).abs()).fold(0.0, f64::max);
+    let max_err_wrong = (0..c.n_heads)
+        .map(|h| (wrong[h] - hf[h]).abs())
+        .fold(0.0, f64::max);
     let scale = hf.iter().map(|s| s.abs()).fold(0.0, f64::max);
-    assert!(max_err_wrong > 1e-3 * scale, "the wrong layout must change the scores (it moved them by {max_err_wrong})");
+    assert!(
+        max_err_wrong > 1e-3 * scale,
+        "the wrong layout must change the scores (it moved them by {max_err_wrong})"
+    );
 }
 
 #[test]
@@ -222,15 +340,36 @@ fn tokenizer_matches_transformers_and_round_trips() {
     assert!(cases.len() >= 6);
     for case in cases {
         let text = case["text"].as_str().unwrap();
-        let want: Vec<u32> = case["ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
+        let want: Vec<u32> = case["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect();
         let got = t.tokenizer.encode(text, true).unwrap();
-        assert_eq!(got.get_ids(), want.as_slice(), "{text:?}: {:?}", got.get_tokens());
-        assert_eq!(t.tokenizer.decode(&want, false).unwrap(), case["decoded"].as_str().unwrap(), "{text:?}");
-        assert_eq!(t.tokenizer.decode(&want, false).unwrap(), text, "{text:?} round trip");
+        assert_eq!(
+            got.get_ids(),
+            want.as_slice(),
+            "{text:?}: {:?}",
+            got.get_tokens()
+        );
+        assert_eq!(
+            t.tokenizer.decode(&want, false).unwrap(),
+            case["decoded"].as_str().unwrap(),
+            "{text:?}"
+        );
+        assert_eq!(
+            t.tokenizer.decode(&want, false).unwrap(),
+            text,
+            "{text:?} round trip"
+        );
     }
     let question = &cases[0];
     assert_eq!(question["text"], "What is the capital of France?");
-    assert_eq!(question["ids"], serde_json::json!([1780, 314, 260, 3575, 282, 4649, 47]));
+    assert_eq!(
+        question["ids"],
+        serde_json::json!([1780, 314, 260, 3575, 282, 4649, 47])
+    );
 }
 
 #[test]
@@ -240,12 +379,20 @@ fn chat_template_matches_jinja2_and_tokenizes_to_the_prompt_ids() {
     let fx = fixture("chat_template.json");
     for (name, conv) in fx["conversations"].as_object().unwrap() {
         let messages: Vec<Json> = conv["messages"].as_array().unwrap().clone();
-        let got = template.render(&messages, conv["add_generation_prompt"].as_bool().unwrap()).unwrap();
+        let got = template
+            .render(&messages, conv["add_generation_prompt"].as_bool().unwrap())
+            .unwrap();
         assert_eq!(got, conv["text"].as_str().unwrap(), "{name}");
     }
     // The two-message conversation, spelled out.
     let two = template
-        .render(&[nemo_engine::gguf::ChatMessage::new("user", "Hi"), nemo_engine::gguf::ChatMessage::new("assistant", "Hello! How can I help?")], false)
+        .render(
+            &[
+                nemo_engine::gguf::ChatMessage::new("user", "Hi"),
+                nemo_engine::gguf::ChatMessage::new("assistant", "Hello! How can I help?"),
+            ],
+            false,
+        )
         .unwrap();
     assert_eq!(
         two,
@@ -254,9 +401,28 @@ fn chat_template_matches_jinja2_and_tokenizes_to_the_prompt_ids() {
     );
 
     let logits = fixture("logits.json");
-    let prompt = template.render(&[nemo_engine::gguf::ChatMessage::new("user", "What is the capital of France?")], true).unwrap();
+    let prompt = template
+        .render(
+            &[nemo_engine::gguf::ChatMessage::new(
+                "user",
+                "What is the capital of France?",
+            )],
+            true,
+        )
+        .unwrap();
     assert_eq!(prompt, logits["prompt"].as_str().unwrap());
-    let ids = build_tokenizer(f).unwrap().tokenizer.encode(prompt.as_str(), true).unwrap().get_ids().to_vec();
-    let want: Vec<u32> = logits["prompt_ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
+    let ids = build_tokenizer(f)
+        .unwrap()
+        .tokenizer
+        .encode(prompt.as_str(), true)
+        .unwrap()
+        .get_ids()
+        .to_vec();
+    let want: Vec<u32> = logits["prompt_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect();
     assert_eq!(ids, want);
 }

@@ -27,7 +27,10 @@ pub struct ChatMessage {
 
 impl ChatMessage {
     pub fn new(role: &str, content: &str) -> Self {
-        ChatMessage { role: role.into(), content: content.into() }
+        ChatMessage {
+            role: role.into(),
+            content: content.into(),
+        }
     }
 }
 
@@ -53,7 +56,11 @@ impl ChatTemplate {
             Err(Error::new(ErrorKind::InvalidOperation, msg))
         });
         env.add_template_owned(TEMPLATE_NAME, source)?;
-        Ok(ChatTemplate { env, bos_token, eos_token })
+        Ok(ChatTemplate {
+            env,
+            bos_token,
+            eos_token,
+        })
     }
 
     /// The template in `tokenizer.chat_template`, with the file's BOS/EOS token strings.
@@ -65,18 +72,28 @@ impl ChatTemplate {
         let token = |key: &str| -> Result<String, GgufError> {
             Ok(match file.opt_u64(key)? {
                 Some(id) => tokens.get(id as usize).cloned().ok_or_else(|| {
-                    file.error(GgufErrorKind::BadValue { key: key.into(), reason: format!("id {id} is past the {} tokens", tokens.len()) })
+                    file.error(GgufErrorKind::BadValue {
+                        key: key.into(),
+                        reason: format!("id {id} is past the {} tokens", tokens.len()),
+                    })
                 })?,
                 None => String::new(),
             })
         };
-        let (bos, eos) = (token("tokenizer.ggml.bos_token_id")?, token("tokenizer.ggml.eos_token_id")?);
+        let (bos, eos) = (
+            token("tokenizer.ggml.bos_token_id")?,
+            token("tokenizer.ggml.eos_token_id")?,
+        );
         Self::new(source.to_owned(), bos, eos).map_err(|e| file.error(e.into()))
     }
 
     /// Render a conversation. `messages` is any serialisable list of `{role, content, ...}`;
     /// with `add_generation_prompt` the text ends where the assistant's reply begins.
-    pub fn render<M: Serialize>(&self, messages: &[M], add_generation_prompt: bool) -> Result<String, Error> {
+    pub fn render<M: Serialize>(
+        &self,
+        messages: &[M],
+        add_generation_prompt: bool,
+    ) -> Result<String, Error> {
         let template = self.env.get_template(TEMPLATE_NAME)?;
         template.render(context! {
             messages => Serde(messages),
@@ -99,7 +116,10 @@ mod tests {
 
     #[test]
     fn chatml_renders_roles_and_generation_prompt() {
-        let msgs = [ChatMessage::new("user", "Hi"), ChatMessage::new("assistant", "Hello!")];
+        let msgs = [
+            ChatMessage::new("user", "Hi"),
+            ChatMessage::new("assistant", "Hello!"),
+        ];
         assert_eq!(
             t(CHATML).render(&msgs, false).unwrap(),
             "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello!<|im_end|>\n"
@@ -115,14 +135,26 @@ mod tests {
         // trim_blocks drops the newline after a block tag, lstrip_blocks the indentation before
         // it, and the template's single trailing newline is dropped.
         let src = "{% for m in messages %}\n  {% if m.role == 'user' %}\n[{{ m.content.strip() }}]\n  {% endif %}\n{% endfor %}\n";
-        assert_eq!(t(src).render(&[ChatMessage::new("user", "  x ")], false).unwrap(), "[x]\n");
+        assert_eq!(
+            t(src)
+                .render(&[ChatMessage::new("user", "  x ")], false)
+                .unwrap(),
+            "[x]\n"
+        );
     }
 
     #[test]
     fn special_tokens_and_raise_exception() {
         let src = "{{ bos_token }}{% if messages[0].role != 'user' %}{{ raise_exception('first must be user') }}{% endif %}{{ eos_token }}";
-        assert_eq!(t(src).render(&[ChatMessage::new("user", "")], false).unwrap(), "<s></s>");
-        let err = t(src).render(&[ChatMessage::new("system", "")], false).unwrap_err();
+        assert_eq!(
+            t(src)
+                .render(&[ChatMessage::new("user", "")], false)
+                .unwrap(),
+            "<s></s>"
+        );
+        let err = t(src)
+            .render(&[ChatMessage::new("system", "")], false)
+            .unwrap_err();
         assert!(err.to_string().contains("first must be user"), "{err}");
     }
 

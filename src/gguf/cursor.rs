@@ -19,7 +19,11 @@ pub struct Cursor<'a> {
 
 impl<'a> Cursor<'a> {
     pub fn new(bytes: &'a [u8], path: &'a Path) -> Self {
-        Cursor { bytes, pos: 0, path }
+        Cursor {
+            bytes,
+            pos: 0,
+            path,
+        }
     }
 
     pub fn pos(&self) -> u64 {
@@ -49,7 +53,10 @@ impl<'a> Cursor<'a> {
     }
 
     fn array<const N: usize>(&mut self, field: Field) -> Result<[u8; N], GgufError> {
-        Ok(self.take(N as u64, field)?.try_into().expect("take returned N bytes"))
+        Ok(self
+            .take(N as u64, field)?
+            .try_into()
+            .expect("take returned N bytes"))
     }
 
     pub fn u32(&mut self, field: Field) -> Result<u32, GgufError> {
@@ -62,10 +69,19 @@ impl<'a> Cursor<'a> {
 
     /// A count that announces `count` items of at least `min_item_size` bytes each: refused if
     /// the rest of the file cannot hold them, before anything is allocated for them.
-    pub fn check_count(&self, count: u64, min_item_size: u64, field: Field) -> Result<(), GgufError> {
+    pub fn check_count(
+        &self,
+        count: u64,
+        min_item_size: u64,
+        field: Field,
+    ) -> Result<(), GgufError> {
         let max = self.remaining() / min_item_size;
         if count > max {
-            return Err(self.error(GgufErrorKind::AbsurdCount { field: field(), count, max }));
+            return Err(self.error(GgufErrorKind::AbsurdCount {
+                field: field(),
+                count,
+                max,
+            }));
         }
         Ok(())
     }
@@ -81,15 +97,24 @@ impl<'a> Cursor<'a> {
 
     pub fn value_type(&mut self, field: Field) -> Result<ValueType, GgufError> {
         let type_id = self.u32(&|| format!("{} (value type)", field()))?;
-        ValueType::from_id(type_id)
-            .ok_or_else(|| self.error(GgufErrorKind::UnknownValueType { field: field(), type_id }))
+        ValueType::from_id(type_id).ok_or_else(|| {
+            self.error(GgufErrorKind::UnknownValueType {
+                field: field(),
+                type_id,
+            })
+        })
     }
 
     pub fn value(&mut self, ty: ValueType, field: Field) -> Result<Value, GgufError> {
         self.value_at_depth(ty, 0, field)
     }
 
-    fn value_at_depth(&mut self, ty: ValueType, depth: usize, field: Field) -> Result<Value, GgufError> {
+    fn value_at_depth(
+        &mut self,
+        ty: ValueType,
+        depth: usize,
+        field: Field,
+    ) -> Result<Value, GgufError> {
         Ok(match ty {
             ValueType::U8 => Value::U8(u8::from_le_bytes(self.array(field)?)),
             ValueType::I8 => Value::I8(i8::from_le_bytes(self.array(field)?)),
@@ -111,14 +136,20 @@ impl<'a> Cursor<'a> {
         match self.take(1, field)?[0] {
             0 => Ok(false),
             1 => Ok(true),
-            value => Err(self.error(GgufErrorKind::InvalidBool { field: field(), value })),
+            value => Err(self.error(GgufErrorKind::InvalidBool {
+                field: field(),
+                value,
+            })),
         }
     }
 
     /// elem_type u32, len u64, then `len` elements.
     fn array_value(&mut self, depth: usize, field: Field) -> Result<Array, GgufError> {
         if depth >= MAX_ARRAY_DEPTH {
-            return Err(self.error(GgufErrorKind::NestingTooDeep { field: field(), max_depth: MAX_ARRAY_DEPTH }));
+            return Err(self.error(GgufErrorKind::NestingTooDeep {
+                field: field(),
+                max_depth: MAX_ARRAY_DEPTH,
+            }));
         }
         let elem = self.value_type(&|| format!("{} (array element type)", field()))?;
         let len_field = || format!("{} (array length)", field());

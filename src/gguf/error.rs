@@ -12,7 +12,10 @@ pub struct GgufError {
 
 impl GgufError {
     pub fn new(path: &Path, kind: GgufErrorKind) -> Self {
-        GgufError { path: path.to_path_buf(), kind }
+        GgufError {
+            path: path.to_path_buf(),
+            kind,
+        }
     }
 }
 
@@ -31,7 +34,12 @@ pub enum GgufErrorKind {
     UnsupportedVersion { version: u32 },
 
     #[error("{field}: needs {needed} bytes at offset {offset}, but the file ends at {file_len}")]
-    Truncated { field: String, offset: u64, needed: u64, file_len: u64 },
+    Truncated {
+        field: String,
+        offset: u64,
+        needed: u64,
+        file_len: u64,
+    },
 
     #[error("{field}: count {count} is more than the {max} the rest of the file could hold")]
     AbsurdCount { field: String, count: u64, max: u64 },
@@ -58,7 +66,11 @@ pub enum GgufErrorKind {
     MissingKey { key: String },
 
     #[error("metadata key '{key}' holds {found}, expected {expected}")]
-    WrongValueType { key: String, expected: &'static str, found: String },
+    WrongValueType {
+        key: String,
+        expected: &'static str,
+        found: String,
+    },
 
     #[error("metadata key '{key}': {reason}")]
     BadValue { key: String, reason: String },
@@ -67,7 +79,11 @@ pub enum GgufErrorKind {
     DuplicateTensor { tensor: String },
 
     #[error("tensor '{tensor}': {n_dims} dimensions (at most {max})")]
-    TooManyDims { tensor: String, n_dims: u32, max: usize },
+    TooManyDims {
+        tensor: String,
+        n_dims: u32,
+        max: usize,
+    },
 
     #[error("tensor '{tensor}': dimensions {dims:?} overflow when multiplied")]
     ShapeOverflow { tensor: String, dims: Vec<u64> },
@@ -76,19 +92,38 @@ pub enum GgufErrorKind {
     UnknownGgmlType { tensor: String, type_id: u32 },
 
     #[error("tensor '{tensor}': row length {row_len} is not a multiple of the {type_name} block size {block}")]
-    RowNotBlockMultiple { tensor: String, row_len: u64, type_name: &'static str, block: u64 },
+    RowNotBlockMultiple {
+        tensor: String,
+        row_len: u64,
+        type_name: &'static str,
+        block: u64,
+    },
 
-    #[error("tensor '{tensor}': data offset {offset} is not a multiple of the alignment {alignment}")]
-    MisalignedTensor { tensor: String, offset: u64, alignment: u64 },
+    #[error(
+        "tensor '{tensor}': data offset {offset} is not a multiple of the alignment {alignment}"
+    )]
+    MisalignedTensor {
+        tensor: String,
+        offset: u64,
+        alignment: u64,
+    },
 
     #[error("tensor '{tensor}': bytes {offset}..{end} of the data section lie past its end ({data_len} bytes)")]
-    TensorOutOfBounds { tensor: String, offset: u64, end: u64, data_len: u64 },
+    TensorOutOfBounds {
+        tensor: String,
+        offset: u64,
+        end: u64,
+        data_len: u64,
+    },
 
     #[error("tensors '{first}' and '{second}' overlap in the data section")]
     OverlappingTensors { first: String, second: String },
 
     #[error("tensor '{tensor}': ggml type {type_name} cannot be dequantised (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1)")]
-    UnsupportedTensorType { tensor: String, type_name: &'static str },
+    UnsupportedTensorType {
+        tensor: String,
+        type_name: &'static str,
+    },
 
     #[error("architecture '{arch}' is not supported (supported: llama)")]
     UnsupportedArchitecture { arch: String },
@@ -100,7 +135,11 @@ pub enum GgufErrorKind {
     UnexpectedTensor { tensor: String, arch: String },
 
     #[error("tensor '{tensor}': shape {found:?} (row-major), expected {expected:?}")]
-    TensorShape { tensor: String, expected: Vec<usize>, found: Vec<usize> },
+    TensorShape {
+        tensor: String,
+        expected: Vec<usize>,
+        found: Vec<usize>,
+    },
 
     #[error("tokenizer: {reason}")]
     Tokenizer { reason: String },

@@ -164,7 +164,11 @@ mod tests {
         assert_eq!(ValueType::from_id(13), None);
         assert_eq!(GgmlType::from_id(3), Some(GgmlType::Q4_1));
         assert_eq!(GgmlType::from_id(9), None, "Q8_1 is not a storage type");
-        assert_eq!(GgmlType::from_id(4), None, "ids 4 and 5 were removed from ggml");
+        assert_eq!(
+            GgmlType::from_id(4),
+            None,
+            "ids 4 and 5 were removed from ggml"
+        );
         assert_eq!(GgmlType::Q8_0.bytes_for(64), Some(68));
         assert_eq!(GgmlType::F32.bytes_for(u64::MAX), None);
     }

@@ -24,7 +24,7 @@ pub mod value;
 pub use chat_template::{ChatMessage, ChatTemplate};
 pub use error::{GgufError, GgufErrorKind};
 pub use header::GgmlType;
-pub use model::{load_llama, llama_config};
+pub use model::{llama_config, load_llama};
 pub use reader::{GgufFile, TensorInfo};
 pub use tokenizer::{build_tokenizer, GgufTokenizer};
 pub use value::{Array, Value};

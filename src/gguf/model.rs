@@ -31,7 +31,12 @@ pub fn llama_config(file: &GgufFile) -> Result<ModelConfig, GgufError> {
     if arch != ARCH {
         return Err(file.error(GgufErrorKind::UnsupportedArchitecture { arch: arch.into() }));
     }
-    let bad = |key: &str, reason: String| file.error(GgufErrorKind::BadValue { key: key.into(), reason });
+    let bad = |key: &str, reason: String| {
+        file.error(GgufErrorKind::BadValue {
+            key: key.into(),
+            reason,
+        })
+    };
     let key = |k: &str| format!("{ARCH}.{k}");
     // A positive count that fits in memory-sized arithmetic.
     let count = |k: &str, v: u64| -> Result<usize, GgufError> {
@@ -42,7 +47,9 @@ pub fn llama_config(file: &GgufFile) -> Result<ModelConfig, GgufError> {
     };
     let req = |k: &str| -> Result<usize, GgufError> { count(&key(k), file.u64(&key(k))?) };
     let opt = |k: &str| -> Result<Option<usize>, GgufError> {
-        file.opt_u64(&key(k))?.map(|v| count(&key(k), v)).transpose()
+        file.opt_u64(&key(k))?
+            .map(|v| count(&key(k), v))
+            .transpose()
     };
 
     let dim = req("embedding_length")?;
@@ -51,51 +58,81 @@ pub fn llama_config(file: &GgufFile) -> Result<ModelConfig, GgufError> {
     let n_kv_heads = opt("attention.head_count_kv")?.unwrap_or(n_heads);
     let ffn_dim = req("feed_forward_length")?;
     if n_heads % n_kv_heads != 0 {
-        return Err(bad(&key("attention.head_count_kv"), format!("{n_kv_heads} does not divide head_count {n_heads}")));
+        return Err(bad(
+            &key("attention.head_count_kv"),
+            format!("{n_kv_heads} does not divide head_count {n_heads}"),
+        ));
     }
     // llama.cpp: head size is key_length, else dim / heads; RoPE must cover the whole head.
     let head_dim = match opt("attention.key_length")? {
         Some(k) => k,
         None if dim % n_heads == 0 => dim / n_heads,
-        None => return Err(bad(&key("attention.head_count"), format!("{n_heads} does not divide embedding_length {dim}"))),
+        None => {
+            return Err(bad(
+                &key("attention.head_count"),
+                format!("{n_heads} does not divide embedding_length {dim}"),
+            ))
+        }
     };
     if let Some(v) = opt("attention.value_length")? {
         if v != head_dim {
-            return Err(bad(&key("attention.value_length"), format!("{v} differs from the key length {head_dim}")));
+            return Err(bad(
+                &key("attention.value_length"),
+                format!("{v} differs from the key length {head_dim}"),
+            ));
         }
     }
     if let Some(r) = opt("rope.dimension_count")? {
         if r != head_dim {
-            return Err(bad(&key("rope.dimension_count"), format!("{r}: partial RoPE is not supported (head_dim {head_dim})")));
+            return Err(bad(
+                &key("rope.dimension_count"),
+                format!("{r}: partial RoPE is not supported (head_dim {head_dim})"),
+            ));
         }
     }
     if head_dim % 2 != 0 {
-        return Err(bad(&key("attention.key_length"), format!("head_dim {head_dim} is odd; RoPE needs pairs")));
+        return Err(bad(
+            &key("attention.key_length"),
+            format!("head_dim {head_dim} is odd; RoPE needs pairs"),
+        ));
     }
     if let Some(kind) = file.opt_str(&key("rope.scaling.type"))? {
         if kind != "none" {
-            return Err(bad(&key("rope.scaling.type"), format!("'{kind}': RoPE scaling is not supported")));
+            return Err(bad(
+                &key("rope.scaling.type"),
+                format!("'{kind}': RoPE scaling is not supported"),
+            ));
         }
     }
     let rope_theta = file.opt_f64(&key("rope.freq_base"))?.unwrap_or(10_000.0);
     if !(rope_theta.is_finite() && rope_theta > 1.0) {
-        return Err(bad(&key("rope.freq_base"), format!("{rope_theta} is not a usable RoPE base")));
+        return Err(bad(
+            &key("rope.freq_base"),
+            format!("{rope_theta} is not a usable RoPE base"),
+        ));
     }
     let eps_key = key("attention.layer_norm_rms_epsilon");
-    let norm_eps = file
-        .opt_f64(&eps_key)?
-        .ok_or_else(|| file.error(GgufErrorKind::MissingKey { key: eps_key.clone() }))?;
+    let norm_eps = file.opt_f64(&eps_key)?.ok_or_else(|| {
+        file.error(GgufErrorKind::MissingKey {
+            key: eps_key.clone(),
+        })
+    })?;
     if !(norm_eps.is_finite() && norm_eps > 0.0) {
         return Err(bad(&eps_key, format!("{norm_eps} is not a usable epsilon")));
     }
     let vocab_size = file.string_array("tokenizer.ggml.tokens")?.len();
     if let Some(v) = opt("vocab_size")? {
         if v != vocab_size {
-            return Err(bad(&key("vocab_size"), format!("{v} differs from the {vocab_size} tokens in tokenizer.ggml.tokens")));
+            return Err(bad(
+                &key("vocab_size"),
+                format!("{v} differs from the {vocab_size} tokens in tokenizer.ggml.tokens"),
+            ));
         }
     }
     // The trained context bounds positions; never more than the engine's default.
-    let max_context = opt("context_length")?.unwrap_or(DEFAULT_MAX_CONTEXT).min(DEFAULT_MAX_CONTEXT);
+    let max_context = opt("context_length")?
+        .unwrap_or(DEFAULT_MAX_CONTEXT)
+        .min(DEFAULT_MAX_CONTEXT);
 
     Ok(ModelConfig {
         dim,
@@ -117,7 +154,10 @@ pub fn llama_config(file: &GgufFile) -> Result<ModelConfig, GgufError> {
 pub fn load_llama(file: &GgufFile) -> Result<ModelWeights, GgufError> {
     let config = llama_config(file)?;
     let c = &config;
-    let mut loader = Loader { file, used: HashSet::new() };
+    let mut loader = Loader {
+        file,
+        used: HashSet::new(),
+    };
     let embedding = loader.load(TOKEN_EMBD, &[c.vocab_size, c.dim])?;
     let mut layers = Vec::with_capacity(c.n_layers);
     for i in 0..c.n_layers {
@@ -135,11 +175,29 @@ pub fn load_llama(file: &GgufFile) -> Result<ModelWeights, GgufError> {
         });
     }
     let final_norm = loader.load(OUTPUT_NORM, &[c.dim])?;
-    let lm_head = if c.tied_embeddings { None } else { Some(loader.load(OUTPUT, &[c.vocab_size, c.dim])?) };
-    if let Some(extra) = file.tensors().iter().find(|t| !loader.used.contains(t.name.as_str())) {
-        return Err(file.error(GgufErrorKind::UnexpectedTensor { tensor: extra.name.clone(), arch: ARCH.into() }));
+    let lm_head = if c.tied_embeddings {
+        None
+    } else {
+        Some(loader.load(OUTPUT, &[c.vocab_size, c.dim])?)
+    };
+    if let Some(extra) = file
+        .tensors()
+        .iter()
+        .find(|t| !loader.used.contains(t.name.as_str()))
+    {
+        return Err(file.error(GgufErrorKind::UnexpectedTensor {
+            tensor: extra.name.clone(),
+            arch: ARCH.into(),
+        }));
     }
-    Ok(ModelWeights { config, rope_layout: RopeLayout::Interleaved, embedding, layers, final_norm, lm_head })
+    Ok(ModelWeights {
+        config,
+        rope_layout: RopeLayout::Interleaved,
+        embedding,
+        layers,
+        final_norm,
+        lm_head,
+    })
 }
 
 struct Loader<'f> {
@@ -150,9 +208,11 @@ struct Loader<'f> {
 impl Loader<'_> {
     fn load(&mut self, name: &str, expected: &[usize]) -> Result<Tensor, GgufError> {
         let file = self.file;
-        let info = file
-            .tensor(name)
-            .ok_or_else(|| file.error(GgufErrorKind::MissingTensor { tensor: name.into() }))?;
+        let info = file.tensor(name).ok_or_else(|| {
+            file.error(GgufErrorKind::MissingTensor {
+                tensor: name.into(),
+            })
+        })?;
         // Shape first: the expected sizes come from the config, so nothing is decoded (or
         // allocated) for a tensor that does not match it.
         let shape = info.shape();
@@ -164,10 +224,18 @@ impl Loader<'_> {
             }));
         }
         if !is_supported(info.ggml_type) {
-            return Err(file.error(GgufErrorKind::UnsupportedTensorType { tensor: name.into(), type_name: info.ggml_type.name }));
+            return Err(file.error(GgufErrorKind::UnsupportedTensorType {
+                tensor: name.into(),
+                type_name: info.ggml_type.name,
+            }));
         }
-        let data = dequantize_bf16(info.ggml_type, file.tensor_bytes(info)).expect("type checked as supported");
+        let data = dequantize_bf16(info.ggml_type, file.tensor_bytes(info))
+            .expect("type checked as supported");
         self.used.insert(name.to_owned());
-        Ok(Tensor { name: name.into(), shape, data: TensorData::Owned(data) })
+        Ok(Tensor {
+            name: name.into(),
+            shape,
+            data: TensorData::Owned(data),
+        })
     }
 }

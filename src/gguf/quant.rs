@@ -30,7 +30,12 @@ pub fn dequantize_bf16(ty: GgmlType, bytes: &[u8]) -> Option<Vec<bf16>> {
     let n = numel(ty, bytes)?;
     if ty == GgmlType::BF16 {
         // Already the target type: a plain little-endian copy, NaN payloads included.
-        return Some(bytes.chunks_exact(2).map(|c| bf16::from_bits(u16::from_le_bytes([c[0], c[1]]))).collect());
+        return Some(
+            bytes
+                .chunks_exact(2)
+                .map(|c| bf16::from_bits(u16::from_le_bytes([c[0], c[1]])))
+                .collect(),
+        );
     }
     let mut out = vec![bf16::ZERO; n];
     decode_into(ty, bytes, &mut out, bf16::from_f32)?;
@@ -38,7 +43,15 @@ pub fn dequantize_bf16(ty: GgmlType, bytes: &[u8]) -> Option<Vec<bf16>> {
 }
 
 pub fn is_supported(ty: GgmlType) -> bool {
-    matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 | GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q4_1)
+    matches!(
+        ty,
+        GgmlType::F32
+            | GgmlType::F16
+            | GgmlType::BF16
+            | GgmlType::Q8_0
+            | GgmlType::Q4_0
+            | GgmlType::Q4_1
+    )
 }
 
 fn numel(ty: GgmlType, bytes: &[u8]) -> Option<usize> {
@@ -46,14 +59,24 @@ fn numel(ty: GgmlType, bytes: &[u8]) -> Option<usize> {
         return None;
     }
     let type_size = ty.type_size as usize;
-    assert!(bytes.len() % type_size == 0, "{} bytes is not a whole number of {} blocks", bytes.len(), ty.name);
+    assert!(
+        bytes.len() % type_size == 0,
+        "{} bytes is not a whole number of {} blocks",
+        bytes.len(),
+        ty.name
+    );
     Some(bytes.len() / type_size * ty.block_size as usize)
 }
 
 /// Blocks per parallel task: large enough that rayon's overhead is noise.
 const BLOCKS_PER_TASK: usize = 4096;
 
-fn decode_into<T: Send>(ty: GgmlType, bytes: &[u8], out: &mut [T], convert: impl Fn(f32) -> T + Sync) -> Option<()> {
+fn decode_into<T: Send>(
+    ty: GgmlType,
+    bytes: &[u8],
+    out: &mut [T],
+    convert: impl Fn(f32) -> T + Sync,
+) -> Option<()> {
     let (bs, ts) = (ty.block_size as usize, ty.type_size as usize);
     let decode_block: fn(&[u8], &mut [f32]) = match ty {
         GgmlType::F32 => |b, y| y[0] = f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
@@ -140,7 +163,12 @@ mod tests {
         let y = dequantize_f32(GgmlType::Q4_1, &block).unwrap();
         for j in 0..16 {
             assert_eq!(y[j], j as f32 * 0.25 - 1.0, "element {j}");
-            assert_eq!(y[j + 16], (15 - j) as f32 * 0.25 - 1.0, "element {}", j + 16);
+            assert_eq!(
+                y[j + 16],
+                (15 - j) as f32 * 0.25 - 1.0,
+                "element {}",
+                j + 16
+            );
         }
     }
 
@@ -175,9 +203,15 @@ mod tests {
         let y = dequantize_f32(GgmlType::F16, &f16_bytes).unwrap();
         assert_eq!(y, [f16::from_f32(0.1).to_f32(), 65504.0]);
 
-        let bf16_bytes: Vec<u8> = [0x3f80u16, 0xc020, 0x7fc1].iter().flat_map(|b| b.to_le_bytes()).collect();
+        let bf16_bytes: Vec<u8> = [0x3f80u16, 0xc020, 0x7fc1]
+            .iter()
+            .flat_map(|b| b.to_le_bytes())
+            .collect();
         let y = dequantize_bf16(GgmlType::BF16, &bf16_bytes).unwrap();
-        assert_eq!(y.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), [0x3f80, 0xc020, 0x7fc1]);
+        assert_eq!(
+            y.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            [0x3f80, 0xc020, 0x7fc1]
+        );
         assert_eq!(y[1].to_f32(), -2.5);
     }
 
@@ -187,7 +221,7 @@ mod tests {
         let mut bytes = Vec::new();
         for i in 0..n_blocks {
             bytes.extend(f16_le(1.0));
-            bytes.extend(std::iter::repeat((i % 100) as u8).take(32));
+            bytes.extend([(i % 100) as u8; 32]);
         }
         let y = dequantize_bf16(GgmlType::Q8_0, &bytes).unwrap();
         assert_eq!(y.len(), n_blocks * 32);

@@ -89,7 +89,9 @@ impl GgufFile {
 
         let magic = c.take(4, &|| "magic".into())?;
         if magic != MAGIC {
-            return Err(err(GgufErrorKind::BadMagic { found: magic.to_vec() }));
+            return Err(err(GgufErrorKind::BadMagic {
+                found: magic.to_vec(),
+            }));
         }
         let version = c.u32(&|| "version".into())?;
         if !SUPPORTED_VERSIONS.contains(&version) {
@@ -137,7 +139,10 @@ impl GgufFile {
         let mut tensor_index = HashMap::new();
         for i in 0..tensor_count {
             let info = read_tensor_info(&mut c, i)?;
-            if tensor_index.insert(info.name.clone(), tensors.len()).is_some() {
+            if tensor_index
+                .insert(info.name.clone(), tensors.len())
+                .is_some()
+            {
                 return Err(err(GgufErrorKind::DuplicateTensor { tensor: info.name }));
             }
             tensors.push(info);
@@ -153,7 +158,12 @@ impl GgufFile {
                 file_len,
             }));
         }
-        check_tensor_placement(path, &tensors, alignment, file_len.saturating_sub(data_offset))?;
+        check_tensor_placement(
+            path,
+            &tensors,
+            alignment,
+            file_len.saturating_sub(data_offset),
+        )?;
 
         Ok(GgufFile {
             path: path.to_path_buf(),
@@ -202,22 +212,31 @@ impl GgufFile {
     // Typed metadata access: a missing key and a wrong type are different errors.
 
     fn wrong_type(&self, key: &str, expected: &'static str, v: &Value) -> GgufError {
-        self.error(GgufErrorKind::WrongValueType { key: key.into(), expected, found: v.describe() })
+        self.error(GgufErrorKind::WrongValueType {
+            key: key.into(),
+            expected,
+            found: v.describe(),
+        })
     }
 
     fn require(&self, key: &str) -> Result<&Value, GgufError> {
-        self.get(key).ok_or_else(|| self.error(GgufErrorKind::MissingKey { key: key.into() }))
+        self.get(key)
+            .ok_or_else(|| self.error(GgufErrorKind::MissingKey { key: key.into() }))
     }
 
     pub fn opt_u64(&self, key: &str) -> Result<Option<u64>, GgufError> {
         self.get(key)
-            .map(|v| v.as_u64().ok_or_else(|| self.wrong_type(key, "an unsigned integer", v)))
+            .map(|v| {
+                v.as_u64()
+                    .ok_or_else(|| self.wrong_type(key, "an unsigned integer", v))
+            })
             .transpose()
     }
 
     pub fn u64(&self, key: &str) -> Result<u64, GgufError> {
         let v = self.require(key)?;
-        v.as_u64().ok_or_else(|| self.wrong_type(key, "an unsigned integer", v))
+        v.as_u64()
+            .ok_or_else(|| self.wrong_type(key, "an unsigned integer", v))
     }
 
     pub fn opt_f64(&self, key: &str) -> Result<Option<f64>, GgufError> {
@@ -234,18 +253,25 @@ impl GgufFile {
 
     pub fn opt_str(&self, key: &str) -> Result<Option<&str>, GgufError> {
         self.get(key)
-            .map(|v| v.as_str().ok_or_else(|| self.wrong_type(key, "a string", v)))
+            .map(|v| {
+                v.as_str()
+                    .ok_or_else(|| self.wrong_type(key, "a string", v))
+            })
             .transpose()
     }
 
     pub fn str(&self, key: &str) -> Result<&str, GgufError> {
         let v = self.require(key)?;
-        v.as_str().ok_or_else(|| self.wrong_type(key, "a string", v))
+        v.as_str()
+            .ok_or_else(|| self.wrong_type(key, "a string", v))
     }
 
     pub fn opt_array(&self, key: &str) -> Result<Option<&Array>, GgufError> {
         self.get(key)
-            .map(|v| v.as_array().ok_or_else(|| self.wrong_type(key, "an array", v)))
+            .map(|v| {
+                v.as_array()
+                    .ok_or_else(|| self.wrong_type(key, "an array", v))
+            })
             .transpose()
     }
 
@@ -262,7 +288,11 @@ impl GgufFile {
     }
 }
 
-fn metadata_get<'m>(metadata: &'m [(String, Value)], index: &HashMap<String, usize>, key: &str) -> Option<&'m Value> {
+fn metadata_get<'m>(
+    metadata: &'m [(String, Value)],
+    index: &HashMap<String, usize>,
+    key: &str,
+) -> Option<&'m Value> {
     index.get(key).map(|&i| &metadata[i].1)
 }
 
@@ -272,7 +302,11 @@ fn read_tensor_info(c: &mut Cursor, i: u64) -> Result<TensorInfo, GgufError> {
     let field = |what: &str| format!("tensor '{name}' {what}");
     let n_dims = c.u32(&|| field("n_dims"))?;
     if n_dims as usize > MAX_DIMS {
-        return Err(c.error(GgufErrorKind::TooManyDims { tensor: name, n_dims, max: MAX_DIMS }));
+        return Err(c.error(GgufErrorKind::TooManyDims {
+            tensor: name,
+            n_dims,
+            max: MAX_DIMS,
+        }));
     }
     let mut ne = Vec::with_capacity(n_dims as usize);
     for d in 0..n_dims {
@@ -281,12 +315,22 @@ fn read_tensor_info(c: &mut Cursor, i: u64) -> Result<TensorInfo, GgufError> {
     let type_id = c.u32(&|| field("type"))?;
     let offset = c.u64(&|| field("offset"))?;
 
-    let ggml_type = GgmlType::from_id(type_id)
-        .ok_or_else(|| c.error(GgufErrorKind::UnknownGgmlType { tensor: name.clone(), type_id }))?;
+    let ggml_type = GgmlType::from_id(type_id).ok_or_else(|| {
+        c.error(GgufErrorKind::UnknownGgmlType {
+            tensor: name.clone(),
+            type_id,
+        })
+    })?;
     // The element count must fit in i64 (ggml's int64_t ne) and the byte count in u64.
-    let numel = ne.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d)).filter(|&n| n <= i64::MAX as u64);
+    let numel = ne
+        .iter()
+        .try_fold(1u64, |acc, &d| acc.checked_mul(d))
+        .filter(|&n| n <= i64::MAX as u64);
     let Some(n_bytes) = numel.and_then(|n| ggml_type.bytes_for(n)) else {
-        return Err(c.error(GgufErrorKind::ShapeOverflow { tensor: name, dims: ne }));
+        return Err(c.error(GgufErrorKind::ShapeOverflow {
+            tensor: name,
+            dims: ne,
+        }));
     };
     let row_len = ne.first().copied().unwrap_or(1);
     if row_len % ggml_type.block_size != 0 {
@@ -297,19 +341,39 @@ fn read_tensor_info(c: &mut Cursor, i: u64) -> Result<TensorInfo, GgufError> {
             block: ggml_type.block_size,
         }));
     }
-    Ok(TensorInfo { name, ne, ggml_type, offset, n_bytes })
+    Ok(TensorInfo {
+        name,
+        ne,
+        ggml_type,
+        offset,
+        n_bytes,
+    })
 }
 
 /// Every tensor aligned, inside the data section, and disjoint from every other.
-fn check_tensor_placement(path: &Path, tensors: &[TensorInfo], alignment: u64, data_len: u64) -> Result<(), GgufError> {
+fn check_tensor_placement(
+    path: &Path,
+    tensors: &[TensorInfo],
+    alignment: u64,
+    data_len: u64,
+) -> Result<(), GgufError> {
     let err = |kind| GgufError::new(path, kind);
     for t in tensors {
         if t.offset % alignment != 0 {
-            return Err(err(GgufErrorKind::MisalignedTensor { tensor: t.name.clone(), offset: t.offset, alignment }));
+            return Err(err(GgufErrorKind::MisalignedTensor {
+                tensor: t.name.clone(),
+                offset: t.offset,
+                alignment,
+            }));
         }
-        let end = t.offset.checked_add(t.n_bytes).unwrap_or(u64::MAX);
+        let end = t.offset.saturating_add(t.n_bytes);
         if end > data_len {
-            return Err(err(GgufErrorKind::TensorOutOfBounds { tensor: t.name.clone(), offset: t.offset, end, data_len }));
+            return Err(err(GgufErrorKind::TensorOutOfBounds {
+                tensor: t.name.clone(),
+                offset: t.offset,
+                end,
+                data_len,
+            }));
         }
     }
     let mut by_offset: Vec<&TensorInfo> = tensors.iter().filter(|t| t.n_bytes > 0).collect();

@@ -43,7 +43,9 @@ pub fn build_tokenizer(file: &GgufFile) -> Result<GgufTokenizer, GgufError> {
     let fail = |reason: String| file.error(GgufErrorKind::Tokenizer { reason });
     let model = file.str("tokenizer.ggml.model")?;
     if model != "gpt2" {
-        return Err(fail(format!("tokenizer.ggml.model '{model}' is not supported (supported: gpt2 byte-level BPE)")));
+        return Err(fail(format!(
+            "tokenizer.ggml.model '{model}' is not supported (supported: gpt2 byte-level BPE)"
+        )));
     }
     let tokens = file.string_array("tokenizer.ggml.tokens")?;
     if tokens.len() > u32::MAX as usize {
@@ -64,7 +66,9 @@ pub fn build_tokenizer(file: &GgufFile) -> Result<GgufTokenizer, GgufError> {
     let mut vocab = Vocab::default();
     for (id, token) in tokens.iter().enumerate() {
         if let Some(first) = vocab.insert(token.clone(), id as u32) {
-            return Err(fail(format!("token {token:?} appears twice (ids {first} and {id})")));
+            return Err(fail(format!(
+                "token {token:?} appears twice (ids {first} and {id})"
+            )));
         }
     }
     let merges = file
@@ -75,8 +79,12 @@ pub fn build_tokenizer(file: &GgufFile) -> Result<GgufTokenizer, GgufError> {
             // As llama.cpp: split at the first space after the first character, so a left
             // part may itself start with a space.
             match m.char_indices().skip(1).find(|&(_, c)| c == ' ') {
-                Some((at, _)) if at + 1 < m.len() => Ok((m[..at].to_owned(), m[at + 1..].to_owned())),
-                _ => Err(fail(format!("tokenizer.ggml.merges[{rank}] = {m:?} is not \"left right\""))),
+                Some((at, _)) if at + 1 < m.len() => {
+                    Ok((m[..at].to_owned(), m[at + 1..].to_owned()))
+                }
+                _ => Err(fail(format!(
+                    "tokenizer.ggml.merges[{rank}] = {m:?} is not \"left right\""
+                ))),
             }
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -87,7 +95,9 @@ pub fn build_tokenizer(file: &GgufFile) -> Result<GgufTokenizer, GgufError> {
         .map_err(|e| fail(format!("BPE from tokens and merges: {e}")))?;
     let mut tokenizer = Tokenizer::new(bpe);
 
-    let add_prefix_space = file.opt_bool("tokenizer.ggml.add_space_prefix")?.unwrap_or(false);
+    let add_prefix_space = file
+        .opt_bool("tokenizer.ggml.add_space_prefix")?
+        .unwrap_or(false);
     let pre = file.opt_str("tokenizer.ggml.pre")?.unwrap_or("default");
     tokenizer.with_pre_tokenizer(Some(pre_tokenizer(pre, add_prefix_space).ok_or_else(|| {
         fail(format!("tokenizer.ggml.pre '{pre}' is not supported (supported: gpt2, smollm and its same-regex family)"))
@@ -98,11 +108,17 @@ pub fn build_tokenizer(file: &GgufFile) -> Result<GgufTokenizer, GgufError> {
         .iter()
         .zip(&types)
         .filter(|(_, &t)| t == TOKEN_TYPE_CONTROL || t == TOKEN_TYPE_USER_DEFINED)
-        .map(|(token, &t)| AddedToken::from(token.clone(), t == TOKEN_TYPE_CONTROL).normalized(false))
+        .map(|(token, &t)| {
+            AddedToken::from(token.clone(), t == TOKEN_TYPE_CONTROL).normalized(false)
+        })
         .collect();
     let (special, plain): (Vec<_>, Vec<_>) = added.into_iter().partition(|t| t.special);
-    tokenizer.add_special_tokens(special).map_err(|e| fail(format!("adding special tokens: {e}")))?;
-    tokenizer.add_tokens(plain).map_err(|e| fail(format!("adding user-defined tokens: {e}")))?;
+    tokenizer
+        .add_special_tokens(special)
+        .map_err(|e| fail(format!("adding special tokens: {e}")))?;
+    tokenizer
+        .add_tokens(plain)
+        .map_err(|e| fail(format!("adding user-defined tokens: {e}")))?;
 
     let id = |key: &str| -> Result<Option<u32>, GgufError> {
         match file.opt_u64(key)? {
@@ -119,14 +135,28 @@ pub fn build_tokenizer(file: &GgufFile) -> Result<GgufTokenizer, GgufError> {
     let eot_id = id("tokenizer.ggml.eot_token_id")?;
     let pad_id = id("tokenizer.ggml.padding_token_id")?;
 
-    let add_bos = file.opt_bool("tokenizer.ggml.add_bos_token")?.unwrap_or(false);
-    let add_eos = file.opt_bool("tokenizer.ggml.add_eos_token")?.unwrap_or(false);
+    let add_bos = file
+        .opt_bool("tokenizer.ggml.add_bos_token")?
+        .unwrap_or(false);
+    let add_eos = file
+        .opt_bool("tokenizer.ggml.add_eos_token")?
+        .unwrap_or(false);
     if add_bos || add_eos {
-        let processor = wrap_processor(tokens, add_bos.then_some(bos_id).flatten(), add_eos.then_some(eos_id).flatten())
-            .map_err(|e| fail(format!("BOS/EOS post-processor: {e}")))?;
+        let processor = wrap_processor(
+            tokens,
+            add_bos.then_some(bos_id).flatten(),
+            add_eos.then_some(eos_id).flatten(),
+        )
+        .map_err(|e| fail(format!("BOS/EOS post-processor: {e}")))?;
         tokenizer.with_post_processor(Some(processor));
     }
-    Ok(GgufTokenizer { tokenizer, bos_id, eos_id, eot_id, pad_id })
+    Ok(GgufTokenizer {
+        tokenizer,
+        bos_id,
+        eos_id,
+        eot_id,
+        pad_id,
+    })
 }
 
 /// llama.cpp's pre-tokenizer names whose regexes `tokenizers` reproduces exactly.
@@ -144,11 +174,19 @@ fn pre_tokenizer(pre: &str, add_prefix_space: bool) -> Option<PreTokenizerWrappe
     }
 }
 
-fn wrap_processor(tokens: &[String], bos: Option<u32>, eos: Option<u32>) -> Result<PostProcessorWrapper, String> {
+fn wrap_processor(
+    tokens: &[String],
+    bos: Option<u32>,
+    eos: Option<u32>,
+) -> Result<PostProcessorWrapper, String> {
     let piece = |id: u32| (tokens[id as usize].clone(), id);
     let specials: Vec<(String, u32)> = bos.into_iter().chain(eos).map(piece).collect();
-    let bos_s = bos.map(|id| format!("{} ", tokens[id as usize])).unwrap_or_default();
-    let eos_s = eos.map(|id| format!(" {}", tokens[id as usize])).unwrap_or_default();
+    let bos_s = bos
+        .map(|id| format!("{} ", tokens[id as usize]))
+        .unwrap_or_default();
+    let eos_s = eos
+        .map(|id| format!(" {}", tokens[id as usize]))
+        .unwrap_or_default();
     let single = format!("{bos_s}$A{eos_s}");
     let pair = format!("{bos_s}$A{eos_s} {bos_s}$B{eos_s}");
     TemplateProcessing::builder()

@@ -130,7 +130,13 @@ impl GgufWriter {
     }
 
     pub fn tensor(mut self, name: &str, ne: &[u64], type_id: u32, data: Vec<u8>) -> Self {
-        self.tensors.push(TensorSpec { name: name.into(), ne: ne.to_vec(), type_id, data, offset: None });
+        self.tensors.push(TensorSpec {
+            name: name.into(),
+            ne: ne.to_vec(),
+            type_id,
+            data,
+            offset: None,
+        });
         self
     }
 
@@ -158,7 +164,11 @@ impl GgufWriter {
         let mut out = Vec::new();
         out.extend(self.magic);
         out.extend(self.version.to_le_bytes());
-        out.extend(self.tensor_count.unwrap_or(self.tensors.len() as u64).to_le_bytes());
+        out.extend(
+            self.tensor_count
+                .unwrap_or(self.tensors.len() as u64)
+                .to_le_bytes(),
+        );
         out.extend(self.kv_count.unwrap_or(self.kv.len() as u64).to_le_bytes());
         for (key, value) in &self.kv {
             put_str(&mut out, key);
@@ -177,7 +187,12 @@ impl GgufWriter {
         }
         let data_start = align(out.len() as u64, self.alignment) as usize;
         out.resize(data_start, 0);
-        for (t, off) in self.tensors.iter().zip(&offsets).filter(|(t, _)| !t.data.is_empty()) {
+        for (t, off) in self
+            .tensors
+            .iter()
+            .zip(&offsets)
+            .filter(|(t, _)| !t.data.is_empty())
+        {
             let at = data_start + *off as usize;
             if out.len() < at + t.data.len() {
                 out.resize(at + t.data.len(), 0);
