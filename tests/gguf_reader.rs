@@ -178,6 +178,13 @@ fn a_missing_file_is_an_io_error_naming_it() {
         .expect("no such file");
     assert!(matches!(err.kind, GgufErrorKind::Io(_)));
     assert!(err.to_string().contains("/nonexistent/model.gguf"), "{err}");
+
+    // An empty file: refused (by the mapping or as truncated), not a panic.
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.gguf");
+    std::fs::write(&empty, b"").unwrap();
+    let err = GgufFile::open(&empty).err().expect("empty file");
+    assert!(err.to_string().contains("empty.gguf"), "{err}");
 }
 
 #[test]
