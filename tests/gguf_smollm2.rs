@@ -353,6 +353,11 @@ fn tokenizer_matches_transformers_and_round_trips() {
             "{text:?}: {:?}",
             got.get_tokens()
         );
+        // llama.cpp's own tokenizer, the reference for the GGUF metadata (when recorded).
+        if let Some(ids) = case.get("llama_cpp_ids") {
+            let lc: Vec<u32> = ids.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
+            assert_eq!(got.get_ids(), lc.as_slice(), "{text:?} vs llama.cpp");
+        }
         assert_eq!(
             t.tokenizer.decode(&want, false).unwrap(),
             case["decoded"].as_str().unwrap(),
