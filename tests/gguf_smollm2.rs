@@ -355,7 +355,12 @@ fn tokenizer_matches_transformers_and_round_trips() {
         );
         // llama.cpp's own tokenizer, the reference for the GGUF metadata (when recorded).
         if let Some(ids) = case.get("llama_cpp_ids") {
-            let lc: Vec<u32> = ids.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
+            let lc: Vec<u32> = ids
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_u64().unwrap() as u32)
+                .collect();
             assert_eq!(got.get_ids(), lc.as_slice(), "{text:?} vs llama.cpp");
         }
         assert_eq!(
