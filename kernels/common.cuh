@@ -43,3 +43,11 @@ __device__ __forceinline__ float block_sum(float x, float* scratch) {
     x = lane < n_warps ? scratch[lane] : 0.f;
     return warp_sum(x);
 }
+
+// 16-byte read-only load (ld.global.nc) of 8 bf16 at `p` (16-byte aligned).
+__device__ __forceinline__ bf16x8 ldg8(const bf16* p) {
+    const uint4 u = __ldg(reinterpret_cast<const uint4*>(p));
+    bf16x8 v;
+    *reinterpret_cast<uint4*>(&v) = u;
+    return v;
+}

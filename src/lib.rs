@@ -7,7 +7,9 @@
 //! - [`tokenizer`]: Tekken, the HF tokenizer, and the v3 chat template.
 //! - [`gguf`]: a native GGUF reader (the SmolLM2 demo model).
 
+pub mod bench;
 pub mod cpu;
+pub mod engine;
 pub mod gguf;
 pub mod gpu;
 pub mod model;

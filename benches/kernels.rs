@@ -1,0 +1,212 @@
+//! Kernel microbenchmarks: one section per kernel file, timed with CUDA events after warm-up,
+//! inputs rotated where they would fit in L2, each figure reported against the ceiling measured
+//! in the same run (device-to-device copy bandwidth; a dense bf16 rate given by NEMO_PEAK_TFLOPS,
+//! which scripts/gpu-check measures with PyTorch's cuBLAS matmul).
+//!
+//! `cargo bench --bench kernels [-- NAME...]` runs the sections whose name contains any NAME.
+
+use half::bf16;
+use nemo_engine::gpu::kernels::attention::{
+    attention_decode, attention_prefill, decode_splits, AttentionMeta, AttentionShape, DecodeWorkspace,
+};
+use nemo_engine::gpu::kernels::embedding::embedding_gather;
+use nemo_engine::gpu::kernels::gemm::{gemm, Epilogue, GemmShape};
+use nemo_engine::gpu::kernels::gemv::gemv;
+use nemo_engine::gpu::kernels::rmsnorm::{fused_add_rmsnorm, rmsnorm};
+use nemo_engine::gpu::kernels::rope::{rope_cos_sin_table, rope_write_kv, RopeShape};
+use nemo_engine::gpu::timing::{copy_bandwidth_gbs, time_ms};
+use nemo_engine::gpu::{upload, Gpu, GpuResult};
+use nemo_engine::model::{ModelConfig, RopeLayout};
+
+struct Bench {
+    gpu: Gpu,
+    copy_gbs: f64,
+    peak_tflops: Option<f64>,
+}
+
+impl Bench {
+    fn report_bytes(&self, name: &str, shape: &str, ms: f64, bytes: f64) {
+        let gbs = bytes / (ms * 1e-3) / 1e9;
+        println!(
+            "{name:<22} {shape:<34} {ms:>9.4} ms {gbs:>9.1} GB/s  {:>5.1}% of copy",
+            100.0 * gbs / self.copy_gbs
+        );
+    }
+
+    fn report_flops(&self, name: &str, shape: &str, ms: f64, flops: f64) {
+        let tflops = flops / (ms * 1e-3) / 1e12;
+        let frac = self.peak_tflops.map(|p| format!("{:>5.1}% of peak", 100.0 * tflops / p)).unwrap_or_default();
+        println!("{name:<22} {shape:<34} {ms:>9.4} ms {tflops:>9.1} TFLOP/s {frac}");
+    }
+}
+
+fn random_bf16(n: usize, seed: u64, scale: f32) -> Vec<bf16> {
+    let mut s = seed;
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            bf16::from_f32(((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 2.0 * scale)
+        })
+        .collect()
+}
+
+fn bench_rmsnorm(b: &Bench) -> GpuResult<()> {
+    let (n, dim) = (4096, 5120);
+    // Three input sets of 40 MB each: more than the 50 MB L2.
+    let sets: Vec<_> = (0..3).map(|i| upload(&b.gpu, &random_bf16(n * dim, i, 1.0))).collect::<GpuResult<_>>()?;
+    let w = upload(&b.gpu, &random_bf16(dim, 9, 1.0))?;
+    let mut out = upload(&b.gpu, &vec![bf16::ZERO; n * dim])?;
+    let t = time_ms(&b.gpu, 5, 50, |i| rmsnorm(&b.gpu, &sets[i % 3].as_view(), &w.as_view(), &mut out.as_view_mut(), dim, 1e-5))?;
+    b.report_bytes("rmsnorm", &format!("[{n}, {dim}]"), t.median_ms, 2.0 * (n * dim * 2) as f64);
+    let x = upload(&b.gpu, &random_bf16(n * dim, 5, 1.0))?;
+    let mut res: Vec<_> = (0..3).map(|i| upload(&b.gpu, &random_bf16(n * dim, 10 + i, 1.0))).collect::<GpuResult<_>>()?;
+    let t = time_ms(&b.gpu, 5, 50, |i| {
+        fused_add_rmsnorm(&b.gpu, &mut res[i % 3].as_view_mut(), &x.as_view(), &w.as_view(), &mut out.as_view_mut(), dim, 1e-5)
+    })?;
+    b.report_bytes("fused_add_rmsnorm", &format!("[{n}, {dim}]"), t.median_ms, 4.0 * (n * dim * 2) as f64);
+    Ok(())
+}
+
+fn bench_embedding(b: &Bench) -> GpuResult<()> {
+    let (vocab, dim, n) = (131_072, 5120, 4096);
+    let table = upload(&b.gpu, &random_bf16(vocab * dim, 1, 1.0))?;
+    let ids: Vec<i32> = (0..n as i32).map(|i| (i * 7919) % vocab as i32).collect();
+    let ids = upload(&b.gpu, &ids)?;
+    let mut out = upload(&b.gpu, &vec![bf16::ZERO; n * dim])?;
+    let t = time_ms(&b.gpu, 5, 50, |_| embedding_gather(&b.gpu, &ids.as_view(), &table.as_view(), &mut out.as_view_mut(), vocab, dim))?;
+    b.report_bytes("embedding_gather", &format!("{n} tokens x {dim}"), t.median_ms, 2.0 * (n * dim * 2) as f64);
+    Ok(())
+}
+
+fn bench_rope(b: &Bench) -> GpuResult<()> {
+    let c = ModelConfig::nemo_12b();
+    let n = 4096;
+    let width = c.q_dim() + 2 * c.kv_dim();
+    let table = rope_cos_sin_table(&b.gpu, c.max_context, c.head_dim, c.rope_theta)?;
+    let mut qkv = upload(&b.gpu, &random_bf16(n * width, 2, 1.0))?;
+    let pos = upload(&b.gpu, &(0..n as i32).collect::<Vec<_>>())?;
+    let slots = upload(&b.gpu, &(0..n as i32).collect::<Vec<_>>())?;
+    let mut kc = upload(&b.gpu, &vec![bf16::ZERO; n * c.kv_dim()])?;
+    let mut vc = upload(&b.gpu, &vec![bf16::ZERO; n * c.kv_dim()])?;
+    let shape = RopeShape { n_heads: c.n_heads, n_kv_heads: c.n_kv_heads, head_dim: c.head_dim, layout: RopeLayout::Interleaved };
+    let t = time_ms(&b.gpu, 5, 50, |_| {
+        rope_write_kv(&b.gpu, shape, &table, &mut qkv.as_view_mut(), &pos.as_view(), &slots.as_view(), &mut kc.as_view_mut(), &mut vc.as_view_mut())
+    })?;
+    // q read + written, k and v read and written to the cache, cos/sin read.
+    let bytes = n * (2 * c.q_dim() + 4 * c.kv_dim()) * 2 + n * c.head_dim * 4;
+    b.report_bytes("rope_write_kv", &format!("{n} tokens, Nemo heads"), t.median_ms, bytes as f64);
+    Ok(())
+}
+
+/// Nemo's linear layers: (name, N, K, epilogue); gate/up is the fused 2 x 14336.
+const NEMO_LINEARS: [(&str, usize, usize, Epilogue); 5] = [
+    ("qkv", 6144, 5120, Epilogue::Store),
+    ("o (+residual)", 5120, 4096, Epilogue::AddInPlace),
+    ("gate/up (swiglu)", 28672, 5120, Epilogue::SwiGlu),
+    ("down (+residual)", 5120, 14336, Epilogue::AddInPlace),
+    ("lm_head", 131_072, 5120, Epilogue::Store),
+];
+
+fn bench_gemm(b: &Bench) -> GpuResult<()> {
+    for m in [512, 4096] {
+        for (name, n, k, epi) in NEMO_LINEARS {
+            let a = upload(&b.gpu, &random_bf16(m * k, 3, 1.0))?;
+            let w = upload(&b.gpu, &random_bf16(n * k, 4, 0.02))?;
+            let mut out = upload(&b.gpu, &vec![bf16::ZERO; m * epi.out_cols(n)])?;
+            let shape = GemmShape { m, n, k };
+            let t = time_ms(&b.gpu, 3, 20, |_| gemm(&b.gpu, &a.as_view(), &w.as_view(), &mut out.as_view_mut(), shape, epi))?;
+            b.report_flops("gemm", &format!("{name} M={m} N={n} K={k}"), t.median_ms, 2.0 * (m * n * k) as f64);
+        }
+    }
+    Ok(())
+}
+
+fn bench_gemv(b: &Bench) -> GpuResult<()> {
+    for m in [1, 8] {
+        for (name, n, k, epi) in NEMO_LINEARS {
+            let a = upload(&b.gpu, &random_bf16(m * k, 3, 1.0))?;
+            let w = upload(&b.gpu, &random_bf16(n * k, 4, 0.02))?;
+            let mut out = upload(&b.gpu, &vec![bf16::ZERO; m * epi.out_cols(n)])?;
+            let shape = GemmShape { m, n, k };
+            let t = time_ms(&b.gpu, 3, 20, |_| gemv(&b.gpu, &a.as_view(), &w.as_view(), &mut out.as_view_mut(), shape, epi))?;
+            b.report_bytes("gemv", &format!("{name} M={m} N={n} K={k}"), t.median_ms, (n * k * 2) as f64);
+        }
+    }
+    Ok(())
+}
+
+/// One sequence of `ctx` tokens in a cache of exactly that many slots (block size 16).
+fn single_sequence(b: &Bench, ctx: usize, q_len: usize) -> GpuResult<(nemo_engine::gpu::kernels::attention::DeviceAttentionMeta, usize)> {
+    let blocks = ctx.div_ceil(16);
+    let meta = AttentionMeta {
+        cu_seqlens_q: vec![0, q_len as i32],
+        ctx_lens: vec![ctx as i32],
+        block_tables: (0..blocks as i32).collect(),
+        max_blocks: blocks,
+        block_size: 16,
+    };
+    Ok((meta.upload(&b.gpu, blocks)?, blocks * 16))
+}
+
+fn bench_attention(b: &Bench) -> GpuResult<()> {
+    let c = ModelConfig::nemo_12b();
+    let shape = AttentionShape { n_heads: c.n_heads, n_kv_heads: c.n_kv_heads, head_dim: c.head_dim, q_stride: c.q_dim() };
+    for n in [2048, 8192] {
+        let (meta, slots) = single_sequence(b, n, n)?;
+        let q = upload(&b.gpu, &random_bf16(n * c.q_dim(), 5, 1.0))?;
+        let k = upload(&b.gpu, &random_bf16(slots * c.kv_dim(), 6, 1.0))?;
+        let v = upload(&b.gpu, &random_bf16(slots * c.kv_dim(), 7, 1.0))?;
+        let mut out = upload(&b.gpu, &vec![bf16::ZERO; n * c.q_dim()])?;
+        let t = time_ms(&b.gpu, 3, 10, |_| attention_prefill(&b.gpu, shape, &meta, &q.as_view(), &k.as_view(), &v.as_view(), &mut out.as_view_mut()))?;
+        // Causal: QK^T and PV over n^2/2 pairs, 2 FLOPs per multiply-add.
+        let flops = 4.0 * (n as f64 * n as f64 / 2.0) * (c.head_dim * c.n_heads) as f64;
+        b.report_flops("attention_prefill", &format!("causal {n} tokens, 32/8 heads x 128"), t.median_ms, flops);
+    }
+    for ctx in [1024, 32_768, 131_072] {
+        let (meta, slots) = single_sequence(b, ctx, 1)?;
+        let q = upload(&b.gpu, &random_bf16(c.q_dim(), 5, 1.0))?;
+        let k = upload(&b.gpu, &random_bf16(slots * c.kv_dim(), 6, 1.0))?;
+        let v = upload(&b.gpu, &random_bf16(slots * c.kv_dim(), 7, 1.0))?;
+        let mut out = upload(&b.gpu, &vec![bf16::ZERO; c.q_dim()])?;
+        let splits = decode_splits(b.gpu.info.multiprocessors, 1, c.n_kv_heads, ctx);
+        let mut ws = DecodeWorkspace::new(&b.gpu, 1, c.n_heads, splits, c.head_dim)?;
+        let t = time_ms(&b.gpu, 3, 20, |_| {
+            attention_decode(&b.gpu, shape, &meta, &q.as_view(), &k.as_view(), &v.as_view(), &mut ws, splits, &mut out.as_view_mut())
+        })?;
+        let bytes = 2 * ctx * c.kv_dim() * 2;
+        b.report_bytes("attention_decode", &format!("batch 1, context {ctx}, {splits} splits"), t.median_ms, bytes as f64);
+    }
+    Ok(())
+}
+
+type Section = (&'static str, fn(&Bench) -> GpuResult<()>);
+const SECTIONS: [Section; 6] = [
+    ("embedding", bench_embedding),
+    ("rmsnorm", bench_rmsnorm),
+    ("rope", bench_rope),
+    ("gemm", bench_gemm),
+    ("gemv", bench_gemv),
+    ("attention", bench_attention),
+];
+
+fn main() {
+    let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let gpu = match Gpu::new() {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("SKIPPED kernel benchmarks: {e}");
+            return;
+        }
+    };
+    let copy_gbs = copy_bandwidth_gbs(&gpu, 1 << 30).expect("copy bandwidth");
+    let peak_tflops = std::env::var("NEMO_PEAK_TFLOPS").ok().and_then(|v| v.parse().ok());
+    println!("# {} ({} SMs), device-to-device copy {copy_gbs:.0} GB/s, dense bf16 peak {peak_tflops:?} TFLOP/s", gpu.info.name, gpu.info.multiprocessors);
+    let b = Bench { gpu, copy_gbs, peak_tflops };
+    for (name, run) in SECTIONS {
+        if filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str())) {
+            if let Err(e) = run(&b) {
+                println!("{name:<22} FAILED: {e}");
+            }
+        }
+    }
+}

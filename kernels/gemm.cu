@@ -1,0 +1,180 @@
+// Tensor-core GEMM for the linear layers: C[M, N] = A[M, K] . W[N, K]^T (bf16 in, f32 accumulate),
+// with three epilogues:
+//   plain     out[m, n] = acc
+//   residual  out[m, n] = residual[m, n] + acc            (o-proj and down-proj; may be in place)
+//   swiglu    out[m, j] = silu(acc_gate) * acc_up          (gate/up fused; see below)
+//   f32       out[m, n] = acc, stored as f32                  (the LM head: logits keep f32)
+// A is the activations (row-major, K contiguous); W is a PyTorch Linear weight [out, in] (K
+// contiguous), which is exactly the "col" operand of mma.sync.m16n8k16.row.col.
+//
+// Bound by arithmetic at prefill: Nemo's gate/up GEMM at M = 4096 is 2*4096*5120*28672 = 1.2
+// TFLOP, ~1.5 ms at the H100's ~800 TFLOP/s dense bf16; by memory at M <= ~64 (weights read once:
+// 294 MB for gate/up, ~0.1 ms at 3 TB/s), where gemv.cu takes over for M <= 8.
+// This version: 128x128x64 block tile, 8 warps of 64x32, mma.sync.m16n8k16 fed by ldmatrix from an
+// XOR-swizzled, 3-stage cp.async pipeline. It reaches a fraction of Hopper's wgmma rate; the
+// [hopper] work replaces the main loop with wgmma + TMA and keeps these epilogues and this file's
+// interface.
+//
+// SwiGLU layout: the fused gate/up weight [2 * F, K] interleaves 8-row groups - rows 16i..16i+7
+// are gate rows 8i..8i+7 and rows 16i+8..16i+15 the matching up rows - so each thread holds a
+// gate accumulator and its up partner in registers (n8 tiles 2j and 2j+1), and the 2F-wide
+// intermediate never reaches memory. The loader builds this layout once.
+#include "mma.cuh"
+
+namespace {
+
+constexpr int BM = 128, BN = 128, BK = 64, STAGES = 3, THREADS = 256;
+constexpr int WM = 64, WN = 32;                 // warp tile; warps arranged 2 (M) x 4 (N)
+constexpr int MI = WM / 16, NI = WN / 8;        // mma tiles per warp: 4 x 4
+constexpr int TILE_A = BM * BK, TILE_W = BN * BK;  // bf16 elements per stage
+}  // namespace
+
+enum Epilogue : int { EPI_PLAIN = 0, EPI_RESIDUAL = 1, EPI_SWIGLU = 2, EPI_F32 = 3 };
+
+// Mirrored by `GemmParams` in src/gpu/kernels/gemm.rs; sizes asserted on both sides.
+struct GemmParams {
+    const bf16* a;        // [M, K] activations, row stride lda
+    const bf16* w;        // [N, K] weight, row-major (K contiguous)
+    void* out;            // plain/residual: bf16 [M, N] (row stride ldo); swiglu: bf16 [M, N / 2];
+                          // f32: float [M, N]
+    const bf16* residual; // residual: [M, N] (row stride ldo), may equal out; else null
+    int32_t m, n, k;      // k % 8 == 0; n % 16 == 0 (swiglu) or n % 8 == 0
+    int32_t lda, ldo;     // row strides in elements, multiples of 8
+    int32_t epilogue;     // Epilogue
+};
+static_assert(sizeof(GemmParams) == 56, "mirror of GemmParams in gemm.rs");
+
+// Byte offset of 16-byte chunk `chunk` (0..7) of row `row` in a [rows, 64] bf16 tile: rows are
+// 128 bytes, and chunks are XOR-swizzled by the row so that ldmatrix's 8 row reads hit 8
+// distinct bank groups.
+__device__ __forceinline__ uint32_t swz(int row, int chunk) {
+    return row * 128 + ((chunk ^ (row & 7)) << 4);
+}
+
+// Issues the copies of k-tile `kt` into stage `stage`: 128 rows x 8 chunks for A and for W,
+// 4 chunks of each per thread.
+__device__ __forceinline__ void load_stage(const GemmParams& p, uint32_t smem_a, uint32_t smem_w,
+                                           int block_m, int block_n, int kt, int stage) {
+    const int k0 = kt * BK;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        const int idx = threadIdx.x + i * THREADS;  // 0..1023
+        const int row = idx >> 3, chunk = idx & 7;
+        const int gm = block_m + row, gn = block_n + row;
+        const int kc = k0 + chunk * 8;
+        const bool k_ok = kc < p.k;  // the last k-tile may be partial: its tail reads zeros
+        const bf16* ga = p.a + (size_t)min(gm, p.m - 1) * p.lda + (k_ok ? kc : 0);
+        const bf16* gw = p.w + (size_t)min(gn, p.n - 1) * p.k + (k_ok ? kc : 0);
+        cp_async16(smem_a + stage * TILE_A * 2 + swz(row, chunk), ga, gm < p.m && k_ok);
+        cp_async16(smem_w + stage * TILE_W * 2 + swz(row, chunk), gw, gn < p.n && k_ok);
+    }
+}
+
+__device__ __forceinline__ float silu(float x) { return x / (1.f + __expf(-x)); }
+
+extern "C" __global__ void __launch_bounds__(THREADS)
+gemm_bf16(const __grid_constant__ GemmParams p) {
+    extern __shared__ __align__(128) unsigned char smem[];
+    const uint32_t smem_a = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+    const uint32_t smem_w = smem_a + STAGES * TILE_A * 2;
+
+    const int block_m = blockIdx.y * BM, block_n = blockIdx.x * BN;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int warp_m = (warp >> 2) * WM, warp_n = (warp & 3) * WN;
+    const int k_tiles = (p.k + BK - 1) / BK;
+
+    float acc[MI][NI][4];
+#pragma unroll
+    for (int i = 0; i < MI; ++i)
+#pragma unroll
+        for (int j = 0; j < NI; ++j)
+#pragma unroll
+            for (int r = 0; r < 4; ++r) acc[i][j][r] = 0.f;
+
+#pragma unroll
+    for (int s = 0; s < STAGES - 1; ++s) {
+        if (s < k_tiles) load_stage(p, smem_a, smem_w, block_m, block_n, s, s);
+        cp_async_commit();
+    }
+
+    for (int kt = 0; kt < k_tiles; ++kt) {
+        cp_async_wait<STAGES - 2>();
+        __syncthreads();  // stage kt landed for every thread; stage kt-1 is free to overwrite
+        const int next = kt + STAGES - 1;
+        if (next < k_tiles) load_stage(p, smem_a, smem_w, block_m, block_n, next, next % STAGES);
+        cp_async_commit();
+
+        const uint32_t sa = smem_a + (kt % STAGES) * TILE_A * 2;
+        const uint32_t sw = smem_w + (kt % STAGES) * TILE_W * 2;
+#pragma unroll
+        for (int kk = 0; kk < BK / 16; ++kk) {
+            uint32_t a[MI][4], b[NI / 2][4];
+#pragma unroll
+            for (int i = 0; i < MI; ++i) {
+                // Lanes 0-15 address rows 0-15 at k 0-7, lanes 16-31 the same rows at k 8-15.
+                const int row = warp_m + i * 16 + (lane & 15);
+                ldmatrix_x4(a[i], sa + swz(row, kk * 2 + (lane >> 4)));
+            }
+#pragma unroll
+            for (int j = 0; j < NI / 2; ++j) {
+                // Matrices: (n 0-7, k 0-7), (n 0-7, k 8-15), (n 8-15, k 0-7), (n 8-15, k 8-15).
+                const int row = warp_n + j * 16 + (lane & 7) + ((lane >> 4) << 3);
+                ldmatrix_x4(b[j], sw + swz(row, kk * 2 + ((lane >> 3) & 1)));
+            }
+#pragma unroll
+            for (int i = 0; i < MI; ++i)
+#pragma unroll
+                for (int j = 0; j < NI; ++j)
+                    mma_bf16(acc[i][j], a[i], b[j / 2][(j & 1) * 2], b[j / 2][(j & 1) * 2 + 1]);
+        }
+    }
+    cp_async_wait<0>();
+
+    // Epilogue. Accumulator (i, j, r) is row warp_m + 16i + lane/4 + 8*(r/2), column
+    // warp_n + 8j + 2*(lane%4) + (r%2).
+    const int g = lane >> 2, t = lane & 3;
+#pragma unroll
+    for (int i = 0; i < MI; ++i) {
+#pragma unroll
+        for (int half_row = 0; half_row < 2; ++half_row) {
+            const int m = block_m + warp_m + i * 16 + g + half_row * 8;
+            if (m >= p.m) continue;
+            if (p.epilogue == EPI_SWIGLU) {
+#pragma unroll
+                for (int j = 0; j < NI; j += 2) {
+                    const int n = block_n + warp_n + j * 8 + 2 * t;  // gate column in the fused W
+                    if (n >= p.n) continue;
+                    const int out_col = (n >> 4) * 8 + (n & 7);
+                    const float* gate = &acc[i][j][half_row * 2];
+                    const float* up = &acc[i][j + 1][half_row * 2];
+                    // Round gate and up to bf16 first, as an unfused bf16 model would store them.
+                    const float g0 = __bfloat162float(__float2bfloat16(gate[0]));
+                    const float g1 = __bfloat162float(__float2bfloat16(gate[1]));
+                    const float u0 = __bfloat162float(__float2bfloat16(up[0]));
+                    const float u1 = __bfloat162float(__float2bfloat16(up[1]));
+                    *reinterpret_cast<__nv_bfloat162*>(static_cast<bf16*>(p.out) + (size_t)m * p.ldo + out_col) =
+                        __floats2bfloat162_rn(silu(g0) * u0, silu(g1) * u1);
+                }
+            } else {
+#pragma unroll
+                for (int j = 0; j < NI; ++j) {
+                    const int n = block_n + warp_n + j * 8 + 2 * t;
+                    if (n >= p.n) continue;
+                    float v0 = acc[i][j][half_row * 2], v1 = acc[i][j][half_row * 2 + 1];
+                    const size_t off = (size_t)m * p.ldo + n;
+                    if (p.epilogue == EPI_F32) {
+                        *reinterpret_cast<float2*>(static_cast<float*>(p.out) + off) = make_float2(v0, v1);
+                        continue;
+                    }
+                    if (p.epilogue == EPI_RESIDUAL) {
+                        // Round the product to bf16 before the add, as the unfused model does.
+                        const float2 r = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(p.residual + off));
+                        v0 = r.x + __bfloat162float(__float2bfloat16(v0));
+                        v1 = r.y + __bfloat162float(__float2bfloat16(v1));
+                    }
+                    *reinterpret_cast<__nv_bfloat162*>(static_cast<bf16*>(p.out) + off) = __floats2bfloat162_rn(v0, v1);
+                }
+            }
+        }
+    }
+}

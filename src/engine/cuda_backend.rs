@@ -1,0 +1,90 @@
+//! The CUDA engine as a backend (`--device cuda`): one sequence over the preallocated KV cache,
+//! prompts longer than a chunk prefilled chunk by chunk.
+
+use super::{check_tokens, Backend, EngineError};
+use crate::gpu::model::{CudaModel, GpuWeights};
+use crate::gpu::Gpu;
+use crate::model::{ModelConfig, ModelWeights};
+
+/// Sizes chosen at start-up.
+#[derive(Clone, Copy, Debug)]
+pub struct CudaOptions {
+    /// Tokens the preallocated KV cache holds (default: the model's context, 131072 for Nemo).
+    pub kv_tokens: usize,
+    /// Most tokens per forward launch sequence; longer prompts are prefilled in chunks.
+    pub max_chunk: usize,
+}
+
+impl CudaOptions {
+    pub fn for_config(config: &ModelConfig) -> Self {
+        CudaOptions { kv_tokens: config.max_context, max_chunk: 4096 }
+    }
+}
+
+pub struct CudaBackend {
+    pub model: CudaModel,
+    held: usize,
+}
+
+impl CudaBackend {
+    /// Uploads validated host weights.
+    pub fn from_weights(weights: &ModelWeights, opts: CudaOptions) -> Result<CudaBackend, EngineError> {
+        let gpu = Gpu::new()?;
+        let weights = GpuWeights::upload(&gpu, weights)?;
+        Self::with_weights(gpu, weights, opts)
+    }
+
+    /// Seeded random weights of `config`'s exact shapes, generated on the GPU (no files needed).
+    pub fn dummy(config: &ModelConfig, seed: u64, opts: CudaOptions) -> Result<CudaBackend, EngineError> {
+        let gpu = Gpu::new()?;
+        let weights = GpuWeights::dummy(&gpu, config, seed)?;
+        Self::with_weights(gpu, weights, opts)
+    }
+
+    fn with_weights(gpu: Gpu, weights: GpuWeights, opts: CudaOptions) -> Result<CudaBackend, EngineError> {
+        let kv_tokens = opts.kv_tokens.min(weights.config.max_context);
+        let model = CudaModel::new(gpu, weights, kv_tokens, opts.max_chunk.min(kv_tokens).max(1))?;
+        Ok(CudaBackend { model, held: 0 })
+    }
+
+    /// Pretends the sequence already holds `held` tokens (whatever the cache contains there):
+    /// for timing decode steps at long contexts in `nemo bench`, never for generation.
+    pub fn assume_held_for_benchmark(&mut self, held: usize) {
+        self.held = held.min(self.model.capacity());
+    }
+}
+
+impl Backend for CudaBackend {
+    fn config(&self) -> &ModelConfig {
+        &self.model.weights.config
+    }
+
+    fn forward(&mut self, tokens: &[u32]) -> Result<Vec<f32>, EngineError> {
+        check_tokens(self.config(), self.held, self.model.capacity(), tokens)?;
+        let ids: Vec<i32> = tokens.iter().map(|&t| t as i32).collect();
+        let chunks: Vec<&[i32]> = ids.chunks(self.model.max_chunk).collect();
+        let mut logits = None;
+        for (i, chunk) in chunks.iter().enumerate() {
+            logits = self.model.forward_chunk(chunk, self.held, i + 1 == chunks.len())?;
+            self.held += chunk.len();
+        }
+        Ok(logits.expect("the last chunk returns logits"))
+    }
+
+    fn len(&self) -> usize {
+        self.held
+    }
+
+    fn reset(&mut self) {
+        self.held = 0;
+    }
+
+    fn device(&self) -> &'static str {
+        "cuda"
+    }
+}
+
+/// The CUDA backend for `--device cuda` / `auto` with a GPU present.
+pub fn open_cuda_backend(weights: &ModelWeights) -> Result<Box<dyn Backend + '_>, EngineError> {
+    Ok(Box::new(CudaBackend::from_weights(weights, CudaOptions::for_config(&weights.config))?))
+}

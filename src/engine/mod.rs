@@ -1,0 +1,52 @@
+//! What the CLI (and later the server's scheduler) drives: a backend that runs one sequence
+//! forward and returns logits. The CPU reference and the CUDA engine both implement it, so one
+//! generation loop and one set of tests serve both.
+
+mod cpu_backend;
+mod cuda_backend;
+
+pub use cpu_backend::CpuBackend;
+pub use cuda_backend::{open_cuda_backend, CudaBackend, CudaOptions};
+
+use crate::model::ModelConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Cpu(#[from] crate::cpu::CpuError),
+    #[error(transparent)]
+    Gpu(#[from] crate::gpu::GpuError),
+    #[error("token {token} at index {index} is outside the vocabulary (size {vocab_size})")]
+    TokenOutOfRange { index: usize, token: u32, vocab_size: usize },
+    #[error("context full: {held} tokens held + {new} new exceed the {max}-token context")]
+    ContextFull { held: usize, new: usize, max: usize },
+    #[error("no tokens to run")]
+    NoTokens,
+}
+
+/// One sequence at a time: `forward` appends tokens after those already run and returns the
+/// logits `[vocab_size]` (f32) of the last one.
+pub trait Backend {
+    fn config(&self) -> &ModelConfig;
+    fn forward(&mut self, tokens: &[u32]) -> Result<Vec<f32>, EngineError>;
+    /// Tokens held (the position of the next token).
+    fn len(&self) -> usize;
+    /// Forgets the sequence.
+    fn reset(&mut self);
+    /// "cpu" or "cuda", for messages.
+    fn device(&self) -> &'static str;
+}
+
+/// The checks every backend makes before touching its cache.
+pub fn check_tokens(config: &ModelConfig, held: usize, max: usize, tokens: &[u32]) -> Result<(), EngineError> {
+    if tokens.is_empty() {
+        return Err(EngineError::NoTokens);
+    }
+    if let Some((index, &token)) = tokens.iter().enumerate().find(|(_, &t)| t as usize >= config.vocab_size) {
+        return Err(EngineError::TokenOutOfRange { index, token, vocab_size: config.vocab_size });
+    }
+    if held + tokens.len() > max {
+        return Err(EngineError::ContextFull { held, new: tokens.len(), max });
+    }
+    Ok(())
+}

@@ -1,0 +1,313 @@
+//! Attention over the paged KV cache (kernels/attention_prefill.cu, kernels/attention_decode.cu):
+//! `attention_prefill` (flash-style, causal, for prompt chunks) and `attention_decode` (split-K
+//! flash-decoding, one new token per sequence).
+
+use cudarc::driver::sys::CUfunction_attribute_enum;
+use cudarc::driver::{CudaFunction, CudaSlice, CudaView, CudaViewMut, DeviceRepr, LaunchConfig, PushKernelArg};
+use half::bf16;
+
+use super::check::{address, as_i32, ensure, vector_buffer};
+use crate::gpu::error::{GpuError, Result};
+use crate::gpu::{upload, Gpu, Kernels};
+
+/// Mirror of `AttentionParams` in kernels/attention_common.cuh.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+struct AttentionParams {
+    q: u64,
+    k_cache: u64,
+    v_cache: u64,
+    out: u64,
+    cu_seqlens_q: u64,
+    ctx_lens: u64,
+    block_tables: u64,
+    partial_o: u64,
+    partial_ml: u64,
+    q_stride: i32,
+    n_heads: i32,
+    n_kv_heads: i32,
+    max_blocks: i32,
+    block_size: i32,
+    n_seqs: i32,
+    n_splits: i32,
+    scale_log2: f32,
+}
+const _: () = assert!(std::mem::size_of::<AttentionParams>() == 104);
+// SAFETY: plain old data with the C struct's layout (size asserted on both sides).
+unsafe impl DeviceRepr for AttentionParams {}
+
+const PREFILL_ROWS: usize = 64;
+const PREFILL_KEYS: usize = 64;
+
+fn prefill_smem_bytes(head_dim: usize) -> usize {
+    (PREFILL_ROWS + 4 * PREFILL_KEYS) * head_dim * 2
+}
+
+/// Raises the prefill kernels' dynamic shared-memory limits (once, at start-up).
+pub(crate) fn configure(kernels: &Kernels) -> Result<()> {
+    for (f, hd) in [(&kernels.attention_prefill_bf16_hd128, 128), (&kernels.attention_prefill_bf16_hd64, 64)] {
+        f.set_attribute(
+            CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+            prefill_smem_bytes(hd) as i32,
+        )
+        .map_err(GpuError::driver("raising attention_prefill's shared memory limit"))?;
+    }
+    Ok(())
+}
+
+/// Head counts and the q layout shared by both kernels.
+#[derive(Clone, Copy, Debug)]
+pub struct AttentionShape {
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    /// 64 or 128.
+    pub head_dim: usize,
+    /// Elements between consecutive tokens' q rows (q may sit inside a fused qkv buffer).
+    pub q_stride: usize,
+}
+
+/// Which tokens of which sequences attend to what, on the host. Sequence s has q_len_s =
+/// cu_seqlens_q[s+1] - cu_seqlens_q[s] new tokens, the last of its ctx_lens[s] tokens; its
+/// positions map to cache slots through its row of `block_tables`.
+#[derive(Clone, Debug, Default)]
+pub struct AttentionMeta {
+    pub cu_seqlens_q: Vec<i32>,
+    pub ctx_lens: Vec<i32>,
+    /// `[n_seqs, max_blocks]` block ids (unused entries may hold anything in range).
+    pub block_tables: Vec<i32>,
+    pub max_blocks: usize,
+    pub block_size: usize,
+}
+
+/// `AttentionMeta` checked against the cache and copied to the device; only `upload` makes one,
+/// so the kernels never see an unchecked block id or length.
+pub struct DeviceAttentionMeta {
+    cu_seqlens_q: CudaSlice<i32>,
+    ctx_lens: CudaSlice<i32>,
+    block_tables: CudaSlice<i32>,
+    pub n_seqs: usize,
+    pub n_tokens: usize,
+    pub max_q_len: usize,
+    pub max_ctx: usize,
+    max_blocks: usize,
+    block_size: usize,
+    n_cache_blocks: usize,
+}
+
+impl AttentionMeta {
+    /// Checks every length and block id against a cache of `n_cache_blocks` blocks.
+    pub fn validate(&self, n_cache_blocks: usize) -> std::result::Result<(), String> {
+        let n_seqs = self.ctx_lens.len();
+        if n_seqs == 0 || self.cu_seqlens_q.len() != n_seqs + 1 || self.cu_seqlens_q[0] != 0 {
+            return Err(format!("cu_seqlens_q must have n_seqs + 1 = {} entries starting at 0", n_seqs + 1));
+        }
+        if self.block_size == 0 || self.max_blocks == 0 || self.block_tables.len() != n_seqs * self.max_blocks {
+            return Err("block_tables must be [n_seqs, max_blocks] with a positive block size".into());
+        }
+        for s in 0..n_seqs {
+            let q_len = self.cu_seqlens_q[s + 1] - self.cu_seqlens_q[s];
+            let ctx = self.ctx_lens[s];
+            if q_len < 1 || q_len > ctx {
+                return Err(format!("sequence {s}: {q_len} new tokens for a context of {ctx}"));
+            }
+            let blocks_used = (ctx as usize).div_ceil(self.block_size);
+            if blocks_used > self.max_blocks {
+                return Err(format!("sequence {s}: context {ctx} needs {blocks_used} blocks > {}", self.max_blocks));
+            }
+            let row = &self.block_tables[s * self.max_blocks..s * self.max_blocks + blocks_used];
+            if let Some(b) = row.iter().find(|&&b| b < 0 || b as usize >= n_cache_blocks) {
+                return Err(format!("sequence {s}: block id {b} outside the cache's {n_cache_blocks} blocks"));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn upload(&self, gpu: &Gpu, n_cache_blocks: usize) -> Result<DeviceAttentionMeta> {
+        self.validate(n_cache_blocks).map_err(|what| GpuError::BadArgument { kernel: "attention", what })?;
+        let n_seqs = self.ctx_lens.len();
+        let q_lens = self.cu_seqlens_q.windows(2).map(|w| (w[1] - w[0]) as usize);
+        Ok(DeviceAttentionMeta {
+            cu_seqlens_q: upload(gpu, &self.cu_seqlens_q)?,
+            ctx_lens: upload(gpu, &self.ctx_lens)?,
+            block_tables: upload(gpu, &self.block_tables)?,
+            n_seqs,
+            n_tokens: self.cu_seqlens_q[n_seqs] as usize,
+            max_q_len: q_lens.max().unwrap_or(0),
+            max_ctx: self.ctx_lens.iter().copied().max().unwrap_or(0) as usize,
+            max_blocks: self.max_blocks,
+            block_size: self.block_size,
+            n_cache_blocks,
+        })
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn params(
+    gpu: &Gpu,
+    kernel: &'static str,
+    shape: AttentionShape,
+    meta: &DeviceAttentionMeta,
+    q: &CudaView<bf16>,
+    k_cache: &CudaView<bf16>,
+    v_cache: &CudaView<bf16>,
+    out: &mut CudaViewMut<bf16>,
+) -> Result<AttentionParams> {
+    let AttentionShape { n_heads, n_kv_heads, head_dim, q_stride } = shape;
+    ensure(head_dim == 64 || head_dim == 128, kernel, || format!("head_dim {head_dim} is not 64 or 128"))?;
+    ensure(n_kv_heads > 0 && n_heads % n_kv_heads == 0, kernel, || {
+        format!("{n_heads} query heads are not a multiple of {n_kv_heads} KV heads")
+    })?;
+    ensure(q_stride >= n_heads * head_dim && q_stride % 8 == 0, kernel, || format!("q_stride {q_stride}"))?;
+    let n_slots = meta.n_cache_blocks * meta.block_size;
+    vector_buffer(&gpu.stream, kernel, "k_cache", k_cache, n_slots * n_kv_heads * head_dim)?;
+    vector_buffer(&gpu.stream, kernel, "v_cache", v_cache, n_slots * n_kv_heads * head_dim)?;
+    vector_buffer(&gpu.stream, kernel, "out", out, meta.n_tokens * n_heads * head_dim)?;
+    // q's last row need only reach its last head.
+    let q_len = (meta.n_tokens - 1) * q_stride + n_heads * head_dim;
+    ensure(q.len() >= q_len, kernel, || format!("q holds {} elements, needs {q_len}", q.len()))?;
+    ensure(address(&gpu.stream, q) % 16 == 0, kernel, || "q is not 16-byte aligned".into())?;
+    Ok(AttentionParams {
+        q: address(&gpu.stream, q),
+        k_cache: address(&gpu.stream, k_cache),
+        v_cache: address(&gpu.stream, v_cache),
+        out: address(&gpu.stream, out),
+        cu_seqlens_q: address(&gpu.stream, &meta.cu_seqlens_q),
+        ctx_lens: address(&gpu.stream, &meta.ctx_lens),
+        block_tables: address(&gpu.stream, &meta.block_tables),
+        partial_o: 0,
+        partial_ml: 0,
+        q_stride: as_i32(kernel, "q_stride", q_stride)?,
+        n_heads: as_i32(kernel, "n_heads", n_heads)?,
+        n_kv_heads: as_i32(kernel, "n_kv_heads", n_kv_heads)?,
+        max_blocks: as_i32(kernel, "max_blocks", meta.max_blocks)?,
+        block_size: as_i32(kernel, "block_size", meta.block_size)?,
+        n_seqs: as_i32(kernel, "n_seqs", meta.n_seqs)?,
+        n_splits: 1,
+        scale_log2: (1.0 / (head_dim as f64).sqrt() * std::f64::consts::LOG2_E) as f32,
+    })
+}
+
+/// Causal attention of every new token over its sequence's cached keys (its prefix and the new
+/// tokens, already written by `rope_write_kv`). q: `[n_tokens, q_stride]`; k_cache, v_cache:
+/// `[n_slots, n_kv_heads, head_dim]`; out: `[n_tokens, n_heads * head_dim]`.
+pub fn attention_prefill(
+    gpu: &Gpu,
+    shape: AttentionShape,
+    meta: &DeviceAttentionMeta,
+    q: &CudaView<bf16>,
+    k_cache: &CudaView<bf16>,
+    v_cache: &CudaView<bf16>,
+    out: &mut CudaViewMut<bf16>,
+) -> Result<()> {
+    const KERNEL: &str = "attention_prefill_bf16";
+    let p = params(gpu, KERNEL, shape, meta, q, k_cache, v_cache, out)?;
+    let group = shape.n_heads / shape.n_kv_heads;
+    ensure(group <= PREFILL_ROWS, KERNEL, || format!("{group} query heads per KV head > {PREFILL_ROWS}"))?;
+    let func = if shape.head_dim == 128 {
+        &gpu.kernels.attention_prefill_bf16_hd128
+    } else {
+        &gpu.kernels.attention_prefill_bf16_hd64
+    };
+    let cfg = LaunchConfig {
+        grid_dim: (
+            meta.max_q_len.div_ceil(PREFILL_ROWS / group) as u32,
+            shape.n_kv_heads as u32,
+            meta.n_seqs as u32,
+        ),
+        block_dim: (128, 1, 1),
+        shared_mem_bytes: prefill_smem_bytes(shape.head_dim) as u32,
+    };
+    let mut launch = gpu.stream.launch_builder(func);
+    launch.arg(&p);
+    // SAFETY: the metadata was validated against the cache by `AttentionMeta::upload` (every
+    // block id in range, q_len <= ctx, ctx within the block table); q, the caches and out have
+    // the lengths checked in `params`; the shared-memory limit was raised in `configure`.
+    gpu.launched(KERNEL, unsafe { launch.launch(cfg) }.map(|_| ()))
+}
+
+/// Per-split partial results of `attention_decode`, sized for a batch.
+pub struct DecodeWorkspace {
+    partial_o: CudaSlice<f32>,
+    partial_ml: CudaSlice<f32>,
+    capacity: usize, // (sequence, head, split) triples
+}
+
+impl DecodeWorkspace {
+    pub fn new(gpu: &Gpu, max_seqs: usize, n_heads: usize, max_splits: usize, head_dim: usize) -> Result<Self> {
+        let capacity = max_seqs * n_heads * max_splits;
+        let alloc = |n| gpu.stream.alloc_zeros::<f32>(n).map_err(GpuError::driver("allocating the decode workspace"));
+        Ok(DecodeWorkspace { partial_o: alloc(capacity * head_dim)?, partial_ml: alloc(capacity * 2)?, capacity })
+    }
+}
+
+/// Splits of the context per (sequence, KV head) block: enough blocks to fill the GPU twice over,
+/// each split at least 256 keys.
+pub fn decode_splits(gpu_sms: usize, n_seqs: usize, n_kv_heads: usize, max_ctx: usize) -> usize {
+    let for_occupancy = (2 * gpu_sms).div_ceil(n_seqs * n_kv_heads);
+    for_occupancy.clamp(1, max_ctx.div_ceil(256).max(1))
+}
+
+fn decode_kernel(kernels: &Kernels, head_dim: usize, group: usize) -> Option<&CudaFunction> {
+    Some(match (head_dim, group) {
+        (128, 1) => &kernels.attention_decode_bf16_hd128_g1,
+        (128, 2) => &kernels.attention_decode_bf16_hd128_g2,
+        (128, 3) => &kernels.attention_decode_bf16_hd128_g3,
+        (128, 4) => &kernels.attention_decode_bf16_hd128_g4,
+        (128, 8) => &kernels.attention_decode_bf16_hd128_g8,
+        (64, 1) => &kernels.attention_decode_bf16_hd64_g1,
+        (64, 2) => &kernels.attention_decode_bf16_hd64_g2,
+        (64, 3) => &kernels.attention_decode_bf16_hd64_g3,
+        (64, 4) => &kernels.attention_decode_bf16_hd64_g4,
+        (64, 8) => &kernels.attention_decode_bf16_hd64_g8,
+        _ => return None,
+    })
+}
+
+/// One new token per sequence (q_len = 1 each) over its whole context, split `n_splits` ways
+/// and merged. Shapes as for `attention_prefill`.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_decode(
+    gpu: &Gpu,
+    shape: AttentionShape,
+    meta: &DeviceAttentionMeta,
+    q: &CudaView<bf16>,
+    k_cache: &CudaView<bf16>,
+    v_cache: &CudaView<bf16>,
+    workspace: &mut DecodeWorkspace,
+    n_splits: usize,
+    out: &mut CudaViewMut<bf16>,
+) -> Result<()> {
+    const KERNEL: &str = "attention_decode_bf16";
+    let mut p = params(gpu, KERNEL, shape, meta, q, k_cache, v_cache, out)?;
+    ensure(meta.max_q_len == 1, KERNEL, || format!("decode takes 1 new token per sequence, got up to {}", meta.max_q_len))?;
+    let group = shape.n_heads / shape.n_kv_heads;
+    let func = decode_kernel(&gpu.kernels, shape.head_dim, group)
+        .ok_or_else(|| GpuError::BadArgument { kernel: KERNEL, what: format!("no kernel for {group} query heads per KV head") })?;
+    ensure(n_splits >= 1 && meta.n_seqs * shape.n_heads * n_splits <= workspace.capacity, KERNEL, || {
+        format!("{n_splits} splits exceed the workspace")
+    })?;
+    p.partial_o = address(&gpu.stream, &workspace.partial_o);
+    p.partial_ml = address(&gpu.stream, &workspace.partial_ml);
+    p.n_splits = n_splits as i32;
+    let cfg = LaunchConfig {
+        grid_dim: (n_splits as u32, shape.n_kv_heads as u32, meta.n_seqs as u32),
+        block_dim: (128, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let mut launch = gpu.stream.launch_builder(func);
+    launch.arg(&p);
+    // SAFETY: as for `attention_prefill`, plus the workspace holding n_seqs * n_heads * n_splits
+    // partials (checked above).
+    gpu.launched(KERNEL, unsafe { launch.launch(cfg) }.map(|_| ()))?;
+
+    let hd = shape.head_dim as i32;
+    let cfg = LaunchConfig {
+        grid_dim: (shape.n_heads as u32, meta.n_seqs as u32, 1),
+        block_dim: (shape.head_dim as u32, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let mut launch = gpu.stream.launch_builder(&gpu.kernels.attention_decode_combine);
+    launch.arg(&p).arg(&hd);
+    // SAFETY: reads the partials the launch above wrote, writes one out row per sequence.
+    gpu.launched("attention_decode_combine", unsafe { launch.launch(cfg) }.map(|_| ()))
+}

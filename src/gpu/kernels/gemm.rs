@@ -1,0 +1,155 @@
+//! `gemm_bf16` (kernels/gemm.cu): out = A . W^T on tensor cores, with plain, residual-add and
+//! SwiGLU epilogues. For prefill-sized M; `gemv` serves M <= 8.
+
+use cudarc::driver::sys::CUfunction_attribute_enum;
+use cudarc::driver::{CudaView, CudaViewMut, DeviceRepr, LaunchConfig, PushKernelArg};
+use half::bf16;
+
+use super::check::{address, as_i32, ensure, vector_buffer};
+use crate::gpu::error::{GpuError, Result};
+use crate::gpu::{Gpu, Kernels};
+
+const KERNEL: &str = "gemm_bf16";
+const BM: usize = 128;
+const BN: usize = 128;
+const BK: usize = 64;
+const STAGES: usize = 3;
+/// Dynamic shared memory: STAGES x (A tile + W tile) in bf16.
+const SMEM_BYTES: usize = STAGES * (BM + BN) * BK * 2;
+
+/// What happens to each accumulator of `A . W^T`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Epilogue {
+    /// out[m, n] = acc
+    Store,
+    /// out[m, n] += acc (the residual stream, updated in place)
+    AddInPlace,
+    /// out[m, j] = silu(gate) * up, W being the fused gate/up weight in 8-row interleaved groups
+    /// (see kernels/gemm.cu); out has N / 2 columns
+    SwiGlu,
+}
+
+impl Epilogue {
+    pub(crate) fn code(self) -> i32 {
+        match self {
+            Epilogue::Store => 0,
+            Epilogue::AddInPlace => 1,
+            Epilogue::SwiGlu => 2,
+        }
+    }
+
+    /// The kernels' code for storing f32 (the LM head's logits).
+    pub(crate) const F32_CODE: i32 = 3;
+
+    /// Columns of the output for an N-wide weight.
+    pub fn out_cols(self, n: usize) -> usize {
+        if self == Epilogue::SwiGlu { n / 2 } else { n }
+    }
+}
+
+/// M x N x K of `A[M, K] . W[N, K]^T`.
+#[derive(Clone, Copy, Debug)]
+pub struct GemmShape {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+}
+
+/// Mirror of `GemmParams` (kernels/gemm.cu) and `GemvParams` (kernels/gemv.cu).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct LinearParams {
+    pub a: u64,
+    pub w: u64,
+    pub out: u64,
+    pub residual: u64,
+    pub m: i32,
+    pub n: i32,
+    pub k: i32,
+    pub lda: i32,
+    pub ldo: i32,
+    pub epilogue: i32,
+}
+const _: () = assert!(std::mem::size_of::<LinearParams>() == 56);
+// SAFETY: plain old data with the C struct's layout (size asserted on both sides).
+unsafe impl DeviceRepr for LinearParams {}
+
+/// Checks buffers against the shape and builds the kernel parameters (contiguous rows).
+/// `epilogue` None: f32 output (`T` = f32).
+pub(crate) fn linear_params<T>(
+    gpu: &Gpu,
+    kernel: &'static str,
+    a: &CudaView<bf16>,
+    w: &CudaView<bf16>,
+    out: &mut CudaViewMut<T>,
+    shape: GemmShape,
+    epilogue: Option<Epilogue>,
+) -> Result<LinearParams> {
+    let GemmShape { m, n, k } = shape;
+    let n_align = if epilogue == Some(Epilogue::SwiGlu) { 16 } else { 8 };
+    ensure(n > 0 && n % n_align == 0, kernel, || format!("N = {n} is not a positive multiple of {n_align}"))?;
+    ensure(k > 0 && k % 8 == 0, kernel, || format!("K = {k} is not a positive multiple of 8"))?;
+    vector_buffer(&gpu.stream, kernel, "A", a, m * k)?;
+    vector_buffer(&gpu.stream, kernel, "W", w, n * k)?;
+    let out_cols = epilogue.map_or(n, |e| e.out_cols(n));
+    vector_buffer(&gpu.stream, kernel, "out", out, m * out_cols)?;
+    let out_addr = address(&gpu.stream, out);
+    Ok(LinearParams {
+        a: address(&gpu.stream, a),
+        w: address(&gpu.stream, w),
+        out: out_addr,
+        residual: if epilogue == Some(Epilogue::AddInPlace) { out_addr } else { 0 },
+        m: as_i32(kernel, "M", m)?,
+        n: as_i32(kernel, "N", n)?,
+        k: as_i32(kernel, "K", k)?,
+        lda: k as i32,
+        ldo: out_cols as i32,
+        epilogue: epilogue.map_or(Epilogue::F32_CODE, Epilogue::code),
+    })
+}
+
+/// Raises the kernel's dynamic shared-memory limit (once, at start-up).
+pub(crate) fn configure(kernels: &Kernels) -> Result<()> {
+    kernels
+        .gemm_bf16
+        .set_attribute(CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, SMEM_BYTES as i32)
+        .map_err(GpuError::driver("raising gemm_bf16's shared memory limit"))
+}
+
+/// out = epilogue(A . W^T). A: `[M, K]`, W: `[N, K]`, out: `[M, N]` (`[M, N/2]` for SwiGLU).
+/// K must be a multiple of 8, N of 8 (16 for SwiGLU).
+pub fn gemm(
+    gpu: &Gpu,
+    a: &CudaView<bf16>,
+    w: &CudaView<bf16>,
+    out: &mut CudaViewMut<bf16>,
+    shape: GemmShape,
+    epilogue: Epilogue,
+) -> Result<()> {
+    let params = linear_params(gpu, KERNEL, a, w, out, shape, Some(epilogue))?;
+    launch(gpu, params, shape)
+}
+
+/// out = A . W^T stored as f32 (the LM head's logits). Shapes as for `gemm`.
+pub fn gemm_f32(gpu: &Gpu, a: &CudaView<bf16>, w: &CudaView<bf16>, out: &mut CudaViewMut<f32>, shape: GemmShape) -> Result<()> {
+    let params = linear_params(gpu, KERNEL, a, w, out, shape, None)?;
+    launch(gpu, params, shape)
+}
+
+fn launch(gpu: &Gpu, params: LinearParams, shape: GemmShape) -> Result<()> {
+    if shape.m == 0 {
+        return Ok(());
+    }
+    let cfg = LaunchConfig {
+        grid_dim: (shape.n.div_ceil(BN) as u32, as_i32(KERNEL, "M tiles", shape.m.div_ceil(BM))? as u32, 1),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: SMEM_BYTES as u32,
+    };
+    let mut launch = gpu.stream.launch_builder(&gpu.kernels.gemm_bf16);
+    launch.arg(&params);
+    // SAFETY: A, W and out hold M*K, N*K and M*out_cols elements, 16-byte aligned (checked by
+    // linear_params); K % 8 == 0 and N % 8 (16) == 0 as the kernel's 16-byte loads and paired
+    // stores need; rows past M or N and k past K are zero-filled on load and skipped on store;
+    // the shared-memory limit was raised in `configure`.
+    gpu.launched(KERNEL, unsafe { launch.launch(cfg) }.map(|_| ()))
+}

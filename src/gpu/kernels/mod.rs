@@ -1,0 +1,12 @@
+//! One safe wrapper per kernel in `kernels/*.cu`, with the same name. Each checks lengths,
+//! alignment and divisibility, documents shapes, launches once, and holds that kernel's only
+//! `unsafe`.
+
+pub mod attention;
+mod check;
+pub mod embedding;
+pub mod gemm;
+pub mod gemv;
+pub mod random;
+pub mod rmsnorm;
+pub mod rope;

@@ -1,0 +1,124 @@
+//! `rope_write_kv_bf16` and `rope_cos_sin_table_f32` (kernels/rope.cu): RoPE on q and k for
+//! both checkpoint layouts, fused with writing k and v into the paged KV cache.
+
+use cudarc::driver::{CudaSlice, CudaView, CudaViewMut, DeviceRepr, LaunchConfig, PushKernelArg};
+use half::bf16;
+
+use super::check::{address, as_i32, ensure, vector_buffer};
+use crate::gpu::error::{GpuError, Result};
+use crate::gpu::Gpu;
+use crate::model::RopeLayout;
+
+/// Mirror of `RopeKvParams` in kernels/rope.cu.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+struct RopeKvParams {
+    qkv: u64,
+    k_cache: u64,
+    v_cache: u64,
+    cos_sin: u64,
+    positions: u64,
+    slots: u64,
+    n_heads: i32,
+    n_kv_heads: i32,
+    head_dim: i32,
+    max_positions: i32,
+    n_slots: i32,
+    rotate_half: i32,
+}
+const _: () = assert!(std::mem::size_of::<RopeKvParams>() == 72);
+// SAFETY: plain old data with the same layout as the C struct (size asserted on both sides).
+unsafe impl DeviceRepr for RopeKvParams {}
+
+/// The cos/sin table `[max_positions, head_dim / 2]` of (cos, sin) pairs as f32, built on the
+/// device in double precision.
+pub struct RopeTable {
+    pub cos_sin: CudaSlice<f32>,
+    pub max_positions: usize,
+    pub head_dim: usize,
+}
+
+/// Builds the table for positions `0..max_positions`: cos_sin[p, i] = (cos, sin)(p *
+/// theta^(-2i/head_dim)).
+pub fn rope_cos_sin_table(gpu: &Gpu, max_positions: usize, head_dim: usize, theta: f64) -> Result<RopeTable> {
+    const KERNEL: &str = "rope_cos_sin_table_f32";
+    ensure(head_dim % 16 == 0 && head_dim > 0, KERNEL, || format!("head_dim {head_dim} is not a multiple of 16"))?;
+    ensure(theta.is_finite() && theta > 1.0, KERNEL, || format!("rope theta {theta} must be finite and > 1"))?;
+    let n = max_positions * head_dim; // two floats per pair
+    let mut cos_sin = gpu.stream.alloc_zeros::<f32>(n).map_err(GpuError::driver("allocating the RoPE table"))?;
+    let (max_i, hd_i) = (as_i32(KERNEL, "max_positions", max_positions)?, head_dim as i32);
+    let cfg = LaunchConfig { grid_dim: (1024, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+    let mut launch = gpu.stream.launch_builder(&gpu.kernels.rope_cos_sin_table_f32);
+    launch.arg(&mut cos_sin).arg(&max_i).arg(&hd_i).arg(&theta);
+    // SAFETY: cos_sin holds max_positions * head_dim/2 float2 pairs; the grid-stride loop stays
+    // below that count.
+    gpu.launched(KERNEL, unsafe { launch.launch(cfg) }.map(|_| ()))?;
+    Ok(RopeTable { cos_sin, max_positions, head_dim })
+}
+
+/// Shapes of one RoPE + KV-write launch.
+#[derive(Clone, Copy, Debug)]
+pub struct RopeShape {
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    pub layout: RopeLayout,
+}
+
+/// For every token t: rotates q[t] in place inside `qkv`, writes rope(k[t]) to
+/// `k_cache[slots[t]]` and v[t] to `v_cache[slots[t]]`.
+/// qkv: `[n_tokens, (n_heads + 2 n_kv_heads) head_dim]`; k_cache, v_cache: `[n_slots, n_kv_heads,
+/// head_dim]`; positions, slots: `[n_tokens]`. Positions outside the table or slots outside the
+/// cache trap the launch.
+#[allow(clippy::too_many_arguments)]
+pub fn rope_write_kv(
+    gpu: &Gpu,
+    shape: RopeShape,
+    table: &RopeTable,
+    qkv: &mut CudaViewMut<bf16>,
+    positions: &CudaView<i32>,
+    slots: &CudaView<i32>,
+    k_cache: &mut CudaViewMut<bf16>,
+    v_cache: &mut CudaViewMut<bf16>,
+) -> Result<()> {
+    const KERNEL: &str = "rope_write_kv_bf16";
+    let RopeShape { n_heads, n_kv_heads, head_dim, layout } = shape;
+    ensure(head_dim == table.head_dim, KERNEL, || format!("head_dim {head_dim} != table's {}", table.head_dim))?;
+    ensure(head_dim % 16 == 0, KERNEL, || format!("head_dim {head_dim} is not a multiple of 16"))?;
+    ensure(n_heads > 0 && n_kv_heads > 0, KERNEL, || "no heads".into())?;
+    let n_tokens = positions.len();
+    ensure(slots.len() == n_tokens, KERNEL, || format!("{} slots for {n_tokens} positions", slots.len()))?;
+    let kv_width = n_kv_heads * head_dim;
+    let n_slots = k_cache.len() / kv_width;
+    vector_buffer(&gpu.stream, KERNEL, "qkv", qkv, n_tokens * (n_heads * head_dim + 2 * kv_width))?;
+    vector_buffer(&gpu.stream, KERNEL, "k_cache", k_cache, n_slots * kv_width)?;
+    vector_buffer(&gpu.stream, KERNEL, "v_cache", v_cache, n_slots * kv_width)?;
+    if n_tokens == 0 {
+        return Ok(());
+    }
+    let params = RopeKvParams {
+        qkv: address(&gpu.stream, qkv),
+        k_cache: address(&gpu.stream, k_cache),
+        v_cache: address(&gpu.stream, v_cache),
+        cos_sin: address(&gpu.stream, &table.cos_sin),
+        positions: address(&gpu.stream, positions),
+        slots: address(&gpu.stream, slots),
+        n_heads: as_i32(KERNEL, "n_heads", n_heads)?,
+        n_kv_heads: as_i32(KERNEL, "n_kv_heads", n_kv_heads)?,
+        head_dim: head_dim as i32,
+        max_positions: as_i32(KERNEL, "max_positions", table.max_positions)?,
+        n_slots: as_i32(KERNEL, "n_slots", n_slots)?,
+        rotate_half: (layout == RopeLayout::RotateHalf) as i32,
+    };
+    let cfg = LaunchConfig {
+        grid_dim: (as_i32(KERNEL, "n_tokens", n_tokens)? as u32, 1, 1),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let mut launch = gpu.stream.launch_builder(&gpu.kernels.rope_write_kv_bf16);
+    launch.arg(&params);
+    // SAFETY: qkv, k_cache and v_cache have the lengths checked above and are 16-byte aligned;
+    // positions and slots hold n_tokens entries, range-checked in the kernel (trap); the table
+    // covers max_positions rows of head_dim/2 pairs.
+    gpu.launched(KERNEL, unsafe { launch.launch(cfg) }.map(|_| ()))
+}

@@ -1,0 +1,102 @@
+//! Context, stream and the typed kernel handles, created once at start-up.
+
+use std::sync::Arc;
+
+use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream, DriverError};
+use cudarc::nvrtc::Ptx;
+
+use super::error::{GpuError, Result};
+use super::{probe, ptx, GpuInfo};
+
+/// Declares `Kernels`, one field per `extern "C"` kernel, grouped by the .cu module defining it.
+macro_rules! kernel_table {
+    ($($module:literal => [$($name:ident),* $(,)?]),* $(,)?) => {
+        /// A handle for every kernel in `kernels/*.cu`, loaded once at start-up.
+        pub struct Kernels {
+            $($(pub $name: CudaFunction,)*)*
+        }
+
+        impl Kernels {
+            /// (module, kernels) as declared here; a test checks it against the PTX entries.
+            pub const DECLARED: &'static [(&'static str, &'static [&'static str])] =
+                &[$(($module, &[$(stringify!($name)),*])),*];
+
+            fn load(ctx: &Arc<CudaContext>) -> Result<Self> {
+                $(
+                    let module = load_module(ctx, $module)?;
+                    $(
+                        let $name = module
+                            .load_function(stringify!($name))
+                            .map_err(GpuError::driver(concat!("loading ", stringify!($name))))?;
+                    )*
+                )*
+                Ok(Kernels { $($($name,)*)* })
+            }
+        }
+    };
+}
+
+kernel_table! {
+    "attention_decode" => [
+        attention_decode_bf16_hd128_g1, attention_decode_bf16_hd128_g2, attention_decode_bf16_hd128_g3,
+        attention_decode_bf16_hd128_g4, attention_decode_bf16_hd128_g8, attention_decode_bf16_hd64_g1,
+        attention_decode_bf16_hd64_g2, attention_decode_bf16_hd64_g3, attention_decode_bf16_hd64_g4,
+        attention_decode_bf16_hd64_g8, attention_decode_combine,
+    ],
+    "attention_prefill" => [attention_prefill_bf16_hd128, attention_prefill_bf16_hd64],
+    "embedding" => [embedding_gather_bf16],
+    "gemm" => [gemm_bf16],
+    "gemv" => [gemv_bf16],
+    "random" => [fill_uniform_bf16],
+    "rmsnorm" => [rmsnorm_bf16, fused_add_rmsnorm_bf16],
+    "rope" => [rope_write_kv_bf16, rope_cos_sin_table_f32],
+}
+
+fn load_module(ctx: &Arc<CudaContext>, name: &str) -> Result<Arc<CudaModule>> {
+    let src = ptx::module(name).ok_or_else(|| GpuError::MissingModule(name.into()))?;
+    ctx.load_module(Ptx::from_src(src))
+        .map_err(GpuError::driver(format!("loading PTX module `{name}`")))
+}
+
+/// One GPU: device 0, its default stream and every kernel.
+pub struct Gpu {
+    pub ctx: Arc<CudaContext>,
+    pub stream: Arc<CudaStream>,
+    pub kernels: Kernels,
+    pub info: GpuInfo,
+    /// `NEMO_CUDA_SYNC=1`: synchronise and check after every launch, so an asynchronous fault
+    /// is reported against the kernel that caused it.
+    sync_each_launch: bool,
+}
+
+impl Gpu {
+    /// Probes for a GPU (never panics without one), creates the context and loads every module.
+    pub fn new() -> Result<Gpu> {
+        let info = probe()?;
+        let ctx = CudaContext::new(0).map_err(GpuError::driver("creating the context"))?;
+        // One stream, ordered launches, raw pointers inside kernel parameter structs:
+        // cudarc's per-buffer event tracking would only add overhead.
+        // SAFETY: no other stream exists yet, so no buffer can be shared across streams.
+        unsafe { ctx.disable_event_tracking() };
+        let stream = ctx.default_stream();
+        let kernels = Kernels::load(&ctx)?;
+        super::kernels::gemm::configure(&kernels)?;
+        super::kernels::attention::configure(&kernels)?;
+        let sync_each_launch = std::env::var("NEMO_CUDA_SYNC").is_ok_and(|v| v == "1");
+        Ok(Gpu { ctx, stream, kernels, info, sync_each_launch })
+    }
+
+    /// Turns a launch result into a typed error naming the kernel; with `NEMO_CUDA_SYNC=1` also
+    /// waits for the kernel and reports any fault it raised.
+    pub(crate) fn launched(&self, kernel: &'static str, r: std::result::Result<(), DriverError>) -> Result<()> {
+        r.map_err(GpuError::driver(format!("launching {kernel}")))?;
+        if self.sync_each_launch {
+            self.synchronize(kernel)?;
+        }
+        Ok(())
+    }
+
+    pub fn synchronize(&self, context: &str) -> Result<()> {
+        self.stream.synchronize().map_err(GpuError::driver(format!("after {context}")))
+    }
+}

@@ -1,0 +1,239 @@
+//! Tekken, Mistral's tiktoken-style tokenizer, loaded from `tekken.json` as mistral_common's
+//! `Tekkenizer.from_file` loads it.
+//!
+//! File layout: `config` (`pattern`: the pre-split regex, `default_vocab_size` (131072 for
+//! Nemo), `default_num_special_tokens` (1000), `version`), `vocab` (entries `{rank,
+//! token_bytes: base64, token_str}`), and optionally `special_tokens` (`{rank, token_str,
+//! is_control}`). Nemo's `tekken_240718.json` has no `special_tokens`: mistral_common then uses
+//! its built-in list of 20 (ranks 0..19, [`DEFAULT_SPECIAL_TOKENS`]) and fills the rest of the
+//! 1000 with `<SPECIAL_n>`; a file newer than v7 must list them.
+//!
+//! Ids: special tokens are 0..num_special; a vocab entry of rank r has id r + num_special. Only
+//! the first `vocab_size - num_special` vocab entries are used (130072 of Nemo's 150000).
+//!
+//! Encoding: the regex splits the text into pieces, each piece is byte-level BPE'd by rank
+//! ([`super::bpe`]). Special-token text inside the input is ordinary text: tiktoken is built
+//! with no special tokens, so "[INST]" in a user message never becomes id 3.
+
+use std::path::Path;
+
+use base64::Engine as _;
+use serde::Deserialize;
+
+use super::bpe::{self, RankMap};
+use super::{SpecialTokenPolicy, TokenizerError};
+
+/// mistral_common's `Tekkenizer.DEPRECATED_SPECIAL_TOKENS`: the special tokens of files that
+/// do not list their own (versions up to v7, Nemo's among them).
+pub const DEFAULT_SPECIAL_TOKENS: [&str; 20] = [
+    "<unk>",
+    "<s>",
+    "</s>",
+    "[INST]",
+    "[/INST]",
+    "[AVAILABLE_TOOLS]",
+    "[/AVAILABLE_TOOLS]",
+    "[TOOL_RESULTS]",
+    "[/TOOL_RESULTS]",
+    "[TOOL_CALLS]",
+    "[IMG]",
+    "<pad>",
+    "[IMG_BREAK]",
+    "[IMG_END]",
+    "[PREFIX]",
+    "[MIDDLE]",
+    "[SUFFIX]",
+    "[SYSTEM_PROMPT]",
+    "[/SYSTEM_PROMPT]",
+    "[TOOL_CONTENT]",
+];
+
+#[derive(Deserialize)]
+struct TekkenFile {
+    config: TekkenConfig,
+    vocab: Vec<VocabEntry>,
+    #[serde(default)]
+    special_tokens: Option<Vec<SpecialEntry>>,
+}
+
+#[derive(Deserialize)]
+struct TekkenConfig {
+    pattern: String,
+    default_vocab_size: usize,
+    default_num_special_tokens: usize,
+    version: String,
+}
+
+#[derive(Deserialize)]
+struct VocabEntry {
+    rank: usize,
+    token_bytes: String,
+}
+
+#[derive(Deserialize)]
+struct SpecialEntry {
+    rank: usize,
+    token_str: String,
+}
+
+pub struct Tekken {
+    /// Pre-split regex (tiktoken's `pat_str`); fancy-regex is the engine tiktoken itself uses.
+    split: fancy_regex::Regex,
+    ranks: RankMap,
+    /// Token bytes by rank.
+    pieces: Vec<Vec<u8>>,
+    specials: Vec<String>,
+    special_ids: std::collections::HashMap<String, u32>,
+    num_special: usize,
+    vocab_size: usize,
+    version: String,
+}
+
+impl std::fmt::Debug for Tekken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tekken")
+            .field("version", &self.version)
+            .field("vocab_size", &self.vocab_size)
+            .field("num_special", &self.num_special)
+            .finish()
+    }
+}
+
+impl Tekken {
+    pub fn from_file(path: &Path) -> Result<Tekken, TokenizerError> {
+        let bytes = std::fs::read(path).map_err(|e| TokenizerError::Io { path: path.to_path_buf(), source: e })?;
+        Tekken::from_slice(&bytes).map_err(|e| e.in_file(path))
+    }
+
+    pub fn from_slice(json: &[u8]) -> Result<Tekken, TokenizerError> {
+        let file: TekkenFile =
+            serde_json::from_slice(json).map_err(|e| TokenizerError::Format(format!("not a tekken.json: {e}")))?;
+        let cfg = file.config;
+        let bad = |msg: String| TokenizerError::Format(msg);
+        let version_num: u32 = cfg
+            .version
+            .strip_prefix('v')
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| bad(format!("unknown tokenizer version {:?}", cfg.version)))?;
+
+        let specials: Vec<String> = match file.special_tokens {
+            Some(list) => {
+                for (i, s) in list.iter().enumerate() {
+                    if s.rank != i {
+                        return Err(bad(format!("special token {:?} has rank {}, expected {i}", s.token_str, s.rank)));
+                    }
+                }
+                list.into_iter().map(|s| s.token_str).collect()
+            }
+            None if version_num <= 7 => DEFAULT_SPECIAL_TOKENS.iter().map(|s| s.to_string()).collect(),
+            None => return Err(bad(format!("tokenizer {} must list its special_tokens", cfg.version))),
+        };
+        let num_special = cfg.default_num_special_tokens;
+        if specials.len() > num_special {
+            return Err(bad(format!("{} special tokens listed, but only {num_special} reserved", specials.len())));
+        }
+        let mut specials = specials;
+        for i in specials.len()..num_special {
+            specials.push(format!("<SPECIAL_{i}>"));
+        }
+        let mut special_ids = std::collections::HashMap::new();
+        for (i, s) in specials.iter().enumerate() {
+            if special_ids.insert(s.clone(), i as u32).is_some() {
+                return Err(bad(format!("special token {s:?} listed twice")));
+            }
+        }
+
+        let vocab_size = cfg.default_vocab_size;
+        let inner = vocab_size.checked_sub(num_special).filter(|&n| n <= file.vocab.len()).ok_or_else(|| {
+            bad(format!("vocab_size {vocab_size} needs more than the {} entries present", file.vocab.len()))
+        })?;
+        let mut ranks = RankMap::default();
+        ranks.reserve(inner);
+        let mut pieces = Vec::with_capacity(inner);
+        for (i, entry) in file.vocab.iter().take(inner).enumerate() {
+            if entry.rank != i {
+                return Err(bad(format!("vocab entry {i} has rank {}", entry.rank)));
+            }
+            let b = base64::engine::general_purpose::STANDARD
+                .decode(&entry.token_bytes)
+                .map_err(|e| bad(format!("vocab entry {i}: bad base64: {e}")))?;
+            if i < 256 && b != [i as u8] {
+                return Err(bad(format!("vocab entry {i} must be the single byte {i}")));
+            }
+            if ranks.insert(b.clone(), i as u32).is_some() {
+                return Err(bad(format!("vocab entry {i} repeats an earlier token")));
+            }
+            pieces.push(b);
+        }
+        let split = fancy_regex::Regex::new(&cfg.pattern).map_err(|e| bad(format!("bad split pattern: {e}")))?;
+        Ok(Tekken { split, ranks, pieces, specials, special_ids, num_special, vocab_size, version: cfg.version })
+    }
+
+    /// Text to ids, no BOS/EOS (mistral_common `encode(s, bos=False, eos=False)`).
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>, TokenizerError> {
+        let mut out = Vec::with_capacity(text.len() / 3 + 1);
+        let offset = self.num_special as u32;
+        let mut ranks = Vec::new();
+        for m in self.split.find_iter(text) {
+            let m = m.map_err(|e| TokenizerError::Regex(e.to_string()))?;
+            ranks.clear();
+            bpe::encode_piece(m.as_str().as_bytes(), &self.ranks, &mut ranks);
+            out.extend(ranks.iter().map(|r| r + offset));
+        }
+        Ok(out)
+    }
+
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+    pub fn vocab_size(&self) -> usize {
+        self.vocab_size
+    }
+    pub fn num_special(&self) -> usize {
+        self.num_special
+    }
+    pub fn is_special(&self, id: u32) -> bool {
+        (id as usize) < self.num_special
+    }
+    pub fn special_id(&self, token: &str) -> Option<u32> {
+        self.special_ids.get(token).copied()
+    }
+    pub fn special_text(&self, id: u32) -> Option<&str> {
+        self.specials.get(id as usize).map(|s| s.as_str())
+    }
+
+    /// The bytes of an ordinary token; `None` for special or out-of-range ids.
+    pub fn token_bytes(&self, id: u32) -> Option<&[u8]> {
+        let id = id as usize;
+        if id < self.num_special {
+            return None;
+        }
+        self.pieces.get(id - self.num_special).map(|v| v.as_slice())
+    }
+
+    /// mistral_common's `decode`: runs of ordinary ids are decoded together as UTF-8 with
+    /// replacement (U+FFFD per invalid sequence, as Python's `errors="replace"`); special ids
+    /// are dropped (Ignore), written as their text (Keep) or refused (Raise). A special id
+    /// between two halves of a character splits the run, so each half becomes U+FFFD, exactly
+    /// as in mistral_common.
+    pub fn decode(&self, ids: &[u32], policy: SpecialTokenPolicy) -> Result<String, TokenizerError> {
+        let mut out = String::new();
+        let mut run: Vec<u8> = Vec::new();
+        for &id in ids {
+            if self.is_special(id) {
+                out.push_str(&String::from_utf8_lossy(&run));
+                run.clear();
+                match policy {
+                    SpecialTokenPolicy::Ignore => {}
+                    SpecialTokenPolicy::Keep => out.push_str(&self.specials[id as usize]),
+                    SpecialTokenPolicy::Raise => return Err(TokenizerError::SpecialInDecode(id)),
+                }
+            } else {
+                let b = self.token_bytes(id).ok_or(TokenizerError::UnknownId { id, vocab_size: self.vocab_size })?;
+                run.extend_from_slice(b);
+            }
+        }
+        out.push_str(&String::from_utf8_lossy(&run));
+        Ok(out)
+    }
+}

@@ -1,0 +1,139 @@
+//! attention_prefill and attention_decode against cpu::attention, over a paged cache with
+//! shuffled blocks, batches of sequences with different lengths and cached prefixes.
+
+use crate::common::*;
+use half::bf16;
+use nemo_engine::cpu::attention::{attention, AttentionShape as CpuShape};
+use nemo_engine::gpu::kernels::attention::{
+    attention_decode, attention_prefill, decode_splits, AttentionMeta, AttentionShape, DecodeWorkspace,
+};
+use nemo_engine::gpu::Gpu;
+
+const BLOCK: usize = 16;
+
+/// A batch: per sequence (new tokens, context length); its K/V, q and the expected output.
+struct Case {
+    meta: AttentionMeta,
+    n_cache_blocks: usize,
+    k_cache: Vec<bf16>,
+    v_cache: Vec<bf16>,
+    q: Vec<bf16>, // [n_tokens, q_stride]
+    want: Vec<f32>,
+}
+
+fn build(rng: &mut Rng, shape: AttentionShape, seqs: &[(usize, usize)]) -> Case {
+    let AttentionShape { n_heads, n_kv_heads, head_dim, q_stride } = shape;
+    let kvd = n_kv_heads * head_dim;
+    let blocks_per_seq: Vec<usize> = seqs.iter().map(|&(_, ctx)| ctx.div_ceil(BLOCK)).collect();
+    let n_cache_blocks = blocks_per_seq.iter().sum::<usize>() + 5;
+    let mut pool: Vec<usize> = (0..n_cache_blocks).collect();
+    for i in (1..pool.len()).rev() {
+        pool.swap(i, rng.below(i + 1));
+    }
+    let max_blocks = *blocks_per_seq.iter().max().unwrap();
+    let mut meta = AttentionMeta { cu_seqlens_q: vec![0], max_blocks, block_size: BLOCK, ..Default::default() };
+    let mut k_cache = rng.bf16_vec(n_cache_blocks * BLOCK * kvd, 1.0);
+    let v_cache = rng.bf16_vec(n_cache_blocks * BLOCK * kvd, 1.0);
+    let n_tokens: usize = seqs.iter().map(|s| s.0).sum();
+    let q = rng.bf16_vec(n_tokens * q_stride, 1.0);
+    let mut want = Vec::new();
+    let mut next = 0;
+    for (s, &(q_len, ctx)) in seqs.iter().enumerate() {
+        let blocks: Vec<usize> = pool[next..next + blocks_per_seq[s]].to_vec();
+        next += blocks_per_seq[s];
+        let mut row = blocks.iter().map(|&b| b as i32).collect::<Vec<_>>();
+        row.resize(max_blocks, 0);
+        meta.block_tables.extend(row);
+        meta.ctx_lens.push(ctx as i32);
+        let t0 = *meta.cu_seqlens_q.last().unwrap() as usize;
+        meta.cu_seqlens_q.push((t0 + q_len) as i32);
+        // Gather this sequence's K/V (fresh values per slot) and its q rows for the reference.
+        let (mut k, mut v) = (Vec::new(), Vec::new());
+        for pos in 0..ctx {
+            let slot = blocks[pos / BLOCK] * BLOCK + pos % BLOCK;
+            for x in &mut k_cache[slot * kvd..(slot + 1) * kvd] {
+                *x = bf16::from_f32(rng.normal(1.0));
+            }
+            k.extend(to_f32(&k_cache[slot * kvd..(slot + 1) * kvd]));
+            v.extend(to_f32(&v_cache[slot * kvd..(slot + 1) * kvd]));
+        }
+        let qs: Vec<f32> =
+            (t0..t0 + q_len).flat_map(|t| to_f32(&q[t * q_stride..t * q_stride + n_heads * head_dim])).collect();
+        want.extend(attention(&qs, &k, &v, ctx - q_len, CpuShape { n_heads, n_kv_heads, head_dim }));
+    }
+    Case { meta, n_cache_blocks, k_cache, v_cache, q, want }
+}
+
+fn run(gpu: &Gpu, shape: AttentionShape, case: &Case, decode: bool) -> Vec<f32> {
+    let meta = case.meta.upload(gpu, case.n_cache_blocks).unwrap();
+    let (q, k, v) = (dev(gpu, &case.q), dev(gpu, &case.k_cache), dev(gpu, &case.v_cache));
+    let mut out = poisoned(gpu, meta.n_tokens * shape.n_heads * shape.head_dim);
+    if decode {
+        let splits = decode_splits(132, meta.n_seqs, shape.n_kv_heads, meta.max_ctx);
+        let mut ws = DecodeWorkspace::new(gpu, meta.n_seqs, shape.n_heads, splits, shape.head_dim).unwrap();
+        attention_decode(gpu, shape, &meta, &q.as_view(), &k.as_view(), &v.as_view(), &mut ws, splits, &mut out.as_view_mut())
+            .unwrap();
+    } else {
+        attention_prefill(gpu, shape, &meta, &q.as_view(), &k.as_view(), &v.as_view(), &mut out.as_view_mut()).unwrap();
+    }
+    fetch(gpu, &out)
+}
+
+fn shapes() -> [AttentionShape; 2] {
+    [
+        AttentionShape { n_heads: 32, n_kv_heads: 8, head_dim: 128, q_stride: (32 + 16) * 128 }, // Nemo
+        AttentionShape { n_heads: 9, n_kv_heads: 3, head_dim: 64, q_stride: 9 * 64 },            // SmolLM2
+    ]
+}
+
+#[test]
+fn attention_prefill_matches_cpu() {
+    let Some(gpu) = gpu_or_skip("attention_prefill_matches_cpu") else { return };
+    let mut rng = Rng::fresh("attention_prefill");
+    for shape in shapes() {
+        // Whole prompts of awkward lengths, one at 4k+; a chunk over a cached prefix; a batch.
+        let batches: Vec<Vec<(usize, usize)>> = vec![
+            vec![(1, 1)],
+            vec![(17, 17)],
+            vec![(100, 100)],
+            vec![(4100, 4100)],
+            vec![(200, 700)],
+            vec![(5, 5), (64, 300), (129, 129), (1, 1000)],
+        ];
+        for seqs in batches {
+            let case = build(&mut rng, shape, &seqs);
+            let got = run(&gpu, shape, &case, false);
+            assert_close(&format!("prefill hd {} {:?}", shape.head_dim, seqs), &got, &case.want, 2e-2, 2e-2);
+        }
+    }
+}
+
+#[test]
+fn attention_decode_matches_cpu() {
+    let Some(gpu) = gpu_or_skip("attention_decode_matches_cpu") else { return };
+    let mut rng = Rng::fresh("attention_decode");
+    for shape in shapes() {
+        for seqs in [vec![(1, 1)], vec![(1, 32_768)], vec![(1, 1), (1, 100), (1, 4097), (1, 20_000)]] {
+            let case = build(&mut rng, shape, &seqs);
+            let got = run(&gpu, shape, &case, true);
+            assert_close(&format!("decode hd {} {:?}", shape.head_dim, seqs), &got, &case.want, 2e-2, 2e-2);
+        }
+    }
+}
+
+#[test]
+fn attention_meta_refuses_out_of_range_blocks() {
+    let meta = AttentionMeta {
+        cu_seqlens_q: vec![0, 1],
+        ctx_lens: vec![40],
+        block_tables: vec![0, 1, 9],
+        max_blocks: 3,
+        block_size: 16,
+    };
+    assert!(meta.validate(10).is_ok());
+    assert!(meta.validate(9).unwrap_err().contains("block id 9"));
+    let too_long = AttentionMeta { ctx_lens: vec![49], ..meta.clone() };
+    assert!(too_long.validate(10).unwrap_err().contains("needs 4 blocks"));
+    let no_tokens = AttentionMeta { cu_seqlens_q: vec![0, 0], ..meta };
+    assert!(no_tokens.validate(10).is_err());
+}

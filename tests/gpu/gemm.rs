@@ -1,0 +1,85 @@
+//! gemm_bf16 and gemv_bf16 against cpu::matmul, every epilogue, Nemo's shapes and awkward ones.
+
+use crate::common::*;
+use half::bf16;
+use nemo_engine::cpu::matmul::matmul;
+use nemo_engine::cpu::ops::swiglu;
+use nemo_engine::gpu::kernels::gemm::{gemm, gemm_f32, Epilogue, GemmShape};
+use nemo_engine::gpu::kernels::gemv::{gemv, gemv_f32};
+use nemo_engine::gpu::model::interleave_gate_up;
+use nemo_engine::gpu::Gpu;
+
+fn round_bf16(v: &[f32]) -> Vec<f32> {
+    v.iter().map(|&x| bf16::from_f32(x).to_f32()).collect()
+}
+
+type View<'a, T> = cudarc::driver::CudaView<'a, T>;
+type ViewMut<'a, T> = cudarc::driver::CudaViewMut<'a, T>;
+type Launch = fn(&Gpu, &View<bf16>, &View<bf16>, &mut ViewMut<bf16>, GemmShape, Epilogue) -> nemo_engine::gpu::GpuResult<()>;
+type LaunchF32 = fn(&Gpu, &View<bf16>, &View<bf16>, &mut ViewMut<f32>, GemmShape) -> nemo_engine::gpu::GpuResult<()>;
+
+#[allow(clippy::too_many_arguments)]
+fn check_all_epilogues(gpu: &Gpu, rng: &mut Rng, (launch, launch_f32): (Launch, LaunchF32), name: &str, m: usize, n: usize, k: usize) {
+    let a = rng.bf16_vec(m * k, 1.0);
+    let w = rng.bf16_vec(n * k, 1.0 / (k as f32).sqrt());
+    let a_f = to_f32(&a);
+    let shape = GemmShape { m, n, k };
+    let what = format!("{name} M {m} N {n} K {k}");
+    let (a_dev, w_dev) = (dev(gpu, &a), dev(gpu, &w));
+
+    // Store
+    let want = matmul(&a_f, &w, k);
+    let tol = 2e-2 * rms(&want);
+    let mut out = poisoned(gpu, m * n);
+    launch(gpu, &a_dev.as_view(), &w_dev.as_view(), &mut out.as_view_mut(), shape, Epilogue::Store).unwrap();
+    assert_close(&format!("{what} store"), &fetch(gpu, &out), &want, tol, 8e-3);
+
+    // f32 store (logits): no bf16 rounding of the result.
+    let mut out32 = dev(gpu, &vec![f32::NAN; m * n]);
+    launch_f32(gpu, &a_dev.as_view(), &w_dev.as_view(), &mut out32.as_view_mut(), shape).unwrap();
+    let got32 = nemo_engine::gpu::download(gpu, &out32).unwrap();
+    assert_close(&format!("{what} f32"), &got32, &want, 1e-3 * rms(&want), 1e-3);
+
+    // AddInPlace: residual + bf16(acc)
+    let res = rng.bf16_vec(m * n, 1.0);
+    let want_res: Vec<f32> = res.iter().zip(round_bf16(&want)).map(|(r, a)| r.to_f32() + a).collect();
+    let mut res_dev = dev(gpu, &res);
+    launch(gpu, &a_dev.as_view(), &w_dev.as_view(), &mut res_dev.as_view_mut(), shape, Epilogue::AddInPlace).unwrap();
+    assert_close(&format!("{what} residual"), &fetch(gpu, &res_dev), &want_res, tol, 8e-3);
+
+    // SwiGLU: w as gate, a second matrix as up, fused.
+    if n % 16 == 0 {
+        let up = rng.bf16_vec(n * k, 1.0 / (k as f32).sqrt());
+        let fused = interleave_gate_up(&w, &up, k);
+        let want_swiglu = swiglu(&round_bf16(&want), &round_bf16(&matmul(&a_f, &up, k)));
+        let f_dev = dev(gpu, &fused);
+        let mut out = poisoned(gpu, m * n);
+        let shape2 = GemmShape { m, n: 2 * n, k };
+        launch(gpu, &a_dev.as_view(), &f_dev.as_view(), &mut out.as_view_mut(), shape2, Epilogue::SwiGlu).unwrap();
+        assert_close(&format!("{what} swiglu"), &fetch(gpu, &out), &want_swiglu, 2e-2 * rms(&want_swiglu), 1e-2);
+    }
+}
+
+#[test]
+fn gemm_matches_cpu() {
+    let Some(gpu) = gpu_or_skip("gemm_matches_cpu") else { return };
+    let mut rng = Rng::fresh("gemm");
+    // Nemo: QKV 5120->6144, O 4096->5120, down 14336->5120 (gate/up 5120->2x14336 via SwiGLU on
+    // half the width); demo model QKV 576->960; awkward M (not a multiple of 128) and tiny.
+    // K not a multiple of the 64-wide k-tile: 200, 72.
+    for (m, n, k) in [(130, 6144, 5120), (9, 5120, 4096), (200, 5120, 14336), (77, 960, 576), (1, 16, 64), (300, 14336, 5120), (33, 64, 200), (129, 136, 72)] {
+        check_all_epilogues(&gpu, &mut rng, (gemm, gemm_f32), "gemm", m, n, k);
+    }
+}
+
+#[test]
+fn gemv_matches_cpu() {
+    let Some(gpu) = gpu_or_skip("gemv_matches_cpu") else { return };
+    let mut rng = Rng::fresh("gemv");
+    for m in 1..=8 {
+        check_all_epilogues(&gpu, &mut rng, (gemv, gemv_f32), "gemv", m, 6144, 5120);
+    }
+    for (m, n, k) in [(1, 131_072, 5120), (3, 960, 576), (2, 5120, 14336), (5, 16, 8)] {
+        check_all_epilogues(&gpu, &mut rng, (gemv, gemv_f32), "gemv", m, n, k);
+    }
+}

@@ -1,0 +1,14 @@
+//! GPU tests: every kernel against its CPU reference (src/cpu) on fresh random inputs, outputs
+//! poisoned before each run. One module per kernel file. Without a GPU each test prints a
+//! SKIPPED notice and passes; scripts/gpu-check sets NEMO_REQUIRE_GPU=1 so that a skip fails.
+mod common;
+#[path = "../common/mod.rs"]
+#[allow(dead_code)]
+mod fixtures;
+
+mod attention;
+mod embedding;
+mod gemm;
+mod model;
+mod rmsnorm;
+mod rope;

@@ -1,0 +1,198 @@
+//! The whole GPU forward pass (CudaBackend) against transformers' fp32 fixtures and against the
+//! CPU reference: prefill, chunked prefill, token-by-token decode, greedy runs, both layouts, and
+//! a full-size Nemo-shaped random model.
+
+use half::bf16;
+use nemo_engine::cpu::forward_last;
+use nemo_engine::cpu::KvCache;
+use nemo_engine::engine::{Backend, CudaBackend, CudaOptions};
+use nemo_engine::model::{load, LayerWeights, ModelConfig, ModelWeights, RopeLayout, Tensor, TensorData};
+use rayon::prelude::*;
+
+use crate::common::*;
+use crate::fixtures::reference::{fixture_dir, reference_tensors, Reference};
+
+/// The bound for bf16 GPU logits against fp32 ones.
+const MEAN_ABS: f32 = 0.03;
+
+fn argmax(v: &[f32]) -> usize {
+    v.iter().enumerate().fold(0, |best, (i, &x)| if x > v[best] { i } else { best })
+}
+
+fn top2_margin(v: &[f32]) -> f32 {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| b.total_cmp(a));
+    s[0] - s[1]
+}
+
+/// Mean and max absolute difference.
+fn errors(got: &[f32], want: &[f32]) -> (f32, f32) {
+    let (mut sum, mut max) = (0f64, 0f32);
+    for (g, w) in got.iter().zip(want) {
+        let e = (g - w).abs();
+        assert!(e.is_finite(), "non-finite logit");
+        sum += e as f64;
+        max = max.max(e);
+    }
+    ((sum / got.len() as f64) as f32, max)
+}
+
+fn backend(weights: &ModelWeights, max_chunk: usize) -> CudaBackend {
+    CudaBackend::from_weights(weights, CudaOptions { kv_tokens: 8192, max_chunk }).unwrap()
+}
+
+#[test]
+fn gpu_prefill_matches_transformers_in_both_layouts() {
+    let Some(_gpu) = gpu_or_skip("gpu_prefill_matches_transformers_in_both_layouts") else { return };
+    let reference = Reference::load();
+    let tensors = reference_tensors();
+    for layout in ["hf", "mistral"] {
+        let model = load(&fixture_dir().join(layout)).unwrap();
+        let vocab = model.weights.config.vocab_size;
+        // One chunk per prompt, then the same prompts in chunks of 100 tokens.
+        for max_chunk in [4096, 100] {
+            let mut gpu = backend(&model.weights, max_chunk);
+            for p in &reference.prompts {
+                gpu.reset();
+                let logits = gpu.forward(&p.tokens).unwrap();
+                let (_, all) = &tensors[&format!("logits.{}", p.name)];
+                let want = &all[all.len() - vocab..]; // the last recorded position is the last token
+                assert_eq!(*p.logit_positions.last().unwrap(), p.tokens.len() - 1);
+                let (mean, max) = errors(&logits, want);
+                eprintln!("{layout} chunk {max_chunk} {}: mean abs {mean:.2e}, max abs {max:.2e}", p.name);
+                assert!(mean <= MEAN_ABS, "{layout} {}: mean abs logit error {mean} > {MEAN_ABS}", p.name);
+                if top2_margin(want) > 0.1 {
+                    assert_eq!(argmax(&logits), argmax(want), "{layout} {}: greedy token", p.name);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn gpu_decode_steps_match_transformers_at_every_position() {
+    let Some(_gpu) = gpu_or_skip("gpu_decode_steps_match_transformers_at_every_position") else { return };
+    let reference = Reference::load();
+    let tensors = reference_tensors();
+    let model = load(&fixture_dir().join("hf")).unwrap();
+    let vocab = model.weights.config.vocab_size;
+    let p = reference.prompt("p64");
+    let (_, all) = &tensors["logits.p64"];
+    let mut gpu = backend(&model.weights, 4096);
+    let mut worst = 0f32;
+    for (i, &token) in p.tokens.iter().enumerate() {
+        let logits = gpu.forward(&[token]).unwrap();
+        let want = &all[i * vocab..(i + 1) * vocab];
+        let (mean, _) = errors(&logits, want);
+        worst = worst.max(mean);
+        assert!(mean <= MEAN_ABS, "position {i}: mean abs logit error {mean}");
+    }
+    eprintln!("decode p64 token by token: worst mean abs logit error {worst:.2e}");
+}
+
+#[test]
+fn gpu_greedy_run_matches_transformers_until_a_small_margin() {
+    let Some(_gpu) = gpu_or_skip("gpu_greedy_run_matches_transformers_until_a_small_margin") else { return };
+    let reference = Reference::load();
+    for layout in ["hf", "mistral"] {
+        let model = load(&fixture_dir().join(layout)).unwrap();
+        let mut gpu = backend(&model.weights, 4096);
+        for run in &reference.greedy {
+            gpu.reset();
+            let mut logits = gpu.forward(&reference.prompt(&run.prompt).tokens).unwrap();
+            let mut matched = 0;
+            for (step, (&want, &margin)) in run.tokens.iter().zip(&run.margins).enumerate() {
+                if margin < 0.05 {
+                    break; // bf16 rounding may flip a choice this close
+                }
+                assert_eq!(argmax(&logits) as u32, want, "{layout} {} step {step} (margin {margin})", run.prompt);
+                matched += 1;
+                logits = gpu.forward(&[want]).unwrap();
+            }
+            eprintln!("{layout} greedy from {}: {matched}/{} tokens equal", run.prompt, run.tokens.len());
+        }
+    }
+}
+
+/// Host memory in GiB (the Nemo-shaped check holds 24 GB of weights on the host).
+fn host_memory_gib() -> u64 {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb >> 20)
+}
+
+fn random_tensor(name: &str, shape: Vec<usize>, seed: u64, scale: f32) -> Tensor {
+    let n: usize = shape.iter().product();
+    let mut data = vec![bf16::ZERO; n];
+    data.par_chunks_mut(1 << 20).enumerate().for_each(|(c, chunk)| {
+        let mut rng = Rng::seeded(seed ^ ((c as u64) << 32));
+        for x in chunk {
+            *x = bf16::from_f32((rng.uniform() * 2.0 - 1.0) * scale);
+        }
+    });
+    Tensor { name: name.into(), shape, data: TensorData::Owned(data) }
+}
+
+/// Nemo's exact shapes with random weights (scaled by 1/sqrt(fan-in), norms near 1).
+fn nemo_shaped_random(seed: u64) -> ModelWeights {
+    let c = ModelConfig::nemo_12b();
+    let lin = |name: &str, out: usize, inp: usize, s: u64| random_tensor(name, vec![out, inp], seed + s, (3.0 / inp as f32).sqrt());
+    let norm = |name: &str, s: u64| {
+        let mut t = random_tensor(name, vec![c.dim], seed + s, 0.2);
+        if let TensorData::Owned(v) = &mut t.data {
+            v.iter_mut().for_each(|x| *x = bf16::from_f32(1.0 + x.to_f32()));
+        }
+        t
+    };
+    let layers = (0..c.n_layers as u64)
+        .map(|l| {
+            let s = 100 * (l + 1);
+            LayerWeights {
+                attn_norm: norm("attn_norm", s),
+                wq: lin("wq", c.q_dim(), c.dim, s + 1),
+                wk: lin("wk", c.kv_dim(), c.dim, s + 2),
+                wv: lin("wv", c.kv_dim(), c.dim, s + 3),
+                wo: lin("wo", c.dim, c.q_dim(), s + 4),
+                ffn_norm: norm("ffn_norm", s + 5),
+                w_gate: lin("w_gate", c.ffn_dim, c.dim, s + 6),
+                w_up: lin("w_up", c.ffn_dim, c.dim, s + 7),
+                w_down: lin("w_down", c.dim, c.ffn_dim, s + 8),
+            }
+        })
+        .collect();
+    ModelWeights {
+        embedding: random_tensor("embedding", vec![c.vocab_size, c.dim], seed, 1.0),
+        final_norm: norm("final_norm", 7),
+        lm_head: Some(lin("lm_head", c.vocab_size, c.dim, 9)),
+        layers,
+        rope_layout: RopeLayout::Interleaved,
+        config: c,
+    }
+}
+
+#[test]
+fn gpu_matches_cpu_on_a_full_size_nemo_shaped_model() {
+    let Some(_gpu) = gpu_or_skip("gpu_matches_cpu_on_a_full_size_nemo_shaped_model") else { return };
+    if host_memory_gib() < 64 {
+        eprintln!("SKIPPED gpu_matches_cpu_on_a_full_size_nemo_shaped_model: needs 64 GiB of host memory");
+        return;
+    }
+    let weights = nemo_shaped_random(42);
+    let prompt: Vec<u32> = vec![1, 22, 4_000, 131_071, 77_777, 12];
+    let mut cache = KvCache::new(&weights.config);
+    let want = forward_last(&weights, &prompt, &mut cache).unwrap();
+    let mut gpu = CudaBackend::from_weights(&weights, CudaOptions { kv_tokens: 4096, max_chunk: 4096 }).unwrap();
+    let got = gpu.forward(&prompt).unwrap();
+    let (mean, max) = errors(&got, &want);
+    let scale = rms(&want);
+    eprintln!("Nemo-shaped random model: logit rms {scale:.3}, mean abs err {mean:.3e}, max abs err {max:.3e}");
+    assert!(mean <= 0.03 * scale.max(1.0), "mean abs logit error {mean} (logit rms {scale})");
+    // One decode step on top.
+    let want = forward_last(&weights, &[5], &mut cache).unwrap();
+    let got = gpu.forward(&[5]).unwrap();
+    let (mean, _) = errors(&got, &want);
+    assert!(mean <= 0.03 * rms(&want).max(1.0), "decode step: mean abs logit error {mean}");
+}

@@ -1,0 +1,127 @@
+//! Resource check of every embedded PTX module with the pinned toolchain's ptxas (no GPU needed):
+//! fails on any spill or local-memory stack frame unless the kernel is listed below with a
+//! reason, and writes the per-kernel register / shared-memory table to docs/kernels.md.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::Command;
+
+use nemo_engine::gpu::{ptx, Kernels};
+
+/// Kernels allowed a stack frame (never spills), with the reason.
+const ALLOWED_STACK: &[(&str, &str)] = &[(
+    "rope_cos_sin_table_f32",
+    "double-precision sincos keeps its Payne-Hanek reduction array on the stack; runs once at start-up",
+)];
+
+#[derive(Default, Debug)]
+struct Resources {
+    registers: u32,
+    shared_bytes: u32,
+    stack_bytes: u32,
+    spill_stores: u32,
+    spill_loads: u32,
+}
+
+fn ptxas() -> PathBuf {
+    PathBuf::from(env!("NEMO_CUDA_BIN")).join("ptxas")
+}
+
+/// Parses `ptxas -v` output into per-entry resources.
+fn parse(report: &str) -> BTreeMap<String, Resources> {
+    let mut out = BTreeMap::new();
+    let mut current: Option<String> = None;
+    let number_before = |line: &str, unit: &str| -> Option<u32> {
+        let idx = line.find(unit)?;
+        line[..idx].split_whitespace().last()?.parse().ok()
+    };
+    for line in report.lines() {
+        if let Some(rest) = line.split("Function properties for ").nth(1) {
+            current = Some(rest.trim().to_string());
+            continue;
+        }
+        let Some(name) = current.clone() else { continue };
+        let r: &mut Resources = out.entry(name).or_default();
+        if line.contains("stack frame") {
+            r.stack_bytes = number_before(line, "bytes stack frame").unwrap_or(0);
+            r.spill_stores = number_before(line, "bytes spill stores").unwrap_or(0);
+            r.spill_loads = number_before(line, "bytes spill loads").unwrap_or(0);
+        } else if line.contains("Used") && line.contains("registers") {
+            r.registers = number_before(line, "registers").unwrap_or(0);
+            r.shared_bytes = number_before(line, "bytes smem").unwrap_or(0);
+        }
+    }
+    out
+}
+
+#[test]
+fn every_kernel_compiles_without_spills_and_the_table_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let entries: Vec<&str> = Kernels::DECLARED.iter().flat_map(|(_, names)| names.iter().copied()).collect();
+    let mut table = String::from(
+        "# Kernel resources (sm_90a)\n\nWritten by `tests/ptx_resources.rs` from `ptxas -arch=sm_90a -v` of the pinned \
+         CUDA 13.0 toolchain. Static shared memory only; dynamic shared memory is set per launch by the wrapper.\n\n\
+         | module | kernel | registers | static smem (B) | stack (B) | spill st/ld (B) | note |\n|---|---|---|---|---|---|---|\n",
+    );
+    let mut failures = Vec::new();
+    for (module, text) in ptx::MODULES {
+        assert!(text.contains(".target sm_90a"), "{module}: PTX is not for sm_90a");
+        let ptx_path = dir.path().join(format!("{module}.ptx"));
+        std::fs::write(&ptx_path, text).unwrap();
+        let output = Command::new(ptxas())
+            .args(["-arch=sm_90a", "-v", "-o"])
+            .arg(dir.path().join(format!("{module}.cubin")))
+            .arg(&ptx_path)
+            .output()
+            .expect("ptxas from scripts/setup.sh");
+        let report = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "ptxas failed on {module}:\n{report}");
+        for (name, r) in parse(&report) {
+            if !entries.contains(&name.as_str()) {
+                continue; // device functions (e.g. libdevice internals) are reported too
+            }
+            let allowed = ALLOWED_STACK.iter().find(|(k, _)| *k == name).map(|(_, why)| *why);
+            if r.spill_stores + r.spill_loads > 0 {
+                failures.push(format!("{name}: spills {} B stores / {} B loads", r.spill_stores, r.spill_loads));
+            }
+            if r.stack_bytes > 0 && allowed.is_none() {
+                failures.push(format!("{name}: {} B stack frame (local memory)", r.stack_bytes));
+            }
+            writeln!(
+                table,
+                "| {module} | `{name}` | {} | {} | {} | {}/{} | {} |",
+                r.registers,
+                r.shared_bytes,
+                r.stack_bytes,
+                r.spill_stores,
+                r.spill_loads,
+                allowed.unwrap_or("")
+            )
+            .unwrap();
+        }
+    }
+    let docs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/kernels.md");
+    std::fs::write(&docs, table).unwrap();
+    assert!(failures.is_empty(), "resource check failed:\n{}", failures.join("\n"));
+}
+
+#[test]
+fn every_ptx_entry_has_a_typed_handle_and_vice_versa() {
+    for (module, text) in ptx::MODULES {
+        let mut in_ptx: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix(".visible .entry "))
+            .map(|l| l.split('(').next().unwrap().trim())
+            .collect();
+        in_ptx.sort();
+        let mut declared: Vec<&str> = Kernels::DECLARED
+            .iter()
+            .find(|(m, _)| m == module)
+            .unwrap_or_else(|| panic!("module {module} has no kernel_table! entry in src/gpu/runtime.rs"))
+            .1
+            .to_vec();
+        declared.sort();
+        assert_eq!(in_ptx, declared, "module {module}: PTX entries vs kernel_table!");
+    }
+}
