@@ -3,8 +3,7 @@
 //! config, the tokenizer, the chat template (Jinja2) and the un-permuted q/k rows. Fixtures and
 //! their generator: tests/fixtures/smollm2/, scripts/fixtures/smollm2_gguf.py.
 //!
-//! Without the model file these tests skip with a notice, except under CI (CI=true), where
-//! setup.sh has run and a missing file is a failure.
+//! They need the model file and fail (not skip) without it, telling you to run scripts/setup.sh.
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -29,32 +28,22 @@ fn fixture(name: &str) -> Json {
     .unwrap()
 }
 
-fn file() -> Option<&'static GgufFile> {
-    static FILE: OnceLock<Option<GgufFile>> = OnceLock::new();
+fn file() -> &'static GgufFile {
+    static FILE: OnceLock<GgufFile> = OnceLock::new();
     FILE.get_or_init(|| {
         let path = root().join(DEMO_MODEL_PATH);
-        if !path.exists() {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "{} is missing under CI: scripts/setup.sh must fetch it",
-                path.display()
-            );
-            eprintln!(
-                "NOTICE: {} is missing (run scripts/setup.sh); skipping the demo-model tests",
-                path.display()
-            );
-            return None;
-        }
-        Some(GgufFile::open(&path).expect("the demo model parses"))
+        assert!(
+            path.exists(),
+            "{} is missing: run scripts/setup.sh (it fetches the demo model)",
+            path.display()
+        );
+        GgufFile::open(&path).expect("the demo model parses")
     })
-    .as_ref()
 }
 
-fn weights() -> Option<&'static ModelWeights> {
-    static WEIGHTS: OnceLock<Option<ModelWeights>> = OnceLock::new();
-    WEIGHTS
-        .get_or_init(|| file().map(|f| load_llama(f).expect("the demo model loads")))
-        .as_ref()
+fn weights() -> &'static ModelWeights {
+    static WEIGHTS: OnceLock<ModelWeights> = OnceLock::new();
+    WEIGHTS.get_or_init(|| load_llama(file()).expect("the demo model loads"))
 }
 
 fn f32s(v: &Json) -> Vec<f32> {
@@ -67,7 +56,7 @@ fn f32s(v: &Json) -> Vec<f32> {
 
 #[test]
 fn config_matches_the_file_and_transformers() {
-    let Some(f) = file() else { return };
+    let f = file();
     let c = llama_config(f).unwrap();
     assert_eq!(
         (
@@ -137,9 +126,7 @@ fn role<'w>(w: &'w ModelWeights, name: &str) -> &'w Tensor {
 
 #[test]
 fn dequantised_values_match_the_gguf_package() {
-    let (Some(f), Some(w)) = (file(), weights()) else {
-        return;
-    };
+    let (f, w) = (file(), weights());
     let fx = fixture("dequant.json");
     let tensors = fx["tensors"].as_object().unwrap();
     assert!(
@@ -200,8 +187,8 @@ fn dequantised_values_match_the_gguf_package() {
 fn qk_rows_are_in_llama_cpp_interleaved_order() {
     // transformers un-permutes q/k when it loads a GGUF, giving HF's rotate-half order. Our rows
     // must be the llama.cpp permutation of those: GGUF row 2i = HF row i, 2i+1 = HF row i + hd/2.
-    let Some(f) = file() else { return };
-    assert_eq!(weights().unwrap().rope_layout, RopeLayout::Interleaved);
+    let f = file();
+    assert_eq!(weights().rope_layout, RopeLayout::Interleaved);
     let hd = 64;
     let layout = &fixture("logits.json")["qk_layout"];
     for (proj, tensor) in [
@@ -278,7 +265,7 @@ fn unpermute(v: &[f64], hd: usize) -> Vec<f64> {
 fn interleaved_rope_on_gguf_rows_gives_transformers_attention_scores() {
     // Attention scores from the real layer-0 q/k: interleaved RoPE on our rows must equal
     // rotate-half RoPE (transformers' LlamaAttention) on the un-permuted rows.
-    let Some(w) = weights() else { return };
+    let w = weights();
     let c = &w.config;
     let hd = c.head_dim;
     let norm_input = |token: usize| -> Vec<f64> {
@@ -332,7 +319,7 @@ fn interleaved_rope_on_gguf_rows_gives_transformers_attention_scores() {
 
 #[test]
 fn tokenizer_matches_transformers_and_round_trips() {
-    let Some(f) = file() else { return };
+    let f = file();
     let t = build_tokenizer(f).unwrap();
     assert_eq!((t.bos_id, t.eos_id, t.pad_id), (Some(1), Some(2), Some(2)));
     let fx = fixture("tokenizer.json");
@@ -384,7 +371,7 @@ fn tokenizer_matches_transformers_and_round_trips() {
 
 #[test]
 fn chat_template_matches_jinja2_and_tokenizes_to_the_prompt_ids() {
-    let Some(f) = file() else { return };
+    let f = file();
     let template = ChatTemplate::from_gguf(f).unwrap();
     let fx = fixture("chat_template.json");
     for (name, conv) in fx["conversations"].as_object().unwrap() {
@@ -549,7 +536,7 @@ fn naive_forward(w: &ModelWeights, ids: &[u32], probe: &[usize]) -> (Vec<f32>, V
 
 #[test]
 fn loaded_weights_reproduce_transformers_logits() {
-    let Some(w) = weights() else { return };
+    let w = weights();
     let fx = fixture("logits.json");
     let ids: Vec<u32> = fx["prompt_ids"]
         .as_array()
