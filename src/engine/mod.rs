@@ -2,11 +2,15 @@
 //! forward and returns logits. The CPU reference and the CUDA engine both implement it, so one
 //! generation loop and one set of tests serve both.
 
+mod batch;
 mod cpu_backend;
 mod cuda_backend;
+mod cuda_batch;
 
+pub use batch::{BatchBackend, StepEntry};
 pub use cpu_backend::CpuBackend;
 pub use cuda_backend::{open_cuda_backend, CudaBackend, CudaOptions};
+pub use cuda_batch::CudaBatchBackend;
 
 use crate::model::ModelConfig;
 
