@@ -4,6 +4,7 @@
 //! - [`cpu`]: the plain f32 reference forward pass, the oracle for every kernel.
 //! - [`gpu`]: the CUDA runtime and one typed wrapper per kernel in `kernels/`.
 //! - [`sampling`]: greedy, temperature, top-k/top-p/min-p, logprobs.
+//! - [`scheduler`]: continuous batching over the paged KV cache; the request/event engine.
 //! - [`tokenizer`]: Tekken, the HF tokenizer, and the v3 chat template.
 //! - [`gguf`]: a native GGUF reader (the SmolLM2 demo model).
 
@@ -14,4 +15,5 @@ pub mod gguf;
 pub mod gpu;
 pub mod model;
 pub mod sampling;
+pub mod scheduler;
 pub mod tokenizer;

@@ -3,11 +3,15 @@
 //! generation loop and one set of tests serve both.
 
 mod batch;
+mod batch_check;
 mod cpu_backend;
+mod cpu_batch;
 mod cuda_backend;
 
 pub use batch::{BatchBackend, StepEntry};
+pub use batch_check::{check_batch, BatchError, CacheShape};
 pub use cpu_backend::CpuBackend;
+pub use cpu_batch::{CpuBatchBackend, CpuBatchOptions, PagedKvCache};
 pub use cuda_backend::{open_cuda_backend, CudaBackend, CudaOptions};
 
 use crate::model::ModelConfig;
@@ -24,6 +28,8 @@ pub enum EngineError {
     ContextFull { held: usize, new: usize, max: usize },
     #[error("no tokens to run")]
     NoTokens,
+    #[error(transparent)]
+    Batch(#[from] BatchError),
 }
 
 /// One sequence at a time: `forward` appends tokens after those already run and returns the
