@@ -18,6 +18,16 @@ pub struct EngineOptions {
     pub max_step_tokens: usize,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineOptionsError {
+    #[error("max_running must be at least 1")]
+    ZeroMaxRunning,
+    #[error("the step token budget must be at least 1 (options: {options}, backend: {backend})")]
+    ZeroStepTokens { options: usize, backend: usize },
+    #[error("the backend's KV cache has no blocks (block size {block_size}, {num_blocks} blocks)")]
+    EmptyCache { block_size: usize, num_blocks: usize },
+}
+
 pub struct Engine<B: BatchBackend> {
     backend: B,
     scheduler: Scheduler,
@@ -29,7 +39,18 @@ pub struct Engine<B: BatchBackend> {
 }
 
 impl<B: BatchBackend> Engine<B> {
-    pub fn new(backend: B, opts: EngineOptions) -> Self {
+    pub fn new(backend: B, opts: EngineOptions) -> Result<Self, EngineOptionsError> {
+        let (block_size, num_blocks) = (backend.block_size(), backend.num_blocks());
+        if block_size == 0 || num_blocks == 0 {
+            return Err(EngineOptionsError::EmptyCache { block_size, num_blocks });
+        }
+        if opts.max_running == 0 {
+            return Err(EngineOptionsError::ZeroMaxRunning);
+        }
+        if opts.max_step_tokens.min(backend.max_step_tokens()) == 0 {
+            let (options, backend) = (opts.max_step_tokens, backend.max_step_tokens());
+            return Err(EngineOptionsError::ZeroStepTokens { options, backend });
+        }
         let config = SchedulerConfig {
             block_size: backend.block_size(),
             num_blocks: backend.num_blocks(),
@@ -42,7 +63,7 @@ impl<B: BatchBackend> Engine<B> {
             block_size: config.block_size,
             num_blocks: config.num_blocks,
         };
-        Engine { scheduler: Scheduler::new(config), backend, limits, next_id: 0, pending: Vec::new(), steps: 0 }
+        Ok(Engine { scheduler: Scheduler::new(config), backend, limits, next_id: 0, pending: Vec::new(), steps: 0 })
     }
 
     /// Queues a request, or refuses it now if it could never complete.
@@ -158,7 +179,7 @@ impl<B: BatchBackend> Engine<B> {
 }
 
 fn entry<'a>(scheduler: &'a Scheduler, c: &ScheduledChunk) -> StepEntry<'a> {
-    let seq = scheduler.get(c.id).expect("planned sequences are running");
+    let seq = scheduler.running(c.id).expect("planned sequences are running");
     StepEntry {
         tokens: &seq.tokens()[c.start..c.start + c.len],
         ctx_len: c.start + c.len,

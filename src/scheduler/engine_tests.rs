@@ -13,7 +13,7 @@ const VOCAB: usize = 16;
 
 fn engine(block_size: usize, num_blocks: usize, max_step_tokens: usize, max_running: usize) -> Engine<FakeBackend> {
     let fake = FakeBackend::new(VOCAB, 1000, CacheShape { block_size, num_blocks, max_step_tokens });
-    Engine::new(fake, EngineOptions { max_running, max_step_tokens })
+    Engine::new(fake, EngineOptions { max_running, max_step_tokens }).unwrap()
 }
 
 /// Each request's tokens and its one finish, checking the stream's shape on the way.
@@ -180,4 +180,21 @@ fn requests_that_could_never_run_are_refused_up_front() {
     assert_eq!(e.add_request(Request::new(vec![VOCAB as u32], 1)).unwrap_err().to_string(),
         "prompt token 16 at index 0 is outside the vocabulary (size 16)");
     assert_eq!(e.scheduler().num_waiting(), 1, "refused requests are not queued");
+}
+
+#[test]
+fn unusable_options_are_refused() {
+    let fake = |num_blocks, max_step_tokens| FakeBackend::new(VOCAB, 100, CacheShape { block_size: 4, num_blocks, max_step_tokens });
+    let opts = |max_running, max_step_tokens| EngineOptions { max_running, max_step_tokens };
+    assert_eq!(Engine::new(fake(4, 8), opts(0, 8)).err(), Some(EngineOptionsError::ZeroMaxRunning));
+    assert_eq!(
+        Engine::new(fake(4, 0), opts(1, 8)).err(),
+        Some(EngineOptionsError::ZeroStepTokens { options: 8, backend: 0 })
+    );
+    assert_eq!(
+        Engine::new(fake(0, 8), opts(1, 8)).err(),
+        Some(EngineOptionsError::EmptyCache { block_size: 4, num_blocks: 0 })
+    );
+    // The budget is the smaller of the two limits.
+    assert_eq!(Engine::new(fake(4, 8), opts(1, 100)).unwrap().scheduler().config().max_step_tokens, 8);
 }

@@ -18,7 +18,7 @@ mod schedule;
 mod sequence;
 
 pub use block_pool::{BlockPool, PoolError};
-pub use engine::{Engine, EngineOptions};
+pub use engine::{Engine, EngineOptions, EngineOptionsError};
 pub use event::{Event, FinishReason, Usage};
 pub use request::{max_kv_positions, Limits, Request, RequestError, RequestId};
 pub use schedule::{ScheduledChunk, Scheduler, SchedulerConfig, StepPlan};

@@ -104,6 +104,10 @@ impl Scheduler {
         self.running_index(id).map(|i| &self.running[i]).or_else(|| self.waiting.iter().find(|s| s.id == id))
     }
 
+    pub fn running(&self, id: RequestId) -> Option<&Sequence> {
+        self.running_index(id).map(|i| &self.running[i])
+    }
+
     /// A running sequence, to record the outcome of its chunk.
     pub fn running_mut(&mut self, id: RequestId) -> Option<&mut Sequence> {
         self.running_index(id).map(|i| &mut self.running[i])

@@ -107,7 +107,7 @@ fn batched_run_matches_solo(requests: Vec<Request>) {
     let w = tiny();
     let start = Instant::now();
     let backend = CpuBatchBackend::new(w, CpuBatchOptions { block_size: 16, num_blocks: 26, max_step_tokens: 64 });
-    let mut engine = Engine::new(backend, EngineOptions { max_running: 8, max_step_tokens: 64 });
+    let mut engine = Engine::new(backend, EngineOptions { max_running: 8, max_step_tokens: 64 }).unwrap();
     let mut ids: Vec<RequestId> = Vec::new();
     let mut tokens: BTreeMap<RequestId, Vec<(u32, TokenLogprobs)>> = BTreeMap::new();
     let mut finished: BTreeMap<RequestId, FinishReason> = BTreeMap::new();

@@ -93,7 +93,7 @@ struct Outcome {
 fn run(s: &Scenario) -> Result<(Vec<(Request, Outcome)>, u64), TestCaseError> {
     let fake = FakeBackend::new(VOCAB, 10_000, s.shape);
     let opts = EngineOptions { max_running: s.max_running, max_step_tokens: s.shape.max_step_tokens };
-    let mut engine = Engine::new(fake, opts);
+    let mut engine = Engine::new(fake, opts).unwrap();
     let mut accepted: BTreeMap<RequestId, (Request, Option<usize>)> = BTreeMap::new();
     let mut out: BTreeMap<RequestId, Outcome> = BTreeMap::new();
     let last_arrival = s.arrivals.iter().map(|a| a.at_step).max().unwrap();
