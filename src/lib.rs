@@ -4,6 +4,7 @@
 //! - [`cpu`]: the plain f32 reference forward pass, the oracle for every kernel.
 //! - [`gpu`]: the CUDA runtime and one typed wrapper per kernel in `kernels/`.
 //! - [`sampling`]: greedy, temperature, top-k/top-p/min-p, logprobs.
+//! - [`generate`]: the generation loop over any [`engine::Backend`].
 //! - [`scheduler`]: continuous batching over the paged KV cache; the request/event engine.
 //! - [`tokenizer`]: Tekken, the HF tokenizer, and the v3 chat template.
 //! - [`gguf`]: a native GGUF reader (the SmolLM2 demo model).
@@ -11,6 +12,7 @@
 pub mod bench;
 pub mod cpu;
 pub mod engine;
+pub mod generate;
 pub mod gguf;
 pub mod gpu;
 pub mod model;

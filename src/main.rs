@@ -1,3 +1,7 @@
-fn main() {
-    eprintln!("nemo: being written");
+//! `nemo`: the command line. Everything it does lives in `src/cli/` over the library.
+
+mod cli;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
 }

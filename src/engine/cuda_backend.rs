@@ -11,13 +11,15 @@ use crate::model::{ModelConfig, ModelWeights};
 pub struct CudaOptions {
     /// Tokens the preallocated KV cache holds (default: the model's context, 131072 for Nemo).
     pub kv_tokens: usize,
-    /// Most tokens per forward launch sequence; longer prompts are prefilled in chunks.
+    /// Most tokens per step; longer prompts are prefilled in chunks.
     pub max_chunk: usize,
+    /// Most sequences per step.
+    pub max_seqs: usize,
 }
 
 impl CudaOptions {
     pub fn for_config(config: &ModelConfig) -> Self {
-        CudaOptions { kv_tokens: config.max_context, max_chunk: 4096 }
+        CudaOptions { kv_tokens: config.max_context, max_chunk: 4096, max_seqs: 256 }
     }
 }
 
@@ -43,7 +45,7 @@ impl CudaBackend {
 
     fn with_weights(gpu: Gpu, weights: GpuWeights, opts: CudaOptions) -> Result<CudaBackend, EngineError> {
         let kv_tokens = opts.kv_tokens.min(weights.config.max_context);
-        let model = CudaModel::new(gpu, weights, kv_tokens, opts.max_chunk.min(kv_tokens).max(1))?;
+        let model = CudaModel::new(gpu, weights, kv_tokens, opts.max_chunk.min(kv_tokens).max(1), opts.max_seqs)?;
         Ok(CudaBackend { model, held: 0 })
     }
 

@@ -7,12 +7,14 @@ mod batch_check;
 mod cpu_backend;
 mod cpu_batch;
 mod cuda_backend;
+mod cuda_batch;
 
 pub use batch::{BatchBackend, StepEntry};
 pub use batch_check::{check_batch, BatchError, CacheShape};
 pub use cpu_backend::CpuBackend;
 pub use cpu_batch::{CpuBatchBackend, CpuBatchOptions, PagedKvCache};
 pub use cuda_backend::{open_cuda_backend, CudaBackend, CudaOptions};
+pub use cuda_batch::CudaBatchBackend;
 
 use crate::model::ModelConfig;
 

@@ -11,7 +11,7 @@ use crate::gpu::kernels::attention::{
     attention_decode, attention_prefill, decode_splits, AttentionMeta, AttentionShape, DecodeWorkspace,
 };
 use crate::gpu::kernels::embedding::embedding_gather;
-use crate::gpu::kernels::gemm::{gemm, Epilogue, GemmShape};
+use crate::gpu::kernels::gemm::{gemm, gemm_f32, Epilogue, GemmShape};
 use crate::gpu::kernels::gemv::{gemv, gemv_f32, MAX_M};
 use crate::gpu::kernels::rmsnorm::rmsnorm;
 use crate::gpu::kernels::rope::{rope_cos_sin_table, rope_write_kv, RopeShape, RopeTable};
@@ -24,10 +24,19 @@ struct Scratch {
     qkv: CudaSlice<bf16>,    // [T, q_dim + 2 kv_dim]
     attn: CudaSlice<bf16>,   // [T, q_dim]
     ffn: CudaSlice<bf16>,    // [T, ffn_dim]
-    logits: CudaSlice<f32>,  // [vocab]
+    rows: CudaSlice<bf16>,   // [max_seqs, dim]: the rows whose logits are wanted
+    logits: CudaSlice<f32>,  // [max_seqs, vocab]
     ids: CudaSlice<i32>,     // [T]
     positions: CudaSlice<i32>,
     slots: CudaSlice<i32>,
+}
+
+/// One sequence's part of a batched step (see `engine::StepEntry`).
+pub struct SeqChunk<'a> {
+    pub ids: &'a [i32],
+    pub ctx_len: usize,
+    pub block_table: &'a [u32],
+    pub want_logits: bool,
 }
 
 pub struct CudaModel {
@@ -38,8 +47,10 @@ pub struct CudaModel {
     scratch: Scratch,
     decode_workspace: DecodeWorkspace,
     max_decode_splits: usize,
-    /// Most tokens one `forward_chunk` takes (longer prompts are prefilled in chunks).
+    /// Most tokens one step takes (longer prompts are prefilled in chunks).
     pub max_chunk: usize,
+    /// Most sequences one step takes.
+    pub max_seqs: usize,
 }
 
 /// `A . W^T` on the bandwidth path for M <= 8, on tensor cores above.
@@ -52,8 +63,10 @@ fn linear(gpu: &Gpu, a: &CudaView<bf16>, w: &CudaSlice<bf16>, out: &mut CudaView
 }
 
 impl CudaModel {
-    /// Allocates the KV cache for `kv_tokens` tokens and scratch for chunks of `max_chunk`.
-    pub fn new(gpu: Gpu, weights: GpuWeights, kv_tokens: usize, max_chunk: usize) -> Result<CudaModel> {
+    /// Allocates the KV cache for `kv_tokens` tokens and scratch for steps of up to `max_chunk`
+    /// tokens from up to `max_seqs` sequences.
+    pub fn new(gpu: Gpu, weights: GpuWeights, kv_tokens: usize, max_chunk: usize, max_seqs: usize) -> Result<CudaModel> {
+        let max_seqs = max_seqs.clamp(1, max_chunk);
         let c = weights.config.clone();
         let kv = GpuKvCache::new(&gpu, &c, kv_tokens)?;
         let rope = rope_cos_sin_table(&gpu, kv.n_slots.min(c.max_context), c.head_dim, c.rope_theta)?;
@@ -66,14 +79,15 @@ impl CudaModel {
             qkv: alloc(t * (c.q_dim() + 2 * c.kv_dim()))?,
             attn: alloc(t * c.q_dim())?,
             ffn: alloc(t * c.ffn_dim)?,
-            logits: gpu.stream.alloc_zeros::<f32>(c.vocab_size).map_err(GpuError::driver("allocating logits"))?,
+            rows: alloc(max_seqs * c.dim)?,
+            logits: gpu.stream.alloc_zeros::<f32>(max_seqs * c.vocab_size).map_err(GpuError::driver("allocating logits"))?,
             ids: alloc_i32(t)?,
             positions: alloc_i32(t)?,
             slots: alloc_i32(t)?,
         };
         let max_decode_splits = 2 * gpu.info.multiprocessors;
-        let decode_workspace = DecodeWorkspace::new(&gpu, 1, c.n_heads, max_decode_splits, c.head_dim)?;
-        Ok(CudaModel { gpu, weights, kv, rope, scratch, decode_workspace, max_decode_splits, max_chunk })
+        let decode_workspace = DecodeWorkspace::new(&gpu, max_seqs, c.n_heads, max_decode_splits, c.head_dim)?;
+        Ok(CudaModel { gpu, weights, kv, rope, scratch, decode_workspace, max_decode_splits, max_chunk, max_seqs })
     }
 
     /// Tokens the KV cache (and the RoPE table) can hold for one sequence.
@@ -81,44 +95,73 @@ impl CudaModel {
         self.rope.max_positions
     }
 
-    /// Runs `ids` (at most `max_chunk`, already checked against the vocabulary) for the one
-    /// sequence whose first `held` tokens sit at slots 0..held, writing their K/V after those.
+    /// Runs one sequence's chunk `ids` (already checked against the vocabulary), the sequence
+    /// owning blocks 0, 1, 2, ... so that slot == position; its first `held` tokens are cached.
     /// With `want_logits`, returns the last token's f32 logits.
     pub fn forward_chunk(&mut self, ids: &[i32], held: usize, want_logits: bool) -> Result<Option<Vec<f32>>> {
-        let n = ids.len();
+        let ctx = held + ids.len();
+        let table: Vec<u32> = (0..ctx.div_ceil(BLOCK_SIZE) as u32).collect();
+        let seq = SeqChunk { ids, ctx_len: ctx, block_table: &table, want_logits };
+        Ok(self.forward_batch(&[seq])?.pop().flatten())
+    }
+
+    /// Runs a batch: each entry's new tokens after its cached prefix, over the paged KV cache.
+    /// Returns, per entry, the f32 logits of its last token when it wants them.
+    pub fn forward_batch(&mut self, seqs: &[SeqChunk<'_>]) -> Result<Vec<Option<Vec<f32>>>> {
         let c = self.weights.config.clone();
         let bad = |what: String| GpuError::BadArgument { kernel: "forward", what };
-        if n == 0 || n > self.max_chunk {
-            return Err(bad(format!("{n} tokens per chunk (1..={})", self.max_chunk)));
+        let n: usize = seqs.iter().map(|s| s.ids.len()).sum();
+        if seqs.is_empty() || n > self.max_chunk || seqs.len() > self.max_seqs {
+            return Err(bad(format!(
+                "{} sequences / {n} tokens per step (at most {} / {})",
+                seqs.len(),
+                self.max_seqs,
+                self.max_chunk
+            )));
         }
-        let ctx = held + n;
-        if ctx > self.capacity() {
-            return Err(bad(format!("{ctx} tokens exceed the {}-token KV cache", self.capacity())));
+        // Host-side layout of the step: per token its position and slot, per sequence its
+        // metadata; every length and block id is checked here or by AttentionMeta::upload.
+        let max_blocks = seqs.iter().map(|s| s.ctx_len.div_ceil(BLOCK_SIZE)).max().unwrap_or(1).max(1);
+        let mut meta = AttentionMeta { cu_seqlens_q: vec![0], max_blocks, block_size: BLOCK_SIZE, ..Default::default() };
+        let (mut ids, mut positions, mut slots, mut logit_rows) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (i, s) in seqs.iter().enumerate() {
+            let q_len = s.ids.len();
+            if q_len == 0 || s.ctx_len < q_len || s.ctx_len > self.capacity() {
+                return Err(bad(format!("sequence {i}: {q_len} new tokens for a context of {} (capacity {})", s.ctx_len, self.capacity())));
+            }
+            let blocks = s.ctx_len.div_ceil(BLOCK_SIZE);
+            if s.block_table.len() < blocks {
+                return Err(bad(format!("sequence {i}: {} blocks for a context of {}", s.block_table.len(), s.ctx_len)));
+            }
+            let mut row: Vec<i32> = s.block_table[..blocks].iter().map(|&b| b as i32).collect();
+            row.resize(max_blocks, 0);
+            meta.block_tables.extend_from_slice(&row);
+            meta.ctx_lens.push(s.ctx_len as i32);
+            for p in s.ctx_len - q_len..s.ctx_len {
+                positions.push(p as i32);
+                slots.push(row[p / BLOCK_SIZE] * BLOCK_SIZE as i32 + (p % BLOCK_SIZE) as i32);
+            }
+            ids.extend_from_slice(s.ids);
+            meta.cu_seqlens_q.push(ids.len() as i32);
+            if s.want_logits {
+                logit_rows.push(ids.len() as i32 - 1);
+            }
         }
+        let meta = meta.upload(&self.gpu, self.kv.n_blocks())?;
         let gpu = &self.gpu;
         let s = &mut self.scratch;
-        let positions: Vec<i32> = (held as i32..ctx as i32).collect();
         let copy = |what| GpuError::driver(format!("uploading {what}"));
-        gpu.stream.memcpy_htod(ids, &mut s.ids.slice_mut(0..n)).map_err(copy("token ids"))?;
+        gpu.stream.memcpy_htod(&ids, &mut s.ids.slice_mut(0..n)).map_err(copy("token ids"))?;
         gpu.stream.memcpy_htod(&positions, &mut s.positions.slice_mut(0..n)).map_err(copy("positions"))?;
-        // One sequence owning blocks 0, 1, 2, ...: slot == position.
-        gpu.stream.memcpy_htod(&positions, &mut s.slots.slice_mut(0..n)).map_err(copy("slots"))?;
-        let blocks = ctx.div_ceil(BLOCK_SIZE);
-        let meta = AttentionMeta {
-            cu_seqlens_q: vec![0, n as i32],
-            ctx_lens: vec![ctx as i32],
-            block_tables: (0..blocks as i32).collect(),
-            max_blocks: blocks,
-            block_size: BLOCK_SIZE,
-        }
-        .upload(gpu, self.kv.n_blocks())?;
+        gpu.stream.memcpy_htod(&slots, &mut s.slots.slice_mut(0..n)).map_err(copy("slots"))?;
 
         let (dim, qkv_w) = (c.dim, c.q_dim() + 2 * c.kv_dim());
         let w = &self.weights;
         embedding_gather(gpu, &s.ids.slice(0..n), &w.embedding.as_view(), &mut s.hidden.slice_mut(0..n * dim), c.vocab_size, dim)?;
         let attn_shape = AttentionShape { n_heads: c.n_heads, n_kv_heads: c.n_kv_heads, head_dim: c.head_dim, q_stride: qkv_w };
         let rope_shape = RopeShape { n_heads: c.n_heads, n_kv_heads: c.n_kv_heads, head_dim: c.head_dim, layout: w.rope_layout };
-        let splits = decode_splits(gpu.info.multiprocessors, 1, c.n_kv_heads, ctx).min(self.max_decode_splits);
+        let all_decode = meta.max_q_len == 1;
+        let splits = decode_splits(gpu.info.multiprocessors, seqs.len(), c.n_kv_heads, meta.max_ctx).min(self.max_decode_splits);
         for (l, layer) in w.layers.iter().enumerate() {
             rmsnorm(gpu, &s.hidden.slice(0..n * dim), &layer.attn_norm.as_view(), &mut s.normed.slice_mut(0..n * dim), dim, c.norm_eps)?;
             let shape = GemmShape { m: n, n: qkv_w, k: dim };
@@ -133,7 +176,7 @@ impl CudaModel {
             let (k_cache, v_cache) = self.kv.layer(l);
             let q = s.qkv.slice(0..n * qkv_w);
             let mut attn = s.attn.slice_mut(0..n * c.q_dim());
-            if n == 1 {
+            if all_decode {
                 attention_decode(gpu, attn_shape, &meta, &q, &k_cache, &v_cache, &mut self.decode_workspace, splits, &mut attn)?;
             } else {
                 attention_prefill(gpu, attn_shape, &meta, &q, &k_cache, &v_cache, &mut attn)?;
@@ -146,13 +189,30 @@ impl CudaModel {
             let shape = GemmShape { m: n, n: dim, k: c.ffn_dim };
             linear(gpu, &s.ffn.slice(0..n * c.ffn_dim), &layer.w_down, &mut s.hidden.slice_mut(0..n * dim), shape, Epilogue::AddInPlace)?;
         }
-        if !want_logits {
-            return Ok(None);
+
+        let r = logit_rows.len();
+        let mut out: Vec<Option<Vec<f32>>> = vec![None; seqs.len()];
+        if r == 0 {
+            return Ok(out);
         }
-        let last = (n - 1) * dim..n * dim;
-        rmsnorm(gpu, &s.hidden.slice(last), &w.final_norm.as_view(), &mut s.normed.slice_mut(0..dim), dim, c.norm_eps)?;
-        let shape = GemmShape { m: 1, n: c.vocab_size, k: dim };
-        gemv_f32(gpu, &s.normed.slice(0..dim), &w.lm_head().as_view(), &mut s.logits.as_view_mut(), shape)?;
-        Ok(Some(download(gpu, &s.logits)?))
+        // Gather the wanted rows (the embedding kernel is a row gather), norm them, LM head.
+        gpu.stream.memcpy_htod(&logit_rows, &mut s.ids.slice_mut(0..r)).map_err(copy("logit rows"))?;
+        embedding_gather(gpu, &s.ids.slice(0..r), &s.hidden.slice(0..n * dim), &mut s.rows.slice_mut(0..r * dim), n, dim)?;
+        rmsnorm(gpu, &s.rows.slice(0..r * dim), &w.final_norm.as_view(), &mut s.normed.slice_mut(0..r * dim), dim, c.norm_eps)?;
+        let shape = GemmShape { m: r, n: c.vocab_size, k: dim };
+        let mut logits = s.logits.slice_mut(0..r * c.vocab_size);
+        if r <= MAX_M {
+            gemv_f32(gpu, &s.normed.slice(0..r * dim), &w.lm_head().as_view(), &mut logits, shape)?;
+        } else {
+            gemm_f32(gpu, &s.normed.slice(0..r * dim), &w.lm_head().as_view(), &mut logits, shape)?;
+        }
+        let host = download(gpu, &s.logits.slice(0..r * c.vocab_size))?;
+        let mut rows = host.chunks_exact(c.vocab_size);
+        for (slot, seq) in out.iter_mut().zip(seqs) {
+            if seq.want_logits {
+                *slot = Some(rows.next().expect("one row per wanting entry").to_vec());
+            }
+        }
+        Ok(out)
     }
 }

@@ -1,0 +1,76 @@
+//! Choosing the backend: `--device cpu | cuda | auto`. The GPU is probed before cudarc is
+//! touched (it panics without libcuda); `auto` falls back to the CPU only when there is no
+//! usable GPU, and says so. A GPU that is present but cannot run the model is an error, never a
+//! silent fallback.
+
+use anyhow::Context;
+
+use nemo_engine::engine::{Backend, CpuBackend, CudaBackend, CudaOptions};
+use nemo_engine::gpu::{self, GpuInfo};
+use nemo_engine::model::{ModelConfig, ModelWeights};
+
+use super::args::DeviceChoice;
+
+/// What the probe decided, before the model is loaded (so `--device cuda` on a machine without
+/// a GPU fails at once).
+pub enum Device {
+    Cpu,
+    Cuda(GpuInfo),
+}
+
+pub fn select(choice: DeviceChoice) -> anyhow::Result<Device> {
+    match choice {
+        DeviceChoice::Cpu => Ok(Device::Cpu),
+        DeviceChoice::Cuda => {
+            let info = gpu::probe().context("--device cuda")?;
+            Ok(Device::Cuda(info))
+        }
+        DeviceChoice::Auto => match gpu::probe() {
+            Ok(info) => Ok(Device::Cuda(info)),
+            Err(why) => {
+                eprintln!(
+                    "nemo: notice: {why}; running on the CPU (the f32 reference path: fine for \
+                     small models, very slow for a 12B one). --device cpu silences this."
+                );
+                Ok(Device::Cpu)
+            }
+        },
+    }
+}
+
+/// The CUDA sizes for `config`, with `--kv-tokens` if given.
+pub fn cuda_options(config: &ModelConfig, kv_tokens: Option<usize>) -> CudaOptions {
+    let mut opts = CudaOptions::for_config(config);
+    if let Some(n) = kv_tokens {
+        opts.kv_tokens = n;
+    }
+    opts
+}
+
+pub fn open<'w>(
+    device: &Device,
+    weights: &'w ModelWeights,
+    kv_tokens: Option<usize>,
+) -> anyhow::Result<Box<dyn Backend + 'w>> {
+    match device {
+        Device::Cpu => Ok(Box::new(CpuBackend::new(weights))),
+        Device::Cuda(info) => {
+            eprintln!(
+                "nemo: GPU: {} (sm_{}{}, {:.1} GiB)",
+                info.name,
+                info.compute_capability.0,
+                info.compute_capability.1,
+                info.total_memory as f64 / (1u64 << 30) as f64
+            );
+            let backend = CudaBackend::from_weights(weights, cuda_options(&weights.config, kv_tokens))
+                .with_context(|| format!("opening the CUDA backend on {}", info.name))?;
+            eprintln!(
+                "nemo: weights on the GPU in {:.2} s; KV cache {} tokens ({:.1} GB)",
+                backend.model.weights.load_seconds,
+                backend.model.capacity(),
+                backend.model.kv.bytes() as f64 / 1e9
+            );
+            Ok(Box::new(backend))
+        }
+    }
+}

@@ -1,0 +1,47 @@
+//! The CUDA engine behind the batched interface the scheduler drives.
+
+use super::{BatchBackend, EngineError, StepEntry};
+use crate::gpu::model::{CudaModel, SeqChunk, BLOCK_SIZE};
+use crate::model::ModelConfig;
+
+pub struct CudaBatchBackend {
+    pub model: CudaModel,
+}
+
+impl BatchBackend for CudaBatchBackend {
+    fn config(&self) -> &ModelConfig {
+        &self.model.weights.config
+    }
+
+    fn block_size(&self) -> usize {
+        BLOCK_SIZE
+    }
+
+    fn num_blocks(&self) -> usize {
+        self.model.kv.n_blocks()
+    }
+
+    fn max_step_tokens(&self) -> usize {
+        self.model.max_chunk
+    }
+
+    fn step(&mut self, batch: &[StepEntry<'_>]) -> Result<Vec<Option<Vec<f32>>>, EngineError> {
+        let vocab = self.config().vocab_size;
+        let ids: Vec<Vec<i32>> = batch.iter().map(|e| e.tokens.iter().map(|&t| t as i32).collect()).collect();
+        for e in batch {
+            if let Some((index, &token)) = e.tokens.iter().enumerate().find(|(_, &t)| t as usize >= vocab) {
+                return Err(EngineError::TokenOutOfRange { index, token, vocab_size: vocab });
+            }
+        }
+        let seqs: Vec<SeqChunk> = batch
+            .iter()
+            .zip(&ids)
+            .map(|(e, ids)| SeqChunk { ids, ctx_len: e.ctx_len, block_table: e.block_table, want_logits: e.want_logits })
+            .collect();
+        Ok(self.model.forward_batch(&seqs)?)
+    }
+
+    fn device(&self) -> &'static str {
+        "cuda"
+    }
+}

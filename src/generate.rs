@@ -1,0 +1,196 @@
+//! The generation loop for one sequence over any [`Backend`]: prompt -> prefill -> sample ->
+//! decode, until a stop/EOS token or the token budget. What the CLI runs, and what the server's
+//! scheduler will run per request; the tests drive it with a fake backend.
+//!
+//! Per step it reports the chosen token and, when asked, its logprob and the top-K logprobs:
+//! natural-log softmax of the raw logits, before temperature and filters (as vLLM and OpenAI
+//! report them, and as transformers' fixtures record them).
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use crate::engine::{Backend, EngineError};
+use crate::sampling::{
+    token_logprobs, FinishReason, Sampler, SamplingError, SamplingParams, StopCriteria,
+    TokenLogprobs,
+};
+
+/// What to generate.
+#[derive(Debug, Clone)]
+pub struct GenerateRequest {
+    pub prompt: Vec<u32>,
+    pub params: SamplingParams,
+    pub stop: StopCriteria,
+    /// `Some(k)`: report each chosen token's logprob and the `k` most probable (k may be 0).
+    pub logprobs: Option<usize>,
+}
+
+/// One generated token, as handed to the streaming callback.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GeneratedToken {
+    /// 0 for the first generated token.
+    pub index: usize,
+    pub token: u32,
+    pub logprobs: Option<TokenLogprobs>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Generation {
+    pub prompt_tokens: Vec<u32>,
+    pub tokens: Vec<u32>,
+    /// One entry per generated token when the request asked for logprobs.
+    pub logprobs: Option<Vec<TokenLogprobs>>,
+    pub finish_reason: FinishReason,
+    pub timing: Timing,
+}
+
+/// Wall time of the two phases. `prefill` ends with the first token's logits; `decode` covers
+/// the forward passes of every later token (the first generated token costs no decode step).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Timing {
+    pub prefill: Duration,
+    pub decode: Duration,
+    /// Forward passes in `decode` (generated tokens - 1).
+    pub decode_steps: usize,
+}
+
+impl Timing {
+    pub fn prefill_tokens_per_s(&self, prompt_len: usize) -> f64 {
+        prompt_len as f64 / self.prefill.as_secs_f64().max(1e-9)
+    }
+
+    pub fn decode_tokens_per_s(&self) -> f64 {
+        self.decode_steps as f64 / self.decode.as_secs_f64().max(1e-9)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GenerateError {
+    #[error("the prompt is empty: give at least one token")]
+    EmptyPrompt,
+    #[error(
+        "the {prompt}-token prompt plus --max-tokens {max_tokens} exceed the model's \
+         {context}-token context"
+    )]
+    ContextTooSmall {
+        prompt: usize,
+        max_tokens: usize,
+        context: usize,
+    },
+    #[error("invalid sampling parameters")]
+    Params(#[source] SamplingError),
+    #[error("prefill of the {prompt}-token prompt on {device}")]
+    Prefill {
+        prompt: usize,
+        device: &'static str,
+        #[source]
+        source: EngineError,
+    },
+    #[error("decode step {step} on {device}")]
+    Decode {
+        step: usize,
+        device: &'static str,
+        #[source]
+        source: EngineError,
+    },
+    #[error("sampling generated token {step}")]
+    Sampling {
+        step: usize,
+        #[source]
+        source: SamplingError,
+    },
+    #[error("streaming generated token {step}")]
+    Output {
+        step: usize,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Runs `request` on `backend` from an empty sequence (the backend is reset first), calling
+/// `on_token` once per generated token, in order, before the next forward pass. An error from
+/// `on_token` (e.g. a closed pipe) stops generation.
+pub fn generate(
+    backend: &mut dyn Backend,
+    request: &GenerateRequest,
+    on_token: &mut dyn FnMut(&GeneratedToken) -> io::Result<()>,
+) -> Result<Generation, GenerateError> {
+    let prompt = &request.prompt;
+    if prompt.is_empty() {
+        return Err(GenerateError::EmptyPrompt);
+    }
+    let max_tokens = request.stop.max_tokens();
+    let context = backend.config().max_context;
+    // As vLLM: the whole sequence must fit, so a run never fails half-way for lack of room.
+    if prompt.len() + max_tokens > context {
+        return Err(GenerateError::ContextTooSmall {
+            prompt: prompt.len(),
+            max_tokens,
+            context,
+        });
+    }
+    let mut sampler = Sampler::new(request.params).map_err(GenerateError::Params)?;
+    let device = backend.device();
+
+    backend.reset();
+    let start = Instant::now();
+    let mut logits = backend
+        .forward(prompt)
+        .map_err(|source| GenerateError::Prefill {
+            prompt: prompt.len(),
+            device,
+            source,
+        })?;
+    let mut timing = Timing {
+        prefill: start.elapsed(),
+        ..Timing::default()
+    };
+
+    let mut tokens = Vec::with_capacity(max_tokens);
+    let mut all_logprobs = request.logprobs.map(|_| Vec::with_capacity(max_tokens));
+    let finish_reason = loop {
+        let step = tokens.len();
+        let token = sampler
+            .sample(&logits)
+            .map_err(|source| GenerateError::Sampling { step, source })?;
+        let logprobs = request
+            .logprobs
+            .map(|k| token_logprobs(&logits, token, k))
+            .transpose()
+            .map_err(|source| GenerateError::Sampling { step, source })?;
+        tokens.push(token);
+        let generated = GeneratedToken {
+            index: step,
+            token,
+            logprobs,
+        };
+        on_token(&generated).map_err(|source| GenerateError::Output { step, source })?;
+        if let (Some(all), Some(lp)) = (all_logprobs.as_mut(), generated.logprobs) {
+            all.push(lp);
+        }
+        if let Some(reason) = request.stop.check(token, tokens.len()) {
+            break reason;
+        }
+        let t = Instant::now();
+        logits = backend
+            .forward(&[token])
+            .map_err(|source| GenerateError::Decode {
+                step: step + 1,
+                device,
+                source,
+            })?;
+        timing.decode += t.elapsed();
+        timing.decode_steps += 1;
+    };
+
+    Ok(Generation {
+        prompt_tokens: prompt.clone(),
+        tokens,
+        logprobs: all_logprobs,
+        finish_reason,
+        timing,
+    })
+}
+
+#[cfg(test)]
+mod tests;

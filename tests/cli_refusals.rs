@@ -1,0 +1,158 @@
+//! Every way `nemo` is given something it cannot run: a non-zero exit, nothing on stdout, and
+//! one `error: ...` line that names the problem (and the file), never a panic.
+
+mod cli_support;
+
+use std::fs::OpenOptions;
+
+use cli_support::{assert_refused, copy_model, fixture_dir, nemo};
+
+const RUNTIME: i32 = 1;
+const USAGE: i32 = 2;
+
+fn generate(model: &str, extra: &[&str]) -> cli_support::Run {
+    let mut args = vec!["generate", "--model", model, "--device", "cpu"];
+    args.extend_from_slice(extra);
+    nemo(&args)
+}
+
+fn hf() -> String {
+    fixture_dir().join("hf").to_str().unwrap().to_string()
+}
+
+#[test]
+fn missing_model_directory() {
+    let run = generate("/nonexistent/model", &["--prompt-tokens", "1,2"]);
+    assert_refused(&run, RUNTIME, &["/nonexistent/model", "not found"]);
+    let run = nemo(&["inspect", "--model", "/nonexistent/model"]);
+    assert_refused(&run, RUNTIME, &["/nonexistent/model", "not found"]);
+}
+
+#[test]
+fn truncated_safetensors_file() {
+    let dir = copy_model(&fixture_dir().join("mistral"));
+    let file = dir.path().join("consolidated.safetensors");
+    let len = std::fs::metadata(&file).unwrap().len();
+    OpenOptions::new()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_len(len - 1000)
+        .unwrap();
+    for run in [
+        generate(dir.path().to_str().unwrap(), &["--prompt-tokens", "1"]),
+        nemo(&["inspect", "--model", dir.path().to_str().unwrap()]),
+    ] {
+        assert_refused(&run, RUNTIME, &["consolidated.safetensors", "truncated"]);
+    }
+}
+
+#[test]
+fn malformed_config_json() {
+    let dir = copy_model(&fixture_dir().join("hf"));
+    std::fs::write(dir.path().join("config.json"), "{\"hidden_size\": 256,").unwrap();
+    for run in [
+        generate(dir.path().to_str().unwrap(), &["--prompt-tokens", "1"]),
+        nemo(&["inspect", "--model", dir.path().to_str().unwrap()]),
+    ] {
+        assert_refused(&run, RUNTIME, &["config.json", "not valid JSON"]);
+    }
+}
+
+#[test]
+fn out_of_vocabulary_prompt_token() {
+    let run = generate(&hf(), &["--prompt-tokens", "1,1024,3"]);
+    assert_refused(
+        &run,
+        RUNTIME,
+        &[
+            "token 1024 at index 1",
+            "outside the vocabulary (size 1024)",
+        ],
+    );
+}
+
+#[test]
+fn out_of_vocabulary_stop_token() {
+    let run = generate(&hf(), &["--prompt-tokens", "1", "--stop-token", "5000"]);
+    assert_refused(
+        &run,
+        RUNTIME,
+        &["--stop-token 5000", "outside the vocabulary"],
+    );
+}
+
+#[test]
+fn malformed_token_list() {
+    let run = generate(&hf(), &["--prompt-tokens", "1,x,3"]);
+    assert_refused(&run, USAGE, &["--prompt-tokens", "`x` is not a token id"]);
+}
+
+#[test]
+fn bad_sampling_values() {
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &["--temperature", "-1"],
+            "temperature must be a finite number >= 0",
+        ),
+        (
+            &["--temperature", "nan"],
+            "temperature must be a finite number >= 0",
+        ),
+        (&["--top-p", "1.5"], "top_p must be in (0, 1]"),
+        (&["--min-p", "-0.1"], "min_p must be in [0, 1]"),
+        (&["--max-tokens", "0"], "--max-tokens must be at least 1"),
+    ];
+    for (flags, needle) in cases {
+        let run = generate(&hf(), &[&["--prompt-tokens", "1"], flags].concat());
+        assert_refused(&run, RUNTIME, &[needle]);
+    }
+    let run = generate(&hf(), &["--prompt-tokens", "1", "--top-k", "-3"]);
+    assert_refused(&run, USAGE, &["--top-k", "-3"]);
+}
+
+#[test]
+fn prompt_text_without_a_tokenizer() {
+    let run = generate(&hf(), &["--prompt", "hello"]);
+    assert_refused(&run, RUNTIME, &["--prompt", "tokenizer", "--prompt-tokens"]);
+}
+
+#[test]
+fn prompt_forms_are_exclusive_and_required() {
+    let run = generate(&hf(), &[]);
+    assert_refused(&run, USAGE, &["required"]);
+    let run = generate(&hf(), &["--prompt", "a", "--prompt-tokens", "1"]);
+    assert_refused(&run, USAGE, &["cannot be used with"]);
+}
+
+#[test]
+fn prompt_plus_max_tokens_beyond_the_context() {
+    // Refused before any compute, as vLLM does: a run never fails half-way for lack of room.
+    let run = generate(&hf(), &["--prompt-tokens", "1,2", "--max-tokens", "131071"]);
+    assert_refused(
+        &run,
+        RUNTIME,
+        &[
+            "2-token prompt plus --max-tokens 131071",
+            "131072-token context",
+        ],
+    );
+}
+
+#[test]
+fn device_cuda_without_a_gpu() {
+    if nemo_engine::gpu::probe().is_ok() {
+        eprintln!("skipped: this machine has a usable GPU");
+        return;
+    }
+    let run = nemo(&[
+        "generate",
+        "--model",
+        &hf(),
+        "--prompt-tokens",
+        "1",
+        "--device",
+        "cuda",
+    ]);
+    assert_refused(&run, RUNTIME, &["--device cuda", "no usable CUDA GPU"]);
+}
