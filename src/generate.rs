@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::engine::{Backend, EngineError};
 use crate::sampling::{
-    token_logprobs, FinishReason, Sampler, SamplingError, SamplingParams, StopCriteria,
+    sample_at, token_logprobs, FinishReason, SamplingError, SamplingParams, StopCriteria,
     TokenLogprobs,
 };
 
@@ -129,41 +129,41 @@ pub fn generate(
             context,
         });
     }
-    let mut sampler = Sampler::new(request.params).map_err(GenerateError::Params)?;
+    request.params.validate().map_err(GenerateError::Params)?;
     let device = backend.device();
-
     backend.reset();
-    let start = Instant::now();
-    let mut logits = backend
-        .forward(prompt)
-        .map_err(|source| GenerateError::Prefill {
-            prompt: prompt.len(),
-            device,
-            source,
-        })?;
-    let mut timing = Timing {
-        prefill: start.elapsed(),
-        ..Timing::default()
-    };
 
+    // Without logprobs the backend may sample where the logits are (on the GPU); with them the
+    // logits come back and are sampled and reported here.
+    let mut timing = Timing::default();
     let mut tokens = Vec::with_capacity(max_tokens);
     let mut all_logprobs = request.logprobs.map(|_| Vec::with_capacity(max_tokens));
+    let mut input = prompt.clone();
     let finish_reason = loop {
         let step = tokens.len();
-        let token = sampler
-            .sample(&logits)
-            .map_err(|source| GenerateError::Sampling { step, source })?;
-        let logprobs = request
-            .logprobs
-            .map(|k| token_logprobs(&logits, token, k))
-            .transpose()
-            .map_err(|source| GenerateError::Sampling { step, source })?;
-        tokens.push(token);
-        let generated = GeneratedToken {
-            index: step,
-            token,
-            logprobs,
+        let t = Instant::now();
+        let forward_error = |source: EngineError| match source {
+            EngineError::Sampling(source) => GenerateError::Sampling { step, source },
+            source if step == 0 => GenerateError::Prefill { prompt: prompt.len(), device, source },
+            source => GenerateError::Decode { step, device, source },
         };
+        let (token, logprobs) = match request.logprobs {
+            None => (backend.forward_sampled(&input, &request.params, step as u64).map_err(forward_error)?, None),
+            Some(k) => {
+                let logits = backend.forward(&input).map_err(forward_error)?;
+                let sampling = |source| GenerateError::Sampling { step, source };
+                let token = sample_at(&request.params, &logits, step as u64).map_err(sampling)?;
+                (token, Some(token_logprobs(&logits, token, k).map_err(sampling)?))
+            }
+        };
+        if step == 0 {
+            timing.prefill = t.elapsed();
+        } else {
+            timing.decode += t.elapsed();
+            timing.decode_steps += 1;
+        }
+        tokens.push(token);
+        let generated = GeneratedToken { index: step, token, logprobs };
         on_token(&generated).map_err(|source| GenerateError::Output { step, source })?;
         if let (Some(all), Some(lp)) = (all_logprobs.as_mut(), generated.logprobs) {
             all.push(lp);
@@ -171,16 +171,7 @@ pub fn generate(
         if let Some(reason) = request.stop.check(token, tokens.len()) {
             break reason;
         }
-        let t = Instant::now();
-        logits = backend
-            .forward(&[token])
-            .map_err(|source| GenerateError::Decode {
-                step: step + 1,
-                device,
-                source,
-            })?;
-        timing.decode += t.elapsed();
-        timing.decode_steps += 1;
+        input = vec![token];
     };
 
     Ok(Generation {
