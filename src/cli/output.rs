@@ -171,8 +171,13 @@ impl<'t> Streamer<'t> {
                 // Whatever content was not streamed yet (a malformed call's raw text).
                 let rest = parsed.content.strip_prefix(self.streamed_content.as_str()).unwrap_or(&parsed.content);
                 out.write_all(rest.as_bytes())?;
+                let mut wrote_text = !parsed.content.is_empty();
                 for call in &parsed.tool_calls {
-                    write!(out, "\n[tool call {}] {}({})", call.id, call.name, call.arguments_json())?;
+                    if wrote_text {
+                        writeln!(out)?;
+                    }
+                    write!(out, "[tool call {}] {}({})", call.id, call.name, call.arguments_json())?;
+                    wrote_text = true;
                 }
                 if let Some(why) = &parsed.malformed {
                     eprintln!("nemo: warning: the model's tool calls are malformed ({why}); shown as text");
