@@ -12,7 +12,7 @@ pub struct ChatArgs {
     pub source: ModelSource,
 
     /// The system message of every turn (kept by /reset).
-    #[arg(long, value_name = "TEXT")]
+    #[arg(long, value_name = "TEXT", allow_hyphen_values = true)]
     pub system: Option<String>,
 
     /// Most tokens per answer.
@@ -56,7 +56,7 @@ pub struct TokenizeArgs {
 #[group(required = true, multiple = false)]
 pub struct TokenizeInput {
     /// Text to encode; special-token text in it ("[INST]", "<s>") stays ordinary text.
-    #[arg(long, value_name = "TEXT")]
+    #[arg(long, value_name = "TEXT", allow_hyphen_values = true)]
     pub text: Option<String>,
 
     /// An OpenAI-style chat request: {"messages": [...], "tools": [...]?,

@@ -20,7 +20,7 @@ pub struct GenerateArgs {
     pub chat: bool,
 
     /// A system message before the prompt (needs --chat).
-    #[arg(long, value_name = "TEXT", requires = "chat")]
+    #[arg(long, value_name = "TEXT", requires = "chat", allow_hyphen_values = true)]
     pub system: Option<String>,
 
     /// OpenAI-style tool definitions (a JSON list of {"type": "function", "function": {...}})
@@ -90,7 +90,7 @@ pub struct SamplingArgs {
 #[group(required = true, multiple = false)]
 pub struct PromptArgs {
     /// The prompt as text (needs the model's tokenizer).
-    #[arg(long, value_name = "TEXT")]
+    #[arg(long, value_name = "TEXT", allow_hyphen_values = true)]
     pub prompt: Option<String>,
 
     /// The prompt as token ids, comma-separated (e.g. 1,1234,567), used as given.

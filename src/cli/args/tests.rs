@@ -120,3 +120,13 @@ fn chat_takes_the_documented_flags() {
     let Command::Chat(c) = cli.command else { panic!() };
     assert_eq!((c.system.as_deref(), c.sampling.temperature, c.max_tokens, c.device), (Some("Be brief."), Some(0.5), 64, DeviceChoice::Cpu));
 }
+
+#[test]
+fn text_values_may_start_with_a_hyphen() {
+    let cli = Cli::try_parse_from(["nemo", "tokenize", "--text", "-x --json", "--json"]).unwrap();
+    let Command::Tokenize(t) = cli.command else { panic!() };
+    assert_eq!((t.input.text.as_deref(), t.json), (Some("-x --json"), true));
+    let cli = Cli::try_parse_from(["nemo", "generate", "--chat", "--system", "-s", "--prompt", "-p"]).unwrap();
+    let Command::Generate(g) = cli.command else { panic!() };
+    assert_eq!((g.system.as_deref(), g.prompt.prompt.as_deref()), (Some("-s"), Some("-p")));
+}
