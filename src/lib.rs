@@ -5,6 +5,7 @@
 //! - [`gpu`]: the CUDA runtime and one typed wrapper per kernel in `kernels/`.
 //! - [`sampling`]: greedy, temperature, top-k/top-p/min-p, logprobs.
 //! - [`generate`]: the generation loop over any [`engine::Backend`].
+//! - [`scheduler`]: continuous batching over the paged KV cache; the request/event engine.
 //! - [`tokenizer`]: Tekken, the HF tokenizer, and the v3 chat template.
 //! - [`gguf`]: a native GGUF reader (the SmolLM2 demo model).
 
@@ -16,4 +17,5 @@ pub mod gguf;
 pub mod gpu;
 pub mod model;
 pub mod sampling;
+pub mod scheduler;
 pub mod tokenizer;

@@ -77,36 +77,59 @@ pub fn forward_traced(
 
     let mut h = embedding(w.embedding.as_bf16(), c.dim, tokens);
     observe(Activation::Embedding, &h);
-    for (i, l) in w.layers.iter().enumerate() {
-        let x = rmsnorm(&h, l.attn_norm.as_bf16(), c.norm_eps);
-        let mut q = matmul(&x, l.wq.as_bf16(), c.dim);
-        let mut k = matmul(&x, l.wk.as_bf16(), c.dim);
-        let v = matmul(&x, l.wv.as_bf16(), c.dim);
-        rope(&mut q, c.head_dim, &positions, c.rope_theta, w.rope_layout);
-        rope(&mut k, c.head_dim, &positions, c.rope_theta, w.rope_layout);
-        let (k_all, v_all) = cache.append(i, &k, &v);
-        let attn = attention(&q, k_all, v_all, start, shape);
-        add_in_place(&mut h, &matmul(&attn, l.wo.as_bf16(), c.q_dim()));
-
-        let x = rmsnorm(&h, l.ffn_norm.as_bf16(), c.norm_eps);
-        let gate = matmul(&x, l.w_gate.as_bf16(), c.dim);
-        let up = matmul(&x, l.w_up.as_bf16(), c.dim);
-        add_in_place(
-            &mut h,
-            &matmul(&swiglu(&gate, &up), l.w_down.as_bf16(), c.ffn_dim),
-        );
-        observe(Activation::Layer(i), &h);
-    }
+    decoder_layers(w, &mut h, &positions, observe, &mut |i, q, k, v| {
+        let (k_all, v_all) = cache.append(i, k, v);
+        attention(q, k_all, v_all, start, shape)
+    });
     cache.commit(n);
 
     let normed = rmsnorm(&h, w.final_norm.as_bf16(), c.norm_eps);
     observe(Activation::FinalNorm, &normed);
+    Ok(lm_head_rows(w, &normed, rows))
+}
+
+/// Stores one layer's new K/V rows (`k`, `v: [n, kv_dim]`, after RoPE) wherever the cache keeps
+/// them and returns the attention output `[n, q_dim]` for the queries `q: [n, q_dim]`.
+pub type AttendFn<'a> = dyn FnMut(usize, &[f32], &[f32], &[f32]) -> Vec<f32> + 'a;
+
+/// Every decoder layer over the residual stream `h: [n, dim]`, row `t` at `positions[t]`.
+/// Shared by [`forward_traced`] (one contiguous cache) and the batched CPU backend (a paged
+/// cache, several sequences per call): only `attend` differs, so both compute the same bits.
+pub fn decoder_layers(
+    w: &ModelWeights,
+    h: &mut [f32],
+    positions: &[usize],
+    observe: &mut dyn FnMut(Activation, &[f32]),
+    attend: &mut AttendFn<'_>,
+) {
+    let c = &w.config;
+    for (i, l) in w.layers.iter().enumerate() {
+        let x = rmsnorm(h, l.attn_norm.as_bf16(), c.norm_eps);
+        let mut q = matmul(&x, l.wq.as_bf16(), c.dim);
+        let mut k = matmul(&x, l.wk.as_bf16(), c.dim);
+        let v = matmul(&x, l.wv.as_bf16(), c.dim);
+        rope(&mut q, c.head_dim, positions, c.rope_theta, w.rope_layout);
+        rope(&mut k, c.head_dim, positions, c.rope_theta, w.rope_layout);
+        let attn = attend(i, &q, &k, &v);
+        add_in_place(h, &matmul(&attn, l.wo.as_bf16(), c.q_dim()));
+
+        let x = rmsnorm(h, l.ffn_norm.as_bf16(), c.norm_eps);
+        let gate = matmul(&x, l.w_gate.as_bf16(), c.dim);
+        let up = matmul(&x, l.w_up.as_bf16(), c.dim);
+        add_in_place(h, &matmul(&swiglu(&gate, &up), l.w_down.as_bf16(), c.ffn_dim));
+        observe(Activation::Layer(i), h);
+    }
+}
+
+/// The LM head over rows `rows` of the final-normed stream `normed: [n, dim]` -> `[rows, vocab]`.
+pub fn lm_head_rows(w: &ModelWeights, normed: &[f32], rows: &[usize]) -> Vec<f32> {
+    let dim = w.config.dim;
     let selected: Vec<f32> = rows
         .iter()
-        .flat_map(|&r| &normed[r * c.dim..(r + 1) * c.dim])
+        .flat_map(|&r| &normed[r * dim..(r + 1) * dim])
         .copied()
         .collect();
-    Ok(matmul(&selected, w.lm_head().as_bf16(), c.dim))
+    matmul(&selected, w.lm_head().as_bf16(), dim)
 }
 
 /// Everything that could go wrong is checked before the cache is touched, so a refused call

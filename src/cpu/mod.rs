@@ -13,7 +13,10 @@ pub mod ops;
 pub mod rope;
 
 pub use attention::{attention, AttentionShape};
-pub use forward::{forward, forward_last, forward_rows, forward_traced, Activation, CpuSession};
+pub use forward::{
+    decoder_layers, forward, forward_last, forward_rows, forward_traced, lm_head_rows, Activation, AttendFn,
+    CpuSession,
+};
 pub use kv_cache::KvCache;
 pub use matmul::matmul;
 pub use ops::{embedding, rmsnorm, swiglu};

@@ -1,5 +1,6 @@
 //! The CUDA engine behind the batched interface the scheduler drives.
 
+use super::batch_check::{check_batch, CacheShape};
 use super::{BatchBackend, EngineError, StepEntry};
 use crate::gpu::model::{CudaModel, SeqChunk, BLOCK_SIZE};
 use crate::model::ModelConfig;
@@ -26,13 +27,9 @@ impl BatchBackend for CudaBatchBackend {
     }
 
     fn step(&mut self, batch: &[StepEntry<'_>]) -> Result<Vec<Option<Vec<f32>>>, EngineError> {
-        let vocab = self.config().vocab_size;
+        let shape = CacheShape { block_size: BLOCK_SIZE, num_blocks: self.num_blocks(), max_step_tokens: self.max_step_tokens() };
+        check_batch(self.config(), shape, batch)?;
         let ids: Vec<Vec<i32>> = batch.iter().map(|e| e.tokens.iter().map(|&t| t as i32).collect()).collect();
-        for e in batch {
-            if let Some((index, &token)) = e.tokens.iter().enumerate().find(|(_, &t)| t as usize >= vocab) {
-                return Err(EngineError::TokenOutOfRange { index, token, vocab_size: vocab });
-            }
-        }
         let seqs: Vec<SeqChunk> = batch
             .iter()
             .zip(&ids)

@@ -3,12 +3,16 @@
 //! generation loop and one set of tests serve both.
 
 mod batch;
+mod batch_check;
 mod cpu_backend;
+mod cpu_batch;
 mod cuda_backend;
 mod cuda_batch;
 
 pub use batch::{BatchBackend, StepEntry};
+pub use batch_check::{check_batch, BatchError, CacheShape};
 pub use cpu_backend::CpuBackend;
+pub use cpu_batch::{CpuBatchBackend, CpuBatchOptions, PagedKvCache};
 pub use cuda_backend::{open_cuda_backend, CudaBackend, CudaOptions};
 pub use cuda_batch::CudaBatchBackend;
 
@@ -26,6 +30,8 @@ pub enum EngineError {
     ContextFull { held: usize, new: usize, max: usize },
     #[error("no tokens to run")]
     NoTokens,
+    #[error(transparent)]
+    Batch(#[from] BatchError),
 }
 
 /// One sequence at a time: `forward` appends tokens after those already run and returns the

@@ -50,6 +50,7 @@ kernel_table! {
     "random" => [fill_uniform_bf16],
     "rmsnorm" => [rmsnorm_bf16, fused_add_rmsnorm_bf16],
     "rope" => [rope_write_kv_bf16, rope_cos_sin_table_f32],
+    "sampling" => [sample_tokens_f32],
 }
 
 fn load_module(ctx: &Arc<CudaContext>, name: &str) -> Result<Arc<CudaModule>> {
@@ -82,6 +83,7 @@ impl Gpu {
         let kernels = Kernels::load(&ctx)?;
         super::kernels::gemm::configure(&kernels)?;
         super::kernels::attention::configure(&kernels)?;
+        super::kernels::sampling::configure(&kernels)?;
         let sync_each_launch = std::env::var("NEMO_CUDA_SYNC").is_ok_and(|v| v == "1");
         Ok(Gpu { ctx, stream, kernels, info, sync_each_launch })
     }

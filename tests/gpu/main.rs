@@ -7,8 +7,11 @@ mod common;
 mod fixtures;
 
 mod attention;
+mod demo;
 mod embedding;
+mod engine;
 mod gemm;
 mod model;
 mod rmsnorm;
 mod rope;
+mod sampling;

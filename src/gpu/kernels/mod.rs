@@ -10,3 +10,4 @@ pub mod gemv;
 pub mod random;
 pub mod rmsnorm;
 pub mod rope;
+pub mod sampling;

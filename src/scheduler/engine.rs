@@ -1,0 +1,215 @@
+//! The engine loop: requests in, [`Event`]s out. Each [`Engine::step`] asks the scheduler for a
+//! plan, runs it as one batched backend step, samples every sequence whose prompt or decode
+//! token completed, and finishes those that stopped. The same engine drives the CPU reference
+//! and the CUDA backend (both are [`BatchBackend`]s).
+
+use super::event::{Event, FinishReason, Usage};
+use super::request::{Limits, Request, RequestError, RequestId};
+use super::schedule::{ScheduledChunk, Scheduler, SchedulerConfig};
+use super::sequence::Sequence;
+use crate::engine::{BatchBackend, StepEntry};
+use crate::sampling::{self, token_logprobs, SamplingError, TokenLogprobs};
+
+#[derive(Debug, Clone, Copy)]
+pub struct EngineOptions {
+    /// Most sequences running at once.
+    pub max_running: usize,
+    /// Most tokens per step; capped by the backend's own limit.
+    pub max_step_tokens: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineOptionsError {
+    #[error("max_running must be at least 1")]
+    ZeroMaxRunning,
+    #[error("the step token budget must be at least 1 (options: {options}, backend: {backend})")]
+    ZeroStepTokens { options: usize, backend: usize },
+    #[error("the backend's KV cache has no blocks (block size {block_size}, {num_blocks} blocks)")]
+    EmptyCache { block_size: usize, num_blocks: usize },
+}
+
+pub struct Engine<B: BatchBackend> {
+    backend: B,
+    scheduler: Scheduler,
+    limits: Limits,
+    next_id: u64,
+    /// Events of calls made between steps (cancellations), delivered by the next step.
+    pending: Vec<Event>,
+    steps: u64,
+}
+
+impl<B: BatchBackend> Engine<B> {
+    pub fn new(backend: B, opts: EngineOptions) -> Result<Self, EngineOptionsError> {
+        let (block_size, num_blocks) = (backend.block_size(), backend.num_blocks());
+        if block_size == 0 || num_blocks == 0 {
+            return Err(EngineOptionsError::EmptyCache { block_size, num_blocks });
+        }
+        if opts.max_running == 0 {
+            return Err(EngineOptionsError::ZeroMaxRunning);
+        }
+        if opts.max_step_tokens.min(backend.max_step_tokens()) == 0 {
+            let (options, backend) = (opts.max_step_tokens, backend.max_step_tokens());
+            return Err(EngineOptionsError::ZeroStepTokens { options, backend });
+        }
+        let config = SchedulerConfig {
+            block_size: backend.block_size(),
+            num_blocks: backend.num_blocks(),
+            max_step_tokens: opts.max_step_tokens.min(backend.max_step_tokens()),
+            max_running: opts.max_running,
+        };
+        let limits = Limits {
+            vocab_size: backend.config().vocab_size,
+            max_context: backend.config().max_context,
+            block_size: config.block_size,
+            num_blocks: config.num_blocks,
+        };
+        Ok(Engine { scheduler: Scheduler::new(config), backend, limits, next_id: 0, pending: Vec::new(), steps: 0 })
+    }
+
+    /// Queues a request, or refuses it now if it could never complete.
+    pub fn add_request(&mut self, request: Request) -> Result<RequestId, RequestError> {
+        request.validate(&self.limits)?;
+        let id = RequestId(self.next_id);
+        self.next_id += 1;
+        self.scheduler.add(Sequence::new(id, request));
+        Ok(id)
+    }
+
+    /// Ends a request that has not finished; its `Finished { Cancelled }` comes with the next
+    /// step's events. False when the id is unknown or already finished.
+    pub fn cancel(&mut self, id: RequestId) -> bool {
+        self.end_between_steps(id, FinishReason::Cancelled)
+    }
+
+    /// Ends a request with reason `Stop` because the caller found a stop string in its text.
+    pub fn finish_stopped(&mut self, id: RequestId) -> bool {
+        self.end_between_steps(id, FinishReason::Stop)
+    }
+
+    fn end_between_steps(&mut self, id: RequestId, reason: FinishReason) -> bool {
+        match self.scheduler.remove(id) {
+            Some(seq) => {
+                self.pending.push(finished(&seq, reason));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether a step would do or report anything.
+    pub fn has_work(&self) -> bool {
+        !self.scheduler.is_idle() || !self.pending.is_empty()
+    }
+
+    pub fn scheduler(&self) -> &Scheduler {
+        &self.scheduler
+    }
+
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// Steps run so far.
+    pub fn steps(&self) -> u64 {
+        self.steps
+    }
+
+    /// Runs one batched step; returns what happened (see [`Event`] for the ordering).
+    pub fn step(&mut self) -> Vec<Event> {
+        let mut events = std::mem::take(&mut self.pending);
+        let plan = self.scheduler.schedule();
+        if plan.chunks.is_empty() {
+            return events;
+        }
+        self.steps += 1;
+        let result = {
+            let entries: Vec<StepEntry<'_>> = plan.chunks.iter().map(|c| entry(&self.scheduler, c)).collect();
+            self.backend.step(&entries)
+        };
+        let logits = match result {
+            Ok(logits) if logits.len() == plan.chunks.len() => logits,
+            Ok(logits) => {
+                let msg = format!("the backend returned {} results for {} entries", logits.len(), plan.chunks.len());
+                return self.fail_all(&plan.chunks, &msg, events);
+            }
+            Err(e) => return self.fail_all(&plan.chunks, &format!("{} backend step failed: {e}", self.backend.device()), events),
+        };
+        for (chunk, logits) in plan.chunks.iter().zip(logits) {
+            let seq = self.scheduler.running_mut(chunk.id).expect("planned sequences are running");
+            seq.advance(chunk.len);
+            if !chunk.want_logits {
+                continue;
+            }
+            let outcome = match logits {
+                Some(logits) => sample(seq, &logits),
+                None => Err("the backend returned no logits for a sequence that needs its next token".into()),
+            };
+            match outcome {
+                Ok((token, logprobs)) => {
+                    let index = seq.generated().len();
+                    seq.push_generated(token);
+                    events.push(Event::Token { id: seq.id, index, token, logprobs });
+                    if let Some(reason) = seq.stop.check(token, index + 1) {
+                        let reason = match reason {
+                            sampling::FinishReason::Stop => FinishReason::Stop,
+                            sampling::FinishReason::Length => FinishReason::Length,
+                        };
+                        events.push(self.finish(chunk.id, reason));
+                    }
+                }
+                Err(msg) => events.push(self.finish(chunk.id, FinishReason::Error(msg))),
+            }
+        }
+        events
+    }
+
+    fn finish(&mut self, id: RequestId, reason: FinishReason) -> Event {
+        let seq = self.scheduler.remove(id).expect("finishing a live sequence");
+        finished(&seq, reason)
+    }
+
+    /// A failed step may have written anything into the blocks of its sequences: all of them
+    /// end with the error (the others are untouched and go on).
+    fn fail_all(&mut self, chunks: &[ScheduledChunk], msg: &str, mut events: Vec<Event>) -> Vec<Event> {
+        for c in chunks {
+            events.push(self.finish(c.id, FinishReason::Error(msg.to_string())));
+        }
+        events
+    }
+}
+
+fn entry<'a>(scheduler: &'a Scheduler, c: &ScheduledChunk) -> StepEntry<'a> {
+    let seq = scheduler.running(c.id).expect("planned sequences are running");
+    StepEntry {
+        tokens: &seq.tokens()[c.start..c.start + c.len],
+        ctx_len: c.start + c.len,
+        block_table: &seq.blocks,
+        want_logits: c.want_logits,
+    }
+}
+
+/// The next token: the draw index is the number of tokens generated so far, so a recomputed
+/// sequence draws exactly what it would have drawn without the preemption.
+fn sample(seq: &Sequence, logits: &[f32]) -> Result<(u32, Option<TokenLogprobs>), String> {
+    let describe = |e: SamplingError| format!("sampling failed: {e}");
+    let step = seq.generated().len() as u64;
+    let token = sampling::sample_at(&seq.request.sampling, logits, step).map_err(describe)?;
+    let logprobs = match seq.request.logprobs {
+        Some(k) => Some(token_logprobs(logits, token, k).map_err(describe)?),
+        None => None,
+    };
+    Ok((token, logprobs))
+}
+
+fn finished(seq: &Sequence, reason: FinishReason) -> Event {
+    let usage = Usage {
+        prompt_tokens: seq.prompt_len(),
+        completion_tokens: seq.generated().len(),
+        preemptions: seq.preemptions,
+    };
+    Event::Finished { id: seq.id, reason, usage }
+}
+
+#[cfg(test)]
+#[path = "engine_tests.rs"]
+mod tests;

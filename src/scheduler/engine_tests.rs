@@ -1,0 +1,200 @@
+//! Engine tests over the fake backend: outputs equal solo runs, every request ends exactly once,
+//! cancellations, errors and refusals behave, and the pool refills.
+
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::engine::CacheShape;
+use crate::sampling::SamplingParams;
+use crate::scheduler::fake_backend::{fake_logits, fake_solo_run, FakeBackend};
+use crate::scheduler::Usage;
+
+const VOCAB: usize = 16;
+
+fn engine(block_size: usize, num_blocks: usize, max_step_tokens: usize, max_running: usize) -> Engine<FakeBackend> {
+    let fake = FakeBackend::new(VOCAB, 1000, CacheShape { block_size, num_blocks, max_step_tokens });
+    Engine::new(fake, EngineOptions { max_running, max_step_tokens }).unwrap()
+}
+
+/// Each request's tokens and its one finish, checking the stream's shape on the way.
+#[derive(Debug, Default)]
+struct Outcome {
+    tokens: Vec<u32>,
+    finished: Option<(FinishReason, Usage)>,
+}
+
+fn drain(engine: &mut Engine<FakeBackend>, out: &mut BTreeMap<RequestId, Outcome>) {
+    let mut steps = 0;
+    while engine.has_work() {
+        collect(engine.step(), out);
+        engine.scheduler().check_invariants().unwrap();
+        steps += 1;
+        assert!(steps < 10_000, "no progress");
+    }
+}
+
+fn collect(events: Vec<Event>, out: &mut BTreeMap<RequestId, Outcome>) {
+    for e in events {
+        let o = out.entry(e.id()).or_default();
+        assert!(o.finished.is_none(), "event after Finished: {e:?}");
+        match e {
+            Event::Token { index, token, .. } => {
+                assert_eq!(index, o.tokens.len());
+                o.tokens.push(token);
+            }
+            Event::Finished { reason, usage, .. } => o.finished = Some((reason, usage)),
+        }
+    }
+}
+
+fn request(prompt_len: usize, max_tokens: usize, salt: u32) -> Request {
+    Request::new((0..prompt_len as u32).map(|i| (i * 7 + salt) % VOCAB as u32).collect(), max_tokens)
+}
+
+#[test]
+fn concurrent_requests_match_their_solo_runs_under_preemption() {
+    let mut e = engine(2, 12, 5, 4);
+    let requests: Vec<Request> = (0..6).map(|i| request(3 + 2 * i, 6 + i, i as u32)).collect();
+    let ids: Vec<RequestId> = requests.iter().map(|r| e.add_request(r.clone()).unwrap()).collect();
+    let mut out = BTreeMap::new();
+    drain(&mut e, &mut out);
+    assert!(e.scheduler().preemptions() > 0, "the pool was meant to be too small for all at once");
+    for (id, r) in ids.iter().zip(&requests) {
+        let (tokens, reason) = fake_solo_run(r, VOCAB);
+        let o = &out[id];
+        assert_eq!(o.tokens, tokens, "request {id}");
+        let (got_reason, usage) = o.finished.clone().unwrap();
+        assert_eq!(got_reason, reason);
+        assert_eq!((usage.prompt_tokens, usage.completion_tokens), (r.prompt.len(), tokens.len()));
+    }
+    let preempted: u32 = out.values().map(|o| o.finished.as_ref().unwrap().1.preemptions).sum();
+    assert_eq!(preempted as u64, e.scheduler().preemptions());
+    assert_eq!(e.scheduler().pool().num_free(), 12);
+    assert!(e.backend().stats.most_tokens_in_a_step <= 5);
+}
+
+#[test]
+fn stop_tokens_end_the_run_and_are_emitted() {
+    let mut e = engine(4, 16, 32, 4);
+    let mut r = request(5, 50, 3);
+    let (free_run, _) = fake_solo_run(&r, VOCAB);
+    r.stop_token_ids = vec![free_run[3]];
+    let first = free_run.iter().position(|&t| t == free_run[3]).unwrap();
+    let id = e.add_request(r).unwrap();
+    let mut out = BTreeMap::new();
+    drain(&mut e, &mut out);
+    assert_eq!(out[&id].tokens, free_run[..=first]);
+    assert_eq!(out[&id].finished.as_ref().unwrap().0, FinishReason::Stop);
+}
+
+#[test]
+fn sampled_requests_with_logprobs_match_solo_runs() {
+    let mut e = engine(3, 30, 7, 3);
+    let mut requests = Vec::new();
+    for i in 0..4 {
+        let mut r = request(4 + i, 9, i as u32);
+        r.sampling = SamplingParams { temperature: 0.8, top_p: 0.9, seed: 100 + i as u64, ..Default::default() };
+        r.logprobs = Some(2);
+        requests.push(r);
+    }
+    let ids: Vec<_> = requests.iter().map(|r| e.add_request(r.clone()).unwrap()).collect();
+    let mut logprobs = BTreeMap::new();
+    while e.has_work() {
+        for ev in e.step() {
+            if let Event::Token { id, logprobs: Some(lp), token, .. } = ev {
+                assert_eq!((lp.token, lp.top.len()), (token, 2));
+                logprobs.entry(id).or_insert_with(Vec::new).push(lp);
+            }
+        }
+    }
+    for (id, r) in ids.iter().zip(&requests) {
+        let (tokens, _) = fake_solo_run(r, VOCAB);
+        let mut context = r.prompt.clone();
+        for (lp, &t) in logprobs[id].iter().zip(&tokens) {
+            let want = token_logprobs(&fake_logits(&context, VOCAB), t, 2).unwrap();
+            assert_eq!(lp, &want);
+            context.push(t);
+        }
+        assert_eq!(logprobs[id].len(), tokens.len());
+    }
+}
+
+#[test]
+fn cancelling_waiting_and_running_requests_ends_each_once_and_frees_blocks() {
+    let mut e = engine(2, 16, 4, 1);
+    let running = e.add_request(request(3, 20, 0)).unwrap();
+    let waiting = e.add_request(request(3, 20, 1)).unwrap();
+    let mut out = BTreeMap::new();
+    collect(e.step(), &mut out);
+    collect(e.step(), &mut out);
+    assert_eq!((e.scheduler().num_running(), e.scheduler().num_waiting()), (1, 1));
+    assert!(e.cancel(running) && e.cancel(waiting));
+    assert!(!e.cancel(running), "a second cancel finds nothing");
+    assert!(!e.cancel(RequestId(99)));
+    assert_eq!(e.scheduler().pool().num_free(), 16);
+    drain(&mut e, &mut out);
+    for id in [running, waiting] {
+        assert_eq!(out[&id].finished.as_ref().unwrap().0, FinishReason::Cancelled);
+    }
+    assert_eq!(out[&running].tokens.len(), 2, "a prompt step and a decode step ran");
+    assert_eq!(out[&waiting].finished.as_ref().unwrap().1.completion_tokens, 0);
+}
+
+#[test]
+fn a_stop_string_found_by_the_caller_finishes_with_stop() {
+    let mut e = engine(2, 16, 4, 2);
+    let id = e.add_request(request(2, 20, 0)).unwrap();
+    let mut out = BTreeMap::new();
+    collect(e.step(), &mut out);
+    assert!(e.finish_stopped(id));
+    drain(&mut e, &mut out);
+    assert_eq!(out[&id].tokens.len(), 1);
+    assert_eq!(out[&id].finished.as_ref().unwrap().0, FinishReason::Stop);
+}
+
+#[test]
+fn a_failed_step_ends_its_sequences_with_the_error_and_the_rest_go_on() {
+    let mut e = engine(4, 16, 64, 1);
+    let first = e.add_request(request(3, 5, 0)).unwrap();
+    let second = e.add_request(request(3, 5, 1)).unwrap();
+    e.backend.fail_at_step = Some(1);
+    let mut out = BTreeMap::new();
+    drain(&mut e, &mut out);
+    let (reason, usage) = out[&first].finished.clone().unwrap();
+    match reason {
+        FinishReason::Error(msg) => assert!(msg.starts_with("fake backend step failed: "), "{msg}"),
+        other => panic!("expected an error, got {other:?}"),
+    }
+    assert_eq!((out[&first].tokens.len(), usage.completion_tokens), (1, 1));
+    assert_eq!(out[&second].tokens, fake_solo_run(&request(3, 5, 1), VOCAB).0);
+    assert_eq!(e.scheduler().pool().num_free(), 16);
+}
+
+#[test]
+fn requests_that_could_never_run_are_refused_up_front() {
+    let mut e = engine(4, 3, 8, 2);
+    // 10 + 3 - 1 = 12 positions = 3 blocks: fits exactly. One more token does not.
+    assert!(e.add_request(request(10, 3, 0)).is_ok());
+    let err = e.add_request(request(10, 4, 0)).unwrap_err();
+    assert!(matches!(err, RequestError::TooLargeForCache { blocks: 4, num_blocks: 3, .. }), "{err}");
+    assert_eq!(e.add_request(Request::new(vec![VOCAB as u32], 1)).unwrap_err().to_string(),
+        "prompt token 16 at index 0 is outside the vocabulary (size 16)");
+    assert_eq!(e.scheduler().num_waiting(), 1, "refused requests are not queued");
+}
+
+#[test]
+fn unusable_options_are_refused() {
+    let fake = |num_blocks, max_step_tokens| FakeBackend::new(VOCAB, 100, CacheShape { block_size: 4, num_blocks, max_step_tokens });
+    let opts = |max_running, max_step_tokens| EngineOptions { max_running, max_step_tokens };
+    assert_eq!(Engine::new(fake(4, 8), opts(0, 8)).err(), Some(EngineOptionsError::ZeroMaxRunning));
+    assert_eq!(
+        Engine::new(fake(4, 0), opts(1, 8)).err(),
+        Some(EngineOptionsError::ZeroStepTokens { options: 8, backend: 0 })
+    );
+    assert_eq!(
+        Engine::new(fake(0, 8), opts(1, 8)).err(),
+        Some(EngineOptionsError::EmptyCache { block_size: 4, num_blocks: 0 })
+    );
+    // The budget is the smaller of the two limits.
+    assert_eq!(Engine::new(fake(4, 8), opts(1, 100)).unwrap().scheduler().config().max_step_tokens, 8);
+}

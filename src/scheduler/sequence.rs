@@ -1,0 +1,102 @@
+//! One request's progress: its tokens (prompt, then generated), how many of them have K/V in
+//! the cache, and the blocks holding those.
+
+use super::request::{Request, RequestId};
+use crate::sampling::StopCriteria;
+
+#[derive(Debug, Clone)]
+pub struct Sequence {
+    pub id: RequestId,
+    pub request: Request,
+    pub stop: StopCriteria,
+    /// The prompt followed by every generated token.
+    tokens: Vec<u32>,
+    /// Leading tokens whose K/V are in the cache. Reset to 0 by a preemption: the generated
+    /// tokens are then recomputed as part of a longer prompt, never sampled again.
+    computed: usize,
+    /// Block `i` holds positions `i * block_size ..`; covers exactly `computed` positions
+    /// between steps (plus those scheduled during one).
+    pub blocks: Vec<u32>,
+    pub preemptions: u32,
+}
+
+impl Sequence {
+    /// `request` was validated, so its max_tokens is at least 1.
+    pub fn new(id: RequestId, request: Request) -> Self {
+        let stop = StopCriteria::new(request.max_tokens, Vec::new(), request.stop_token_ids.clone())
+            .expect("validated requests have max_tokens >= 1");
+        Sequence { id, tokens: request.prompt.clone(), request, stop, computed: 0, blocks: Vec::new(), preemptions: 0 }
+    }
+
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+
+    pub fn prompt_len(&self) -> usize {
+        self.request.prompt.len()
+    }
+
+    pub fn generated(&self) -> &[u32] {
+        &self.tokens[self.prompt_len()..]
+    }
+
+    pub fn computed(&self) -> usize {
+        self.computed
+    }
+
+    /// Tokens still to run before the next one can be sampled (1 when decoding).
+    pub fn remaining(&self) -> usize {
+        self.tokens.len() - self.computed
+    }
+
+    /// Positions the blocks can hold beyond those computed, without allocating.
+    pub fn slack(&self, block_size: usize) -> usize {
+        self.blocks.len() * block_size - self.computed
+    }
+
+    /// The K/V of `n` more tokens are now in the cache.
+    pub fn advance(&mut self, n: usize) {
+        assert!(self.computed + n <= self.tokens.len(), "advanced past the sequence's tokens");
+        self.computed += n;
+    }
+
+    /// A newly sampled token (only once every token before it was computed).
+    pub fn push_generated(&mut self, token: u32) {
+        assert_eq!(self.remaining(), 0, "sampled before the sequence's tokens were all run");
+        self.tokens.push(token);
+    }
+
+    /// Forgets the cache state; the caller returns `blocks` to the pool first.
+    pub fn reset_for_recompute(&mut self) {
+        self.computed = 0;
+        self.blocks.clear();
+        self.preemptions += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_through_prefill_decode_and_recompute() {
+        let mut s = Sequence::new(RequestId(3), Request::new(vec![5, 6, 7], 4));
+        assert_eq!((s.remaining(), s.prompt_len(), s.generated()), (3, 3, &[][..]));
+        s.blocks = vec![0];
+        assert_eq!(s.slack(4), 4);
+        s.advance(2);
+        s.advance(1);
+        s.push_generated(9);
+        assert_eq!((s.remaining(), s.generated(), s.slack(4)), (1, &[9][..], 1));
+        s.reset_for_recompute();
+        assert_eq!((s.remaining(), s.tokens(), s.preemptions), (4, &[5, 6, 7, 9][..], 1));
+    }
+
+    #[test]
+    #[should_panic(expected = "sampled before")]
+    fn sampling_mid_prefill_is_a_bug() {
+        let mut s = Sequence::new(RequestId(0), Request::new(vec![1, 2], 4));
+        s.advance(1);
+        s.push_generated(3);
+    }
+}

@@ -1,0 +1,236 @@
+//! Property tests over the fake backend (src/scheduler/fake_backend.rs), whose paged cache holds
+//! `(token, position)` per slot and whose logits depend on the context read back through the
+//! block table: a wrong, stale or shared block changes a request's tokens.
+//!
+//! For random pool sizes, block sizes, budgets, running limits, arrivals, lengths, sampling
+//! parameters, stop tokens and cancellations: every accepted request finishes exactly once with
+//! exactly its solo tokens (a prefix of them when cancelled), token indices run 0, 1, 2, ...,
+//! refusals happen exactly when a request cannot fit the whole cache, the pool is full again at
+//! the end, and no step exceeds the token budget or the running limit.
+
+use std::collections::BTreeMap;
+
+use nemo_engine::engine::CacheShape;
+use nemo_engine::sampling::SamplingParams;
+use nemo_engine::scheduler::fake_backend::{fake_solo_run, FakeBackend};
+use nemo_engine::scheduler::{
+    max_kv_positions, BlockPool, Engine, EngineOptions, Event, FinishReason, PoolError, Request, RequestError,
+    RequestId,
+};
+use proptest::collection::vec;
+use proptest::option;
+use proptest::prelude::*;
+use proptest::strategy::ValueTree;
+
+const VOCAB: usize = 16;
+
+#[derive(Debug, Clone)]
+struct Arrival {
+    at_step: usize,
+    prompt: Vec<u32>,
+    max_tokens: usize,
+    /// Steps after arrival at which the request is cancelled (it may have finished by then).
+    cancel_after: Option<usize>,
+    /// None: greedy; Some(seed): temperature 0.9 with top-p 0.9.
+    sample_seed: Option<u64>,
+    stop_token: Option<u32>,
+}
+
+#[derive(Debug, Clone)]
+struct Scenario {
+    shape: CacheShape,
+    max_running: usize,
+    arrivals: Vec<Arrival>,
+}
+
+fn arrival() -> impl Strategy<Value = Arrival> {
+    (
+        0usize..30,
+        vec(0..VOCAB as u32, 1..40),
+        1usize..24,
+        option::weighted(0.3, 0usize..30),
+        option::of(any::<u64>()),
+        option::weighted(0.3, 0..VOCAB as u32),
+    )
+        .prop_map(|(at_step, prompt, max_tokens, cancel_after, sample_seed, stop_token)| Arrival {
+            at_step,
+            prompt,
+            max_tokens,
+            cancel_after,
+            sample_seed,
+            stop_token,
+        })
+}
+
+fn scenario() -> impl Strategy<Value = Scenario> {
+    (1usize..=8, 1usize..=48, 1usize..=40, 1usize..=6, vec(arrival(), 1..16)).prop_map(
+        |(block_size, num_blocks, max_step_tokens, max_running, arrivals)| Scenario {
+            shape: CacheShape { block_size, num_blocks, max_step_tokens },
+            max_running,
+            arrivals,
+        },
+    )
+}
+
+fn to_request(a: &Arrival) -> Request {
+    let mut r = Request::new(a.prompt.clone(), a.max_tokens);
+    if let Some(seed) = a.sample_seed {
+        r.sampling = SamplingParams { temperature: 0.9, top_p: 0.9, seed, ..Default::default() };
+    }
+    r.stop_token_ids = a.stop_token.into_iter().collect();
+    r
+}
+
+#[derive(Debug, Default)]
+struct Outcome {
+    tokens: Vec<u32>,
+    finished: Option<(FinishReason, usize)>,
+    cancelled: bool,
+}
+
+/// Runs the scenario to the end, checking per-step properties; returns each accepted request
+/// with its outcome, and the preemptions seen.
+fn run(s: &Scenario) -> Result<(Vec<(Request, Outcome)>, u64), TestCaseError> {
+    let fake = FakeBackend::new(VOCAB, 10_000, s.shape);
+    let opts = EngineOptions { max_running: s.max_running, max_step_tokens: s.shape.max_step_tokens };
+    let mut engine = Engine::new(fake, opts).unwrap();
+    let mut accepted: BTreeMap<RequestId, (Request, Option<usize>)> = BTreeMap::new();
+    let mut out: BTreeMap<RequestId, Outcome> = BTreeMap::new();
+    let last_arrival = s.arrivals.iter().map(|a| a.at_step).max().unwrap();
+    let mut step = 0;
+    while step <= last_arrival || engine.has_work() {
+        for a in s.arrivals.iter().filter(|a| a.at_step == step) {
+            let request = to_request(a);
+            let blocks = max_kv_positions(a.prompt.len(), a.max_tokens).div_ceil(s.shape.block_size);
+            match engine.add_request(request.clone()) {
+                Ok(id) => {
+                    prop_assert!(blocks <= s.shape.num_blocks, "accepted a request needing {blocks} blocks");
+                    accepted.insert(id, (request, a.cancel_after.map(|c| step + c)));
+                    out.insert(id, Outcome::default());
+                }
+                Err(RequestError::TooLargeForCache { .. }) => prop_assert!(blocks > s.shape.num_blocks),
+                Err(e) => return Err(TestCaseError::fail(format!("unexpected refusal: {e}"))),
+            }
+        }
+        for (id, (_, cancel_at)) in &accepted {
+            if *cancel_at == Some(step) {
+                let live = out[id].finished.is_none();
+                prop_assert_eq!(engine.cancel(*id), live, "cancel of {} (live: {})", id, live);
+                out.get_mut(id).unwrap().cancelled = live;
+            }
+        }
+        for event in engine.step() {
+            let o = out.get_mut(&event.id()).expect("events name accepted requests");
+            prop_assert!(o.finished.is_none(), "event after Finished: {:?}", event);
+            match event {
+                Event::Token { index, token, .. } => {
+                    prop_assert_eq!(index, o.tokens.len());
+                    o.tokens.push(token);
+                }
+                Event::Finished { reason, usage, .. } => {
+                    prop_assert_eq!(usage.completion_tokens, o.tokens.len());
+                    o.finished = Some((reason, usage.prompt_tokens));
+                }
+            }
+        }
+        engine.scheduler().check_invariants().map_err(TestCaseError::fail)?;
+        prop_assert!(engine.scheduler().num_running() <= s.max_running);
+        step += 1;
+        prop_assert!(step < 100_000, "no progress after {} steps", step);
+    }
+    let stats = &engine.backend().stats;
+    prop_assert!(stats.most_tokens_in_a_step <= s.shape.max_step_tokens, "{:?}", stats);
+    prop_assert!(stats.most_entries_in_a_step <= s.max_running, "{:?}", stats);
+    prop_assert_eq!(engine.scheduler().pool().num_free(), s.shape.num_blocks, "blocks leaked");
+    let preemptions = engine.scheduler().preemptions();
+    Ok((accepted.into_iter().map(|(id, (r, _))| (r, out.remove(&id).unwrap())).collect(), preemptions))
+}
+
+fn check_outcomes(results: &[(Request, Outcome)]) -> Result<(), TestCaseError> {
+    for (request, o) in results {
+        let (solo, solo_reason) = fake_solo_run(request, VOCAB);
+        let Some((reason, prompt_tokens)) = &o.finished else {
+            return Err(TestCaseError::fail(format!("never finished: {request:?}")));
+        };
+        prop_assert_eq!(*prompt_tokens, request.prompt.len());
+        match reason {
+            FinishReason::Cancelled => {
+                prop_assert!(o.cancelled, "cancelled without a cancel call");
+                prop_assert!(solo.starts_with(&o.tokens), "{:?} is not a prefix of {:?}", o.tokens, solo);
+            }
+            FinishReason::Error(msg) => return Err(TestCaseError::fail(format!("error: {msg}"))),
+            other => {
+                prop_assert!(!o.cancelled);
+                prop_assert_eq!(other, &solo_reason);
+                prop_assert_eq!(&o.tokens, &solo);
+            }
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    #[test]
+    fn every_request_finishes_once_with_its_solo_tokens_and_no_block_leaks(s in scenario()) {
+        let (results, _) = run(&s)?;
+        check_outcomes(&results)?;
+    }
+
+    #[test]
+    fn block_pool_never_double_allocates_and_refuses_double_frees(ops in vec((any::<bool>(), 0usize..6, any::<u16>()), 1..80)) {
+        let mut pool = BlockPool::new(16);
+        let mut groups: Vec<Vec<u32>> = Vec::new();
+        let mut freed: Vec<Vec<u32>> = Vec::new();
+        for (alloc, n, pick) in ops {
+            if alloc || groups.is_empty() {
+                let mut g = Vec::new();
+                let fits = n <= pool.num_free();
+                prop_assert_eq!(pool.allocate_into(n, &mut g), fits);
+                prop_assert_eq!(g.len(), if fits { n } else { 0 });
+                groups.push(g);
+            } else {
+                let g = groups.swap_remove(pick as usize % groups.len());
+                pool.free(&g).unwrap();
+                freed.push(g);
+            }
+            // A group freed before is refused again unless all of its blocks were reallocated.
+            if let Some(old) = freed.last().filter(|g| !g.is_empty()) {
+                if old.iter().any(|&b| !pool.is_allocated(b)) {
+                    let refused = matches!(pool.free(old), Err(PoolError::NotAllocated { .. }));
+                    prop_assert!(refused, "a double free was not refused");
+                }
+            }
+            let mut held: Vec<u32> = groups.iter().flatten().copied().collect();
+            held.sort();
+            let n_held = held.len();
+            held.dedup();
+            prop_assert_eq!(held.len(), n_held, "a block handed out twice");
+            prop_assert_eq!(pool.num_used(), n_held);
+        }
+    }
+}
+
+/// The random scenarios must reach the interesting states, or the properties prove little.
+#[test]
+fn the_random_scenarios_do_preempt_cancel_and_stop() {
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let (mut preemptions, mut cancelled, mut stopped, mut refused) = (0, 0, 0, 0);
+    for _ in 0..60 {
+        let s = scenario().new_tree(&mut runner).unwrap().current();
+        let (results, p) = run(&s).unwrap();
+        check_outcomes(&results).unwrap();
+        preemptions += p;
+        refused += s.arrivals.len() - results.len();
+        for (_, o) in &results {
+            match o.finished.as_ref().unwrap().0 {
+                FinishReason::Cancelled => cancelled += 1,
+                FinishReason::Stop => stopped += 1,
+                _ => {}
+            }
+        }
+    }
+    eprintln!("60 scenarios: {preemptions} preemptions, {cancelled} cancelled, {stopped} stopped, {refused} refused");
+    assert!(preemptions > 20 && cancelled > 10 && stopped > 10 && refused > 10);
+}
