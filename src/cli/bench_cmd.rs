@@ -5,11 +5,12 @@ use anyhow::{bail, Context};
 
 use nemo_engine::bench::{self, BenchOptions};
 use nemo_engine::engine::CudaBackend;
-use nemo_engine::{gpu, model};
+use nemo_engine::gpu;
 
 use super::args::BenchArgs;
 use super::device::cuda_options;
-use super::generate_cmd::source_dir;
+use super::generate_cmd::check_source;
+use super::loaded::Model;
 
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let info = gpu::probe().context("nemo bench measures the GPU")?;
@@ -22,9 +23,9 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             CudaBackend::dummy(&config, 0, cuda_options(&config, args.source.kv_tokens))
         }
         None => {
-            let dir = source_dir(&args.source)?;
-            let loaded = model::load(dir).with_context(|| format!("loading the model in {}", dir.display()))?;
-            CudaBackend::from_weights(&loaded.weights, cuda_options(&loaded.weights.config, args.source.kv_tokens))
+            check_source(&args.source)?;
+            let weights = Model::open(args.source.model.as_deref())?.load_weights()?;
+            CudaBackend::from_weights(&weights, cuda_options(&weights.config, args.source.kv_tokens))
         }
     }
     .with_context(|| format!("opening the CUDA backend on {}", info.name))?;
