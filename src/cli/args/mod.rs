@@ -38,7 +38,8 @@ pub enum Command {
     Tokenize(TokenizeArgs),
     /// Load and validate a model, then print its layout, config and memory needs.
     Inspect(InspectArgs),
-    /// GPU end-to-end numbers: load time, prefill tokens/s, batch-1 decode ms/token.
+    /// End-to-end numbers: batch-1 latency (load, prefill, decode), offline serving throughput,
+    /// and a decode batch sweep.
     Bench(BenchArgs),
 }
 
@@ -96,13 +97,57 @@ pub struct BenchArgs {
     #[arg(long, value_name = "N,...", value_delimiter = ',', default_value = "1024,32768,131072")]
     pub contexts: Vec<usize>,
 
-    /// Decode steps timed per context.
+    /// Decode steps timed per context (latency) or per batch size (sweep).
     #[arg(long, value_name = "N", default_value_t = 32)]
     pub steps: usize,
+
+    /// What to measure.
+    #[arg(long, value_enum, default_value_t = BenchMode::Latency)]
+    pub mode: BenchMode,
+
+    /// Throughput mode: input/output lengths, comma-separated IN/OUT pairs.
+    #[arg(long, value_name = "IN/OUT,...", value_delimiter = ',', default_value = "128/128,1000/1000,2048/2048", value_parser = parse_io)]
+    pub io: Vec<(usize, usize)>,
+
+    /// Throughput mode: requests per input/output pair, all queued at once.
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    pub requests: usize,
+
+    /// Sweep mode: batch sizes, comma-separated.
+    #[arg(long, value_name = "B,...", value_delimiter = ',', default_value = "1,8,32,64,128,256")]
+    pub batches: Vec<usize>,
+
+    /// Sequences running at once (throughput) and the largest batch (sweep).
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    pub max_batch: usize,
+
+    /// Sweep mode: also write the throughput/latency plot here (SVG).
+    #[arg(long, value_name = "FILE")]
+    pub plot: Option<PathBuf>,
+
+    /// Throughput and sweep modes may run on the CPU reference (small models only).
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Cuda)]
+    pub device: DeviceChoice,
 
     /// Print one JSON object on stdout instead of the table.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BenchMode {
+    /// Batch 1: load time, prefill tokens/s at --prefill lengths, decode ms/token at --contexts.
+    Latency,
+    /// Offline throughput: --requests requests per --io pair; tokens/s, TTFT and ITL percentiles.
+    Throughput,
+    /// Decode batch sweep over --batches: ms/step, tokens/s, achieved bandwidth.
+    Sweep,
+}
+
+fn parse_io(s: &str) -> Result<(usize, usize), String> {
+    let (i, o) = s.split_once('/').ok_or_else(|| format!("`{s}` is not IN/OUT (e.g. 128/128)"))?;
+    let n = |v: &str| v.trim().parse::<usize>().ok().filter(|&n| n > 0).ok_or_else(|| format!("`{v}` in `{s}` is not a positive length"));
+    Ok((n(i)?, n(o)?))
 }
 
 #[derive(Args, Debug)]
