@@ -121,7 +121,8 @@ pub fn llama_config(file: &GgufFile) -> Result<ModelConfig, GgufError> {
             key: eps_key.clone(),
         })
     })?;
-    if !(norm_eps.is_finite() && norm_eps > 0.0) {
+    // Checked as the f32 the norm uses: 1e-75 is positive in f64 and 0 in f32.
+    if !(norm_eps.is_finite() && norm_eps as f32 >= f32::MIN_POSITIVE) {
         return Err(bad(&eps_key, format!("{norm_eps} is not a usable epsilon")));
     }
     let vocab_size = file.string_array("tokenizer.ggml.tokens")?.len();

@@ -306,7 +306,16 @@ impl Keys<'_> {
                 format!("{eps} is implausibly large for an RMSNorm epsilon"),
             ));
         }
-        Ok(eps as f32)
+        // The norm runs in f32: an epsilon that is 0 (1e-75) or subnormal there divides 0 by 0,
+        // or nearly, on a zero row.
+        let eps32 = eps as f32;
+        if eps32 < f32::MIN_POSITIVE {
+            return Err(self.err(
+                key,
+                format!("{eps:e} is below the smallest normal f32 (the norm runs in f32); it must be at least {:e}", f32::MIN_POSITIVE),
+            ));
+        }
+        Ok(eps32)
     }
 
     fn optional_bool(&self, key: &str) -> Result<Option<bool>, LoadError> {

@@ -28,6 +28,9 @@ pub enum TokenizerError {
     /// tiktoken (same engine, same limit) and so mistral_common fail on the same input.
     #[error("the pre-tokenizer regex gave up on this input ({0}); mistral_common fails on it too")]
     Regex(String),
+    /// The split pattern left text between two matches, which encoding would drop.
+    #[error("the tokenizer's split pattern (config.pattern) skips the text at byte {at}; the tokenizer file is broken")]
+    PatternGap { at: usize },
     #[error("HF tokenizer: {}", shown(.0))]
     Hf(String),
 }

@@ -48,6 +48,10 @@ pub const DEFAULT_SPECIAL_TOKENS: [&str; 20] = [
     "[TOOL_CONTENT]",
 ];
 
+/// Letters, digits, punctuation, symbols, whitespace and control characters of several
+/// scripts: a split pattern must match all of it.
+const PATTERN_PROBE: &str = "Hello, World! 12345 3.14 héllo wörld — ünïcödé ✓ 日本語 Ελληνικά 🙂\t\n\r\n  \u{0}\u{7f}[INST] <s> $x = a_b + c; // ok?\n";
+
 /// Far above any real tokenizer (Nemo reserves 1000): the count sizes a list made at load.
 const MAX_SPECIAL_TOKENS: usize = 1 << 20;
 
@@ -216,7 +220,16 @@ impl Tekken {
         }
         let split = fancy_regex::Regex::new(&cfg.pattern)
             .map_err(|e| bad(format!("config.pattern: bad split pattern: {e}")))?;
-        Ok(Tekken { split, ranks, pieces, specials, special_ids, num_special, vocab_size, version: cfg.version })
+        let tekken = Tekken { split, ranks, pieces, specials, special_ids, num_special, vocab_size, version: cfg.version };
+        // A pattern that skips some kind of character is refused here, by name, rather than at
+        // the first prompt holding one (encode checks every text as well).
+        if let Err(TokenizerError::PatternGap { at }) = tekken.encode(PATTERN_PROBE) {
+            return Err(bad(format!(
+                "config.pattern does not match every character: it skips {:?} in a probe text",
+                PATTERN_PROBE[at..].chars().next().unwrap_or_default()
+            )));
+        }
+        Ok(tekken)
     }
 
     /// Text to ids, no BOS/EOS (mistral_common `encode(s, bos=False, eos=False)`).
@@ -224,11 +237,21 @@ impl Tekken {
         let mut out = Vec::with_capacity(text.len() / 3 + 1);
         let offset = self.num_special as u32;
         let mut ranks = Vec::new();
+        let mut covered = 0;
         for m in self.split.find_iter(text) {
             let m = m.map_err(|e| TokenizerError::Regex(e.to_string()))?;
+            // Text between two matches would be dropped without a trace (tiktoken drops it):
+            // only a broken `config.pattern` leaves any, and it is refused rather than lost.
+            if m.start() != covered {
+                return Err(TokenizerError::PatternGap { at: covered });
+            }
+            covered = m.end();
             ranks.clear();
             bpe::encode_piece(m.as_str().as_bytes(), &self.ranks, &mut ranks);
             out.extend(ranks.iter().map(|r| r + offset));
+        }
+        if covered != text.len() {
+            return Err(TokenizerError::PatternGap { at: covered });
         }
         Ok(out)
     }
