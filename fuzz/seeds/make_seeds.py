@@ -566,7 +566,7 @@ def gguf_seeds():
         "bad-offset-misaligned": patch("<Q", offset_at, 7),
         "bad-offset-past-end": patch("<Q", offset_at, 1 << 40),
         "bad-truncated-header": small[:40],
-        "bad-ggml-type-unsupported": patch("<I", emb_type_at, 12, base=model),
+        "bad-ggml-type-unsupported": patch("<I", emb_type_at, 6, base=model),  # Q5_0: smaller, still placed
         "bad-truncated-model": model[: len(model) * 2 // 3],
     }
     for name, data in bads.items():

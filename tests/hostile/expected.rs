@@ -92,6 +92,6 @@ pub const EXPECTED: &[(&str, &str, &[&str])] = &[
     ("gguf", "bad-offset-misaligned", &["tensor 't.f16'", "offset 7", "alignment 32"]),
     ("gguf", "bad-offset-past-end", &["tensor 't.f16'", "past its end"]),
     ("gguf", "bad-truncated-header", &["kv_count", "count 16"]),
-    ("gguf", "bad-ggml-type-unsupported", &["tensor 'token_embd.weight'", "Q4_K"]),
+    ("gguf", "bad-ggml-type-unsupported", &["tensor 'token_embd.weight'", "Q5_0 cannot be dequantised"]),
     ("gguf", "bad-truncated-model", &["past its end"]),
 ];
