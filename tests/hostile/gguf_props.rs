@@ -9,11 +9,7 @@ use std::path::Path;
 use nemo_engine::gguf::{GgmlType, GgufFile};
 use proptest::prelude::*;
 
-#[path = "../gguf_support/writer.rs"]
-#[allow(dead_code)]
-mod writer;
-
-use writer::{align, GgufWriter, W};
+use crate::writer::{align, GgufWriter, W};
 
 #[derive(Clone, Debug)]
 struct TensorPart {

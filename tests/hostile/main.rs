@@ -27,5 +27,8 @@ mod tekken_props;
 #[path = "../../fuzz/harness.rs"]
 mod harness;
 
+#[path = "../gguf_support/writer.rs"]
+mod writer;
+
 #[global_allocator]
 static ALLOCATOR: alloc_cap::Capped = alloc_cap::Capped;

@@ -9,11 +9,7 @@ use nemo_engine::model::safetensors_files::SafetensorsFile;
 use nemo_engine::tokenizer::{HfTokenizer, SpecialTokenPolicy, Tekken, Tokenizer};
 use serde_json::{json, Value};
 
-#[path = "../gguf_support/writer.rs"]
-#[allow(dead_code)]
-mod writer;
-
-use writer::{s, str_arr, GgufWriter, W};
+use crate::writer::{s, str_arr, GgufWriter, W};
 
 fn seed_json(target: &str, name: &str) -> Value {
     let path = super::seeds::seed_dir(target).join(name);
