@@ -8,10 +8,12 @@
 //! - [`scheduler`]: continuous batching over the paged KV cache; the request/event engine.
 //! - [`tokenizer`]: Tekken, the HF tokenizer, and the v3 chat template.
 //! - [`gguf`]: a native GGUF reader (the SmolLM2 demo model).
+//! - [`error_text`]: text from untrusted files made safe for a one-line error.
 
 pub mod bench;
 pub mod cpu;
 pub mod engine;
+pub mod error_text;
 pub mod generate;
 pub mod gguf;
 pub mod gpu;

@@ -4,6 +4,7 @@
 mod cli_support;
 
 use std::fs::OpenOptions;
+use std::path::Path;
 
 use cli_support::{assert_refused, copy_model, fixture_dir, nemo};
 
@@ -155,4 +156,91 @@ fn device_cuda_without_a_gpu() {
         "cuda",
     ]);
     assert_refused(&run, RUNTIME, &["--device cuda", "no usable CUDA GPU"]);
+}
+
+// ---- hostile files: the fuzz seed corpus through `nemo` ----
+//
+// Every `bad-*` seed of fuzz/seeds (made by fuzz/seeds/make_seeds.py, one defect each) put in
+// place of the file it imitates in a copy of the tiny model: `generate` and `inspect` refuse
+// with one `error:` line naming that file and the same field as the parser's own test
+// (tests/hostile/expected.rs). Tokenizer files are read by `generate` only: `inspect` lists
+// the tokenizer but does not load it.
+
+#[path = "hostile/expected.rs"]
+mod expected;
+
+/// Each bad seed of `target`, written as `file_name` into a copy of the `layout` model.
+fn refuse_seeds(target: &str, layout: &str, file_name: &str, commands: &[&str]) {
+    let seeds = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds").join(target);
+    let mut tried = 0;
+    for (t, stem, needles) in expected::EXPECTED {
+        if *t != target {
+            continue;
+        }
+        let dir = copy_model(&fixture_dir().join(layout));
+        let ext = if target == "safetensors" { "safetensors" } else { "json" };
+        std::fs::copy(seeds.join(format!("{stem}.{ext}")), dir.path().join(file_name)).unwrap();
+        let model = dir.path().to_str().unwrap();
+        for command in commands {
+            let run = match *command {
+                "generate" => generate(model, &["--prompt-tokens", "1,2"]),
+                _ => nemo(&[command, "--model", model]),
+            };
+            let line = assert_refused(&run, RUNTIME, &[file_name]);
+            for needle in *needles {
+                assert!(line.contains(needle), "{target}/{stem} via nemo {command}: `{needle}` missing from {line}");
+            }
+        }
+        tried += 1;
+    }
+    assert!(tried >= 9, "{target}: only {tried} bad seeds");
+}
+
+#[test]
+fn hostile_safetensors_files() {
+    refuse_seeds("safetensors", "mistral", "consolidated.safetensors", &["generate", "inspect"]);
+}
+
+#[test]
+fn hostile_params_json() {
+    refuse_seeds("params_json", "mistral", "params.json", &["generate", "inspect"]);
+}
+
+#[test]
+fn hostile_config_json() {
+    refuse_seeds("hf_config_json", "hf", "config.json", &["generate", "inspect"]);
+}
+
+#[test]
+fn hostile_tekken_json() {
+    refuse_seeds("tekken_json", "mistral", "tekken.json", &["generate"]);
+}
+
+#[test]
+fn hostile_tokenizer_json() {
+    refuse_seeds("tokenizer_json", "hf", "tokenizer.json", &["generate"]);
+}
+
+/// A GGUF file is the model itself: each bad seed is passed as `--model` directly.
+#[test]
+fn hostile_gguf_files() {
+    let seeds = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/gguf");
+    let mut tried = 0;
+    for (t, stem, needles) in expected::EXPECTED {
+        if *t != "gguf" {
+            continue;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join(format!("{stem}.gguf"));
+        std::fs::copy(seeds.join(format!("{stem}.gguf")), &file).unwrap();
+        let model = file.to_str().unwrap();
+        for run in [generate(model, &["--prompt-tokens", "1,2"]), nemo(&["inspect", "--model", model])] {
+            let line = assert_refused(&run, RUNTIME, &[&format!("{stem}.gguf")]);
+            for needle in *needles {
+                assert!(line.contains(needle), "gguf/{stem}: `{needle}` missing from {line}");
+            }
+        }
+        tried += 1;
+    }
+    assert!(tried >= 9, "gguf: only {tried} bad seeds");
 }

@@ -13,6 +13,7 @@ use super::error::{GgufError, GgufErrorKind};
 use super::quant::{dequantize_bf16, is_supported};
 use super::reader::GgufFile;
 use crate::model::config::DEFAULT_MAX_CONTEXT;
+use crate::model::params::{MAX_DIM, MAX_FFN_DIM, MAX_HEADS, MAX_HEAD_DIM, MAX_LAYERS, MAX_VOCAB};
 use crate::model::{LayerWeights, ModelConfig, ModelWeights, RopeLayout, Tensor, TensorData};
 
 const ARCH: &str = "llama";
@@ -38,25 +39,28 @@ pub fn llama_config(file: &GgufFile) -> Result<ModelConfig, GgufError> {
         })
     };
     let key = |k: &str| format!("{ARCH}.{k}");
-    // A positive count that fits in memory-sized arithmetic.
-    let count = |k: &str, v: u64| -> Result<usize, GgufError> {
-        if v == 0 || v > u32::MAX as u64 {
-            return Err(bad(k, format!("{v} is out of range")));
+    // A positive count below the limit every config reader applies (src/model/params.rs): a
+    // count sizes allocations (one `LayerWeights` per block) before any tensor is looked at.
+    let count = |k: &str, v: u64, max: usize| -> Result<usize, GgufError> {
+        if v == 0 || v > max as u64 {
+            return Err(bad(k, format!("{v} is out of range (1..={max})")));
         }
         Ok(v as usize)
     };
-    let req = |k: &str| -> Result<usize, GgufError> { count(&key(k), file.u64(&key(k))?) };
-    let opt = |k: &str| -> Result<Option<usize>, GgufError> {
+    let req = |k: &str, max: usize| -> Result<usize, GgufError> {
+        count(&key(k), file.u64(&key(k))?, max)
+    };
+    let opt = |k: &str, max: usize| -> Result<Option<usize>, GgufError> {
         file.opt_u64(&key(k))?
-            .map(|v| count(&key(k), v))
+            .map(|v| count(&key(k), v, max))
             .transpose()
     };
 
-    let dim = req("embedding_length")?;
-    let n_layers = req("block_count")?;
-    let n_heads = req("attention.head_count")?;
-    let n_kv_heads = opt("attention.head_count_kv")?.unwrap_or(n_heads);
-    let ffn_dim = req("feed_forward_length")?;
+    let dim = req("embedding_length", MAX_DIM)?;
+    let n_layers = req("block_count", MAX_LAYERS)?;
+    let n_heads = req("attention.head_count", MAX_HEADS)?;
+    let n_kv_heads = opt("attention.head_count_kv", MAX_HEADS)?.unwrap_or(n_heads);
+    let ffn_dim = req("feed_forward_length", MAX_FFN_DIM)?;
     if n_heads % n_kv_heads != 0 {
         return Err(bad(
             &key("attention.head_count_kv"),
@@ -64,7 +68,7 @@ pub fn llama_config(file: &GgufFile) -> Result<ModelConfig, GgufError> {
         ));
     }
     // llama.cpp: head size is key_length, else dim / heads; RoPE must cover the whole head.
-    let head_dim = match opt("attention.key_length")? {
+    let head_dim = match opt("attention.key_length", MAX_HEAD_DIM)? {
         Some(k) => k,
         None if dim % n_heads == 0 => dim / n_heads,
         None => {
@@ -74,7 +78,7 @@ pub fn llama_config(file: &GgufFile) -> Result<ModelConfig, GgufError> {
             ))
         }
     };
-    if let Some(v) = opt("attention.value_length")? {
+    if let Some(v) = opt("attention.value_length", MAX_HEAD_DIM)? {
         if v != head_dim {
             return Err(bad(
                 &key("attention.value_length"),
@@ -82,7 +86,7 @@ pub fn llama_config(file: &GgufFile) -> Result<ModelConfig, GgufError> {
             ));
         }
     }
-    if let Some(r) = opt("rope.dimension_count")? {
+    if let Some(r) = opt("rope.dimension_count", MAX_HEAD_DIM)? {
         if r != head_dim {
             return Err(bad(
                 &key("rope.dimension_count"),
@@ -117,11 +121,18 @@ pub fn llama_config(file: &GgufFile) -> Result<ModelConfig, GgufError> {
             key: eps_key.clone(),
         })
     })?;
-    if !(norm_eps.is_finite() && norm_eps > 0.0) {
+    // Checked as the f32 the norm uses: 1e-75 is positive in f64 and 0 in f32.
+    if !(norm_eps.is_finite() && norm_eps as f32 >= f32::MIN_POSITIVE) {
         return Err(bad(&eps_key, format!("{norm_eps} is not a usable epsilon")));
     }
     let vocab_size = file.string_array("tokenizer.ggml.tokens")?.len();
-    if let Some(v) = opt("vocab_size")? {
+    if vocab_size == 0 || vocab_size > MAX_VOCAB {
+        return Err(bad(
+            "tokenizer.ggml.tokens",
+            format!("{vocab_size} tokens is out of range (1..={MAX_VOCAB})"),
+        ));
+    }
+    if let Some(v) = opt("vocab_size", MAX_VOCAB)? {
         if v != vocab_size {
             return Err(bad(
                 &key("vocab_size"),
@@ -130,7 +141,7 @@ pub fn llama_config(file: &GgufFile) -> Result<ModelConfig, GgufError> {
         }
     }
     // The trained context bounds positions; never more than the engine's default.
-    let max_context = opt("context_length")?
+    let max_context = opt("context_length", u32::MAX as usize)?
         .unwrap_or(DEFAULT_MAX_CONTEXT)
         .min(DEFAULT_MAX_CONTEXT);
 

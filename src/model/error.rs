@@ -4,6 +4,8 @@
 
 use std::path::PathBuf;
 
+use crate::error_text::shown;
+
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("{path}: {source}")]
@@ -26,7 +28,7 @@ pub enum LoadError {
         source: serde_json::Error,
     },
 
-    #[error("{path}: expected a JSON object, found {found}")]
+    #[error("{path}: expected a JSON object, found {}", shown(.found))]
     NotAnObject { path: PathBuf, found: String },
 
     #[error("{path}: not a directory; pass the directory that holds the checkpoint's files")]
@@ -36,7 +38,7 @@ pub enum LoadError {
     NotFound { path: PathBuf, why: String },
 
     /// A config file parsed as JSON but a key is missing, ill-typed or out of range.
-    #[error("{path}: key `{key}`: {message}")]
+    #[error("{path}: key `{}`: {}", shown(.key), shown(.message))]
     Config {
         path: PathBuf,
         key: String,
@@ -44,14 +46,14 @@ pub enum LoadError {
     },
 
     /// The config describes an architecture variant this engine does not implement.
-    #[error("{path}: unsupported model: {message}")]
+    #[error("{path}: unsupported model: {}", shown(.message))]
     Unsupported { path: PathBuf, message: String },
 
     /// The safetensors header or the file's size is inconsistent (truncated, corrupt).
-    #[error("{path}: not a valid safetensors file: {message}")]
+    #[error("{path}: not a valid safetensors file: {}", shown(.message))]
     Safetensors { path: PathBuf, message: String },
 
-    #[error("{path}: tensor `{tensor}` has dtype {found}, expected {expected}")]
+    #[error("{path}: tensor `{}` has dtype {}, expected {expected}", shown(.tensor), shown(.found))]
     WrongDtype {
         path: PathBuf,
         tensor: String,
@@ -59,7 +61,7 @@ pub enum LoadError {
         expected: &'static str,
     },
 
-    #[error("{path}: tensor `{tensor}` has shape {found:?}, expected {expected:?}")]
+    #[error("{path}: tensor `{}` has shape {found:?}, expected {expected:?}", shown(.tensor))]
     WrongShape {
         path: PathBuf,
         tensor: String,
@@ -67,20 +69,19 @@ pub enum LoadError {
         expected: Vec<usize>,
     },
 
-    #[error("{path}: tensor `{tensor}` is missing")]
+    #[error("{path}: tensor `{}` is missing", shown(.tensor))]
     MissingTensor { path: PathBuf, tensor: String },
 
     #[error(
-        "{path}: unexpected tensor `{tensor}` (not part of the {layout} layout this engine \
-         implements; a different architecture or a fine-tune format it does not support)"
-    )]
+        "{path}: unexpected tensor `{}` (not part of the {layout} layout this engine \
+         implements; a different architecture or a fine-tune format it does not support)", shown(.tensor))]
     UnexpectedTensor {
         path: PathBuf,
         tensor: String,
         layout: &'static str,
     },
 
-    #[error("{path}: tensor `{tensor}` appears in both {path} and {other}")]
+    #[error("{path}: tensor `{}` appears in both {path} and {other}", shown(.tensor))]
     DuplicateTensor {
         path: PathBuf,
         other: PathBuf,
@@ -88,7 +89,7 @@ pub enum LoadError {
     },
 
     /// The shard index names a tensor that its shard does not hold, or the reverse.
-    #[error("{path}: {message}")]
+    #[error("{path}: {}", shown(.message))]
     Index { path: PathBuf, message: String },
 }
 

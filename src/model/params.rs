@@ -10,18 +10,25 @@ use super::config::{ModelConfig, DEFAULT_MAX_CONTEXT};
 use super::error::LoadError;
 
 /// Upper bounds far above any real model, so a corrupt value fails here with a clear message
-/// instead of as an allocation failure or an overflow later.
-const MAX_DIM: usize = 1 << 17;
-const MAX_LAYERS: usize = 1024;
-const MAX_HEADS: usize = 1024;
-const MAX_HEAD_DIM: usize = 1024;
-const MAX_FFN_DIM: usize = 1 << 20;
-const MAX_VOCAB: usize = 1 << 24;
+/// instead of as an allocation failure or an overflow later. Every config reader uses them
+/// (GGUF's `llama.*` keys too).
+pub const MAX_DIM: usize = 1 << 17;
+pub const MAX_LAYERS: usize = 1024;
+pub const MAX_HEADS: usize = 1024;
+pub const MAX_HEAD_DIM: usize = 1024;
+pub const MAX_FFN_DIM: usize = 1 << 20;
+pub const MAX_VOCAB: usize = 1 << 24;
 
 /// Reads and parses a JSON object file.
 pub fn read_json_object(path: &Path) -> Result<Map<String, Value>, LoadError> {
-    let text = std::fs::read_to_string(path).map_err(|e| LoadError::io(path, e))?;
-    match serde_json::from_str::<Value>(&text) {
+    let bytes = std::fs::read(path).map_err(|e| LoadError::io(path, e))?;
+    json_object(path, &bytes)
+}
+
+/// Parses a JSON object from bytes; `path` labels errors. Invalid UTF-8 is a JSON error with
+/// its position, like any other syntax error.
+pub fn json_object(path: &Path, bytes: &[u8]) -> Result<Map<String, Value>, LoadError> {
+    match serde_json::from_slice::<Value>(bytes) {
         Ok(Value::Object(map)) => Ok(map),
         Ok(other) => Err(LoadError::NotAnObject {
             path: path.to_path_buf(),
@@ -37,8 +44,16 @@ pub fn read_json_object(path: &Path) -> Result<Map<String, Value>, LoadError> {
 /// Mistral's `params.json`: dim, n_layers, head_dim (optional: then dim / n_heads, Mistral's
 /// documented default), hidden_dim, n_heads, n_kv_heads, norm_eps, vocab_size, rope_theta.
 pub fn parse_params_json(path: &Path) -> Result<ModelConfig, LoadError> {
-    let obj = read_json_object(path)?;
-    let keys = Keys { path, obj: &obj };
+    params_from_object(path, &read_json_object(path)?)
+}
+
+/// [`parse_params_json`] over the file's bytes already in memory; `path` labels errors.
+pub fn parse_params_json_bytes(path: &Path, bytes: &[u8]) -> Result<ModelConfig, LoadError> {
+    params_from_object(path, &json_object(path, bytes)?)
+}
+
+fn params_from_object(path: &Path, obj: &Map<String, Value>) -> Result<ModelConfig, LoadError> {
+    let keys = Keys { path, obj };
     for unsupported in ["moe", "vision_encoder", "lora", "quantization"] {
         if keys.present(unsupported) {
             return Err(LoadError::Unsupported {
@@ -75,8 +90,16 @@ pub fn parse_params_json(path: &Path) -> Result<ModelConfig, LoadError> {
 
 /// HF's `config.json` (`MistralForCausalLM`).
 pub fn parse_config_json(path: &Path) -> Result<ModelConfig, LoadError> {
-    let obj = read_json_object(path)?;
-    let keys = Keys { path, obj: &obj };
+    config_from_object(path, &read_json_object(path)?)
+}
+
+/// [`parse_config_json`] over the file's bytes already in memory; `path` labels errors.
+pub fn parse_config_json_bytes(path: &Path, bytes: &[u8]) -> Result<ModelConfig, LoadError> {
+    config_from_object(path, &json_object(path, bytes)?)
+}
+
+fn config_from_object(path: &Path, obj: &Map<String, Value>) -> Result<ModelConfig, LoadError> {
+    let keys = Keys { path, obj };
     let unsupported = |message: String| LoadError::Unsupported {
         path: path.to_path_buf(),
         message,
@@ -283,7 +306,16 @@ impl Keys<'_> {
                 format!("{eps} is implausibly large for an RMSNorm epsilon"),
             ));
         }
-        Ok(eps as f32)
+        // The norm runs in f32: an epsilon that is 0 (1e-75) or subnormal there divides 0 by 0,
+        // or nearly, on a zero row.
+        let eps32 = eps as f32;
+        if eps32 < f32::MIN_POSITIVE {
+            return Err(self.err(
+                key,
+                format!("{eps:e} is below the smallest normal f32 (the norm runs in f32); it must be at least {:e}", f32::MIN_POSITIVE),
+            ));
+        }
+        Ok(eps32)
     }
 
     fn optional_bool(&self, key: &str) -> Result<Option<bool>, LoadError> {

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use half::bf16;
-use memmap2::Mmap;
+use memmap2::{Mmap, MmapMut};
 use safetensors::tensor::TensorInfo;
 use safetensors::{Dtype, SafeTensors};
 use serde_json::Value;
@@ -41,21 +41,39 @@ pub struct SafetensorsFile {
 
 impl SafetensorsFile {
     pub fn open(path: &Path) -> Result<Self, LoadError> {
-        let bad = |message: String| LoadError::Safetensors {
-            path: path.to_path_buf(),
-            message,
-        };
         let file = File::open(path).map_err(|e| LoadError::io(path, e))?;
         let file_len = file.metadata().map_err(|e| LoadError::io(path, e))?.len();
         if file_len < 8 {
-            return Err(bad(format!(
-                "the file is {file_len} bytes, too short for the 8-byte header length (truncated?)"
-            )));
+            return Err(too_short(path, file_len));
         }
         // SAFETY: the map is read-only; like every mmap-based loader we rely on the checkpoint
         // not being modified or truncated by another process while it is loaded.
         let map = unsafe { Mmap::map(&file) }.map_err(|e| LoadError::io(path, e))?;
+        Self::from_map(path, map)
+    }
 
+    /// The same checks over bytes already in memory (tests, fuzzing): they are copied into an
+    /// anonymous map, so tensors are served exactly as from a file. `path` only labels errors.
+    pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Self, LoadError> {
+        if bytes.len() < 8 {
+            return Err(too_short(path, bytes.len() as u64));
+        }
+        let mut map = MmapMut::map_anon(bytes.len()).map_err(|e| LoadError::io(path, e))?;
+        map.copy_from_slice(bytes);
+        let map = map.make_read_only().map_err(|e| LoadError::io(path, e))?;
+        Self::from_map(path, map)
+    }
+
+    /// Parses and checks the header of a mapped file.
+    fn from_map(path: &Path, map: Mmap) -> Result<Self, LoadError> {
+        let bad = |message: String| LoadError::Safetensors {
+            path: path.to_path_buf(),
+            message,
+        };
+        let file_len = map.len() as u64;
+        if file_len < 8 {
+            return Err(too_short(path, file_len));
+        }
         let header_len = u64::from_le_bytes(map[..8].try_into().expect("8 bytes"));
         if header_len > file_len - 8 {
             return Err(bad(format!(
@@ -72,17 +90,24 @@ impl SafetensorsFile {
         let data_start = 8 + header_len as usize;
         let header = std::str::from_utf8(&map[8..data_start])
             .map_err(|e| bad(format!("the header is not UTF-8: {e}")))?;
-        let header: BTreeMap<String, Value> = serde_json::from_str(header)
+        let UniqueKeys(header) = serde_json::from_str(header)
             .map_err(|e| bad(format!("the header is not a JSON object: {e}")))?;
 
         let data_len = map.len() - data_start;
         let mut tensors = BTreeMap::new();
         for (name, value) in header {
             if name == "__metadata__" {
+                check_metadata(&value).map_err(&bad)?;
                 continue;
             }
-            let info: TensorInfo = serde_json::from_value(value)
-                .map_err(|e| bad(format!("tensor `{name}`: malformed header entry: {e}")))?;
+            // The path names the broken field: `shape[1]`, `dtype`, `data_offsets`.
+            let info: TensorInfo = serde_path_to_error::deserialize(value).map_err(|e| {
+                bad(format!(
+                    "tensor `{name}`: field `{}`: {}",
+                    e.path(),
+                    e.inner()
+                ))
+            })?;
             let (start, end) = info.data_offsets;
             let n_bytes = info
                 .shape
@@ -156,6 +181,62 @@ impl SafetensorsFile {
 
     pub fn file_len(&self) -> usize {
         self.map.len()
+    }
+}
+
+/// The header's entries in file order, refusing a name given twice: a JSON map would keep the
+/// last one silently, and which tensor a loader then reads is anyone's guess.
+struct UniqueKeys(Vec<(String, Value)>);
+
+impl<'de> serde::Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = UniqueKeys;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<UniqueKeys, A::Error> {
+                let mut seen = std::collections::BTreeSet::new();
+                let mut entries = Vec::new();
+                while let Some((key, value)) = map.next_entry::<String, Value>()? {
+                    if !seen.insert(key.clone()) {
+                        return Err(serde::de::Error::custom(format!("`{key}` appears twice")));
+                    }
+                    entries.push((key, value));
+                }
+                Ok(UniqueKeys(entries))
+            }
+        }
+        d.deserialize_map(Visit)
+    }
+}
+
+/// `__metadata__` is a map of strings to strings (the format's rule, which the safetensors
+/// crate enforces too, but without naming the key).
+fn check_metadata(value: &Value) -> Result<(), String> {
+    let Value::Object(map) = value else {
+        return Err(format!(
+            "`__metadata__` must be an object of strings, found {value}"
+        ));
+    };
+    match map.iter().find(|(_, v)| !v.is_string()) {
+        Some((key, v)) => Err(format!(
+            "`__metadata__` entry `{key}` must be a string, found {v}"
+        )),
+        None => Ok(()),
+    }
+}
+
+fn too_short(path: &Path, len: u64) -> LoadError {
+    LoadError::Safetensors {
+        path: path.to_path_buf(),
+        message: format!(
+            "the file is {len} bytes, too short for the 8-byte header length (truncated?)"
+        ),
     }
 }
 

@@ -3,13 +3,15 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::error_text::shown;
+
 #[derive(Debug, thiserror::Error)]
 pub enum TokenizerError {
     #[error("cannot read {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
-    #[error("{0}")]
+    #[error("{}", shown(.0))]
     Format(String),
-    #[error("{path}: {msg}")]
+    #[error("{}: {}", path.display(), shown(.msg))]
     InFile { path: PathBuf, msg: String },
     #[error(
         "no tokenizer found at {0}: expected a tekken.json (Mistral layout) or a tokenizer.json (HF layout), \
@@ -26,7 +28,10 @@ pub enum TokenizerError {
     /// tiktoken (same engine, same limit) and so mistral_common fail on the same input.
     #[error("the pre-tokenizer regex gave up on this input ({0}); mistral_common fails on it too")]
     Regex(String),
-    #[error("HF tokenizer: {0}")]
+    /// The split pattern left text between two matches, which encoding would drop.
+    #[error("the tokenizer's split pattern (config.pattern) skips the text at byte {at}; the tokenizer file is broken")]
+    PatternGap { at: usize },
+    #[error("HF tokenizer: {}", shown(.0))]
     Hf(String),
 }
 

@@ -51,10 +51,60 @@ fn byte_level_alphabet() -> HashMap<char, u8> {
     printable.into_iter().zip(chars).map(|(b, c)| (char::from_u32(c).expect("valid char"), b)).collect()
 }
 
+/// The library reports a missing or unknown `model` as "Model missing." or "data did not match
+/// any variant of untagged enum ModelUntagged", a bad added token by line and column: say which
+/// field instead.
+fn check_model_section(file: &serde_json::Value) -> Result<(), TokenizerError> {
+    const MODELS: [&str; 4] = ["BPE", "WordPiece", "WordLevel", "Unigram"];
+    let bad = |msg: String| Err(TokenizerError::Format(msg));
+    let Some(root) = file.as_object() else {
+        return bad("expected a JSON object (a tokenizer.json)".into());
+    };
+    match root.get("model") {
+        None | Some(serde_json::Value::Null) => bad("`model` is missing (not a tokenizer.json?)".into()),
+        Some(serde_json::Value::Object(model)) => match model.get("type") {
+            Some(t) if !t.as_str().is_some_and(|t| MODELS.contains(&t)) => {
+                bad(format!("`model.type` is {t}; expected one of {MODELS:?}"))
+            }
+            _ => Ok(()),
+        },
+        Some(other) => bad(format!("`model` is {other}, expected an object")),
+    }?;
+    let Some(added) = root.get("added_tokens").filter(|v| !v.is_null()) else { return Ok(()) };
+    let Some(added) = added.as_array() else { return bad(format!("`added_tokens` is {added}, expected a list")) };
+    for (i, token) in added.iter().enumerate() {
+        let id = token.get("id").and_then(serde_json::Value::as_u64).filter(|&id| id <= u32::MAX as u64);
+        if id.is_none() || !token.get("content").is_some_and(serde_json::Value::is_string) {
+            return bad(format!("`added_tokens[{i}]` is {token}; expected an object with a u32 `id` and a string `content`"));
+        }
+    }
+    Ok(())
+}
+
+/// Which top-level section the library refused, with its message: its whole-file error gives
+/// only a line and column ("data did not match any variant of untagged enum ..."). Runs only
+/// after a failure.
+fn failing_section(file: &serde_json::Value) -> Option<String> {
+    fn check<T: serde::de::DeserializeOwned>(file: &serde_json::Value, key: &str) -> Option<String> {
+        let section = file.get(key).filter(|v| !v.is_null())?;
+        serde_json::from_value::<T>(section.clone()).err().map(|e| format!("`{key}`: {e}"))
+    }
+    check::<tokenizers::NormalizerWrapper>(file, "normalizer")
+        .or_else(|| check::<tokenizers::PreTokenizerWrapper>(file, "pre_tokenizer"))
+        .or_else(|| check::<tokenizers::ModelWrapper>(file, "model"))
+        .or_else(|| check::<tokenizers::PostProcessorWrapper>(file, "post_processor"))
+        .or_else(|| check::<tokenizers::DecoderWrapper>(file, "decoder"))
+}
+
 impl HfTokenizer {
     pub fn from_file(path: &Path) -> Result<HfTokenizer, TokenizerError> {
         let bytes = std::fs::read(path).map_err(|e| TokenizerError::Io { path: path.to_path_buf(), source: e })?;
-        HfTokenizer::from_slice(&bytes).map_err(|e| match e {
+        HfTokenizer::from_bytes(path, &bytes)
+    }
+
+    /// [`HfTokenizer::from_slice`] with errors naming `path`, the file the bytes came from.
+    pub fn from_bytes(path: &Path, json: &[u8]) -> Result<HfTokenizer, TokenizerError> {
+        HfTokenizer::from_slice(json).map_err(|e| match e {
             TokenizerError::Hf(msg) => TokenizerError::InFile { path: path.to_path_buf(), msg },
             other => other.in_file(path),
         })
@@ -62,7 +112,22 @@ impl HfTokenizer {
 
     /// A Mistral `tokenizer.json`: BOS and EOS are its `<s>` and `</s>`.
     pub fn from_slice(json: &[u8]) -> Result<HfTokenizer, TokenizerError> {
-        let inner = tokenizers::Tokenizer::from_bytes(json).map_err(|e| TokenizerError::Hf(e.to_string()))?;
+        // The `tokenizers` crate panics (`expect("Helper")` in its decoder deserializer) on a
+        // syntax error or invalid UTF-8 inside some sections instead of returning its error:
+        // check the whole file is JSON first (strings decoded: lone surrogates and bad UTF-8
+        // too; ~0.1 s for Nemo's 9 MB file), then keep any panic it still raises contained.
+        let value = serde_json::from_slice::<serde_json::Value>(json)
+            .map_err(|e| TokenizerError::Format(format!("not valid JSON: {e}")))?;
+        check_model_section(&value)?;
+        let parsed = std::panic::catch_unwind(|| tokenizers::Tokenizer::from_bytes(json)).map_err(|panic| {
+            let why = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("no message");
+            TokenizerError::Hf(format!("the tokenizers library failed on this file: {why}"))
+        })?;
+        let inner = parsed.map_err(|e| TokenizerError::Hf(failing_section(&value).unwrap_or_else(|| e.to_string())))?;
         let find = |name: &str| -> Result<u32, TokenizerError> {
             inner
                 .get_added_tokens_decoder()
@@ -87,7 +152,11 @@ impl HfTokenizer {
                 specials.insert(id, tok.content);
             }
         }
-        let vocab_size = inner.get_vocab_size(true);
+        // The id space, not the entry count: a file whose ids leave holes (or that numbers an
+        // added token past the end) would otherwise produce ids at or above `vocab_size`, which
+        // every caller takes as the bound of valid ids (the embedding rows, the CLI's checks).
+        let max_id = inner.get_vocab(true).into_values().max();
+        let vocab_size = max_id.map_or(0, |m| m as usize + 1).max(inner.get_vocab_size(true));
         HfTokenizer { inner, specials, special_ids, bos_id, eos_id, vocab_size, char_bytes: byte_level_alphabet() }
     }
 
@@ -111,6 +180,7 @@ impl HfTokenizer {
     pub fn eos_id(&self) -> u32 {
         self.eos_id
     }
+    /// One past the highest id the tokenizer can produce (its entry count for a dense file).
     pub fn vocab_size(&self) -> usize {
         self.vocab_size
     }

@@ -48,6 +48,13 @@ pub const DEFAULT_SPECIAL_TOKENS: [&str; 20] = [
     "[TOOL_CONTENT]",
 ];
 
+/// Letters, digits, punctuation, symbols, whitespace and control characters of several
+/// scripts: a split pattern must match all of it.
+const PATTERN_PROBE: &str = "Hello, World! 12345 3.14 héllo wörld — ünïcödé ✓ 日本語 Ελληνικά 🙂\t\n\r\n  \u{0}\u{7f}[INST] <s> $x = a_b + c; // ok?\n";
+
+/// Far above any real tokenizer (Nemo reserves 1000): the count sizes a list made at load.
+const MAX_SPECIAL_TOKENS: usize = 1 << 20;
+
 #[derive(Deserialize)]
 struct TekkenFile {
     config: TekkenConfig,
@@ -102,25 +109,45 @@ impl std::fmt::Debug for Tekken {
 impl Tekken {
     pub fn from_file(path: &Path) -> Result<Tekken, TokenizerError> {
         let bytes = std::fs::read(path).map_err(|e| TokenizerError::Io { path: path.to_path_buf(), source: e })?;
-        Tekken::from_slice(&bytes).map_err(|e| e.in_file(path))
+        Tekken::from_bytes(path, &bytes)
+    }
+
+    /// [`Tekken::from_slice`] with errors naming `path`, the file the bytes came from.
+    pub fn from_bytes(path: &Path, json: &[u8]) -> Result<Tekken, TokenizerError> {
+        Tekken::from_slice(json).map_err(|e| e.in_file(path))
     }
 
     pub fn from_slice(json: &[u8]) -> Result<Tekken, TokenizerError> {
-        let file: TekkenFile =
-            serde_json::from_slice(json).map_err(|e| TokenizerError::Format(format!("not a tekken.json: {e}")))?;
+        // The path in a serde error (`vocab[262].rank`) names the broken field.
+        let file: TekkenFile = serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(json))
+            .map_err(|e| {
+                let at = e.path().to_string();
+                let at = if at == "." { String::new() } else { format!("`{at}`: ") };
+                TokenizerError::Format(format!("not a tekken.json: {at}{}", e.inner()))
+            })?;
         let cfg = file.config;
         let bad = |msg: String| TokenizerError::Format(msg);
         let version_num: u32 = cfg
             .version
             .strip_prefix('v')
             .and_then(|v| v.parse().ok())
-            .ok_or_else(|| bad(format!("unknown tokenizer version {:?}", cfg.version)))?;
+            .ok_or_else(|| bad(format!("config.version: unknown tokenizer version {:?}", cfg.version)))?;
 
+        let num_special = cfg.default_num_special_tokens;
+        // Checked before the filler names below are made: the count comes from the file.
+        if num_special > MAX_SPECIAL_TOKENS {
+            return Err(bad(format!(
+                "config.default_num_special_tokens is {num_special}, implausibly many (limit {MAX_SPECIAL_TOKENS})"
+            )));
+        }
         let specials: Vec<String> = match file.special_tokens {
             Some(list) => {
                 for (i, s) in list.iter().enumerate() {
                     if s.rank != i {
-                        return Err(bad(format!("special token {:?} has rank {}, expected {i}", s.token_str, s.rank)));
+                        return Err(bad(format!(
+                            "special_tokens[{i}] ({:?}) has rank {}, expected {i}",
+                            s.token_str, s.rank
+                        )));
                     }
                 }
                 list.into_iter().map(|s| s.token_str).collect()
@@ -128,9 +155,11 @@ impl Tekken {
             None if version_num <= 7 => DEFAULT_SPECIAL_TOKENS.iter().map(|s| s.to_string()).collect(),
             None => return Err(bad(format!("tokenizer {} must list its special_tokens", cfg.version))),
         };
-        let num_special = cfg.default_num_special_tokens;
         if specials.len() > num_special {
-            return Err(bad(format!("{} special tokens listed, but only {num_special} reserved", specials.len())));
+            return Err(bad(format!(
+                "{} special tokens listed, but config.default_num_special_tokens reserves only {num_special}",
+                specials.len()
+            )));
         }
         let mut specials = specials;
         for i in specials.len()..num_special {
@@ -142,31 +171,65 @@ impl Tekken {
                 return Err(bad(format!("special token {s:?} listed twice")));
             }
         }
+        // Every text starts and ends with these (`bos_id`, `eos_id`); mistral_common refuses a
+        // file without them when it first asks for them.
+        for required in ["<s>", "</s>"] {
+            if !special_ids.contains_key(required) {
+                return Err(bad(format!("special_tokens has no {required:?} (needed as BOS / EOS)")));
+            }
+        }
 
         let vocab_size = cfg.default_vocab_size;
-        let inner = vocab_size.checked_sub(num_special).filter(|&n| n <= file.vocab.len()).ok_or_else(|| {
-            bad(format!("vocab_size {vocab_size} needs more than the {} entries present", file.vocab.len()))
+        let inner = vocab_size.checked_sub(num_special).ok_or_else(|| {
+            bad(format!(
+                "config.default_vocab_size {vocab_size} is smaller than config.default_num_special_tokens {num_special}"
+            ))
         })?;
+        if inner > file.vocab.len() {
+            return Err(bad(format!(
+                "config.default_vocab_size {vocab_size} minus {num_special} special tokens needs {inner} vocab \
+                 entries, but the file has only {} entries",
+                file.vocab.len()
+            )));
+        }
+        // Byte-level BPE falls back to single bytes: without all 256 of them, some text has no
+        // encoding at all.
+        if inner < 256 {
+            return Err(bad(format!(
+                "config.default_vocab_size {vocab_size} minus {num_special} special tokens leaves {inner} ordinary \
+                 tokens; byte-level BPE needs at least the 256 single bytes"
+            )));
+        }
         let mut ranks = RankMap::default();
         ranks.reserve(inner);
         let mut pieces = Vec::with_capacity(inner);
         for (i, entry) in file.vocab.iter().take(inner).enumerate() {
             if entry.rank != i {
-                return Err(bad(format!("vocab entry {i} has rank {}", entry.rank)));
+                return Err(bad(format!("vocab[{i}] has rank {}, expected {i}", entry.rank)));
             }
             let b = base64::engine::general_purpose::STANDARD
                 .decode(&entry.token_bytes)
-                .map_err(|e| bad(format!("vocab entry {i}: bad base64: {e}")))?;
+                .map_err(|e| bad(format!("vocab[{i}].token_bytes: bad base64: {e}")))?;
             if i < 256 && b != [i as u8] {
-                return Err(bad(format!("vocab entry {i} must be the single byte {i}")));
+                return Err(bad(format!("vocab[{i}] must be the single byte {i}")));
             }
             if ranks.insert(b.clone(), i as u32).is_some() {
-                return Err(bad(format!("vocab entry {i} repeats an earlier token")));
+                return Err(bad(format!("vocab[{i}] repeats an earlier token")));
             }
             pieces.push(b);
         }
-        let split = fancy_regex::Regex::new(&cfg.pattern).map_err(|e| bad(format!("bad split pattern: {e}")))?;
-        Ok(Tekken { split, ranks, pieces, specials, special_ids, num_special, vocab_size, version: cfg.version })
+        let split = fancy_regex::Regex::new(&cfg.pattern)
+            .map_err(|e| bad(format!("config.pattern: bad split pattern: {e}")))?;
+        let tekken = Tekken { split, ranks, pieces, specials, special_ids, num_special, vocab_size, version: cfg.version };
+        // A pattern that skips some kind of character is refused here, by name, rather than at
+        // the first prompt holding one (encode checks every text as well).
+        if let Err(TokenizerError::PatternGap { at }) = tekken.encode(PATTERN_PROBE) {
+            return Err(bad(format!(
+                "config.pattern does not match every character: it skips {:?} in a probe text",
+                PATTERN_PROBE[at..].chars().next().unwrap_or_default()
+            )));
+        }
+        Ok(tekken)
     }
 
     /// Text to ids, no BOS/EOS (mistral_common `encode(s, bos=False, eos=False)`).
@@ -174,11 +237,21 @@ impl Tekken {
         let mut out = Vec::with_capacity(text.len() / 3 + 1);
         let offset = self.num_special as u32;
         let mut ranks = Vec::new();
+        let mut covered = 0;
         for m in self.split.find_iter(text) {
             let m = m.map_err(|e| TokenizerError::Regex(e.to_string()))?;
+            // Text between two matches would be dropped without a trace (tiktoken drops it):
+            // only a broken `config.pattern` leaves any, and it is refused rather than lost.
+            if m.start() != covered {
+                return Err(TokenizerError::PatternGap { at: covered });
+            }
+            covered = m.end();
             ranks.clear();
             bpe::encode_piece(m.as_str().as_bytes(), &self.ranks, &mut ranks);
             out.extend(ranks.iter().map(|r| r + offset));
+        }
+        if covered != text.len() {
+            return Err(TokenizerError::PatternGap { at: covered });
         }
         Ok(out)
     }

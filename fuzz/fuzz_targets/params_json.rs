@@ -1,0 +1,4 @@
+//! libFuzzer target: arbitrary bytes as a params_json file (see fuzz/harness.rs for the checks).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| harness::params_json(data));
