@@ -109,6 +109,10 @@ pub fn run<B: BatchBackend>(mut engine: Engine<B>, inbox: Receiver<Command>, mod
             metrics.steps.fetch_add(1, Relaxed);
             metrics.step_duration.observe(started.elapsed().as_secs_f64());
         }
+        // The step has already freed the blocks of what finished: say so before the clients
+        // hear of it (a client that reads /metrics next must see it), and again after routing
+        // (which may cancel).
+        publish_gauges(&engine, &metrics);
         for event in events {
             route(event, &mut engine, &mut active, &mut tickets, &metrics);
         }

@@ -30,7 +30,7 @@ pub async fn serve(listener: TcpListener, state: AppState, stop: impl Future<Out
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(config.header_read_timeout)
-        .max_buf_size(config.max_header_bytes)
+        .max_header_size(config.max_header_bytes)
         .max_headers(config.max_headers);
     tokio::pin!(stop);
     let engine = state.engine.clone();
