@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::engine::{Backend, EngineError};
 use crate::sampling::{
-    token_logprobs, FinishReason, Sampler, SamplingError, SamplingParams, StopCriteria,
+    sample_at, token_logprobs, FinishReason, SamplingError, SamplingParams, StopCriteria,
     TokenLogprobs,
 };
 
@@ -37,6 +37,8 @@ pub struct GeneratedToken {
 #[derive(Debug, Clone)]
 pub struct Generation {
     pub prompt_tokens: Vec<u32>,
+    /// Leading prompt tokens the backend already held (not prefilled by this run).
+    pub reused_tokens: usize,
     pub tokens: Vec<u32>,
     /// One entry per generated token when the request asked for logprobs.
     pub logprobs: Option<Vec<TokenLogprobs>>,
@@ -77,6 +79,14 @@ pub enum GenerateError {
         max_tokens: usize,
         context: usize,
     },
+    #[error(
+        "cannot reuse {reused} held tokens: the backend holds {held}, the prompt has {prompt}"
+    )]
+    BadReuse {
+        reused: usize,
+        held: usize,
+        prompt: usize,
+    },
     #[error("invalid sampling parameters")]
     Params(#[source] SamplingError),
     #[error("prefill of the {prompt}-token prompt on {device}")]
@@ -115,55 +125,71 @@ pub fn generate(
     request: &GenerateRequest,
     on_token: &mut dyn FnMut(&GeneratedToken) -> io::Result<()>,
 ) -> Result<Generation, GenerateError> {
+    if request.prompt.is_empty() {
+        return Err(GenerateError::EmptyPrompt);
+    }
+    backend.reset();
+    generate_after(backend, 0, request, on_token)
+}
+
+/// Like [`generate`], but the backend already holds the first `reused` prompt tokens (a chat's
+/// earlier turns, when the new prompt extends them): only the rest is prefilled. The caller
+/// vouches that the held tokens are `prompt[..reused]`; `reused` must be what the backend holds
+/// and shorter than the prompt. After a run the backend holds the prompt and every generated
+/// token but the last (which was sampled, never run).
+pub fn generate_after(
+    backend: &mut dyn Backend,
+    reused: usize,
+    request: &GenerateRequest,
+    on_token: &mut dyn FnMut(&GeneratedToken) -> io::Result<()>,
+) -> Result<Generation, GenerateError> {
     let prompt = &request.prompt;
     if prompt.is_empty() {
         return Err(GenerateError::EmptyPrompt);
+    }
+    if reused != backend.len() || reused >= prompt.len() {
+        return Err(GenerateError::BadReuse { reused, held: backend.len(), prompt: prompt.len() });
     }
     let max_tokens = request.stop.max_tokens();
     let context = backend.config().max_context;
     // As vLLM: the whole sequence must fit, so a run never fails half-way for lack of room.
     if prompt.len() + max_tokens > context {
-        return Err(GenerateError::ContextTooSmall {
-            prompt: prompt.len(),
-            max_tokens,
-            context,
-        });
+        return Err(GenerateError::ContextTooSmall { prompt: prompt.len(), max_tokens, context });
     }
-    let mut sampler = Sampler::new(request.params).map_err(GenerateError::Params)?;
+    request.params.validate().map_err(GenerateError::Params)?;
     let device = backend.device();
 
-    backend.reset();
-    let start = Instant::now();
-    let mut logits = backend
-        .forward(prompt)
-        .map_err(|source| GenerateError::Prefill {
-            prompt: prompt.len(),
-            device,
-            source,
-        })?;
-    let mut timing = Timing {
-        prefill: start.elapsed(),
-        ..Timing::default()
-    };
-
+    // Without logprobs the backend may sample where the logits are (on the GPU); with them the
+    // logits come back and are sampled and reported here.
+    let mut timing = Timing::default();
     let mut tokens = Vec::with_capacity(max_tokens);
     let mut all_logprobs = request.logprobs.map(|_| Vec::with_capacity(max_tokens));
+    let mut input = prompt[reused..].to_vec();
     let finish_reason = loop {
         let step = tokens.len();
-        let token = sampler
-            .sample(&logits)
-            .map_err(|source| GenerateError::Sampling { step, source })?;
-        let logprobs = request
-            .logprobs
-            .map(|k| token_logprobs(&logits, token, k))
-            .transpose()
-            .map_err(|source| GenerateError::Sampling { step, source })?;
-        tokens.push(token);
-        let generated = GeneratedToken {
-            index: step,
-            token,
-            logprobs,
+        let t = Instant::now();
+        let forward_error = |source: EngineError| match source {
+            EngineError::Sampling(source) => GenerateError::Sampling { step, source },
+            source if step == 0 => GenerateError::Prefill { prompt: prompt.len() - reused, device, source },
+            source => GenerateError::Decode { step, device, source },
         };
+        let (token, logprobs) = match request.logprobs {
+            None => (backend.forward_sampled(&input, &request.params, step as u64).map_err(forward_error)?, None),
+            Some(k) => {
+                let logits = backend.forward(&input).map_err(forward_error)?;
+                let sampling = |source| GenerateError::Sampling { step, source };
+                let token = sample_at(&request.params, &logits, step as u64).map_err(sampling)?;
+                (token, Some(token_logprobs(&logits, token, k).map_err(sampling)?))
+            }
+        };
+        if step == 0 {
+            timing.prefill = t.elapsed();
+        } else {
+            timing.decode += t.elapsed();
+            timing.decode_steps += 1;
+        }
+        tokens.push(token);
+        let generated = GeneratedToken { index: step, token, logprobs };
         on_token(&generated).map_err(|source| GenerateError::Output { step, source })?;
         if let (Some(all), Some(lp)) = (all_logprobs.as_mut(), generated.logprobs) {
             all.push(lp);
@@ -171,20 +197,12 @@ pub fn generate(
         if let Some(reason) = request.stop.check(token, tokens.len()) {
             break reason;
         }
-        let t = Instant::now();
-        logits = backend
-            .forward(&[token])
-            .map_err(|source| GenerateError::Decode {
-                step: step + 1,
-                device,
-                source,
-            })?;
-        timing.decode += t.elapsed();
-        timing.decode_steps += 1;
+        input = vec![token];
     };
 
     Ok(Generation {
         prompt_tokens: prompt.clone(),
+        reused_tokens: reused,
         tokens,
         logprobs: all_logprobs,
         finish_reason,

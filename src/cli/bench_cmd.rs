@@ -1,30 +1,45 @@
-//! `nemo bench`: end-to-end GPU numbers (see `nemo_engine::bench`) for a checkpoint or a preset
-//! with dummy weights; a table on stdout, or one JSON object with `--json`.
+//! `nemo bench`: end-to-end numbers (see `nemo_engine::bench`) for a checkpoint or a preset with
+//! dummy weights; a table on stdout, or one JSON object with `--json`.
+//! - latency: batch 1 on the GPU (load, prefill tokens/s, decode ms/token at long contexts);
+//! - throughput / sweep: the scheduler's engine over the batch backend (GPU, or the CPU reference
+//!   for small models).
 
 use anyhow::{bail, Context};
+use serde_json::json;
 
+use nemo_engine::bench::serving::{self, ServingOptions, SweepRow, ThroughputReport};
 use nemo_engine::bench::{self, BenchOptions};
-use nemo_engine::engine::CudaBackend;
-use nemo_engine::{gpu, model};
+use nemo_engine::engine::{BatchBackend, CpuBatchBackend, CpuBatchOptions, CudaBackend, CudaBatchBackend};
+use nemo_engine::gpu::model::{CudaModel, GpuWeights};
+use nemo_engine::gpu::{self, Gpu};
+use nemo_engine::model::{ModelConfig, ModelWeights};
 
-use super::args::BenchArgs;
+use super::args::{BenchArgs, BenchMode, DeviceChoice};
 use super::device::cuda_options;
-use super::generate_cmd::source_dir;
+use super::generate_cmd::check_source;
+use super::loaded::Model;
 
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
-    let info = gpu::probe().context("nemo bench measures the GPU")?;
-    if args.steps == 0 {
-        bail!("--steps must be at least 1");
+    if args.steps == 0 || args.max_batch == 0 || args.requests == 0 {
+        bail!("--steps, --max-batch and --requests must be at least 1");
     }
+    match args.mode {
+        BenchMode::Latency => latency(args),
+        BenchMode::Throughput | BenchMode::Sweep => serving_modes(args),
+    }
+}
+
+fn latency(args: &BenchArgs) -> anyhow::Result<()> {
+    let info = gpu::probe().context("nemo bench --mode latency measures the GPU")?;
     let mut backend = match args.source.preset {
         Some(preset) => {
             let config = preset.config();
             CudaBackend::dummy(&config, 0, cuda_options(&config, args.source.kv_tokens))
         }
         None => {
-            let dir = source_dir(&args.source)?;
-            let loaded = model::load(dir).with_context(|| format!("loading the model in {}", dir.display()))?;
-            CudaBackend::from_weights(&loaded.weights, cuda_options(&loaded.weights.config, args.source.kv_tokens))
+            check_source(&args.source)?;
+            let weights = Model::open(args.source.model.as_deref())?.load_weights()?;
+            CudaBackend::from_weights(&weights, cuda_options(&weights.config, args.source.kv_tokens))
         }
     }
     .with_context(|| format!("opening the CUDA backend on {}", info.name))?;
@@ -36,4 +51,121 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         print!("{}", report.table());
     }
     Ok(())
+}
+
+/// What the serving modes measure, on whichever backend.
+fn measure<B: BatchBackend>(
+    args: &BenchArgs,
+    make: &mut dyn FnMut() -> anyhow::Result<B>,
+    weights_bytes: usize,
+    config: &ModelConfig,
+) -> anyhow::Result<(Vec<ThroughputReport>, Vec<SweepRow>)> {
+    let (mut throughput, mut sweep) = (Vec::new(), Vec::new());
+    if args.mode == BenchMode::Throughput {
+        for &(input_len, output_len) in &args.io {
+            let backend = make()?;
+            let opts = ServingOptions {
+                requests: args.requests,
+                input_len,
+                output_len,
+                max_running: args.max_batch,
+                max_step_tokens: backend.max_step_tokens(),
+            };
+            throughput.push(serving::throughput(backend, &opts).map_err(anyhow::Error::msg).with_context(|| format!("throughput at {input_len}/{output_len}"))?);
+        }
+    } else {
+        let batches: Vec<usize> = args.batches.iter().copied().filter(|&b| b <= args.max_batch).collect();
+        sweep = serving::decode_sweep(make()?, &batches, 128, args.steps, weights_bytes, config.kv_bytes_per_token())
+            .map_err(anyhow::Error::msg)
+            .context("decode sweep")?;
+    }
+    Ok((throughput, sweep))
+}
+
+fn serving_modes(args: &BenchArgs) -> anyhow::Result<()> {
+    let (label, throughput, sweep) = match args.device {
+        DeviceChoice::Cpu => {
+            check_source(&args.source)?;
+            if args.source.preset.is_some() {
+                bail!("--dummy-weights runs on the GPU only");
+            }
+            let weights: ModelWeights = Model::open(args.source.model.as_deref())?.load_weights()?;
+            let c = weights.config.clone();
+            let tokens = args.source.kv_tokens.unwrap_or(c.max_context.min(65_536));
+            let opts = CpuBatchOptions { block_size: 16, num_blocks: tokens.div_ceil(16), max_step_tokens: 2048 };
+            let bytes = weights_bytes(&weights);
+            let (t, s) = measure(args, &mut || Ok(CpuBatchBackend::new(&weights, opts)), bytes, &c)?;
+            ("cpu".to_string(), t, s)
+        }
+        _ => {
+            let info = gpu::probe().context("--device cuda")?;
+            let host = match args.source.preset {
+                Some(_) => None,
+                None => {
+                    check_source(&args.source)?;
+                    Some(Model::open(args.source.model.as_deref())?.load_weights()?)
+                }
+            };
+            let config = match (args.source.preset, &host) {
+                (Some(p), _) => p.config(),
+                (None, Some(w)) => w.config.clone(),
+                (None, None) => unreachable!(),
+            };
+            let kv = cuda_options(&config, args.source.kv_tokens).kv_tokens;
+            let mut make = || -> anyhow::Result<CudaBatchBackend> {
+                let gpu = Gpu::new()?;
+                let weights = match &host {
+                    Some(w) => GpuWeights::upload(&gpu, w)?,
+                    None => GpuWeights::dummy(&gpu, &config, 0)?,
+                };
+                Ok(CudaBatchBackend { model: CudaModel::new(gpu, weights, kv, 4096, args.max_batch)? })
+            };
+            let (t, s) = measure(args, &mut make, model_bytes(&config), &config)?;
+            (info.name, t, s)
+        }
+    };
+    if let (Some(path), false) = (&args.plot, sweep.is_empty()) {
+        let title = format!("nemo bench --mode sweep on {label} (decode after 128-token prompts, {} steps)", args.steps);
+        std::fs::write(path, serving::sweep_svg(&sweep, &title)).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("nemo: plot written to {}", path.display());
+    }
+    if args.json {
+        println!("{}", json!({ "device": label, "throughput": throughput, "sweep": sweep }));
+        return Ok(());
+    }
+    println!("device {label}");
+    if !throughput.is_empty() {
+        println!("requests  in/out       seconds  out tok/s  total tok/s  TTFT p50/p90/p99 ms     ITL p50/p90/p99 ms   preempted");
+        for r in &throughput {
+            println!(
+                "{:>8}  {:>5}/{:<5} {:>8.2} {:>10.0} {:>12.0}  {:>6.0}/{:>6.0}/{:>6.0}  {:>6.1}/{:>6.1}/{:>6.1} {:>8}",
+                r.requests, r.input_len, r.output_len, r.seconds, r.output_tokens_per_s, r.total_tokens_per_s,
+                r.ttft_ms.p50, r.ttft_ms.p90, r.ttft_ms.p99, r.itl_ms.p50, r.itl_ms.p90, r.itl_ms.p99, r.preemptions
+            );
+        }
+    }
+    if !sweep.is_empty() {
+        println!("batch  ms/step   tokens/s   GB/s");
+        for r in &sweep {
+            println!("{:>5} {:>8.2} {:>10.0} {:>6.0}", r.batch, r.ms_per_step, r.tokens_per_s, r.achieved_gbs);
+        }
+    }
+    Ok(())
+}
+
+/// bf16 bytes of every tensor (what a decode step reads).
+fn weights_bytes(w: &ModelWeights) -> usize {
+    let layers: usize = w
+        .layers
+        .iter()
+        .map(|l| [&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.wo, &l.ffn_norm, &l.w_gate, &l.w_up, &l.w_down].iter().map(|t| t.numel()).sum::<usize>())
+        .sum();
+    2 * (layers + w.embedding.numel() + w.final_norm.numel() + w.lm_head.as_ref().map_or(0, |t| t.numel()))
+}
+
+/// The same count from the config alone.
+fn model_bytes(c: &ModelConfig) -> usize {
+    let layer = 2 * c.dim + (c.q_dim() + 2 * c.kv_dim()) * c.dim + c.dim * c.q_dim() + 3 * c.ffn_dim * c.dim;
+    let head = if c.tied_embeddings { 0 } else { c.vocab_size * c.dim };
+    2 * (c.n_layers * layer + c.vocab_size * c.dim + c.dim + head)
 }

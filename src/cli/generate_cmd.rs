@@ -1,111 +1,123 @@
-//! `nemo generate`: check the arguments, pick the device, load the model, run the loop, print.
+//! `nemo generate`: check the arguments, open the model, build the prompt (plain text, ids, or
+//! with --chat one user message of the model's template), run the loop, print.
 
 use std::io;
-use std::path::Path;
-use std::time::Instant;
 
 use anyhow::{bail, Context};
 
 use nemo_engine::engine::{Backend, CudaBackend};
 use nemo_engine::generate::{generate, GenerateRequest, Generation};
-use nemo_engine::model;
 use nemo_engine::sampling::{SamplingParams, StopCriteria};
+use nemo_engine::tokenizer::{parse_tool_calls, ChatMessage, ChatRequest, Tool};
 
 use super::args::{GenerateArgs, ModelSource, Preset};
-use super::output::{write_json, Streamer};
+use super::loaded::Model;
+use super::output::{write_json, OutputText, Streamer};
 use super::text::Text;
-use super::{device, eos};
+use super::device;
 
 pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
     // Everything that needs no model is refused before the (possibly long) load.
-    let params = SamplingParams {
-        temperature: args.temperature,
-        top_k: args.top_k,
-        top_p: args.top_p,
-        min_p: args.min_p,
-        seed: args.seed,
-    };
-    params.validate().context("invalid sampling parameters")?;
     if args.max_tokens == 0 {
         bail!("--max-tokens must be at least 1");
     }
-    let device = device::select(args.device)?;
+    let tools = args.tools.as_deref().map(read_tools).transpose()?;
     if let Some(preset) = args.source.preset {
+        let params = checked(super::defaults::Recommended::default().apply(&args.sampling))?;
+        let device = device::select(args.device)?;
         return run_dummy(args, preset, &device, params);
     }
-    let model_dir = source_dir(&args.source)?;
-
-    let start = Instant::now();
-    let loaded = model::load(model_dir)
-        .with_context(|| format!("loading the model in {}", model_dir.display()))?;
-    let text = Text::load(
-        loaded.checkpoint.tokenizer.as_deref(),
-        loaded.weights.config.vocab_size,
-    )?;
-    eprintln!(
-        "nemo: loaded {}: {} in {:.2} s",
-        model_dir.display(),
-        loaded.checkpoint.layout,
-        start.elapsed().as_secs_f64()
-    );
-    for warning in &loaded.warnings {
-        eprintln!("nemo: warning: {warning}");
-    }
-    let vocab_size = loaded.weights.config.vocab_size;
+    check_source(&args.source)?;
+    let model = Model::open(args.source.model.as_deref())?;
+    let params = checked(model.recommended.apply(&args.sampling))?;
 
     let prompt = match (&args.prompt.prompt, &args.prompt.prompt_tokens) {
         (_, Some(ids)) => ids.0.clone(),
-        (Some(prompt), None) => Text::encode_prompt(text.as_ref(), prompt)?,
+        (Some(prompt), None) if args.chat => chat_prompt(&model, args, prompt, tools)?,
+        (Some(prompt), None) => Text::encode_prompt(model.text.as_ref(), prompt)?,
         (None, None) => unreachable!("clap requires one prompt form"),
     };
-    if let Some(&id) = args
-        .stop_tokens
-        .iter()
-        .find(|&&id| id as usize >= vocab_size)
-    {
+    let device = device::select(args.device)?;
+    let weights = model.load_weights()?;
+    let vocab_size = weights.config.vocab_size;
+    if let Some(&id) = args.stop_tokens.iter().find(|&&id| id as usize >= vocab_size) {
         bail!("--stop-token {id} is outside the vocabulary (size {vocab_size})");
     }
     let eos_ids = if args.ignore_eos {
         Vec::new()
     } else {
-        eos_ids(&loaded, text.as_ref())?
+        model.stop.announce();
+        model.stop.ids.clone()
     };
     let stop = StopCriteria::new(args.max_tokens, eos_ids, args.stop_tokens.clone())?;
-    let request = GenerateRequest {
-        prompt,
-        params,
-        stop,
-        logprobs: args.logprobs,
-    };
+    let request = GenerateRequest { prompt, params, stop, logprobs: args.logprobs };
 
-    let mut backend = device::open(&device, &loaded.weights, args.source.kv_tokens)?;
-    let generation = run_loop(backend.as_mut(), &request, text.as_ref(), args.json)?;
+    let mut backend = device::open(&device, &weights, args.source.kv_tokens)?;
+    let with_tools = args.tools.is_some();
+    let text = model.text.as_ref();
+    let generation = run_loop(backend.as_mut(), &request, text, with_tools, args.json)?;
 
     if args.json {
-        let decoded = text
-            .as_ref()
-            .map(|t| t.decode(&generation.tokens))
-            .transpose()?;
-        write_json(&mut io::stdout().lock(), &generation, decoded)
-            .context("writing the JSON output")?;
+        let output = match text {
+            None => OutputText::None,
+            Some(t) if with_tools => OutputText::WithTools(
+                parse_tool_calls(t.tokenizer(), &generation.tokens).context("parsing tool calls")?,
+            ),
+            Some(t) => OutputText::Plain(t.decode(&generation.tokens)?),
+        };
+        write_json(&mut io::stdout().lock(), &generation, output).context("writing the JSON output")?;
     }
     Ok(())
 }
 
-/// The checkpoint directory, or the error saying what to pass.
-pub fn source_dir(source: &ModelSource) -> anyhow::Result<&Path> {
+fn checked(params: SamplingParams) -> anyhow::Result<SamplingParams> {
+    params.validate().context("invalid sampling parameters")?;
+    Ok(params)
+}
+
+/// `--dummy-weights` belongs to `--preset`.
+pub fn check_source(source: &ModelSource) -> anyhow::Result<()> {
     if source.dummy_weights {
         bail!("--dummy-weights goes with --preset NAME (random weights of a built-in shape)");
     }
-    source.model.as_deref().context("--model DIR (or --preset NAME --dummy-weights) is required")
+    Ok(())
+}
+
+/// `--tools FILE`: a JSON list of OpenAI tool definitions.
+fn read_tools(path: &std::path::Path) -> anyhow::Result<Vec<Tool>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading --tools {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| {
+        format!(
+            "--tools {}: expected a JSON list of tools ([{{\"type\": \"function\", \"function\": \
+             {{\"name\": ..., \"description\": ..., \"parameters\": {{...}}}}}}, ...])",
+            path.display()
+        )
+    })
+}
+
+/// `--chat`: [system], user(prompt), tools; rendered by the model's template.
+fn chat_prompt(model: &Model, args: &GenerateArgs, prompt: &str, tools: Option<Vec<Tool>>) -> anyhow::Result<Vec<u32>> {
+    let format = model.chat_format()?;
+    if tools.is_some() && !format.supports_tools() {
+        bail!(
+            "--tools needs a model with Mistral's chat template (v3); {} uses {}, which is \
+             rendered without tools",
+            model.path.path().display(),
+            format.describe()
+        );
+    }
+    let text = model.text.as_ref().expect("a chat format implies a tokenizer");
+    let mut messages: Vec<ChatMessage> = args.system.iter().map(ChatMessage::system).collect();
+    messages.push(ChatMessage::user(prompt));
+    format.encode(text, &ChatRequest { messages, tools, continue_final_message: false })
 }
 
 /// Runs the loop, streaming to stdout unless `json`, and reports timing on stderr.
-fn run_loop(backend: &mut dyn Backend, request: &GenerateRequest, text: Option<&Text>, json: bool) -> anyhow::Result<Generation> {
+fn run_loop(backend: &mut dyn Backend, request: &GenerateRequest, text: Option<&Text>, tools: bool, json: bool) -> anyhow::Result<Generation> {
     let generation = if json {
         generate(backend, request, &mut |_| Ok(()))?
     } else {
-        let mut streamer = Streamer::new(text);
+        let mut streamer = Streamer::new(text, tools);
         let generation = generate(backend, request, &mut |t| streamer.push(t.token))?;
         streamer.finish().context("writing the output")?;
         generation
@@ -128,7 +140,7 @@ fn run_dummy(args: &GenerateArgs, preset: Preset, device: &device::Device, param
         bail!("token {id} is outside the vocabulary (size {})", config.vocab_size);
     }
     let opts = device::cuda_options(&config, args.source.kv_tokens);
-    let mut backend = CudaBackend::dummy(&config, args.seed, opts).with_context(|| format!("opening the CUDA backend on {}", info.name))?;
+    let mut backend = CudaBackend::dummy(&config, args.sampling.seed, opts).with_context(|| format!("opening the CUDA backend on {}", info.name))?;
     eprintln!(
         "nemo: {preset:?} with dummy weights ({:.1} GB filled in {:.2} s) on {}",
         backend.model.weights.bytes as f64 / 1e9,
@@ -141,41 +153,24 @@ fn run_dummy(args: &GenerateArgs, preset: Preset, device: &device::Device, param
         stop: StopCriteria::new(args.max_tokens, Vec::new(), args.stop_tokens.clone())?,
         logprobs: args.logprobs,
     };
-    let generation = run_loop(&mut backend, &request, None, args.json)?;
+    let generation = run_loop(&mut backend, &request, None, false, args.json)?;
     if args.json {
-        write_json(&mut io::stdout().lock(), &generation, None).context("writing the JSON output")?;
+        write_json(&mut io::stdout().lock(), &generation, OutputText::None).context("writing the JSON output")?;
     }
     Ok(())
 }
 
-/// EOS from the tokenizer, else from an HF checkpoint's config files; said on stderr either way.
-fn eos_ids(loaded: &model::LoadedModel, text: Option<&Text>) -> anyhow::Result<Vec<u32>> {
-    if let Some(text) = text {
-        let ids = text.eos_ids();
-        if !ids.is_empty() {
-            eprintln!("nemo: EOS {ids:?} (from the tokenizer)");
-            return Ok(ids);
-        }
-    }
-    match eos::from_hf_config(&loaded.checkpoint)? {
-        Some((ids, file)) => {
-            eprintln!("nemo: EOS {ids:?} (from {file}); --ignore-eos to generate past it");
-            Ok(ids)
-        }
-        None => {
-            eprintln!("nemo: notice: EOS unknown (no tokenizer, no eos_token_id in the config): generation ends at --stop-token ids or --max-tokens");
-            Ok(Vec::new())
-        }
-    }
-}
-
-fn report_timing(g: &Generation, device: &str) {
+pub fn report_timing(g: &Generation, device: &str) {
     let t = &g.timing;
+    let prefilled = g.prompt_tokens.len() - g.reused_tokens;
+    let reused = match g.reused_tokens {
+        0 => String::new(),
+        n => format!(" ({n} more reused from the previous turn)"),
+    };
     eprintln!(
-        "nemo: {device}: prefill {} tokens in {:.3} s ({:.1} tokens/s); decode {} tokens in {:.3} s ({:.1} tokens/s); finish_reason {}",
-        g.prompt_tokens.len(),
+        "nemo: {device}: prefill {prefilled} tokens{reused} in {:.3} s ({:.1} tokens/s); decode {} tokens in {:.3} s ({:.1} tokens/s); finish_reason {}",
         t.prefill.as_secs_f64(),
-        t.prefill_tokens_per_s(g.prompt_tokens.len()),
+        t.prefill_tokens_per_s(prefilled),
         t.decode_steps,
         t.decode.as_secs_f64(),
         t.decode_tokens_per_s(),

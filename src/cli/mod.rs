@@ -2,18 +2,31 @@
 //! here they gain context and become one `error: ...` line on stderr with a non-zero exit.
 //!
 //! - [`args`]: the flags.
-//! - [`generate_cmd`] / [`inspect_cmd`]: the two subcommands.
+//! - [`generate_cmd`], [`chat_cmd`], [`tokenize_cmd`], [`inspect_cmd`], [`bench_cmd`]: the
+//!   subcommands.
+//! - [`resolve`]: what `--model` names (checkpoint, .gguf, or the demo model by default);
+//!   [`loaded`]: the model opened (tokenizer, chat format, stop ids) and its weights.
+//! - [`chat_format`]: Mistral v3 or the GGUF's Jinja template; [`chat_session`]: a
+//!   conversation's history and prefix reuse.
+//! - [`defaults`]: the sampling values a model recommends.
 //! - [`device`]: `--device auto|cpu|cuda`.
 //! - [`eos`], [`text`], [`output`]: stop ids, the tokenizer, what goes to stdout.
 
 mod args;
 mod bench_cmd;
+mod chat_cmd;
+mod chat_format;
+mod chat_session;
+mod defaults;
 mod device;
 mod eos;
 mod generate_cmd;
 mod inspect_cmd;
+mod loaded;
 mod output;
+mod resolve;
 mod text;
+mod tokenize_cmd;
 
 use std::process::ExitCode;
 
@@ -34,6 +47,8 @@ pub fn main() -> ExitCode {
     };
     let result = match &cli.command {
         Command::Generate(args) => generate_cmd::run(args),
+        Command::Chat(args) => chat_cmd::run(args),
+        Command::Tokenize(args) => tokenize_cmd::run(args),
         Command::Inspect(args) => inspect_cmd::run(args),
         Command::Bench(args) => bench_cmd::run(args),
     };
@@ -76,7 +91,7 @@ fn usage_error(e: clap::Error) -> ExitCode {
 
 /// The error and its causes, outermost first, joined by ": " on one line. A cause whose text
 /// its parent already shows (errors that print their source and also expose it) is skipped.
-fn cause_chain(e: &anyhow::Error) -> String {
+pub(crate) fn cause_chain(e: &anyhow::Error) -> String {
     let mut line = String::new();
     for cause in e.chain() {
         let text = one_line(&cause.to_string());

@@ -1,40 +1,92 @@
-//! Text in and out through the checkpoint's tokenizer (`tekken.json` or `tokenizer.json`):
-//! the prompt's ids, EOS, and the streamed / final text. Without a tokenizer, prompts must be
-//! ids and output is shown as ids.
+//! Text in and out through the model's tokenizer: `tekken.json` / `tokenizer.json` beside a
+//! checkpoint, or the one a GGUF file carries in its metadata. Without a tokenizer, prompts
+//! must be ids and output is shown as ids.
 
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 
-use nemo_engine::tokenizer::{SpecialTokenPolicy, StreamDecoder, Tokenizer};
+use nemo_engine::gguf::GgufTokenizer;
+use nemo_engine::tokenizer::{HfTokenizer, SpecialTokenPolicy, StreamDecoder, Tokenizer};
 
 /// Generated text drops special tokens (EOS, control tokens), as mistral_common and vLLM do.
 const OUTPUT_POLICY: SpecialTokenPolicy = SpecialTokenPolicy::Ignore;
 
 pub struct Text {
     tokenizer: Tokenizer,
+    /// Where it was read from, for messages.
+    pub source: PathBuf,
+    bos: Option<u32>,
+    eos: Option<u32>,
+    /// Whether a plain `--prompt` starts with BOS: always for Mistral tokenizers (as
+    /// mistral_common encodes a prompt), as `tokenizer.ggml.add_bos_token` says for GGUF.
+    prompt_bos: bool,
 }
 
 impl Text {
-    /// Loads the tokenizer found beside the weights. A tokenizer file that is present but
-    /// cannot be read is an error, not a silent switch to ids.
-    pub fn load(path: Option<&Path>, model_vocab: usize) -> anyhow::Result<Option<Text>> {
-        let Some(path) = path else { return Ok(None) };
+    /// A `tekken.json`, a `tokenizer.json`, or the one in a directory (tekken.json first).
+    pub fn from_path(path: &Path) -> anyhow::Result<Text> {
         let tokenizer = Tokenizer::from_path(path)
             .with_context(|| format!("loading the tokenizer {}", path.display()))?;
-        if tokenizer.vocab_size() != model_vocab {
+        Ok(Text {
+            bos: Some(tokenizer.bos_id()),
+            eos: Some(tokenizer.eos_id()),
+            tokenizer,
+            source: path.to_path_buf(),
+            prompt_bos: true,
+        })
+    }
+
+    /// The tokenizer of a GGUF file (built from `tokenizer.ggml.*`).
+    pub fn from_gguf(path: &Path, gguf: &GgufTokenizer, add_bos: bool) -> Text {
+        let (bos, eos) = (gguf.bos_id, gguf.eos_id);
+        // The library type needs some id for each; `bos`/`eos` here say which really exist.
+        let hf = HfTokenizer::from_tokenizer(
+            gguf.tokenizer.clone(),
+            bos.or(eos).unwrap_or(0),
+            eos.or(bos).unwrap_or(0),
+        );
+        Text {
+            tokenizer: Tokenizer::Hf(Box::new(hf)),
+            source: path.to_path_buf(),
+            bos,
+            eos,
+            prompt_bos: add_bos && bos.is_some(),
+        }
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// Warns when the tokenizer and the model disagree on the vocabulary size.
+    pub fn check_vocab(&self, model_vocab: usize) {
+        if self.tokenizer.vocab_size() != model_vocab {
             eprintln!(
                 "nemo: warning: the tokenizer {} has {} tokens but the model {}",
-                path.display(),
-                tokenizer.vocab_size(),
+                self.source.display(),
+                self.tokenizer.vocab_size(),
                 model_vocab
             );
         }
-        Ok(Some(Text { tokenizer }))
     }
 
-    /// The prompt's ids: BOS, then the text (special-token text in it stays ordinary text).
+    /// `text` to ids, special-token text in it kept as ordinary text; BOS / EOS around it on
+    /// request (an error when the tokenizer has none).
+    pub fn encode(&self, text: &str, bos: bool, eos: bool) -> anyhow::Result<Vec<u32>> {
+        let mut ids = Vec::new();
+        if bos {
+            ids.push(self.bos.context("the tokenizer has no BOS token")?);
+        }
+        ids.extend(self.tokenizer.encode(text).context("tokenizing the text")?);
+        if eos {
+            ids.push(self.eos.context("the tokenizer has no EOS token")?);
+        }
+        Ok(ids)
+    }
+
+    /// A plain `--prompt`'s ids (BOS first when the tokenizer's model wants it).
     pub fn encode_prompt(text: Option<&Text>, prompt: &str) -> anyhow::Result<Vec<u32>> {
         let Some(text) = text else {
             bail!(
@@ -42,19 +94,26 @@ impl Text {
                  directory, and there is none; give the prompt as token ids with --prompt-tokens"
             )
         };
-        text.tokenizer
-            .encode_with(prompt, true, false)
+        text.encode(prompt, text.prompt_bos, false)
             .context("tokenizing --prompt")
     }
 
     pub fn eos_ids(&self) -> Vec<u32> {
-        vec![self.tokenizer.eos_id()]
+        self.eos.into_iter().collect()
     }
 
+    /// Generated ids as text, special tokens dropped.
     pub fn decode(&self, ids: &[u32]) -> anyhow::Result<String> {
         self.tokenizer
             .decode(ids, OUTPUT_POLICY)
             .context("decoding the generated tokens")
+    }
+
+    /// Ids as text with special tokens written out (`<s>[INST]...`), as `nemo tokenize` shows.
+    pub fn decode_showing_specials(&self, ids: &[u32]) -> anyhow::Result<String> {
+        self.tokenizer
+            .decode(ids, SpecialTokenPolicy::Keep)
+            .context("decoding the ids")
     }
 
     pub fn stream(&self) -> TextStream<'_> {

@@ -2,7 +2,8 @@
 //! prompts longer than a chunk prefilled chunk by chunk.
 
 use super::{check_tokens, Backend, EngineError};
-use crate::gpu::model::{CudaModel, GpuWeights};
+use crate::gpu::model::{CudaModel, GpuWeights, SeqChunk, BLOCK_SIZE};
+use crate::sampling::SamplingParams;
 use crate::gpu::Gpu;
 use crate::model::{ModelConfig, ModelWeights};
 
@@ -71,6 +72,23 @@ impl Backend for CudaBackend {
             self.held += chunk.len();
         }
         Ok(logits.expect("the last chunk returns logits"))
+    }
+
+    fn forward_sampled(&mut self, tokens: &[u32], params: &SamplingParams, step: u64) -> Result<u32, EngineError> {
+        check_tokens(self.config(), self.held, self.model.capacity(), tokens)?;
+        let ids: Vec<i32> = tokens.iter().map(|&t| t as i32).collect();
+        let chunks: Vec<&[i32]> = ids.chunks(self.model.max_chunk).collect();
+        let mut token = None;
+        for (i, chunk) in chunks.iter().enumerate() {
+            let last = i + 1 == chunks.len();
+            let ctx = self.held + chunk.len();
+            let table: Vec<u32> = (0..ctx.div_ceil(BLOCK_SIZE) as u32).collect();
+            let seq = SeqChunk { ids: chunk, ctx_len: ctx, block_table: &table, want_logits: last };
+            let wanted: &[(SamplingParams, u64)] = if last { &[(*params, step)] } else { &[] };
+            token = self.model.forward_batch_sampled(&[seq], wanted)?.pop().flatten();
+            self.held = ctx;
+        }
+        Ok(token.expect("the last chunk samples"))
     }
 
     fn len(&self) -> usize {

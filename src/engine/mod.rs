@@ -23,6 +23,8 @@ pub enum EngineError {
     #[error(transparent)]
     Cpu(#[from] crate::cpu::CpuError),
     #[error(transparent)]
+    Sampling(#[from] crate::sampling::SamplingError),
+    #[error(transparent)]
     Gpu(#[from] crate::gpu::GpuError),
     #[error("token {token} at index {index} is outside the vocabulary (size {vocab_size})")]
     TokenOutOfRange { index: usize, token: u32, vocab_size: usize },
@@ -39,6 +41,13 @@ pub enum EngineError {
 pub trait Backend {
     fn config(&self) -> &ModelConfig;
     fn forward(&mut self, tokens: &[u32]) -> Result<Vec<f32>, EngineError>;
+    /// `forward`, then the token of draw `step` by the sampler's rule. The CUDA backend samples
+    /// on the device and copies back one id instead of the logits; this default samples the
+    /// logits on the host. Both give the same token (see kernels/sampling.cu).
+    fn forward_sampled(&mut self, tokens: &[u32], params: &crate::sampling::SamplingParams, step: u64) -> Result<u32, EngineError> {
+        let logits = self.forward(tokens)?;
+        Ok(crate::sampling::sample_at(params, &logits, step)?)
+    }
     /// Tokens held (the position of the next token).
     fn len(&self) -> usize;
     /// Forgets the sequence.

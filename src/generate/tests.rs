@@ -296,3 +296,33 @@ fn backend_and_callback_errors_say_which_step() {
         "generation stops when the output fails"
     );
 }
+
+#[test]
+fn a_following_turn_prefills_only_its_new_tokens_and_matches_a_fresh_run() {
+    let mut backend = FakeBackend::new(64);
+    let (first, _) = run(&mut backend, &request(&[1, 2, 3], 5, &[], None));
+    // The held sequence: prompt + every generated token but the last.
+    let held: Vec<u32> = [&[1, 2, 3][..], &first.tokens[..4]].concat();
+    assert_eq!(backend.seq, held);
+    let next: Vec<u32> = [&held[..], &[first.tokens[4], 9, 4]].concat();
+    let calls_before = backend.calls.len();
+    let req = request(&next, 6, &[], None);
+    let second = generate_after(&mut backend, held.len(), &req, &mut |_| Ok(())).unwrap();
+    assert_eq!(backend.calls[calls_before], vec![first.tokens[4], 9, 4]);
+    assert_eq!(second.reused_tokens, held.len());
+    let (fresh, _) = run(&mut FakeBackend::new(64), &req);
+    assert_eq!(second.tokens, fresh.tokens);
+    assert_eq!(fresh.reused_tokens, 0);
+}
+
+#[test]
+fn reuse_must_match_what_the_backend_holds_and_leave_something_to_run() {
+    let mut backend = FakeBackend::new(64);
+    let mut none = |_: &GeneratedToken| Ok(());
+    // FakeBackend starts holding 3 stale tokens.
+    for (reused, prompt) in [(2, &[1, 2, 3, 4][..]), (3, &[1, 2, 3][..])] {
+        let err = generate_after(&mut backend, reused, &request(prompt, 2, &[], None), &mut none).unwrap_err();
+        assert!(matches!(err, GenerateError::BadReuse { held: 3, .. }), "{err:?}");
+    }
+    assert!(backend.calls.is_empty());
+}

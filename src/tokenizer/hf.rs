@@ -60,8 +60,24 @@ impl HfTokenizer {
         })
     }
 
+    /// A Mistral `tokenizer.json`: BOS and EOS are its `<s>` and `</s>`.
     pub fn from_slice(json: &[u8]) -> Result<HfTokenizer, TokenizerError> {
-        let mut inner = tokenizers::Tokenizer::from_bytes(json).map_err(|e| TokenizerError::Hf(e.to_string()))?;
+        let inner = tokenizers::Tokenizer::from_bytes(json).map_err(|e| TokenizerError::Hf(e.to_string()))?;
+        let find = |name: &str| -> Result<u32, TokenizerError> {
+            inner
+                .get_added_tokens_decoder()
+                .into_iter()
+                .find(|(_, t)| t.special && t.content == name)
+                .map(|(id, _)| id)
+                .ok_or_else(|| TokenizerError::Format(format!("no special token {name:?}")))
+        };
+        let (bos_id, eos_id) = (find("<s>")?, find("</s>")?);
+        Ok(HfTokenizer::from_tokenizer(inner, bos_id, eos_id))
+    }
+
+    /// Any byte-level `tokenizers::Tokenizer` (e.g. one built from GGUF metadata) with the BOS
+    /// and EOS ids its model names. Special-token text in input becomes ordinary text here too.
+    pub fn from_tokenizer(mut inner: tokenizers::Tokenizer, bos_id: u32, eos_id: u32) -> HfTokenizer {
         inner.set_encode_special_tokens(true);
         let mut specials = HashMap::new();
         let mut special_ids = HashMap::new();
@@ -71,13 +87,8 @@ impl HfTokenizer {
                 specials.insert(id, tok.content);
             }
         }
-        let find = |name: &str| -> Result<u32, TokenizerError> {
-            special_ids.get(name).copied().ok_or_else(|| TokenizerError::Format(format!("no special token {name:?}")))
-        };
-        let bos_id = find("<s>")?;
-        let eos_id = find("</s>")?;
         let vocab_size = inner.get_vocab_size(true);
-        Ok(HfTokenizer { inner, specials, special_ids, bos_id, eos_id, vocab_size, char_bytes: byte_level_alphabet() })
+        HfTokenizer { inner, specials, special_ids, bos_id, eos_id, vocab_size, char_bytes: byte_level_alphabet() }
     }
 
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, TokenizerError> {

@@ -35,13 +35,34 @@ pub fn acceptance_device() -> String {
 }
 
 pub fn nemo<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Run {
-    let out = Command::new(nemo_bin())
+    nemo_with(args, &[], None)
+}
+
+/// `nemo` with extra environment variables and, when given, `stdin` piped in (else no stdin).
+pub fn nemo_with<S: AsRef<std::ffi::OsStr>>(args: &[S], env: &[(&str, &str)], stdin: Option<&str>) -> Run {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = Command::new(nemo_bin())
         .args(args)
+        .envs(env.iter().copied())
         // A panic must show as one, not be hidden or decorated by the environment.
         .env_remove("RUST_BACKTRACE")
         .env_remove("RUST_LIB_BACKTRACE")
-        .output()
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("run nemo");
+    if let Some(input) = stdin {
+        // Written from a thread so a child that answers before reading everything cannot
+        // deadlock against a full pipe.
+        let mut pipe = child.stdin.take().unwrap();
+        let input = input.to_string();
+        std::thread::spawn(move || {
+            let _ = pipe.write_all(input.as_bytes());
+        });
+    }
+    let out = child.wait_with_output().expect("wait for nemo");
     Run {
         code: out.status.code(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -152,6 +173,25 @@ pub struct GenerateJson {
     pub text: Option<String>,
     pub finish_reason: String,
     pub logprobs: Option<Vec<Step>>,
+    /// With --tools only.
+    pub tool_calls: Option<Vec<ToolCallJson>>,
+    pub tool_calls_error: Option<String>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct ToolCallJson {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub function: FunctionJson,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct FunctionJson {
+    pub name: String,
+    pub arguments: String,
 }
 
 /// Parses stdout as exactly one JSON object on one line.

@@ -196,3 +196,26 @@ fn gpu_matches_cpu_on_a_full_size_nemo_shaped_model() {
     let (mean, _) = errors(&got, &want);
     assert!(mean <= 0.03 * rms(&want).max(1.0), "decode step: mean abs logit error {mean}");
 }
+
+#[test]
+fn gpu_sampling_in_the_loop_equals_host_sampling() {
+    use nemo_engine::generate::{generate, GenerateRequest};
+    use nemo_engine::sampling::{SamplingParams, StopCriteria};
+    let Some(_gpu) = gpu_or_skip("gpu_sampling_in_the_loop_equals_host_sampling") else { return };
+    let reference = Reference::load();
+    let model = load(&fixture_dir().join("hf")).unwrap();
+    let mut gpu = backend(&model.weights, 4096);
+    for (temperature, top_p, top_k, seed) in [(0.0, 1.0, 0, 0), (0.8, 0.9, 0, 7), (1.2, 1.0, 40, 3), (0.5, 0.95, 0, 11)] {
+        let params = SamplingParams { temperature, top_p, top_k, min_p: 0.0, seed };
+        let request = |logprobs| GenerateRequest {
+            prompt: reference.prompt("p64").tokens.clone(),
+            params,
+            stop: StopCriteria::new(24, Vec::new(), Vec::new()).unwrap(),
+            logprobs,
+        };
+        // Without logprobs the token is drawn on the device; with them, on the host.
+        let on_device = generate(&mut gpu, &request(None), &mut |_| Ok(())).unwrap();
+        let on_host = generate(&mut gpu, &request(Some(0)), &mut |_| Ok(())).unwrap();
+        assert_eq!(on_device.tokens, on_host.tokens, "T {temperature} top_p {top_p} top_k {top_k} seed {seed}");
+    }
+}

@@ -2,7 +2,7 @@
 //! sequence on the GPU, by the CPU sampler's rule (src/sampling).
 
 use cudarc::driver::sys::CUfunction_attribute_enum;
-use cudarc::driver::{CudaView, CudaViewMut, DeviceRepr, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaView, CudaViewMut, DeviceRepr, LaunchConfig, PushKernelArg, ValidAsZeroBits};
 
 use super::check::{as_i32, ensure};
 use crate::gpu::error::{GpuError, Result};
@@ -27,6 +27,8 @@ pub struct SampleParams {
 const _: () = assert!(std::mem::size_of::<SampleParams>() == 24);
 // SAFETY: plain old data with the C struct's layout (size asserted on both sides).
 unsafe impl DeviceRepr for SampleParams {}
+// SAFETY: all-zero bits are a valid value of every field (0.0 and 0).
+unsafe impl ValidAsZeroBits for SampleParams {}
 
 impl SampleParams {
     /// The draw of step `step` of a run with `params` (validated by the caller).

@@ -15,7 +15,9 @@ use crate::gpu::kernels::gemm::{gemm, gemm_f32, Epilogue, GemmShape};
 use crate::gpu::kernels::gemv::{gemv, gemv_f32, MAX_M};
 use crate::gpu::kernels::rmsnorm::rmsnorm;
 use crate::gpu::kernels::rope::{rope_cos_sin_table, rope_write_kv, RopeShape, RopeTable};
+use crate::gpu::kernels::sampling::{sample_tokens, SampleParams, Sampled};
 use crate::gpu::{download, Gpu};
+use crate::sampling::{sample_at, SamplingParams};
 
 /// Activation buffers for up to `max_chunk` tokens per forward call.
 struct Scratch {
@@ -26,6 +28,8 @@ struct Scratch {
     ffn: CudaSlice<bf16>,    // [T, ffn_dim]
     rows: CudaSlice<bf16>,   // [max_seqs, dim]: the rows whose logits are wanted
     logits: CudaSlice<f32>,  // [max_seqs, vocab]
+    sample_params: CudaSlice<SampleParams>, // [max_seqs]
+    sampled: CudaSlice<i32>, // [max_seqs]
     ids: CudaSlice<i32>,     // [T]
     positions: CudaSlice<i32>,
     slots: CudaSlice<i32>,
@@ -81,6 +85,11 @@ impl CudaModel {
             ffn: alloc(t * c.ffn_dim)?,
             rows: alloc(max_seqs * c.dim)?,
             logits: gpu.stream.alloc_zeros::<f32>(max_seqs * c.vocab_size).map_err(GpuError::driver("allocating logits"))?,
+            sample_params: gpu
+                .stream
+                .alloc_zeros::<SampleParams>(max_seqs)
+                .map_err(GpuError::driver("allocating sampling parameters"))?,
+            sampled: alloc_i32(max_seqs)?,
             ids: alloc_i32(t)?,
             positions: alloc_i32(t)?,
             slots: alloc_i32(t)?,
@@ -108,6 +117,69 @@ impl CudaModel {
     /// Runs a batch: each entry's new tokens after its cached prefix, over the paged KV cache.
     /// Returns, per entry, the f32 logits of its last token when it wants them.
     pub fn forward_batch(&mut self, seqs: &[SeqChunk<'_>]) -> Result<Vec<Option<Vec<f32>>>> {
+        let rows = self.run(seqs)?;
+        let vocab = self.weights.config.vocab_size;
+        let mut out: Vec<Option<Vec<f32>>> = vec![None; seqs.len()];
+        if rows == 0 {
+            return Ok(out);
+        }
+        let host = download(&self.gpu, &self.scratch.logits.slice(0..rows * vocab))?;
+        let mut rows = host.chunks_exact(vocab);
+        for (slot, seq) in out.iter_mut().zip(seqs) {
+            if seq.want_logits {
+                *slot = Some(rows.next().expect("one row per wanting entry").to_vec());
+            }
+        }
+        Ok(out)
+    }
+
+    /// As `forward_batch`, then draws each wanting entry's next token on the device with its
+    /// `params` (one per wanting entry, in order), copying back ids instead of logits. A row the
+    /// kernel leaves to the host (too many candidates) or reports bad is sampled on the host from
+    /// its logits, so the result and errors are those of `sampling::sample_at`.
+    pub fn forward_batch_sampled(
+        &mut self,
+        seqs: &[SeqChunk<'_>],
+        params: &[(SamplingParams, u64)],
+    ) -> std::result::Result<Vec<Option<u32>>, crate::engine::EngineError> {
+        let rows = self.run(seqs)?;
+        if params.len() != rows {
+            return Err(GpuError::BadArgument { kernel: "forward", what: format!("{} sampling parameters for {rows} rows", params.len()) }.into());
+        }
+        let vocab = self.weights.config.vocab_size;
+        let mut out: Vec<Option<u32>> = vec![None; seqs.len()];
+        if rows == 0 {
+            return Ok(out);
+        }
+        let dev_params: Vec<SampleParams> = params.iter().map(|(p, step)| SampleParams::new(p, *step)).collect();
+        let gpu = &self.gpu;
+        let s = &mut self.scratch;
+        gpu.stream
+            .memcpy_htod(&dev_params, &mut s.sample_params.slice_mut(0..rows))
+            .map_err(GpuError::driver("uploading sampling parameters"))?;
+        sample_tokens(gpu, &s.logits.slice(0..rows * vocab), vocab, &s.sample_params.slice(0..rows), &mut s.sampled.slice_mut(0..rows))?;
+        let raw = download(gpu, &s.sampled.slice(0..rows))?;
+        let mut row = 0;
+        for (slot, seq) in out.iter_mut().zip(seqs) {
+            if !seq.want_logits {
+                continue;
+            }
+            *slot = Some(match Sampled::from_raw(raw[row]) {
+                Sampled::Token(t) => t,
+                Sampled::BadLogits | Sampled::HostFallback => {
+                    let logits = download(gpu, &s.logits.slice(row * vocab..(row + 1) * vocab))?;
+                    let (p, step) = &params[row];
+                    sample_at(p, &logits, *step)?
+                }
+            });
+            row += 1;
+        }
+        Ok(out)
+    }
+
+    /// The layers and the LM head for `seqs`; the wanted rows' logits are left in
+    /// `scratch.logits`, and their count is returned.
+    fn run(&mut self, seqs: &[SeqChunk<'_>]) -> Result<usize> {
         let c = self.weights.config.clone();
         let bad = |what: String| GpuError::BadArgument { kernel: "forward", what };
         let n: usize = seqs.iter().map(|s| s.ids.len()).sum();
@@ -191,9 +263,8 @@ impl CudaModel {
         }
 
         let r = logit_rows.len();
-        let mut out: Vec<Option<Vec<f32>>> = vec![None; seqs.len()];
         if r == 0 {
-            return Ok(out);
+            return Ok(0);
         }
         // Gather the wanted rows (the embedding kernel is a row gather), norm them, LM head.
         gpu.stream.memcpy_htod(&logit_rows, &mut s.ids.slice_mut(0..r)).map_err(copy("logit rows"))?;
@@ -206,13 +277,6 @@ impl CudaModel {
         } else {
             gemm_f32(gpu, &s.normed.slice(0..r * dim), &w.lm_head().as_view(), &mut logits, shape)?;
         }
-        let host = download(gpu, &s.logits.slice(0..r * c.vocab_size))?;
-        let mut rows = host.chunks_exact(c.vocab_size);
-        for (slot, seq) in out.iter_mut().zip(seqs) {
-            if seq.want_logits {
-                *slot = Some(rows.next().expect("one row per wanting entry").to_vec());
-            }
-        }
-        Ok(out)
+        Ok(r)
     }
 }

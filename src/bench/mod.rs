@@ -2,6 +2,9 @@
 //! tokens/s at several prompt lengths, batch-1 decode ms/token at several contexts with the
 //! achieved bandwidth against the device-to-device copy ceiling measured in the same run.
 
+mod plot;
+pub mod serving;
+
 use std::time::Instant;
 
 use serde::Serialize;

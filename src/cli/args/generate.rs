@@ -1,0 +1,99 @@
+//! `nemo generate`'s flags, and the sampling flags it shares with `nemo chat`.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::{parse_token_ids, DeviceChoice, ModelSource, TokenIds};
+
+#[derive(Args, Debug)]
+pub struct GenerateArgs {
+    #[command(flatten)]
+    pub source: ModelSource,
+
+    #[command(flatten)]
+    pub prompt: PromptArgs,
+
+    /// The prompt is one user message of the model's chat template (Mistral v3 for Nemo, the
+    /// GGUF's own Jinja template otherwise), and the answer ends at the end of the turn.
+    #[arg(long)]
+    pub chat: bool,
+
+    /// A system message before the prompt (needs --chat).
+    #[arg(long, value_name = "TEXT", requires = "chat", allow_hyphen_values = true)]
+    pub system: Option<String>,
+
+    /// OpenAI-style tool definitions (a JSON list of {"type": "function", "function": {...}})
+    /// offered to the model; tool calls in its answer are parsed and printed. Mistral template
+    /// only. Needs --chat.
+    #[arg(long, value_name = "FILE", requires = "chat")]
+    pub tools: Option<PathBuf>,
+
+    /// Most tokens to generate (a stop or EOS token counts, and ends the run earlier).
+    #[arg(long, value_name = "N", default_value_t = 128)]
+    pub max_tokens: usize,
+
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+
+    /// Report each generated token's logprob and the K most probable tokens' (natural log of
+    /// the softmax of the raw logits, before temperature). 0 = the chosen token's only.
+    #[arg(long, value_name = "K", allow_negative_numbers = true)]
+    pub logprobs: Option<usize>,
+
+    /// A token id that ends generation (repeatable). EOS ends it too unless --ignore-eos.
+    #[arg(long = "stop-token", value_name = "ID", allow_negative_numbers = true)]
+    pub stop_tokens: Vec<u32>,
+
+    /// Do not stop at the model's EOS / end-of-turn token(s).
+    #[arg(long)]
+    pub ignore_eos: bool,
+
+    /// Where to run: auto = the GPU when one is usable, else the CPU (with a notice).
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    pub device: DeviceChoice,
+
+    /// Print one JSON object on stdout (prompt_tokens, tokens, text, finish_reason, logprobs,
+    /// tool_calls) instead of streaming; notices and timing go to stderr.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// How tokens are drawn. A flag left out takes the model's recommended value (see
+/// `cli::defaults`), else the neutral one.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct SamplingArgs {
+    /// Softmax temperature; 0 = greedy (argmax, lowest id on ties). Default: the model's
+    /// recommendation (Mistral-Nemo: 0.3).
+    #[arg(long, value_name = "T", allow_negative_numbers = true)]
+    pub temperature: Option<f32>,
+
+    /// Nucleus sampling: keep the most probable tokens up to this mass, in (0, 1]; 1 = off.
+    #[arg(long, value_name = "P", allow_negative_numbers = true)]
+    pub top_p: Option<f32>,
+
+    /// Keep the K most probable tokens; 0 = off.
+    #[arg(long, value_name = "K", allow_negative_numbers = true)]
+    pub top_k: Option<usize>,
+
+    /// Drop tokens less probable than P times the most probable, in [0, 1]; 0 = off.
+    #[arg(long, value_name = "P", allow_negative_numbers = true)]
+    pub min_p: Option<f32>,
+
+    /// Seed of the per-step draws: the same seed, prompt and settings give the same tokens.
+    #[arg(long, value_name = "S", default_value_t = 0, allow_negative_numbers = true)]
+    pub seed: u64,
+}
+
+/// Exactly one of the two prompt forms.
+#[derive(Args, Debug)]
+#[group(required = true, multiple = false)]
+pub struct PromptArgs {
+    /// The prompt as text (needs the model's tokenizer).
+    #[arg(long, value_name = "TEXT", allow_hyphen_values = true)]
+    pub prompt: Option<String>,
+
+    /// The prompt as token ids, comma-separated (e.g. 1,1234,567), used as given.
+    #[arg(long, value_name = "IDS", value_parser = parse_token_ids, conflicts_with = "chat")]
+    pub prompt_tokens: Option<TokenIds>,
+}

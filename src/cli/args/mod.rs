@@ -1,0 +1,184 @@
+//! The command line, as clap parses it. Values are checked here only for syntax; ranges
+//! (temperature >= 0, top_p in (0, 1], ...) are checked by the library so every front end
+//! refuses the same values with the same message.
+
+//!
+//! - this file: the subcommands, the model source every one of them shares, small value types.
+//! - [`generate`]: `nemo generate` and the sampling flags it shares with `nemo chat`.
+//! - [`chat`]: `nemo chat` and `nemo tokenize`.
+
+mod chat;
+mod generate;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+pub use chat::{ChatArgs, TokenizeArgs};
+pub use generate::{GenerateArgs, SamplingArgs};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "nemo",
+    version,
+    about = "Inference for Mistral-Nemo-Instruct-2407: a CUDA engine with an f32 CPU reference"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Generate a continuation of a prompt, or with --chat the answer to it.
+    Generate(GenerateArgs),
+    /// Talk to the model: one line per turn, answers streamed, history kept.
+    Chat(ChatArgs),
+    /// Text or a chat request to token ids, exactly as the model's template encodes them.
+    Tokenize(TokenizeArgs),
+    /// Load and validate a model, then print its layout, config and memory needs.
+    Inspect(InspectArgs),
+    /// End-to-end numbers: batch-1 latency (load, prefill, decode), offline serving throughput,
+    /// and a decode batch sweep.
+    Bench(BenchArgs),
+}
+
+/// Help text of every `--model`.
+const MODEL_HELP: &str = "A checkpoint directory (Mistral or HF layout), a .gguf file, or a \
+directory holding one .gguf. Default: the demo model SmolLM2-135M-Instruct that scripts/setup.sh \
+puts in models/";
+
+/// The model to run: a checkpoint, or a built-in shape with random weights.
+#[derive(Args, Debug)]
+pub struct ModelSource {
+    #[arg(long, value_name = "PATH", conflicts_with = "preset", help = MODEL_HELP)]
+    pub model: Option<PathBuf>,
+
+    /// A built-in model shape instead of a checkpoint (needs --dummy-weights): nemo-12b.
+    #[arg(long, value_name = "NAME", value_enum, requires = "dummy_weights")]
+    pub preset: Option<Preset>,
+
+    /// Fill the weights with seeded random values generated on the GPU (vLLM's
+    /// `--load-format dummy`): exact shapes, no files, for measuring.
+    #[arg(long)]
+    pub dummy_weights: bool,
+
+    /// Tokens the preallocated KV cache holds (default: the model's context, 131072 for Nemo);
+    /// lower it on GPUs with less memory.
+    #[arg(long, value_name = "N")]
+    pub kv_tokens: Option<usize>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Preset {
+    /// Mistral-Nemo-Instruct-2407: 40 layers, dim 5120, 32/8 heads of 128, FFN 14336, vocab 131072.
+    #[value(name = "nemo-12b")]
+    Nemo12b,
+}
+
+impl Preset {
+    pub fn config(self) -> nemo_engine::model::ModelConfig {
+        match self {
+            Preset::Nemo12b => nemo_engine::model::ModelConfig::nemo_12b(),
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub source: ModelSource,
+
+    /// Prompt lengths to time prefill at, comma-separated.
+    #[arg(long, value_name = "N,...", value_delimiter = ',', default_value = "512,2048,8192,32768")]
+    pub prefill: Vec<usize>,
+
+    /// Contexts to time batch-1 decode at, comma-separated.
+    #[arg(long, value_name = "N,...", value_delimiter = ',', default_value = "1024,32768,131072")]
+    pub contexts: Vec<usize>,
+
+    /// Decode steps timed per context (latency) or per batch size (sweep).
+    #[arg(long, value_name = "N", default_value_t = 32)]
+    pub steps: usize,
+
+    /// What to measure.
+    #[arg(long, value_enum, default_value_t = BenchMode::Latency)]
+    pub mode: BenchMode,
+
+    /// Throughput mode: input/output lengths, comma-separated IN/OUT pairs.
+    #[arg(long, value_name = "IN/OUT,...", value_delimiter = ',', default_value = "128/128,1000/1000,2048/2048", value_parser = parse_io)]
+    pub io: Vec<(usize, usize)>,
+
+    /// Throughput mode: requests per input/output pair, all queued at once.
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    pub requests: usize,
+
+    /// Sweep mode: batch sizes, comma-separated.
+    #[arg(long, value_name = "B,...", value_delimiter = ',', default_value = "1,8,32,64,128,256")]
+    pub batches: Vec<usize>,
+
+    /// Sequences running at once (throughput) and the largest batch (sweep).
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    pub max_batch: usize,
+
+    /// Sweep mode: also write the throughput/latency plot here (SVG).
+    #[arg(long, value_name = "FILE")]
+    pub plot: Option<PathBuf>,
+
+    /// Throughput and sweep modes may run on the CPU reference (small models only).
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Cuda)]
+    pub device: DeviceChoice,
+
+    /// Print one JSON object on stdout instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BenchMode {
+    /// Batch 1: load time, prefill tokens/s at --prefill lengths, decode ms/token at --contexts.
+    Latency,
+    /// Offline throughput: --requests requests per --io pair; tokens/s, TTFT and ITL percentiles.
+    Throughput,
+    /// Decode batch sweep over --batches: ms/step, tokens/s, achieved bandwidth.
+    Sweep,
+}
+
+fn parse_io(s: &str) -> Result<(usize, usize), String> {
+    let (i, o) = s.split_once('/').ok_or_else(|| format!("`{s}` is not IN/OUT (e.g. 128/128)"))?;
+    let n = |v: &str| v.trim().parse::<usize>().ok().filter(|&n| n > 0).ok_or_else(|| format!("`{v}` in `{s}` is not a positive length"));
+    Ok((n(i)?, n(o)?))
+}
+
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    #[arg(long, value_name = "PATH", help = MODEL_HELP)]
+    pub model: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DeviceChoice {
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+/// A comma-separated list of token ids.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenIds(pub Vec<u32>);
+
+fn parse_token_ids(s: &str) -> Result<TokenIds, String> {
+    let ids = s
+        .split(',')
+        .map(|part| {
+            let part = part.trim();
+            part.parse::<u32>().map_err(|_| {
+                format!("`{part}` is not a token id (expected comma-separated integers in 0..2^32)")
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(TokenIds(ids))
+}
+
+#[cfg(test)]
+mod tests;

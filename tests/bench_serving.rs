@@ -1,0 +1,41 @@
+//! The serving benchmarks on the CPU batch backend and the tiny fixture model: the accounting is
+//! right (every token counted once, percentiles ordered) and the plot is drawn.
+
+use std::path::Path;
+
+use nemo_engine::bench::serving::{decode_sweep, sweep_svg, throughput, ServingOptions};
+use nemo_engine::engine::{CpuBatchBackend, CpuBatchOptions};
+use nemo_engine::model::load;
+
+#[test]
+fn offline_throughput_counts_every_token_once() {
+    let model = load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-s0/hf")).unwrap();
+    // 20 blocks of 16 for 8 requests of 64 + 16 tokens: some must wait or be preempted.
+    let backend = CpuBatchBackend::new(&model.weights, CpuBatchOptions { block_size: 16, num_blocks: 20, max_step_tokens: 128 });
+    let opts = ServingOptions { requests: 8, input_len: 64, output_len: 16, max_running: 8, max_step_tokens: 128 };
+    let r = throughput(backend, &opts).unwrap();
+    assert_eq!(r.output_tokens, 8 * 16);
+    assert_eq!(r.requests, 8);
+    assert!(r.ttft_ms.p50 <= r.ttft_ms.p90 && r.ttft_ms.p90 <= r.ttft_ms.p99);
+    assert!(r.itl_ms.p50 <= r.itl_ms.p99);
+    assert!(r.ttft_ms.p99 <= r.seconds * 1e3 + 1e-6);
+    assert!(r.output_tokens_per_s > 0.0 && r.total_tokens_per_s > r.output_tokens_per_s);
+    let json = serde_json::to_value(&r).unwrap();
+    assert!(json["itl_ms"]["p90"].is_number());
+}
+
+#[test]
+fn decode_sweep_reports_each_batch_and_draws_it() {
+    let model = load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-s0/hf")).unwrap();
+    let backend = CpuBatchBackend::new(&model.weights, CpuBatchOptions { block_size: 16, num_blocks: 64, max_step_tokens: 256 });
+    let rows = decode_sweep(backend, &[1, 4, 8], 16, 4, 1_000_000, 1024).unwrap();
+    assert_eq!(rows.iter().map(|r| r.batch).collect::<Vec<_>>(), vec![1, 4, 8]);
+    for r in &rows {
+        assert!(r.ms_per_step > 0.0 && r.tokens_per_s > 0.0 && r.achieved_gbs > 0.0, "{r:?}");
+        assert!((r.tokens_per_s - r.batch as f64 / (r.ms_per_step * 1e-3)).abs() < 1e-6 * r.tokens_per_s);
+    }
+    let svg = sweep_svg(&rows, "tiny model <cpu>");
+    assert!(svg.starts_with("<svg") && svg.ends_with("</svg>"));
+    assert_eq!(svg.matches("<polyline").count(), 2);
+    assert!(svg.contains("&lt;cpu&gt;"));
+}
