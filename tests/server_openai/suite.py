@@ -53,7 +53,8 @@ SERVERS = []  # every server started, for their logs on failure
 class Server:
     def __init__(self, nemo, model, extra=()):
         SERVERS.append(self)
-        args = [nemo, "serve", "--port", "0", "--device", "cpu"]
+        # $NEMO_SERVE_DEVICE=cuda runs the same checks on the GPU backend.
+        args = [nemo, "serve", "--port", "0", "--device", os.environ.get("NEMO_SERVE_DEVICE", "cpu")]
         if model:
             args += ["--model", model]
         args += list(extra)
