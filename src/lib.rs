@@ -6,6 +6,7 @@
 //! - [`sampling`]: greedy, temperature, top-k/top-p/min-p, logprobs.
 //! - [`generate`]: the generation loop over any [`engine::Backend`].
 //! - [`scheduler`]: continuous batching over the paged KV cache; the request/event engine.
+//! - [`server`]: the OpenAI-compatible HTTP server over the scheduler's engine.
 //! - [`tokenizer`]: Tekken, the HF tokenizer, and the v3 chat template.
 //! - [`gguf`]: a native GGUF reader (the SmolLM2 demo model).
 //! - [`error_text`]: text from untrusted files made safe for a one-line error.
@@ -20,4 +21,5 @@ pub mod gpu;
 pub mod model;
 pub mod sampling;
 pub mod scheduler;
+pub mod server;
 pub mod tokenizer;

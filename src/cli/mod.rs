@@ -2,8 +2,8 @@
 //! here they gain context and become one `error: ...` line on stderr with a non-zero exit.
 //!
 //! - [`args`]: the flags.
-//! - [`generate_cmd`], [`chat_cmd`], [`tokenize_cmd`], [`inspect_cmd`], [`bench_cmd`]: the
-//!   subcommands.
+//! - [`generate_cmd`], [`chat_cmd`], [`tokenize_cmd`], [`serve_cmd`], [`inspect_cmd`],
+//!   [`bench_cmd`]: the subcommands.
 //! - [`resolve`]: what `--model` names (checkpoint, .gguf, or the demo model by default);
 //!   [`loaded`]: the model opened (tokenizer, chat format, stop ids) and its weights.
 //! - [`chat_format`]: Mistral v3 or the GGUF's Jinja template; [`chat_session`]: a
@@ -25,6 +25,7 @@ mod inspect_cmd;
 mod loaded;
 mod output;
 mod resolve;
+mod serve_cmd;
 mod text;
 mod tokenize_cmd;
 
@@ -49,6 +50,7 @@ pub fn main() -> ExitCode {
         Command::Generate(args) => generate_cmd::run(args),
         Command::Chat(args) => chat_cmd::run(args),
         Command::Tokenize(args) => tokenize_cmd::run(args),
+        Command::Serve(args) => serve_cmd::run(args),
         Command::Inspect(args) => inspect_cmd::run(args),
         Command::Bench(args) => bench_cmd::run(args),
     };

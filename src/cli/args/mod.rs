@@ -6,9 +6,11 @@
 //! - this file: the subcommands, the model source every one of them shares, small value types.
 //! - [`generate`]: `nemo generate` and the sampling flags it shares with `nemo chat`.
 //! - [`chat`]: `nemo chat` and `nemo tokenize`.
+//! - [`serve`]: `nemo serve`.
 
 mod chat;
 mod generate;
+mod serve;
 
 use std::path::PathBuf;
 
@@ -16,6 +18,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub use chat::{ChatArgs, TokenizeArgs};
 pub use generate::{GenerateArgs, SamplingArgs};
+pub use serve::ServeArgs;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -36,6 +39,9 @@ pub enum Command {
     Chat(ChatArgs),
     /// Text or a chat request to token ids, exactly as the model's template encodes them.
     Tokenize(TokenizeArgs),
+    /// An OpenAI-compatible HTTP server: /v1/chat/completions (tools, streaming, logprobs),
+    /// /v1/completions, /v1/models, /health, /metrics.
+    Serve(ServeArgs),
     /// Load and validate a model, then print its layout, config and memory needs.
     Inspect(InspectArgs),
     /// End-to-end numbers: batch-1 latency (load, prefill, decode), offline serving throughput,

@@ -1,0 +1,56 @@
+//! `nemo serve`.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::DeviceChoice;
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    #[arg(long, value_name = "PATH", help = super::MODEL_HELP)]
+    pub model: Option<PathBuf>,
+
+    /// The address to listen on. The default reaches only this machine; 0.0.0.0 opens the
+    /// server to the network (then set --api-key).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1")]
+    pub host: String,
+
+    /// The port; 0 picks a free one (the address is printed on stderr).
+    #[arg(long, value_name = "N", default_value_t = 8000)]
+    pub port: u16,
+
+    /// Where to run: auto = the GPU when one is usable, else the CPU (with a notice).
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    pub device: DeviceChoice,
+
+    /// Tokens the KV cache holds, shared by all requests (default: the model's context on the
+    /// GPU; on the CPU as many as fit in 4 GiB, at most the context).
+    #[arg(long, value_name = "N")]
+    pub kv_tokens: Option<usize>,
+
+    /// Most sequences generating at once; more requests wait in a queue.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub max_batch: usize,
+
+    /// Most tokens one engine step carries (long prompts are prefilled in chunks of this).
+    #[arg(long, value_name = "N", default_value_t = 2048)]
+    pub max_step_tokens: usize,
+
+    /// Require `Authorization: Bearer KEY` on /v1/* (also read from $NEMO_API_KEY, which
+    /// keeps the key out of the process list).
+    #[arg(long, value_name = "KEY", env = "NEMO_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+
+    /// The model name clients pass as `model` (default: the model file's or directory's name).
+    #[arg(long, value_name = "NAME")]
+    pub served_model_name: Option<String>,
+
+    /// Larger request bodies are refused with 413.
+    #[arg(long, value_name = "BYTES", default_value_t = 8 << 20)]
+    pub max_body_bytes: usize,
+
+    /// After SIGTERM, how long requests in flight may run before they are cancelled.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
+    pub shutdown_timeout: f64,
+}

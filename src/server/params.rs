@@ -1,0 +1,166 @@
+//! Request fields -> what the engine runs, with every check that can be made before the
+//! prompt is encoded: ranges of sampling values, limits on stop strings, refusal of OpenAI
+//! features this server does not implement (never silently ignored).
+
+use std::hash::{BuildHasher, Hasher};
+
+use super::error::ApiError;
+use super::model::SamplingDefaults;
+use super::openai::request::SharedFields;
+use crate::sampling::SamplingParams;
+use crate::scheduler::{max_kv_positions, Limits};
+
+/// More would make the per-token search a cost and a hostile request's lever; OpenAI allows 4.
+pub const MAX_STOP_STRINGS: usize = 32;
+/// Bytes per stop string.
+pub const MAX_STOP_STRING_BYTES: usize = 256;
+/// OpenAI's limit for `top_logprobs`.
+pub const MAX_TOP_LOGPROBS: i64 = 20;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerationParams {
+    pub sampling: SamplingParams,
+    /// `None`: as many as fit in the context and the KV cache.
+    pub max_tokens: Option<usize>,
+    pub stop_strings: Vec<String>,
+    pub ignore_eos: bool,
+    pub stream: bool,
+    pub include_usage: bool,
+}
+
+/// Checks the shared fields; `max_tokens` is the endpoint's choice of field.
+pub fn generation_params(
+    f: &SharedFields,
+    max_tokens: Option<(&'static str, i64)>,
+    defaults: SamplingDefaults,
+) -> Result<GenerationParams, ApiError> {
+    let temperature = match f.temperature {
+        Some(t) if !(0.0..=2.0).contains(&t) => {
+            return Err(ApiError::invalid_param("temperature", format!("temperature must be in [0, 2], got {t}")))
+        }
+        Some(t) => t as f32,
+        None => defaults.temperature,
+    };
+    let top_p = match f.top_p {
+        Some(p) if !(p > 0.0 && p <= 1.0) => {
+            return Err(ApiError::invalid_param("top_p", format!("top_p must be in (0, 1], got {p}")))
+        }
+        Some(p) => p as f32,
+        None => defaults.top_p,
+    };
+    let top_k = match f.top_k {
+        Some(-1 | 0) => 0,
+        Some(k) if k < 0 => {
+            return Err(ApiError::invalid_param("top_k", format!("top_k must be -1 or 0 (off) or positive, got {k}")))
+        }
+        Some(k) => k as usize,
+        None => defaults.top_k,
+    };
+    let min_p = match f.min_p {
+        Some(p) if !(0.0..=1.0).contains(&p) => {
+            return Err(ApiError::invalid_param("min_p", format!("min_p must be in [0, 1], got {p}")))
+        }
+        Some(p) => p as f32,
+        None => defaults.min_p,
+    };
+    let max_tokens = match max_tokens {
+        Some((name, n)) if n < 1 => return Err(ApiError::invalid_param(name, format!("{name} must be at least 1, got {n}"))),
+        Some((_, n)) => Some(usize::try_from(n).unwrap_or(usize::MAX)),
+        None => None,
+    };
+    if let Some(n) = f.n.filter(|&n| n != 1) {
+        return Err(ApiError::invalid_param("n", format!("only n = 1 is supported, got {n}")));
+    }
+    refuse_unsupported(f)?;
+    let stream = f.stream.unwrap_or(false);
+    if f.stream_options.is_some() && !stream {
+        return Err(ApiError::invalid_param("stream_options", "stream_options is only allowed when stream is true"));
+    }
+    let include_usage = f.stream_options.as_ref().and_then(|o| o.include_usage).unwrap_or(false);
+    let seed = match f.seed {
+        Some(s) => s as u64,
+        // OpenAI samples differently each time unless a seed is given.
+        None => std::collections::hash_map::RandomState::new().build_hasher().finish(),
+    };
+    Ok(GenerationParams {
+        sampling: SamplingParams { temperature, top_k, top_p, min_p, seed },
+        max_tokens,
+        stop_strings: stop_strings(f)?,
+        ignore_eos: f.ignore_eos.unwrap_or(false),
+        stream,
+        include_usage,
+    })
+}
+
+fn refuse_unsupported(f: &SharedFields) -> Result<(), ApiError> {
+    for (name, value, neutral) in [
+        ("frequency_penalty", f.frequency_penalty, 0.0),
+        ("presence_penalty", f.presence_penalty, 0.0),
+        ("repetition_penalty", f.repetition_penalty, 1.0),
+    ] {
+        if let Some(v) = value.filter(|&v| v != neutral) {
+            return Err(ApiError::invalid_param(name, format!("{name} is not supported by this server (got {v}; only {neutral})")));
+        }
+    }
+    if f.logit_bias.as_ref().is_some_and(|m| !m.is_empty()) {
+        return Err(ApiError::invalid_param("logit_bias", "logit_bias is not supported by this server"));
+    }
+    Ok(())
+}
+
+fn stop_strings(f: &SharedFields) -> Result<Vec<String>, ApiError> {
+    let stops = f.stop.clone().map(|s| s.into_vec()).unwrap_or_default();
+    if stops.len() > MAX_STOP_STRINGS {
+        return Err(ApiError::invalid_param(
+            "stop",
+            format!("at most {MAX_STOP_STRINGS} stop strings are allowed, got {}", stops.len()),
+        ));
+    }
+    for (i, s) in stops.iter().enumerate() {
+        if s.is_empty() {
+            return Err(ApiError::invalid_param(format!("stop[{i}]"), "a stop string must not be empty"));
+        }
+        if s.len() > MAX_STOP_STRING_BYTES {
+            return Err(ApiError::invalid_param(
+                format!("stop[{i}]"),
+                format!("a stop string may have at most {MAX_STOP_STRING_BYTES} bytes, this one has {}", s.len()),
+            ));
+        }
+    }
+    Ok(stops)
+}
+
+/// The number of tokens to generate for a prompt of `prompt` tokens: the one asked for when
+/// it fits, else as many as the context and the KV cache allow. Refusals say what to change.
+pub fn resolve_max_tokens(asked: Option<usize>, prompt: usize, limits: &Limits) -> Result<usize, ApiError> {
+    let context_room = limits.max_context.saturating_sub(prompt);
+    // KV positions are prompt + max_tokens - 1 (the last token is never run).
+    let cache_room = (limits.num_blocks * limits.block_size + 1).saturating_sub(prompt);
+    let too_long = |what: String| ApiError::bad_request(what).with_code("context_length_exceeded");
+    match asked {
+        Some(n) if prompt.saturating_add(n) > limits.max_context => Err(too_long(format!(
+            "this model's context is {} tokens, but the prompt has {prompt} and max_tokens asks for {n} more \
+             ({} in all); shorten the prompt or lower max_tokens",
+            limits.max_context,
+            prompt.saturating_add(n)
+        ))),
+        Some(n) if n > cache_room => Err(too_long(format!(
+            "the prompt ({prompt} tokens) plus max_tokens ({n}) need {} KV cache positions, but the server's \
+             whole cache holds {}; lower max_tokens or start the server with a larger --kv-tokens",
+            max_kv_positions(prompt, n),
+            limits.num_blocks * limits.block_size
+        ))),
+        Some(n) => Ok(n),
+        None if context_room.min(cache_room) == 0 => Err(too_long(format!(
+            "the prompt has {prompt} tokens, which leaves no room to generate (context {} tokens, KV cache {} \
+             positions); shorten the prompt",
+            limits.max_context,
+            limits.num_blocks * limits.block_size
+        ))),
+        None => Ok(context_room.min(cache_room)),
+    }
+}
+
+#[cfg(test)]
+#[path = "params_tests.rs"]
+mod tests;

@@ -1,0 +1,213 @@
+//! `POST /v1/completions`: a plain prompt (text or token ids) -> its continuation, whole or
+//! streamed. One prompt per request; no `echo`, `suffix` or `best_of`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+use super::generate::{check_model, engine_gone, finish_reason, read_body, start};
+use super::AppState;
+use crate::server::engine_handle::Generation;
+use crate::server::engine_loop::GenEvent;
+use crate::server::error::ApiError;
+use crate::server::model::ServedModel;
+use crate::server::openai::parse::{body_text, read_json};
+use crate::server::openai::request::{CompletionFields, Prompt, SharedFields};
+use crate::server::openai::response::*;
+use crate::server::openai::{response_id, unix_time};
+use crate::server::output::{OutputSpec, Piece};
+use crate::server::params::{generation_params, MAX_TOP_LOGPROBS};
+use crate::server::sse::{sse_response, StreamFormat};
+
+/// OpenAI's default for this endpoint.
+const DEFAULT_MAX_TOKENS: i64 = 16;
+
+pub async fn handle(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+    let arrived = Instant::now();
+    let bytes = read_body(&state, &headers, body).await?;
+    let text = body_text(&bytes)?;
+    let shared: SharedFields = read_json(text)?;
+    let own: CompletionFields = read_json(text)?;
+    check_model(&state, &shared.model)?;
+    let max_tokens = ("max_tokens", shared.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS));
+    let params = generation_params(&shared, Some(max_tokens), state.model.sampling_defaults())?;
+    refuse_unsupported(&own)?;
+    let logprobs = match own.logprobs {
+        Some(k) if !(0..=MAX_TOP_LOGPROBS).contains(&k) => {
+            return Err(ApiError::invalid_param("logprobs", format!("logprobs must be in [0, {MAX_TOP_LOGPROBS}], got {k}")))
+        }
+        Some(k) => Some(k as usize),
+        None => None,
+    };
+    let prompt = match own.prompt {
+        Prompt::Text(text) => encode(&state, text).await?,
+        Prompt::Texts(mut texts) if texts.len() == 1 => encode(&state, texts.remove(0)).await?,
+        Prompt::Ids(ids) => token_ids(&ids)?,
+        Prompt::IdLists(lists) if lists.len() == 1 => token_ids(&lists[0])?,
+        Prompt::Texts(v) => return Err(one_prompt(v.len())),
+        Prompt::IdLists(v) => return Err(one_prompt(v.len())),
+    };
+    let output = OutputSpec { stop_strings: params.stop_strings.clone(), tool_calls: false };
+    let generation = start(&state, prompt, &params, logprobs, output, arrived).await?;
+    let format = CompletionOutput {
+        id: response_id("cmpl-"),
+        created: unix_time(),
+        model: state.model.clone(),
+        include_usage: params.include_usage,
+        logprobs: logprobs.is_some(),
+        chars_sent: 0,
+    };
+    if params.stream {
+        return Ok(sse_response(generation, format, state.config.keepalive));
+    }
+    Ok(Json(collect(generation, format).await?).into_response())
+}
+
+fn refuse_unsupported(own: &CompletionFields) -> Result<(), ApiError> {
+    if own.echo == Some(true) {
+        return Err(ApiError::invalid_param("echo", "echo is not supported by this server"));
+    }
+    if own.suffix.is_some() {
+        return Err(ApiError::invalid_param("suffix", "suffix (fill-in-the-middle) is not supported by this server"));
+    }
+    if let Some(n) = own.best_of.filter(|&n| n != 1) {
+        return Err(ApiError::invalid_param("best_of", format!("only best_of = 1 is supported, got {n}")));
+    }
+    Ok(())
+}
+
+fn one_prompt(n: usize) -> ApiError {
+    ApiError::invalid_param("prompt", format!("this server answers one prompt per request, got {n}"))
+}
+
+async fn encode(state: &AppState, text: String) -> Result<Vec<u32>, ApiError> {
+    let model = state.model.clone();
+    tokio::task::spawn_blocking(move || model.encode_prompt(&text))
+        .await
+        .map_err(|e| ApiError::internal(format!("encoding the prompt failed: {e}")))?
+        .map_err(|m| ApiError::invalid_param("prompt", m))
+}
+
+/// Token ids as given; the engine checks them against the vocabulary.
+fn token_ids(ids: &[i64]) -> Result<Vec<u32>, ApiError> {
+    ids.iter()
+        .enumerate()
+        .map(|(i, &id)| {
+            u32::try_from(id).map_err(|_| ApiError::invalid_param(format!("prompt[{i}]"), format!("{id} is not a token id")))
+        })
+        .collect()
+}
+
+struct CompletionOutput {
+    id: String,
+    created: u64,
+    model: Arc<dyn ServedModel>,
+    include_usage: bool,
+    logprobs: bool,
+    /// Characters of text sent so far (the next token's `text_offset`).
+    chars_sent: usize,
+}
+
+impl CompletionOutput {
+    fn payload(&self, choices: Vec<CompletionChoice>, usage: Option<UsageOut>) -> String {
+        let body = Completion {
+            id: &self.id,
+            object: "text_completion",
+            created: self.created,
+            model: self.model.name(),
+            choices,
+            usage,
+        };
+        serde_json::to_string(&body).expect("completions serialise")
+    }
+}
+
+fn text_of(pieces: &[Piece]) -> String {
+    pieces.iter().filter_map(|p| if let Piece::Text(t) = p { Some(t.as_str()) } else { None }).collect()
+}
+
+impl StreamFormat for CompletionOutput {
+    fn start(&mut self) -> Vec<String> {
+        Vec::new()
+    }
+
+    fn event(&mut self, event: GenEvent) -> (Vec<String>, bool) {
+        match event {
+            GenEvent::Token { logprobs, pieces, .. } => {
+                let text = text_of(&pieces);
+                let logprobs = match (self.logprobs, logprobs) {
+                    (true, Some(lp)) => {
+                        let mut all = CompletionLogprobs::default();
+                        all.push(self.model.tokenizer(), &lp, self.chars_sent);
+                        Some(all)
+                    }
+                    _ => None,
+                };
+                self.chars_sent += text.chars().count();
+                if text.is_empty() && logprobs.is_none() {
+                    return (Vec::new(), false);
+                }
+                let choice = CompletionChoice { index: 0, text, logprobs, finish_reason: None };
+                (vec![self.payload(vec![choice], None)], false)
+            }
+            GenEvent::Finished { reason, usage, output } => {
+                let reason = match finish_reason(&reason, false) {
+                    Ok(r) => r,
+                    Err(e) => return (vec![e.body_json()], true),
+                };
+                let text = text_of(&output.pieces);
+                let choice = CompletionChoice { index: 0, text, logprobs: None, finish_reason: Some(reason) };
+                let mut out = vec![self.payload(vec![choice], None)];
+                if self.include_usage {
+                    out.push(self.payload(Vec::new(), Some(usage.into())));
+                }
+                (out, true)
+            }
+            GenEvent::Accepted | GenEvent::Rejected(_) => (Vec::new(), false),
+        }
+    }
+
+    fn engine_gone(&mut self) -> Vec<String> {
+        vec![engine_gone().body_json()]
+    }
+}
+
+async fn collect(mut generation: Generation, format: CompletionOutput) -> Result<serde_json::Value, ApiError> {
+    let tok = format.model.tokenizer();
+    let mut text = String::new();
+    let mut chars = 0;
+    let mut logprobs = format.logprobs.then(CompletionLogprobs::default);
+    loop {
+        match generation.next().await {
+            Some(GenEvent::Token { logprobs: lp, pieces, .. }) => {
+                if let (Some(all), Some(lp)) = (logprobs.as_mut(), lp) {
+                    all.push(tok, &lp, chars);
+                }
+                let piece = text_of(&pieces);
+                chars += piece.chars().count();
+                text.push_str(&piece);
+            }
+            Some(GenEvent::Finished { reason, usage, output }) => {
+                text.push_str(&text_of(&output.pieces));
+                let finish_reason = Some(finish_reason(&reason, false)?);
+                let choice = CompletionChoice { index: 0, text, logprobs, finish_reason };
+                let body = Completion {
+                    id: &format.id,
+                    object: "text_completion",
+                    created: format.created,
+                    model: format.model.name(),
+                    choices: vec![choice],
+                    usage: Some(usage.into()),
+                };
+                return Ok(serde_json::to_value(&body).expect("completions serialise"));
+            }
+            Some(GenEvent::Accepted | GenEvent::Rejected(_)) => {}
+            None => return Err(engine_gone()),
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! What both generation endpoints do around the engine: read the body within its limit, check
+//! the model name, size `max_tokens`, submit, and map how a request ended to the API's terms.
+
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::http::{header, HeaderMap, StatusCode};
+
+use super::AppState;
+use crate::scheduler::{FinishReason, Request, RequestError};
+use crate::server::engine_handle::{Generation, SubmitError};
+use crate::server::error::ApiError;
+use crate::server::output::OutputSpec;
+use crate::server::params::{resolve_max_tokens, GenerationParams};
+
+/// The body, refused with 413 past `--max-body-bytes` (by its Content-Length before reading
+/// any of it, or while reading when it has none).
+pub async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<bytes::Bytes, ApiError> {
+    let limit = state.config.max_body_bytes;
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is larger than the server's limit of {limit} bytes (--max-body-bytes)"),
+        )
+    };
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(s) = source {
+            if s.is::<http_body_util::LengthLimitError>() {
+                return too_large();
+            }
+            source = s.source();
+        }
+        ApiError::bad_request(format!("could not read the request body: {e}"))
+    })
+}
+
+pub fn check_model(state: &AppState, model: &str) -> Result<(), ApiError> {
+    let served = state.model.name();
+    if model == served {
+        return Ok(());
+    }
+    Err(ApiError::new(StatusCode::NOT_FOUND, format!("the model `{model}` does not exist; this server serves `{served}`"))
+        .with_code("model_not_found"))
+}
+
+/// Submits the generation; resolves once the engine has accepted it.
+pub async fn start(
+    state: &AppState,
+    prompt: Vec<u32>,
+    params: &GenerationParams,
+    logprobs: Option<usize>,
+    output: OutputSpec,
+    arrived: Instant,
+) -> Result<Generation, ApiError> {
+    if prompt.is_empty() {
+        return Err(ApiError::bad_request("the prompt is empty"));
+    }
+    let max_tokens = resolve_max_tokens(params.max_tokens, prompt.len(), &state.engine.info().limits)?;
+    let stop_token_ids = if params.ignore_eos { Vec::new() } else { state.model.stop_token_ids().to_vec() };
+    let request = Request { prompt, sampling: params.sampling, max_tokens, stop_token_ids, logprobs };
+    match state.engine.submit(request, output, arrived).await {
+        Ok(generation) => Ok(generation),
+        Err(SubmitError::Rejected(e)) => Err(rejection(e)),
+        Err(SubmitError::Stopped) => Err(ApiError::unavailable("the engine has stopped")),
+    }
+}
+
+fn rejection(e: RequestError) -> ApiError {
+    let too_long = matches!(e, RequestError::ContextTooLong { .. } | RequestError::TooLargeForCache { .. });
+    let error = ApiError::bad_request(e.to_string());
+    if too_long {
+        error.with_code("context_length_exceeded")
+    } else {
+        error
+    }
+}
+
+/// The API's `finish_reason`, or the error a request that did not finish normally gets.
+pub fn finish_reason(reason: &FinishReason, tool_calls: bool) -> Result<&'static str, ApiError> {
+    match reason {
+        FinishReason::Stop if tool_calls => Ok("tool_calls"),
+        FinishReason::Stop => Ok("stop"),
+        FinishReason::Length => Ok("length"),
+        FinishReason::Cancelled => {
+            Err(ApiError::unavailable("the request was cancelled: the server is shutting down"))
+        }
+        FinishReason::Error(message) => Err(ApiError::internal(format!("generation failed: {message}"))),
+    }
+}
+
+pub fn engine_gone() -> ApiError {
+    ApiError::internal("the engine stopped before the request finished")
+}

@@ -1,0 +1,272 @@
+//! The endpoints' normal behaviour over the in-process server: shapes, streaming equal to
+//! non-streaming, logprobs, stop strings, tool calls from a real `[TOOL_CALLS]` output, usage.
+
+use serde_json::{json, Value};
+
+use crate::harness::{chat_body, tekken, Options, TestServer, TOOL_CALLS};
+use crate::http_client::*;
+
+/// The content of a streamed chat answer, its finish reason and the usage chunk (if any).
+fn stream_chat(s: &TestServer, body: &Value) -> (String, String, Option<Value>, Vec<Value>) {
+    let r = post_json(s.addr, "/v1/chat/completions", body);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("content-type"), Some("text/event-stream"));
+    let payloads = sse_payloads(&r.text());
+    assert_eq!(payloads.last().map(String::as_str), Some("[DONE]"), "{payloads:?}");
+    let chunks: Vec<Value> = payloads[..payloads.len() - 1].iter().map(|p| serde_json::from_str(p).unwrap()).collect();
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    let mut content = String::new();
+    let mut finish = String::new();
+    let mut usage = None;
+    for c in &chunks {
+        assert_eq!(c["object"], "chat.completion.chunk", "{c}");
+        assert_eq!(c["id"], chunks[0]["id"]);
+        if let Some(choice) = c["choices"].get(0) {
+            content += choice["delta"]["content"].as_str().unwrap_or("");
+            if let Some(f) = choice["finish_reason"].as_str() {
+                finish = f.to_string();
+            }
+        }
+        if c["usage"].is_object() {
+            assert_eq!(c["choices"], json!([]), "the usage chunk has no choices");
+            usage = Some(c["usage"].clone());
+        }
+    }
+    (content, finish, usage, chunks)
+}
+
+#[test]
+fn chat_answers_whole_and_streamed_alike_at_temperature_zero() {
+    let s = TestServer::start(Options::default());
+    let body = chat_body("Tell me a story.", json!({"temperature": 0, "max_tokens": 24}));
+    let r = post_json(s.addr, "/v1/chat/completions", &body);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["object"], "chat.completion");
+    assert_eq!(v["model"], "test-model");
+    assert!(v["id"].as_str().unwrap().starts_with("chatcmpl-"));
+    let choice = &v["choices"][0];
+    assert_eq!(choice["message"]["role"], "assistant");
+    assert_eq!(choice["finish_reason"], "length");
+    let content = choice["message"]["content"].as_str().unwrap().to_string();
+    assert!(!content.is_empty());
+    let prompt_tokens = v["usage"]["prompt_tokens"].as_u64().unwrap();
+    assert!(prompt_tokens > 5);
+    assert_eq!(v["usage"]["completion_tokens"], 24);
+    assert_eq!(v["usage"]["total_tokens"], prompt_tokens + 24);
+
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    streamed["stream_options"] = json!({"include_usage": true});
+    let (text, finish, usage, _) = stream_chat(&s, &streamed);
+    assert_eq!(text, content);
+    assert_eq!(finish, "length");
+    assert_eq!(usage.unwrap(), v["usage"]);
+    // Without include_usage there is no usage chunk.
+    streamed.as_object_mut().unwrap().remove("stream_options");
+    let (text, _, usage, _) = stream_chat(&s, &streamed);
+    assert_eq!((text, usage), (content, None));
+}
+
+#[test]
+fn a_seed_makes_sampling_reproducible() {
+    let s = TestServer::start(Options::default());
+    let ask = |seed: u64| {
+        let body = chat_body("hi", json!({"temperature": 1.0, "max_tokens": 16, "seed": seed}));
+        post_json(s.addr, "/v1/chat/completions", &body).json()["choices"][0]["message"]["content"].clone()
+    };
+    assert_eq!(ask(5), ask(5));
+    assert_ne!(ask(5), ask(6));
+}
+
+#[test]
+fn logprobs_come_with_every_token_whole_and_streamed() {
+    let s = TestServer::start(Options::default());
+    let body = chat_body("hi", json!({"temperature": 0, "max_tokens": 6, "logprobs": true, "top_logprobs": 3}));
+    let v = post_json(s.addr, "/v1/chat/completions", &body).json();
+    let entries = v["choices"][0]["logprobs"]["content"].as_array().unwrap().clone();
+    assert_eq!(entries.len(), 6);
+    let mut joined = Vec::new();
+    for e in &entries {
+        let lp = e["logprob"].as_f64().unwrap();
+        assert!(lp <= 0.0, "{e}");
+        let top = e["top_logprobs"].as_array().unwrap();
+        assert_eq!(top.len(), 3);
+        // Greedy: the chosen token is the most probable one.
+        assert_eq!(top[0]["token"], e["token"]);
+        assert!((top[0]["logprob"].as_f64().unwrap() - lp).abs() < 1e-6);
+        assert!(top.windows(2).all(|w| w[0]["logprob"].as_f64() >= w[1]["logprob"].as_f64()));
+        joined.extend(e["bytes"].as_array().unwrap().iter().map(|b| b.as_u64().unwrap() as u8));
+    }
+    // The tokens' bytes spell the answer.
+    assert_eq!(String::from_utf8_lossy(&joined), v["choices"][0]["message"]["content"].as_str().unwrap());
+
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    let (_, _, _, chunks) = stream_chat(&s, &streamed);
+    let streamed_entries: Vec<Value> = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["logprobs"]["content"].as_array().cloned())
+        .flatten()
+        .collect();
+    assert_eq!(streamed_entries, entries);
+}
+
+#[test]
+fn a_stop_string_cuts_the_answer_and_ends_generation() {
+    let s = TestServer::start(Options::default());
+    let body = chat_body("hi", json!({"temperature": 0, "max_tokens": 40}));
+    let full = post_json(s.addr, "/v1/chat/completions", &body).json()["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // A stop string taken from the middle of the answer.
+    let chars: Vec<char> = full.chars().collect();
+    assert!(chars.len() > 12, "{full:?}");
+    let stop: String = chars[8..11].iter().collect();
+    let cut = &full[..full.find(&stop).unwrap()];
+    for stream in [false, true] {
+        let mut b = body.clone();
+        b["stop"] = json!([stop.clone()]);
+        b["stream"] = json!(stream);
+        let (text, finish) = if stream {
+            let (text, finish, _, _) = stream_chat(&s, &b);
+            (text, finish)
+        } else {
+            let v = post_json(s.addr, "/v1/chat/completions", &b).json();
+            let usage = v["usage"]["completion_tokens"].as_u64().unwrap();
+            assert!(usage < 40, "generation went on past the stop string: {v}");
+            (v["choices"][0]["message"]["content"].as_str().unwrap().to_string(), v["choices"][0]["finish_reason"].as_str().unwrap().to_string())
+        };
+        assert_eq!((text.as_str(), finish.as_str()), (cut, "stop"), "stream {stream}");
+    }
+}
+
+const CALL: &str = r#"[{"name": "get_weather", "arguments": {"city": "Paris", "unit": "celsius"}}]"#;
+
+fn tool_server() -> TestServer {
+    let mut script = tekken().encode("Checking.").unwrap();
+    script.push(TOOL_CALLS);
+    script.extend(tekken().encode(CALL).unwrap());
+    TestServer::start(Options { script: Some(script), ..Options::default() })
+}
+
+fn tool_body() -> Value {
+    chat_body(
+        "What is the weather in Paris?",
+        json!({"tools": [{"type": "function", "function": {"name": "get_weather", "description": "Weather",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}, "unit": {"type": "string"}}}}}]}),
+    )
+}
+
+#[test]
+fn tool_calls_come_back_as_openai_tool_calls() {
+    let s = tool_server();
+    let v = post_json(s.addr, "/v1/chat/completions", &tool_body()).json();
+    let choice = &v["choices"][0];
+    assert_eq!(choice["finish_reason"], "tool_calls", "{v}");
+    assert_eq!(choice["message"]["content"], "Checking.");
+    let calls = choice["message"]["tool_calls"].as_array().unwrap();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0]["type"], "function");
+    assert_eq!(calls[0]["function"]["name"], "get_weather");
+    let id = calls[0]["id"].as_str().unwrap();
+    assert!(id.len() == 9 && id.chars().all(|c| c.is_ascii_alphanumeric()), "{id}");
+    let args: Value = serde_json::from_str(calls[0]["function"]["arguments"].as_str().unwrap()).unwrap();
+    assert_eq!(args, json!({"city": "Paris", "unit": "celsius"}));
+
+    // Sending the call and its result back renders and runs (the id is the form Nemo needs).
+    let mut next = tool_body();
+    let messages = next["messages"].as_array_mut().unwrap();
+    messages.push(json!({"role": "assistant", "content": null, "tool_calls": calls}));
+    messages.push(json!({"role": "tool", "tool_call_id": id, "content": "{\"temp\": 21}"}));
+    let r = post_json(s.addr, "/v1/chat/completions", &next);
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    // With tool_choice "none" the tools are not shown and the output is plain text.
+    let mut none = tool_body();
+    none["tool_choice"] = json!("none");
+    let v = post_json(s.addr, "/v1/chat/completions", &none).json();
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+    assert!(v["choices"][0]["message"].get("tool_calls").is_none(), "{v}");
+}
+
+#[test]
+fn tool_calls_stream_as_deltas() {
+    let s = tool_server();
+    let mut body = tool_body();
+    body["stream"] = json!(true);
+    let (content, finish, _, chunks) = stream_chat(&s, &body);
+    assert_eq!((content.as_str(), finish.as_str()), ("Checking.", "tool_calls"));
+    let deltas: Vec<&Value> =
+        chunks.iter().filter_map(|c| c["choices"][0]["delta"]["tool_calls"].as_array()).flatten().collect();
+    assert!(deltas.len() > 2, "arguments arrive in several deltas: {deltas:?}");
+    assert_eq!(deltas[0]["function"]["name"], "get_weather");
+    assert_eq!(deltas[0]["type"], "function");
+    assert!(deltas[0]["id"].is_string());
+    assert!(deltas[1..].iter().all(|d| d["index"] == 0 && d.get("id").is_none()));
+    let args: String = deltas.iter().map(|d| d["function"]["arguments"].as_str().unwrap_or("")).collect();
+    assert_eq!(serde_json::from_str::<Value>(&args).unwrap(), json!({"city": "Paris", "unit": "celsius"}));
+}
+
+#[test]
+fn completions_answer_text_and_token_prompts_whole_and_streamed() {
+    let s = TestServer::start(Options::default());
+    for prompt in [json!("Once upon a time"), json!([1, 22_000, 1_500]), json!(["Once upon a time"])] {
+        let body = json!({"model": "test-model", "prompt": prompt, "temperature": 0, "max_tokens": 12, "logprobs": 2});
+        let v = post_json(s.addr, "/v1/completions", &body).json();
+        assert_eq!(v["object"], "text_completion", "{v}");
+        let choice = &v["choices"][0];
+        assert_eq!(choice["finish_reason"], "length");
+        assert_eq!(v["usage"]["completion_tokens"], 12);
+        let text = choice["text"].as_str().unwrap();
+        let lp = &choice["logprobs"];
+        assert_eq!(lp["tokens"].as_array().unwrap().len(), 12);
+        // Two alternatives per token (fewer only when two tokens print alike).
+        let top = lp["top_logprobs"][0].as_object().unwrap().len();
+        assert!((1..=2).contains(&top), "{lp}");
+        assert_eq!(lp["text_offset"][0], 0);
+
+        let mut streamed = body.clone();
+        streamed["stream"] = json!(true);
+        let r = post_json(s.addr, "/v1/completions", &streamed);
+        let payloads = sse_payloads(&r.text());
+        assert_eq!(payloads.last().unwrap(), "[DONE]");
+        let chunks: Vec<Value> = payloads[..payloads.len() - 1].iter().map(|p| serde_json::from_str(p).unwrap()).collect();
+        let joined: String = chunks.iter().map(|c| c["choices"][0]["text"].as_str().unwrap_or("")).collect();
+        assert_eq!(joined, text);
+        assert_eq!(chunks.last().unwrap()["choices"][0]["finish_reason"], "length");
+    }
+    // The default max_tokens is 16, as OpenAI's.
+    let v = post_json(s.addr, "/v1/completions", &json!({"model": "test-model", "prompt": "x", "ignore_eos": true})).json();
+    assert_eq!(v["usage"]["completion_tokens"], 16, "{v}");
+}
+
+#[test]
+fn models_health_and_metrics() {
+    let s = TestServer::start(Options::default());
+    let v = get(s.addr, "/v1/models").json();
+    assert_eq!(v["object"], "list");
+    assert_eq!(v["data"][0]["id"], "test-model");
+    assert_eq!(v["data"][0]["max_model_len"], 4096);
+    assert_eq!(get(s.addr, "/health").status, 200);
+    let body = chat_body("hi", json!({"max_tokens": 5, "ignore_eos": true}));
+    for _ in 0..3 {
+        assert_eq!(post_json(s.addr, "/v1/chat/completions", &body).status, 200);
+    }
+    let text = get(s.addr, "/metrics").text();
+    for needle in [
+        "nemo_http_requests_total{route=\"/v1/chat/completions\",status=\"200\"} 3",
+        "nemo_requests_finished_total{reason=\"length\"} 3",
+        "nemo_generation_tokens_total 15",
+        "nemo_time_to_first_token_seconds_count 3",
+        "nemo_inter_token_latency_seconds_count 12",
+        "nemo_kv_blocks_total 256",
+        "nemo_kv_blocks_used 0",
+        "nemo_requests_running 0",
+        "nemo_requests_waiting 0",
+    ] {
+        assert!(text.lines().any(|l| l == needle), "missing {needle:?} in\n{text}");
+    }
+    assert!(s.metric("process_resident_memory_bytes") > 1e6);
+}

@@ -1,0 +1,75 @@
+//! Faults (issue 9 item 3): a failing backend step fails that step's requests with a 5xx and
+//! the server goes on; a KV cache too small for the load queues and preempts, never crashes,
+//! and gives every block back.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::harness::{chat_body, Options, TestServer};
+use crate::http_client::*;
+
+#[test]
+fn a_failed_step_fails_its_requests_with_5xx_and_the_server_goes_on() {
+    let s = TestServer::start(Options::default());
+    s.knobs.step_delay_us.store(20_000, Ordering::SeqCst);
+    let addr = s.addr;
+    let body = chat_body("hi", json!({"max_tokens": 200, "ignore_eos": true}));
+    let mut stream_body = body.clone();
+    stream_body["stream"] = json!(true);
+    let whole = std::thread::spawn(move || post_json(addr, "/v1/chat/completions", &body));
+    let streamed = std::thread::spawn(move || post_json(addr, "/v1/chat/completions", &stream_body));
+    s.wait_metric("nemo_requests_running", 2.0, Duration::from_secs(10));
+    s.knobs.fail_next.store(true, Ordering::SeqCst);
+
+    let r = whole.join().unwrap();
+    assert_eq!(r.status, 500, "{}", r.text());
+    let message = r.error_message();
+    assert!(message.contains("backend step failed"), "{message}");
+    // The stream had started (200): it ends with an error event, as OpenAI's clients expect.
+    let r = streamed.join().unwrap();
+    assert_eq!(r.status, 200);
+    let payloads = sse_payloads(&r.text());
+    let error: serde_json::Value = serde_json::from_str(&payloads[payloads.len() - 2]).unwrap();
+    assert!(error["error"]["message"].as_str().unwrap().contains("backend step failed"), "{payloads:?}");
+    assert_eq!(payloads.last().unwrap(), "[DONE]");
+
+    s.knobs.step_delay_us.store(0, Ordering::SeqCst);
+    assert_eq!(s.metric("nemo_kv_blocks_used"), 0.0);
+    assert_eq!(s.metric("nemo_requests_finished_total{reason=\"error\"}"), 2.0);
+    let r = post_json(s.addr, "/v1/chat/completions", &chat_body("again", json!({"max_tokens": 3})));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(get(s.addr, "/health").status, 200);
+}
+
+#[test]
+fn an_exhausted_kv_cache_queues_and_preempts_and_every_answer_is_right() {
+    // 12 blocks of 16 = 192 positions; 8 requests of ~20 + 80 tokens need ~800.
+    let opts = Options {
+        shape: nemo_engine::engine::CacheShape { block_size: 16, num_blocks: 12, max_step_tokens: 64 },
+        ..Options::default()
+    };
+    let s = TestServer::start(opts);
+    let bodies: Vec<_> = (0..8)
+        .map(|i| chat_body(&format!("question {i}"), json!({"max_tokens": 80, "temperature": 0, "ignore_eos": true})))
+        .collect();
+    // Alone, each request has the cache to itself.
+    let solo: Vec<String> = bodies
+        .iter()
+        .map(|b| post_json(s.addr, "/v1/chat/completions", b).json()["choices"][0]["message"]["content"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(s.metric("nemo_preemptions_total"), 0.0);
+    let addr = s.addr;
+    let handles: Vec<_> = bodies
+        .into_iter()
+        .map(|b| std::thread::spawn(move || post_json(addr, "/v1/chat/completions", &b)))
+        .collect();
+    for (h, want) in handles.into_iter().zip(&solo) {
+        let r = h.join().unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.json()["choices"][0]["message"]["content"].as_str().unwrap(), want);
+    }
+    assert!(s.metric("nemo_preemptions_total") > 0.0, "the load should have preempted");
+    assert_eq!(s.metric("nemo_kv_blocks_used"), 0.0);
+}
