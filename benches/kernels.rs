@@ -12,6 +12,7 @@ use nemo_engine::gpu::kernels::attention::{
 };
 use nemo_engine::gpu::kernels::embedding::embedding_gather;
 use nemo_engine::gpu::kernels::gemm::{gemm, Epilogue, GemmShape};
+use nemo_engine::gpu::kernels::gemm_wgmma::gemm_wgmma;
 use nemo_engine::gpu::kernels::gemv::gemv;
 use nemo_engine::gpu::kernels::rmsnorm::{fused_add_rmsnorm, rmsnorm};
 use nemo_engine::gpu::kernels::rope::{rope_cos_sin_table, rope_write_kv, RopeShape};
@@ -152,6 +153,12 @@ fn bench_gemm(b: &Bench) -> GpuResult<()> {
             let flops = 2.0 * (m * n * k) as f64;
             let label = format!("{name} M={m} N={n} K={k}");
             b.report_flops("gemm", &label, t.median_ms, flops);
+            // The Hopper kernel at the same shape; a failure is printed, not fatal, so the
+            // rest of the table still comes back from a GPU run.
+            match time_ms(&b.gpu, 3, 20, |_| gemm_wgmma(&b.gpu, &a.as_view(), &w.as_view(), &mut out.as_view_mut(), shape, epi)) {
+                Ok(tw) => b.report_flops("  gemm_wgmma", &label, tw.median_ms, flops),
+                Err(e) => println!("{:<22} {label:<34} gemm_wgmma failed: {e}", ""),
+            }
             match cublas_ms(b, &a, &w, m, n, k) {
                 Some(ms) => {
                     b.report_flops("  cublas (same shape)", &label, ms, flops);

@@ -46,6 +46,7 @@ kernel_table! {
     "attention_prefill" => [attention_prefill_bf16_hd128, attention_prefill_bf16_hd64],
     "embedding" => [embedding_gather_bf16],
     "gemm" => [gemm_bf16],
+    "gemm_wgmma" => [gemm_wgmma_bf16],
     "gemv" => [gemv_bf16],
     "random" => [fill_uniform_bf16],
     "rmsnorm" => [rmsnorm_bf16, fused_add_rmsnorm_bf16],
@@ -82,6 +83,7 @@ impl Gpu {
         let stream = ctx.default_stream();
         let kernels = Kernels::load(&ctx)?;
         super::kernels::gemm::configure(&kernels)?;
+        super::kernels::gemm_wgmma::configure(&kernels)?;
         super::kernels::attention::configure(&kernels)?;
         super::kernels::sampling::configure(&kernels)?;
         let sync_each_launch = std::env::var("NEMO_CUDA_SYNC").is_ok_and(|v| v == "1");

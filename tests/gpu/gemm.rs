@@ -1,10 +1,11 @@
-//! gemm_bf16 and gemv_bf16 against cpu::matmul, every epilogue, Nemo's shapes and awkward ones.
+//! gemm_bf16, gemm_wgmma_bf16 and gemv_bf16 against cpu::matmul, every epilogue, Nemo's shapes and awkward ones.
 
 use crate::common::*;
 use half::bf16;
 use nemo_engine::cpu::matmul::matmul;
 use nemo_engine::cpu::ops::swiglu;
 use nemo_engine::gpu::kernels::gemm::{gemm, gemm_f32, Epilogue, GemmShape};
+use nemo_engine::gpu::kernels::gemm_wgmma::{gemm_wgmma, gemm_wgmma_f32};
 use nemo_engine::gpu::kernels::gemv::{gemv, gemv_f32};
 use nemo_engine::gpu::model::interleave_gate_up;
 use nemo_engine::gpu::Gpu;
@@ -69,6 +70,21 @@ fn gemm_matches_cpu() {
     // K not a multiple of the 64-wide k-tile: 200, 72.
     for (m, n, k) in [(130, 6144, 5120), (9, 5120, 4096), (200, 5120, 14336), (77, 960, 576), (1, 16, 64), (300, 14336, 5120), (33, 64, 200), (129, 136, 72)] {
         check_all_epilogues(&gpu, &mut rng, (gemm, gemm_f32), "gemm", m, n, k);
+    }
+}
+
+#[test]
+fn gemm_wgmma_matches_cpu() {
+    let Some(gpu) = gpu_or_skip("gemm_wgmma_matches_cpu") else { return };
+    let mut rng = Rng::fresh("gemm_wgmma");
+    // As gemm_matches_cpu, plus a full 128 x 256 tile grid (512 x 6144), N not a multiple of the
+    // 256-wide tile (960, 136, 5120 = 20 tiles exactly), more k-steps than stages (14336 / 64),
+    // and a K below one k-step (8).
+    for (m, n, k) in [
+        (130, 6144, 5120), (9, 5120, 4096), (200, 5120, 14336), (77, 960, 576), (1, 16, 64), (300, 14336, 5120),
+        (33, 64, 200), (129, 136, 72), (512, 6144, 5120), (256, 272, 8),
+    ] {
+        check_all_epilogues(&gpu, &mut rng, (gemm_wgmma, gemm_wgmma_f32), "gemm_wgmma", m, n, k);
     }
 }
 

@@ -6,6 +6,7 @@ use half::bf16;
 use nemo_engine::cpu::forward_last;
 use nemo_engine::cpu::KvCache;
 use nemo_engine::engine::{Backend, CudaBackend, CudaOptions};
+use nemo_engine::gpu::model::GemmKernel;
 use nemo_engine::model::{load, LayerWeights, ModelConfig, ModelWeights, RopeLayout, Tensor, TensorData};
 use rayon::prelude::*;
 
@@ -49,9 +50,11 @@ fn gpu_prefill_matches_transformers_in_both_layouts() {
     for layout in ["hf", "mistral"] {
         let model = load(&fixture_dir().join(layout)).unwrap();
         let vocab = model.weights.config.vocab_size;
-        // One chunk per prompt, then the same prompts in chunks of 100 tokens.
-        for max_chunk in [4096, 100] {
+        // One chunk per prompt, then the same prompts in chunks of 100 tokens; each with both
+        // tensor-core GEMMs (mma.sync and the Hopper wgmma + TMA kernel).
+        for (max_chunk, gemm) in [(4096, GemmKernel::MmaSync), (100, GemmKernel::MmaSync), (4096, GemmKernel::Wgmma), (100, GemmKernel::Wgmma)] {
             let mut gpu = backend(&model.weights, max_chunk);
+            gpu.model.gemm = gemm;
             for p in &reference.prompts {
                 gpu.reset();
                 let logits = gpu.forward(&p.tokens).unwrap();
@@ -59,8 +62,8 @@ fn gpu_prefill_matches_transformers_in_both_layouts() {
                 let want = &all[all.len() - vocab..]; // the last recorded position is the last token
                 assert_eq!(*p.logit_positions.last().unwrap(), p.tokens.len() - 1);
                 let (mean, max) = errors(&logits, want);
-                eprintln!("{layout} chunk {max_chunk} {}: mean abs {mean:.2e}, max abs {max:.2e}", p.name);
-                assert!(mean <= MEAN_ABS, "{layout} {}: mean abs logit error {mean} > {MEAN_ABS}", p.name);
+                eprintln!("{layout} chunk {max_chunk} {gemm:?} {}: mean abs {mean:.2e}, max abs {max:.2e}", p.name);
+                assert!(mean <= MEAN_ABS, "{layout} {gemm:?} {}: mean abs logit error {mean} > {MEAN_ABS}", p.name);
                 if top2_margin(want) > 0.1 {
                     assert_eq!(argmax(&logits), argmax(want), "{layout} {}: greedy token", p.name);
                 }

@@ -6,6 +6,7 @@ pub mod attention;
 mod check;
 pub mod embedding;
 pub mod gemm;
+pub mod gemm_wgmma;
 pub mod gemv;
 pub mod random;
 pub mod rmsnorm;

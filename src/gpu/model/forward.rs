@@ -12,6 +12,7 @@ use crate::gpu::kernels::attention::{
 };
 use crate::gpu::kernels::embedding::embedding_gather;
 use crate::gpu::kernels::gemm::{gemm, gemm_f32, Epilogue, GemmShape};
+use crate::gpu::kernels::gemm_wgmma::{gemm_wgmma, gemm_wgmma_f32};
 use crate::gpu::kernels::gemv::{gemv, gemv_f32, MAX_M};
 use crate::gpu::kernels::rmsnorm::rmsnorm;
 use crate::gpu::kernels::rope::{rope_cos_sin_table, rope_write_kv, RopeShape, RopeTable};
@@ -43,8 +44,30 @@ pub struct SeqChunk<'a> {
     pub want_logits: bool,
 }
 
+/// Which tensor-core GEMM serves M > 8 (`NEMO_GEMM=mma|wgmma`, default mma).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GemmKernel {
+    /// kernels/gemm.cu: mma.sync, cp.async; checked on an H100 (docs/gpu-runs.md).
+    MmaSync,
+    /// kernels/gemm_wgmma.cu: wgmma + TMA; the default once a GPU run has checked it.
+    Wgmma,
+}
+
+impl GemmKernel {
+    /// From `NEMO_GEMM`; an unknown value is an error, not a silent default.
+    pub fn from_env() -> Result<GemmKernel> {
+        match std::env::var("NEMO_GEMM").as_deref() {
+            Err(_) | Ok("") | Ok("mma") => Ok(GemmKernel::MmaSync),
+            Ok("wgmma") => Ok(GemmKernel::Wgmma),
+            Ok(other) => Err(GpuError::BadArgument { kernel: "gemm", what: format!("NEMO_GEMM={other:?}: expected mma or wgmma") }),
+        }
+    }
+}
+
 pub struct CudaModel {
     pub gpu: Gpu,
+    /// The GEMM used for every linear layer with M > 8 (and the LM head over > 8 rows).
+    pub gemm: GemmKernel,
     pub weights: GpuWeights,
     pub kv: GpuKvCache,
     rope: RopeTable,
@@ -58,11 +81,19 @@ pub struct CudaModel {
 }
 
 /// `A . W^T` on the bandwidth path for M <= 8, on tensor cores above.
-fn linear(gpu: &Gpu, a: &CudaView<bf16>, w: &CudaSlice<bf16>, out: &mut CudaViewMut<bf16>, shape: GemmShape, epi: Epilogue) -> Result<()> {
-    if shape.m <= MAX_M {
-        gemv(gpu, a, &w.as_view(), out, shape, epi)
-    } else {
-        gemm(gpu, a, &w.as_view(), out, shape, epi)
+fn linear(
+    gpu: &Gpu,
+    kernel: GemmKernel,
+    a: &CudaView<bf16>,
+    w: &CudaSlice<bf16>,
+    out: &mut CudaViewMut<bf16>,
+    shape: GemmShape,
+    epi: Epilogue,
+) -> Result<()> {
+    match kernel {
+        _ if shape.m <= MAX_M => gemv(gpu, a, &w.as_view(), out, shape, epi),
+        GemmKernel::MmaSync => gemm(gpu, a, &w.as_view(), out, shape, epi),
+        GemmKernel::Wgmma => gemm_wgmma(gpu, a, &w.as_view(), out, shape, epi),
     }
 }
 
@@ -96,7 +127,8 @@ impl CudaModel {
         };
         let max_decode_splits = 2 * gpu.info.multiprocessors;
         let decode_workspace = DecodeWorkspace::new(&gpu, max_seqs, c.n_heads, max_decode_splits, c.head_dim)?;
-        Ok(CudaModel { gpu, weights, kv, rope, scratch, decode_workspace, max_decode_splits, max_chunk, max_seqs })
+        let gemm = GemmKernel::from_env()?;
+        Ok(CudaModel { gpu, gemm, weights, kv, rope, scratch, decode_workspace, max_decode_splits, max_chunk, max_seqs })
     }
 
     /// Tokens the KV cache (and the RoPE table) can hold for one sequence.
@@ -237,7 +269,7 @@ impl CudaModel {
         for (l, layer) in w.layers.iter().enumerate() {
             rmsnorm(gpu, &s.hidden.slice(0..n * dim), &layer.attn_norm.as_view(), &mut s.normed.slice_mut(0..n * dim), dim, c.norm_eps)?;
             let shape = GemmShape { m: n, n: qkv_w, k: dim };
-            linear(gpu, &s.normed.slice(0..n * dim), &layer.wqkv, &mut s.qkv.slice_mut(0..n * qkv_w), shape, Epilogue::Store)?;
+            linear(gpu, self.gemm, &s.normed.slice(0..n * dim), &layer.wqkv, &mut s.qkv.slice_mut(0..n * qkv_w), shape, Epilogue::Store)?;
             {
                 let (mut k_cache, mut v_cache) = self.kv.layer_mut(l);
                 rope_write_kv(
@@ -254,12 +286,12 @@ impl CudaModel {
                 attention_prefill(gpu, attn_shape, &meta, &q, &k_cache, &v_cache, &mut attn)?;
             }
             let shape = GemmShape { m: n, n: dim, k: c.q_dim() };
-            linear(gpu, &s.attn.slice(0..n * c.q_dim()), &layer.wo, &mut s.hidden.slice_mut(0..n * dim), shape, Epilogue::AddInPlace)?;
+            linear(gpu, self.gemm, &s.attn.slice(0..n * c.q_dim()), &layer.wo, &mut s.hidden.slice_mut(0..n * dim), shape, Epilogue::AddInPlace)?;
             rmsnorm(gpu, &s.hidden.slice(0..n * dim), &layer.ffn_norm.as_view(), &mut s.normed.slice_mut(0..n * dim), dim, c.norm_eps)?;
             let shape = GemmShape { m: n, n: 2 * c.ffn_dim, k: dim };
-            linear(gpu, &s.normed.slice(0..n * dim), &layer.w_gate_up, &mut s.ffn.slice_mut(0..n * c.ffn_dim), shape, Epilogue::SwiGlu)?;
+            linear(gpu, self.gemm, &s.normed.slice(0..n * dim), &layer.w_gate_up, &mut s.ffn.slice_mut(0..n * c.ffn_dim), shape, Epilogue::SwiGlu)?;
             let shape = GemmShape { m: n, n: dim, k: c.ffn_dim };
-            linear(gpu, &s.ffn.slice(0..n * c.ffn_dim), &layer.w_down, &mut s.hidden.slice_mut(0..n * dim), shape, Epilogue::AddInPlace)?;
+            linear(gpu, self.gemm, &s.ffn.slice(0..n * c.ffn_dim), &layer.w_down, &mut s.hidden.slice_mut(0..n * dim), shape, Epilogue::AddInPlace)?;
         }
 
         let r = logit_rows.len();
@@ -274,6 +306,8 @@ impl CudaModel {
         let mut logits = s.logits.slice_mut(0..r * c.vocab_size);
         if r <= MAX_M {
             gemv_f32(gpu, &s.normed.slice(0..r * dim), &w.lm_head().as_view(), &mut logits, shape)?;
+        } else if self.gemm == GemmKernel::Wgmma {
+            gemm_wgmma_f32(gpu, &s.normed.slice(0..r * dim), &w.lm_head().as_view(), &mut logits, shape)?;
         } else {
             gemm_f32(gpu, &s.normed.slice(0..r * dim), &w.lm_head().as_view(), &mut logits, shape)?;
         }

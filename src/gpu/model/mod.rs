@@ -5,6 +5,6 @@ mod forward;
 mod kv_cache;
 mod weights;
 
-pub use forward::{CudaModel, SeqChunk};
+pub use forward::{CudaModel, GemmKernel, SeqChunk};
 pub use kv_cache::{GpuKvCache, BLOCK_SIZE};
 pub use weights::{interleave_gate_up, GpuLayer, GpuWeights};

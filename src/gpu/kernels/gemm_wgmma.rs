@@ -1,0 +1,140 @@
+//! `gemm_wgmma_bf16` (kernels/gemm_wgmma.cu): out = A . W^T on Hopper's wgmma, fed by TMA, with
+//! the epilogues of `gemm` (same shapes, same results up to summation order). The tensor maps
+//! that TMA reads through are built here, per call, from the buffers' addresses and shapes.
+
+use cudarc::driver::sys::{
+    self, CUfunction_attribute_enum, CUresult, CUtensorMapDataType, CUtensorMapFloatOOBfill, CUtensorMapInterleave,
+    CUtensorMapL2promotion, CUtensorMapSwizzle,
+};
+use cudarc::driver::{CudaView, CudaViewMut, DeviceRepr, LaunchConfig, PushKernelArg};
+use half::bf16;
+
+use super::check::{as_i32, ensure};
+use super::gemm::{linear_params, Epilogue, GemmShape, LinearParams};
+use crate::gpu::error::{GpuError, Result};
+use crate::gpu::{Gpu, Kernels};
+
+const KERNEL: &str = "gemm_wgmma_bf16";
+const BM: usize = 128;
+const BN: usize = 256;
+const BK: usize = 64;
+const STAGES: usize = 4;
+const THREADS: u32 = 384;
+/// Mirrors SMEM_BYTES in the kernel: alignment slack, the stages, the barriers.
+const SMEM_BYTES: usize = 1024 + STAGES * (BM + BN) * BK * 2 + 2 * STAGES * 8;
+
+/// A `CUtensorMap`'s 128 bytes with the kernel's `TensorMap` alignment (64; cudarc's type for
+/// CUDA 13 is 128-aligned, which would change the parameter struct's layout).
+#[repr(C, align(64))]
+#[derive(Clone, Copy)]
+struct TensorMap([u64; 16]);
+
+/// Mirror of `WgmmaGemmParams` (kernels/gemm_wgmma.cu).
+#[repr(C, align(64))]
+#[derive(Clone, Copy)]
+struct WgmmaParams {
+    a_map: TensorMap,
+    w_map: TensorMap,
+    out: u64,
+    residual: u64,
+    m: i32,
+    n: i32,
+    k: i32,
+    ldo: i32,
+    epilogue: i32,
+}
+const _: () = assert!(std::mem::size_of::<WgmmaParams>() == 320);
+// SAFETY: plain old data with the C struct's layout (size asserted on both sides).
+unsafe impl DeviceRepr for WgmmaParams {}
+
+/// A 2-D row-major bf16 tensor [rows, cols] at `addr` as TMA sees it: boxes of `box_rows` rows by
+/// 64 columns (128 bytes, the swizzle width), written to shared memory with the 128-byte swizzle;
+/// reads past the tensor return zeros.
+fn tensor_map(addr: u64, rows: usize, cols: usize, box_rows: usize) -> Result<TensorMap> {
+    let dims: [u64; 2] = [cols as u64, rows as u64];
+    let strides: [u64; 1] = [(cols * 2) as u64]; // bytes between rows; the innermost is implied
+    let boxes: [u32; 2] = [BK as u32, box_rows as u32];
+    let element_strides: [u32; 2] = [1, 1];
+    let mut map = sys::CUtensorMap { opaque: [0; 16] };
+    // SAFETY: every pointer is to a live local array of the rank's length; `map` is the
+    // 128-aligned output the call requires; the global address is a device allocation of
+    // rows * cols bf16 (checked by the caller).
+    let r = unsafe {
+        sys::cuTensorMapEncodeTiled(
+            &mut map,
+            CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
+            2,
+            addr as *mut std::ffi::c_void,
+            dims.as_ptr(),
+            strides.as_ptr(),
+            boxes.as_ptr(),
+            element_strides.as_ptr(),
+            CUtensorMapInterleave::CU_TENSOR_MAP_INTERLEAVE_NONE,
+            CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_128B,
+            CUtensorMapL2promotion::CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+            CUtensorMapFloatOOBfill::CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE,
+        )
+    };
+    if r != CUresult::CUDA_SUCCESS {
+        return Err(GpuError::BadArgument { kernel: KERNEL, what: format!("cuTensorMapEncodeTiled({rows} x {cols}) failed: {r:?}") });
+    }
+    Ok(TensorMap(map.opaque))
+}
+
+/// Raises the kernel's dynamic shared-memory limit (once, at start-up).
+pub(crate) fn configure(kernels: &Kernels) -> Result<()> {
+    kernels
+        .gemm_wgmma_bf16
+        .set_attribute(CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, SMEM_BYTES as i32)
+        .map_err(GpuError::driver("raising gemm_wgmma_bf16's shared memory limit"))
+}
+
+/// out = epilogue(A . W^T) on wgmma. A: `[M, K]`, W: `[N, K]`, out: `[M, N]` (`[M, N/2]` for
+/// SwiGLU). K must be a multiple of 8, N of 8 (16 for SwiGLU); as `gemm`.
+pub fn gemm_wgmma(
+    gpu: &Gpu,
+    a: &CudaView<bf16>,
+    w: &CudaView<bf16>,
+    out: &mut CudaViewMut<bf16>,
+    shape: GemmShape,
+    epilogue: Epilogue,
+) -> Result<()> {
+    let params = linear_params(gpu, KERNEL, a, w, out, shape, Some(epilogue))?;
+    launch(gpu, params, shape)
+}
+
+/// out = A . W^T stored as f32 (the LM head's logits) on wgmma. Shapes as for `gemm_wgmma`.
+pub fn gemm_wgmma_f32(gpu: &Gpu, a: &CudaView<bf16>, w: &CudaView<bf16>, out: &mut CudaViewMut<f32>, shape: GemmShape) -> Result<()> {
+    let params = linear_params(gpu, KERNEL, a, w, out, shape, None)?;
+    launch(gpu, params, shape)
+}
+
+fn launch(gpu: &Gpu, p: LinearParams, shape: GemmShape) -> Result<()> {
+    if shape.m == 0 {
+        return Ok(());
+    }
+    ensure(p.lda == p.k, KERNEL, || format!("A's row stride {} is not K = {}", p.lda, p.k))?;
+    let params = WgmmaParams {
+        a_map: tensor_map(p.a, shape.m, shape.k, BM)?,
+        w_map: tensor_map(p.w, shape.n, shape.k, BN)?,
+        out: p.out,
+        residual: p.residual,
+        m: p.m,
+        n: p.n,
+        k: p.k,
+        ldo: p.ldo,
+        epilogue: p.epilogue,
+    };
+    let cfg = LaunchConfig {
+        grid_dim: (shape.n.div_ceil(BN) as u32, as_i32(KERNEL, "M tiles", shape.m.div_ceil(BM))? as u32, 1),
+        block_dim: (THREADS, 1, 1),
+        shared_mem_bytes: SMEM_BYTES as u32,
+    };
+    let mut launch = gpu.stream.launch_builder(&gpu.kernels.gemm_wgmma_bf16);
+    launch.arg(&params);
+    // SAFETY: A, W and out hold M*K, N*K and M*out_cols elements, 16-byte aligned (checked by
+    // linear_params), and the tensor maps describe exactly A and W; K % 8 == 0 gives TMA its
+    // 16-byte row stride; boxes past M, N or K are zero-filled by TMA and the epilogue stores only
+    // rows < M and columns < N; the shared-memory limit was raised in `configure`.
+    gpu.launched(KERNEL, unsafe { launch.launch(cfg) }.map(|_| ()))
+}
