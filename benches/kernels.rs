@@ -5,7 +5,6 @@
 //!
 //! `cargo bench --bench kernels [-- NAME...]` runs the sections whose name contains any NAME.
 
-use cudarc::driver::CudaSlice;
 use half::bf16;
 use nemo_engine::gpu::kernels::attention::{
     attention_decode, attention_prefill, decode_splits, AttentionMeta, AttentionShape, DecodeWorkspace,
@@ -109,39 +108,6 @@ const NEMO_LINEARS: [(&str, usize, usize, Epilogue); 5] = [
     ("lm_head", 131_072, 5120, Epilogue::Store),
 ];
 
-/// cuBLAS (through cudarc) at the same shape, the reference point for every GEMM: C = A . W^T
-/// row-major is C^T = W . A^T column-major (bf16 in and out, f32 compute). None when libcublas
-/// cannot be loaded.
-fn cublas_ms(b: &Bench, a: &CudaSlice<bf16>, w: &CudaSlice<bf16>, m: usize, n: usize, k: usize) -> Option<f64> {
-    use cudarc::cublas::sys::cublasOperation_t::{CUBLAS_OP_N, CUBLAS_OP_T};
-    use cudarc::cublas::{CudaBlas, Gemm, GemmConfig};
-    // SAFETY: only tries to dlopen libcublas.
-    if !unsafe { cudarc::cublas::sys::is_culib_present() } {
-        return None;
-    }
-    let blas = CudaBlas::new(b.gpu.stream.clone()).ok()?;
-    let mut c = upload(&b.gpu, &vec![bf16::ZERO; m * n]).ok()?;
-    let cfg = GemmConfig {
-        transa: CUBLAS_OP_T,
-        transb: CUBLAS_OP_N,
-        m: n as i32,
-        n: m as i32,
-        k: k as i32,
-        alpha: bf16::ONE,
-        lda: k as i32,
-        ldb: k as i32,
-        beta: bf16::ZERO,
-        ldc: n as i32,
-    };
-    let t = time_ms(&b.gpu, 3, 20, |_| {
-        // SAFETY: w is [n, k], a is [m, k] and c is [m, n], as the config says.
-        unsafe { blas.gemm(cfg, w, a, &mut c) }
-            .map_err(|e| nemo_engine::gpu::GpuError::BadArgument { kernel: "cublas", what: e.to_string() })
-    })
-    .ok()?;
-    Some(t.median_ms)
-}
-
 fn bench_gemm(b: &Bench) -> GpuResult<()> {
     for m in [512, 4096] {
         for (name, n, k, epi) in NEMO_LINEARS {
@@ -159,7 +125,7 @@ fn bench_gemm(b: &Bench) -> GpuResult<()> {
                 Ok(tw) => b.report_flops("  gemm_wgmma", &label, tw.median_ms, flops),
                 Err(e) => println!("{:<22} {label:<34} gemm_wgmma failed: {e}", ""),
             }
-            match cublas_ms(b, &a, &w, m, n, k) {
+            match nemo_engine::lab::peers::cublas_ms(&b.gpu, &a, &w, shape, 3, 20) {
                 Some(ms) => {
                     b.report_flops("  cublas (same shape)", &label, ms, flops);
                     println!("{:<22} {label:<34} ours / cublas time {:.2}x", "", t.median_ms / ms);

@@ -18,6 +18,7 @@ pub mod error_text;
 pub mod generate;
 pub mod gguf;
 pub mod gpu;
+pub mod lab;
 pub mod model;
 pub mod sampling;
 pub mod scheduler;

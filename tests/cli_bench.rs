@@ -40,3 +40,43 @@ fn bad_io_pairs_are_refused() {
     assert!(!ok);
     assert!(stderr.contains("IN/OUT"), "{stderr}");
 }
+
+/// The kernel lab's catalogue needs no GPU: every family with its variants and default shapes.
+#[test]
+fn kernel_lab_lists_families_variants_and_shapes() {
+    let (ok, stdout, stderr) = nemo(&["bench", "kernels", "--list", "--json"]);
+    assert!(ok, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let kernels = v["kernels"].as_array().unwrap();
+    let names: Vec<&str> = kernels.iter().map(|k| k["kernel"].as_str().unwrap()).collect();
+    assert_eq!(names, ["gemm", "attention_prefill", "attention_decode"]);
+    let gemm_variants: Vec<&str> = kernels[0]["variants"].as_array().unwrap().iter().map(|x| x.as_str().unwrap()).collect();
+    assert_eq!(gemm_variants, ["mma", "wgmma"]);
+    assert!(kernels.iter().all(|k| !k["default_shapes"].as_array().unwrap().is_empty()));
+}
+
+/// Typos fail before any GPU work, naming what is wrong; without a GPU, running the lab is a
+/// clear error (on a machine with one this last part is skipped, with a notice).
+#[test]
+fn kernel_lab_refuses_bad_arguments_and_a_missing_gpu() {
+    for (args, needle) in [
+        (&["--kernel", "flash"][..], "unknown kernel family `flash`"),
+        (&["--kernel", "gemm", "--variant", "nope"][..], "no variant `nope`"),
+        (&["--kernel", "gemm", "--shape", "12x5x8"][..], "N of 8"),
+        (&["--kernel", "attention_decode", "--shape", "1x0"][..], "BATCHxCONTEXT"),
+        (&["--kernel", "gemm", "--iters", "0"][..], "--iters"),
+    ] {
+        let mut full = vec!["bench", "kernels"];
+        full.extend_from_slice(args);
+        let (ok, stdout, stderr) = nemo(&full);
+        assert!(!ok && stdout.is_empty(), "{args:?} accepted");
+        assert!(stderr.contains(needle), "{args:?}: `{needle}` missing from {stderr}");
+    }
+    if nemo_engine::gpu::probe().is_ok() {
+        eprintln!("NOTICE: a GPU is present; the no-GPU refusal of `nemo bench kernels` is not checked here");
+        return;
+    }
+    let (ok, _, stderr) = nemo(&["bench", "kernels", "--kernel", "gemm"]);
+    assert!(!ok);
+    assert!(stderr.contains("needs none") && stderr.contains("no usable CUDA GPU"), "{stderr}");
+}

@@ -14,12 +14,15 @@ use nemo_engine::gpu::model::{CudaModel, GpuWeights};
 use nemo_engine::gpu::{self, Gpu};
 use nemo_engine::model::{ModelConfig, ModelWeights};
 
-use super::args::{BenchArgs, BenchMode, DeviceChoice};
+use super::args::{BenchArgs, BenchLab, BenchMode, DeviceChoice};
 use super::device::cuda_options;
 use super::generate_cmd::check_source;
 use super::loaded::Model;
 
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    if let Some(BenchLab::Kernels(lab)) = &args.lab {
+        return super::lab_cmd::run(lab);
+    }
     if args.steps == 0 || args.max_batch == 0 || args.requests == 0 {
         bail!("--steps, --max-batch and --requests must be at least 1");
     }

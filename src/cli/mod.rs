@@ -22,6 +22,7 @@ mod device;
 mod eos;
 mod generate_cmd;
 mod inspect_cmd;
+mod lab_cmd;
 mod loaded;
 mod output;
 mod resolve;

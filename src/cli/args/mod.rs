@@ -10,6 +10,7 @@
 
 mod chat;
 mod generate;
+mod lab;
 mod serve;
 
 use std::path::PathBuf;
@@ -18,6 +19,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub use chat::{ChatArgs, TokenizeArgs};
 pub use generate::{GenerateArgs, SamplingArgs};
+pub use lab::{BenchLab, KernelLabArgs};
 pub use serve::ServeArgs;
 
 #[derive(Parser, Debug)]
@@ -45,7 +47,7 @@ pub enum Command {
     /// Load and validate a model, then print its layout, config and memory needs.
     Inspect(InspectArgs),
     /// End-to-end numbers: batch-1 latency (load, prefill, decode), offline serving throughput,
-    /// and a decode batch sweep.
+    /// and a decode batch sweep; `nemo bench kernels` is the kernel lab.
     Bench(BenchArgs),
 }
 
@@ -91,7 +93,12 @@ impl Preset {
 }
 
 #[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct BenchArgs {
+    /// `nemo bench kernels ...`: the kernel lab instead of the end-to-end modes.
+    #[command(subcommand)]
+    pub lab: Option<BenchLab>,
+
     #[command(flatten)]
     pub source: ModelSource,
 
