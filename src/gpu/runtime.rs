@@ -69,25 +69,57 @@ pub struct Gpu {
     /// `NEMO_CUDA_SYNC=1`: synchronise and check after every launch, so an asynchronous fault
     /// is reported against the kernel that caused it.
     sync_each_launch: bool,
+    /// Decode steps may be captured and replayed as CUDA graphs (the stream is capturable).
+    pub cuda_graphs: bool,
+}
+
+/// How to open the GPU.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GpuOptions {
+    /// Replay decode steps as CUDA graphs (one per batch size, captured on first use).
+    pub cuda_graphs: bool,
+}
+
+impl GpuOptions {
+    /// `NEMO_CUDA_GRAPHS=1` turns graphs on (off by default until a GPU run has checked them:
+    /// docs/hopper.md).
+    pub fn from_env() -> GpuOptions {
+        GpuOptions { cuda_graphs: std::env::var("NEMO_CUDA_GRAPHS").is_ok_and(|v| v == "1") }
+    }
 }
 
 impl Gpu {
     /// Probes for a GPU (never panics without one), creates the context and loads every module.
+    /// `NEMO_CUDA_GRAPHS=1` asks for decode steps replayed as CUDA graphs (`GpuOptions`).
     pub fn new() -> Result<Gpu> {
+        Gpu::open(GpuOptions::from_env())
+    }
+
+    pub fn open(opts: GpuOptions) -> Result<Gpu> {
         let info = probe()?;
         let ctx = CudaContext::new(0).map_err(GpuError::driver("creating the context"))?;
         // One stream, ordered launches, raw pointers inside kernel parameter structs:
         // cudarc's per-buffer event tracking would only add overhead.
         // SAFETY: no other stream exists yet, so no buffer can be shared across streams.
         unsafe { ctx.disable_event_tracking() };
-        let stream = ctx.default_stream();
+        let sync_each_launch = std::env::var("NEMO_CUDA_SYNC").is_ok_and(|v| v == "1");
+        // Synchronising inside a stream capture is an error, so the debug switch wins (and says so).
+        let cuda_graphs = opts.cuda_graphs && !sync_each_launch;
+        if opts.cuda_graphs && sync_each_launch {
+            eprintln!("nemo: NEMO_CUDA_SYNC=1: CUDA graphs are off (a capture cannot synchronise after each launch)");
+        }
+        // The legacy default stream cannot be captured: graphs need a stream of our own.
+        let stream = if cuda_graphs {
+            ctx.new_stream().map_err(GpuError::driver("creating a stream"))?
+        } else {
+            ctx.default_stream()
+        };
         let kernels = Kernels::load(&ctx)?;
         super::kernels::gemm::configure(&kernels)?;
         super::kernels::gemm_wgmma::configure(&kernels)?;
         super::kernels::attention::configure(&kernels)?;
         super::kernels::sampling::configure(&kernels)?;
-        let sync_each_launch = std::env::var("NEMO_CUDA_SYNC").is_ok_and(|v| v == "1");
-        Ok(Gpu { ctx, stream, kernels, info, sync_each_launch })
+        Ok(Gpu { ctx, stream, kernels, info, sync_each_launch, cuda_graphs })
     }
 
     /// Turns a launch result into a typed error naming the kernel; with `NEMO_CUDA_SYNC=1` also

@@ -141,6 +141,58 @@ impl AttentionMeta {
     }
 }
 
+impl DeviceAttentionMeta {
+    /// Entries per block-table row.
+    pub fn max_blocks(&self) -> usize {
+        self.max_blocks
+    }
+
+    /// Device buffers for up to `max_seqs` sequences with block-table rows of `max_blocks`,
+    /// refilled in place each step (`refill`): the addresses a captured CUDA graph holds stay valid.
+    pub fn persistent(gpu: &Gpu, max_seqs: usize, max_blocks: usize, block_size: usize, n_cache_blocks: usize) -> Result<Self> {
+        let alloc = |n: usize| gpu.stream.alloc_zeros::<i32>(n.max(1)).map_err(GpuError::driver("allocating attention metadata"));
+        Ok(DeviceAttentionMeta {
+            cu_seqlens_q: alloc(max_seqs + 1)?,
+            ctx_lens: alloc(max_seqs)?,
+            block_tables: alloc(max_seqs * max_blocks)?,
+            n_seqs: 0,
+            n_tokens: 0,
+            max_q_len: 0,
+            max_ctx: 0,
+            max_blocks,
+            block_size,
+            n_cache_blocks,
+        })
+    }
+
+    /// Checks `meta` as `AttentionMeta::upload` does and copies it into these buffers; its rows
+    /// must have this metadata's `max_blocks` and its sequences fit the allocation.
+    pub fn refill(&mut self, gpu: &Gpu, meta: &AttentionMeta) -> Result<()> {
+        let bad = |what: String| GpuError::BadArgument { kernel: "attention", what };
+        meta.validate(self.n_cache_blocks).map_err(bad)?;
+        let n_seqs = meta.ctx_lens.len();
+        if meta.max_blocks != self.max_blocks || meta.block_size != self.block_size || n_seqs > self.ctx_lens.len() {
+            return Err(bad(format!(
+                "{n_seqs} sequences with rows of {} blocks do not fit metadata for {} sequences with rows of {}",
+                meta.max_blocks,
+                self.ctx_lens.len(),
+                self.max_blocks
+            )));
+        }
+        let copy = |what| GpuError::driver(format!("uploading {what}"));
+        gpu.stream.memcpy_htod(&meta.cu_seqlens_q, &mut self.cu_seqlens_q.slice_mut(0..n_seqs + 1)).map_err(copy("cu_seqlens_q"))?;
+        gpu.stream.memcpy_htod(&meta.ctx_lens, &mut self.ctx_lens.slice_mut(0..n_seqs)).map_err(copy("ctx_lens"))?;
+        gpu.stream
+            .memcpy_htod(&meta.block_tables, &mut self.block_tables.slice_mut(0..meta.block_tables.len()))
+            .map_err(copy("block tables"))?;
+        self.n_seqs = n_seqs;
+        self.n_tokens = meta.cu_seqlens_q[n_seqs] as usize;
+        self.max_q_len = meta.cu_seqlens_q.windows(2).map(|w| (w[1] - w[0]) as usize).max().unwrap_or(0);
+        self.max_ctx = meta.ctx_lens.iter().copied().max().unwrap_or(0) as usize;
+        Ok(())
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn params(
     gpu: &Gpu,

@@ -7,8 +7,9 @@ use half::bf16;
 
 use super::{GpuKvCache, GpuWeights, BLOCK_SIZE};
 use crate::gpu::error::{GpuError, Result};
+use super::graphs::{DecodeGraphs, GraphReport};
 use crate::gpu::kernels::attention::{
-    attention_decode, attention_prefill, decode_splits, AttentionMeta, AttentionShape, DecodeWorkspace,
+    attention_decode, attention_prefill, decode_splits, AttentionMeta, AttentionShape, DecodeWorkspace, DeviceAttentionMeta,
 };
 use crate::gpu::kernels::embedding::embedding_gather;
 use crate::gpu::kernels::gemm::{gemm, gemm_f32, Epilogue, GemmShape};
@@ -32,6 +33,7 @@ struct Scratch {
     sample_params: CudaSlice<SampleParams>, // [max_seqs]
     sampled: CudaSlice<i32>, // [max_seqs]
     ids: CudaSlice<i32>,     // [T]
+    logit_rows: CudaSlice<i32>, // [max_seqs]: rows of `hidden` whose logits are wanted
     positions: CudaSlice<i32>,
     slots: CudaSlice<i32>,
 }
@@ -78,6 +80,8 @@ pub struct CudaModel {
     pub max_chunk: usize,
     /// Most sequences one step takes.
     pub max_seqs: usize,
+    /// Decode-step CUDA graphs, when the GPU was opened with them (`GpuOptions`).
+    graphs: Option<DecodeGraphs>,
 }
 
 /// `A . W^T` on the bandwidth path for M <= 8, on tensor cores above.
@@ -122,13 +126,26 @@ impl CudaModel {
                 .map_err(GpuError::driver("allocating sampling parameters"))?,
             sampled: alloc_i32(max_seqs)?,
             ids: alloc_i32(t)?,
+            logit_rows: alloc_i32(max_seqs)?,
             positions: alloc_i32(t)?,
             slots: alloc_i32(t)?,
         };
         let max_decode_splits = 2 * gpu.info.multiprocessors;
         let decode_workspace = DecodeWorkspace::new(&gpu, max_seqs, c.n_heads, max_decode_splits, c.head_dim)?;
         let gemm = GemmKernel::from_env()?;
-        Ok(CudaModel { gpu, gemm, weights, kv, rope, scratch, decode_workspace, max_decode_splits, max_chunk, max_seqs })
+        let graphs = if gpu.cuda_graphs {
+            // Rows as wide as one sequence's whole capacity, for up to max_seqs sequences.
+            let rows = rope.max_positions.div_ceil(BLOCK_SIZE);
+            Some(DecodeGraphs::new(DeviceAttentionMeta::persistent(&gpu, max_seqs, rows, BLOCK_SIZE, kv.n_blocks())?))
+        } else {
+            None
+        };
+        Ok(CudaModel { gpu, gemm, graphs, weights, kv, rope, scratch, decode_workspace, max_decode_splits, max_chunk, max_seqs })
+    }
+
+    /// The CUDA graphs captured so far (None when graphs are off).
+    pub fn graph_report(&self) -> Option<GraphReport> {
+        self.graphs.as_ref().map(DecodeGraphs::report)
     }
 
     /// Tokens the KV cache (and the RoPE table) can hold for one sequence.
@@ -210,7 +227,8 @@ impl CudaModel {
     }
 
     /// The layers and the LM head for `seqs`; the wanted rows' logits are left in
-    /// `scratch.logits`, and their count is returned.
+    /// `scratch.logits`, and their count is returned. A decode-only step replays the CUDA graph
+    /// of its batch size when graphs are on (`Gpu::cuda_graphs`).
     fn run(&mut self, seqs: &[SeqChunk<'_>]) -> Result<usize> {
         let c = self.weights.config.clone();
         let bad = |what: String| GpuError::BadArgument { kernel: "forward", what };
@@ -223,9 +241,14 @@ impl CudaModel {
                 self.max_chunk
             )));
         }
+        let graph_step = self.graphs.is_some() && seqs.iter().all(|s| s.ids.len() == 1);
         // Host-side layout of the step: per token its position and slot, per sequence its
-        // metadata; every length and block id is checked here or by AttentionMeta::upload.
-        let max_blocks = seqs.iter().map(|s| s.ctx_len.div_ceil(BLOCK_SIZE)).max().unwrap_or(1).max(1);
+        // metadata; every length and block id is checked here or by AttentionMeta::upload /
+        // refill. Graph steps use block-table rows as wide as the cache (the graph's stride).
+        let max_blocks = match &self.graphs {
+            Some(g) if graph_step => g.meta_max_blocks(),
+            _ => seqs.iter().map(|s| s.ctx_len.div_ceil(BLOCK_SIZE)).max().unwrap_or(1).max(1),
+        };
         let mut meta = AttentionMeta { cu_seqlens_q: vec![0], max_blocks, block_size: BLOCK_SIZE, ..Default::default() };
         let (mut ids, mut positions, mut slots, mut logit_rows) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for (i, s) in seqs.iter().enumerate() {
@@ -234,7 +257,7 @@ impl CudaModel {
                 return Err(bad(format!("sequence {i}: {q_len} new tokens for a context of {} (capacity {})", s.ctx_len, self.capacity())));
             }
             let blocks = s.ctx_len.div_ceil(BLOCK_SIZE);
-            if s.block_table.len() < blocks {
+            if s.block_table.len() < blocks || blocks > max_blocks {
                 return Err(bad(format!("sequence {i}: {} blocks for a context of {}", s.block_table.len(), s.ctx_len)));
             }
             let mut row: Vec<i32> = s.block_table[..blocks].iter().map(|&b| b as i32).collect();
@@ -251,21 +274,49 @@ impl CudaModel {
                 logit_rows.push(ids.len() as i32 - 1);
             }
         }
-        let meta = meta.upload(&self.gpu, self.kv.n_blocks())?;
+        let r = logit_rows.len();
+        {
+            let (gpu, s) = (&self.gpu, &mut self.scratch);
+            let copy = |what| GpuError::driver(format!("uploading {what}"));
+            gpu.stream.memcpy_htod(&ids, &mut s.ids.slice_mut(0..n)).map_err(copy("token ids"))?;
+            gpu.stream.memcpy_htod(&positions, &mut s.positions.slice_mut(0..n)).map_err(copy("positions"))?;
+            gpu.stream.memcpy_htod(&slots, &mut s.slots.slice_mut(0..n)).map_err(copy("slots"))?;
+            if r > 0 {
+                gpu.stream.memcpy_htod(&logit_rows, &mut s.logit_rows.slice_mut(0..r)).map_err(copy("logit rows"))?;
+            }
+        }
+        if graph_step {
+            let mut graphs = self.graphs.take().expect("graph_step implies graphs");
+            let replayed = graphs.meta.refill(&self.gpu, &meta).and_then(|_| {
+                // One split count per batch size, for any context (empty splits are skipped).
+                let splits = decode_splits(self.gpu.info.multiprocessors, seqs.len(), c.n_kv_heads, self.capacity())
+                    .min(self.max_decode_splits);
+                let stream = self.gpu.stream.clone();
+                graphs.replay(&stream, seqs.len(), |meta| self.launch_step(meta, n, r, splits))
+            });
+            self.graphs = Some(graphs);
+            replayed?;
+        } else {
+            let meta = meta.upload(&self.gpu, self.kv.n_blocks())?;
+            let splits = decode_splits(self.gpu.info.multiprocessors, seqs.len(), c.n_kv_heads, meta.max_ctx).min(self.max_decode_splits);
+            self.launch_step(&meta, n, r, splits)?;
+        }
+        Ok(r)
+    }
+
+    /// Launches a step's kernels (inputs already uploaded to scratch): embedding, the layers,
+    /// and for the `r` rows listed in `scratch.logit_rows` the final norm and LM head. No host
+    /// copy or allocation happens here, so a decode step can be captured as a CUDA graph.
+    fn launch_step(&mut self, meta: &DeviceAttentionMeta, n: usize, r: usize, splits: usize) -> Result<()> {
+        let c = &self.weights.config;
         let gpu = &self.gpu;
         let s = &mut self.scratch;
-        let copy = |what| GpuError::driver(format!("uploading {what}"));
-        gpu.stream.memcpy_htod(&ids, &mut s.ids.slice_mut(0..n)).map_err(copy("token ids"))?;
-        gpu.stream.memcpy_htod(&positions, &mut s.positions.slice_mut(0..n)).map_err(copy("positions"))?;
-        gpu.stream.memcpy_htod(&slots, &mut s.slots.slice_mut(0..n)).map_err(copy("slots"))?;
-
         let (dim, qkv_w) = (c.dim, c.q_dim() + 2 * c.kv_dim());
         let w = &self.weights;
         embedding_gather(gpu, &s.ids.slice(0..n), &w.embedding.as_view(), &mut s.hidden.slice_mut(0..n * dim), c.vocab_size, dim)?;
         let attn_shape = AttentionShape { n_heads: c.n_heads, n_kv_heads: c.n_kv_heads, head_dim: c.head_dim, q_stride: qkv_w };
         let rope_shape = RopeShape { n_heads: c.n_heads, n_kv_heads: c.n_kv_heads, head_dim: c.head_dim, layout: w.rope_layout };
         let all_decode = meta.max_q_len == 1;
-        let splits = decode_splits(gpu.info.multiprocessors, seqs.len(), c.n_kv_heads, meta.max_ctx).min(self.max_decode_splits);
         for (l, layer) in w.layers.iter().enumerate() {
             rmsnorm(gpu, &s.hidden.slice(0..n * dim), &layer.attn_norm.as_view(), &mut s.normed.slice_mut(0..n * dim), dim, c.norm_eps)?;
             let shape = GemmShape { m: n, n: qkv_w, k: dim };
@@ -281,9 +332,9 @@ impl CudaModel {
             let q = s.qkv.slice(0..n * qkv_w);
             let mut attn = s.attn.slice_mut(0..n * c.q_dim());
             if all_decode {
-                attention_decode(gpu, attn_shape, &meta, &q, &k_cache, &v_cache, &mut self.decode_workspace, splits, &mut attn)?;
+                attention_decode(gpu, attn_shape, meta, &q, &k_cache, &v_cache, &mut self.decode_workspace, splits, &mut attn)?;
             } else {
-                attention_prefill(gpu, attn_shape, &meta, &q, &k_cache, &v_cache, &mut attn)?;
+                attention_prefill(gpu, attn_shape, meta, &q, &k_cache, &v_cache, &mut attn)?;
             }
             let shape = GemmShape { m: n, n: dim, k: c.q_dim() };
             linear(gpu, self.gemm, &s.attn.slice(0..n * c.q_dim()), &layer.wo, &mut s.hidden.slice_mut(0..n * dim), shape, Epilogue::AddInPlace)?;
@@ -293,14 +344,11 @@ impl CudaModel {
             let shape = GemmShape { m: n, n: dim, k: c.ffn_dim };
             linear(gpu, self.gemm, &s.ffn.slice(0..n * c.ffn_dim), &layer.w_down, &mut s.hidden.slice_mut(0..n * dim), shape, Epilogue::AddInPlace)?;
         }
-
-        let r = logit_rows.len();
         if r == 0 {
-            return Ok(0);
+            return Ok(());
         }
         // Gather the wanted rows (the embedding kernel is a row gather), norm them, LM head.
-        gpu.stream.memcpy_htod(&logit_rows, &mut s.ids.slice_mut(0..r)).map_err(copy("logit rows"))?;
-        embedding_gather(gpu, &s.ids.slice(0..r), &s.hidden.slice(0..n * dim), &mut s.rows.slice_mut(0..r * dim), n, dim)?;
+        embedding_gather(gpu, &s.logit_rows.slice(0..r), &s.hidden.slice(0..n * dim), &mut s.rows.slice_mut(0..r * dim), n, dim)?;
         rmsnorm(gpu, &s.rows.slice(0..r * dim), &w.final_norm.as_view(), &mut s.normed.slice_mut(0..r * dim), dim, c.norm_eps)?;
         let shape = GemmShape { m: r, n: c.vocab_size, k: dim };
         let mut logits = s.logits.slice_mut(0..r * c.vocab_size);
@@ -311,6 +359,6 @@ impl CudaModel {
         } else {
             gemm_f32(gpu, &s.normed.slice(0..r * dim), &w.lm_head().as_view(), &mut logits, shape)?;
         }
-        Ok(r)
+        Ok(())
     }
 }

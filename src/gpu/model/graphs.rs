@@ -1,0 +1,76 @@
+//! Decode steps as CUDA graphs: one graph per batch size, captured the first time a decode step
+//! of that size runs and replayed after. A captured graph holds every kernel's parameters, so
+//! everything that changes between steps lives in device buffers refilled before the replay:
+//! token ids, positions, KV slots, the rows whose logits are wanted (scratch) and the attention
+//! metadata (`meta`, block-table rows as wide as the whole cache). The split count of decode
+//! attention is fixed per batch size (the kernel skips empty splits), so one graph serves every
+//! context length.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
+use std::sync::Arc;
+
+use cudarc::driver::{CudaGraph, CudaStream};
+
+use crate::gpu::error::{GpuError, Result};
+use crate::gpu::kernels::attention::DeviceAttentionMeta;
+
+pub(super) struct DecodeGraphs {
+    /// Refilled before each replay; its addresses are baked into the graphs.
+    pub meta: DeviceAttentionMeta,
+    by_batch: HashMap<usize, CudaGraph>,
+    captures: usize,
+    capture_ms: f64,
+}
+
+/// How many graphs were captured and the time it took, for start-up and benchmark reports.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GraphReport {
+    pub captured: usize,
+    pub capture_ms: f64,
+}
+
+impl DecodeGraphs {
+    pub fn new(meta: DeviceAttentionMeta) -> DecodeGraphs {
+        DecodeGraphs { meta, by_batch: HashMap::new(), captures: 0, capture_ms: 0.0 }
+    }
+
+    /// The block-table row width the graphs were captured with.
+    pub fn meta_max_blocks(&self) -> usize {
+        self.meta.max_blocks()
+    }
+
+    pub fn report(&self) -> GraphReport {
+        GraphReport { captured: self.captures, capture_ms: self.capture_ms }
+    }
+
+    /// Replays the graph for `batch`, capturing it first with `record` (which launches the
+    /// step's kernels, reading `self.meta`) when there is none yet. A failed capture leaves no
+    /// graph behind and the stream out of capture mode.
+    pub fn replay(
+        &mut self,
+        stream: &Arc<CudaStream>,
+        batch: usize,
+        record: impl FnOnce(&DeviceAttentionMeta) -> Result<()>,
+    ) -> Result<()> {
+        if !self.by_batch.contains_key(&batch) {
+            let t0 = Instant::now();
+            stream
+                .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+                .map_err(GpuError::driver("beginning a CUDA graph capture"))?;
+            let recorded = record(&self.meta);
+            // End the capture whatever happened, so the stream is usable again.
+            let ended = stream.end_capture(CUgraphInstantiate_flags(0));
+            recorded?;
+            let graph = ended
+                .map_err(GpuError::driver("instantiating the decode graph"))?
+                .ok_or_else(|| GpuError::BadArgument { kernel: "cuda graph", what: "the capture recorded nothing".into() })?;
+            self.by_batch.insert(batch, graph);
+            self.captures += 1;
+            self.capture_ms += t0.elapsed().as_secs_f64() * 1e3;
+        }
+        self.by_batch[&batch].launch().map_err(GpuError::driver("launching the decode graph"))
+    }
+}
