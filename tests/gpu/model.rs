@@ -274,7 +274,9 @@ fn cuda_graph_decode_steps_equal_eager_steps() {
         for (k, &i) in live.iter().enumerate() {
             let (mean, max) = errors(&got[k], &want[k]);
             worst = worst.max(max);
-            assert!(mean <= 1e-3 && max <= 2e-2, "step {t} sequence {i}: graph vs eager mean abs {mean}, max abs {max}");
+            // Only the split count differs (summation order, bf16 roundings): far below the O(1)
+            // errors of a replay that read stale inputs or metadata.
+            assert!(mean <= 5e-3 && max <= 5e-2, "step {t} sequence {i}: graph vs eager mean abs {mean}, max abs {max}");
             if top2_margin(&want[k]) > 0.05 {
                 assert_eq!(argmax(&got[k]), argmax(&want[k]), "step {t} sequence {i}: greedy token");
             }
