@@ -61,18 +61,19 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     };
     let engine_opts = EngineOptions { max_running: args.max_batch, max_step_tokens: args.max_step_tokens };
     let kv_tokens = args.kv_tokens;
+    let max_waiting = args.max_waiting as usize;
     let name = served.name.clone();
     let build = move |ctx: LoopContext| match device {
         Device::Cpu => {
             let opts = cpu_options(&weights.config, kv_tokens, engine_opts.max_step_tokens);
             announce_cache("CPU (f32 reference)", opts.num_blocks * BLOCK_SIZE, cpu_kv_bytes(&weights.config));
-            run_engine(ctx, CpuBatchBackend::new(&weights, opts), engine_opts)
+            run_engine(ctx, CpuBatchBackend::new(&weights, opts), engine_opts, max_waiting)
         }
         Device::Cuda(info) => match cuda_backend(&weights, kv_tokens, engine_opts.max_running) {
             Ok(backend) => {
                 announce_cache(&info.name, backend.num_blocks() * backend.block_size(), weights.config.kv_bytes_per_token());
                 drop(weights); // on the GPU now
-                run_engine(ctx, backend, engine_opts)
+                run_engine(ctx, backend, engine_opts, max_waiting)
             }
             Err(e) => ctx.fail(format!("{e:#}")),
         },
@@ -88,9 +89,9 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run_engine<B: BatchBackend>(ctx: LoopContext, backend: B, opts: EngineOptions) {
+fn run_engine<B: BatchBackend>(ctx: LoopContext, backend: B, opts: EngineOptions, max_waiting: usize) {
     match Engine::new(backend, opts) {
-        Ok(engine) => ctx.run(engine),
+        Ok(engine) => ctx.run(engine.with_max_waiting(max_waiting)),
         Err(e) => ctx.fail(e.to_string()),
     }
 }

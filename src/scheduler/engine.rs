@@ -36,6 +36,8 @@ pub struct Engine<B: BatchBackend> {
     /// Events of calls made between steps (cancellations), delivered by the next step.
     pending: Vec<Event>,
     steps: u64,
+    /// New requests are refused while this many wait (`with_max_waiting`; unbounded by default).
+    max_waiting: usize,
 }
 
 impl<B: BatchBackend> Engine<B> {
@@ -63,12 +65,23 @@ impl<B: BatchBackend> Engine<B> {
             block_size: config.block_size,
             num_blocks: config.num_blocks,
         };
-        Ok(Engine { scheduler: Scheduler::new(config), backend, limits, next_id: 0, pending: Vec::new(), steps: 0 })
+        Ok(Engine { scheduler: Scheduler::new(config), backend, limits, next_id: 0, pending: Vec::new(), steps: 0, max_waiting: usize::MAX })
+    }
+
+    /// Bounds the queue: `add_request` refuses new requests (`RequestError::QueueFull`) while
+    /// `limit` requests wait, preempted ones included, so a flood costs bounded memory. At least 1.
+    pub fn with_max_waiting(mut self, limit: usize) -> Self {
+        self.max_waiting = limit.max(1);
+        self
     }
 
     /// Queues a request, or refuses it now if it could never complete.
     pub fn add_request(&mut self, request: Request) -> Result<RequestId, RequestError> {
         request.validate(&self.limits)?;
+        let waiting = self.scheduler.num_waiting();
+        if waiting >= self.max_waiting {
+            return Err(RequestError::QueueFull { waiting, limit: self.max_waiting });
+        }
         let id = RequestId(self.next_id);
         self.next_id += 1;
         self.scheduler.add(Sequence::new(id, request));

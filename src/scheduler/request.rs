@@ -54,6 +54,8 @@ pub enum RequestError {
          but the whole cache has {num_blocks}; lower max_tokens or start the engine with a larger KV cache"
     )]
     TooLargeForCache { prompt: usize, max_tokens: usize, blocks: usize, block_size: usize, num_blocks: usize },
+    #[error("{waiting} requests are already waiting (the limit is {limit}); retry later")]
+    QueueFull { waiting: usize, limit: usize },
 }
 
 /// What a request is checked against.

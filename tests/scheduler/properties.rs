@@ -234,3 +234,27 @@ fn the_random_scenarios_do_preempt_cancel_and_stop() {
     eprintln!("60 scenarios: {preemptions} preemptions, {cancelled} cancelled, {stopped} stopped, {refused} refused");
     assert!(preemptions > 20 && cancelled > 10 && stopped > 10 && refused > 10);
 }
+
+/// `with_max_waiting`: the queue refuses the request past its bound (nothing else changes), takes
+/// new ones again once steps move the waiting ones into the batch, and every accepted request
+/// still finishes.
+#[test]
+fn a_bounded_queue_refuses_past_its_limit_and_recovers() {
+    let shape = CacheShape { block_size: 4, num_blocks: 64, max_step_tokens: 64 };
+    let opts = EngineOptions { max_running: 1, max_step_tokens: 64 };
+    let mut engine = Engine::new(FakeBackend::new(VOCAB, 10_000, shape), opts).unwrap().with_max_waiting(2);
+    let ids: Vec<RequestId> = (0..2).map(|i| engine.add_request(Request::new(vec![1 + i, 2, 3], 4)).unwrap()).collect();
+    assert_eq!(engine.add_request(Request::new(vec![5, 6], 4)), Err(RequestError::QueueFull { waiting: 2, limit: 2 }));
+    engine.step(); // the first joins the batch: one waits
+    let third = engine.add_request(Request::new(vec![7, 8], 4)).unwrap();
+    let mut finished = Vec::new();
+    for _ in 0..100 {
+        for e in engine.step() {
+            if let Event::Finished { id, .. } = e {
+                finished.push(id);
+            }
+        }
+    }
+    finished.sort();
+    assert_eq!(finished, [ids[0], ids[1], third], "every accepted request finishes once");
+}

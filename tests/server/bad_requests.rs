@@ -239,3 +239,34 @@ fn completions_refuse_bad_prompts() {
     assert_eq!(post(json!({"prompt": "hello"})).status, 200);
     assert_eq!(post(json!({"prompt": [1, 1500, 1600]})).status, 200);
 }
+
+/// A flood of valid requests: beyond `--max-waiting` queued ones each gets 429 in OpenAI's
+/// shape (`rate_limit_exceeded`), nothing already queued is lost, and the server serves again
+/// once the queue drains.
+#[test]
+fn a_full_queue_gets_429_and_the_server_keeps_serving() {
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+    let s = TestServer::start(Options { max_running: 1, max_waiting: 1, ..Options::default() });
+    s.knobs.step_delay_us.store(10_000, Ordering::SeqCst);
+    let long = chat_body("hi", json!({"max_tokens": 2000, "ignore_eos": true, "stream": true}));
+    let mut running = connect(s.addr);
+    send(&mut running, "POST", "/v1/chat/completions", &[], long.to_string().as_bytes());
+    s.wait_metric("nemo_requests_running", 1.0, Duration::from_secs(5));
+    let mut queued = connect(s.addr);
+    send(&mut queued, "POST", "/v1/chat/completions", &[], long.to_string().as_bytes());
+    s.wait_metric("nemo_requests_waiting", 1.0, Duration::from_secs(5));
+    for _ in 0..3 {
+        let r = post_json(s.addr, "/v1/chat/completions", &chat_body("hi", json!({"max_tokens": 2})));
+        expect_error(&r, 429, "already waiting (the limit is 1); retry later");
+        assert!(r.text().contains("\"code\":\"rate_limit_exceeded\"") && r.text().contains("rate_limit_error"), "{}", r.text());
+    }
+    assert_eq!(s.metric("nemo_requests_waiting"), 1.0, "the queued request is still there");
+    assert_eq!(s.metric("nemo_http_requests_total{route=\"/v1/chat/completions\",status=\"429\"}"), 3.0);
+    drop(running);
+    drop(queued);
+    s.wait_metric("nemo_requests_running", 0.0, Duration::from_secs(5));
+    s.wait_metric("nemo_requests_waiting", 0.0, Duration::from_secs(5));
+    s.knobs.step_delay_us.store(0, Ordering::SeqCst);
+    still_serves(&s);
+}

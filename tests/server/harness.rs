@@ -160,6 +160,8 @@ pub struct Options {
     pub config: ServerConfig,
     pub shape: CacheShape,
     pub max_running: usize,
+    /// `Engine::with_max_waiting` (unbounded by default).
+    pub max_waiting: usize,
     pub max_context: usize,
     /// `Some`: the scripted backend with this script; `None`: the slow fake model.
     pub script: Option<Vec<u32>>,
@@ -171,6 +173,7 @@ impl Default for Options {
             config: ServerConfig { port: 0, handle_signals: false, ..ServerConfig::default() },
             shape: CacheShape { block_size: 16, num_blocks: 256, max_step_tokens: 512 },
             max_running: 64,
+            max_waiting: usize::MAX,
             max_context: 4096,
             script: None,
         }
@@ -189,16 +192,17 @@ impl TestServer {
         let k = knobs.clone();
         let model = Arc::new(TestModel { stop: vec![EOS] });
         let (shape, max_context, max_running, script) = (opts.shape, opts.max_context, opts.max_running, opts.script);
+        let max_waiting = opts.max_waiting;
         let engine_opts = EngineOptions { max_running, max_step_tokens: shape.max_step_tokens };
         let server = server::start(opts.config, model, move |ctx| match script {
             None => {
                 let inner = FakeBackend::new(VOCAB, max_context, shape);
-                ctx.run(Engine::new(Slow { inner, knobs: k }, engine_opts).unwrap())
+                ctx.run(Engine::new(Slow { inner, knobs: k }, engine_opts).unwrap().with_max_waiting(max_waiting))
             }
             Some(script) => {
                 let config = ModelConfig { vocab_size: VOCAB, max_context, ..ModelConfig::nemo_12b() };
                 let slots = vec![0; shape.num_blocks * shape.block_size];
-                ctx.run(Engine::new(Scripted { config, shape, slots, script }, engine_opts).unwrap())
+                ctx.run(Engine::new(Scripted { config, shape, slots, script }, engine_opts).unwrap().with_max_waiting(max_waiting))
             }
         })
         .expect("the server starts");

@@ -33,6 +33,11 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = 64)]
     pub max_batch: usize,
 
+    /// Most requests waiting for a place in the batch (preempted ones included); more are
+    /// refused with 429, so a flood of requests costs bounded memory.
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_waiting: u64,
+
     /// Most tokens one engine step carries (long prompts are prefilled in chunks of this).
     #[arg(long, value_name = "N", default_value_t = 2048)]
     pub max_step_tokens: usize,

@@ -71,6 +71,9 @@ pub async fn start(
 }
 
 fn rejection(e: RequestError) -> ApiError {
+    if let RequestError::QueueFull { .. } = e {
+        return ApiError::new(StatusCode::TOO_MANY_REQUESTS, e.to_string()).with_code("rate_limit_exceeded");
+    }
     let too_long = matches!(e, RequestError::ContextTooLong { .. } | RequestError::TooLargeForCache { .. });
     let error = ApiError::bad_request(e.to_string());
     if too_long {
