@@ -211,6 +211,10 @@ fn main() {
         Ok(g) => g,
         Err(e) => {
             eprintln!("SKIPPED kernel benchmarks: {e}");
+            // Where a GPU is required (scripts/gpu-check), a skip is a failure.
+            if std::env::var("NEMO_REQUIRE_GPU").is_ok_and(|v| v == "1") {
+                std::process::exit(1);
+            }
             return;
         }
     };
