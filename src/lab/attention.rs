@@ -3,16 +3,15 @@
 //! token per sequence. Checked on sampled query rows against `cpu::attention`; the prefill peer
 //! is PyTorch's SDPA (causal, GQA) when python3 with torch and a GPU is at hand.
 
-use cudarc::driver::{CudaView, CudaViewMut};
+use cudarc::driver::{CudaSlice, CudaView, CudaViewMut};
 use half::bf16;
 
-use super::{random_bf16, sample_rows, Check, Lab, Row, POISON};
+use super::{check_and_time, random_bf16, sample_rows, Check, Expected, Lab, Row, POISON};
 use crate::cpu::attention::{attention, AttentionShape as CpuShape};
 use crate::gpu::kernels::attention::{
     attention_decode, attention_prefill, decode_splits, AttentionMeta, AttentionShape, DecodeWorkspace, DeviceAttentionMeta,
 };
-use crate::gpu::timing::time_ms;
-use crate::gpu::{download, upload, Gpu, GpuResult};
+use crate::gpu::{upload, Gpu, GpuResult};
 
 pub type PrefillFn =
     fn(&Gpu, AttentionShape, &DeviceAttentionMeta, &CudaView<bf16>, &CudaView<bf16>, &CudaView<bf16>, &mut CudaViewMut<bf16>) -> GpuResult<()>;
@@ -132,25 +131,11 @@ pub fn run_prefill(lab: &Lab, only: Option<&str>, shape_text: &str, rows: &mut V
             check,
         }
     };
+    let expected = Expected { rows: &picked, row_len: HEADS * HEAD_DIM, want: &want, atol: 2e-2, rtol: 2e-2 };
     for &(name, launch) in PREFILL_VARIANTS.iter().filter(|(name, _)| only.is_none_or(|o| o == *name)) {
         let mut out = upload(gpu, &vec![POISON; t * HEADS * HEAD_DIM])?;
-        let run = |out: &mut cudarc::driver::CudaSlice<bf16>| launch(gpu, shape(), &meta, &q_dev.as_view(), &k_dev.as_view(), &v_dev.as_view(), &mut out.as_view_mut());
-        let check = run(&mut out).and_then(|_| download(gpu, &out)).map(|all| {
-            let q_row = HEADS * HEAD_DIM;
-            let got: Vec<f32> = picked.iter().flat_map(|&r| all[r * q_row..(r + 1) * q_row].iter().map(|x| x.to_f32())).collect();
-            Check::compare(&got, &want, 2e-2, 2e-2)
-        });
-        let check = match check {
-            Ok(c) => c,
-            Err(e) => {
-                rows.push(row(format!("{name} (failed: {e})"), f64::NAN, None));
-                continue;
-            }
-        };
-        match time_ms(gpu, lab.warmup, lab.iters, |_| run(&mut out)) {
-            Ok(tm) => rows.push(row(name.into(), tm.median_ms, Some(check))),
-            Err(e) => rows.push(row(format!("{name} (failed: {e})"), f64::NAN, Some(check))),
-        }
+        let mut run = |out: &mut CudaSlice<bf16>| launch(gpu, shape(), &meta, &q_dev.as_view(), &k_dev.as_view(), &v_dev.as_view(), &mut out.as_view_mut());
+        check_and_time(lab, name, &mut out, &mut run, &expected, &row, rows);
     }
     match &peer {
         Ok(tflops) => rows.push(Row { of_ceiling: Some(1.0), ..row("pytorch sdpa (peer)".into(), flops / (*tflops * 1e12) * 1e3, None) }),
@@ -189,26 +174,13 @@ pub fn run_decode(lab: &Lab, only: Option<&str>, shape_text: &str, rows: &mut Ve
             check,
         }
     };
+    let expected = Expected { rows: &checked_seqs, row_len: q_row, want: &want, atol: 2e-2, rtol: 2e-2 };
     for &(name, launch) in DECODE_VARIANTS.iter().filter(|(name, _)| only.is_none_or(|o| o == *name)) {
         let mut out = upload(gpu, &vec![POISON; batch * q_row])?;
-        let mut run = |out: &mut cudarc::driver::CudaSlice<bf16>| {
+        let mut run = |out: &mut CudaSlice<bf16>| {
             launch(gpu, shape(), &meta, &q_dev.as_view(), &k_dev.as_view(), &v_dev.as_view(), &mut workspace, splits, &mut out.as_view_mut())
         };
-        let check = run(&mut out).and_then(|_| download(gpu, &out)).map(|all| {
-            let got: Vec<f32> = checked_seqs.iter().flat_map(|&s| all[s * q_row..(s + 1) * q_row].iter().map(|x| x.to_f32())).collect();
-            Check::compare(&got, &want, 2e-2, 2e-2)
-        });
-        let check = match check {
-            Ok(c) => c,
-            Err(e) => {
-                rows.push(row(format!("{name} (failed: {e})"), f64::NAN, None));
-                continue;
-            }
-        };
-        match time_ms(gpu, lab.warmup, lab.iters, |_| run(&mut out)) {
-            Ok(tm) => rows.push(row(format!("{name} ({splits} splits)"), tm.median_ms, Some(check))),
-            Err(e) => rows.push(row(format!("{name} (failed: {e})"), f64::NAN, Some(check))),
-        }
+        check_and_time(lab, &format!("{name} ({splits} splits)"), &mut out, &mut run, &expected, &row, rows);
     }
     rows.push(Row { ms: f64::NAN, rate: lab.copy_gbs, of_ceiling: Some(1.0), ..row("device-to-device copy (ceiling)".into(), f64::NAN, None) });
     Ok(())

@@ -1,16 +1,15 @@
 //! GEMM variants: `out = epilogue(A . W^T)`, A `[M, K]` activations, W `[N, K]` a Linear weight.
 //! Checked on sampled rows against `cpu::matmul`; the peer is cuBLAS (plain product, same shape).
 
-use cudarc::driver::{CudaView, CudaViewMut};
+use cudarc::driver::{CudaSlice, CudaView, CudaViewMut};
 use half::bf16;
 
-use super::{random_bf16, sample_rows, Check, Lab, Row, POISON};
+use super::{check_and_time, random_bf16, sample_rows, Check, Expected, Lab, Row, POISON};
 use crate::cpu::matmul::matmul;
 use crate::cpu::ops::silu;
 use crate::gpu::kernels::gemm::{gemm, Epilogue, GemmShape};
 use crate::gpu::kernels::gemm_wgmma::gemm_wgmma;
-use crate::gpu::timing::time_ms;
-use crate::gpu::{download, upload, Gpu, GpuResult};
+use crate::gpu::{upload, Gpu, GpuResult};
 
 pub type GemmFn = fn(&Gpu, &CudaView<bf16>, &CudaView<bf16>, &mut CudaViewMut<bf16>, GemmShape, Epilogue) -> GpuResult<()>;
 
@@ -103,23 +102,12 @@ pub fn run(lab: &Lab, only: Option<&str>, shape_text: &str, rows: &mut Vec<Row>)
         of_ceiling: peer_rate.map(|p| flops / (ms * 1e-3) / 1e12 / p),
         check,
     };
+    let expected = Expected { rows: &picked, row_len: out_cols, want: &want, atol: 2e-2 * rms, rtol: 1e-2 };
     for &(name, launch) in VARIANTS.iter().filter(|(name, _)| only.is_none_or(|o| o == *name)) {
-        // Check: one run into a poisoned (or fresh residual) output, sampled rows compared.
+        // Checked on a poisoned output (or a fresh residual), then timed.
         let mut out = if epi == Epilogue::AddInPlace { upload(gpu, &residual)? } else { upload(gpu, &vec![POISON; m * out_cols])? };
-        let checked = launch(gpu, &a_dev.as_view(), &w_dev.as_view(), &mut out.as_view_mut(), shape, epi).and_then(|_| download(gpu, &out));
-        let got = match checked {
-            Ok(all) => picked.iter().flat_map(|&r| all[r * out_cols..(r + 1) * out_cols].iter().map(|v| v.to_f32())).collect::<Vec<_>>(),
-            Err(e) => {
-                rows.push(row(format!("{name} (failed: {e})"), f64::NAN, None));
-                continue;
-            }
-        };
-        let check = Check::compare(&got, &want, 2e-2 * rms, 1e-2);
-        let timed = time_ms(gpu, lab.warmup, lab.iters, |_| launch(gpu, &a_dev.as_view(), &w_dev.as_view(), &mut out.as_view_mut(), shape, epi));
-        match timed {
-            Ok(t) => rows.push(row(name.into(), t.median_ms, Some(check))),
-            Err(e) => rows.push(row(format!("{name} (failed: {e})"), f64::NAN, Some(check))),
-        }
+        let mut run = |out: &mut CudaSlice<bf16>| launch(gpu, &a_dev.as_view(), &w_dev.as_view(), &mut out.as_view_mut(), shape, epi);
+        check_and_time(lab, name, &mut out, &mut run, &expected, &row, rows);
     }
     match peer_ms {
         Some(ms) => rows.push(Row { of_ceiling: Some(1.0), ..row("cublas (peer, plain product)".into(), ms, None) }),

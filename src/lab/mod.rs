@@ -9,6 +9,7 @@ pub mod attention;
 pub mod gemm;
 pub mod peers;
 
+use cudarc::driver::CudaSlice;
 use half::bf16;
 use serde::Serialize;
 
@@ -156,6 +157,42 @@ pub fn run(lab: &Lab, family: &str, variant: Option<&str>, shapes: &[String]) ->
         }
     }
     Ok(rows)
+}
+
+/// What one variant is checked against: rows `rows` (each `row_len` wide) of its output,
+/// compared with `want` within `atol + rtol * |want|`.
+pub(crate) struct Expected<'a> {
+    pub rows: &'a [usize],
+    pub row_len: usize,
+    pub want: &'a [f32],
+    pub atol: f32,
+    pub rtol: f32,
+}
+
+/// Runs one variant once into `out` and checks it, then times it; pushes its row, built by
+/// `row(label, median ms, check)`. A launch failure becomes a row saying so.
+pub(crate) fn check_and_time(
+    lab: &Lab,
+    name: &str,
+    out: &mut CudaSlice<bf16>,
+    run: &mut dyn FnMut(&mut CudaSlice<bf16>) -> GpuResult<()>,
+    expected: &Expected,
+    row: &dyn Fn(String, f64, Option<Check>) -> Row,
+    rows: &mut Vec<Row>,
+) {
+    let checked = run(out).and_then(|_| crate::gpu::download(&lab.gpu, out)).map(|all| {
+        let w = expected.row_len;
+        let got: Vec<f32> = expected.rows.iter().flat_map(|&r| all[r * w..(r + 1) * w].iter().map(|v| v.to_f32())).collect();
+        Check::compare(&got, expected.want, expected.atol, expected.rtol)
+    });
+    let check = match checked {
+        Ok(c) => c,
+        Err(e) => return rows.push(row(format!("{name} (failed: {e})"), f64::NAN, None)),
+    };
+    match crate::gpu::timing::time_ms(&lab.gpu, lab.warmup, lab.iters, |_| run(out)) {
+        Ok(t) => rows.push(row(name.to_string(), t.median_ms, Some(check))),
+        Err(e) => rows.push(row(format!("{name} (failed: {e})"), f64::NAN, Some(check))),
+    }
 }
 
 /// Deterministic inputs: uniform in (-scale, scale), a function of (seed, index).

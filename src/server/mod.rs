@@ -24,8 +24,9 @@ pub mod params;
 pub mod routes;
 pub mod sse;
 pub mod stop_strings;
-#[cfg(test)]
-mod test_support;
+/// Nemo's tokenizer loaded once, for the server's unit and integration tests (not an API).
+#[doc(hidden)]
+pub mod test_support;
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;

@@ -21,7 +21,9 @@ pub trait StreamFormat: Send + 'static {
     /// Payloads for one event; `true` once the stream is complete.
     fn event(&mut self, event: GenEvent) -> (Vec<String>, bool);
     /// The engine thread went away mid-stream: an error payload.
-    fn engine_gone(&mut self) -> Vec<String>;
+    fn engine_gone(&mut self) -> Vec<String> {
+        vec![super::routes::generate::engine_gone().body_json()]
+    }
 }
 
 enum Phase {

@@ -76,19 +76,10 @@ pub fn to_f32(v: &[bf16]) -> Vec<f32> {
 /// Fails with max abs / rel error and the first index beyond `atol + rtol * |want|` (NaN fails).
 pub fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) {
     assert_eq!(got.len(), want.len(), "{what}: length");
-    let (mut max_abs, mut max_rel, mut first_bad) = (0f32, 0f32, None);
-    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        let err = (g - w).abs();
-        if !(err <= atol + rtol * w.abs()) && first_bad.is_none() {
-            first_bad = Some(i);
-        }
-        if err.is_finite() {
-            max_abs = max_abs.max(err);
-            max_rel = max_rel.max(err / w.abs().max(1e-6));
-        }
-    }
-    let report = format!("{what}: max abs err {max_abs:.3e}, max rel err {max_rel:.3e} over {} values", got.len());
-    if let Some(i) = first_bad {
+    // The same comparison the kernel lab reports (nemo bench kernels).
+    let c = nemo_engine::lab::Check::compare(got, want, atol, rtol);
+    let report = format!("{what}: max abs err {:.3e}, max rel err {:.3e} over {} values", c.max_abs, c.max_rel, c.compared);
+    if let Some(i) = c.first_bad {
         panic!("{report}; first bad index {i}: got {}, want {}", got[i], want[i]);
     }
     eprintln!("{report}");

@@ -5,9 +5,8 @@
 //!   `[TOOL_CALLS]` output goes through the server's parser.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nemo_engine::engine::{check_batch, BatchBackend, CacheShape, EngineError, StepEntry};
@@ -22,16 +21,7 @@ pub const INST_END: u32 = 4;
 pub const TOOL_CALLS: u32 = 9;
 pub const EOS: u32 = 2;
 
-pub fn tekken() -> &'static Tokenizer {
-    static TEKKEN: OnceLock<Tokenizer> = OnceLock::new();
-    TEKKEN.get_or_init(|| {
-        let path = std::env::var_os("NEMO_TEKKEN")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/tekken/tekken.json"));
-        assert!(path.is_file(), "{} is missing: run scripts/setup.sh", path.display());
-        Tokenizer::from_path(&path).unwrap()
-    })
-}
+pub use nemo_engine::server::test_support::tekken;
 
 /// Nemo's tokenizer and v3 template, served under the name "test-model".
 pub struct TestModel {

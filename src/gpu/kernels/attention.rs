@@ -2,11 +2,10 @@
 //! `attention_prefill` (flash-style, causal, for prompt chunks) and `attention_decode` (split-K
 //! flash-decoding, one new token per sequence).
 
-use cudarc::driver::sys::CUfunction_attribute_enum;
 use cudarc::driver::{CudaFunction, CudaSlice, CudaView, CudaViewMut, DeviceRepr, LaunchConfig, PushKernelArg};
 use half::bf16;
 
-use super::check::{address, as_i32, ensure, vector_buffer};
+use super::check::{address, allow_dynamic_smem, as_i32, ensure, vector_buffer};
 use crate::gpu::error::{GpuError, Result};
 use crate::gpu::{upload, Gpu, Kernels};
 
@@ -46,11 +45,7 @@ fn prefill_smem_bytes(head_dim: usize) -> usize {
 /// Raises the prefill kernels' dynamic shared-memory limits (once, at start-up).
 pub(crate) fn configure(kernels: &Kernels) -> Result<()> {
     for (f, hd) in [(&kernels.attention_prefill_bf16_hd128, 128), (&kernels.attention_prefill_bf16_hd64, 64)] {
-        f.set_attribute(
-            CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-            prefill_smem_bytes(hd) as i32,
-        )
-        .map_err(GpuError::driver("raising attention_prefill's shared memory limit"))?;
+        allow_dynamic_smem(f, "attention_prefill", prefill_smem_bytes(hd))?;
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! Argument checks shared by the wrappers.
 
-use cudarc::driver::{CudaStream, DevicePtr};
+use cudarc::driver::sys::CUfunction_attribute_enum;
+use cudarc::driver::{CudaFunction, CudaStream, DevicePtr};
 
 use crate::gpu::error::{GpuError, Result};
 
@@ -35,4 +36,10 @@ pub(crate) fn vector_buffer<T>(
 /// Converts a size to the kernels' `int`, refusing what would overflow it.
 pub(crate) fn as_i32(kernel: &'static str, name: &str, v: usize) -> Result<i32> {
     i32::try_from(v).map_err(|_| GpuError::BadArgument { kernel, what: format!("{name} = {v} exceeds i32") })
+}
+
+/// Lets `func` use `bytes` of dynamic shared memory (above the 48 KiB default); once, at start-up.
+pub(crate) fn allow_dynamic_smem(func: &CudaFunction, kernel: &'static str, bytes: usize) -> Result<()> {
+    func.set_attribute(CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes as i32)
+        .map_err(GpuError::driver(format!("raising {kernel}'s shared memory limit")))
 }

@@ -1,12 +1,11 @@
 //! `gemm_bf16` (kernels/gemm.cu): out = A . W^T on tensor cores, with plain, residual-add and
 //! SwiGLU epilogues. For prefill-sized M; `gemv` serves M <= 8.
 
-use cudarc::driver::sys::CUfunction_attribute_enum;
 use cudarc::driver::{CudaView, CudaViewMut, DeviceRepr, LaunchConfig, PushKernelArg};
 use half::bf16;
 
-use super::check::{address, as_i32, ensure, vector_buffer};
-use crate::gpu::error::{GpuError, Result};
+use super::check::{address, allow_dynamic_smem, as_i32, ensure, vector_buffer};
+use crate::gpu::error::Result;
 use crate::gpu::{Gpu, Kernels};
 
 const KERNEL: &str = "gemm_bf16";
@@ -108,12 +107,27 @@ pub(crate) fn linear_params<T>(
     })
 }
 
+/// The launch half of a tensor-core linear kernel, after the shared checks.
+pub(crate) type LinearLaunch = fn(&Gpu, LinearParams, GemmShape) -> Result<()>;
+
+/// Checks the buffers against the shape (`linear_params`), then launches.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn checked_linear<T>(
+    gpu: &Gpu,
+    kernel: &'static str,
+    a: &CudaView<bf16>,
+    w: &CudaView<bf16>,
+    out: &mut CudaViewMut<T>,
+    shape: GemmShape,
+    epilogue: Option<Epilogue>,
+    launch: LinearLaunch,
+) -> Result<()> {
+    launch(gpu, linear_params(gpu, kernel, a, w, out, shape, epilogue)?, shape)
+}
+
 /// Raises the kernel's dynamic shared-memory limit (once, at start-up).
 pub(crate) fn configure(kernels: &Kernels) -> Result<()> {
-    kernels
-        .gemm_bf16
-        .set_attribute(CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, SMEM_BYTES as i32)
-        .map_err(GpuError::driver("raising gemm_bf16's shared memory limit"))
+    allow_dynamic_smem(&kernels.gemm_bf16, KERNEL, SMEM_BYTES)
 }
 
 /// out = epilogue(A . W^T). A: `[M, K]`, W: `[N, K]`, out: `[M, N]` (`[M, N/2]` for SwiGLU).
@@ -126,14 +140,12 @@ pub fn gemm(
     shape: GemmShape,
     epilogue: Epilogue,
 ) -> Result<()> {
-    let params = linear_params(gpu, KERNEL, a, w, out, shape, Some(epilogue))?;
-    launch(gpu, params, shape)
+    checked_linear(gpu, KERNEL, a, w, out, shape, Some(epilogue), launch)
 }
 
 /// out = A . W^T stored as f32 (the LM head's logits). Shapes as for `gemm`.
 pub fn gemm_f32(gpu: &Gpu, a: &CudaView<bf16>, w: &CudaView<bf16>, out: &mut CudaViewMut<f32>, shape: GemmShape) -> Result<()> {
-    let params = linear_params(gpu, KERNEL, a, w, out, shape, None)?;
-    launch(gpu, params, shape)
+    checked_linear(gpu, KERNEL, a, w, out, shape, None, launch)
 }
 
 fn launch(gpu: &Gpu, params: LinearParams, shape: GemmShape) -> Result<()> {

@@ -3,14 +3,14 @@
 //! that TMA reads through are built here, per call, from the buffers' addresses and shapes.
 
 use cudarc::driver::sys::{
-    self, CUfunction_attribute_enum, CUresult, CUtensorMapDataType, CUtensorMapFloatOOBfill, CUtensorMapInterleave,
+    self, CUresult, CUtensorMapDataType, CUtensorMapFloatOOBfill, CUtensorMapInterleave,
     CUtensorMapL2promotion, CUtensorMapSwizzle,
 };
 use cudarc::driver::{CudaView, CudaViewMut, DeviceRepr, LaunchConfig, PushKernelArg};
 use half::bf16;
 
-use super::check::{as_i32, ensure};
-use super::gemm::{linear_params, Epilogue, GemmShape, LinearParams};
+use super::check::{allow_dynamic_smem, as_i32, ensure};
+use super::gemm::{checked_linear, Epilogue, GemmShape, LinearParams};
 use crate::gpu::error::{GpuError, Result};
 use crate::gpu::{Gpu, Kernels};
 
@@ -83,10 +83,7 @@ fn tensor_map(addr: u64, rows: usize, cols: usize, box_rows: usize) -> Result<Te
 
 /// Raises the kernel's dynamic shared-memory limit (once, at start-up).
 pub(crate) fn configure(kernels: &Kernels) -> Result<()> {
-    kernels
-        .gemm_wgmma_bf16
-        .set_attribute(CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, SMEM_BYTES as i32)
-        .map_err(GpuError::driver("raising gemm_wgmma_bf16's shared memory limit"))
+    allow_dynamic_smem(&kernels.gemm_wgmma_bf16, KERNEL, SMEM_BYTES)
 }
 
 /// out = epilogue(A . W^T) on wgmma. A: `[M, K]`, W: `[N, K]`, out: `[M, N]` (`[M, N/2]` for
@@ -99,14 +96,12 @@ pub fn gemm_wgmma(
     shape: GemmShape,
     epilogue: Epilogue,
 ) -> Result<()> {
-    let params = linear_params(gpu, KERNEL, a, w, out, shape, Some(epilogue))?;
-    launch(gpu, params, shape)
+    checked_linear(gpu, KERNEL, a, w, out, shape, Some(epilogue), launch)
 }
 
 /// out = A . W^T stored as f32 (the LM head's logits) on wgmma. Shapes as for `gemm_wgmma`.
 pub fn gemm_wgmma_f32(gpu: &Gpu, a: &CudaView<bf16>, w: &CudaView<bf16>, out: &mut CudaViewMut<f32>, shape: GemmShape) -> Result<()> {
-    let params = linear_params(gpu, KERNEL, a, w, out, shape, None)?;
-    launch(gpu, params, shape)
+    checked_linear(gpu, KERNEL, a, w, out, shape, None, launch)
 }
 
 fn launch(gpu: &Gpu, p: LinearParams, shape: GemmShape) -> Result<()> {

@@ -1,11 +1,10 @@
 //! `sample_tokens_f32` (kernels/sampling.cu): greedy or seeded sampling of one token per
 //! sequence on the GPU, by the CPU sampler's rule (src/sampling).
 
-use cudarc::driver::sys::CUfunction_attribute_enum;
 use cudarc::driver::{CudaView, CudaViewMut, DeviceRepr, LaunchConfig, PushKernelArg, ValidAsZeroBits};
 
-use super::check::{as_i32, ensure};
-use crate::gpu::error::{GpuError, Result};
+use super::check::{allow_dynamic_smem, as_i32, ensure};
+use crate::gpu::error::Result;
 use crate::gpu::{Gpu, Kernels};
 use crate::sampling::{rng, SamplingParams};
 
@@ -65,10 +64,7 @@ impl Sampled {
 
 /// Raises the kernel's dynamic shared-memory limit (once, at start-up).
 pub(crate) fn configure(kernels: &Kernels) -> Result<()> {
-    kernels
-        .sample_tokens_f32
-        .set_attribute(CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, SMEM_BYTES as i32)
-        .map_err(GpuError::driver("raising sample_tokens_f32's shared memory limit"))
+    allow_dynamic_smem(&kernels.sample_tokens_f32, "sample_tokens_f32", SMEM_BYTES)
 }
 
 /// tokens[s] = the token drawn from logits[s] with params[s] (see `Sampled::from_raw`).

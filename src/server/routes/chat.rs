@@ -210,10 +210,6 @@ impl StreamFormat for ChatOutput {
             GenEvent::Accepted | GenEvent::Rejected(_) => (Vec::new(), false),
         }
     }
-
-    fn engine_gone(&mut self) -> Vec<String> {
-        vec![engine_gone().body_json()]
-    }
 }
 
 async fn collect(mut generation: Generation, format: &ChatOutput) -> Result<ChatCompletion, ApiError> {

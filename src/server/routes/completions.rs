@@ -171,10 +171,6 @@ impl StreamFormat for CompletionOutput {
             GenEvent::Accepted | GenEvent::Rejected(_) => (Vec::new(), false),
         }
     }
-
-    fn engine_gone(&mut self) -> Vec<String> {
-        vec![engine_gone().body_json()]
-    }
 }
 
 async fn collect(mut generation: Generation, format: CompletionOutput) -> Result<serde_json::Value, ApiError> {

@@ -4,7 +4,7 @@
 
 mod chat;
 mod completions;
-mod generate;
+pub(crate) mod generate;
 mod info;
 
 use std::sync::atomic::{AtomicBool, Ordering};
