@@ -12,8 +12,17 @@ fn offline_throughput_counts_every_token_once() {
     let model = load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-s0/hf")).unwrap();
     // 20 blocks of 16 for 8 requests of 64 + 16 tokens: some must wait or be preempted.
     let backend = CpuBatchBackend::new(&model.weights, CpuBatchOptions { block_size: 16, num_blocks: 20, max_step_tokens: 128 });
-    let opts = ServingOptions { requests: 8, input_len: 64, output_len: 16, max_running: 8, max_step_tokens: 128 };
+    let opts = ServingOptions {
+        requests: 8,
+        input_len: 64,
+        output_len: 16,
+        max_running: 8,
+        max_step_tokens: 128,
+        shared_prefix: 0,
+        prefix_caching: true,
+    };
     let r = throughput(backend, &opts).unwrap();
+    assert_eq!(r.cached_prompt_tokens, 0, "prompts without a common start share nothing");
     assert_eq!(r.output_tokens, 8 * 16);
     assert_eq!(r.requests, 8);
     assert!(r.ttft_ms.p50 <= r.ttft_ms.p90 && r.ttft_ms.p90 <= r.ttft_ms.p99);
@@ -22,6 +31,32 @@ fn offline_throughput_counts_every_token_once() {
     assert!(r.output_tokens_per_s > 0.0 && r.total_tokens_per_s > r.output_tokens_per_s);
     let json = serde_json::to_value(&r).unwrap();
     assert!(json["itl_ms"]["p90"].is_number());
+}
+
+/// One 48-token system prompt for every request: requests admitted after the first step find
+/// its three blocks of 16 cached; with prefix caching off, none do. Output counts are unchanged.
+#[test]
+fn a_shared_prompt_start_is_computed_once_when_prefix_caching_is_on() {
+    let model = load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-s0/hf")).unwrap();
+    let run = |prefix_caching| {
+        let backend = CpuBatchBackend::new(&model.weights, CpuBatchOptions { block_size: 16, num_blocks: 64, max_step_tokens: 128 });
+        let opts = ServingOptions {
+            requests: 8,
+            input_len: 64,
+            output_len: 4,
+            max_running: 8,
+            max_step_tokens: 128,
+            shared_prefix: 48,
+            prefix_caching,
+        };
+        throughput(backend, &opts).unwrap()
+    };
+    let (on, off) = (run(true), run(false));
+    // Step 1 admits two 64-token prompts (the budget), registering nothing yet; the other six hit.
+    assert_eq!(on.cached_prompt_tokens, 6 * 48);
+    assert_eq!(off.cached_prompt_tokens, 0);
+    assert_eq!((on.output_tokens, off.output_tokens), (8 * 4, 8 * 4));
+    assert!(on.steps <= off.steps, "{} steps with the cache, {} without", on.steps, off.steps);
 }
 
 #[test]

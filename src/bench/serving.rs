@@ -20,6 +20,9 @@ pub struct ServingOptions {
     pub output_len: usize,
     pub max_running: usize,
     pub max_step_tokens: usize,
+    /// Leading prompt tokens every request shares (one system prompt); the rest differ.
+    pub shared_prefix: usize,
+    pub prefix_caching: bool,
 }
 
 #[derive(Clone, Copy, Debug, Default, Serialize, PartialEq)]
@@ -54,6 +57,8 @@ pub struct ThroughputReport {
     pub itl_ms: Percentiles,
     pub steps: u64,
     pub preemptions: u64,
+    /// Prompt tokens taken from the prefix cache instead of computed.
+    pub cached_prompt_tokens: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -65,27 +70,30 @@ pub struct SweepRow {
     pub achieved_gbs: f64,
 }
 
-/// Deterministic prompt ids above the special tokens, different per request.
-fn prompt(len: usize, salt: u64, vocab: usize) -> Vec<u32> {
-    (0..len as u64).map(|i| 3 + (splitmix64(salt, i) % (vocab as u64 - 3)) as u32).collect()
+/// Deterministic prompt ids above the special tokens: the first `shared` the same for every
+/// request, the rest different per request.
+fn prompt(len: usize, shared: usize, salt: u64, vocab: usize) -> Vec<u32> {
+    let id = |salt: u64, i: u64| 3 + (splitmix64(salt, i) % (vocab as u64 - 3)) as u32;
+    (0..len as u64).map(|i| if (i as usize) < shared { id(u64::MAX, i) } else { id(salt, i) }).collect()
 }
 
-fn engine<B: BatchBackend>(backend: B, max_running: usize, max_step_tokens: usize) -> Result<Engine<B>, String> {
-    Engine::new(backend, EngineOptions { max_running, max_step_tokens }).map_err(|e| e.to_string())
+fn engine<B: BatchBackend>(backend: B, opts: EngineOptions) -> Result<Engine<B>, String> {
+    Engine::new(backend, opts).map_err(|e| e.to_string())
 }
 
 /// Queues every request at once and runs the engine dry; greedy, no stop tokens, so every
 /// request produces exactly `output_len` tokens.
 pub fn throughput<B: BatchBackend>(backend: B, opts: &ServingOptions) -> Result<ThroughputReport, String> {
     let vocab = backend.config().vocab_size;
-    let mut engine = engine(backend, opts.max_running, opts.max_step_tokens)?;
+    let (max_running, max_step_tokens, prefix_caching) = (opts.max_running, opts.max_step_tokens, opts.prefix_caching);
+    let mut engine = engine(backend, EngineOptions { max_running, max_step_tokens, prefix_caching })?;
     let start = Instant::now();
     let mut last_token: HashMap<RequestId, Instant> = HashMap::new();
     for r in 0..opts.requests {
-        let request = Request::new(prompt(opts.input_len, r as u64, vocab), opts.output_len);
+        let request = Request::new(prompt(opts.input_len, opts.shared_prefix, r as u64, vocab), opts.output_len);
         engine.add_request(request).map_err(|e| format!("request {r}: {e}"))?;
     }
-    let (mut ttft, mut itl, mut output_tokens) = (Vec::new(), Vec::new(), 0);
+    let (mut ttft, mut itl, mut output_tokens, mut cached_prompt_tokens) = (Vec::new(), Vec::new(), 0, 0);
     while engine.has_work() {
         let events = engine.step();
         let now = Instant::now();
@@ -101,7 +109,7 @@ pub fn throughput<B: BatchBackend>(backend: B, opts: &ServingOptions) -> Result<
                 Event::Finished { id, reason, .. } if reason.as_str() == "error" => {
                     return Err(format!("request {id:?} failed: {reason:?}"));
                 }
-                Event::Finished { .. } => {}
+                Event::Finished { usage, .. } => cached_prompt_tokens += usage.cached_tokens as u64,
             }
         }
     }
@@ -118,6 +126,7 @@ pub fn throughput<B: BatchBackend>(backend: B, opts: &ServingOptions) -> Result<
         itl_ms: Percentiles::of(itl),
         steps: engine.steps(),
         preemptions: engine.scheduler().preemptions(),
+        cached_prompt_tokens,
     })
 }
 
@@ -135,12 +144,13 @@ pub fn decode_sweep<B: BatchBackend>(
     let vocab = backend.config().vocab_size;
     let max_batch = batches.iter().copied().max().unwrap_or(1);
     let step_budget = backend.max_step_tokens();
-    let mut engine = engine(backend, max_batch, step_budget)?;
+    let opts = EngineOptions { max_running: max_batch, max_step_tokens: step_budget, prefix_caching: false };
+    let mut engine = engine(backend, opts)?;
     let mut rows = Vec::new();
     for &batch in batches {
         // Enough tokens to reach the timed steps: the prefill, one warm-up step and `steps`.
         for r in 0..batch {
-            let request = Request::new(prompt(input_len, (batch * 1000 + r) as u64, vocab), steps + 2);
+            let request = Request::new(prompt(input_len, 0, (batch * 1000 + r) as u64, vocab), steps + 2);
             engine.add_request(request).map_err(|e| format!("batch {batch}: {e}"))?;
         }
         // Run until every sequence has its first token (prefill done), then time decode steps.

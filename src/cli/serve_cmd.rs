@@ -59,7 +59,11 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         handle_signals: true,
         ..ServerConfig::default()
     };
-    let engine_opts = EngineOptions { max_running: args.max_batch, max_step_tokens: args.max_step_tokens };
+    let engine_opts = EngineOptions {
+        max_running: args.max_batch,
+        max_step_tokens: args.max_step_tokens,
+        prefix_caching: !args.no_prefix_caching,
+    };
     let kv_tokens = args.kv_tokens;
     let max_waiting = args.max_waiting as usize;
     let name = served.name.clone();

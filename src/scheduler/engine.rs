@@ -16,6 +16,9 @@ pub struct EngineOptions {
     pub max_running: usize,
     /// Most tokens per step; capped by the backend's own limit.
     pub max_step_tokens: usize,
+    /// Reuse the K/V of completed blocks across requests that start with the same tokens
+    /// (docs/scheduler.md, "Prefix caching").
+    pub prefix_caching: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -58,6 +61,7 @@ impl<B: BatchBackend> Engine<B> {
             num_blocks: backend.num_blocks(),
             max_step_tokens: opts.max_step_tokens.min(backend.max_step_tokens()),
             max_running: opts.max_running,
+            prefix_caching: opts.prefix_caching,
         };
         let limits = Limits {
             vocab_size: backend.config().vocab_size,
@@ -148,8 +152,8 @@ impl<B: BatchBackend> Engine<B> {
             Err(e) => return self.fail_all(&plan.chunks, &format!("{} backend step failed: {e}", self.backend.device()), events),
         };
         for (chunk, logits) in plan.chunks.iter().zip(logits) {
+            self.scheduler.advance(chunk.id, chunk.len);
             let seq = self.scheduler.running_mut(chunk.id).expect("planned sequences are running");
-            seq.advance(chunk.len);
             if !chunk.want_logits {
                 continue;
             }
@@ -182,8 +186,9 @@ impl<B: BatchBackend> Engine<B> {
     }
 
     /// A failed step may have written anything into the blocks of its sequences: all of them
-    /// end with the error (the others are untouched and go on).
+    /// end with the error (the others go on), and no cached block is trusted any more.
     fn fail_all(&mut self, chunks: &[ScheduledChunk], msg: &str, mut events: Vec<Event>) -> Vec<Event> {
+        self.scheduler.forget_cached();
         for c in chunks {
             events.push(self.finish(c.id, FinishReason::Error(msg.to_string())));
         }
@@ -218,6 +223,7 @@ fn finished(seq: &Sequence, reason: FinishReason) -> Event {
     let usage = Usage {
         prompt_tokens: seq.prompt_len(),
         completion_tokens: seq.generated().len(),
+        cached_tokens: seq.cached_prompt_tokens,
         preemptions: seq.preemptions,
     };
     Event::Finished { id: seq.id, reason, usage }

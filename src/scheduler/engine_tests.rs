@@ -13,7 +13,7 @@ const VOCAB: usize = 16;
 
 fn engine(block_size: usize, num_blocks: usize, max_step_tokens: usize, max_running: usize) -> Engine<FakeBackend> {
     let fake = FakeBackend::new(VOCAB, 1000, CacheShape { block_size, num_blocks, max_step_tokens });
-    Engine::new(fake, EngineOptions { max_running, max_step_tokens }).unwrap()
+    Engine::new(fake, EngineOptions { max_running, max_step_tokens, prefix_caching: true }).unwrap()
 }
 
 /// Each request's tokens and its one finish, checking the stream's shape on the way.
@@ -170,6 +170,32 @@ fn a_failed_step_ends_its_sequences_with_the_error_and_the_rest_go_on() {
     assert_eq!(e.scheduler().pool().num_free(), 16);
 }
 
+/// A prompt that starts like a finished one reports the shared whole blocks as cached tokens and
+/// still produces its solo tokens; after a failed step nothing cached is trusted again.
+#[test]
+fn shared_prompt_starts_are_reported_as_cached_and_forgotten_after_a_failed_step() {
+    let mut e = engine(4, 16, 64, 4);
+    let system = request(9, 3, 0);
+    let run_one = |e: &mut Engine<FakeBackend>, r: &Request| {
+        let mut out = BTreeMap::new();
+        let id = e.add_request(r.clone()).unwrap();
+        drain(e, &mut out);
+        assert_eq!(out[&id].tokens, fake_solo_run(r, VOCAB).0);
+        out[&id].finished.clone().unwrap().1
+    };
+    assert_eq!(run_one(&mut e, &system).cached_tokens, 0);
+    let mut longer = system.clone();
+    longer.prompt.extend([5, 6, 7]);
+    assert_eq!(run_one(&mut e, &longer).cached_tokens, 8, "two whole blocks of the 9-token start");
+    e.backend.fail_at_step = Some(e.backend.stats.steps);
+    let failed = e.add_request(request(5, 2, 3)).unwrap();
+    let mut out = BTreeMap::new();
+    drain(&mut e, &mut out);
+    assert!(matches!(out[&failed].finished, Some((FinishReason::Error(_), _))));
+    assert_eq!(run_one(&mut e, &longer).cached_tokens, 0);
+    assert_eq!(e.scheduler().pool().num_free(), 16);
+}
+
 #[test]
 fn requests_that_could_never_run_are_refused_up_front() {
     let mut e = engine(4, 3, 8, 2);
@@ -185,7 +211,7 @@ fn requests_that_could_never_run_are_refused_up_front() {
 #[test]
 fn unusable_options_are_refused() {
     let fake = |num_blocks, max_step_tokens| FakeBackend::new(VOCAB, 100, CacheShape { block_size: 4, num_blocks, max_step_tokens });
-    let opts = |max_running, max_step_tokens| EngineOptions { max_running, max_step_tokens };
+    let opts = |max_running, max_step_tokens| EngineOptions { max_running, max_step_tokens, prefix_caching: true };
     assert_eq!(Engine::new(fake(4, 8), opts(0, 8)).err(), Some(EngineOptionsError::ZeroMaxRunning));
     assert_eq!(
         Engine::new(fake(4, 0), opts(1, 8)).err(),

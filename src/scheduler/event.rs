@@ -62,6 +62,8 @@ pub struct Usage {
     pub prompt_tokens: usize,
     /// Tokens emitted (the stop token included).
     pub completion_tokens: usize,
+    /// Prompt tokens whose K/V came from the prefix cache instead of being computed.
+    pub cached_tokens: usize,
     /// Times the request was preempted and recomputed (0 normally; a sign of a small KV cache).
     pub preemptions: u32,
 }

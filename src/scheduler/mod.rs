@@ -10,6 +10,7 @@
 //! - [`fake_backend`]: a deterministic model stand-in for tests.
 
 mod block_pool;
+mod free_list;
 mod engine;
 mod event;
 pub mod fake_backend;
@@ -17,9 +18,9 @@ mod request;
 mod schedule;
 mod sequence;
 
-pub use block_pool::{BlockPool, PoolError};
+pub use block_pool::{BlockPool, ContentId, PoolError};
 pub use engine::{Engine, EngineOptions, EngineOptionsError};
 pub use event::{Event, FinishReason, Usage};
 pub use request::{max_kv_positions, Limits, Request, RequestError, RequestId};
-pub use schedule::{ScheduledChunk, Scheduler, SchedulerConfig, StepPlan};
+pub use schedule::{PrefixCacheStats, ScheduledChunk, Scheduler, SchedulerConfig, StepPlan};
 pub use sequence::Sequence;

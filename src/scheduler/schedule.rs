@@ -5,11 +5,13 @@
 //! Policy (docs/scheduler.md): running sequences are served oldest first, decodes before prefill
 //! chunks; a sequence that cannot get one more block preempts the youngest running sequence
 //! (possibly itself), which loses its blocks and goes back to the front of the queue to be
-//! recomputed. No new request is admitted in a step that preempted.
+//! recomputed. No new request is admitted in a step that preempted. With prefix caching, an
+//! admitted request first shares the registered blocks that hold its leading tokens and starts
+//! its prefill after them; every block a sequence completes is registered for later requests.
 
 use std::collections::VecDeque;
 
-use super::block_pool::BlockPool;
+use super::block_pool::{BlockPool, ContentId};
 use super::request::RequestId;
 use super::sequence::Sequence;
 
@@ -21,6 +23,15 @@ pub struct SchedulerConfig {
     pub max_step_tokens: usize,
     /// Most sequences holding KV blocks at once.
     pub max_running: usize,
+    /// Share completed blocks between requests whose tokens start the same.
+    pub prefix_caching: bool,
+}
+
+/// Prompt tokens looked up in the prefix cache at admission, and those found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PrefixCacheStats {
+    pub queried_tokens: u64,
+    pub hit_tokens: u64,
 }
 
 /// One sequence's share of a step: tokens `start..start + len` of its token list.
@@ -55,6 +66,7 @@ pub struct Scheduler {
     /// Sorted by id: oldest first, so the youngest is last.
     running: Vec<Sequence>,
     preemptions: u64,
+    cache_stats: PrefixCacheStats,
 }
 
 impl Scheduler {
@@ -66,6 +78,7 @@ impl Scheduler {
             waiting: VecDeque::new(),
             running: Vec::new(),
             preemptions: 0,
+            cache_stats: PrefixCacheStats::default(),
         }
     }
 
@@ -94,6 +107,10 @@ impl Scheduler {
         self.preemptions
     }
 
+    pub fn prefix_cache_stats(&self) -> PrefixCacheStats {
+        self.cache_stats
+    }
+
     /// Queues a validated sequence (holding no blocks) behind those waiting.
     pub fn add(&mut self, seq: Sequence) {
         assert!(seq.blocks.is_empty() && seq.computed() == 0);
@@ -106,6 +123,22 @@ impl Scheduler {
 
     pub fn running(&self, id: RequestId) -> Option<&Sequence> {
         self.running_index(id).map(|i| &self.running[i])
+    }
+
+    /// Records that the K/V of `n` more tokens of running sequence `id` are in the cache, and
+    /// registers the blocks that completes (with prefix caching).
+    pub fn advance(&mut self, id: RequestId, n: usize) {
+        let i = self.running_index(id).expect("advancing a running sequence");
+        let seq = &mut self.running[i];
+        seq.advance(n);
+        if self.config.prefix_caching {
+            register_full_blocks(&mut self.pool, seq, self.config.block_size);
+        }
+    }
+
+    /// Unregisters every cached block, so no later request reuses them (after a failed step).
+    pub fn forget_cached(&mut self) {
+        self.pool.forget_registered();
     }
 
     /// A running sequence, to record the outcome of its chunk.
@@ -196,47 +229,87 @@ impl Scheduler {
 
     /// Admits waiting sequences in order while the budget, the running limit and the pool allow;
     /// stops at the first that does not fit (no overtaking, so a long prompt is not starved).
+    /// A sequence whose leading blocks are cached shares them and starts after them.
     fn admit(&mut self, plan: &mut StepPlan, budget: &mut usize) {
         let bs = self.config.block_size;
         while *budget > 0 && self.running.len() < self.config.max_running {
             let Some(seq) = self.waiting.front() else { break };
-            let len = seq.remaining().min(*budget);
-            if len.div_ceil(bs) > self.pool.num_free() {
+            let hit = self.cached_prefix(seq);
+            let len = (seq.remaining() - hit.len() * bs).min(*budget);
+            // Cached blocks nobody holds are counted free: sharing them takes them off the list.
+            let revived = hit.iter().filter(|&&b| !self.pool.is_allocated(b)).count();
+            if len.div_ceil(bs) + revived > self.pool.num_free() {
                 break;
             }
             let mut seq = self.waiting.pop_front().expect("front exists");
+            self.cache_stats.queried_tokens += seq.tokens().len() as u64;
+            self.cache_stats.hit_tokens += (hit.len() * bs) as u64;
+            if !hit.is_empty() {
+                hit.iter().for_each(|&b| self.pool.share(b));
+                seq.resume_from_cache(hit, bs);
+            }
             assert!(self.pool.allocate_into(len.div_ceil(bs), &mut seq.blocks));
-            plan.chunks.push(ScheduledChunk { id: seq.id, start: 0, len, want_logits: len == seq.remaining() });
+            let start = seq.computed();
+            plan.chunks.push(ScheduledChunk { id: seq.id, start, len, want_logits: len == seq.remaining() });
             *budget -= len;
             let at = self.running.partition_point(|s| s.id < seq.id);
             self.running.insert(at, seq);
         }
     }
 
-    /// Checks the bookkeeping (for tests and debugging): every block is held by at most one
-    /// sequence and the pool agrees; waiting sequences hold none; blocks cover what is computed.
+    /// The registered blocks holding `seq`'s leading tokens, whole blocks only and never its
+    /// last token (whose logits must be computed).
+    fn cached_prefix(&self, seq: &Sequence) -> Vec<u32> {
+        let bs = self.config.block_size;
+        if !self.config.prefix_caching {
+            return Vec::new();
+        }
+        let mut parent = ContentId::ROOT;
+        let mut hit = Vec::new();
+        let whole = (seq.tokens().len() - 1) / bs * bs;
+        for tokens in seq.tokens()[..whole].chunks_exact(bs) {
+            let Some(block) = self.pool.lookup(parent, tokens) else { break };
+            parent = self.pool.content(block).expect("found blocks are registered");
+            hit.push(block);
+        }
+        hit
+    }
+
+    /// Checks the bookkeeping (for tests and debugging): each block's reference count is the
+    /// number of running sequences holding it; a block a sequence may still write (not wholly
+    /// computed) is its alone and unregistered; waiting sequences hold none; blocks cover what
+    /// is computed; the pool's own lists agree.
     pub fn check_invariants(&self) -> Result<(), String> {
         let bs = self.config.block_size;
-        let mut owner = vec![None; self.config.num_blocks];
+        let mut holders = vec![0u32; self.config.num_blocks];
         for s in &self.running {
             if s.blocks.len() * bs < s.computed() {
                 return Err(format!("sequence {} holds {} blocks for {} positions", s.id, s.blocks.len(), s.computed()));
             }
+            // A block listed twice by one sequence shows up as a count the pool disagrees with.
             for &b in &s.blocks {
-                match owner.get_mut(b as usize) {
-                    None => return Err(format!("sequence {} holds block {b}, out of range", s.id)),
-                    Some(Some(other)) => return Err(format!("block {b} held by sequences {other} and {}", s.id)),
-                    Some(o) => *o = Some(s.id),
+                let Some(h) = holders.get_mut(b as usize) else {
+                    return Err(format!("sequence {} holds block {b}, out of range", s.id));
+                };
+                *h += 1;
+            }
+        }
+        for s in &self.running {
+            for (i, &b) in s.blocks.iter().enumerate().filter(|&(i, _)| (i + 1) * bs > s.computed()) {
+                if holders[b as usize] > 1 {
+                    let other = self.running.iter().find(|o| o.id != s.id && o.blocks.contains(&b)).expect("counted");
+                    return Err(format!("block {b} held by sequences {} and {}, which writes it", other.id, s.id));
                 }
-                if !self.pool.is_allocated(b) {
-                    return Err(format!("sequence {} holds block {b}, which the pool calls free", s.id));
+                if self.pool.content(b).is_some() {
+                    return Err(format!("sequence {}'s block {i} ({b}) is registered before it is complete", s.id));
                 }
             }
         }
-        let held = owner.iter().filter(|o| o.is_some()).count();
-        if held != self.pool.num_used() {
-            return Err(format!("sequences hold {held} blocks, the pool counts {} used", self.pool.num_used()));
+        if let Some(b) = (0..holders.len()).find(|&b| holders[b] != self.pool.refcount(b as u32)) {
+            let refs = self.pool.refcount(b as u32);
+            return Err(format!("block {b} is held by {} sequences, the pool counts {refs}", holders[b]));
         }
+        self.pool.check()?;
         if let Some(s) = self.waiting.iter().find(|s| !s.blocks.is_empty() || s.computed() != 0) {
             return Err(format!("waiting sequence {} holds blocks or computed tokens", s.id));
         }
@@ -247,6 +320,23 @@ impl Scheduler {
             return Err("running sequences out of arrival order".into());
         }
         Ok(())
+    }
+}
+
+/// Registers the blocks `seq` has completed since the last call, each under its tokens and the
+/// block before it; stops where that chain is broken (after `forget_cached`).
+fn register_full_blocks(pool: &mut BlockPool, seq: &mut Sequence, bs: usize) {
+    while (seq.registered + 1) * bs <= seq.computed() {
+        let r = seq.registered;
+        let parent = match r {
+            0 => ContentId::ROOT,
+            _ => match pool.content(seq.blocks[r - 1]) {
+                Some(parent) => parent,
+                None => return,
+            },
+        };
+        pool.register(seq.blocks[r], parent, &seq.tokens()[r * bs..(r + 1) * bs]);
+        seq.registered += 1;
     }
 }
 

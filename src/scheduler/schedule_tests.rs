@@ -5,7 +5,7 @@ use super::*;
 use crate::scheduler::request::Request;
 
 fn config(block_size: usize, num_blocks: usize, max_step_tokens: usize, max_running: usize) -> SchedulerConfig {
-    SchedulerConfig { block_size, num_blocks, max_step_tokens, max_running }
+    SchedulerConfig { block_size, num_blocks, max_step_tokens, max_running, prefix_caching: false }
 }
 
 fn add(s: &mut Scheduler, id: u64, prompt_len: usize) {
@@ -15,9 +15,9 @@ fn add(s: &mut Scheduler, id: u64, prompt_len: usize) {
 /// Runs a plan as a backend + engine would.
 fn run(s: &mut Scheduler, plan: &StepPlan) {
     for c in &plan.chunks {
+        assert_eq!(s.running(c.id).unwrap().computed(), c.start);
+        s.advance(c.id, c.len);
         let seq = s.running_mut(c.id).unwrap();
-        assert_eq!(seq.computed(), c.start);
-        seq.advance(c.len);
         if c.want_logits {
             seq.push_generated(7);
         }
@@ -184,9 +184,101 @@ fn the_invariant_check_catches_shared_blocks_and_leaks() {
     schedule_and_run(&mut s);
     let stolen = s.running[0].blocks[0];
     s.running[1].blocks.push(stolen);
-    assert!(s.check_invariants().unwrap_err().contains("held by sequences 0 and 1"));
+    assert!(s.check_invariants().unwrap_err().contains("held by sequences 1 and 0, which writes it"));
     s.running[1].blocks.pop();
     let mut leaked = Vec::new();
     assert!(s.pool.allocate_into(1, &mut leaked));
-    assert!(s.check_invariants().unwrap_err().contains("the pool counts 3 used"));
+    assert!(s.check_invariants().unwrap_err().contains("held by 0 sequences, the pool counts 1"));
+}
+
+fn caching(block_size: usize, num_blocks: usize, max_step_tokens: usize, max_running: usize) -> Scheduler {
+    Scheduler::new(SchedulerConfig { prefix_caching: true, ..config(block_size, num_blocks, max_step_tokens, max_running) })
+}
+
+fn add_tokens(s: &mut Scheduler, id: u64, prompt: &[u32]) {
+    s.add(Sequence::new(RequestId(id), Request::new(prompt.to_vec(), 100)));
+}
+
+#[test]
+fn a_prompt_starting_like_an_earlier_one_shares_its_whole_blocks_and_starts_after_them() {
+    let mut s = caching(4, 10, 100, 4);
+    add_tokens(&mut s, 0, &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    schedule_and_run(&mut s);
+    let first = s.running(RequestId(0)).unwrap().blocks.clone();
+    assert_eq!(s.pool().num_registered(), 2, "the two whole blocks of 10 tokens");
+    s.remove(RequestId(0)).unwrap();
+    add_tokens(&mut s, 1, &[1, 2, 3, 4, 5, 6, 7, 8, 20, 21]);
+    assert_eq!(schedule_and_run(&mut s).chunks, vec![chunk(1, 8, 2, true)]);
+    let seq = s.running(RequestId(1)).unwrap();
+    assert_eq!((&seq.blocks[..2], seq.cached_prompt_tokens), (&first[..2], 8));
+    assert_eq!(s.prefix_cache_stats(), PrefixCacheStats { queried_tokens: 20, hit_tokens: 8 });
+    // Only whole blocks match: a prompt differing in token 6 shares the first block only.
+    add_tokens(&mut s, 2, &[1, 2, 3, 4, 5, 0, 7, 8, 9]);
+    assert_eq!(schedule_and_run(&mut s).chunks, vec![chunk(1, 10, 1, true), chunk(2, 4, 5, true)]);
+    assert_eq!(s.pool().refcount(first[0]), 2);
+}
+
+#[test]
+fn the_last_prompt_token_is_always_computed_for_its_logits() {
+    let mut s = caching(4, 10, 100, 4);
+    add_tokens(&mut s, 0, &[1, 2, 3, 4, 5, 6, 7, 8]);
+    schedule_and_run(&mut s);
+    // Both blocks are cached, but the second holds the last token: it is recomputed.
+    add_tokens(&mut s, 1, &[1, 2, 3, 4, 5, 6, 7, 8]);
+    assert_eq!(schedule_and_run(&mut s).chunks, vec![chunk(0, 8, 1, true), chunk(1, 4, 4, true)]);
+    let (a, b) = (&s.running(RequestId(0)).unwrap().blocks, &s.running(RequestId(1)).unwrap().blocks);
+    assert_eq!(a[0], b[0]);
+    assert_ne!(a[1], b[1], "a block that will be written is never shared");
+}
+
+#[test]
+fn a_preempted_sequence_finds_its_own_blocks_again() {
+    let mut s = caching(2, 5, 100, 8);
+    add_tokens(&mut s, 0, &[1, 2, 3]);
+    add_tokens(&mut s, 1, &[4, 5, 6]);
+    schedule_and_run(&mut s); // 2 blocks each, 1 free; 1 has registered [4, 5]
+    schedule_and_run(&mut s); // both decode into their slack: position 3 completes block 1
+    let plan = schedule_and_run(&mut s); // 0 takes the free block; 1 steps back itself
+    assert_eq!(plan.preempted, vec![RequestId(1)]);
+    s.remove(RequestId(0)).unwrap();
+    // 1 (tokens 4 5 6 7 7) finds its blocks [4, 5] and [6, 7]: only the last token runs.
+    assert_eq!(schedule_and_run(&mut s).chunks, vec![chunk(1, 4, 1, true)]);
+    assert_eq!(s.running(RequestId(1)).unwrap().cached_prompt_tokens, 0, "usage counts the first admission");
+}
+
+#[test]
+fn cached_blocks_nobody_holds_count_against_the_free_pool_when_revived() {
+    let mut s = caching(2, 4, 100, 8);
+    add_tokens(&mut s, 0, &[1, 2, 3, 4, 5]);
+    schedule_and_run(&mut s);
+    s.remove(RequestId(0)).unwrap(); // [1, 2] and [3, 4] cached, all 4 blocks free
+    add_tokens(&mut s, 1, &[9, 9, 9]);
+    schedule_and_run(&mut s); // takes the 2 unregistered blocks
+    assert_eq!(s.pool().num_free(), 2);
+    // Reviving 2 cached blocks + 1 new block > 2 free: it waits, nothing is over-allocated.
+    add_tokens(&mut s, 2, &[1, 2, 3, 4, 5]);
+    assert_eq!(schedule_and_run(&mut s).chunks, vec![chunk(1, 3, 1, true)]);
+    assert_eq!(s.num_waiting(), 1);
+    s.remove(RequestId(1)).unwrap();
+    assert_eq!(schedule_and_run(&mut s).chunks, vec![chunk(2, 4, 1, true)]);
+}
+
+#[test]
+fn nothing_is_shared_when_caching_is_off_or_forgotten() {
+    let mut off = Scheduler::new(config(2, 8, 100, 8));
+    let mut on = caching(2, 8, 100, 8);
+    for s in [&mut off, &mut on] {
+        add_tokens(s, 0, &[1, 2, 3, 4, 5]);
+        schedule_and_run(s);
+    }
+    on.forget_cached();
+    for s in [&mut off, &mut on] {
+        add_tokens(s, 1, &[1, 2, 3, 4, 5]);
+        assert_eq!(schedule_and_run(s).chunks[1], chunk(1, 0, 5, true));
+        schedule_and_run(s); // 0 completes its third block
+    }
+    assert_eq!(off.pool().num_registered(), 0);
+    // 1 registered a fresh chain of 3 blocks; 0's third has no registered parent and stays out.
+    let third = on.running(RequestId(0)).unwrap().blocks[2];
+    assert_eq!((on.pool().num_registered(), on.pool().content(third)), (3, None));
 }

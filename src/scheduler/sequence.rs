@@ -17,6 +17,10 @@ pub struct Sequence {
     /// Block `i` holds positions `i * block_size ..`; covers exactly `computed` positions
     /// between steps (plus those scheduled during one).
     pub blocks: Vec<u32>,
+    /// Leading blocks registered in the prefix cache (or found there at admission).
+    pub registered: usize,
+    /// Prompt tokens found in the prefix cache when first admitted (reported in the usage).
+    pub cached_prompt_tokens: usize,
     pub preemptions: u32,
 }
 
@@ -25,7 +29,7 @@ impl Sequence {
     pub fn new(id: RequestId, request: Request) -> Self {
         let stop = StopCriteria::new(request.max_tokens, Vec::new(), request.stop_token_ids.clone())
             .expect("validated requests have max_tokens >= 1");
-        Sequence { id, tokens: request.prompt.clone(), request, stop, computed: 0, blocks: Vec::new(), preemptions: 0 }
+        Sequence { id, tokens: request.prompt.clone(), request, stop, computed: 0, blocks: Vec::new(), registered: 0, cached_prompt_tokens: 0, preemptions: 0 }
     }
 
     pub fn tokens(&self) -> &[u32] {
@@ -54,6 +58,18 @@ impl Sequence {
         self.blocks.len() * block_size - self.computed
     }
 
+    /// Starts from `blocks` found in the prefix cache, which hold the first `blocks.len() *
+    /// block_size` tokens' K/V; fewer than all the tokens, so one is left to run for logits.
+    pub fn resume_from_cache(&mut self, blocks: Vec<u32>, block_size: usize) {
+        assert!(self.blocks.is_empty() && self.computed == 0, "only a sequence holding nothing resumes");
+        let computed = blocks.len() * block_size;
+        assert!(computed < self.tokens.len(), "a cache hit must leave a token to run");
+        if self.preemptions == 0 {
+            self.cached_prompt_tokens = computed.min(self.prompt_len());
+        }
+        (self.computed, self.registered, self.blocks) = (computed, blocks.len(), blocks);
+    }
+
     /// The K/V of `n` more tokens are now in the cache.
     pub fn advance(&mut self, n: usize) {
         assert!(self.computed + n <= self.tokens.len(), "advanced past the sequence's tokens");
@@ -70,6 +86,7 @@ impl Sequence {
     pub fn reset_for_recompute(&mut self) {
         self.computed = 0;
         self.blocks.clear();
+        self.registered = 0;
         self.preemptions += 1;
     }
 }
@@ -90,6 +107,27 @@ mod tests {
         assert_eq!((s.remaining(), s.generated(), s.slack(4)), (1, &[9][..], 1));
         s.reset_for_recompute();
         assert_eq!((s.remaining(), s.tokens(), s.preemptions), (4, &[5, 6, 7, 9][..], 1));
+    }
+
+    #[test]
+    fn a_cache_hit_starts_past_its_blocks_and_counts_prompt_tokens_once() {
+        let mut s = Sequence::new(RequestId(1), Request::new(vec![1, 2, 3, 4, 5, 6], 4));
+        s.resume_from_cache(vec![8, 9], 2);
+        assert_eq!((s.computed(), s.remaining(), s.registered, s.cached_prompt_tokens), (4, 2, 2, 4));
+        s.advance(2);
+        s.push_generated(7);
+        s.reset_for_recompute();
+        assert_eq!((s.registered, s.cached_prompt_tokens), (0, 4));
+        // After a preemption the hit may cover generated tokens; the usage keeps the first count.
+        s.resume_from_cache(vec![8, 9, 3], 2);
+        assert_eq!((s.computed(), s.remaining(), s.cached_prompt_tokens), (6, 1, 4));
+    }
+
+    #[test]
+    #[should_panic(expected = "leave a token to run")]
+    fn a_hit_covering_every_token_is_a_bug() {
+        let mut s = Sequence::new(RequestId(1), Request::new(vec![1, 2, 3, 4], 4));
+        s.resume_from_cache(vec![8, 9], 2);
     }
 
     #[test]

@@ -208,6 +208,7 @@ fn route<B: BatchBackend>(
             };
             metrics.count_finished(reason.as_str());
             metrics.prompt_tokens.fetch_add(usage.prompt_tokens as u64, Relaxed);
+            metrics.cached_prompt_tokens.fetch_add(usage.cached_tokens as u64, Relaxed);
             metrics.preemptions.fetch_add(usage.preemptions as u64, Relaxed);
             let (reason, output) = match a.output.finish() {
                 Ok(output) => (reason, output),
@@ -223,6 +224,7 @@ fn publish_gauges<B: BatchBackend>(engine: &Engine<B>, metrics: &Metrics) {
     metrics.waiting.store(s.num_waiting() as u64, Relaxed);
     metrics.running.store(s.num_running() as u64, Relaxed);
     metrics.kv_blocks_used.store(s.pool().num_used() as u64, Relaxed);
+    metrics.kv_blocks_cached.store(s.pool().num_registered() as u64, Relaxed);
 }
 
 /// Reads the sizes a request is checked against from a built engine.

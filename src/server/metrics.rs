@@ -59,11 +59,13 @@ pub struct Metrics {
     http: Mutex<Vec<(&'static str, u16, u64)>>,
     pub finished: [AtomicU64; FINISH_REASONS.len()],
     pub prompt_tokens: AtomicU64,
+    pub cached_prompt_tokens: AtomicU64,
     pub generation_tokens: AtomicU64,
     pub waiting: AtomicU64,
     pub running: AtomicU64,
     pub kv_blocks_used: AtomicU64,
     pub kv_blocks_total: AtomicU64,
+    pub kv_blocks_cached: AtomicU64,
     pub steps: AtomicU64,
     pub preemptions: AtomicU64,
     pub time_to_first_token: Histogram,
@@ -77,11 +79,13 @@ impl Default for Metrics {
             http: Mutex::new(Vec::new()),
             finished: std::array::from_fn(|_| AtomicU64::new(0)),
             prompt_tokens: AtomicU64::new(0),
+            cached_prompt_tokens: AtomicU64::new(0),
             generation_tokens: AtomicU64::new(0),
             waiting: AtomicU64::new(0),
             running: AtomicU64::new(0),
             kv_blocks_used: AtomicU64::new(0),
             kv_blocks_total: AtomicU64::new(0),
+            kv_blocks_cached: AtomicU64::new(0),
             steps: AtomicU64::new(0),
             preemptions: AtomicU64::new(0),
             time_to_first_token: Histogram::new(),
@@ -133,11 +137,15 @@ impl Metrics {
         };
         let get = |a: &AtomicU64| a.load(Relaxed) as f64;
         scalar("nemo_prompt_tokens_total", "counter", "Prompt tokens of finished requests.", get(&self.prompt_tokens));
+        let cached = get(&self.cached_prompt_tokens);
+        scalar("nemo_prefix_cache_hit_tokens_total", "counter", "Prompt tokens of finished requests taken from the prefix cache.", cached);
         scalar("nemo_generation_tokens_total", "counter", "Tokens generated.", get(&self.generation_tokens));
         scalar("nemo_requests_waiting", "gauge", "Requests queued, not yet running.", get(&self.waiting));
         scalar("nemo_requests_running", "gauge", "Sequences in the running batch.", get(&self.running));
         scalar("nemo_kv_blocks_used", "gauge", "KV cache blocks held by sequences.", get(&self.kv_blocks_used));
         scalar("nemo_kv_blocks_total", "gauge", "KV cache blocks in the pool.", get(&self.kv_blocks_total));
+        let registered = get(&self.kv_blocks_cached);
+        scalar("nemo_kv_blocks_cached", "gauge", "KV cache blocks registered in the prefix cache, held or free.", registered);
         let total = get(&self.kv_blocks_total);
         let usage = if total > 0.0 { get(&self.kv_blocks_used) / total } else { 0.0 };
         scalar("nemo_kv_cache_usage_ratio", "gauge", "Fraction of the KV cache in use (0 to 1).", usage);
@@ -201,6 +209,8 @@ mod tests {
             "nemo_requests_finished_total{reason=\"length\"} 1",
             "nemo_kv_cache_usage_ratio 0.25",
             "nemo_requests_waiting 0",
+            "nemo_prefix_cache_hit_tokens_total 0",
+            "nemo_kv_blocks_cached 0",
             "nemo_time_to_first_token_seconds_count 0",
             "nemo_inter_token_latency_seconds_count 0",
         ] {

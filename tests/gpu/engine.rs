@@ -1,7 +1,8 @@
 //! The scheduler's engine on the CUDA batch backend against the same engine on the CPU batch
 //! backend: many concurrent requests of different lengths, prompts chunked by a small token
-//! budget, sequences preempted by a small KV pool. bf16 on the GPU may flip a near-tie, so tokens
-//! are compared up to the first step whose CPU top-2 logprob margin is below 0.05.
+//! budget, sequences preempted by a small KV pool, half of them sharing a system prompt through
+//! the prefix cache. bf16 on the GPU may flip a near-tie, so tokens are compared up to the first
+//! step whose CPU top-2 logprob margin is below 0.05.
 
 use std::collections::BTreeMap;
 
@@ -18,21 +19,24 @@ use crate::fixtures::reference::fixture_dir;
 
 type Run = BTreeMap<u64, Vec<(u32, TokenLogprobs)>>;
 
-fn run_all<B: BatchBackend>(backend: B, requests: &[Request]) -> (Run, u64) {
-    let mut engine = Engine::new(backend, EngineOptions { max_running: 16, max_step_tokens: 96 }).unwrap();
+/// Each request's tokens; preemptions; prompt tokens taken from the prefix cache.
+fn run_all<B: BatchBackend>(backend: B, requests: &[Request]) -> (Run, u64, usize) {
+    let mut engine = Engine::new(backend, EngineOptions { max_running: 16, max_step_tokens: 96, prefix_caching: true }).unwrap();
     let mut out = Run::new();
+    let mut cached = 0;
     for r in requests {
         let id = engine.add_request(r.clone()).unwrap();
         out.insert(id.0, Vec::new());
     }
     while engine.has_work() {
         for event in engine.step() {
-            if let Event::Token { id, token, logprobs, .. } = event {
-                out.get_mut(&id.0).unwrap().push((token, logprobs.unwrap()));
+            match event {
+                Event::Token { id, token, logprobs, .. } => out.get_mut(&id.0).unwrap().push((token, logprobs.unwrap())),
+                Event::Finished { usage, .. } => cached += usage.cached_tokens,
             }
         }
     }
-    (out, engine.scheduler().preemptions())
+    (out, engine.scheduler().preemptions(), cached)
 }
 
 #[test]
@@ -41,10 +45,14 @@ fn gpu_engine_matches_the_cpu_engine() {
     let model = load(&fixture_dir().join("hf")).unwrap();
     let w = &model.weights;
     let mut rng = Rng::seeded(7);
+    let vocab = w.config.vocab_size;
+    let tokens = |rng: &mut Rng, n: usize| (0..n).map(|_| 3 + rng.below(vocab - 3) as u32).collect::<Vec<u32>>();
+    let system = tokens(&mut rng, 64);
     let requests: Vec<Request> = (0..10)
         .map(|i| {
             let len = 1 + rng.below(250);
-            let prompt = (0..len).map(|_| 3 + rng.below(w.config.vocab_size - 3) as u32).collect();
+            let own = tokens(&mut rng, len);
+            let prompt = if i % 2 == 0 { [&system[..], &own[..len.min(180)]].concat() } else { own };
             Request { logprobs: Some(2), ..Request::new(prompt, 8 + 3 * i) }
         })
         .collect();
@@ -53,9 +61,10 @@ fn gpu_engine_matches_the_cpu_engine() {
     let gpu = Gpu::new().unwrap();
     let weights = GpuWeights::upload(&gpu, w).unwrap();
     let cuda = CudaBatchBackend { model: CudaModel::new(gpu, weights, 26 * 16, 96, 16).unwrap() };
-    let (want, cpu_preempted) = run_all(cpu, &requests);
-    let (got, gpu_preempted) = run_all(cuda, &requests);
+    let (want, cpu_preempted, cpu_cached) = run_all(cpu, &requests);
+    let (got, gpu_preempted, gpu_cached) = run_all(cuda, &requests);
     assert!(gpu_preempted > 0, "the small KV pool should force preemption on the GPU too");
+    assert!(gpu_cached >= 64, "the shared system prompt should come from the prefix cache on the GPU");
     let mut compared = 0;
     for (id, want) in &want {
         let got = &got[id];
@@ -69,6 +78,9 @@ fn gpu_engine_matches_the_cpu_engine() {
             compared += 1;
         }
     }
-    eprintln!("gpu engine: {compared} tokens compared equal; preemptions cpu {cpu_preempted}, gpu {gpu_preempted}");
+    eprintln!(
+        "gpu engine: {compared} tokens compared equal; preemptions cpu {cpu_preempted}, gpu {gpu_preempted}; \
+         prompt tokens cached cpu {cpu_cached}, gpu {gpu_cached}"
+    );
     assert!(compared >= 20, "too few tokens above the margin to compare: {compared}");
 }

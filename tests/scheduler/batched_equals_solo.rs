@@ -2,7 +2,8 @@
 //! against solo runs of the CPU reference (`cpu::forward_last` on a fresh `KvCache`): logits bit
 //! for bit, and many concurrent requests of different lengths, with prompts chunked by a small
 //! token budget and sequences preempted by a small KV pool, generate exactly the solo tokens
-//! and logprobs, greedy or seeded sampling.
+//! and logprobs, greedy or seeded sampling, and with prefix caching when requests share a system
+//! prompt (the shared blocks' K/V equal what each request would compute, bit for bit).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -103,14 +104,18 @@ fn requests(sampling: impl Fn(usize) -> SamplingParams) -> Vec<Request> {
         .collect()
 }
 
-fn batched_run_matches_solo(requests: Vec<Request>) {
+/// Runs `requests` through the engine and checks each against its solo run; returns the prompt
+/// tokens the prefix cache supplied.
+fn batched_run_matches_solo(requests: Vec<Request>) -> usize {
     let w = tiny();
     let start = Instant::now();
     let backend = CpuBatchBackend::new(w, CpuBatchOptions { block_size: 16, num_blocks: 26, max_step_tokens: 64 });
-    let mut engine = Engine::new(backend, EngineOptions { max_running: 8, max_step_tokens: 64 }).unwrap();
+    let opts = EngineOptions { max_running: 8, max_step_tokens: 64, prefix_caching: true };
+    let mut engine = Engine::new(backend, opts).unwrap();
     let mut ids: Vec<RequestId> = Vec::new();
     let mut tokens: BTreeMap<RequestId, Vec<(u32, TokenLogprobs)>> = BTreeMap::new();
     let mut finished: BTreeMap<RequestId, FinishReason> = BTreeMap::new();
+    let mut cached = 0;
     let (first, later) = requests.split_at(6);
     for r in first {
         ids.push(engine.add_request(r.clone()).unwrap());
@@ -127,7 +132,10 @@ fn batched_run_matches_solo(requests: Vec<Request>) {
                     assert_eq!(index, seen.len());
                     seen.push((token, logprobs.unwrap()));
                 }
-                Event::Finished { id, reason, .. } => assert!(finished.insert(id, reason).is_none()),
+                Event::Finished { id, reason, usage } => {
+                    cached += usage.cached_tokens;
+                    assert!(finished.insert(id, reason).is_none());
+                }
             }
         }
         engine.scheduler().check_invariants().unwrap();
@@ -150,17 +158,33 @@ fn batched_run_matches_solo(requests: Vec<Request>) {
     }
     let generated: usize = tokens.values().map(|t| t.len()).sum();
     eprintln!(
-        "{} requests, {generated} tokens in {} steps ({:.2?}), {preemptions} preemptions; solo runs {:.2?}",
+        "{} requests, {generated} tokens in {} steps ({:.2?}), {preemptions} preemptions, {cached} prompt tokens cached; solo runs {:.2?}",
         requests.len(),
         engine.steps(),
         batched,
         start.elapsed()
     );
+    cached
 }
 
 #[test]
 fn greedy_batched_outputs_equal_solo_runs_with_chunked_prefill_and_preemption() {
     batched_run_matches_solo(requests(|_| SamplingParams::greedy()));
+}
+
+/// Every request starts with the same 80-token system prompt (5 blocks): those admitted after
+/// its blocks are computed share them, and still produce their solo tokens and logprobs.
+#[test]
+fn requests_sharing_a_system_prompt_reuse_its_blocks_and_equal_solo_runs() {
+    let system = prompt(80, 99, tiny().config.vocab_size);
+    let mut shared = requests(|_| SamplingParams::greedy());
+    for r in &mut shared {
+        r.prompt = [&system[..], &r.prompt[..r.prompt.len().min(220)]].concat();
+    }
+    let cached = batched_run_matches_solo(shared);
+    // Requests 1..11 could each take all 80 tokens; preemption and admission in the same step
+    // as the first cost some. Six full hits is the least a working cache gives here.
+    assert!(cached >= 6 * 80, "only {cached} prompt tokens came from the cache");
 }
 
 #[test]

@@ -2,8 +2,9 @@
 //! `(token, position)` per slot and whose logits depend on the context read back through the
 //! block table: a wrong, stale or shared block changes a request's tokens.
 //!
-//! For random pool sizes, block sizes, budgets, running limits, arrivals, lengths, sampling
-//! parameters, stop tokens and cancellations: every accepted request finishes exactly once with
+//! For random pool sizes, block sizes, budgets, running limits, arrivals, lengths, shared prompt
+//! starts (prefix caching on or off), sampling parameters, stop tokens and cancellations: every
+//! accepted request finishes exactly once with
 //! exactly its solo tokens (a prefix of them when cancelled), token indices run 0, 1, 2, ...,
 //! refusals happen exactly when a request cannot fit the whole cache, the pool is full again at
 //! the end, and no step exceeds the token budget or the running limit.
@@ -27,6 +28,9 @@ const VOCAB: usize = 16;
 #[derive(Debug, Clone)]
 struct Arrival {
     at_step: usize,
+    /// Index into the scenario's shared prompt starts, put before `prompt`.
+    prefix: Option<usize>,
+    /// The request's own tokens (possibly none after a shared start).
     prompt: Vec<u32>,
     max_tokens: usize,
     /// Steps after arrival at which the request is cancelled (it may have finished by then).
@@ -40,20 +44,25 @@ struct Arrival {
 struct Scenario {
     shape: CacheShape,
     max_running: usize,
+    prefix_caching: bool,
+    /// Prompt starts several requests share (a system prompt, a few-shot preamble).
+    prefixes: Vec<Vec<u32>>,
     arrivals: Vec<Arrival>,
 }
 
 fn arrival() -> impl Strategy<Value = Arrival> {
     (
         0usize..30,
-        vec(0..VOCAB as u32, 1..40),
+        option::weighted(0.8, 0usize..3),
+        vec(0..VOCAB as u32, 0..40),
         1usize..24,
         option::weighted(0.3, 0usize..30),
         option::of(any::<u64>()),
         option::weighted(0.3, 0..VOCAB as u32),
     )
-        .prop_map(|(at_step, prompt, max_tokens, cancel_after, sample_seed, stop_token)| Arrival {
+        .prop_map(|(at_step, prefix, prompt, max_tokens, cancel_after, sample_seed, stop_token)| Arrival {
             at_step,
+            prefix,
             prompt,
             max_tokens,
             cancel_after,
@@ -63,17 +72,25 @@ fn arrival() -> impl Strategy<Value = Arrival> {
 }
 
 fn scenario() -> impl Strategy<Value = Scenario> {
-    (1usize..=8, 1usize..=48, 1usize..=40, 1usize..=6, vec(arrival(), 1..16)).prop_map(
-        |(block_size, num_blocks, max_step_tokens, max_running, arrivals)| Scenario {
+    let prefixes = vec(vec(0..VOCAB as u32, 4..40), 3);
+    (1usize..=8, 1usize..=48, 1usize..=40, 1usize..=6, proptest::bool::weighted(0.8), prefixes, vec(arrival(), 1..16))
+        .prop_map(|(block_size, num_blocks, max_step_tokens, max_running, prefix_caching, prefixes, arrivals)| Scenario {
             shape: CacheShape { block_size, num_blocks, max_step_tokens },
             max_running,
+            prefix_caching,
+            prefixes,
             arrivals,
-        },
-    )
+        })
 }
 
-fn to_request(a: &Arrival) -> Request {
-    let mut r = Request::new(a.prompt.clone(), a.max_tokens);
+fn to_request(s: &Scenario, a: &Arrival) -> Request {
+    let start = a.prefix.map_or(&[][..], |p| &s.prefixes[p]);
+    // A shared start alone repeats an earlier prompt exactly; without one, at least one token.
+    let prompt = match [start, &a.prompt].concat() {
+        p if p.is_empty() => vec![1],
+        p => p,
+    };
+    let mut r = Request::new(prompt, a.max_tokens);
     if let Some(seed) = a.sample_seed {
         r.sampling = SamplingParams { temperature: 0.9, top_p: 0.9, seed, ..Default::default() };
     }
@@ -88,20 +105,34 @@ struct Outcome {
     cancelled: bool,
 }
 
+/// What a run saw, beyond each request's outcome.
+#[derive(Debug, Default)]
+struct RunStats {
+    preemptions: u64,
+    cached_tokens: u64,
+    /// Steps after which some block was held by two or more running sequences.
+    shared_steps: u64,
+}
+
 /// Runs the scenario to the end, checking per-step properties; returns each accepted request
-/// with its outcome, and the preemptions seen.
-fn run(s: &Scenario) -> Result<(Vec<(Request, Outcome)>, u64), TestCaseError> {
+/// with its outcome, and what the run saw.
+fn run(s: &Scenario) -> Result<(Vec<(Request, Outcome)>, RunStats), TestCaseError> {
     let fake = FakeBackend::new(VOCAB, 10_000, s.shape);
-    let opts = EngineOptions { max_running: s.max_running, max_step_tokens: s.shape.max_step_tokens };
+    let opts = EngineOptions {
+        max_running: s.max_running,
+        max_step_tokens: s.shape.max_step_tokens,
+        prefix_caching: s.prefix_caching,
+    };
     let mut engine = Engine::new(fake, opts).unwrap();
     let mut accepted: BTreeMap<RequestId, (Request, Option<usize>)> = BTreeMap::new();
     let mut out: BTreeMap<RequestId, Outcome> = BTreeMap::new();
     let last_arrival = s.arrivals.iter().map(|a| a.at_step).max().unwrap();
+    let mut seen = RunStats::default();
     let mut step = 0;
     while step <= last_arrival || engine.has_work() {
         for a in s.arrivals.iter().filter(|a| a.at_step == step) {
-            let request = to_request(a);
-            let blocks = max_kv_positions(a.prompt.len(), a.max_tokens).div_ceil(s.shape.block_size);
+            let request = to_request(s, a);
+            let blocks = max_kv_positions(request.prompt.len(), a.max_tokens).div_ceil(s.shape.block_size);
             match engine.add_request(request.clone()) {
                 Ok(id) => {
                     prop_assert!(blocks <= s.shape.num_blocks, "accepted a request needing {blocks} blocks");
@@ -129,11 +160,18 @@ fn run(s: &Scenario) -> Result<(Vec<(Request, Outcome)>, u64), TestCaseError> {
                 }
                 Event::Finished { reason, usage, .. } => {
                     prop_assert_eq!(usage.completion_tokens, o.tokens.len());
+                    // Whole blocks only, never the last prompt token, none with caching off.
+                    let cached = usage.cached_tokens;
+                    prop_assert!(cached % s.shape.block_size == 0 && cached < usage.prompt_tokens, "cached {}", cached);
+                    prop_assert!(s.prefix_caching || cached == 0);
+                    seen.cached_tokens += cached as u64;
                     o.finished = Some((reason, usage.prompt_tokens));
                 }
             }
         }
         engine.scheduler().check_invariants().map_err(TestCaseError::fail)?;
+        let pool = engine.scheduler().pool();
+        seen.shared_steps += (0..pool.num_blocks() as u32).any(|b| pool.refcount(b) > 1) as u64;
         prop_assert!(engine.scheduler().num_running() <= s.max_running);
         step += 1;
         prop_assert!(step < 100_000, "no progress after {} steps", step);
@@ -142,8 +180,8 @@ fn run(s: &Scenario) -> Result<(Vec<(Request, Outcome)>, u64), TestCaseError> {
     prop_assert!(stats.most_tokens_in_a_step <= s.shape.max_step_tokens, "{:?}", stats);
     prop_assert!(stats.most_entries_in_a_step <= s.max_running, "{:?}", stats);
     prop_assert_eq!(engine.scheduler().pool().num_free(), s.shape.num_blocks, "blocks leaked");
-    let preemptions = engine.scheduler().preemptions();
-    Ok((accepted.into_iter().map(|(id, (r, _))| (r, out.remove(&id).unwrap())).collect(), preemptions))
+    seen.preemptions = engine.scheduler().preemptions();
+    Ok((accepted.into_iter().map(|(id, (r, _))| (r, out.remove(&id).unwrap())).collect(), seen))
 }
 
 fn check_outcomes(results: &[(Request, Outcome)]) -> Result<(), TestCaseError> {
@@ -214,14 +252,16 @@ proptest! {
 
 /// The random scenarios must reach the interesting states, or the properties prove little.
 #[test]
-fn the_random_scenarios_do_preempt_cancel_and_stop() {
+fn the_random_scenarios_do_preempt_cancel_stop_and_share() {
     let mut runner = proptest::test_runner::TestRunner::deterministic();
-    let (mut preemptions, mut cancelled, mut stopped, mut refused) = (0, 0, 0, 0);
+    let (mut preemptions, mut cancelled, mut stopped, mut refused, mut cached, mut shared) = (0, 0, 0, 0, 0, 0);
     for _ in 0..60 {
         let s = scenario().new_tree(&mut runner).unwrap().current();
-        let (results, p) = run(&s).unwrap();
+        let (results, stats) = run(&s).unwrap();
         check_outcomes(&results).unwrap();
-        preemptions += p;
+        preemptions += stats.preemptions;
+        cached += stats.cached_tokens;
+        shared += stats.shared_steps;
         refused += s.arrivals.len() - results.len();
         for (_, o) in &results {
             match o.finished.as_ref().unwrap().0 {
@@ -231,8 +271,9 @@ fn the_random_scenarios_do_preempt_cancel_and_stop() {
             }
         }
     }
-    eprintln!("60 scenarios: {preemptions} preemptions, {cancelled} cancelled, {stopped} stopped, {refused} refused");
+    eprintln!("60 scenarios: {preemptions} preemptions, {cancelled} cancelled, {stopped} stopped, {refused} refused, {cached} prompt tokens from the prefix cache, {shared} steps with a block shared by running sequences");
     assert!(preemptions > 20 && cancelled > 10 && stopped > 10 && refused > 10);
+    assert!(cached > 200 && shared > 50);
 }
 
 /// `with_max_waiting`: the queue refuses the request past its bound (nothing else changes), takes
@@ -241,7 +282,7 @@ fn the_random_scenarios_do_preempt_cancel_and_stop() {
 #[test]
 fn a_bounded_queue_refuses_past_its_limit_and_recovers() {
     let shape = CacheShape { block_size: 4, num_blocks: 64, max_step_tokens: 64 };
-    let opts = EngineOptions { max_running: 1, max_step_tokens: 64 };
+    let opts = EngineOptions { max_running: 1, max_step_tokens: 64, prefix_caching: true };
     let mut engine = Engine::new(FakeBackend::new(VOCAB, 10_000, shape), opts).unwrap().with_max_waiting(2);
     let ids: Vec<RequestId> = (0..2).map(|i| engine.add_request(Request::new(vec![1 + i, 2, 3], 4)).unwrap()).collect();
     assert_eq!(engine.add_request(Request::new(vec![5, 6], 4)), Err(RequestError::QueueFull { waiting: 2, limit: 2 }));

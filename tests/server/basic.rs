@@ -61,11 +61,20 @@ fn chat_answers_whole_and_streamed_alike_at_temperature_zero() {
     let (text, finish, usage, _) = stream_chat(&s, &streamed);
     assert_eq!(text, content);
     assert_eq!(finish, "length");
-    assert_eq!(usage.unwrap(), v["usage"]);
+    // The same prompt again: its whole 16-token blocks (all but the last token) come from the
+    // prefix cache; the rest of the usage is the same.
+    let mut usage = usage.unwrap();
+    let cached = prompt_tokens.saturating_sub(1) / 16 * 16;
+    assert_eq!(v["usage"]["prompt_tokens_details"], json!({"cached_tokens": 0}));
+    assert_eq!(usage["prompt_tokens_details"], json!({"cached_tokens": cached}));
+    usage["prompt_tokens_details"]["cached_tokens"] = json!(0);
+    assert_eq!(usage, v["usage"]);
     // Without include_usage there is no usage chunk.
     streamed.as_object_mut().unwrap().remove("stream_options");
     let (text, _, usage, _) = stream_chat(&s, &streamed);
     assert_eq!((text, usage), (content, None));
+    assert_eq!(s.metric("nemo_prefix_cache_hit_tokens_total"), 2.0 * cached as f64);
+    assert!(s.metric("nemo_kv_blocks_cached") >= (cached / 16) as f64);
 }
 
 #[test]

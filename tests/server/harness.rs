@@ -183,7 +183,7 @@ impl TestServer {
         let model = Arc::new(TestModel { stop: vec![EOS] });
         let (shape, max_context, max_running, script) = (opts.shape, opts.max_context, opts.max_running, opts.script);
         let max_waiting = opts.max_waiting;
-        let engine_opts = EngineOptions { max_running, max_step_tokens: shape.max_step_tokens };
+        let engine_opts = EngineOptions { max_running, max_step_tokens: shape.max_step_tokens, prefix_caching: true };
         let server = server::start(opts.config, model, move |ctx| match script {
             None => {
                 let inner = FakeBackend::new(VOCAB, max_context, shape);

@@ -176,6 +176,10 @@ def group_demo(args):
         check(text == whole, f"streamed {text!r} != whole {whole!r}")
         check(finish == r.choices[0].finish_reason, f"{finish} vs {r.choices[0].finish_reason}")
         check(usage is not None and usage.completion_tokens == r.usage.completion_tokens, f"usage {usage} vs {r.usage}")
+        # The same prompt again: its whole KV blocks (all but the last token) came from the prefix cache.
+        check(r.usage.prompt_tokens_details.cached_tokens == 0, f"{r.usage}")
+        cached = usage.prompt_tokens_details.cached_tokens
+        check(cached == (r.usage.prompt_tokens - 1) // 16 * 16 and cached > 0, f"cached {cached} of {r.usage.prompt_tokens}")
 
         # max_completion_tokens, length finish.
         r = chat(c, s.name, "Write a long poem about the sea.", temperature=0, max_completion_tokens=5)

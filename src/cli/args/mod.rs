@@ -126,6 +126,14 @@ pub struct BenchArgs {
     #[arg(long, value_name = "N", default_value_t = 256)]
     pub requests: usize,
 
+    /// Throughput mode: leading prompt tokens every request shares (one system prompt).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub shared_prefix: usize,
+
+    /// Compute every prompt in full, even the blocks another request already computed.
+    #[arg(long)]
+    pub no_prefix_caching: bool,
+
     /// Sweep mode: batch sizes, comma-separated.
     #[arg(long, value_name = "B,...", value_delimiter = ',', default_value = "1,8,32,64,128,256")]
     pub batches: Vec<usize>,

@@ -38,6 +38,12 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_waiting: u64,
 
+    /// Compute every prompt in full, even the blocks an earlier request already computed (by
+    /// default a prompt that starts like an earlier one, e.g. the same system prompt, reuses the
+    /// K/V of the whole blocks they share).
+    #[arg(long)]
+    pub no_prefix_caching: bool,
+
     /// Most tokens one engine step carries (long prompts are prefilled in chunks of this).
     #[arg(long, value_name = "N", default_value_t = 2048)]
     pub max_step_tokens: usize,
