@@ -32,4 +32,11 @@ pub trait BatchBackend {
     fn step(&mut self, batch: &[StepEntry<'_>]) -> Result<Vec<Option<Vec<f32>>>, EngineError>;
     /// "cpu" or "cuda".
     fn device(&self) -> &'static str;
+    /// Asked after a failed step: Err (why) when no step can ever succeed again, e.g. after a
+    /// sticky CUDA error (an illegal address poisons the context). The engine then ends every
+    /// request and refuses new ones, so a server can exit and be restarted rather than fail
+    /// every request that comes.
+    fn check_usable(&mut self) -> Result<(), String> {
+        Ok(())
+    }
 }

@@ -41,4 +41,10 @@ impl BatchBackend for CudaBatchBackend {
     fn device(&self) -> &'static str {
         "cuda"
     }
+
+    /// A sticky error (illegal address, launch failure, ...) is reported again by every later
+    /// call on the context; an ordinary one (a refused batch, an allocation) leaves it usable.
+    fn check_usable(&mut self) -> Result<(), String> {
+        self.model.gpu.synchronize("a failed step").map_err(|e| e.to_string())
+    }
 }

@@ -41,6 +41,8 @@ pub struct Engine<B: BatchBackend> {
     steps: u64,
     /// New requests are refused while this many wait (`with_max_waiting`; unbounded by default).
     max_waiting: usize,
+    /// Set when the backend said after a failed step that it can never run one again.
+    unusable: Option<String>,
 }
 
 impl<B: BatchBackend> Engine<B> {
@@ -69,7 +71,7 @@ impl<B: BatchBackend> Engine<B> {
             block_size: config.block_size,
             num_blocks: config.num_blocks,
         };
-        Ok(Engine { scheduler: Scheduler::new(config), backend, limits, next_id: 0, pending: Vec::new(), steps: 0, max_waiting: usize::MAX })
+        Ok(Engine { scheduler: Scheduler::new(config), backend, limits, next_id: 0, pending: Vec::new(), steps: 0, max_waiting: usize::MAX, unusable: None })
     }
 
     /// Bounds the queue: `add_request` refuses new requests (`RequestError::QueueFull`) while
@@ -81,6 +83,9 @@ impl<B: BatchBackend> Engine<B> {
 
     /// Queues a request, or refuses it now if it could never complete.
     pub fn add_request(&mut self, request: Request) -> Result<RequestId, RequestError> {
+        if let Some(why) = &self.unusable {
+            return Err(RequestError::BackendUnusable(why.clone()));
+        }
         request.validate(&self.limits)?;
         let waiting = self.scheduler.num_waiting();
         if waiting >= self.max_waiting {
@@ -124,6 +129,12 @@ impl<B: BatchBackend> Engine<B> {
 
     pub fn backend(&self) -> &B {
         &self.backend
+    }
+
+    /// Why the backend can never run a step again, once it has said so (every request has
+    /// then ended with an error and new ones are refused).
+    pub fn unusable(&self) -> Option<&str> {
+        self.unusable.as_deref()
     }
 
     /// Steps run so far.
@@ -191,6 +202,13 @@ impl<B: BatchBackend> Engine<B> {
         self.scheduler.forget_cached();
         for c in chunks {
             events.push(self.finish(c.id, FinishReason::Error(msg.to_string())));
+        }
+        if let Err(why) = self.backend.check_usable() {
+            let why = format!("the {} backend is unusable after a failed step: {why}", self.backend.device());
+            for id in self.scheduler.ids() {
+                events.push(self.finish(id, FinishReason::Error(why.clone())));
+            }
+            self.unusable = Some(why);
         }
         events
     }

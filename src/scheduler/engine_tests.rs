@@ -196,6 +196,28 @@ fn shared_prompt_starts_are_reported_as_cached_and_forgotten_after_a_failed_step
     assert_eq!(e.scheduler().pool().num_free(), 16);
 }
 
+/// A backend that cannot run again after its failure (a sticky CUDA error): the failed step's
+/// requests and every other one, running or waiting, end with the error; new ones are refused.
+#[test]
+fn an_unusable_backend_ends_every_request_and_refuses_new_ones() {
+    let mut e = engine(4, 16, 8, 1);
+    e.backend.fail_fatally = true;
+    let ids: Vec<RequestId> = (0..3).map(|i| e.add_request(request(3, 5, i)).unwrap()).collect();
+    e.backend.fail_at_step = Some(1);
+    let mut out = BTreeMap::new();
+    drain(&mut e, &mut out);
+    for id in &ids {
+        let (reason, _) = out[id].finished.clone().unwrap();
+        assert!(matches!(reason, FinishReason::Error(_)), "{id}: {reason:?}");
+    }
+    let why = e.unusable().unwrap().to_string();
+    assert!(why.contains("fake backend is unusable after a failed step: the fake device is gone"), "{why}");
+    assert_eq!(out[&ids[2]].finished.clone().unwrap().0, FinishReason::Error(why.clone()), "the waiting one gets why");
+    assert_eq!(e.add_request(request(3, 5, 9)), Err(RequestError::BackendUnusable(why)));
+    assert!(!e.has_work());
+    assert_eq!(e.scheduler().pool().num_free(), 16);
+}
+
 #[test]
 fn requests_that_could_never_run_are_refused_up_front() {
     let mut e = engine(4, 3, 8, 2);

@@ -52,6 +52,9 @@ pub struct FakeBackend {
     pub stats: FakeStats,
     /// Makes the step with this index (0-based) fail, to test error handling.
     pub fail_at_step: Option<usize>,
+    /// After that failure, say that no step can succeed again (a sticky CUDA error).
+    pub fail_fatally: bool,
+    failed: bool,
 }
 
 impl FakeBackend {
@@ -63,6 +66,8 @@ impl FakeBackend {
             slots: vec![None; shape.num_blocks * shape.block_size],
             stats: FakeStats::default(),
             fail_at_step: None,
+            fail_fatally: false,
+            failed: false,
         }
     }
 
@@ -108,6 +113,7 @@ impl BatchBackend for FakeBackend {
         self.stats.most_tokens_in_a_step = self.stats.most_tokens_in_a_step.max(tokens);
         self.stats.most_entries_in_a_step = self.stats.most_entries_in_a_step.max(batch.len());
         if self.fail_at_step == Some(step) {
+            self.failed = true;
             return Err(EngineError::NoTokens); // any error: the engine must fail these entries
         }
         for e in batch {
@@ -125,6 +131,13 @@ impl BatchBackend for FakeBackend {
 
     fn device(&self) -> &'static str {
         "fake"
+    }
+
+    fn check_usable(&mut self) -> Result<(), String> {
+        match self.failed && self.fail_fatally {
+            true => Err("the fake device is gone".into()),
+            false => Ok(()),
+        }
     }
 }
 

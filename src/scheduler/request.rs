@@ -56,6 +56,8 @@ pub enum RequestError {
     TooLargeForCache { prompt: usize, max_tokens: usize, blocks: usize, block_size: usize, num_blocks: usize },
     #[error("{waiting} requests are already waiting (the limit is {limit}); retry later")]
     QueueFull { waiting: usize, limit: usize },
+    #[error("the engine cannot run any more steps ({0}); it must be restarted")]
+    BackendUnusable(String),
 }
 
 /// What a request is checked against.

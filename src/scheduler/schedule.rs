@@ -117,6 +117,11 @@ impl Scheduler {
         self.waiting.push_back(seq);
     }
 
+    /// Every sequence, running then waiting.
+    pub fn ids(&self) -> Vec<RequestId> {
+        self.running.iter().chain(&self.waiting).map(|s| s.id).collect()
+    }
+
     pub fn get(&self, id: RequestId) -> Option<&Sequence> {
         self.running_index(id).map(|i| &self.running[i]).or_else(|| self.waiting.iter().find(|s| s.id == id))
     }

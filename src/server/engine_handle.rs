@@ -27,6 +27,8 @@ pub struct EngineHandle {
     alive: Arc<AtomicBool>,
     /// Notified when the engine thread returns.
     exited: Arc<tokio::sync::Notify>,
+    /// Why it returned on its own, if it said.
+    exit_reason: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 /// Why a submission did not start generating.
@@ -53,7 +55,8 @@ where
     let alive = Arc::new(AtomicBool::new(true));
     let exited = Arc::new(tokio::sync::Notify::new());
     let down = Down { alive: alive.clone(), exited: exited.clone() };
-    let ctx = LoopContext { inbox, ready, model, metrics };
+    let exit_reason = Arc::new(std::sync::Mutex::new(None));
+    let ctx = LoopContext { inbox, ready, model, metrics, exit_reason: exit_reason.clone() };
     let thread = std::thread::Builder::new()
         .name("nemo-engine".into())
         .spawn(move || {
@@ -63,7 +66,7 @@ where
     match ready_rx.recv() {
         Ok(Ok(info)) => {
             let next_ticket = Arc::new(AtomicU64::new(0));
-            Ok((EngineHandle { commands, info, next_ticket, alive, exited }, thread))
+            Ok((EngineHandle { commands, info, next_ticket, alive, exited, exit_reason }, thread))
         }
         Ok(Err(reason)) => Err(ServerError::EngineStart(reason)),
         Err(_) => {
@@ -104,6 +107,11 @@ impl EngineHandle {
 
     pub fn is_alive(&self) -> bool {
         self.alive.load(Ordering::SeqCst)
+    }
+
+    /// Why the engine thread returned on its own (None while it runs, or when it just stopped).
+    pub fn exit_reason(&self) -> Option<String> {
+        self.exit_reason.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Resolves when the engine thread has returned.

@@ -72,8 +72,15 @@ struct Active<'t> {
     failure: Option<String>,
 }
 
-/// Runs the loop until `Stop` (or every sender is gone) and no work is left.
-pub fn run<B: BatchBackend>(mut engine: Engine<B>, inbox: Receiver<Command>, model: Arc<dyn ServedModel>, metrics: Arc<Metrics>) {
+/// Runs the loop until `Stop` (or every sender is gone) and no work is left, or until the
+/// backend is unusable: then every request has ended with the error, and the returned reason
+/// tells the server to stop (a supervisor restarts it; serving errors forever helps no one).
+pub fn run<B: BatchBackend>(
+    mut engine: Engine<B>,
+    inbox: Receiver<Command>,
+    model: Arc<dyn ServedModel>,
+    metrics: Arc<Metrics>,
+) -> Option<String> {
     let tokenizer = model.tokenizer();
     let mut active: HashMap<RequestId, Active<'_>> = HashMap::new();
     let mut tickets: HashMap<u64, RequestId> = HashMap::new();
@@ -82,7 +89,7 @@ pub fn run<B: BatchBackend>(mut engine: Engine<B>, inbox: Receiver<Command>, mod
     loop {
         if !engine.has_work() {
             if stopping {
-                return;
+                return None;
             }
             match inbox.recv() {
                 Ok(cmd) => stopping |= apply(cmd, &mut engine, &mut active, &mut tickets, tokenizer),
@@ -117,6 +124,10 @@ pub fn run<B: BatchBackend>(mut engine: Engine<B>, inbox: Receiver<Command>, mod
             route(event, &mut engine, &mut active, &mut tickets, &metrics);
         }
         publish_gauges(&engine, &metrics);
+        if let Some(why) = engine.unusable() {
+            eprintln!("nemo: {why}; every request in flight ended with this error; the server stops (restart it)");
+            return Some(why.to_string());
+        }
     }
 }
 
@@ -251,13 +262,17 @@ pub struct LoopContext {
     pub(super) ready: Sender<Result<EngineInfo, String>>,
     pub(super) model: Arc<dyn ServedModel>,
     pub(super) metrics: Arc<Metrics>,
+    /// Why the loop ended on its own (the backend became unusable), for the server's error.
+    pub(super) exit_reason: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl LoopContext {
     /// Serves with `engine` until the server stops.
     pub fn run<B: BatchBackend>(self, engine: Engine<B>) {
         let _ = self.ready.send(Ok(engine_info(&engine)));
-        run(engine, self.inbox, self.model, self.metrics);
+        if let Some(why) = run(engine, self.inbox, self.model, self.metrics) {
+            *self.exit_reason.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
+        }
     }
 
     /// The engine could not be built: the server does not start, and says why.

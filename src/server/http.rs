@@ -78,7 +78,8 @@ pub async fn serve(listener: TcpListener, state: AppState, stop: impl Future<Out
         }
     }
     if engine_died {
-        return Err(ServerError::EngineDied("the engine thread ended while serving".into()));
+        let why = state.engine.exit_reason().unwrap_or_else(|| "the engine thread ended while serving".into());
+        return Err(ServerError::EngineDied(why));
     }
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! Faults (issue 9 item 3): a failing backend step fails that step's requests with a 5xx and
-//! the server goes on; a KV cache too small for the load queues and preempts, never crashes,
-//! and gives every block back.
+//! the server goes on, or, when the backend can never run again, fails them all and stops; a
+//! KV cache too small for the load queues and preempts, never crashes, and gives every block back.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -41,6 +41,39 @@ fn a_failed_step_fails_its_requests_with_5xx_and_the_server_goes_on() {
     let r = post_json(s.addr, "/v1/chat/completions", &chat_body("again", json!({"max_tokens": 3})));
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(get(s.addr, "/health").status, 200);
+}
+
+/// A step fails and the backend says it can never run again (a sticky CUDA error): every request
+/// gets its error (the running stream an error event, the queued request 500 with the reason),
+/// and the server stops by itself with the reason, so a supervisor restarts it instead of it
+/// failing every request forever.
+#[test]
+fn an_unusable_backend_fails_every_request_and_stops_the_server() {
+    let mut s = TestServer::start(Options { max_running: 1, ..Options::default() });
+    s.knobs.step_delay_us.store(20_000, Ordering::SeqCst);
+    let addr = s.addr;
+    let body = chat_body("hi", json!({"max_tokens": 200, "ignore_eos": true}));
+    let mut stream_body = body.clone();
+    stream_body["stream"] = json!(true);
+    let streamed = std::thread::spawn(move || post_json(addr, "/v1/chat/completions", &stream_body));
+    s.wait_metric("nemo_requests_running", 1.0, Duration::from_secs(10));
+    let queued = std::thread::spawn(move || post_json(addr, "/v1/chat/completions", &body));
+    s.wait_metric("nemo_requests_waiting", 1.0, Duration::from_secs(10));
+    s.knobs.fail_fatally.store(true, Ordering::SeqCst);
+    s.knobs.fail_next.store(true, Ordering::SeqCst);
+
+    let r = streamed.join().unwrap();
+    assert_eq!(r.status, 200);
+    let payloads = sse_payloads(&r.text());
+    let error: serde_json::Value = serde_json::from_str(&payloads[payloads.len() - 2]).unwrap();
+    assert!(error["error"]["message"].as_str().unwrap().contains("backend step failed"), "{payloads:?}");
+    let r = queued.join().unwrap();
+    assert_eq!(r.status, 500, "{}", r.text());
+    assert!(r.error_message().contains("unusable after a failed step: the device fell off the bus"), "{}", r.text());
+    let err = s.wait_for_exit().unwrap_err().to_string();
+    assert!(err.contains("the device fell off the bus"), "{err}");
+    // Nothing listens any more: a supervisor sees the process gone (the command exits non-zero).
+    assert!(std::net::TcpStream::connect(addr).is_err(), "the listener is closed");
 }
 
 #[test]

@@ -59,6 +59,8 @@ pub struct Knobs {
     pub step_delay_us: AtomicU64,
     /// Fail the next step (then clear).
     pub fail_next: AtomicBool,
+    /// After a failed step, say the device is gone for good (a sticky CUDA error).
+    pub fail_fatally: AtomicBool,
     pub steps: AtomicU64,
 }
 
@@ -91,6 +93,12 @@ impl BatchBackend for Slow {
             return Err(EngineError::NoTokens); // stands for any backend failure (a CUDA error)
         }
         self.inner.step(batch)
+    }
+    fn check_usable(&mut self) -> Result<(), String> {
+        match self.knobs.fail_fatally.load(Ordering::SeqCst) {
+            true => Err("the device fell off the bus".into()),
+            false => Ok(()),
+        }
     }
     fn device(&self) -> &'static str {
         "fake"
@@ -197,6 +205,11 @@ impl TestServer {
         })
         .expect("the server starts");
         TestServer { addr: server.addr, knobs, server: Some(server) }
+    }
+
+    /// Waits for the server to stop by itself; returns how it ended.
+    pub fn wait_for_exit(&mut self) -> Result<(), nemo_engine::server::ServerError> {
+        self.server.take().expect("running").wait()
     }
 
     /// Starts the shutdown sequence and waits for it; returns how long it took.

@@ -71,8 +71,12 @@ pub async fn start(
 }
 
 fn rejection(e: RequestError) -> ApiError {
-    if let RequestError::QueueFull { .. } = e {
-        return ApiError::new(StatusCode::TOO_MANY_REQUESTS, e.to_string()).with_code("rate_limit_exceeded");
+    match e {
+        RequestError::QueueFull { .. } => {
+            return ApiError::new(StatusCode::TOO_MANY_REQUESTS, e.to_string()).with_code("rate_limit_exceeded")
+        }
+        RequestError::BackendUnusable(_) => return ApiError::unavailable(e.to_string()),
+        _ => {}
     }
     let too_long = matches!(e, RequestError::ContextTooLong { .. } | RequestError::TooLargeForCache { .. });
     let error = ApiError::bad_request(e.to_string());
