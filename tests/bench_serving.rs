@@ -7,21 +7,18 @@ use nemo_engine::bench::serving::{decode_sweep, sweep_svg, throughput, ServingOp
 use nemo_engine::engine::{CpuBatchBackend, CpuBatchOptions};
 use nemo_engine::model::load;
 
+/// 8 requests of 64 tokens, at most 128 tokens a step, prefix caching on, no shared start.
+fn eight_requests(output_len: usize) -> ServingOptions {
+    let (max_running, max_step_tokens) = (8, 128);
+    ServingOptions { requests: 8, input_len: 64, output_len, max_running, max_step_tokens, shared_prefix: 0, prefix_caching: true }
+}
+
 #[test]
 fn offline_throughput_counts_every_token_once() {
     let model = load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-s0/hf")).unwrap();
     // 20 blocks of 16 for 8 requests of 64 + 16 tokens: some must wait or be preempted.
     let backend = CpuBatchBackend::new(&model.weights, CpuBatchOptions { block_size: 16, num_blocks: 20, max_step_tokens: 128 });
-    let opts = ServingOptions {
-        requests: 8,
-        input_len: 64,
-        output_len: 16,
-        max_running: 8,
-        max_step_tokens: 128,
-        shared_prefix: 0,
-        prefix_caching: true,
-    };
-    let r = throughput(backend, &opts).unwrap();
+    let r = throughput(backend, &eight_requests(16)).unwrap();
     assert_eq!(r.cached_prompt_tokens, 0, "prompts without a common start share nothing");
     assert_eq!(r.output_tokens, 8 * 16);
     assert_eq!(r.requests, 8);
@@ -40,16 +37,7 @@ fn a_shared_prompt_start_is_computed_once_when_prefix_caching_is_on() {
     let model = load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-s0/hf")).unwrap();
     let run = |prefix_caching| {
         let backend = CpuBatchBackend::new(&model.weights, CpuBatchOptions { block_size: 16, num_blocks: 64, max_step_tokens: 128 });
-        let opts = ServingOptions {
-            requests: 8,
-            input_len: 64,
-            output_len: 4,
-            max_running: 8,
-            max_step_tokens: 128,
-            shared_prefix: 48,
-            prefix_caching,
-        };
-        throughput(backend, &opts).unwrap()
+        throughput(backend, &ServingOptions { shared_prefix: 48, prefix_caching, ..eight_requests(4) }).unwrap()
     };
     let (on, off) = (run(true), run(false));
     // Step 1 admits two 64-token prompts (the budget), registering nothing yet; the other six hit.

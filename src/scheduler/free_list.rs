@@ -53,17 +53,10 @@ impl FreeList {
     }
 
     fn link(&mut self, block: u32, prev: u32, next: u32) {
-        let b = block as usize;
-        assert!(!self.listed[b], "block {block} is on the free list already");
-        (self.prev[b], self.next[b], self.listed[b]) = (prev, next, true);
-        match prev {
-            NIL => self.head = block,
-            p => self.next[p as usize] = block,
-        }
-        match next {
-            NIL => self.tail = block,
-            n => self.prev[n as usize] = block,
-        }
+        assert!(!self.listed[block as usize], "block {block} is on the free list already");
+        self.listed[block as usize] = true;
+        self.join(prev, block);
+        self.join(block, next);
         self.len += 1;
     }
 
@@ -71,7 +64,13 @@ impl FreeList {
     pub fn remove(&mut self, block: u32) {
         let b = block as usize;
         assert!(self.listed[b], "block {block} is not on the free list");
-        let (prev, next) = (self.prev[b], self.next[b]);
+        self.join(self.prev[b], self.next[b]);
+        self.listed[b] = false;
+        self.len -= 1;
+    }
+
+    /// Makes `next` follow `prev` (either may be NIL: the list's ends).
+    fn join(&mut self, prev: u32, next: u32) {
         match prev {
             NIL => self.head = next,
             p => self.next[p as usize] = next,
@@ -80,8 +79,6 @@ impl FreeList {
             NIL => self.tail = prev,
             n => self.prev[n as usize] = prev,
         }
-        self.listed[b] = false;
-        self.len -= 1;
     }
 
     /// Front to back.
