@@ -55,6 +55,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         port: args.port,
         api_key: args.api_key.clone(),
         max_body_bytes: args.max_body_bytes,
+        max_connections: args.max_connections as usize,
         shutdown_timeout: Duration::from_secs_f64(args.shutdown_timeout),
         handle_signals: true,
         ..ServerConfig::default()

@@ -9,14 +9,17 @@
 
 use std::future::Future;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 
-use super::error::ServerError;
+use super::error::{ApiError, ServerError};
 use super::routes::{router, AppState};
 
 /// How long connections get to deliver the cancellation errors after the drain bound.
@@ -37,6 +40,7 @@ pub async fn serve(listener: TcpListener, state: AppState, stop: impl Future<Out
     let engine_exit = engine.exited();
     tokio::pin!(engine_exit);
     let mut engine_died = false;
+    let connections = Arc::new(Semaphore::new(config.max_connections));
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -49,10 +53,19 @@ pub async fn serve(listener: TcpListener, state: AppState, stop: impl Future<Out
                         continue;
                     }
                 };
+                let Ok(permit) = connections.clone().try_acquire_owned() else {
+                    state.metrics.count_response("(connection limit)", 503);
+                    tokio::spawn(refuse(stream, config.max_connections));
+                    continue;
+                };
                 let service = TowerToHyperService::new(app.clone());
                 let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+                let open = state.metrics.http_connections_open.clone();
+                open.fetch_add(1, Ordering::Relaxed);
                 tokio::spawn(async move {
                     let _ = connection.await;
+                    open.fetch_sub(1, Ordering::Relaxed);
+                    drop(permit);
                 });
             }
             _ = &mut stop => break,
@@ -82,6 +95,28 @@ pub async fn serve(listener: TcpListener, state: AppState, stop: impl Future<Out
         return Err(ServerError::EngineDied(why));
     }
     Ok(())
+}
+
+/// Answers a connection past `--max-connections` with 503 and closes it, without reading its
+/// request (a client sees an OpenAI-shaped error it can retry on, not a reset).
+async fn refuse(mut stream: TcpStream, limit: usize) {
+    let message = format!("too many open connections (the limit is {limit}); retry later");
+    let body = ApiError::unavailable(message).body_json();
+    let response = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+         connection: close\r\nretry-after: 1\r\n\r\n{body}",
+        body.len()
+    );
+    let write_then_drain = async {
+        stream.write_all(response.as_bytes()).await?;
+        stream.shutdown().await?;
+        // Read what the client sent until it closes: closing with unread bytes would send a
+        // reset, which may destroy the 503 before the client reads it.
+        let mut sink = [0u8; 4096];
+        while stream.read(&mut sink).await? > 0 {}
+        std::io::Result::Ok(())
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), write_then_drain).await;
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// Upper bounds (seconds) of the latency histograms: 1 ms to 60 s.
 const LATENCY_BUCKETS: [f64; 18] =
@@ -62,6 +62,8 @@ pub struct Metrics {
     pub cached_prompt_tokens: AtomicU64,
     pub generation_tokens: AtomicU64,
     pub waiting: AtomicU64,
+    /// Shared with the connection tasks, which count themselves out when they end.
+    pub http_connections_open: Arc<AtomicU64>,
     pub running: AtomicU64,
     pub kv_blocks_used: AtomicU64,
     pub kv_blocks_total: AtomicU64,
@@ -82,6 +84,7 @@ impl Default for Metrics {
             cached_prompt_tokens: AtomicU64::new(0),
             generation_tokens: AtomicU64::new(0),
             waiting: AtomicU64::new(0),
+            http_connections_open: Arc::new(AtomicU64::new(0)),
             running: AtomicU64::new(0),
             kv_blocks_used: AtomicU64::new(0),
             kv_blocks_total: AtomicU64::new(0),
@@ -140,6 +143,8 @@ impl Metrics {
         let cached = get(&self.cached_prompt_tokens);
         scalar("nemo_prefix_cache_hit_tokens_total", "counter", "Prompt tokens of finished requests taken from the prefix cache.", cached);
         scalar("nemo_generation_tokens_total", "counter", "Tokens generated.", get(&self.generation_tokens));
+        let open = get(&self.http_connections_open);
+        scalar("nemo_http_connections_open", "gauge", "HTTP connections open (at most --max-connections).", open);
         scalar("nemo_requests_waiting", "gauge", "Requests queued, not yet running.", get(&self.waiting));
         scalar("nemo_requests_running", "gauge", "Sequences in the running batch.", get(&self.running));
         scalar("nemo_kv_blocks_used", "gauge", "KV cache blocks held by sequences.", get(&self.kv_blocks_used));

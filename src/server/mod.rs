@@ -15,6 +15,7 @@
 pub mod engine_handle;
 pub mod engine_loop;
 pub mod error;
+mod fd_limit;
 pub mod http;
 pub mod metrics;
 pub mod model;
@@ -51,6 +52,9 @@ pub struct ServerConfig {
     pub api_key: Option<String>,
     /// Larger request bodies get 413 without being read.
     pub max_body_bytes: usize,
+    /// Open connections at most; one more is answered 503 and closed at once (each costs a
+    /// file descriptor and a task, idle keep-alive ones included).
+    pub max_connections: usize,
     /// The request line and headers together (hyper answers 431 past it; at least 8192).
     pub max_header_bytes: usize,
     pub max_headers: usize,
@@ -71,6 +75,7 @@ impl Default for ServerConfig {
             port: 8000,
             api_key: None,
             max_body_bytes: 8 << 20,
+            max_connections: 1024,
             max_header_bytes: 64 << 10,
             max_headers: 100,
             header_read_timeout: Duration::from_secs(30),
@@ -114,6 +119,15 @@ pub fn start<F>(config: ServerConfig, model: Arc<dyn ServedModel>, build: F) -> 
 where
     F: FnOnce(LoopContext) + Send + 'static,
 {
+    // Connections, plus the model files, the engine's and the runtime's own descriptors.
+    let want = config.max_connections as u64 + 128;
+    if let Some(limit) = fd_limit::raise_to(want).filter(|&l| l < want) {
+        eprintln!(
+            "nemo: warning: the open-file limit is {limit}, below --max-connections {} + 128: connections past it \
+             cannot be accepted; raise it (ulimit -n) or lower --max-connections",
+            config.max_connections
+        );
+    }
     let metrics = Arc::new(Metrics::default());
     let (engine, engine_thread) = engine_handle::spawn_engine(model.clone(), metrics.clone(), build)?;
     let stop_engine = |engine: &EngineHandle, thread: JoinHandle<()>| {

@@ -200,6 +200,34 @@ fn oversized_bodies_and_headers_are_refused() {
     still_serves(&s);
 }
 
+/// `max_connections`: one connection more than the limit is answered 503 in OpenAI's shape and
+/// closed; once a connection closes, the next one is served.
+#[test]
+fn connections_past_the_limit_get_503_and_a_closed_one_frees_its_place() {
+    let mut opts = Options::default();
+    opts.config.max_connections = 2;
+    let s = TestServer::start(opts);
+    let first = connect(s.addr);
+    let second = connect(s.addr);
+    let mut third = connect(s.addr);
+    send(&mut third, "GET", "/health", &[], b"");
+    let r = read_response(&mut BufReader::new(third));
+    expect_error(&r, 503, "too many open connections (the limit is 2); retry later");
+    drop(first);
+    // Served once the server has seen the close (each request here uses a new connection).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let metrics = loop {
+        let r = get(s.addr, "/metrics");
+        if r.status == 200 {
+            break r.text();
+        }
+        assert!(std::time::Instant::now() < deadline, "a closed connection never freed its place");
+    };
+    assert!(metrics.contains("nemo_http_requests_total{route=\"(connection limit)\",status=\"503\"}"), "{metrics}");
+    assert!(metrics.lines().any(|l| l == "nemo_http_connections_open 2"), "the idle one and this one:\n{metrics}");
+    drop(second);
+}
+
 #[test]
 fn the_api_key_is_required_on_v1_only() {
     let mut opts = Options::default();

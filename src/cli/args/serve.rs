@@ -57,6 +57,11 @@ pub struct ServeArgs {
     #[arg(long, value_name = "NAME")]
     pub served_model_name: Option<String>,
 
+    /// Most open HTTP connections (idle keep-alive ones included); one more is answered 503 and
+    /// closed. The open-file limit is raised to fit when the system allows.
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: u64,
+
     /// Larger request bodies are refused with 413.
     #[arg(long, value_name = "BYTES", default_value_t = 8 << 20)]
     pub max_body_bytes: usize,
