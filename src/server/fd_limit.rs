@@ -10,15 +10,16 @@ pub fn raise_to(want: u64) -> Option<u64> {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
         return None;
     }
-    if limit.rlim_cur as u64 >= want {
-        return Some(limit.rlim_cur as u64);
+    // rlim_t is u64 on the 64-bit Linux this serves on.
+    if limit.rlim_cur >= want {
+        return Some(limit.rlim_cur);
     }
-    let raised = libc::rlimit { rlim_cur: (want as libc::rlim_t).min(limit.rlim_max), rlim_max: limit.rlim_max };
+    let raised = libc::rlimit { rlim_cur: want.min(limit.rlim_max), rlim_max: limit.rlim_max };
     // SAFETY: as above.
     if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
-        return Some(raised.rlim_cur as u64);
+        return Some(raised.rlim_cur);
     }
-    Some(limit.rlim_cur as u64)
+    Some(limit.rlim_cur)
 }
 
 #[cfg(test)]
