@@ -3,6 +3,7 @@
 
 use super::EngineError;
 use crate::model::ModelConfig;
+use crate::sampling::{sample_at, token_logprobs, SamplingError, SamplingParams, TokenLogprobs};
 
 /// One sequence's part of a step.
 #[derive(Clone, Debug)]
@@ -19,6 +20,26 @@ pub struct StepEntry<'a> {
     pub want_logits: bool,
 }
 
+/// How to draw the next token of an entry that wants one.
+#[derive(Clone, Copy, Debug)]
+pub struct SampleSpec {
+    pub params: SamplingParams,
+    /// The draw index (tokens generated so far), so a recomputed sequence draws what it would
+    /// have drawn without the preemption.
+    pub step: u64,
+    /// `Some(k)`: also the chosen token's logprob and the top `k`.
+    pub logprobs: Option<usize>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct SampledToken {
+    pub token: u32,
+    pub logprobs: Option<TokenLogprobs>,
+}
+
+/// One entry's draw: a sampling error (NaN logits) ends only that entry's request.
+pub type Draw = Result<SampledToken, SamplingError>;
+
 /// A backend that runs batches over a paged KV cache of `num_blocks` blocks of `block_size`.
 pub trait BatchBackend {
     fn config(&self) -> &ModelConfig;
@@ -30,6 +51,15 @@ pub trait BatchBackend {
     /// them (None for the others). Writes K/V of the new tokens into their slots; reads the
     /// cached prefix from the blocks. Entries never share a block that either writes.
     fn step(&mut self, batch: &[StepEntry<'_>]) -> Result<Vec<Option<Vec<f32>>>, EngineError>;
+    /// Runs the step and draws the next token of every entry that wants logits (`specs`: one per
+    /// such entry, in entry order); returns, in entry order, `Some(draw)` for those entries. The
+    /// default samples on the host from [`Self::step`]'s logits; the CUDA backend draws on the
+    /// device and copies back token ids (and the logits of rows that want logprobs), instead of
+    /// a `[vocab]` row of f32 per sequence.
+    fn step_sampled(&mut self, batch: &[StepEntry<'_>], specs: &[SampleSpec]) -> Result<Vec<Option<Draw>>, EngineError> {
+        let logits = self.step(batch)?;
+        sample_on_host(batch, specs, logits)
+    }
     /// "cpu" or "cuda".
     fn device(&self) -> &'static str;
     /// Asked after a failed step: Err (why) when no step can ever succeed again, e.g. after a
@@ -38,5 +68,75 @@ pub trait BatchBackend {
     /// every request that comes.
     fn check_usable(&mut self) -> Result<(), String> {
         Ok(())
+    }
+}
+
+/// Draws each wanting entry's token from its logits row, as `sampling::sample_at` and
+/// `token_logprobs` do. Errs when the rows do not match the batch (a backend bug).
+pub fn sample_on_host(
+    batch: &[StepEntry<'_>],
+    specs: &[SampleSpec],
+    logits: Vec<Option<Vec<f32>>>,
+) -> Result<Vec<Option<Draw>>, EngineError> {
+    let bad = |what: String| Err(EngineError::BadStepOutput(what));
+    if logits.len() != batch.len() {
+        return bad(format!("{} results for {} entries", logits.len(), batch.len()));
+    }
+    let wanting = batch.iter().filter(|e| e.want_logits).count();
+    if specs.len() != wanting {
+        return bad(format!("{} sampling specs for {wanting} entries that want a token", specs.len()));
+    }
+    let mut specs = specs.iter();
+    let mut draws = Vec::with_capacity(batch.len());
+    for (i, (e, row)) in batch.iter().zip(logits).enumerate() {
+        draws.push(match (e.want_logits, row) {
+            (false, _) => None,
+            (true, None) => return bad(format!("no logits for entry {i}, which wants its next token")),
+            (true, Some(row)) => Some(draw(specs.next().expect("counted above"), &row)),
+        });
+    }
+    Ok(draws)
+}
+
+/// One token from one row of logits.
+pub fn draw(spec: &SampleSpec, logits: &[f32]) -> Draw {
+    let token = sample_at(&spec.params, logits, spec.step)?;
+    let logprobs = spec.logprobs.map(|k| token_logprobs(logits, token, k)).transpose()?;
+    Ok(SampledToken { token, logprobs })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(want_logits: bool) -> StepEntry<'static> {
+        StepEntry { tokens: &[1], ctx_len: 1, block_table: &[0], want_logits }
+    }
+
+    fn greedy(logprobs: Option<usize>) -> SampleSpec {
+        SampleSpec { params: SamplingParams::greedy(), step: 0, logprobs }
+    }
+
+    #[test]
+    fn host_sampling_draws_wanting_rows_and_a_bad_row_fails_alone() {
+        let batch = [entry(true), entry(false), entry(true)];
+        let logits = vec![Some(vec![0.0, 2.0, 1.0]), None, Some(vec![f32::NAN, 0.0, 0.0])];
+        let draws = sample_on_host(&batch, &[greedy(Some(1)), greedy(None)], logits).unwrap();
+        let first = draws[0].clone().unwrap().unwrap();
+        assert_eq!(first.token, 1);
+        assert_eq!(first.logprobs.unwrap().top.len(), 1);
+        assert!(draws[1].is_none());
+        assert!(draws[2].clone().unwrap().is_err(), "NaN logits fail their own row only");
+    }
+
+    #[test]
+    fn rows_that_do_not_match_the_batch_are_a_step_error() {
+        let batch = [entry(true), entry(false)];
+        let mismatch = |logits: Vec<Option<Vec<f32>>>, specs: &[SampleSpec]| {
+            matches!(sample_on_host(&batch, specs, logits), Err(EngineError::BadStepOutput(_)))
+        };
+        assert!(mismatch(vec![Some(vec![1.0])], &[greedy(None)]), "too few rows");
+        assert!(mismatch(vec![Some(vec![1.0]), None], &[]), "too few specs");
+        assert!(mismatch(vec![None, None], &[greedy(None)]), "no logits for a wanting entry");
     }
 }

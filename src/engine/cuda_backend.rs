@@ -85,7 +85,7 @@ impl Backend for CudaBackend {
             let table: Vec<u32> = (0..ctx.div_ceil(BLOCK_SIZE) as u32).collect();
             let seq = SeqChunk { ids: chunk, ctx_len: ctx, block_table: &table, want_logits: last };
             let wanted: &[(SamplingParams, u64)] = if last { &[(*params, step)] } else { &[] };
-            token = self.model.forward_batch_sampled(&[seq], wanted)?.pop().flatten();
+            token = self.model.forward_batch_sampled(&[seq], wanted)?.pop().flatten().transpose()?;
             self.held = ctx;
         }
         Ok(token.expect("the last chunk samples"))

@@ -9,7 +9,7 @@ mod cpu_batch;
 mod cuda_backend;
 mod cuda_batch;
 
-pub use batch::{BatchBackend, StepEntry};
+pub use batch::{draw, sample_on_host, BatchBackend, Draw, SampleSpec, SampledToken, StepEntry};
 pub use batch_check::{check_batch, BatchError, CacheShape};
 pub use cpu_backend::CpuBackend;
 pub use cpu_batch::{CpuBatchBackend, CpuBatchOptions, PagedKvCache};
@@ -34,6 +34,8 @@ pub enum EngineError {
     NoTokens,
     #[error(transparent)]
     Batch(#[from] BatchError),
+    #[error("the backend's step output does not match the batch: {0}")]
+    BadStepOutput(String),
 }
 
 /// One sequence at a time: `forward` appends tokens after those already run and returns the

@@ -7,8 +7,8 @@ use super::event::{Event, FinishReason, Usage};
 use super::request::{Limits, Request, RequestError, RequestId};
 use super::schedule::{ScheduledChunk, Scheduler, SchedulerConfig};
 use super::sequence::Sequence;
-use crate::engine::{BatchBackend, StepEntry};
-use crate::sampling::{self, token_logprobs, SamplingError, TokenLogprobs};
+use crate::engine::{BatchBackend, SampleSpec, StepEntry};
+use crate::sampling;
 
 #[derive(Debug, Clone, Copy)]
 pub struct EngineOptions {
@@ -152,25 +152,28 @@ impl<B: BatchBackend> Engine<B> {
         self.steps += 1;
         let result = {
             let entries: Vec<StepEntry<'_>> = plan.chunks.iter().map(|c| entry(&self.scheduler, c)).collect();
-            self.backend.step(&entries)
+            let specs: Vec<SampleSpec> =
+                plan.chunks.iter().filter(|c| c.want_logits).map(|c| sample_spec(&self.scheduler, c)).collect();
+            self.backend.step_sampled(&entries, &specs)
         };
-        let logits = match result {
-            Ok(logits) if logits.len() == plan.chunks.len() => logits,
-            Ok(logits) => {
-                let msg = format!("the backend returned {} results for {} entries", logits.len(), plan.chunks.len());
+        let draws = match result {
+            Ok(draws) if draws.len() == plan.chunks.len() => draws,
+            Ok(draws) => {
+                let msg = format!("the backend returned {} results for {} entries", draws.len(), plan.chunks.len());
                 return self.fail_all(&plan.chunks, &msg, events);
             }
             Err(e) => return self.fail_all(&plan.chunks, &format!("{} backend step failed: {e}", self.backend.device()), events),
         };
-        for (chunk, logits) in plan.chunks.iter().zip(logits) {
+        for (chunk, draw) in plan.chunks.iter().zip(draws) {
             self.scheduler.advance(chunk.id, chunk.len);
             let seq = self.scheduler.running_mut(chunk.id).expect("planned sequences are running");
             if !chunk.want_logits {
                 continue;
             }
-            let outcome = match logits {
-                Some(logits) => sample(seq, &logits),
-                None => Err("the backend returned no logits for a sequence that needs its next token".into()),
+            let outcome: Result<_, String> = match draw {
+                Some(Ok(drawn)) => Ok((drawn.token, drawn.logprobs)),
+                Some(Err(e)) => Err(format!("sampling failed: {e}")),
+                None => Err("the backend returned no token for a sequence that needs its next one".into()),
             };
             match outcome {
                 Ok((token, logprobs)) => {
@@ -224,17 +227,11 @@ fn entry<'a>(scheduler: &'a Scheduler, c: &ScheduledChunk) -> StepEntry<'a> {
     }
 }
 
-/// The next token: the draw index is the number of tokens generated so far, so a recomputed
-/// sequence draws exactly what it would have drawn without the preemption.
-fn sample(seq: &Sequence, logits: &[f32]) -> Result<(u32, Option<TokenLogprobs>), String> {
-    let describe = |e: SamplingError| format!("sampling failed: {e}");
-    let step = seq.generated().len() as u64;
-    let token = sampling::sample_at(&seq.request.sampling, logits, step).map_err(describe)?;
-    let logprobs = match seq.request.logprobs {
-        Some(k) => Some(token_logprobs(logits, token, k).map_err(describe)?),
-        None => None,
-    };
-    Ok((token, logprobs))
+/// How to draw the chunk's next token: the draw index is the number of tokens generated so far,
+/// so a recomputed sequence draws exactly what it would have drawn without the preemption.
+fn sample_spec(scheduler: &Scheduler, c: &ScheduledChunk) -> SampleSpec {
+    let seq = scheduler.running(c.id).expect("planned sequences are running");
+    SampleSpec { params: seq.request.sampling, step: seq.generated().len() as u64, logprobs: seq.request.logprobs }
 }
 
 fn finished(seq: &Sequence, reason: FinishReason) -> Event {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use super::*;
 use crate::engine::CacheShape;
-use crate::sampling::SamplingParams;
+use crate::sampling::{token_logprobs, SamplingParams};
 use crate::scheduler::fake_backend::{fake_logits, fake_solo_run, FakeBackend};
 use crate::scheduler::Usage;
 

@@ -19,7 +19,7 @@ use crate::gpu::kernels::rmsnorm::rmsnorm;
 use crate::gpu::kernels::rope::{rope_cos_sin_table, rope_write_kv, RopeShape, RopeTable};
 use crate::gpu::kernels::sampling::{sample_tokens, SampleParams, Sampled};
 use crate::gpu::{download, Gpu};
-use crate::sampling::{sample_at, SamplingParams};
+use crate::sampling::{sample_at, SamplingError, SamplingParams};
 
 /// Activation buffers for up to `max_chunk` tokens per forward call.
 struct Scratch {
@@ -185,18 +185,19 @@ impl CudaModel {
     /// As `forward_batch`, then draws each wanting entry's next token on the device with its
     /// `params` (one per wanting entry, in order), copying back ids instead of logits. A row the
     /// kernel leaves to the host (too many candidates) or reports bad is sampled on the host from
-    /// its logits, so the result and errors are those of `sampling::sample_at`.
+    /// its logits, so each row's result or error is that of `sampling::sample_at`. The logits
+    /// stay on the device until the next step ([`Self::logits_row`]).
     pub fn forward_batch_sampled(
         &mut self,
         seqs: &[SeqChunk<'_>],
         params: &[(SamplingParams, u64)],
-    ) -> std::result::Result<Vec<Option<u32>>, crate::engine::EngineError> {
+    ) -> std::result::Result<Vec<Option<std::result::Result<u32, SamplingError>>>, crate::engine::EngineError> {
         let rows = self.run(seqs)?;
         if params.len() != rows {
             return Err(GpuError::BadArgument { kernel: "forward", what: format!("{} sampling parameters for {rows} rows", params.len()) }.into());
         }
         let vocab = self.weights.config.vocab_size;
-        let mut out: Vec<Option<u32>> = vec![None; seqs.len()];
+        let mut out = vec![None; seqs.len()];
         if rows == 0 {
             return Ok(out);
         }
@@ -214,16 +215,22 @@ impl CudaModel {
                 continue;
             }
             *slot = Some(match Sampled::from_raw(raw[row]) {
-                Sampled::Token(t) => t,
+                Sampled::Token(t) => Ok(t),
                 Sampled::BadLogits | Sampled::HostFallback => {
                     let logits = download(gpu, &s.logits.slice(row * vocab..(row + 1) * vocab))?;
                     let (p, step) = &params[row];
-                    sample_at(p, &logits, *step)?
+                    sample_at(p, &logits, *step)
                 }
             });
             row += 1;
         }
         Ok(out)
+    }
+
+    /// Row `row` (counting the entries that wanted logits) of the last step's logits.
+    pub fn logits_row(&self, row: usize) -> Result<Vec<f32>> {
+        let vocab = self.weights.config.vocab_size;
+        download(&self.gpu, &self.scratch.logits.slice(row * vocab..(row + 1) * vocab))
     }
 
     /// The layers and the LM head for `seqs`; the wanted rows' logits are left in
