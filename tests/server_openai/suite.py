@@ -466,6 +466,9 @@ def group_soak(args):
     failures = []
     deadline = time.monotonic() + seconds
     words = ["alpha", "beta", "gamma", "delta", "Straße", "日本語", "🙂", "x" * 30, "\n", "naïve"]
+    # Half the prompts start with one of three preambles (a shared system prompt), so the prefix
+    # cache shares blocks between requests that are cancelled, preempted and disconnected.
+    preambles = [" ".join(random.Random(p).choice(words) for _ in range(40)) for p in range(3)]
 
     def count(key):
         with lock:
@@ -475,7 +478,9 @@ def group_soak(args):
         c = s.client()
         rng = random.Random(1000 + i)
         while time.monotonic() < deadline:
-            prompt = " ".join(rng.choice(words) for _ in range(rng.randint(1, 300)))
+            prompt = " ".join(rng.choice(words) for _ in range(rng.randint(1, 250)))
+            if rng.random() < 0.5:
+                prompt = rng.choice(preambles) + "\n" + prompt
             max_tokens = rng.randint(1, 64)
             kw = {"max_tokens": max_tokens, "temperature": rng.choice([0, 0.3, 1.0]), "seed": rng.randint(0, 2**31)}
             if rng.random() < 0.2:
@@ -562,11 +567,13 @@ def group_soak(args):
             f"soak: {seconds:.0f} s, {clients} clients, {total} requests {stats}; "
             f"{m['nemo_generation_tokens_total']:.0f} tokens generated; finished {finished}; "
             f"preemptions {m['nemo_preemptions_total']:.0f}; "
+            f"prompt tokens from the prefix cache {m['nemo_prefix_cache_hit_tokens_total']:.0f}; "
             f"RSS {rss[0][1] / 1e6:.0f} MB at start, {warm[0] / 1e6:.0f} MB warm, {warm[-1] / 1e6:.0f} MB at the end; "
             f"KV blocks all free {freed:.2f} s after the last client"
         )
         check(m['nemo_requests_finished_total{reason="error"}'] == 0, "no request ended in an engine error")
         check(m["nemo_preemptions_total"] > 0, "the soak should have filled the KV cache and preempted")
+        check(m["nemo_prefix_cache_hit_tokens_total"] > 0, "the shared preambles should have come from the prefix cache")
     finally:
         code = s.stop()
     check(code == 0, f"exit status {code}")
