@@ -20,6 +20,7 @@
 // gate accumulator and its up partner in registers (n8 tiles 2j and 2j+1), and the 2F-wide
 // intermediate never reaches memory. The loader builds this layout once.
 #include "mma.cuh"
+#include "tile_order.cuh"
 
 namespace {
 
@@ -78,7 +79,8 @@ gemm_bf16(const __grid_constant__ GemmParams p) {
     const uint32_t smem_a = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
     const uint32_t smem_w = smem_a + STAGES * TILE_A * 2;
 
-    const int block_m = blockIdx.y * BM, block_n = blockIdx.x * BN;
+    const TileIdx tile = grouped_tile(blockIdx.x, (p.m + BM - 1) / BM, (p.n + BN - 1) / BN, GEMM_GROUP_M);
+    const int block_m = tile.m * BM, block_n = tile.n * BN;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int warp_m = (warp >> 2) * WM, warp_n = (warp & 3) * WN;
     const int k_tiles = (p.k + BK - 1) / BK;

@@ -24,6 +24,7 @@
 // Needs: K % 8 == 0 (TMA's 16-byte row stride), N % 8 == 0 (16 for SwiGLU), 16-byte aligned A
 // and W; the Rust wrapper (src/gpu/kernels/gemm_wgmma.rs) checks them and builds the tensor maps.
 #include "wgmma.cuh"
+#include "tile_order.cuh"
 
 namespace {
 
@@ -110,7 +111,8 @@ gemm_wgmma_bf16(const __grid_constant__ WgmmaGemmParams p) {
     const uint32_t empty = full + STAGES * 8;                  // STAGES barriers: stage released
 
     const int warpgroup = threadIdx.x / 128;
-    const int block_m = blockIdx.y * BM, block_n = blockIdx.x * BN;
+    const TileIdx tile = grouped_tile(blockIdx.x, (p.m + BM - 1) / BM, (p.n + BN - 1) / BN, GEMM_GROUP_M);
+    const int block_m = tile.m * BM, block_n = tile.n * BN;
     const int k_steps = (p.k + BK - 1) / BK;
 
     if (threadIdx.x == 0) {

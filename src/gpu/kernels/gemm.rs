@@ -153,7 +153,8 @@ fn launch(gpu: &Gpu, params: LinearParams, shape: GemmShape) -> Result<()> {
         return Ok(());
     }
     let cfg = LaunchConfig {
-        grid_dim: (shape.n.div_ceil(BN) as u32, as_i32(KERNEL, "M tiles", shape.m.div_ceil(BM))? as u32, 1),
+        // One block per output tile; the kernel orders them (kernels/tile_order.cuh).
+        grid_dim: (as_i32(KERNEL, "output tiles", shape.m.div_ceil(BM) * shape.n.div_ceil(BN))? as u32, 1, 1),
         block_dim: (256, 1, 1),
         shared_mem_bytes: SMEM_BYTES as u32,
     };

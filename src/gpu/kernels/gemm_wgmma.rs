@@ -81,6 +81,11 @@ fn tensor_map(addr: u64, rows: usize, cols: usize, box_rows: usize) -> Result<Te
     Ok(TensorMap(map.opaque))
 }
 
+/// Registers per thread the kernel's setmaxnreg hand-off assumes: 128 x 40 (producer) +
+/// 256 x 232 (consumers) = 384 x 168. With fewer, the consumers' request could never be met and
+/// the kernel would hang.
+const REGISTERS: i32 = 168;
+
 /// Raises the kernel's dynamic shared-memory limit (once, at start-up).
 pub(crate) fn configure(kernels: &Kernels) -> Result<()> {
     allow_dynamic_smem(&kernels.gemm_wgmma_bf16, KERNEL, SMEM_BYTES)
@@ -109,6 +114,12 @@ fn launch(gpu: &Gpu, p: LinearParams, shape: GemmShape) -> Result<()> {
         return Ok(());
     }
     ensure(p.lda == p.k, KERNEL, || format!("A's row stride {} is not K = {}", p.lda, p.k))?;
+    // Checked at launch, not at start-up: a driver that builds this opt-in kernel differently
+    // must not keep the rest of the engine from starting.
+    let regs = gpu.kernels.gemm_wgmma_bf16.num_regs().map_err(GpuError::driver(format!("reading {KERNEL}'s registers")))?;
+    ensure(regs == REGISTERS, KERNEL, || {
+        format!("the driver built it with {regs} registers per thread, not {REGISTERS}: setmaxnreg would hang")
+    })?;
     let params = WgmmaParams {
         a_map: tensor_map(p.a, shape.m, shape.k, BM)?,
         w_map: tensor_map(p.w, shape.n, shape.k, BN)?,
@@ -121,7 +132,8 @@ fn launch(gpu: &Gpu, p: LinearParams, shape: GemmShape) -> Result<()> {
         epilogue: p.epilogue,
     };
     let cfg = LaunchConfig {
-        grid_dim: (shape.n.div_ceil(BN) as u32, as_i32(KERNEL, "M tiles", shape.m.div_ceil(BM))? as u32, 1),
+        // One block per output tile; the kernel orders them (kernels/tile_order.cuh).
+        grid_dim: (as_i32(KERNEL, "output tiles", shape.m.div_ceil(BM) * shape.n.div_ceil(BN))? as u32, 1, 1),
         block_dim: (THREADS, 1, 1),
         shared_mem_bytes: SMEM_BYTES as u32,
     };
