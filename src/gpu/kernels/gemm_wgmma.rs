@@ -120,6 +120,9 @@ fn launch(gpu: &Gpu, p: LinearParams, shape: GemmShape) -> Result<()> {
     ensure(regs == REGISTERS, KERNEL, || {
         format!("the driver built it with {regs} registers per thread, not {REGISTERS}: setmaxnreg would hang")
     })?;
+    // cuTensorMapEncodeTiled needs the context current on this thread (cudarc binds it for its
+    // own calls only).
+    gpu.ctx.bind_to_thread().map_err(GpuError::driver("binding the context"))?;
     let params = WgmmaParams {
         a_map: tensor_map(p.a, shape.m, shape.k, BM)?,
         w_map: tensor_map(p.w, shape.n, shape.k, BN)?,
