@@ -256,16 +256,46 @@ fn cuda_graph_decode_steps_equal_eager_steps() {
     let tables: Vec<Vec<u32>> = (0..3u32).map(|i| (64 * i..64 * (i + 1)).collect()).collect();
     let prompts: Vec<Vec<i32>> = [37usize, 5, 130].iter().enumerate().map(|(i, &len)| (0..len).map(|t| ((t * 31 + i * 7 + 1) % vocab) as i32).collect()).collect();
     let mut ctx: Vec<usize> = prompts.iter().map(Vec::len).collect();
+    let step_wanting = |model: &mut CudaModel, ids: &[Vec<i32>], ctx: &[usize], live: &[usize], want: &[bool]| {
+        let seqs: Vec<SeqChunk> = live
+            .iter()
+            .zip(want)
+            .map(|(&i, &want_logits)| SeqChunk { ids: &ids[i], ctx_len: ctx[i], block_table: &tables[i], want_logits })
+            .collect();
+        model.forward_batch(&seqs).unwrap()
+    };
     let step = |model: &mut CudaModel, ids: &[Vec<i32>], ctx: &[usize], live: &[usize]| {
-        let seqs: Vec<SeqChunk> = live.iter().map(|&i| SeqChunk { ids: &ids[i], ctx_len: ctx[i], block_table: &tables[i], want_logits: true }).collect();
-        model.forward_batch(&seqs).unwrap().into_iter().map(Option::unwrap).collect::<Vec<_>>()
+        step_wanting(model, ids, ctx, live, &[true; 3]).into_iter().map(Option::unwrap).collect::<Vec<_>>()
     };
     let all = [0usize, 1, 2];
     let mut next: Vec<Vec<i32>> = step(&mut eager, &prompts, &ctx, &all).iter().map(|l| vec![argmax(l) as i32]).collect();
     step(&mut graphed, &prompts, &ctx, &all); // prefill: eager in both (not a decode step)
     let mut worst = 0f32;
-    for t in 0..24 {
-        let live: &[usize] = if t < 12 { &all } else { &[0, 2] };
+    // Batch 3, then 2, then (after an eager step that no graph fits) 3 again with the sequences in
+    // other rows than at its capture.
+    for t in 0..30 {
+        if t == 24 {
+            // One sequence wants no logits: the logit-row count differs from the graphs', so the
+            // step runs eagerly in both models.
+            for &i in &all {
+                ctx[i] += 1;
+            }
+            let want = step_wanting(&mut eager, &next, &ctx, &all, &[true, false, true]);
+            let got = step_wanting(&mut graphed, &next, &ctx, &all, &[true, false, true]);
+            assert!(want[1].is_none() && got[1].is_none());
+            for k in [0, 2] {
+                let (mean, max) = errors(got[k].as_ref().unwrap(), want[k].as_ref().unwrap());
+                assert!(mean <= 5e-3 && max <= 5e-2, "mixed step, sequence {k}: mean abs {mean}, max abs {max}");
+                next[k] = vec![argmax(want[k].as_ref().unwrap()) as i32];
+            }
+            next[1] = vec![5]; // no logits to choose from: any token, the same in both
+            continue;
+        }
+        let live: &[usize] = match t {
+            0..12 => &all,
+            12..24 => &[0, 2],
+            _ => &[2, 1, 0],
+        };
         for &i in live {
             ctx[i] += 1;
         }
@@ -285,6 +315,6 @@ fn cuda_graph_decode_steps_equal_eager_steps() {
     }
     let report = graphed.graph_report().expect("graphs on");
     eprintln!("cuda graphs: {} captured in {:.1} ms; worst max abs logit difference {worst:.2e}", report.captured, report.capture_ms);
-    assert_eq!(report.captured, 2, "one graph per batch size (3, then 2)");
+    assert_eq!(report.captured, 2, "one graph per batch size (3, then 2), none for the mixed step");
     assert!(eager.graph_report().is_none());
 }

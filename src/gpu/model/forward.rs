@@ -101,6 +101,14 @@ fn linear(
     }
 }
 
+/// Graph executables go before the modules whose kernels they launch (fields drop in declaration
+/// order, and `gpu`, which holds the modules, comes first).
+impl Drop for CudaModel {
+    fn drop(&mut self) {
+        self.graphs.take();
+    }
+}
+
 impl CudaModel {
     /// Allocates the KV cache for `kv_tokens` tokens and scratch for steps of up to `max_chunk`
     /// tokens from up to `max_seqs` sequences.
@@ -248,7 +256,10 @@ impl CudaModel {
                 self.max_chunk
             )));
         }
-        let graph_step = self.graphs.is_some() && seqs.iter().all(|s| s.ids.len() == 1);
+        // A graph bakes in the number of logit rows, so only steps where every sequence decodes
+        // one token and wants its logits replay one (a 1-token prompt chunk that wants none
+        // runs eagerly).
+        let graph_step = self.graphs.is_some() && seqs.iter().all(|s| s.ids.len() == 1 && s.want_logits);
         // Host-side layout of the step: per token its position and slot, per sequence its
         // metadata; every length and block id is checked here or by AttentionMeta::upload /
         // refill. Graph steps use block-table rows as wide as the cache (the graph's stride).
@@ -294,15 +305,18 @@ impl CudaModel {
         }
         if graph_step {
             let mut graphs = self.graphs.take().expect("graph_step implies graphs");
-            let replayed = graphs.meta.refill(&self.gpu, &meta).and_then(|_| {
-                // One split count per batch size, for any context (empty splits are skipped).
-                let splits = decode_splits(self.gpu.info.multiprocessors, seqs.len(), c.n_kv_heads, self.capacity())
-                    .min(self.max_decode_splits);
-                let stream = self.gpu.stream.clone();
-                graphs.replay(&stream, seqs.len(), |meta| self.launch_step(meta, n, r, splits))
-            });
+            // One split count per batch size, for any context (empty splits are skipped).
+            let splits =
+                decode_splits(self.gpu.info.multiprocessors, seqs.len(), c.n_kv_heads, self.capacity()).min(self.max_decode_splits);
+            let stream = self.gpu.stream.clone();
+            let done = graphs
+                .meta
+                .refill(&self.gpu, &meta)
+                .and_then(|_| graphs.replay(&stream, seqs.len(), |meta| self.launch_step(meta, n, r, splits)))
+                // No graph for this batch size: the refilled metadata serves an eager step too.
+                .and_then(|replayed| if replayed { Ok(()) } else { self.launch_step(&graphs.meta, n, r, splits) });
             self.graphs = Some(graphs);
-            replayed?;
+            done?;
         } else {
             let meta = meta.upload(&self.gpu, self.kv.n_blocks())?;
             let splits = decode_splits(self.gpu.info.multiprocessors, seqs.len(), c.n_kv_heads, meta.max_ctx).min(self.max_decode_splits);

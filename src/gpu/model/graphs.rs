@@ -6,10 +6,10 @@
 //! attention is fixed per batch size (the kernel skips empty splits), so one graph serves every
 //! context length.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
-use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
+use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode, CUstreamCaptureStatus};
 use std::sync::Arc;
 
 use cudarc::driver::{CudaGraph, CudaStream};
@@ -21,6 +21,8 @@ pub(super) struct DecodeGraphs {
     /// Refilled before each replay; its addresses are baked into the graphs.
     pub meta: DeviceAttentionMeta,
     by_batch: HashMap<usize, CudaGraph>,
+    /// Batch sizes whose capture failed: their steps run without a graph (said once).
+    uncapturable: HashSet<usize>,
     captures: usize,
     capture_ms: f64,
 }
@@ -34,7 +36,7 @@ pub struct GraphReport {
 
 impl DecodeGraphs {
     pub fn new(meta: DeviceAttentionMeta) -> DecodeGraphs {
-        DecodeGraphs { meta, by_batch: HashMap::new(), captures: 0, capture_ms: 0.0 }
+        DecodeGraphs { meta, by_batch: HashMap::new(), uncapturable: HashSet::new(), captures: 0, capture_ms: 0.0 }
     }
 
     /// The block-table row width the graphs were captured with.
@@ -47,30 +49,55 @@ impl DecodeGraphs {
     }
 
     /// Replays the graph for `batch`, capturing it first with `record` (which launches the
-    /// step's kernels, reading `self.meta`) when there is none yet. A failed capture leaves no
-    /// graph behind and the stream out of capture mode.
+    /// step's kernels, reading `self.meta`) when there is none yet. Ok(false): this batch size
+    /// has no graph (its capture failed, now or before; the stream is out of capture mode) and
+    /// nothing ran: the caller runs the step without one.
     pub fn replay(
         &mut self,
         stream: &Arc<CudaStream>,
         batch: usize,
         record: impl FnOnce(&DeviceAttentionMeta) -> Result<()>,
-    ) -> Result<()> {
+    ) -> Result<bool> {
+        if self.uncapturable.contains(&batch) {
+            return Ok(false);
+        }
         if !self.by_batch.contains_key(&batch) {
             let t0 = Instant::now();
-            stream
-                .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
-                .map_err(GpuError::driver("beginning a CUDA graph capture"))?;
-            let recorded = record(&self.meta);
-            // End the capture whatever happened, so the stream is usable again.
-            let ended = stream.end_capture(CUgraphInstantiate_flags(0));
-            recorded?;
-            let graph = ended
-                .map_err(GpuError::driver("instantiating the decode graph"))?
-                .ok_or_else(|| GpuError::BadArgument { kernel: "cuda graph", what: "the capture recorded nothing".into() })?;
-            self.by_batch.insert(batch, graph);
-            self.captures += 1;
-            self.capture_ms += t0.elapsed().as_secs_f64() * 1e3;
+            match capture(stream, || record(&self.meta)) {
+                Ok(graph) => {
+                    self.by_batch.insert(batch, graph);
+                    self.captures += 1;
+                    self.capture_ms += t0.elapsed().as_secs_f64() * 1e3;
+                }
+                Err(e) => {
+                    eprintln!("nemo: warning: decode steps of batch {batch} cannot be captured as a CUDA graph ({e}); they run without one");
+                    self.uncapturable.insert(batch);
+                    return Ok(false);
+                }
+            }
         }
-        self.by_batch[&batch].launch().map_err(GpuError::driver("launching the decode graph"))
+        self.by_batch[&batch].launch().map_err(GpuError::driver("launching the decode graph"))?;
+        Ok(true)
     }
+}
+
+/// Records `record`'s launches on `stream` into a graph. Whatever fails, the stream leaves
+/// capture mode (`end_capture` can return early on an error stored in the context, so it is
+/// asked again while the stream still captures).
+fn capture(stream: &Arc<CudaStream>, record: impl FnOnce() -> Result<()>) -> Result<CudaGraph> {
+    stream
+        .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+        .map_err(GpuError::driver("beginning a CUDA graph capture"))?;
+    let recorded = record();
+    let mut ended = stream.end_capture(CUgraphInstantiate_flags(0));
+    for _ in 0..2 {
+        match stream.capture_status() {
+            Ok(CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE) => break,
+            _ => ended = stream.end_capture(CUgraphInstantiate_flags(0)),
+        }
+    }
+    recorded?;
+    ended
+        .map_err(GpuError::driver("instantiating the decode graph"))?
+        .ok_or_else(|| GpuError::BadArgument { kernel: "cuda graph", what: "the capture recorded nothing".into() })
 }
