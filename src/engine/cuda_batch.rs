@@ -21,7 +21,7 @@ impl BatchBackend for CudaBatchBackend {
     }
 
     fn num_blocks(&self) -> usize {
-        self.model.kv.n_blocks()
+        self.model.usable_blocks()
     }
 
     fn max_step_tokens(&self) -> usize {

@@ -271,8 +271,9 @@ fn cuda_graph_decode_steps_equal_eager_steps() {
     let mut next: Vec<Vec<i32>> = step(&mut eager, &prompts, &ctx, &all).iter().map(|l| vec![argmax(l) as i32]).collect();
     step(&mut graphed, &prompts, &ctx, &all); // prefill: eager in both (not a decode step)
     let mut worst = 0f32;
-    // Batch 3, then 2, then (after an eager step that no graph fits) 3 again with the sequences in
-    // other rows than at its capture.
+    // Batch 3 (padded to the ladder's 4: one padding row in the reserved last block), then 2,
+    // then (after an eager step that no graph fits) 3 again with the sequences in other rows
+    // than at its capture.
     for t in 0..30 {
         if t == 24 {
             // One sequence wants no logits: the logit-row count differs from the graphs', so the

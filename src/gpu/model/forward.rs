@@ -7,7 +7,7 @@ use half::bf16;
 
 use super::{GpuKvCache, GpuWeights, BLOCK_SIZE};
 use crate::gpu::error::{GpuError, Result};
-use super::graphs::{DecodeGraphs, GraphReport};
+use super::graphs::{graph_batch, DecodeGraphs, GraphReport};
 use crate::gpu::kernels::attention::{
     attention_decode, attention_prefill, decode_splits, AttentionMeta, AttentionShape, DecodeWorkspace, DeviceAttentionMeta,
 };
@@ -39,6 +39,7 @@ struct Scratch {
 }
 
 /// One sequence's part of a batched step (see `engine::StepEntry`).
+#[derive(Clone, Copy)]
 pub struct SeqChunk<'a> {
     pub ids: &'a [i32],
     pub ctx_len: usize,
@@ -156,6 +157,12 @@ impl CudaModel {
         self.graphs.as_ref().map(DecodeGraphs::report)
     }
 
+    /// KV blocks a scheduler may hand out: all but the last, which graph mode keeps for the
+    /// padding rows of decode steps (`graph_batch`).
+    pub fn usable_blocks(&self) -> usize {
+        self.kv.n_blocks() - self.graphs.is_some() as usize
+    }
+
     /// Tokens the KV cache (and the RoPE table) can hold for one sequence.
     pub fn capacity(&self) -> usize {
         self.rope.max_positions
@@ -174,7 +181,9 @@ impl CudaModel {
     /// Runs a batch: each entry's new tokens after its cached prefix, over the paged KV cache.
     /// Returns, per entry, the f32 logits of its last token when it wants them.
     pub fn forward_batch(&mut self, seqs: &[SeqChunk<'_>]) -> Result<Vec<Option<Vec<f32>>>> {
-        let rows = self.run(seqs)?;
+        self.run(seqs)?;
+        // Padding rows of a graph step come after these and are not copied.
+        let rows = seqs.iter().filter(|s| s.want_logits).count();
         let vocab = self.weights.config.vocab_size;
         let mut out: Vec<Option<Vec<f32>>> = vec![None; seqs.len()];
         if rows == 0 {
@@ -200,16 +209,20 @@ impl CudaModel {
         seqs: &[SeqChunk<'_>],
         params: &[(SamplingParams, u64)],
     ) -> std::result::Result<Vec<Option<std::result::Result<u32, SamplingError>>>, crate::engine::EngineError> {
-        let rows = self.run(seqs)?;
-        if params.len() != rows {
-            return Err(GpuError::BadArgument { kernel: "forward", what: format!("{} sampling parameters for {rows} rows", params.len()) }.into());
+        let wanting = seqs.iter().filter(|s| s.want_logits).count();
+        if params.len() != wanting {
+            return Err(GpuError::BadArgument { kernel: "forward", what: format!("{} sampling parameters for {wanting} rows", params.len()) }.into());
         }
+        // A graph step may add padding rows after the wanted ones: they draw greedily, unread.
+        let rows = self.run(seqs)?;
         let vocab = self.weights.config.vocab_size;
         let mut out = vec![None; seqs.len()];
         if rows == 0 {
             return Ok(out);
         }
-        let dev_params: Vec<SampleParams> = params.iter().map(|(p, step)| SampleParams::new(p, *step)).collect();
+        let padding = (SamplingParams::greedy(), 0);
+        let dev_params: Vec<SampleParams> =
+            params.iter().chain(std::iter::repeat_n(&padding, rows - wanting)).map(|(p, step)| SampleParams::new(p, *step)).collect();
         let gpu = &self.gpu;
         let s = &mut self.scratch;
         gpu.stream
@@ -260,6 +273,19 @@ impl CudaModel {
         // one token and wants its logits replay one (a 1-token prompt chunk that wants none
         // runs eagerly).
         let graph_step = self.graphs.is_some() && seqs.iter().all(|s| s.ids.len() == 1 && s.want_logits);
+        // A graph step is padded up to its rung of the batch ladder with one-token rows that
+        // write and read only the reserved last block; their logits rows come last.
+        let reserved = [(self.kv.n_blocks() as u32).saturating_sub(1)];
+        let padded: Vec<SeqChunk>;
+        let seqs = match graph_batch(seqs.len(), self.max_seqs) {
+            target if graph_step && target > seqs.len() => {
+                let pad = SeqChunk { ids: &[0], ctx_len: 1, block_table: &reserved, want_logits: true };
+                padded = seqs.iter().copied().chain(std::iter::repeat_n(pad, target - seqs.len())).collect();
+                &padded[..]
+            }
+            _ => seqs,
+        };
+        let n = if graph_step { seqs.len() } else { n }; // one token per row, padding included
         // Host-side layout of the step: per token its position and slot, per sequence its
         // metadata; every length and block id is checked here or by AttentionMeta::upload /
         // refill. Graph steps use block-table rows as wide as the cache (the graph's stride).

@@ -17,6 +17,18 @@ use cudarc::driver::{CudaGraph, CudaStream};
 use crate::gpu::error::{GpuError, Result};
 use crate::gpu::kernels::attention::DeviceAttentionMeta;
 
+/// The batch sizes graphs are captured for: a decode step of another size is padded up to the
+/// next one (vLLM's approach), so a server whose batch wanders over 1..256 captures at most 15
+/// graphs, not 256. Past the ladder, multiples of 64.
+const LADDER: &[usize] = &[1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 224, 256];
+
+/// The batch size a decode step of `batch` sequences replays: the next rung of the ladder, or
+/// `batch` itself where padding would pass `max_seqs`.
+pub fn graph_batch(batch: usize, max_seqs: usize) -> usize {
+    let rung = LADDER.iter().copied().find(|&s| s >= batch).unwrap_or(batch.div_ceil(64) * 64);
+    if rung <= max_seqs { rung } else { batch }
+}
+
 pub(super) struct DecodeGraphs {
     /// Refilled before each replay; its addresses are baked into the graphs.
     pub meta: DeviceAttentionMeta,
@@ -100,4 +112,19 @@ fn capture(stream: &Arc<CudaStream>, record: impl FnOnce() -> Result<()>) -> Res
     ended
         .map_err(GpuError::driver("instantiating the decode graph"))?
         .ok_or_else(|| GpuError::BadArgument { kernel: "cuda graph", what: "the capture recorded nothing".into() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::graph_batch;
+
+    #[test]
+    fn batches_pad_up_the_ladder_within_the_limit() {
+        let padded: Vec<usize> = [1, 2, 3, 5, 17, 33, 100, 200, 256, 257, 300].iter().map(|&b| graph_batch(b, 512)).collect();
+        assert_eq!(padded, [1, 2, 4, 8, 24, 48, 128, 224, 256, 320, 320]);
+        assert_eq!(graph_batch(3, 3), 3, "never past max_seqs");
+        assert_eq!(graph_batch(97, 100), 97);
+        let rungs: std::collections::BTreeSet<usize> = (1..=256).map(|b| graph_batch(b, 256)).collect();
+        assert_eq!(rungs.len(), 15, "at most 15 graphs for batches 1..256");
+    }
 }
