@@ -42,8 +42,9 @@ struct GemmParams {
     int32_t m, n, k;      // k % 8 == 0; n % 16 == 0 (swiglu) or n % 8 == 0
     int32_t lda, ldo;     // row strides in elements, multiples of 8
     int32_t epilogue;     // Epilogue
+    int32_t tile_group;   // M-tiles per group of the block order (tile_order.cuh), >= 1
 };
-static_assert(sizeof(GemmParams) == 56, "mirror of GemmParams in gemm.rs");
+static_assert(sizeof(GemmParams) == 64, "mirror of GemmParams in gemm.rs");
 
 // Byte offset of 16-byte chunk `chunk` (0..7) of row `row` in a [rows, 64] bf16 tile: rows are
 // 128 bytes, and chunks are XOR-swizzled by the row so that ldmatrix's 8 row reads hit 8
@@ -79,7 +80,7 @@ gemm_bf16(const __grid_constant__ GemmParams p) {
     const uint32_t smem_a = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
     const uint32_t smem_w = smem_a + STAGES * TILE_A * 2;
 
-    const TileIdx tile = grouped_tile(blockIdx.x, (p.m + BM - 1) / BM, (p.n + BN - 1) / BN, GEMM_GROUP_M);
+    const TileIdx tile = grouped_tile(blockIdx.x, (p.m + BM - 1) / BM, (p.n + BN - 1) / BN, p.tile_group);
     const int block_m = tile.m * BM, block_n = tile.n * BN;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int warp_m = (warp >> 2) * WM, warp_n = (warp & 3) * WN;

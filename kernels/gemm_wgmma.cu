@@ -54,6 +54,7 @@ struct WgmmaGemmParams {
     int32_t m, n, k;      // k % 8 == 0; n % 16 == 0 (swiglu) or n % 8 == 0
     int32_t ldo;          // output row stride in elements
     int32_t epilogue;     // Epilogue
+    int32_t tile_group;   // M-tiles per group of the block order (tile_order.cuh), >= 1
 };
 static_assert(sizeof(WgmmaGemmParams) == 320, "mirror of WgmmaParams in gemm_wgmma.rs");
 
@@ -111,7 +112,7 @@ gemm_wgmma_bf16(const __grid_constant__ WgmmaGemmParams p) {
     const uint32_t empty = full + STAGES * 8;                  // STAGES barriers: stage released
 
     const int warpgroup = threadIdx.x / 128;
-    const TileIdx tile = grouped_tile(blockIdx.x, (p.m + BM - 1) / BM, (p.n + BN - 1) / BN, GEMM_GROUP_M);
+    const TileIdx tile = grouped_tile(blockIdx.x, (p.m + BM - 1) / BM, (p.n + BN - 1) / BN, p.tile_group);
     const int block_m = tile.m * BM, block_n = tile.n * BN;
     const int k_steps = (p.k + BK - 1) / BK;
 

@@ -26,8 +26,9 @@ struct GemvParams {
     int32_t m, n, k;      // m <= 8; k % 8 == 0; n % 16 == 0 for swiglu
     int32_t lda, ldo;
     int32_t epilogue;     // 0 plain, 1 residual, 2 swiglu, 3 f32 (as in gemm.cu)
+    int32_t tile_group;   // unused here (the GEMMs' block order); keeps the shared mirror
 };
-static_assert(sizeof(GemvParams) == 56, "mirror of GemvParams in gemv.rs");
+static_assert(sizeof(GemvParams) == 64, "mirror of GemvParams in gemv.rs");
 
 // acc[m] += dot(a[m, :], w_row) over this lane's share of K.
 template <int M>

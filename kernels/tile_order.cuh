@@ -26,7 +26,6 @@ TILE_ORDER_FN TileIdx grouped_tile(int id, int tiles_m, int tiles_n, int group) 
     const int r = id - g * per_group;
     return TileIdx{first_m + r % rows, r / rows};
 }
-
-// M-tiles per group: 16 x BM = 2048 rows of A (21 MB at K = 5120) stay in the 50 MB L2 while
-// the group's N-tiles go by.
-constexpr int GEMM_GROUP_M = 16;
+// The wrappers pass `group` (TILE_GROUP in src/gpu/kernels/gemm.rs: 16, so 16 x 128 rows of A,
+// 21 MB at K = 5120, stay in the 50 MB L2 while the group's N-tiles go by); 1 gives the old
+// order, N fastest (the lab's `mma-n-major`).

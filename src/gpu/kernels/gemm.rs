@@ -68,8 +68,10 @@ pub(crate) struct LinearParams {
     pub lda: i32,
     pub ldo: i32,
     pub epilogue: i32,
+    /// M-tiles per group of the GEMM's block order (kernels/tile_order.cuh); gemv ignores it.
+    pub tile_group: i32,
 }
-const _: () = assert!(std::mem::size_of::<LinearParams>() == 56);
+const _: () = assert!(std::mem::size_of::<LinearParams>() == 64);
 // SAFETY: plain old data with the C struct's layout (size asserted on both sides).
 unsafe impl DeviceRepr for LinearParams {}
 
@@ -104,8 +106,13 @@ pub(crate) fn linear_params<T>(
         lda: k as i32,
         ldo: out_cols as i32,
         epilogue: epilogue.map_or(Epilogue::F32_CODE, Epilogue::code),
+        tile_group: TILE_GROUP,
     })
 }
+
+/// M-tiles per group of the block order: 16 x 128 rows of A stay in L2 while the group's N-tiles
+/// go by (kernels/tile_order.cuh says why).
+const TILE_GROUP: i32 = 16;
 
 /// The launch half of a tensor-core linear kernel, after the shared checks.
 pub(crate) type LinearLaunch = fn(&Gpu, LinearParams, GemmShape) -> Result<()>;
@@ -141,6 +148,20 @@ pub fn gemm(
     epilogue: Epilogue,
 ) -> Result<()> {
     checked_linear(gpu, KERNEL, a, w, out, shape, Some(epilogue), launch)
+}
+
+/// `gemm` with the blocks taking tiles N fastest, one row of M-tiles at a time (the order
+/// before tile_order.cuh): a kernel-lab variant, to measure the order's effect in the same run.
+pub fn gemm_n_major(
+    gpu: &Gpu,
+    a: &CudaView<bf16>,
+    w: &CudaView<bf16>,
+    out: &mut CudaViewMut<bf16>,
+    shape: GemmShape,
+    epilogue: Epilogue,
+) -> Result<()> {
+    let params = LinearParams { tile_group: 1, ..linear_params(gpu, KERNEL, a, w, out, shape, Some(epilogue))? };
+    launch(gpu, params, shape)
 }
 
 /// out = A . W^T stored as f32 (the LM head's logits). Shapes as for `gemm`.

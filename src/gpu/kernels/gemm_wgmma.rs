@@ -42,6 +42,7 @@ struct WgmmaParams {
     k: i32,
     ldo: i32,
     epilogue: i32,
+    tile_group: i32,
 }
 const _: () = assert!(std::mem::size_of::<WgmmaParams>() == 320);
 // SAFETY: plain old data with the C struct's layout (size asserted on both sides).
@@ -133,6 +134,7 @@ fn launch(gpu: &Gpu, p: LinearParams, shape: GemmShape) -> Result<()> {
         k: p.k,
         ldo: p.ldo,
         epilogue: p.epilogue,
+        tile_group: p.tile_group,
     };
     let cfg = LaunchConfig {
         // One block per output tile; the kernel orders them (kernels/tile_order.cuh).
