@@ -7,7 +7,7 @@ use half::bf16;
 use super::{check_and_time, random_bf16, sample_rows, Check, Expected, Lab, Row, POISON};
 use crate::cpu::matmul::matmul;
 use crate::cpu::ops::silu;
-use crate::gpu::kernels::gemm::{gemm, gemm_n_major, Epilogue, GemmShape};
+use crate::gpu::kernels::gemm::{self, gemm, launch_n_major, linear_params, Epilogue, GemmShape};
 use crate::gpu::kernels::gemm_wgmma::gemm_wgmma;
 use crate::gpu::{upload, Gpu, GpuResult};
 
@@ -16,7 +16,10 @@ pub type GemmFn = fn(&Gpu, &CudaView<bf16>, &CudaView<bf16>, &mut CudaViewMut<bf
 /// Every GEMM variant: (name, wrapper). A new one is one line here.
 pub const VARIANTS: &[(&str, GemmFn)] = &[
     ("mma", gemm),         // kernels/gemm.cu: mma.sync, cp.async, 128x128x64
-    ("mma-n-major", gemm_n_major), // the same, blocks taking tiles N fastest (the old order)
+    // The same, blocks taking tiles N fastest (the order before kernels/tile_order.cuh).
+    ("mma-n-major", |gpu, a, w, out, shape, epi| {
+        launch_n_major(gpu, linear_params(gpu, gemm::KERNEL, a, w, out, shape, Some(epi))?, shape)
+    }),
     ("wgmma", gemm_wgmma), // kernels/gemm_wgmma.cu: wgmma + TMA, warp-specialised, 128x256x64
 ];
 

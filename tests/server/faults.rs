@@ -2,7 +2,9 @@
 //! the server goes on, or, when the backend can never run again, fails them all and stops; a
 //! KV cache too small for the load queues and preempts, never crashes, and gives every block back.
 
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use serde_json::json;
@@ -10,16 +12,27 @@ use serde_json::json;
 use crate::harness::{chat_body, Options, TestServer};
 use crate::http_client::*;
 
+/// A 200-token chat request on its own thread, whole or streamed.
+fn long_chat(addr: SocketAddr, stream: bool) -> JoinHandle<Response> {
+    let body = chat_body("hi", json!({"max_tokens": 200, "ignore_eos": true, "stream": stream}));
+    std::thread::spawn(move || post_json(addr, "/v1/chat/completions", &body))
+}
+
+/// A stream that had started (200) and then failed: it ends with an error event, then [DONE],
+/// as OpenAI's clients expect. Returns the event's message.
+fn stream_error(r: &Response) -> String {
+    assert_eq!(r.status, 200);
+    let payloads = sse_payloads(&r.text());
+    assert_eq!(payloads.last().unwrap(), "[DONE]");
+    let error: serde_json::Value = serde_json::from_str(&payloads[payloads.len() - 2]).unwrap();
+    error["error"]["message"].as_str().unwrap_or_else(|| panic!("no error event: {payloads:?}")).to_string()
+}
+
 #[test]
 fn a_failed_step_fails_its_requests_with_5xx_and_the_server_goes_on() {
     let s = TestServer::start(Options::default());
     s.knobs.step_delay_us.store(20_000, Ordering::SeqCst);
-    let addr = s.addr;
-    let body = chat_body("hi", json!({"max_tokens": 200, "ignore_eos": true}));
-    let mut stream_body = body.clone();
-    stream_body["stream"] = json!(true);
-    let whole = std::thread::spawn(move || post_json(addr, "/v1/chat/completions", &body));
-    let streamed = std::thread::spawn(move || post_json(addr, "/v1/chat/completions", &stream_body));
+    let (whole, streamed) = (long_chat(s.addr, false), long_chat(s.addr, true));
     s.wait_metric("nemo_requests_running", 2.0, Duration::from_secs(10));
     s.knobs.fail_next.store(true, Ordering::SeqCst);
 
@@ -27,13 +40,8 @@ fn a_failed_step_fails_its_requests_with_5xx_and_the_server_goes_on() {
     assert_eq!(r.status, 500, "{}", r.text());
     let message = r.error_message();
     assert!(message.contains("backend step failed"), "{message}");
-    // The stream had started (200): it ends with an error event, as OpenAI's clients expect.
-    let r = streamed.join().unwrap();
-    assert_eq!(r.status, 200);
-    let payloads = sse_payloads(&r.text());
-    let error: serde_json::Value = serde_json::from_str(&payloads[payloads.len() - 2]).unwrap();
-    assert!(error["error"]["message"].as_str().unwrap().contains("backend step failed"), "{payloads:?}");
-    assert_eq!(payloads.last().unwrap(), "[DONE]");
+    let message = stream_error(&streamed.join().unwrap());
+    assert!(message.contains("backend step failed"), "{message}");
 
     s.knobs.step_delay_us.store(0, Ordering::SeqCst);
     assert_eq!(s.metric("nemo_kv_blocks_used"), 0.0);
@@ -52,21 +60,15 @@ fn an_unusable_backend_fails_every_request_and_stops_the_server() {
     let mut s = TestServer::start(Options { max_running: 1, ..Options::default() });
     s.knobs.step_delay_us.store(20_000, Ordering::SeqCst);
     let addr = s.addr;
-    let body = chat_body("hi", json!({"max_tokens": 200, "ignore_eos": true}));
-    let mut stream_body = body.clone();
-    stream_body["stream"] = json!(true);
-    let streamed = std::thread::spawn(move || post_json(addr, "/v1/chat/completions", &stream_body));
+    let streamed = long_chat(addr, true);
     s.wait_metric("nemo_requests_running", 1.0, Duration::from_secs(10));
-    let queued = std::thread::spawn(move || post_json(addr, "/v1/chat/completions", &body));
+    let queued = long_chat(addr, false);
     s.wait_metric("nemo_requests_waiting", 1.0, Duration::from_secs(10));
     s.knobs.fail_fatally.store(true, Ordering::SeqCst);
     s.knobs.fail_next.store(true, Ordering::SeqCst);
 
-    let r = streamed.join().unwrap();
-    assert_eq!(r.status, 200);
-    let payloads = sse_payloads(&r.text());
-    let error: serde_json::Value = serde_json::from_str(&payloads[payloads.len() - 2]).unwrap();
-    assert!(error["error"]["message"].as_str().unwrap().contains("backend step failed"), "{payloads:?}");
+    let message = stream_error(&streamed.join().unwrap());
+    assert!(message.contains("backend step failed"), "{message}");
     let r = queued.join().unwrap();
     assert_eq!(r.status, 500, "{}", r.text());
     assert!(r.error_message().contains("unusable after a failed step: the device fell off the bus"), "{}", r.text());

@@ -8,7 +8,7 @@ use super::check::{address, allow_dynamic_smem, as_i32, ensure, vector_buffer};
 use crate::gpu::error::Result;
 use crate::gpu::{Gpu, Kernels};
 
-const KERNEL: &str = "gemm_bf16";
+pub(crate) const KERNEL: &str = "gemm_bf16";
 const BM: usize = 128;
 const BN: usize = 128;
 const BK: usize = 64;
@@ -114,24 +114,6 @@ pub(crate) fn linear_params<T>(
 /// go by (kernels/tile_order.cuh says why).
 const TILE_GROUP: i32 = 16;
 
-/// The launch half of a tensor-core linear kernel, after the shared checks.
-pub(crate) type LinearLaunch = fn(&Gpu, LinearParams, GemmShape) -> Result<()>;
-
-/// Checks the buffers against the shape (`linear_params`), then launches.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn checked_linear<T>(
-    gpu: &Gpu,
-    kernel: &'static str,
-    a: &CudaView<bf16>,
-    w: &CudaView<bf16>,
-    out: &mut CudaViewMut<T>,
-    shape: GemmShape,
-    epilogue: Option<Epilogue>,
-    launch: LinearLaunch,
-) -> Result<()> {
-    launch(gpu, linear_params(gpu, kernel, a, w, out, shape, epilogue)?, shape)
-}
-
 /// Raises the kernel's dynamic shared-memory limit (once, at start-up).
 pub(crate) fn configure(kernels: &Kernels) -> Result<()> {
     allow_dynamic_smem(&kernels.gemm_bf16, KERNEL, SMEM_BYTES)
@@ -147,26 +129,19 @@ pub fn gemm(
     shape: GemmShape,
     epilogue: Epilogue,
 ) -> Result<()> {
-    checked_linear(gpu, KERNEL, a, w, out, shape, Some(epilogue), launch)
+    launch(gpu, linear_params(gpu, KERNEL, a, w, out, shape, Some(epilogue))?, shape)
 }
 
-/// `gemm` with the blocks taking tiles N fastest, one row of M-tiles at a time (the order
-/// before tile_order.cuh): a kernel-lab variant, to measure the order's effect in the same run.
-pub fn gemm_n_major(
-    gpu: &Gpu,
-    a: &CudaView<bf16>,
-    w: &CudaView<bf16>,
-    out: &mut CudaViewMut<bf16>,
-    shape: GemmShape,
-    epilogue: Epilogue,
-) -> Result<()> {
-    let params = LinearParams { tile_group: 1, ..linear_params(gpu, KERNEL, a, w, out, shape, Some(epilogue))? };
-    launch(gpu, params, shape)
+/// The launch of `gemm` with the blocks taking tiles N fastest, one row of M-tiles at a time
+/// (the order before tile_order.cuh): the kernel lab's `mma-n-major`, to measure the order's
+/// effect in the same run.
+pub(crate) fn launch_n_major(gpu: &Gpu, params: LinearParams, shape: GemmShape) -> Result<()> {
+    launch(gpu, LinearParams { tile_group: 1, ..params }, shape)
 }
 
 /// out = A . W^T stored as f32 (the LM head's logits). Shapes as for `gemm`.
 pub fn gemm_f32(gpu: &Gpu, a: &CudaView<bf16>, w: &CudaView<bf16>, out: &mut CudaViewMut<f32>, shape: GemmShape) -> Result<()> {
-    checked_linear(gpu, KERNEL, a, w, out, shape, None, launch)
+    launch(gpu, linear_params(gpu, KERNEL, a, w, out, shape, None)?, shape)
 }
 
 fn launch(gpu: &Gpu, params: LinearParams, shape: GemmShape) -> Result<()> {

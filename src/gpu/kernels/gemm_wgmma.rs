@@ -10,7 +10,7 @@ use cudarc::driver::{CudaView, CudaViewMut, DeviceRepr, LaunchConfig, PushKernel
 use half::bf16;
 
 use super::check::{allow_dynamic_smem, as_i32, ensure};
-use super::gemm::{checked_linear, Epilogue, GemmShape, LinearParams};
+use super::gemm::{linear_params, Epilogue, GemmShape, LinearParams};
 use crate::gpu::error::{GpuError, Result};
 use crate::gpu::{Gpu, Kernels};
 
@@ -102,12 +102,12 @@ pub fn gemm_wgmma(
     shape: GemmShape,
     epilogue: Epilogue,
 ) -> Result<()> {
-    checked_linear(gpu, KERNEL, a, w, out, shape, Some(epilogue), launch)
+    launch(gpu, linear_params(gpu, KERNEL, a, w, out, shape, Some(epilogue))?, shape)
 }
 
 /// out = A . W^T stored as f32 (the LM head's logits) on wgmma. Shapes as for `gemm_wgmma`.
 pub fn gemm_wgmma_f32(gpu: &Gpu, a: &CudaView<bf16>, w: &CudaView<bf16>, out: &mut CudaViewMut<f32>, shape: GemmShape) -> Result<()> {
-    checked_linear(gpu, KERNEL, a, w, out, shape, None, launch)
+    launch(gpu, linear_params(gpu, KERNEL, a, w, out, shape, None)?, shape)
 }
 
 fn launch(gpu: &Gpu, p: LinearParams, shape: GemmShape) -> Result<()> {
