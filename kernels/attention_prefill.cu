@@ -40,7 +40,7 @@ __device__ __forceinline__ void load_kv_tile(const AttentionParams& p, uint32_t 
 template <int HD>
 __device__ void attention_prefill(const AttentionParams& p) {
     constexpr int CH = HD / 8, TILE_BYTES = KT * HD * 2;
-    extern __shared__ __align__(128) unsigned char smem[];
+    DYNAMIC_SHARED(unsigned char, smem);
     const uint32_t sQ = smem_addr(smem), sK = sQ + ROWS * HD * 2, sV = sK + 2 * TILE_BYTES;
 
     const int seq = blockIdx.z, kv_head = blockIdx.y;

@@ -5,6 +5,11 @@
 
 typedef __nv_bfloat16 bf16;
 
+// The launch's dynamic shared memory as `type name[]` (the emulator, kernels/emu/emu.h, has its own).
+#ifndef DYNAMIC_SHARED
+#define DYNAMIC_SHARED(type, name) extern __shared__ __align__(128) type name[]
+#endif
+
 // 8 bf16 = 16 bytes: the widest single load/store a thread can issue.
 struct __align__(16) bf16x8 {
     __nv_bfloat162 h[4];

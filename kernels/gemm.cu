@@ -76,7 +76,7 @@ __device__ __forceinline__ float silu(float x) { return x / (1.f + __expf(-x)); 
 
 extern "C" __global__ void __launch_bounds__(THREADS)
 gemm_bf16(const __grid_constant__ GemmParams p) {
-    extern __shared__ __align__(128) unsigned char smem[];
+    DYNAMIC_SHARED(unsigned char, smem);
     const uint32_t smem_a = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
     const uint32_t smem_w = smem_a + STAGES * TILE_A * 2;
 

@@ -12,7 +12,7 @@ template <bool ADD>
 __device__ __forceinline__ void rmsnorm_row(bf16* __restrict__ residual, const bf16* __restrict__ x,
                                             const bf16* __restrict__ weight, bf16* __restrict__ out,
                                             int dim, float eps) {
-    extern __shared__ float row[];  // [dim]
+    DYNAMIC_SHARED(float, row);  // [dim]
     __shared__ float scratch[32];
     const size_t base = (size_t)blockIdx.x * dim;
     bf16x8* res8 = reinterpret_cast<bf16x8*>(residual + base);

@@ -61,7 +61,7 @@ extern "C" __global__ void __launch_bounds__(THREADS) sample_tokens_f32(
     const SampleParams* __restrict__ params, // [n_seqs]
     int32_t* __restrict__ tokens,            // [n_seqs]
     int vocab) {
-    extern __shared__ __align__(16) unsigned char smem[];
+    DYNAMIC_SHARED(unsigned char, smem);
     uint64_t* keys = reinterpret_cast<uint64_t*>(smem);      // [CAP]
     double* weights = reinterpret_cast<double*>(keys + CAP);  // [CAP]
     __shared__ double scratch_d[32];

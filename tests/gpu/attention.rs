@@ -12,16 +12,17 @@ use nemo_engine::gpu::Gpu;
 const BLOCK: usize = 16;
 
 /// A batch: per sequence (new tokens, context length); its K/V, q and the expected output.
-struct Case {
-    meta: AttentionMeta,
-    n_cache_blocks: usize,
-    k_cache: Vec<bf16>,
-    v_cache: Vec<bf16>,
-    q: Vec<bf16>, // [n_tokens, q_stride]
-    want: Vec<f32>,
+/// Shared with the emulator's tests (emulated/attention.rs).
+pub struct Case {
+    pub meta: AttentionMeta,
+    pub n_cache_blocks: usize,
+    pub k_cache: Vec<bf16>,
+    pub v_cache: Vec<bf16>,
+    pub q: Vec<bf16>, // [n_tokens, q_stride]
+    pub want: Vec<f32>,
 }
 
-fn build(rng: &mut Rng, shape: AttentionShape, seqs: &[(usize, usize)]) -> Case {
+pub fn build(rng: &mut Rng, shape: AttentionShape, seqs: &[(usize, usize)]) -> Case {
     let AttentionShape { n_heads, n_kv_heads, head_dim, q_stride } = shape;
     let kvd = n_kv_heads * head_dim;
     let blocks_per_seq: Vec<usize> = seqs.iter().map(|&(_, ctx)| ctx.div_ceil(BLOCK)).collect();
@@ -79,7 +80,7 @@ fn run(gpu: &Gpu, shape: AttentionShape, case: &Case, decode: bool) -> Vec<f32> 
     fetch(gpu, &out)
 }
 
-fn shapes() -> [AttentionShape; 2] {
+pub fn shapes() -> [AttentionShape; 2] {
     [
         AttentionShape { n_heads: 32, n_kv_heads: 8, head_dim: 128, q_stride: (32 + 16) * 128 }, // Nemo
         AttentionShape { n_heads: 9, n_kv_heads: 3, head_dim: 64, q_stride: 9 * 64 },            // SmolLM2

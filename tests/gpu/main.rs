@@ -1,6 +1,7 @@
 //! GPU tests: every kernel against its CPU reference (src/cpu) on fresh random inputs, outputs
 //! poisoned before each run. One module per kernel file. Without a GPU each test prints a
 //! SKIPPED notice and passes; scripts/gpu-check sets NEMO_REQUIRE_GPU=1 so that a skip fails.
+//! `emulated` runs the kernels on the CPU emulator (kernels/emu/) everywhere, GPU or not.
 mod common;
 #[path = "../common/mod.rs"]
 #[allow(dead_code)]
@@ -9,6 +10,7 @@ mod fixtures;
 mod attention;
 mod demo;
 mod embedding;
+mod emulated;
 mod engine;
 mod gemm;
 mod model;

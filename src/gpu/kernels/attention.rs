@@ -9,27 +9,28 @@ use super::check::{address, allow_dynamic_smem, as_i32, ensure, vector_buffer};
 use crate::gpu::error::{GpuError, Result};
 use crate::gpu::{upload, Gpu, Kernels};
 
-/// Mirror of `AttentionParams` in kernels/attention_common.cuh.
+/// Mirror of `AttentionParams` in kernels/attention_common.cuh (public so that the emulator
+/// tests, tests/gpu/emulated, can launch the kernels with host pointers).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
-struct AttentionParams {
-    q: u64,
-    k_cache: u64,
-    v_cache: u64,
-    out: u64,
-    cu_seqlens_q: u64,
-    ctx_lens: u64,
-    block_tables: u64,
-    partial_o: u64,
-    partial_ml: u64,
-    q_stride: i32,
-    n_heads: i32,
-    n_kv_heads: i32,
-    max_blocks: i32,
-    block_size: i32,
-    n_seqs: i32,
-    n_splits: i32,
-    scale_log2: f32,
+pub struct AttentionParams {
+    pub q: u64,
+    pub k_cache: u64,
+    pub v_cache: u64,
+    pub out: u64,
+    pub cu_seqlens_q: u64,
+    pub ctx_lens: u64,
+    pub block_tables: u64,
+    pub partial_o: u64,
+    pub partial_ml: u64,
+    pub q_stride: i32,
+    pub n_heads: i32,
+    pub n_kv_heads: i32,
+    pub max_blocks: i32,
+    pub block_size: i32,
+    pub n_seqs: i32,
+    pub n_splits: i32,
+    pub scale_log2: f32,
 }
 const _: () = assert!(std::mem::size_of::<AttentionParams>() == 104);
 // SAFETY: plain old data with the C struct's layout (size asserted on both sides).
@@ -230,8 +231,39 @@ fn params(
         block_size: as_i32(kernel, "block_size", meta.block_size)?,
         n_seqs: as_i32(kernel, "n_seqs", meta.n_seqs)?,
         n_splits: 1,
-        scale_log2: (1.0 / (head_dim as f64).sqrt() * std::f64::consts::LOG2_E) as f32,
+        scale_log2: scale_log2(head_dim),
     })
+}
+
+/// The softmax scale 1/sqrt(head_dim) times log2(e): the kernels work in the exp2 domain.
+pub fn scale_log2(head_dim: usize) -> f32 {
+    (1.0 / (head_dim as f64).sqrt() * std::f64::consts::LOG2_E) as f32
+}
+
+/// `attention_prefill`'s launch: one block per (64 / G positions x G heads, KV head, sequence).
+pub fn prefill_config(shape: AttentionShape, max_q_len: usize, n_seqs: usize) -> LaunchConfig {
+    let group = shape.n_heads / shape.n_kv_heads;
+    LaunchConfig {
+        grid_dim: (max_q_len.div_ceil(PREFILL_ROWS / group) as u32, shape.n_kv_heads as u32, n_seqs as u32),
+        block_dim: (128, 1, 1),
+        shared_mem_bytes: prefill_smem_bytes(shape.head_dim) as u32,
+    }
+}
+
+/// `attention_decode`'s two launches: the splits, then their merge.
+pub fn decode_configs(shape: AttentionShape, n_splits: usize, n_seqs: usize) -> [LaunchConfig; 2] {
+    [
+        LaunchConfig {
+            grid_dim: (n_splits as u32, shape.n_kv_heads as u32, n_seqs as u32),
+            block_dim: (128, 1, 1),
+            shared_mem_bytes: 0,
+        },
+        LaunchConfig {
+            grid_dim: (shape.n_heads as u32, n_seqs as u32, 1),
+            block_dim: (shape.head_dim as u32, 1, 1),
+            shared_mem_bytes: 0,
+        },
+    ]
 }
 
 /// Causal attention of every new token over its sequence's cached keys (its prefix and the new
@@ -255,15 +287,7 @@ pub fn attention_prefill(
     } else {
         &gpu.kernels.attention_prefill_bf16_hd64
     };
-    let cfg = LaunchConfig {
-        grid_dim: (
-            meta.max_q_len.div_ceil(PREFILL_ROWS / group) as u32,
-            shape.n_kv_heads as u32,
-            meta.n_seqs as u32,
-        ),
-        block_dim: (128, 1, 1),
-        shared_mem_bytes: prefill_smem_bytes(shape.head_dim) as u32,
-    };
+    let cfg = prefill_config(shape, meta.max_q_len, meta.n_seqs);
     let mut launch = gpu.stream.launch_builder(func);
     launch.arg(&p);
     // SAFETY: the metadata was validated against the cache by `AttentionMeta::upload` (every
@@ -336,11 +360,7 @@ pub fn attention_decode(
     p.partial_o = address(&gpu.stream, &workspace.partial_o);
     p.partial_ml = address(&gpu.stream, &workspace.partial_ml);
     p.n_splits = n_splits as i32;
-    let cfg = LaunchConfig {
-        grid_dim: (n_splits as u32, shape.n_kv_heads as u32, meta.n_seqs as u32),
-        block_dim: (128, 1, 1),
-        shared_mem_bytes: 0,
-    };
+    let [cfg, combine_cfg] = decode_configs(shape, n_splits, meta.n_seqs);
     let mut launch = gpu.stream.launch_builder(func);
     launch.arg(&p);
     // SAFETY: as for `attention_prefill`, plus the workspace holding n_seqs * n_heads * n_splits
@@ -348,13 +368,8 @@ pub fn attention_decode(
     gpu.launched(KERNEL, unsafe { launch.launch(cfg) }.map(|_| ()))?;
 
     let hd = shape.head_dim as i32;
-    let cfg = LaunchConfig {
-        grid_dim: (shape.n_heads as u32, meta.n_seqs as u32, 1),
-        block_dim: (shape.head_dim as u32, 1, 1),
-        shared_mem_bytes: 0,
-    };
     let mut launch = gpu.stream.launch_builder(&gpu.kernels.attention_decode_combine);
     launch.arg(&p).arg(&hd);
     // SAFETY: reads the partials the launch above wrote, writes one out row per sequence.
-    gpu.launched("attention_decode_combine", unsafe { launch.launch(cfg) }.map(|_| ()))
+    gpu.launched("attention_decode_combine", unsafe { launch.launch(combine_cfg) }.map(|_| ()))
 }

@@ -29,7 +29,7 @@ pub enum Epilogue {
 }
 
 impl Epilogue {
-    pub(crate) fn code(self) -> i32 {
+    pub fn code(self) -> i32 {
         match self {
             Epilogue::Store => 0,
             Epilogue::AddInPlace => 1,
@@ -38,7 +38,7 @@ impl Epilogue {
     }
 
     /// The kernels' code for storing f32 (the LM head's logits).
-    pub(crate) const F32_CODE: i32 = 3;
+    pub const F32_CODE: i32 = 3;
 
     /// Columns of the output for an N-wide weight.
     pub fn out_cols(self, n: usize) -> usize {
@@ -54,10 +54,11 @@ pub struct GemmShape {
     pub k: usize,
 }
 
-/// Mirror of `GemmParams` (kernels/gemm.cu) and `GemvParams` (kernels/gemv.cu).
+/// Mirror of `GemmParams` (kernels/gemm.cu) and `GemvParams` (kernels/gemv.cu) (public so that
+/// the emulator tests, tests/gpu/emulated, can launch the kernels with host pointers).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct LinearParams {
+pub struct LinearParams {
     pub a: u64,
     pub w: u64,
     pub out: u64,
@@ -112,7 +113,7 @@ pub(crate) fn linear_params<T>(
 
 /// M-tiles per group of the block order: 16 x 128 rows of A stay in L2 while the group's N-tiles
 /// go by (kernels/tile_order.cuh says why).
-const TILE_GROUP: i32 = 16;
+pub const TILE_GROUP: i32 = 16;
 
 /// Raises the kernel's dynamic shared-memory limit (once, at start-up).
 pub(crate) fn configure(kernels: &Kernels) -> Result<()> {
@@ -144,16 +145,20 @@ pub fn gemm_f32(gpu: &Gpu, a: &CudaView<bf16>, w: &CudaView<bf16>, out: &mut Cud
     launch(gpu, linear_params(gpu, KERNEL, a, w, out, shape, None)?, shape)
 }
 
+/// `gemm`'s launch: one block per output tile; the kernel orders them (kernels/tile_order.cuh).
+pub fn launch_config(shape: GemmShape) -> Result<LaunchConfig> {
+    Ok(LaunchConfig {
+        grid_dim: (as_i32(KERNEL, "output tiles", shape.m.div_ceil(BM) * shape.n.div_ceil(BN))? as u32, 1, 1),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: SMEM_BYTES as u32,
+    })
+}
+
 fn launch(gpu: &Gpu, params: LinearParams, shape: GemmShape) -> Result<()> {
     if shape.m == 0 {
         return Ok(());
     }
-    let cfg = LaunchConfig {
-        // One block per output tile; the kernel orders them (kernels/tile_order.cuh).
-        grid_dim: (as_i32(KERNEL, "output tiles", shape.m.div_ceil(BM) * shape.n.div_ceil(BN))? as u32, 1, 1),
-        block_dim: (256, 1, 1),
-        shared_mem_bytes: SMEM_BYTES as u32,
-    };
+    let cfg = launch_config(shape)?;
     let mut launch = gpu.stream.launch_builder(&gpu.kernels.gemm_bf16);
     launch.arg(&params);
     // SAFETY: A, W and out hold M*K, N*K and M*out_cols elements, 16-byte aligned (checked by

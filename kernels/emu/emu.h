@@ -1,0 +1,179 @@
+// A CUDA emulator for the CPU: compiles a kernel file (kernels/*.cu) with g++ so that its
+// kernels run on the host, every thread of a block as a fiber, so GPU kernels get real
+// correctness checks on machines without a GPU (tests/gpu/emulated/).
+//
+// How: this header is force-included (`g++ -DNEMO_EMU -include emu/emu.h`) before the kernel
+// file. It turns the execution-space keywords into plain C++, `__shared__` variables into
+// statics (blocks run one after another, so a block's threads share them), and provides the
+// built-ins our kernels use: thread and block indices, __syncthreads, the warp shuffles, atomics,
+// and (through mma.cuh's NEMO_EMU branches) cp.async, ldmatrix and mma.sync with the PTX ISA's
+// fragment layouts. runtime.cpp schedules the fibers: a thread runs until it reaches a barrier
+// (block, warp, or a warp-collective instruction), so warp-synchronous code sees the values
+// every lane wrote before it; a barrier nobody can pass is reported as a deadlock.
+//
+// What it cannot show: speed, races between threads of one block on the real GPU (fibers switch
+// only at barriers), the asynchrony of cp.async (copies complete at once), and wgmma/TMA (not
+// emulated). Global memory is host memory: an out-of-bounds read is not caught.
+#pragma once
+#include <cuda_bf16.h>  // host-usable bf16; also brings CUDA's host definitions of the keywords
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+#undef __global__
+#undef __device__
+#undef __host__
+#undef __forceinline__
+#undef __launch_bounds__
+#undef __grid_constant__
+#undef __shared__
+#define __global__ __attribute__((visibility("default")))
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __launch_bounds__(...)
+#define __grid_constant__
+#define __shared__ static
+
+// Dynamic shared memory: the launch's `dyn_smem` bytes, 0xff-poisoned at every block's start.
+#define DYNAMIC_SHARED(type, name) type* name = reinterpret_cast<type*>(::emu::dynamic_shared())
+
+namespace emu {
+
+struct Thread {
+    void* sp = nullptr;  // saved stack pointer while switched out
+    uint3 idx{};
+    int linear = 0, lane = 0, warp = 0;
+    bool done = false;
+    const char* waiting = nullptr;  // what it waits for (deadlock reports)
+};
+
+extern Thread* current_thread;
+extern dim3 block_idx, block_dim, grid_dim;
+
+unsigned char* dynamic_shared();
+// Shared-memory addresses as the 32-bit offsets PTX uses (relative to one anchor in .bss).
+uint32_t shared_offset(const void* p);
+unsigned char* shared_pointer(uint32_t offset);
+
+void sync_block();
+void sync_warp(unsigned mask);
+// The calling warp's 32 exchange slots of 16 bytes and its lanes' 4-word register slots.
+unsigned char* warp_slot(int lane);
+uint32_t* warp_regs(int lane);
+
+template <class T>
+T shuffle(unsigned mask, T v, int src) {
+    static_assert(sizeof(T) <= 16 && std::is_trivially_copyable<T>::value, "shuffle of a register value");
+    const int lane = current_thread->lane;
+    std::memcpy(warp_slot(lane), &v, sizeof(T));
+    sync_warp(mask);
+    T r;
+    std::memcpy(&r, warp_slot(src & 31), sizeof(T));
+    sync_warp(mask);
+    return r;
+}
+
+[[noreturn]] void trap();  // reports the thread and block, then aborts the process
+
+void cp_async16(uint32_t smem, const void* gmem, bool valid);
+void ldmatrix_x4(uint32_t r[4], uint32_t addr, bool trans);
+void mma_m16n8k16_bf16(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1);
+
+}  // namespace emu
+
+#define threadIdx (::emu::current_thread->idx)
+#define blockIdx (::emu::block_idx)
+#define blockDim (::emu::block_dim)
+#define gridDim (::emu::grid_dim)
+
+inline void __syncthreads() { ::emu::sync_block(); }
+inline void __syncwarp(unsigned mask = 0xffffffffu) { ::emu::sync_warp(mask); }
+
+template <class T>
+T __shfl_sync(unsigned mask, T v, int src, int width = 32) {
+    const int lane = ::emu::current_thread->lane;
+    return ::emu::shuffle(mask, v, (lane & ~(width - 1)) + (src & (width - 1)));
+}
+template <class T>
+T __shfl_xor_sync(unsigned mask, T v, int lane_mask, int width = 32) {
+    const int lane = ::emu::current_thread->lane, src = lane ^ lane_mask;
+    return ::emu::shuffle(mask, v, (src & ~(width - 1)) == (lane & ~(width - 1)) ? src : lane);
+}
+template <class T>
+T __shfl_down_sync(unsigned mask, T v, unsigned delta, int width = 32) {
+    const int lane = ::emu::current_thread->lane, src = lane + (int)delta;
+    return ::emu::shuffle(mask, v, (src & ~(width - 1)) == (lane & ~(width - 1)) ? src : lane);
+}
+template <class T>
+T __shfl_up_sync(unsigned mask, T v, unsigned delta, int width = 32) {
+    const int lane = ::emu::current_thread->lane, src = lane - (int)delta;
+    return ::emu::shuffle(mask, v, src >= (lane & ~(width - 1)) ? src : lane);
+}
+inline unsigned __ballot_sync(unsigned mask, int pred) {
+    unsigned bits = 0;
+    for (int i = 0; i < 32; ++i) bits |= (__shfl_sync(mask, pred != 0, i) ? 1u : 0u) << i;
+    return bits;
+}
+
+// Fibers switch only at barriers, so a read-modify-write is atomic.
+template <class T>
+T atomicAdd(T* p, T v) {
+    const T old = *p;
+    *p = old + v;
+    return old;
+}
+template <class T>
+T atomicMax(T* p, T v) {
+    const T old = *p;
+    *p = std::max(old, v);
+    return old;
+}
+template <class T>
+T atomicMin(T* p, T v) {
+    const T old = *p;
+    *p = std::min(old, v);
+    return old;
+}
+
+template <class T>
+T __ldg(const T* p) {
+    return *p;
+}
+inline size_t __cvta_generic_to_shared(const void* p) { return ::emu::shared_offset(p); }
+
+using std::isfinite;
+using std::isinf;
+using std::isnan;
+using std::max;
+using std::min;
+// A kernel's trap: on the GPU the launch fails with an illegal-instruction error.
+[[noreturn]] inline void __trap() { ::emu::trap(); }
+inline float __expf(float x) { return expf(x); }
+inline float __logf(float x) { return logf(x); }
+inline float __fdividef(float a, float b) { return a / b; }
+inline float rsqrtf(float x) { return 1.f / sqrtf(x); }
+inline float __saturatef(float x) { return fminf(fmaxf(x, 0.f), 1.f); }
+inline int __popc(unsigned x) { return __builtin_popcount(x); }
+inline int __popcll(unsigned long long x) { return __builtin_popcountll(x); }
+inline int __clz(unsigned x) { return x ? __builtin_clz(x) : 32; }
+inline int __ffs(unsigned x) { return __builtin_ffs((int)x); }
+inline unsigned __float_as_uint(float x) {
+    unsigned u;
+    std::memcpy(&u, &x, 4);
+    return u;
+}
+inline float __uint_as_float(unsigned u) {
+    float x;
+    std::memcpy(&x, &u, 4);
+    return x;
+}
+inline int __float_as_int(float x) { return (int)__float_as_uint(x); }
+inline float __int_as_float(int i) { return __uint_as_float((unsigned)i); }
+inline unsigned __umulhi(unsigned a, unsigned b) { return (unsigned)(((unsigned long long)a * b) >> 32); }
+inline unsigned long long __umul64hi(unsigned long long a, unsigned long long b) {
+    return (unsigned long long)(((unsigned __int128)a * b) >> 64);
+}

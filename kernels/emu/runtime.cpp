@@ -1,0 +1,333 @@
+// The emulator's scheduler (see emu.h): runs a grid block after block, each block's threads as
+// fibers on one host thread, switching only at barriers. Exported to Rust (tests/gpu/emulated/):
+//   int emu_launch(grid, block, dyn_smem, entry, ctx): entry(ctx) runs once per GPU thread (it
+//     calls the kernel with its parameters); returns 0, or -1 with emu_error() saying why
+//     (a deadlock: which threads wait where; a launch the GPU would refuse).
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "emu.h"
+
+namespace emu {
+
+Thread* current_thread = nullptr;
+dim3 block_idx, block_dim, grid_dim;
+
+namespace {
+
+constexpr size_t MAX_DYNAMIC_SHARED = 227 * 1024;  // an H100 block's opt-in maximum
+constexpr size_t STACK_BYTES = 128 * 1024;
+
+alignas(128) unsigned char dynamic_arena[MAX_DYNAMIC_SHARED];
+alignas(128) unsigned char shared_anchor[16];
+
+struct Warp {
+    unsigned live = 0;  // lanes not exited
+    unsigned arrived = 0;
+    unsigned generation = 0;
+    alignas(16) unsigned char slots[32][16];
+    uint32_t regs[32][8];
+};
+
+struct Block {
+    std::vector<Thread> threads;
+    std::vector<std::vector<unsigned char>> stacks;
+    std::vector<Warp> warps;
+    int live = 0, arrived = 0;
+    unsigned generation = 0;
+    uint64_t progress = 0;  // barrier arrivals and exits: a sweep without any is a deadlock
+    void* scheduler_sp = nullptr;
+    void (*entry)(void*) = nullptr;
+    void* ctx = nullptr;
+};
+
+Block block;
+std::string last_error;
+
+}  // namespace
+}  // namespace emu
+
+// Switches stacks: saves the callee-saved registers and the stack pointer into *save, loads
+// `next`'s, and returns on that stack.
+extern "C" void emu_switch(void** save, void* next);
+#if defined(__x86_64__)
+asm(R"(
+.text
+.p2align 4
+.type emu_switch,@function
+emu_switch:
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    ret
+.size emu_switch, .-emu_switch
+)");
+#else
+#error "the kernel emulator's fiber switch is written for x86-64"
+#endif
+
+namespace emu {
+namespace {
+
+void yield() {
+    Thread* self = current_thread;
+    emu_switch(&self->sp, block.scheduler_sp);
+}
+
+void release_warp(Warp& w) {
+    w.arrived = 0;
+    ++w.generation;
+}
+
+void release_block() {
+    block.arrived = 0;
+    ++block.generation;
+}
+
+[[noreturn]] void fiber_main() {
+    Thread* self = current_thread;
+    block.entry(block.ctx);
+    self->done = true;
+    ++block.progress;
+    Warp& w = block.warps[self->warp];
+    w.live &= ~(1u << self->lane);
+    // Exited threads no longer hold barriers back.
+    if (w.arrived && w.arrived == (unsigned)__builtin_popcount(w.live)) release_warp(w);
+    if (--block.live > 0 && block.arrived == block.live) release_block();
+    emu_switch(&self->sp, block.scheduler_sp);
+    std::abort();  // a finished fiber is never resumed
+}
+
+extern "C" void emu_fiber_start() { fiber_main(); }
+
+// A fresh stack whose first switch "returns" into emu_fiber_start with the ABI's alignment.
+void* initial_stack(std::vector<unsigned char>& stack) {
+    uintptr_t top = reinterpret_cast<uintptr_t>(stack.data() + stack.size()) & ~uintptr_t(15);
+    void** sp = reinterpret_cast<void**>(top);
+    *--sp = nullptr;                                          // fake return address of emu_fiber_start
+    *--sp = reinterpret_cast<void*>(&emu_fiber_start);        // popped by emu_switch's ret
+    for (int i = 0; i < 6; ++i) *--sp = nullptr;              // rbp rbx r12 r13 r14 r15
+    return sp;
+}
+
+std::string describe_deadlock() {
+    std::string msg = "deadlock in block (" + std::to_string(block_idx.x) + "," + std::to_string(block_idx.y) + "," +
+                      std::to_string(block_idx.z) + "):";
+    int shown = 0;
+    for (const Thread& t : block.threads) {
+        if (t.done || shown >= 8) continue;
+        msg += " thread " + std::to_string(t.linear) + " waits at " + (t.waiting ? t.waiting : "?") + ";";
+        ++shown;
+    }
+    return msg;
+}
+
+bool run_block(const dim3 bidx) {
+    block_idx = bidx;
+    const int n = block_dim.x * block_dim.y * block_dim.z;
+    block.live = n;
+    block.arrived = 0;
+    block.progress = 0;
+    std::memset(dynamic_arena, 0xff, sizeof dynamic_arena);
+    for (int w = 0; w < (n + 31) / 32; ++w) {
+        block.warps[w].arrived = 0;
+        block.warps[w].live = (w + 1) * 32 <= n ? 0xffffffffu : (1u << (n - w * 32)) - 1;
+    }
+    for (int i = 0; i < n; ++i) {
+        Thread& t = block.threads[i];
+        t.linear = i;
+        t.idx = uint3{(unsigned)(i % block_dim.x), (unsigned)(i / block_dim.x % block_dim.y),
+                      (unsigned)(i / (block_dim.x * block_dim.y))};
+        t.lane = i & 31;
+        t.warp = i >> 5;
+        t.done = false;
+        t.waiting = nullptr;
+        t.sp = initial_stack(block.stacks[i]);
+    }
+    int remaining = n;
+    while (remaining > 0) {
+        const uint64_t before = block.progress;
+        for (Thread& t : block.threads) {
+            if (t.done) continue;
+            current_thread = &t;
+            emu_switch(&block.scheduler_sp, t.sp);
+            if (t.done) --remaining;
+        }
+        current_thread = nullptr;
+        if (remaining > 0 && block.progress == before) {
+            last_error = describe_deadlock();
+            return false;
+        }
+    }
+    return true;
+}
+
+}  // namespace
+
+void trap() {
+    const Thread* t = current_thread;
+    std::fprintf(stderr, "emu: __trap() in thread %d of block (%u,%u,%u)\n", t ? t->linear : -1, block_idx.x, block_idx.y,
+                 block_idx.z);
+    std::abort();
+}
+
+unsigned char* dynamic_shared() { return dynamic_arena; }
+
+uint32_t shared_offset(const void* p) {
+    const ptrdiff_t d = static_cast<const unsigned char*>(p) - shared_anchor;
+    if (d < INT32_MIN || d > INT32_MAX) {
+        std::fprintf(stderr, "emu: %p is not a shared-memory address\n", p);
+        std::abort();
+    }
+    return static_cast<uint32_t>(static_cast<int32_t>(d));
+}
+
+unsigned char* shared_pointer(uint32_t offset) { return shared_anchor + static_cast<int32_t>(offset); }
+
+void sync_block() {
+    Thread* self = current_thread;
+    const unsigned gen = block.generation;
+    ++block.progress;
+    if (++block.arrived == block.live) {
+        release_block();
+        return;
+    }
+    self->waiting = "__syncthreads";
+    while (block.generation == gen) yield();
+    self->waiting = nullptr;
+}
+
+void sync_warp(unsigned mask) {
+    Thread* self = current_thread;
+    Warp& w = block.warps[self->warp];
+    const unsigned gen = w.generation;
+    ++block.progress;
+    if (++w.arrived == (unsigned)__builtin_popcount(mask & w.live)) {
+        release_warp(w);
+        return;
+    }
+    self->waiting = "a warp-collective operation (shuffle, ldmatrix, mma, __syncwarp)";
+    while (w.generation == gen) yield();
+    self->waiting = nullptr;
+}
+
+unsigned char* warp_slot(int lane) { return block.warps[current_thread->warp].slots[lane]; }
+uint32_t* warp_regs(int lane) { return block.warps[current_thread->warp].regs[lane]; }
+
+void cp_async16(uint32_t smem, const void* gmem, bool valid) {
+    unsigned char* dst = shared_pointer(smem);
+    if (smem % 16 || reinterpret_cast<uintptr_t>(gmem) % 16) {
+        std::fprintf(stderr, "emu: cp.async of 16 bytes needs 16-byte aligned addresses\n");
+        std::abort();
+    }
+    if (valid) std::memcpy(dst, gmem, 16);
+    else std::memset(dst, 0, 16);
+}
+
+// ldmatrix .x4: lane l gives the row address of row l % 8 of matrix l / 8 (8 x 8 b16, 16-byte
+// rows). Lane t receives, for each matrix i, the pair at row t / 4, columns 2(t % 4) and
+// 2(t % 4) + 1 - of the matrix, or with .trans of its transpose.
+void ldmatrix_x4(uint32_t r[4], uint32_t addr, bool trans) {
+    const int lane = current_thread->lane;
+    if (addr % 16) {
+        std::fprintf(stderr, "emu: ldmatrix row address not 16-byte aligned\n");
+        std::abort();
+    }
+    warp_regs(lane)[0] = addr;
+    sync_warp(0xffffffffu);
+    for (int i = 0; i < 4; ++i) {
+        uint16_t lo, hi;
+        if (!trans) {
+            const uint16_t* row = reinterpret_cast<const uint16_t*>(shared_pointer(warp_regs(8 * i + lane / 4)[0]));
+            lo = row[2 * (lane % 4)];
+            hi = row[2 * (lane % 4) + 1];
+        } else {
+            const uint16_t* r0 = reinterpret_cast<const uint16_t*>(shared_pointer(warp_regs(8 * i + 2 * (lane % 4))[0]));
+            const uint16_t* r1 = reinterpret_cast<const uint16_t*>(shared_pointer(warp_regs(8 * i + 2 * (lane % 4) + 1)[0]));
+            lo = r0[lane / 4];
+            hi = r1[lane / 4];
+        }
+        r[i] = uint32_t(lo) | uint32_t(hi) << 16;
+    }
+    sync_warp(0xffffffffu);
+}
+
+namespace {
+float bf16_half(uint32_t reg, int half) {
+    const uint32_t bits = half ? reg & 0xffff0000u : reg << 16;
+    float f;
+    std::memcpy(&f, &bits, 4);
+    return f;
+}
+}  // namespace
+
+// mma.sync.m16n8k16.row.col.f32.bf16: with g = lane / 4, t = lane % 4,
+//   A (16 x 16): a[0] = (g, 2t..2t+1), a[1] = (g+8, 2t..), a[2] = (g, 2t+8..), a[3] = (g+8, 2t+8..)
+//   B (16 x 8, k x n): b0 = (k 2t..2t+1, n g), b1 = (k 2t+8.., n g)
+//   C (16 x 8): c[0..1] = (g, 2t..2t+1), c[2..3] = (g+8, 2t..2t+1)
+void mma_m16n8k16_bf16(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+    const int lane = current_thread->lane;
+    uint32_t* mine = warp_regs(lane);
+    for (int i = 0; i < 4; ++i) mine[i] = a[i];
+    mine[4] = b0;
+    mine[5] = b1;
+    sync_warp(0xffffffffu);
+    auto A = [](int row, int k) {
+        return bf16_half(warp_regs((row % 8) * 4 + (k % 8) / 2)[(row / 8) + 2 * (k / 8)], k % 2);
+    };
+    auto B = [](int k, int n) { return bf16_half(warp_regs(n * 4 + (k % 8) / 2)[4 + k / 8], k % 2); };
+    const int g = lane / 4, t = lane % 4;
+    float d[4];
+    for (int i = 0; i < 4; ++i) {
+        const int row = g + 8 * (i / 2), col = 2 * t + i % 2;
+        float acc = c[i];
+        for (int k = 0; k < 16; ++k) acc += A(row, k) * B(k, col);
+        d[i] = acc;
+    }
+    sync_warp(0xffffffffu);
+    for (int i = 0; i < 4; ++i) c[i] = d[i];
+}
+
+}  // namespace emu
+
+extern "C" __attribute__((visibility("default"))) const char* emu_error() { return emu::last_error.c_str(); }
+
+extern "C" __attribute__((visibility("default"))) int emu_launch(unsigned gx, unsigned gy, unsigned gz, unsigned bx,
+                                                                   unsigned by, unsigned bz, size_t dyn_smem,
+                                                                   void (*entry)(void*), void* ctx) {
+    using namespace emu;
+    const unsigned long long threads = (unsigned long long)bx * by * bz;
+    if (threads == 0 || threads > 1024 || gx == 0 || gy == 0 || gz == 0 || gy > 65535 || gz > 65535) {
+        last_error = "launch configuration the GPU would refuse";
+        return -1;
+    }
+    if (dyn_smem > MAX_DYNAMIC_SHARED) {
+        last_error = "dynamic shared memory beyond the GPU's 227 KiB";
+        return -1;
+    }
+    grid_dim = dim3(gx, gy, gz);
+    block_dim = dim3(bx, by, bz);
+    block.entry = entry;
+    block.ctx = ctx;
+    block.threads.assign(threads, Thread{});
+    if (block.stacks.size() < threads) block.stacks.resize(threads, std::vector<unsigned char>(STACK_BYTES));
+    block.warps.assign((threads + 31) / 32, Warp{});
+    for (unsigned z = 0; z < gz; ++z)
+        for (unsigned y = 0; y < gy; ++y)
+            for (unsigned x = 0; x < gx; ++x)
+                if (!run_block(dim3(x, y, z))) return -1;
+    return 0;
+}

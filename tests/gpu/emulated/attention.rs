@@ -1,0 +1,132 @@
+//! attention_prefill and attention_decode on the emulator against cpu::attention: the GPU
+//! tests' case builder (paged cache with shuffled blocks, batches, cached prefixes), at lengths
+//! the emulator runs in seconds.
+
+use super::{addr, load};
+use crate::attention::{build, shapes, Case};
+use crate::common::*;
+use half::bf16;
+use nemo_engine::gpu::kernels::attention::{
+    decode_configs, decode_splits, prefill_config, scale_log2, AttentionParams, AttentionShape,
+};
+
+/// The parameter block the wrappers build, over host buffers.
+fn params(shape: AttentionShape, case: &Case, out: &mut [bf16]) -> AttentionParams {
+    let m = &case.meta;
+    AttentionParams {
+        q: addr(&case.q),
+        k_cache: addr(&case.k_cache),
+        v_cache: addr(&case.v_cache),
+        out: out.as_mut_ptr() as u64,
+        cu_seqlens_q: addr(&m.cu_seqlens_q),
+        ctx_lens: addr(&m.ctx_lens),
+        block_tables: addr(&m.block_tables),
+        partial_o: 0,
+        partial_ml: 0,
+        q_stride: shape.q_stride as i32,
+        n_heads: shape.n_heads as i32,
+        n_kv_heads: shape.n_kv_heads as i32,
+        max_blocks: m.max_blocks as i32,
+        block_size: m.block_size as i32,
+        n_seqs: m.ctx_lens.len() as i32,
+        n_splits: 1,
+        scale_log2: scale_log2(shape.head_dim),
+    }
+}
+
+fn n_out(shape: AttentionShape, case: &Case) -> usize {
+    *case.meta.cu_seqlens_q.last().unwrap() as usize * shape.n_heads * shape.head_dim
+}
+
+fn run_prefill(shape: AttentionShape, case: &Case) -> Vec<f32> {
+    let mut out = vec![POISON; n_out(shape, case)];
+    let p = params(shape, case, &mut out);
+    let q_lens = case
+        .meta
+        .cu_seqlens_q
+        .windows(2)
+        .map(|w| (w[1] - w[0]) as usize);
+    let cfg = prefill_config(shape, q_lens.max().unwrap(), case.meta.ctx_lens.len());
+    load("attention_prefill")
+        .launch(
+            &format!("attention_prefill_bf16_hd{}", shape.head_dim),
+            cfg,
+            p,
+        )
+        .unwrap();
+    to_f32(&out)
+}
+
+/// Runs the decode kernel named `kernel` (its splits, then attention_decode_combine).
+pub fn run_decode(file: &str, kernel: &str, shape: AttentionShape, case: &Case) -> Vec<f32> {
+    let mut out = vec![POISON; n_out(shape, case)];
+    let n_seqs = case.meta.ctx_lens.len();
+    let max_ctx = *case.meta.ctx_lens.iter().max().unwrap() as usize;
+    let splits = decode_splits(132, n_seqs, shape.n_kv_heads, max_ctx);
+    let mut partial_o = vec![f32::NAN; n_seqs * shape.n_heads * splits * shape.head_dim];
+    let mut partial_ml = vec![f32::NAN; n_seqs * shape.n_heads * splits * 2];
+    let mut p = params(shape, case, &mut out);
+    p.partial_o = partial_o.as_mut_ptr() as u64;
+    p.partial_ml = partial_ml.as_mut_ptr() as u64;
+    p.n_splits = splits as i32;
+    let [cfg, combine] = decode_configs(shape, splits, n_seqs);
+    load(file).launch(kernel, cfg, p).unwrap();
+    load("attention_decode")
+        .launch2(
+            "attention_decode_combine",
+            combine,
+            p,
+            shape.head_dim as i32,
+        )
+        .unwrap();
+    to_f32(&out)
+}
+
+#[test]
+fn emulated_attention_prefill_matches_cpu() {
+    let mut rng = Rng::fresh("emulated_attention_prefill");
+    for shape in shapes() {
+        // Whole prompts of awkward lengths; a chunk over a cached prefix; a batch.
+        for seqs in [
+            vec![(1, 1)],
+            vec![(17, 17)],
+            vec![(100, 100)],
+            vec![(40, 300)],
+            vec![(5, 5), (64, 130), (1, 77)],
+        ] {
+            let case = build(&mut rng, shape, &seqs);
+            let got = run_prefill(shape, &case);
+            assert_close(
+                &format!("emulated prefill hd {} {:?}", shape.head_dim, seqs),
+                &got,
+                &case.want,
+                2e-2,
+                2e-2,
+            );
+        }
+    }
+}
+
+#[test]
+fn emulated_attention_decode_matches_cpu() {
+    let mut rng = Rng::fresh("emulated_attention_decode");
+    for shape in shapes() {
+        let group = shape.n_heads / shape.n_kv_heads;
+        let kernel = format!("attention_decode_bf16_hd{}_g{group}", shape.head_dim);
+        for seqs in [
+            vec![(1, 1)],
+            vec![(1, 1500)],
+            vec![(1, 1), (1, 100), (1, 333), (1, 700)],
+        ] {
+            let case = build(&mut rng, shape, &seqs);
+            let got = run_decode("attention_decode", &kernel, shape, &case);
+            assert_close(
+                &format!("emulated decode hd {} {:?}", shape.head_dim, seqs),
+                &got,
+                &case.want,
+                2e-2,
+                2e-2,
+            );
+        }
+    }
+}

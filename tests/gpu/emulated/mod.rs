@@ -1,0 +1,220 @@
+//! The kernels on the CPU emulator (kernels/emu/): each kernel file compiled with g++ into a
+//! shared library whose kernels run every GPU thread as a fiber. These tests run everywhere (no
+//! GPU needed) against the same CPU references as the GPU tests, with the same cases where the
+//! emulator's speed allows; they check indexing, fragment layouts, barriers and epilogues, not
+//! speed or races (kernels/emu/emu.h lists what the emulator cannot show).
+//!
+//! The emulator's own fragment layouts (mma, ldmatrix) are checked by running the kernels that
+//! already passed on an H100 (attention_prefill, gemm) through it: a wrong layout there fails.
+
+mod attention;
+mod gemm;
+
+use std::collections::HashMap;
+use std::ffi::{c_char, c_void, CStr};
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+
+use cudarc::driver::LaunchConfig;
+
+/// One kernel file built for the emulator.
+pub struct Emulated {
+    lib: libloading::Library,
+    file: String,
+}
+
+type LaunchFn = unsafe extern "C" fn(
+    u32,
+    u32,
+    u32,
+    u32,
+    u32,
+    u32,
+    usize,
+    extern "C" fn(*mut c_void),
+    *mut c_void,
+) -> i32;
+
+/// The emulator keeps its scheduler state in globals: one launch at a time in this process.
+static LAUNCH: Mutex<()> = Mutex::new(());
+static LOADED: Mutex<Option<HashMap<String, &'static Emulated>>> = Mutex::new(None);
+
+/// kernels/`file`.cu built for the emulator (once per test process; the library is cached in
+/// the target directory under a hash of every source it includes).
+pub fn load(file: &str) -> &'static Emulated {
+    let mut loaded = LOADED.lock().unwrap_or_else(|e| e.into_inner());
+    let map = loaded.get_or_insert_with(HashMap::new);
+    if let Some(e) = map.get(file) {
+        return e;
+    }
+    let lib_path = build(file);
+    // SAFETY: a library we just built from our kernel sources; it has no initialisers that
+    // touch anything but its own statics.
+    let lib = unsafe { libloading::Library::new(&lib_path) }
+        .unwrap_or_else(|e| panic!("loading {}: {e}", lib_path.display()));
+    let e: &'static Emulated = Box::leak(Box::new(Emulated {
+        lib,
+        file: file.to_string(),
+    }));
+    map.insert(file.to_string(), e);
+    e
+}
+
+fn build(file: &str) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let kernels = root.join("kernels");
+    let cuda_include = Path::new(env!("NEMO_CUDA_BIN"))
+        .parent()
+        .unwrap()
+        .join("include");
+    let mut sources: Vec<PathBuf> = vec![kernels.join(format!("{file}.cu"))];
+    for dir in [kernels.clone(), kernels.join("emu")] {
+        let mut headers: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                matches!(
+                    p.extension().and_then(|x| x.to_str()),
+                    Some("cuh" | "h" | "cpp")
+                )
+            })
+            .collect();
+        headers.sort();
+        sources.extend(headers);
+    }
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for s in &sources {
+        std::fs::read(s).unwrap().hash(&mut hasher);
+    }
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("emu");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join(format!("{file}-{:016x}.so", hasher.finish()));
+    if out.exists() {
+        return out;
+    }
+    let tmp = dir.join(format!("{file}-{}.so.partial", std::process::id()));
+    let built = Command::new("g++")
+        .args([
+            "-std=c++17",
+            "-O2",
+            "-g",
+            "-fPIC",
+            "-shared",
+            "-fvisibility=hidden",
+            "-fno-strict-aliasing",
+        ])
+        .args([
+            "-Wall",
+            "-Werror",
+            "-Wno-unknown-pragmas",
+            "-DNEMO_EMU",
+            "-include",
+            "emu/emu.h",
+            "-I",
+        ])
+        .arg(&kernels)
+        .arg("-I")
+        .arg(&cuda_include)
+        .args(["-x", "c++"])
+        .arg(kernels.join(format!("{file}.cu")))
+        .arg(kernels.join("emu/runtime.cpp"))
+        .arg("-o")
+        .arg(&tmp)
+        .output()
+        .expect("g++ (the host compiler nvcc also needs) runs");
+    assert!(
+        built.status.success(),
+        "g++ failed on kernels/{file}.cu for the emulator:\n{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    std::fs::rename(&tmp, &out).unwrap();
+    out
+}
+
+extern "C" fn run_closure<F: Fn()>(ctx: *mut c_void) {
+    // SAFETY: `ctx` is the `&F` that `launch_with` passed and keeps alive for the launch.
+    let f = unsafe { &*(ctx as *const F) };
+    f()
+}
+
+impl Emulated {
+    /// Runs `body` once per GPU thread of the launch; an error is a deadlock or a launch the
+    /// GPU would refuse.
+    fn launch_with<F: Fn()>(&self, cfg: LaunchConfig, body: F) -> Result<(), String> {
+        let _one_at_a_time = LAUNCH.lock().unwrap_or_else(|e| e.into_inner());
+        // SAFETY: both symbols are defined by kernels/emu/runtime.cpp with these signatures.
+        let (launch, error) = unsafe {
+            (
+                *self.lib.get::<LaunchFn>(b"emu_launch").unwrap(),
+                *self
+                    .lib
+                    .get::<unsafe extern "C" fn() -> *const c_char>(b"emu_error")
+                    .unwrap(),
+            )
+        };
+        let (g, b) = (cfg.grid_dim, cfg.block_dim);
+        let ctx = &body as *const F as *mut c_void;
+        // SAFETY: the closure outlives the call; the kernel reads and writes only the host
+        // buffers whose addresses its parameters hold, which the caller keeps alive.
+        let rc = unsafe {
+            launch(
+                g.0,
+                g.1,
+                g.2,
+                b.0,
+                b.1,
+                b.2,
+                cfg.shared_mem_bytes as usize,
+                run_closure::<F>,
+                ctx,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            // SAFETY: emu_error returns a NUL-terminated string owned by the library.
+            Err(format!(
+                "{}: {}",
+                self.file,
+                unsafe { CStr::from_ptr(error()) }.to_string_lossy()
+            ))
+        }
+    }
+
+    fn kernel<F: Copy>(&self, name: &str) -> F {
+        // SAFETY: the caller names the kernel's C signature (its parameter struct by value).
+        unsafe {
+            *self
+                .lib
+                .get::<F>(name.as_bytes())
+                .unwrap_or_else(|e| panic!("{}: no kernel {name}: {e}", self.file))
+        }
+    }
+
+    /// Launches `name(params)`; `P` is the kernel's parameter struct (its Rust mirror).
+    pub fn launch<P: Copy>(&self, name: &str, cfg: LaunchConfig, params: P) -> Result<(), String> {
+        let k: unsafe extern "C" fn(P) = self.kernel(name);
+        // SAFETY: `params` holds host addresses of live buffers of the sizes the kernel reads.
+        self.launch_with(cfg, || unsafe { k(params) })
+    }
+
+    /// Launches `name(params, arg)`.
+    pub fn launch2<P: Copy, Q: Copy>(
+        &self,
+        name: &str,
+        cfg: LaunchConfig,
+        params: P,
+        arg: Q,
+    ) -> Result<(), String> {
+        let k: unsafe extern "C" fn(P, Q) = self.kernel(name);
+        // SAFETY: as for `launch`.
+        self.launch_with(cfg, || unsafe { k(params, arg) })
+    }
+}
+
+/// The host address of a buffer, as the kernels' parameter structs hold device addresses.
+pub fn addr<T>(v: &[T]) -> u64 {
+    v.as_ptr() as u64
+}
