@@ -9,7 +9,7 @@ use half::bf16;
 use super::{check_and_time, random_bf16, sample_rows, Check, Expected, Lab, Row, POISON};
 use crate::cpu::attention::{attention, AttentionShape as CpuShape};
 use crate::gpu::kernels::attention::{
-    attention_decode, attention_prefill, decode_splits, AttentionMeta, AttentionShape, DecodeWorkspace, DeviceAttentionMeta,
+    attention_decode, attention_decode_mma, attention_prefill, decode_splits, AttentionMeta, AttentionShape, DecodeWorkspace, DeviceAttentionMeta,
 };
 use crate::gpu::{upload, Gpu, GpuResult};
 
@@ -38,6 +38,7 @@ pub const PREFILL_VARIANTS: &[(&str, PrefillFn)] = &[
 /// Every decode variant: (name, wrapper). A new one is one line here.
 pub const DECODE_VARIANTS: &[(&str, DecodeFn)] = &[
     ("split-k", attention_decode), // kernels/attention_decode.cu: flash-decoding + combine
+    ("mma-split-k", attention_decode_mma), // kernels/attention_decode_mma.cu: tensor cores, cp.async pipeline
 ];
 
 pub const PREFILL_SHAPES: &[&str] = &["2048", "8192", "16384"];

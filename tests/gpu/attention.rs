@@ -5,8 +5,10 @@ use crate::common::*;
 use half::bf16;
 use nemo_engine::cpu::attention::{attention, AttentionShape as CpuShape};
 use nemo_engine::gpu::kernels::attention::{
-    attention_decode, attention_prefill, decode_splits, AttentionMeta, AttentionShape, DecodeWorkspace,
+    attention_decode, attention_decode_mma, attention_prefill, decode_splits, AttentionMeta, AttentionShape,
+    DecodeWorkspace,
 };
+use nemo_engine::lab::attention::DecodeFn;
 use nemo_engine::gpu::Gpu;
 
 const BLOCK: usize = 16;
@@ -65,14 +67,15 @@ pub fn build(rng: &mut Rng, shape: AttentionShape, seqs: &[(usize, usize)]) -> C
     Case { meta, n_cache_blocks, k_cache, v_cache, q, want }
 }
 
-fn run(gpu: &Gpu, shape: AttentionShape, case: &Case, decode: bool) -> Vec<f32> {
+/// Prefill with `decode` None, else that decode wrapper.
+fn run(gpu: &Gpu, shape: AttentionShape, case: &Case, decode: Option<DecodeFn>) -> Vec<f32> {
     let meta = case.meta.upload(gpu, case.n_cache_blocks).unwrap();
     let (q, k, v) = (dev(gpu, &case.q), dev(gpu, &case.k_cache), dev(gpu, &case.v_cache));
     let mut out = poisoned(gpu, meta.n_tokens * shape.n_heads * shape.head_dim);
-    if decode {
+    if let Some(decode) = decode {
         let splits = decode_splits(132, meta.n_seqs, shape.n_kv_heads, meta.max_ctx);
         let mut ws = DecodeWorkspace::new(gpu, meta.n_seqs, shape.n_heads, splits, shape.head_dim).unwrap();
-        attention_decode(gpu, shape, &meta, &q.as_view(), &k.as_view(), &v.as_view(), &mut ws, splits, &mut out.as_view_mut())
+        decode(gpu, shape, &meta, &q.as_view(), &k.as_view(), &v.as_view(), &mut ws, splits, &mut out.as_view_mut())
             .unwrap();
     } else {
         attention_prefill(gpu, shape, &meta, &q.as_view(), &k.as_view(), &v.as_view(), &mut out.as_view_mut()).unwrap();
@@ -103,7 +106,7 @@ fn attention_prefill_matches_cpu() {
         ];
         for seqs in batches {
             let case = build(&mut rng, shape, &seqs);
-            let got = run(&gpu, shape, &case, false);
+            let got = run(&gpu, shape, &case, None);
             assert_close(&format!("prefill hd {} {:?}", shape.head_dim, seqs), &got, &case.want, 2e-2, 2e-2);
         }
     }
@@ -116,8 +119,11 @@ fn attention_decode_matches_cpu() {
     for shape in shapes() {
         for seqs in [vec![(1, 1)], vec![(1, 32_768)], vec![(1, 1), (1, 100), (1, 4097), (1, 20_000)]] {
             let case = build(&mut rng, shape, &seqs);
-            let got = run(&gpu, shape, &case, true);
-            assert_close(&format!("decode hd {} {:?}", shape.head_dim, seqs), &got, &case.want, 2e-2, 2e-2);
+            let wrappers: [(&str, DecodeFn); 2] = [("split-k", attention_decode), ("mma-split-k", attention_decode_mma)];
+            for (name, decode) in wrappers {
+                let got = run(&gpu, shape, &case, Some(decode));
+                assert_close(&format!("decode {name} hd {} {:?}", shape.head_dim, seqs), &got, &case.want, 2e-2, 2e-2);
+            }
         }
     }
 }

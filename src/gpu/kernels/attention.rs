@@ -43,10 +43,17 @@ fn prefill_smem_bytes(head_dim: usize) -> usize {
     (PREFILL_ROWS + 4 * PREFILL_KEYS) * head_dim * 2
 }
 
-/// Raises the prefill kernels' dynamic shared-memory limits (once, at start-up).
+/// Raises the prefill and tensor-core decode kernels' dynamic shared-memory limits (once, at
+/// start-up).
 pub(crate) fn configure(kernels: &Kernels) -> Result<()> {
     for (f, hd) in [(&kernels.attention_prefill_bf16_hd128, 128), (&kernels.attention_prefill_bf16_hd64, 64)] {
         allow_dynamic_smem(f, "attention_prefill", prefill_smem_bytes(hd))?;
+    }
+    for hd in [128, 64] {
+        for group in [1, 2, 3, 4, 8] {
+            let f = decode_kernel(kernels, DecodeKernel::Mma, hd, group).expect("every (head_dim, G) pair is declared");
+            allow_dynamic_smem(f, "attention_decode_mma", DecodeKernel::Mma.smem_bytes(hd))?;
+        }
     }
     Ok(())
 }
@@ -250,13 +257,40 @@ pub fn prefill_config(shape: AttentionShape, max_q_len: usize, n_seqs: usize) ->
     }
 }
 
+/// The decode kernels: both write per-split partials that `attention_decode_combine` merges.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecodeKernel {
+    /// kernels/attention_decode.cu: CUDA cores, K and V read straight from global memory.
+    CudaCores,
+    /// kernels/attention_decode_mma.cu: mma.sync over K/V tiles streamed by a cp.async pipeline.
+    Mma,
+}
+
+impl DecodeKernel {
+    pub fn name(self) -> &'static str {
+        match self {
+            DecodeKernel::CudaCores => "attention_decode_bf16",
+            DecodeKernel::Mma => "attention_decode_mma_bf16",
+        }
+    }
+
+    /// Dynamic shared memory per block: the mma kernel's Q tile (16 rows) and 3 stages of
+    /// 64-key K and V tiles.
+    pub fn smem_bytes(self, head_dim: usize) -> usize {
+        match self {
+            DecodeKernel::CudaCores => 0,
+            DecodeKernel::Mma => (16 + 2 * 3 * 64) * head_dim * 2,
+        }
+    }
+}
+
 /// `attention_decode`'s two launches: the splits, then their merge.
-pub fn decode_configs(shape: AttentionShape, n_splits: usize, n_seqs: usize) -> [LaunchConfig; 2] {
+pub fn decode_configs(kernel: DecodeKernel, shape: AttentionShape, n_splits: usize, n_seqs: usize) -> [LaunchConfig; 2] {
     [
         LaunchConfig {
             grid_dim: (n_splits as u32, shape.n_kv_heads as u32, n_seqs as u32),
             block_dim: (128, 1, 1),
-            shared_mem_bytes: 0,
+            shared_mem_bytes: kernel.smem_bytes(shape.head_dim) as u32,
         },
         LaunchConfig {
             grid_dim: (shape.n_heads as u32, n_seqs as u32, 1),
@@ -318,7 +352,22 @@ pub fn decode_splits(gpu_sms: usize, n_seqs: usize, n_kv_heads: usize, max_ctx: 
     for_occupancy.clamp(1, max_ctx.div_ceil(256).max(1))
 }
 
-fn decode_kernel(kernels: &Kernels, head_dim: usize, group: usize) -> Option<&CudaFunction> {
+fn decode_kernel(kernels: &Kernels, kernel: DecodeKernel, head_dim: usize, group: usize) -> Option<&CudaFunction> {
+    if kernel == DecodeKernel::Mma {
+        return Some(match (head_dim, group) {
+            (128, 1) => &kernels.attention_decode_mma_bf16_hd128_g1,
+            (128, 2) => &kernels.attention_decode_mma_bf16_hd128_g2,
+            (128, 3) => &kernels.attention_decode_mma_bf16_hd128_g3,
+            (128, 4) => &kernels.attention_decode_mma_bf16_hd128_g4,
+            (128, 8) => &kernels.attention_decode_mma_bf16_hd128_g8,
+            (64, 1) => &kernels.attention_decode_mma_bf16_hd64_g1,
+            (64, 2) => &kernels.attention_decode_mma_bf16_hd64_g2,
+            (64, 3) => &kernels.attention_decode_mma_bf16_hd64_g3,
+            (64, 4) => &kernels.attention_decode_mma_bf16_hd64_g4,
+            (64, 8) => &kernels.attention_decode_mma_bf16_hd64_g8,
+            _ => return None,
+        });
+    }
     Some(match (head_dim, group) {
         (128, 1) => &kernels.attention_decode_bf16_hd128_g1,
         (128, 2) => &kernels.attention_decode_bf16_hd128_g2,
@@ -335,7 +384,7 @@ fn decode_kernel(kernels: &Kernels, head_dim: usize, group: usize) -> Option<&Cu
 }
 
 /// One new token per sequence (q_len = 1 each) over its whole context, split `n_splits` ways
-/// and merged. Shapes as for `attention_prefill`.
+/// and merged (on CUDA cores). Shapes as for `attention_prefill`.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_decode(
     gpu: &Gpu,
@@ -348,24 +397,56 @@ pub fn attention_decode(
     n_splits: usize,
     out: &mut CudaViewMut<bf16>,
 ) -> Result<()> {
-    const KERNEL: &str = "attention_decode_bf16";
-    let mut p = params(gpu, KERNEL, shape, meta, q, k_cache, v_cache, out)?;
-    ensure(meta.max_q_len == 1, KERNEL, || format!("decode takes 1 new token per sequence, got up to {}", meta.max_q_len))?;
+    decode(gpu, DecodeKernel::CudaCores, shape, meta, q, k_cache, v_cache, workspace, n_splits, out)
+}
+
+/// `attention_decode` on tensor cores with pipelined K/V loads (kernels/attention_decode_mma.cu).
+#[allow(clippy::too_many_arguments)]
+pub fn attention_decode_mma(
+    gpu: &Gpu,
+    shape: AttentionShape,
+    meta: &DeviceAttentionMeta,
+    q: &CudaView<bf16>,
+    k_cache: &CudaView<bf16>,
+    v_cache: &CudaView<bf16>,
+    workspace: &mut DecodeWorkspace,
+    n_splits: usize,
+    out: &mut CudaViewMut<bf16>,
+) -> Result<()> {
+    decode(gpu, DecodeKernel::Mma, shape, meta, q, k_cache, v_cache, workspace, n_splits, out)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn decode(
+    gpu: &Gpu,
+    kernel: DecodeKernel,
+    shape: AttentionShape,
+    meta: &DeviceAttentionMeta,
+    q: &CudaView<bf16>,
+    k_cache: &CudaView<bf16>,
+    v_cache: &CudaView<bf16>,
+    workspace: &mut DecodeWorkspace,
+    n_splits: usize,
+    out: &mut CudaViewMut<bf16>,
+) -> Result<()> {
+    let name = kernel.name();
+    let mut p = params(gpu, name, shape, meta, q, k_cache, v_cache, out)?;
+    ensure(meta.max_q_len == 1, name, || format!("decode takes 1 new token per sequence, got up to {}", meta.max_q_len))?;
     let group = shape.n_heads / shape.n_kv_heads;
-    let func = decode_kernel(&gpu.kernels, shape.head_dim, group)
-        .ok_or_else(|| GpuError::BadArgument { kernel: KERNEL, what: format!("no kernel for {group} query heads per KV head") })?;
-    ensure(n_splits >= 1 && meta.n_seqs * shape.n_heads * n_splits <= workspace.capacity, KERNEL, || {
+    let func = decode_kernel(&gpu.kernels, kernel, shape.head_dim, group)
+        .ok_or_else(|| GpuError::BadArgument { kernel: name, what: format!("no kernel for {group} query heads per KV head") })?;
+    ensure(n_splits >= 1 && meta.n_seqs * shape.n_heads * n_splits <= workspace.capacity, name, || {
         format!("{n_splits} splits exceed the workspace")
     })?;
     p.partial_o = address(&gpu.stream, &workspace.partial_o);
     p.partial_ml = address(&gpu.stream, &workspace.partial_ml);
     p.n_splits = n_splits as i32;
-    let [cfg, combine_cfg] = decode_configs(shape, n_splits, meta.n_seqs);
+    let [cfg, combine_cfg] = decode_configs(kernel, shape, n_splits, meta.n_seqs);
     let mut launch = gpu.stream.launch_builder(func);
     launch.arg(&p);
     // SAFETY: as for `attention_prefill`, plus the workspace holding n_seqs * n_heads * n_splits
-    // partials (checked above).
-    gpu.launched(KERNEL, unsafe { launch.launch(cfg) }.map(|_| ()))?;
+    // partials (checked above); the mma kernel's shared-memory limit was raised in `configure`.
+    gpu.launched(name, unsafe { launch.launch(cfg) }.map(|_| ()))?;
 
     let hd = shape.head_dim as i32;
     let mut launch = gpu.stream.launch_builder(&gpu.kernels.attention_decode_combine);

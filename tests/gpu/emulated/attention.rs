@@ -7,7 +7,7 @@ use crate::attention::{build, shapes, Case};
 use crate::common::*;
 use half::bf16;
 use nemo_engine::gpu::kernels::attention::{
-    decode_configs, decode_splits, prefill_config, scale_log2, AttentionParams, AttentionShape,
+    decode_configs, decode_splits, prefill_config, scale_log2, AttentionParams, AttentionShape, DecodeKernel,
 };
 
 /// The parameter block the wrappers build, over host buffers.
@@ -57,8 +57,8 @@ fn run_prefill(shape: AttentionShape, case: &Case) -> Vec<f32> {
     to_f32(&out)
 }
 
-/// Runs the decode kernel named `kernel` (its splits, then attention_decode_combine).
-pub fn run_decode(file: &str, kernel: &str, shape: AttentionShape, case: &Case) -> Vec<f32> {
+/// Runs a decode kernel (its splits, then attention_decode_combine).
+fn run_decode(kernel: DecodeKernel, shape: AttentionShape, case: &Case) -> Vec<f32> {
     let mut out = vec![POISON; n_out(shape, case)];
     let n_seqs = case.meta.ctx_lens.len();
     let max_ctx = *case.meta.ctx_lens.iter().max().unwrap() as usize;
@@ -69,8 +69,13 @@ pub fn run_decode(file: &str, kernel: &str, shape: AttentionShape, case: &Case) 
     p.partial_o = partial_o.as_mut_ptr() as u64;
     p.partial_ml = partial_ml.as_mut_ptr() as u64;
     p.n_splits = splits as i32;
-    let [cfg, combine] = decode_configs(shape, splits, n_seqs);
-    load(file).launch(kernel, cfg, p).unwrap();
+    let [cfg, combine] = decode_configs(kernel, shape, splits, n_seqs);
+    let (file, name) = match kernel {
+        DecodeKernel::CudaCores => ("attention_decode", "attention_decode_bf16"),
+        DecodeKernel::Mma => ("attention_decode_mma", "attention_decode_mma_bf16"),
+    };
+    let group = shape.n_heads / shape.n_kv_heads;
+    load(file).launch(&format!("{name}_hd{}_g{group}", shape.head_dim), cfg, p).unwrap();
     load("attention_decode")
         .launch2(
             "attention_decode_combine",
@@ -109,24 +114,24 @@ fn emulated_attention_prefill_matches_cpu() {
 
 #[test]
 fn emulated_attention_decode_matches_cpu() {
-    let mut rng = Rng::fresh("emulated_attention_decode");
+    decode_matches_cpu(DecodeKernel::CudaCores, "emulated_attention_decode");
+}
+
+#[test]
+fn emulated_attention_decode_mma_matches_cpu() {
+    decode_matches_cpu(DecodeKernel::Mma, "emulated_attention_decode_mma");
+}
+
+/// One token per sequence over contexts that leave partial tiles, splits shorter than a tile
+/// (warps with no visible key) and empty splits (batch of short and long contexts).
+fn decode_matches_cpu(kernel: DecodeKernel, test: &str) {
+    let mut rng = Rng::fresh(test);
     for shape in shapes() {
-        let group = shape.n_heads / shape.n_kv_heads;
-        let kernel = format!("attention_decode_bf16_hd{}_g{group}", shape.head_dim);
-        for seqs in [
-            vec![(1, 1)],
-            vec![(1, 1500)],
-            vec![(1, 1), (1, 100), (1, 333), (1, 700)],
-        ] {
+        for seqs in [vec![(1, 1)], vec![(1, 1500)], vec![(1, 1), (1, 100), (1, 333), (1, 700)]] {
             let case = build(&mut rng, shape, &seqs);
-            let got = run_decode("attention_decode", &kernel, shape, &case);
-            assert_close(
-                &format!("emulated decode hd {} {:?}", shape.head_dim, seqs),
-                &got,
-                &case.want,
-                2e-2,
-                2e-2,
-            );
+            let got = run_decode(kernel, shape, &case);
+            let what = format!("emulated {} hd {} {:?}", kernel.name(), shape.head_dim, seqs);
+            assert_close(&what, &got, &case.want, 2e-2, 2e-2);
         }
     }
 }
