@@ -9,7 +9,8 @@ use super::{GpuKvCache, GpuWeights, BLOCK_SIZE};
 use crate::gpu::error::{GpuError, Result};
 use super::graphs::{graph_batch, DecodeGraphs, GraphReport};
 use crate::gpu::kernels::attention::{
-    attention_decode, attention_prefill, decode_splits, AttentionMeta, AttentionShape, DecodeWorkspace, DeviceAttentionMeta,
+    attention_decode, attention_decode_mma, attention_prefill, decode_splits, AttentionMeta, AttentionShape, DecodeKernel,
+    DecodeWorkspace, DeviceAttentionMeta,
 };
 use crate::gpu::kernels::embedding::embedding_gather;
 use crate::gpu::kernels::gemm::{gemm, gemm_f32, Epilogue, GemmShape};
@@ -67,10 +68,25 @@ impl GemmKernel {
     }
 }
 
+/// Which decode attention kernel serves decode steps (`NEMO_DECODE_ATTENTION=cuda-cores|mma`,
+/// default cuda-cores: the mma one becomes the default once a GPU run has checked and timed it).
+pub fn decode_kernel_from_env() -> Result<DecodeKernel> {
+    match std::env::var("NEMO_DECODE_ATTENTION").as_deref() {
+        Err(_) | Ok("") | Ok("cuda-cores") => Ok(DecodeKernel::CudaCores),
+        Ok("mma") => Ok(DecodeKernel::Mma),
+        Ok(other) => Err(GpuError::BadArgument {
+            kernel: "attention_decode",
+            what: format!("NEMO_DECODE_ATTENTION={other:?}: expected cuda-cores or mma"),
+        }),
+    }
+}
+
 pub struct CudaModel {
     pub gpu: Gpu,
     /// The GEMM used for every linear layer with M > 8 (and the LM head over > 8 rows).
     pub gemm: GemmKernel,
+    /// The attention kernel of decode steps.
+    pub decode: DecodeKernel,
     pub weights: GpuWeights,
     pub kv: GpuKvCache,
     rope: RopeTable,
@@ -142,6 +158,7 @@ impl CudaModel {
         let max_decode_splits = 2 * gpu.info.multiprocessors;
         let decode_workspace = DecodeWorkspace::new(&gpu, max_seqs, c.n_heads, max_decode_splits, c.head_dim)?;
         let gemm = GemmKernel::from_env()?;
+        let decode = decode_kernel_from_env()?;
         let graphs = if gpu.cuda_graphs {
             // Rows as wide as one sequence's whole capacity, for up to max_seqs sequences.
             let rows = rope.max_positions.div_ceil(BLOCK_SIZE);
@@ -149,7 +166,7 @@ impl CudaModel {
         } else {
             None
         };
-        Ok(CudaModel { gpu, gemm, graphs, weights, kv, rope, scratch, decode_workspace, max_decode_splits, max_chunk, max_seqs })
+        Ok(CudaModel { gpu, gemm, decode, graphs, weights, kv, rope, scratch, decode_workspace, max_decode_splits, max_chunk, max_seqs })
     }
 
     /// The CUDA graphs captured so far (None when graphs are off).
@@ -379,7 +396,11 @@ impl CudaModel {
             let q = s.qkv.slice(0..n * qkv_w);
             let mut attn = s.attn.slice_mut(0..n * c.q_dim());
             if all_decode {
-                attention_decode(gpu, attn_shape, meta, &q, &k_cache, &v_cache, &mut self.decode_workspace, splits, &mut attn)?;
+                let decode = match self.decode {
+                    DecodeKernel::CudaCores => attention_decode,
+                    DecodeKernel::Mma => attention_decode_mma,
+                };
+                decode(gpu, attn_shape, meta, &q, &k_cache, &v_cache, &mut self.decode_workspace, splits, &mut attn)?;
             } else {
                 attention_prefill(gpu, attn_shape, meta, &q, &k_cache, &v_cache, &mut attn)?;
             }
