@@ -9,6 +9,7 @@
 
 mod attention;
 mod gemm;
+mod selftest;
 
 use std::collections::HashMap;
 use std::ffi::{c_char, c_void, CStr};
@@ -41,7 +42,7 @@ type LaunchFn = unsafe extern "C" fn(
 static LAUNCH: Mutex<()> = Mutex::new(());
 static LOADED: Mutex<Option<HashMap<String, &'static Emulated>>> = Mutex::new(None);
 
-/// kernels/`file`.cu built for the emulator (once per test process; the library is cached in
+/// kernels/`file`.cu (`file` may name a subfolder: "emu/selftest") built for the emulator (once per test process; the library is cached in
 /// the target directory under a hash of every source it includes).
 pub fn load(file: &str) -> &'static Emulated {
     let mut loaded = LOADED.lock().unwrap_or_else(|e| e.into_inner());
@@ -90,11 +91,12 @@ fn build(file: &str) -> PathBuf {
     }
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("emu");
     std::fs::create_dir_all(&dir).unwrap();
-    let out = dir.join(format!("{file}-{:016x}.so", hasher.finish()));
+    let stem = file.replace('/', "-");
+    let out = dir.join(format!("{stem}-{:016x}.so", hasher.finish()));
     if out.exists() {
         return out;
     }
-    let tmp = dir.join(format!("{file}-{}.so.partial", std::process::id()));
+    let tmp = dir.join(format!("{stem}-{}.so.partial", std::process::id()));
     let built = Command::new("g++")
         .args([
             "-std=c++17",

@@ -1,0 +1,47 @@
+//! The emulator itself (kernels/emu/selftest.cu): shuffles and atomics give what the GPU gives,
+//! threads waiting on each other (a block barrier against a warp shuffle) are reported as a
+//! deadlock, not a hang, and exited threads release barriers.
+
+use super::load;
+use cudarc::driver::LaunchConfig;
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct SelftestParams {
+    out: u64,
+    mode: i32,
+}
+
+fn run(mode: i32, threads: u32, blocks: u32) -> (Result<(), String>, Vec<i32>) {
+    let mut out = vec![-1i32; (threads * blocks) as usize];
+    let cfg = LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 0 };
+    let p = SelftestParams { out: out.as_mut_ptr() as u64, mode };
+    let r = load("emu/selftest").launch("emu_selftest", cfg, p);
+    (r, out)
+}
+
+#[test]
+fn emulated_shuffles_and_atomics_behave_as_on_the_gpu() {
+    let (r, out) = run(0, 64, 2);
+    r.unwrap();
+    for (i, &v) in out.iter().enumerate() {
+        let lane = (i % 32) as i32;
+        let down = if lane == 31 { 31 } else { lane + 1 }; // out of range: own value
+        let up_equal = i32::from(lane == 0); // lane 0 keeps its own value
+        assert_eq!(v, 32 * 1_000_000 + 21 * 1000 + down * 10 + up_equal, "thread {i}");
+    }
+    let (r, out) = run(1, 96, 3);
+    r.unwrap();
+    assert!(out.iter().all(|&v| v == 96), "{out:?}");
+}
+
+#[test]
+fn emulated_threads_waiting_on_each_other_are_reported_as_a_deadlock() {
+    let (r, _) = run(2, 128, 1);
+    let err = r.unwrap_err();
+    assert!(err.contains("deadlock in block (0,0,0)") && err.contains("__syncthreads"), "{err}");
+    // The emulator is usable again after a deadlock.
+    let (r, out) = run(3, 128, 2);
+    r.unwrap();
+    assert!(out.iter().enumerate().all(|(i, &v)| v == if i % 128 < 64 { 2 } else { -1 }), "{out:?}");
+}
