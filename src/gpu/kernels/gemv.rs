@@ -36,12 +36,17 @@ pub fn gemv_f32(gpu: &Gpu, a: &CudaView<bf16>, w: &CudaView<bf16>, out: &mut Cud
     launch(gpu, params, shape.n)
 }
 
-fn launch(gpu: &Gpu, params: super::gemm::LinearParams, warps_needed: usize) -> Result<()> {
-    let cfg = LaunchConfig {
-        grid_dim: (warps_needed.div_ceil(WARPS) as u32, 1, 1),
+/// `gemv`'s launch: one warp per output column (a gate/up pair for SwiGLU), 8 warps a block.
+pub fn launch_config(out_cols: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (out_cols.div_ceil(WARPS) as u32, 1, 1),
         block_dim: ((WARPS * 32) as u32, 1, 1),
         shared_mem_bytes: 0,
-    };
+    }
+}
+
+fn launch(gpu: &Gpu, params: super::gemm::LinearParams, warps_needed: usize) -> Result<()> {
+    let cfg = launch_config(warps_needed);
     let mut launch = gpu.stream.launch_builder(&gpu.kernels.gemv_bf16);
     launch.arg(&params);
     // SAFETY: buffers checked by linear_params (lengths, 16-byte alignment, K % 8, N % 8/16);

@@ -1,38 +1,31 @@
-//! gemm_bf16 on the emulator against cpu::matmul: every epilogue, both tile orders, awkward
-//! shapes (M, N not multiples of the 128 x 128 tile, K not a multiple of the 64-wide k-step).
+//! gemm_bf16 and gemv_bf16 on the emulator against cpu::matmul: every epilogue, both tile
+//! orders, awkward shapes (M, N not multiples of the 128 x 128 tile, K not a multiple of the
+//! 64-wide k-step; gemv at M = 1, 3, 8 with K past its unrolled loop).
 
 use super::{addr, load};
 use crate::common::*;
 use half::bf16;
 use nemo_engine::cpu::matmul::matmul;
 use nemo_engine::cpu::ops::swiglu;
-use nemo_engine::gpu::kernels::gemm::{
-    launch_config, Epilogue, GemmShape, LinearParams, TILE_GROUP,
-};
+use nemo_engine::gpu::kernels::gemm::{launch_config, Epilogue, GemmShape, LinearParams, TILE_GROUP};
+use nemo_engine::gpu::kernels::gemv;
 use nemo_engine::gpu::model::interleave_gate_up;
 
 fn round_bf16(v: &[f32]) -> Vec<f32> {
     v.iter().map(|&x| bf16::from_f32(x).to_f32()).collect()
 }
 
-/// Runs gemm_bf16 over host buffers; `out` is bf16 or f32 as the epilogue code says.
+/// Runs gemm_bf16 (`tile_group` > 0) or gemv_bf16 (0) over host buffers; `out` is bf16 or f32
+/// as the epilogue code says.
 fn run<T>(a: &[bf16], w: &[bf16], out: &mut [T], shape: GemmShape, epilogue: i32, tile_group: i32) {
-    let out_cols = if epilogue == Epilogue::SwiGlu.code() {
-        shape.n / 2
-    } else {
-        shape.n
-    };
+    let out_cols = if epilogue == Epilogue::SwiGlu.code() { shape.n / 2 } else { shape.n };
     assert_eq!(out.len(), shape.m * out_cols);
     let out_addr = out.as_mut_ptr() as u64;
     let p = LinearParams {
         a: addr(a),
         w: addr(w),
         out: out_addr,
-        residual: if epilogue == Epilogue::AddInPlace.code() {
-            out_addr
-        } else {
-            0
-        },
+        residual: if epilogue == Epilogue::AddInPlace.code() { out_addr } else { 0 },
         m: shape.m as i32,
         n: shape.n as i32,
         k: shape.k as i32,
@@ -41,77 +34,57 @@ fn run<T>(a: &[bf16], w: &[bf16], out: &mut [T], shape: GemmShape, epilogue: i32
         epilogue,
         tile_group,
     };
-    load("gemm")
-        .launch("gemm_bf16", launch_config(shape).unwrap(), p)
-        .unwrap();
+    if tile_group > 0 {
+        load("gemm").launch("gemm_bf16", launch_config(shape).unwrap(), p).unwrap();
+    } else {
+        load("gemv").launch("gemv_bf16", gemv::launch_config(out_cols), p).unwrap();
+    }
 }
 
 #[test]
 fn emulated_gemm_matches_cpu_for_every_epilogue_and_tile_order() {
     let mut rng = Rng::fresh("emulated_gemm");
-    for (m, n, k, group) in [
-        (1, 16, 8, TILE_GROUP),
-        (9, 136, 72, TILE_GROUP),
-        (129, 272, 200, TILE_GROUP),
-        (300, 144, 136, 1),
-    ] {
-        let shape = GemmShape { m, n, k };
-        let what = format!("emulated gemm M {m} N {n} K {k} tile group {group}");
-        let a = rng.bf16_vec(m * k, 1.0);
-        let w = rng.bf16_vec(n * k, 1.0 / (k as f32).sqrt());
-        let want = matmul(&to_f32(&a), &w, k);
-        let tol = 2e-2 * rms(&want);
-
-        let mut out = vec![POISON; m * n];
-        run(&a, &w, &mut out, shape, Epilogue::Store.code(), group);
-        assert_close(&format!("{what} store"), &to_f32(&out), &want, tol, 8e-3);
-
-        let mut out32 = vec![f32::NAN; m * n];
-        run(&a, &w, &mut out32, shape, Epilogue::F32_CODE, group);
-        assert_close(
-            &format!("{what} f32"),
-            &out32,
-            &want,
-            1e-3 * rms(&want),
-            1e-3,
-        );
-
-        let mut res = rng.bf16_vec(m * n, 1.0);
-        let want_res: Vec<f32> = res
-            .iter()
-            .zip(round_bf16(&want))
-            .map(|(r, a)| r.to_f32() + a)
-            .collect();
-        run(&a, &w, &mut res, shape, Epilogue::AddInPlace.code(), group);
-        assert_close(
-            &format!("{what} residual"),
-            &to_f32(&res),
-            &want_res,
-            tol,
-            8e-3,
-        );
-
-        let up = rng.bf16_vec(n * k, 1.0 / (k as f32).sqrt());
-        let want_swiglu = swiglu(
-            &round_bf16(&want),
-            &round_bf16(&matmul(&to_f32(&a), &up, k)),
-        );
-        let fused = interleave_gate_up(&w, &up, k);
-        let mut out = vec![POISON; m * n];
-        run(
-            &a,
-            &fused,
-            &mut out,
-            GemmShape { m, n: 2 * n, k },
-            Epilogue::SwiGlu.code(),
-            group,
-        );
-        assert_close(
-            &format!("{what} swiglu"),
-            &to_f32(&out),
-            &want_swiglu,
-            2e-2 * rms(&want_swiglu),
-            1e-2,
-        );
+    for (m, n, k, group) in [(1, 16, 8, TILE_GROUP), (9, 136, 72, TILE_GROUP), (129, 272, 200, TILE_GROUP), (300, 144, 136, 1)] {
+        check_every_epilogue(&mut rng, m, n, k, group);
     }
+}
+
+#[test]
+fn emulated_gemv_matches_cpu_for_every_epilogue() {
+    let mut rng = Rng::fresh("emulated_gemv");
+    // K = 1032: 129 chunks of 8, past one unrolled pass of 4 x 32 lanes, with a remainder.
+    for (m, n, k) in [(1, 16, 8), (3, 40, 1032), (8, 24, 264)] {
+        check_every_epilogue(&mut rng, m, n, k, 0);
+    }
+}
+
+/// Store, f32, residual and SwiGLU against cpu::matmul; `group` 0 runs gemv.
+fn check_every_epilogue(rng: &mut Rng, m: usize, n: usize, k: usize, group: i32) {
+    let shape = GemmShape { m, n, k };
+    let kernel = if group > 0 { format!("gemm tile group {group}") } else { "gemv".to_string() };
+    let what = format!("emulated {kernel} M {m} N {n} K {k}");
+    let a = rng.bf16_vec(m * k, 1.0);
+    let w = rng.bf16_vec(n * k, 1.0 / (k as f32).sqrt());
+    let want = matmul(&to_f32(&a), &w, k);
+    let tol = 2e-2 * rms(&want);
+
+    let mut out = vec![POISON; m * n];
+    run(&a, &w, &mut out, shape, Epilogue::Store.code(), group);
+    assert_close(&format!("{what} store"), &to_f32(&out), &want, tol, 8e-3);
+
+    let mut out32 = vec![f32::NAN; m * n];
+    run(&a, &w, &mut out32, shape, Epilogue::F32_CODE, group);
+    assert_close(&format!("{what} f32"), &out32, &want, 1e-3 * rms(&want), 1e-3);
+
+    let mut res = rng.bf16_vec(m * n, 1.0);
+    let want_res: Vec<f32> = res.iter().zip(round_bf16(&want)).map(|(r, a)| r.to_f32() + a).collect();
+    run(&a, &w, &mut res, shape, Epilogue::AddInPlace.code(), group);
+    assert_close(&format!("{what} residual"), &to_f32(&res), &want_res, tol, 8e-3);
+
+    let up = rng.bf16_vec(n * k, 1.0 / (k as f32).sqrt());
+    let want_swiglu = swiglu(&round_bf16(&want), &round_bf16(&matmul(&to_f32(&a), &up, k)));
+    let fused = interleave_gate_up(&w, &up, k);
+    let mut out = vec![POISON; m * n];
+    run(&a, &fused, &mut out, GemmShape { m, n: 2 * n, k }, Epilogue::SwiGlu.code(), group);
+    assert_close(&format!("{what} swiglu"), &to_f32(&out), &want_swiglu, 2e-2 * rms(&want_swiglu), 1e-2);
 }
