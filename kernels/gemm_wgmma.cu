@@ -104,7 +104,7 @@ __device__ __forceinline__ void store_tile(const WgmmaGemmParams& p, const float
 
 extern "C" __global__ void __launch_bounds__(THREADS, 1)
 gemm_wgmma_bf16(const __grid_constant__ WgmmaGemmParams p) {
-    extern __shared__ unsigned char smem_raw[];
+    DYNAMIC_SHARED(unsigned char, smem_raw);
     const uint32_t base = (shared_addr(smem_raw) + 1023) & ~1023u;
     const uint32_t tiles_a = base;                             // STAGES x [BM, BK]
     const uint32_t tiles_w = base + STAGES * A_TILE_BYTES;     // STAGES x [BN, BK]

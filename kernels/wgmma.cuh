@@ -1,7 +1,7 @@
 // Hopper (sm_90a) building blocks: mbarriers, TMA tensor loads, wgmma and its shared-memory
 // descriptors. Used by gemm_wgmma.cu. Every helper is one PTX instruction (or a wait loop on one);
 // the PTX ISA manual's sections "Asynchronous Warpgroup Level Matrix Multiply-Accumulate" and
-// "Tensor Copy" describe them.
+// "Tensor Copy" describe them. Under NEMO_EMU each calls its emulation (kernels/emu/hopper.cpp).
 #pragma once
 #include "common.cuh"
 
@@ -18,27 +18,46 @@ __device__ __forceinline__ uint32_t shared_addr(const void* p) {
 // ---- mbarrier ----
 
 __device__ __forceinline__ void mbarrier_init(uint32_t bar, uint32_t arrivals) {
+#ifdef NEMO_EMU
+    emu::mbarrier_init(bar, arrivals);
+#else
     asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(arrivals));
+#endif
 }
 
 // Makes initialised barriers visible to the async proxy (TMA) and the other threads; follow with
 // __syncthreads().
 __device__ __forceinline__ void mbarrier_init_fence() {
+#ifdef NEMO_EMU
+    // The emulator has one proxy: nothing to fence.
+#else
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+#endif
 }
 
 // One arrival that also announces `bytes` of TMA traffic the phase must wait for.
 __device__ __forceinline__ void mbarrier_arrive_expect_tx(uint32_t bar, uint32_t bytes) {
+#ifdef NEMO_EMU
+    emu::mbarrier_arrive_expect_tx(bar, bytes);
+#else
     asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+#endif
 }
 
 __device__ __forceinline__ void mbarrier_arrive(uint32_t bar) {
+#ifdef NEMO_EMU
+    emu::mbarrier_arrive(bar);
+#else
     asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+#endif
 }
 
 // Waits until the phase of parity `parity` has completed. A fresh barrier is in phase 0, and
 // the phase "before" it (parity 1) counts as completed: waiting on parity 1 returns at once.
 __device__ __forceinline__ void mbarrier_wait(uint32_t bar, uint32_t parity) {
+#ifdef NEMO_EMU
+    emu::mbarrier_wait(bar, parity);
+#else
     asm volatile(
         "{\n"
         ".reg .pred done;\n"
@@ -46,6 +65,7 @@ __device__ __forceinline__ void mbarrier_wait(uint32_t bar, uint32_t parity) {
         "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
         "@!done bra WAIT;\n"
         "}\n" ::"r"(bar), "r"(parity) : "memory");
+#endif
 }
 
 // ---- TMA ----
@@ -53,13 +73,21 @@ __device__ __forceinline__ void mbarrier_wait(uint32_t bar, uint32_t parity) {
 // Copies the box at (inner, outer) of the 2-D tensor `map` into shared memory at `dst`, counting
 // its bytes on `bar`. Parts of the box outside the tensor are filled with zeros (and counted).
 __device__ __forceinline__ void tma_load_2d(uint32_t dst, const TensorMap* map, int inner, int outer, uint32_t bar) {
+#ifdef NEMO_EMU
+    emu::tma_load_2d(dst, map->opaque, inner, outer, bar);
+#else
     asm volatile(
         "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];\n"
         ::"r"(dst), "l"(reinterpret_cast<uint64_t>(map)), "r"(inner), "r"(outer), "r"(bar) : "memory");
+#endif
 }
 
 __device__ __forceinline__ void tma_prefetch_descriptor(const TensorMap* map) {
+#ifdef NEMO_EMU
+    (void)map;
+#else
     asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(map)) : "memory");
+#endif
 }
 
 // ---- wgmma ----
@@ -75,24 +103,42 @@ __device__ __forceinline__ uint64_t wgmma_desc_k_major_sw128(uint32_t tile) {
 }
 
 // Orders this thread's register accesses before the next wgmma reads or writes them.
+// (The emulator's wgmma completes at issue: fence, commit and wait have nothing to do.)
+#ifdef NEMO_EMU
+__device__ __forceinline__ void wgmma_fence() {}
+__device__ __forceinline__ void wgmma_commit() {}
+template <int N>
+__device__ __forceinline__ void wgmma_wait() {}
+#else
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
 // Waits until at most N committed wgmma groups of this warpgroup are still running.
 template <int N>
 __device__ __forceinline__ void wgmma_wait() { asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory"); }
+#endif
 
 // Moves this warpgroup's register budget down (producers) or up (consumers); every warp of the
 // warpgroup must execute it.
+#ifdef NEMO_EMU
+template <int REGS>
+__device__ __forceinline__ void setmaxnreg_dec() {}
+template <int REGS>
+__device__ __forceinline__ void setmaxnreg_inc() {}
+#else
 template <int REGS>
 __device__ __forceinline__ void setmaxnreg_dec() { asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(REGS)); }
 template <int REGS>
 __device__ __forceinline__ void setmaxnreg_inc() { asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(REGS)); }
+#endif
 
 // d[64 x 256] += A[64 x 16] . B[256 x 16]^T for one warpgroup, both operands K-major in shared
 // memory, f32 accumulators in the mma.sync C layout: d[4 * j + r] is row
 // 16 * warp + lane / 4 + 8 * (r / 2), column 8 * j + 2 * (lane % 4) + r % 2 (warp and lane within
 // the warpgroup). The 128 operands are written out; this is what the instruction takes.
 __device__ __forceinline__ void wgmma_m64n256k16(float (&d)[128], uint64_t desc_a, uint64_t desc_b) {
+#ifdef NEMO_EMU
+    emu::wgmma_m64n256k16_bf16(d, desc_a, desc_b);
+#else
     asm volatile(
         "{\n"
         ".reg .pred scale_d;\n"
@@ -125,4 +171,5 @@ __device__ __forceinline__ void wgmma_m64n256k16(float (&d)[128], uint64_t desc_
           "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]),
           "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])
         : "l"(desc_a), "l"(desc_b), "r"(1));
+#endif
 }

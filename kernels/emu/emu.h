@@ -11,9 +11,13 @@
 // (block, warp, or a warp-collective instruction), so warp-synchronous code sees the values
 // every lane wrote before it; a barrier nobody can pass is reported as a deadlock.
 //
+// Hopper's TMA loads, mbarriers and wgmma are emulated too (hopper.cpp), with the tensor map in
+// the emulator's own encoding (see there), not the driver's.
+//
 // What it cannot show: speed, races between threads of one block on the real GPU (fibers switch
-// only at barriers), the asynchrony of cp.async (copies complete at once), and wgmma/TMA (not
-// emulated). Global memory is host memory: an out-of-bounds read is not caught.
+// only at barriers and waits), the asynchrony of cp.async, TMA and wgmma (each completes at
+// issue, so a missing wait is not caught). Global memory is host memory: an out-of-bounds read
+// is not caught.
 #pragma once
 #include <cuda_bf16.h>  // host-usable bf16; also brings CUDA's host definitions of the keywords
 
@@ -77,11 +81,24 @@ T shuffle(unsigned mask, T v, int src) {
     return r;
 }
 
+// For waits on state other threads change (mbarriers): lets every other fiber run once.
+void wait_a_turn(const char* what);
+// Counts a state change that lets a waiting fiber go on (else a sweep without any is a deadlock).
+void made_progress();
+
 [[noreturn]] void trap();  // reports the thread and block, then aborts the process
 
 void cp_async16(uint32_t smem, const void* gmem, bool valid);
 void ldmatrix_x4(uint32_t r[4], uint32_t addr, bool trans);
 void mma_m16n8k16_bf16(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1);
+
+// Hopper (hopper.cpp): mbarriers, TMA 2-D loads through an emulator tensor map, wgmma.
+void mbarrier_init(uint32_t bar, uint32_t arrivals);
+void mbarrier_arrive(uint32_t bar);
+void mbarrier_arrive_expect_tx(uint32_t bar, uint32_t bytes);
+void mbarrier_wait(uint32_t bar, uint32_t parity);
+void tma_load_2d(uint32_t dst, const uint64_t map[16], int inner, int outer, uint32_t bar);
+void wgmma_m64n256k16_bf16(float (&d)[128], uint64_t desc_a, uint64_t desc_b);
 
 }  // namespace emu
 

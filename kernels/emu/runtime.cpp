@@ -21,7 +21,8 @@ constexpr size_t MAX_DYNAMIC_SHARED = 227 * 1024;  // an H100 block's opt-in max
 constexpr size_t STACK_BYTES = 128 * 1024;
 
 alignas(128) unsigned char dynamic_arena[MAX_DYNAMIC_SHARED];
-alignas(128) unsigned char shared_anchor[16];
+// 1024-aligned: offsets from it have the address bits the 128-byte swizzle reads (hopper.cpp).
+alignas(1024) unsigned char shared_anchor[16];
 
 struct Warp {
     unsigned live = 0;  // lanes not exited
@@ -223,6 +224,14 @@ void sync_warp(unsigned mask) {
     while (w.generation == gen) yield();
     self->waiting = nullptr;
 }
+
+void wait_a_turn(const char* what) {
+    current_thread->waiting = what;
+    yield();
+    current_thread->waiting = nullptr;
+}
+
+void made_progress() { ++block.progress; }
 
 unsigned char* warp_slot(int lane) { return block.warps[current_thread->warp].slots[lane]; }
 uint32_t* warp_regs(int lane) { return block.warps[current_thread->warp].regs[lane]; }

@@ -27,34 +27,79 @@ const SMEM_BYTES: usize = 1024 + STAGES * (BM + BN) * BK * 2 + 2 * STAGES * 8;
 /// CUDA 13 is 128-aligned, which would change the parameter struct's layout).
 #[repr(C, align(64))]
 #[derive(Clone, Copy)]
-struct TensorMap([u64; 16]);
+pub struct TensorMap(pub [u64; 16]);
 
-/// Mirror of `WgmmaGemmParams` (kernels/gemm_wgmma.cu).
+/// Mirror of `WgmmaGemmParams` (kernels/gemm_wgmma.cu) (public so that the emulator tests,
+/// tests/gpu/emulated, can launch the kernel with host pointers and their own tensor maps).
 #[repr(C, align(64))]
 #[derive(Clone, Copy)]
-struct WgmmaParams {
-    a_map: TensorMap,
-    w_map: TensorMap,
-    out: u64,
-    residual: u64,
-    m: i32,
-    n: i32,
-    k: i32,
-    ldo: i32,
-    epilogue: i32,
-    tile_group: i32,
+pub struct WgmmaParams {
+    pub a_map: TensorMap,
+    pub w_map: TensorMap,
+    pub out: u64,
+    pub residual: u64,
+    pub m: i32,
+    pub n: i32,
+    pub k: i32,
+    pub ldo: i32,
+    pub epilogue: i32,
+    pub tile_group: i32,
 }
+
+impl WgmmaParams {
+    /// The GEMM's parameters with A's and W's tensor maps (see `tensor_map_spec`).
+    pub fn new(p: &LinearParams, a_map: TensorMap, w_map: TensorMap) -> WgmmaParams {
+        WgmmaParams {
+            a_map,
+            w_map,
+            out: p.out,
+            residual: p.residual,
+            m: p.m,
+            n: p.n,
+            k: p.k,
+            ldo: p.ldo,
+            epilogue: p.epilogue,
+            tile_group: p.tile_group,
+        }
+    }
+}
+
+/// What TMA is told about a 2-D row-major bf16 tensor [rows, cols]: dimensions innermost first,
+/// the row stride, a box of 64 columns (128 bytes, the swizzle width) by `box_rows` rows, and
+/// the 128-byte swizzle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TensorMapSpec {
+    pub addr: u64,
+    pub dims: [u64; 2],
+    pub row_stride_bytes: u64,
+    pub box_dims: [u32; 2],
+    pub swizzle_bytes: u32,
+}
+
+/// The map of a [rows, cols] tensor read in boxes of `box_rows` rows (`BOX_ROWS`: A's, W's).
+pub fn tensor_map_spec(addr: u64, rows: usize, cols: usize, box_rows: usize) -> TensorMapSpec {
+    TensorMapSpec {
+        addr,
+        dims: [cols as u64, rows as u64],
+        row_stride_bytes: (cols * 2) as u64,
+        box_dims: [BK as u32, box_rows as u32],
+        swizzle_bytes: 128,
+    }
+}
+
+/// The box heights of A's and W's maps: the kernel's BM and BN.
+pub const BOX_ROWS: (usize, usize) = (BM, BN);
 const _: () = assert!(std::mem::size_of::<WgmmaParams>() == 320);
 // SAFETY: plain old data with the C struct's layout (size asserted on both sides).
 unsafe impl DeviceRepr for WgmmaParams {}
 
-/// A 2-D row-major bf16 tensor [rows, cols] at `addr` as TMA sees it: boxes of `box_rows` rows by
-/// 64 columns (128 bytes, the swizzle width), written to shared memory with the 128-byte swizzle;
-/// reads past the tensor return zeros.
+/// A 2-D row-major bf16 tensor [rows, cols] at `addr` as TMA sees it (`tensor_map_spec`),
+/// encoded by the driver; reads past the tensor return zeros.
 fn tensor_map(addr: u64, rows: usize, cols: usize, box_rows: usize) -> Result<TensorMap> {
-    let dims: [u64; 2] = [cols as u64, rows as u64];
-    let strides: [u64; 1] = [(cols * 2) as u64]; // bytes between rows; the innermost is implied
-    let boxes: [u32; 2] = [BK as u32, box_rows as u32];
+    let spec = tensor_map_spec(addr, rows, cols, box_rows);
+    let dims = spec.dims;
+    let strides: [u64; 1] = [spec.row_stride_bytes]; // bytes between rows; the innermost is implied
+    let boxes = spec.box_dims;
     let element_strides: [u32; 2] = [1, 1];
     let mut map = sys::CUtensorMap { opaque: [0; 16] };
     // SAFETY: every pointer is to a live local array of the rank's length; `map` is the
@@ -110,6 +155,15 @@ pub fn gemm_wgmma_f32(gpu: &Gpu, a: &CudaView<bf16>, w: &CudaView<bf16>, out: &m
     launch(gpu, linear_params(gpu, KERNEL, a, w, out, shape, None)?, shape)
 }
 
+/// The launch: one block per 128 x 256 output tile; the kernel orders them (kernels/tile_order.cuh).
+pub fn launch_config(shape: GemmShape) -> Result<LaunchConfig> {
+    Ok(LaunchConfig {
+        grid_dim: (as_i32(KERNEL, "output tiles", shape.m.div_ceil(BM) * shape.n.div_ceil(BN))? as u32, 1, 1),
+        block_dim: (THREADS, 1, 1),
+        shared_mem_bytes: SMEM_BYTES as u32,
+    })
+}
+
 fn launch(gpu: &Gpu, p: LinearParams, shape: GemmShape) -> Result<()> {
     if shape.m == 0 {
         return Ok(());
@@ -124,24 +178,8 @@ fn launch(gpu: &Gpu, p: LinearParams, shape: GemmShape) -> Result<()> {
     // cuTensorMapEncodeTiled needs the context current on this thread (cudarc binds it for its
     // own calls only).
     gpu.ctx.bind_to_thread().map_err(GpuError::driver("binding the context"))?;
-    let params = WgmmaParams {
-        a_map: tensor_map(p.a, shape.m, shape.k, BM)?,
-        w_map: tensor_map(p.w, shape.n, shape.k, BN)?,
-        out: p.out,
-        residual: p.residual,
-        m: p.m,
-        n: p.n,
-        k: p.k,
-        ldo: p.ldo,
-        epilogue: p.epilogue,
-        tile_group: p.tile_group,
-    };
-    let cfg = LaunchConfig {
-        // One block per output tile; the kernel orders them (kernels/tile_order.cuh).
-        grid_dim: (as_i32(KERNEL, "output tiles", shape.m.div_ceil(BM) * shape.n.div_ceil(BN))? as u32, 1, 1),
-        block_dim: (THREADS, 1, 1),
-        shared_mem_bytes: SMEM_BYTES as u32,
-    };
+    let params = WgmmaParams::new(&p, tensor_map(p.a, shape.m, shape.k, BM)?, tensor_map(p.w, shape.n, shape.k, BN)?);
+    let cfg = launch_config(shape)?;
     let mut launch = gpu.stream.launch_builder(&gpu.kernels.gemm_wgmma_bf16);
     launch.arg(&params);
     // SAFETY: A, W and out hold M*K, N*K and M*out_cols elements, 16-byte aligned (checked by

@@ -9,6 +9,7 @@
 
 mod attention;
 mod gemm;
+mod gemm_wgmma;
 mod selftest;
 
 use std::collections::HashMap;
@@ -122,6 +123,7 @@ fn build(file: &str) -> PathBuf {
         .args(["-x", "c++"])
         .arg(kernels.join(format!("{file}.cu")))
         .arg(kernels.join("emu/runtime.cpp"))
+        .arg(kernels.join("emu/hopper.cpp"))
         .arg("-o")
         .arg(&tmp)
         .output()
