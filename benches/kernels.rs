@@ -17,7 +17,8 @@ use nemo_engine::gpu::kernels::rmsnorm::{fused_add_rmsnorm, rmsnorm};
 use nemo_engine::gpu::kernels::rope::{rope_cos_sin_table, rope_write_kv, RopeShape};
 use nemo_engine::gpu::timing::{copy_bandwidth_gbs, time_ms};
 use nemo_engine::gpu::{upload, Gpu, GpuResult};
-use nemo_engine::lab::attention::DecodeFn;
+use nemo_engine::gpu::kernels::attention_wgmma::attention_prefill_wgmma;
+use nemo_engine::lab::attention::{DecodeFn, PrefillFn};
 use nemo_engine::model::{ModelConfig, RopeLayout};
 
 struct Bench {
@@ -178,10 +179,16 @@ fn bench_attention(b: &Bench) -> GpuResult<()> {
         let k = upload(&b.gpu, &random_bf16(slots * c.kv_dim(), 6, 1.0))?;
         let v = upload(&b.gpu, &random_bf16(slots * c.kv_dim(), 7, 1.0))?;
         let mut out = upload(&b.gpu, &vec![bf16::ZERO; n * c.q_dim()])?;
-        let t = time_ms(&b.gpu, 3, 10, |_| attention_prefill(&b.gpu, shape, &meta, &q.as_view(), &k.as_view(), &v.as_view(), &mut out.as_view_mut()))?;
         // Causal: QK^T and PV over n^2/2 pairs, 2 FLOPs per multiply-add.
         let flops = 4.0 * (n as f64 * n as f64 / 2.0) * (c.head_dim * c.n_heads) as f64;
-        b.report_flops("attention_prefill", &format!("causal {n} tokens, 32/8 heads x 128"), t.median_ms, flops);
+        let variants: [(&str, PrefillFn); 2] = [("attention_prefill", attention_prefill), ("attention_prefill_wgmma", attention_prefill_wgmma)];
+        for (name, prefill) in variants {
+            if name.ends_with("wgmma") && std::env::var("NEMO_BENCH_NO_WGMMA").as_deref() == Ok("1") {
+                continue;
+            }
+            let t = time_ms(&b.gpu, 3, 10, |_| prefill(&b.gpu, shape, &meta, &q.as_view(), &k.as_view(), &v.as_view(), &mut out.as_view_mut()))?;
+            b.report_flops(name, &format!("causal {n} tokens, 32/8 heads x 128"), t.median_ms, flops);
+        }
     }
     for ctx in [1024, 32_768, 131_072] {
         let (meta, slots) = single_sequence(b, ctx, 1)?;

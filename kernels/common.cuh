@@ -31,6 +31,12 @@ __device__ __forceinline__ bf16x8 pack8(const float in[8]) {
     return v;
 }
 
+// Two floats as the bf16 pair of one 32-bit register (lo in the low half): an mma A fragment.
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<uint32_t*>(&v);
+}
+
 __device__ __forceinline__ float warp_sum(float x) {
 #pragma unroll
     for (int offset = 16; offset > 0; offset >>= 1) x += __shfl_xor_sync(0xffffffffu, x, offset);

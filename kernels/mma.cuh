@@ -64,7 +64,3 @@ __device__ __forceinline__ void mma_bf16(float c[4], const uint32_t a[4], uint32
 #endif
 }
 
-__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
-    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-    return *reinterpret_cast<uint32_t*>(&v);
-}

@@ -132,19 +132,7 @@ fn every_ptx_entry_has_a_typed_handle_and_vice_versa() {
 /// wgmma serialisation (what it prints when the accumulators must be moved between wgmmas).
 #[test]
 fn gemm_wgmma_sass_uses_hgmma_and_tma() {
-    let dir = tempfile::tempdir().unwrap();
-    let text = ptx::module("gemm_wgmma").expect("the gemm_wgmma module is embedded");
-    let ptx_path = dir.path().join("gemm_wgmma.ptx");
-    let cubin = dir.path().join("gemm_wgmma.cubin");
-    std::fs::write(&ptx_path, text).unwrap();
-    let out = Command::new(ptxas()).args(["-arch=sm_90a", "-v", "-o"]).arg(&cubin).arg(&ptx_path).output().expect("ptxas");
-    let report = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "ptxas failed:\n{report}");
-    assert!(!report.to_lowercase().contains("serializ"), "ptxas serialises the wgmmas:\n{report}");
-    let cuobjdump = PathBuf::from(env!("NEMO_CUDA_BIN")).join("cuobjdump");
-    let sass = Command::new(&cuobjdump).arg("--dump-sass").arg(&cubin).output().expect("cuobjdump from scripts/setup.sh");
-    assert!(sass.status.success(), "cuobjdump failed: {}", String::from_utf8_lossy(&sass.stderr));
-    let sass = String::from_utf8_lossy(&sass.stdout);
+    let sass = hopper_sass("gemm_wgmma");
     let count = |op: &str| sass.matches(op).count();
     assert!(count("HGMMA.64x256x16.F32.BF16") >= 4, "no 64x256x16 HGMMA in the SASS");
     assert!(count("UTMALDG.2D") >= 2, "no TMA tensor loads in the SASS");
@@ -152,4 +140,35 @@ fn gemm_wgmma_sass_uses_hgmma_and_tma() {
     // And the older kernel stays on mma.sync (HMMA), so the comparison in the benchmark is real.
     let old = ptx::module("gemm").unwrap();
     assert!(!old.contains("wgmma"), "gemm.cu is the mma.sync baseline");
+}
+
+/// The Hopper prefill attention: S = Q K^T as 64x128x16 HGMMAs, O += P V as 64x128x16 (head_dim
+/// 128) and 64x64x16 (head_dim 64) HGMMAs with P from registers, K/V by TMA; no serialisation and
+/// no compiler-inserted warpgroup arrives between the P V wgmmas (ptxas C7519).
+#[test]
+fn attention_prefill_wgmma_sass_uses_hgmma_and_tma() {
+    let sass = hopper_sass("attention_prefill_wgmma");
+    let count = |op: &str| sass.matches(op).count();
+    assert!(count("HGMMA.64x128x16.F32.BF16") >= 16, "no 64x128x16 HGMMA in the SASS");
+    assert!(count("HGMMA.64x64x16.F32.BF16") >= 8, "no 64x64x16 HGMMA (head_dim 64) in the SASS");
+    assert!(count("UTMALDG.2D") >= 4, "no TMA tensor loads in the SASS");
+}
+
+/// ptxas (sm_90a) of an embedded module, failing on wgmma serialisation or injected warpgroup
+/// arrives; returns its SASS from cuobjdump.
+fn hopper_sass(module: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let text = ptx::module(module).unwrap_or_else(|| panic!("the {module} module is embedded"));
+    let ptx_path = dir.path().join(format!("{module}.ptx"));
+    let cubin = dir.path().join(format!("{module}.cubin"));
+    std::fs::write(&ptx_path, text).unwrap();
+    let out = Command::new(ptxas()).args(["-arch=sm_90a", "-v", "-o"]).arg(&cubin).arg(&ptx_path).output().expect("ptxas");
+    let report = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "ptxas failed:\n{report}");
+    assert!(!report.to_lowercase().contains("serializ"), "{module}: ptxas serialises the wgmmas:\n{report}");
+    assert!(!report.contains("C7519"), "{module}: ptxas injects warpgroup arrives between wgmmas:\n{report}");
+    let cuobjdump = PathBuf::from(env!("NEMO_CUDA_BIN")).join("cuobjdump");
+    let sass = Command::new(&cuobjdump).arg("--dump-sass").arg(&cubin).output().expect("cuobjdump from scripts/setup.sh");
+    assert!(sass.status.success(), "cuobjdump failed: {}", String::from_utf8_lossy(&sass.stderr));
+    String::from_utf8_lossy(&sass.stdout).into_owned()
 }

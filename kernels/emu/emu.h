@@ -99,6 +99,8 @@ void mbarrier_arrive_expect_tx(uint32_t bar, uint32_t bytes);
 void mbarrier_wait(uint32_t bar, uint32_t parity);
 void tma_load_2d(uint32_t dst, const uint64_t map[16], int inner, int outer, uint32_t bar);
 void wgmma_m64n256k16_bf16(float (&d)[128], uint64_t desc_a, uint64_t desc_b);
+// d (N / 2 floats per thread) += A . B for N in {64, 128, 256}; A from registers when a_regs is set.
+void wgmma_bf16(float* d, int n, const uint32_t* a_regs, uint64_t desc_a, uint64_t desc_b, bool trans_b);
 
 }  // namespace emu
 

@@ -76,7 +76,19 @@ float k_major_sw128(uint64_t desc, int row, int k) {
     return bf16_bits_to_float(shared_bf16(swizzle128(linear)));
 }
 
-void check_sw128_descriptor(uint64_t desc) {
+// Element (k, n) of an N-major (MN-major) operand under a 128-byte-swizzle descriptor: 64
+// consecutive n share a 128-byte row, rows k of an 8-row group are 128 bytes apart; the leading
+// byte offset (bits 16-29) steps between 64-wide n groups, the stride byte offset between 8-row
+// k groups (the PTX ISA's canonical layout ((T,8,m),(8,k)):((1,T,LBO),(8T,SBO)), T = 8 bf16).
+float n_major_sw128(uint64_t desc, int k, int n) {
+    const uint32_t start = uint32_t(desc & 0x3FFF) << 4;
+    const uint32_t leading = uint32_t((desc >> 16) & 0x3FFF) << 4;
+    const uint32_t stride = uint32_t((desc >> 32) & 0x3FFF) << 4;
+    const uint32_t linear = start + (n / 64) * leading + (n % 64) * 2 + (k / 8) * stride + (k % 8) * 128;
+    return bf16_bits_to_float(shared_bf16(swizzle128(linear)));
+}
+
+void check_swizzle128(uint64_t desc) {
     if ((desc >> 62) != 1) fail("wgmma descriptor: only the 128-byte swizzle layout is emulated");
     if ((desc >> 49) & 7) fail("wgmma descriptor: a non-zero base offset is not emulated");
 }
@@ -128,21 +140,36 @@ void tma_load_2d(uint32_t dst, const uint64_t map[16], int inner, int outer, uin
     complete_tx(bar, box_inner * box_outer * 2);
 }
 
-// d[64 x 256] += A[64 x 16] . B[256 x 16]^T for the calling thread's share of the warpgroup's
+// d[64 x N] += A[64 x 16] . B[16 x N] for the calling thread's share of the warpgroup's
 // accumulators: d[4j + r] is row 16 * warp + lane / 4 + 8 * (r / 2), column 8j + 2 * (lane % 4) +
 // r % 2 (warp and lane within the warpgroup), as in the PTX ISA's wgmma D fragment figure.
-void wgmma_m64n256k16_bf16(float (&d)[128], uint64_t desc_a, uint64_t desc_b) {
-    check_sw128_descriptor(desc_a);
-    check_sw128_descriptor(desc_b);
+// A comes from shared memory (K-major descriptor) or, with `a_regs`, from registers in the
+// mma.sync A layout of each warp's 16 rows; B from shared memory, K-major or (`trans_b`) N-major.
+void wgmma_bf16(float* d, int n, const uint32_t* a_regs, uint64_t desc_a, uint64_t desc_b, bool trans_b) {
+    check_swizzle128(desc_b);
     const int t = int(current_thread->idx.x) % 128, warp = t / 32, lane = t % 32;
     float a[2][16];
-    for (int h = 0; h < 2; ++h)
-        for (int k = 0; k < 16; ++k) a[h][k] = k_major_sw128(desc_a, 16 * warp + lane / 4 + 8 * h, k);
-    for (int j = 0; j < 32; ++j) {
+    if (a_regs) {
+        uint32_t* mine = warp_regs(lane);
+        for (int i = 0; i < 4; ++i) mine[i] = a_regs[i];
+        sync_warp(0xffffffffu);
+        // Register i of lane 4 * row8 + k8 / 2 holds (row8 + 8 * (i % 2), k8 + 8 * (i / 2)).
+        for (int h = 0; h < 2; ++h)
+            for (int k = 0; k < 16; ++k) {
+                const uint32_t reg = warp_regs((lane / 4) * 4 + (k % 8) / 2)[h + 2 * (k / 8)];
+                a[h][k] = bf16_bits_to_float(uint16_t(k % 2 ? reg >> 16 : reg & 0xffff));
+            }
+        sync_warp(0xffffffffu);
+    } else {
+        check_swizzle128(desc_a);
+        for (int h = 0; h < 2; ++h)
+            for (int k = 0; k < 16; ++k) a[h][k] = k_major_sw128(desc_a, 16 * warp + lane / 4 + 8 * h, k);
+    }
+    for (int j = 0; j < n / 8; ++j) {
         for (int c = 0; c < 2; ++c) {
             const int col = 8 * j + 2 * (lane % 4) + c;
             float b[16];
-            for (int k = 0; k < 16; ++k) b[k] = k_major_sw128(desc_b, col, k);
+            for (int k = 0; k < 16; ++k) b[k] = trans_b ? n_major_sw128(desc_b, k, col) : k_major_sw128(desc_b, col, k);
             for (int h = 0; h < 2; ++h) {
                 float acc = d[4 * j + 2 * h + c];
                 for (int k = 0; k < 16; ++k) acc += a[h][k] * b[k];
@@ -150,6 +177,10 @@ void wgmma_m64n256k16_bf16(float (&d)[128], uint64_t desc_a, uint64_t desc_b) {
             }
         }
     }
+}
+
+void wgmma_m64n256k16_bf16(float (&d)[128], uint64_t desc_a, uint64_t desc_b) {
+    wgmma_bf16(d, 256, nullptr, desc_a, desc_b, false);
 }
 
 }  // namespace emu

@@ -50,6 +50,7 @@ kernel_table! {
         attention_decode_mma_bf16_hd64_g8,
     ],
     "attention_prefill" => [attention_prefill_bf16_hd128, attention_prefill_bf16_hd64],
+    "attention_prefill_wgmma" => [attention_prefill_wgmma_bf16_hd128, attention_prefill_wgmma_bf16_hd64],
     "embedding" => [embedding_gather_bf16],
     "gemm" => [gemm_bf16],
     "gemm_wgmma" => [gemm_wgmma_bf16],
@@ -124,6 +125,7 @@ impl Gpu {
         super::kernels::gemm::configure(&kernels)?;
         super::kernels::gemm_wgmma::configure(&kernels)?;
         super::kernels::attention::configure(&kernels)?;
+        super::kernels::attention_wgmma::configure(&kernels)?;
         super::kernels::sampling::configure(&kernels)?;
         Ok(Gpu { ctx, stream, kernels, info, sync_each_launch, cuda_graphs })
     }

@@ -8,7 +8,8 @@ use nemo_engine::gpu::kernels::attention::{
     attention_decode, attention_decode_mma, attention_prefill, decode_splits, AttentionMeta, AttentionShape,
     DecodeWorkspace,
 };
-use nemo_engine::lab::attention::DecodeFn;
+use nemo_engine::gpu::kernels::attention_wgmma::attention_prefill_wgmma;
+use nemo_engine::lab::attention::{DecodeFn, PrefillFn};
 use nemo_engine::gpu::Gpu;
 
 const BLOCK: usize = 16;
@@ -67,18 +68,24 @@ pub fn build(rng: &mut Rng, shape: AttentionShape, seqs: &[(usize, usize)]) -> C
     Case { meta, n_cache_blocks, k_cache, v_cache, q, want }
 }
 
-/// Prefill with `decode` None, else that decode wrapper.
-fn run(gpu: &Gpu, shape: AttentionShape, case: &Case, decode: Option<DecodeFn>) -> Vec<f32> {
+/// Which wrapper `run` launches.
+enum Kernel {
+    Prefill(PrefillFn),
+    Decode(DecodeFn),
+}
+use Kernel::{Decode, Prefill};
+
+fn run(gpu: &Gpu, shape: AttentionShape, case: &Case, kernel: Kernel) -> Vec<f32> {
     let meta = case.meta.upload(gpu, case.n_cache_blocks).unwrap();
     let (q, k, v) = (dev(gpu, &case.q), dev(gpu, &case.k_cache), dev(gpu, &case.v_cache));
     let mut out = poisoned(gpu, meta.n_tokens * shape.n_heads * shape.head_dim);
-    if let Some(decode) = decode {
+    if let Decode(decode) = kernel {
         let splits = decode_splits(132, meta.n_seqs, shape.n_kv_heads, meta.max_ctx);
         let mut ws = DecodeWorkspace::new(gpu, meta.n_seqs, shape.n_heads, splits, shape.head_dim).unwrap();
         decode(gpu, shape, &meta, &q.as_view(), &k.as_view(), &v.as_view(), &mut ws, splits, &mut out.as_view_mut())
             .unwrap();
-    } else {
-        attention_prefill(gpu, shape, &meta, &q.as_view(), &k.as_view(), &v.as_view(), &mut out.as_view_mut()).unwrap();
+    } else if let Prefill(prefill) = kernel {
+        prefill(gpu, shape, &meta, &q.as_view(), &k.as_view(), &v.as_view(), &mut out.as_view_mut()).unwrap();
     }
     fetch(gpu, &out)
 }
@@ -92,8 +99,18 @@ pub fn shapes() -> [AttentionShape; 2] {
 
 #[test]
 fn attention_prefill_matches_cpu() {
-    let Some(gpu) = gpu_or_skip("attention_prefill_matches_cpu") else { return };
-    let mut rng = Rng::fresh("attention_prefill");
+    prefill_matches_cpu("attention_prefill_matches_cpu", attention_prefill);
+}
+
+/// The Hopper variant on its own (scripts/gpu-check runs it with the paths no GPU has checked yet).
+#[test]
+fn attention_prefill_wgmma_matches_cpu() {
+    prefill_matches_cpu("attention_prefill_wgmma_matches_cpu", attention_prefill_wgmma);
+}
+
+fn prefill_matches_cpu(test: &str, prefill: PrefillFn) {
+    let Some(gpu) = gpu_or_skip(test) else { return };
+    let mut rng = Rng::fresh(test);
     for shape in shapes() {
         // Whole prompts of awkward lengths, one at 4k+; a chunk over a cached prefix; a batch.
         let batches: Vec<Vec<(usize, usize)>> = vec![
@@ -106,8 +123,8 @@ fn attention_prefill_matches_cpu() {
         ];
         for seqs in batches {
             let case = build(&mut rng, shape, &seqs);
-            let got = run(&gpu, shape, &case, None);
-            assert_close(&format!("prefill hd {} {:?}", shape.head_dim, seqs), &got, &case.want, 2e-2, 2e-2);
+            let got = run(&gpu, shape, &case, Prefill(prefill));
+            assert_close(&format!("{test} hd {} {:?}", shape.head_dim, seqs), &got, &case.want, 2e-2, 2e-2);
         }
     }
 }
@@ -130,7 +147,7 @@ fn decode_matches_cpu(test: &str, decode: DecodeFn) {
     for shape in shapes() {
         for seqs in [vec![(1, 1)], vec![(1, 32_768)], vec![(1, 1), (1, 100), (1, 4097), (1, 20_000)]] {
             let case = build(&mut rng, shape, &seqs);
-            let got = run(&gpu, shape, &case, Some(decode));
+            let got = run(&gpu, shape, &case, Decode(decode));
             assert_close(&format!("{test} hd {} {:?}", shape.head_dim, seqs), &got, &case.want, 2e-2, 2e-2);
         }
     }

@@ -6,7 +6,7 @@ use half::bf16;
 use nemo_engine::cpu::forward_last;
 use nemo_engine::cpu::KvCache;
 use nemo_engine::engine::{Backend, CudaBackend, CudaOptions};
-use nemo_engine::gpu::model::GemmKernel;
+use nemo_engine::gpu::model::{GemmKernel, PrefillKernel};
 use nemo_engine::model::{load, LayerWeights, ModelConfig, ModelWeights, RopeLayout, Tensor, TensorData};
 use rayon::prelude::*;
 
@@ -55,7 +55,18 @@ fn gpu_prefill_with_the_wgmma_gemm_matches_transformers() {
     prefill_matches_transformers(GemmKernel::Wgmma);
 }
 
+/// The same with the Hopper prefill attention (kernels/attention_prefill_wgmma.cu).
+#[test]
+fn gpu_prefill_with_the_wgmma_attention_matches_transformers() {
+    let Some(_gpu) = gpu_or_skip("gpu_prefill_with_the_wgmma_attention_matches_transformers") else { return };
+    prefill_matches_transformers_with(GemmKernel::MmaSync, PrefillKernel::Wgmma);
+}
+
 fn prefill_matches_transformers(gemm: GemmKernel) {
+    prefill_matches_transformers_with(gemm, PrefillKernel::MmaSync);
+}
+
+fn prefill_matches_transformers_with(gemm: GemmKernel, prefill: PrefillKernel) {
     let reference = Reference::load();
     let tensors = reference_tensors();
     for layout in ["hf", "mistral"] {
@@ -65,6 +76,7 @@ fn prefill_matches_transformers(gemm: GemmKernel) {
         for max_chunk in [4096, 100] {
             let mut gpu = backend(&model.weights, max_chunk);
             gpu.model.gemm = gemm;
+            gpu.model.prefill = prefill;
             for p in &reference.prompts {
                 gpu.reset();
                 let logits = gpu.forward(&p.tokens).unwrap();
@@ -72,7 +84,7 @@ fn prefill_matches_transformers(gemm: GemmKernel) {
                 let want = &all[all.len() - vocab..]; // the last recorded position is the last token
                 assert_eq!(*p.logit_positions.last().unwrap(), p.tokens.len() - 1);
                 let (mean, max) = errors(&logits, want);
-                eprintln!("{layout} chunk {max_chunk} {gemm:?} {}: mean abs {mean:.2e}, max abs {max:.2e}", p.name);
+                eprintln!("{layout} chunk {max_chunk} {gemm:?} {prefill:?} {}: mean abs {mean:.2e}, max abs {max:.2e}", p.name);
                 assert!(mean <= MEAN_ABS, "{layout} {gemm:?} {}: mean abs logit error {mean} > {MEAN_ABS}", p.name);
                 if top2_margin(want) > 0.1 {
                     assert_eq!(argmax(&logits), argmax(want), "{layout} {}: greedy token", p.name);

@@ -150,6 +150,16 @@ impl DeviceAttentionMeta {
         self.max_blocks
     }
 
+    /// KV slots per cache block.
+    pub fn block_size(&self) -> usize {
+        self.block_size
+    }
+
+    /// Blocks in the cache the metadata was checked against.
+    pub fn n_cache_blocks(&self) -> usize {
+        self.n_cache_blocks
+    }
+
     /// Device buffers for up to `max_seqs` sequences with block-table rows of `max_blocks`,
     /// refilled in place each step (`refill`): the addresses a captured CUDA graph holds stay valid.
     pub fn persistent(gpu: &Gpu, max_seqs: usize, max_blocks: usize, block_size: usize, n_cache_blocks: usize) -> Result<Self> {
@@ -197,7 +207,7 @@ impl DeviceAttentionMeta {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn params(
+pub(crate) fn params(
     gpu: &Gpu,
     kernel: &'static str,
     shape: AttentionShape,

@@ -96,7 +96,13 @@ unsafe impl DeviceRepr for WgmmaParams {}
 /// A 2-D row-major bf16 tensor [rows, cols] at `addr` as TMA sees it (`tensor_map_spec`),
 /// encoded by the driver; reads past the tensor return zeros.
 fn tensor_map(addr: u64, rows: usize, cols: usize, box_rows: usize) -> Result<TensorMap> {
-    let spec = tensor_map_spec(addr, rows, cols, box_rows);
+    encode_tensor_map(tensor_map_spec(addr, rows, cols, box_rows), KERNEL)
+}
+
+/// `spec` encoded by the driver (the context must be bound to this thread).
+pub(crate) fn encode_tensor_map(spec: TensorMapSpec, kernel: &'static str) -> Result<TensorMap> {
+    let (rows, cols) = (spec.dims[1], spec.dims[0]);
+    let addr = spec.addr;
     let dims = spec.dims;
     let strides: [u64; 1] = [spec.row_stride_bytes]; // bytes between rows; the innermost is implied
     let boxes = spec.box_dims;
@@ -122,7 +128,7 @@ fn tensor_map(addr: u64, rows: usize, cols: usize, box_rows: usize) -> Result<Te
         )
     };
     if r != CUresult::CUDA_SUCCESS {
-        return Err(GpuError::BadArgument { kernel: KERNEL, what: format!("cuTensorMapEncodeTiled({rows} x {cols}) failed: {r:?}") });
+        return Err(GpuError::BadArgument { kernel, what: format!("cuTensorMapEncodeTiled({rows} x {cols}) failed: {r:?}") });
     }
     Ok(TensorMap(map.opaque))
 }

@@ -8,6 +8,8 @@ use half::bf16;
 use super::{GpuKvCache, GpuWeights, BLOCK_SIZE};
 use crate::gpu::error::{GpuError, Result};
 use super::graphs::{graph_batch, DecodeGraphs, GraphReport};
+use super::kernel_choice::{decode_kernel_from_env, GemmKernel, PrefillKernel};
+use crate::gpu::kernels::attention_wgmma::attention_prefill_wgmma;
 use crate::gpu::kernels::attention::{
     attention_decode, attention_decode_mma, attention_prefill, decode_splits, AttentionMeta, AttentionShape, DecodeKernel,
     DecodeWorkspace, DeviceAttentionMeta,
@@ -48,45 +50,14 @@ pub struct SeqChunk<'a> {
     pub want_logits: bool,
 }
 
-/// Which tensor-core GEMM serves M > 8 (`NEMO_GEMM=mma|wgmma`, default mma).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum GemmKernel {
-    /// kernels/gemm.cu: mma.sync, cp.async; checked on an H100 (docs/gpu-runs.md).
-    MmaSync,
-    /// kernels/gemm_wgmma.cu: wgmma + TMA; the default once a GPU run has checked it.
-    Wgmma,
-}
-
-impl GemmKernel {
-    /// From `NEMO_GEMM`; an unknown value is an error, not a silent default.
-    pub fn from_env() -> Result<GemmKernel> {
-        match std::env::var("NEMO_GEMM").as_deref() {
-            Err(_) | Ok("") | Ok("mma") => Ok(GemmKernel::MmaSync),
-            Ok("wgmma") => Ok(GemmKernel::Wgmma),
-            Ok(other) => Err(GpuError::BadArgument { kernel: "gemm", what: format!("NEMO_GEMM={other:?}: expected mma or wgmma") }),
-        }
-    }
-}
-
-/// Which decode attention kernel serves decode steps (`NEMO_DECODE_ATTENTION=cuda-cores|mma`,
-/// default cuda-cores: the mma one becomes the default once a GPU run has checked and timed it).
-pub fn decode_kernel_from_env() -> Result<DecodeKernel> {
-    match std::env::var("NEMO_DECODE_ATTENTION").as_deref() {
-        Err(_) | Ok("") | Ok("cuda-cores") => Ok(DecodeKernel::CudaCores),
-        Ok("mma") => Ok(DecodeKernel::Mma),
-        Ok(other) => Err(GpuError::BadArgument {
-            kernel: "attention_decode",
-            what: format!("NEMO_DECODE_ATTENTION={other:?}: expected cuda-cores or mma"),
-        }),
-    }
-}
-
 pub struct CudaModel {
     pub gpu: Gpu,
     /// The GEMM used for every linear layer with M > 8 (and the LM head over > 8 rows).
     pub gemm: GemmKernel,
     /// The attention kernel of decode steps.
     pub decode: DecodeKernel,
+    /// The attention kernel of prefill and mixed steps.
+    pub prefill: PrefillKernel,
     pub weights: GpuWeights,
     pub kv: GpuKvCache,
     rope: RopeTable,
@@ -159,6 +130,7 @@ impl CudaModel {
         let decode_workspace = DecodeWorkspace::new(&gpu, max_seqs, c.n_heads, max_decode_splits, c.head_dim)?;
         let gemm = GemmKernel::from_env()?;
         let decode = decode_kernel_from_env()?;
+        let prefill = PrefillKernel::from_env()?;
         let graphs = if gpu.cuda_graphs {
             // Rows as wide as one sequence's whole capacity, for up to max_seqs sequences.
             let rows = rope.max_positions.div_ceil(BLOCK_SIZE);
@@ -166,7 +138,7 @@ impl CudaModel {
         } else {
             None
         };
-        Ok(CudaModel { gpu, gemm, decode, graphs, weights, kv, rope, scratch, decode_workspace, max_decode_splits, max_chunk, max_seqs })
+        Ok(CudaModel { gpu, gemm, decode, prefill, graphs, weights, kv, rope, scratch, decode_workspace, max_decode_splits, max_chunk, max_seqs })
     }
 
     /// The CUDA graphs captured so far (None when graphs are off).
@@ -402,7 +374,11 @@ impl CudaModel {
                 };
                 decode(gpu, attn_shape, meta, &q, &k_cache, &v_cache, &mut self.decode_workspace, splits, &mut attn)?;
             } else {
-                attention_prefill(gpu, attn_shape, meta, &q, &k_cache, &v_cache, &mut attn)?;
+                let prefill = match self.prefill {
+                    PrefillKernel::MmaSync => attention_prefill,
+                    PrefillKernel::Wgmma => attention_prefill_wgmma,
+                };
+                prefill(gpu, attn_shape, meta, &q, &k_cache, &v_cache, &mut attn)?;
             }
             let shape = GemmShape { m: n, n: dim, k: c.q_dim() };
             linear(gpu, self.gemm, &s.attn.slice(0..n * c.q_dim()), &layer.wo, &mut s.hidden.slice_mut(0..n * dim), shape, Epilogue::AddInPlace)?;

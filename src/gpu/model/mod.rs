@@ -3,10 +3,12 @@
 
 mod forward;
 mod graphs;
+mod kernel_choice;
 mod kv_cache;
 mod weights;
 
-pub use forward::{CudaModel, GemmKernel, SeqChunk};
+pub use forward::{CudaModel, SeqChunk};
+pub use kernel_choice::{decode_kernel_from_env, GemmKernel, PrefillKernel};
 pub use graphs::GraphReport;
 pub use kv_cache::{GpuKvCache, BLOCK_SIZE};
 pub use weights::{interleave_gate_up, GpuLayer, GpuWeights};

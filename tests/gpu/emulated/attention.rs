@@ -2,10 +2,12 @@
 //! tests' case builder (paged cache with shuffled blocks, batches, cached prefixes), at lengths
 //! the emulator runs in seconds.
 
+use super::gemm_wgmma::emu_tensor_map;
 use super::{addr, load};
 use crate::attention::{build, shapes, Case};
 use crate::common::*;
 use half::bf16;
+use nemo_engine::gpu::kernels::attention_wgmma::{self, cache_map_spec, PrefillWgmmaParams};
 use nemo_engine::gpu::kernels::attention::{
     decode_configs, decode_splits, prefill_config, scale_log2, AttentionParams, AttentionShape, DecodeKernel,
 };
@@ -54,6 +56,20 @@ fn run_prefill(shape: AttentionShape, case: &Case) -> Vec<f32> {
             p,
         )
         .unwrap();
+    to_f32(&out)
+}
+
+/// attention_prefill_wgmma over host buffers, its tensor maps from the wrapper's spec.
+fn run_prefill_wgmma(shape: AttentionShape, case: &Case) -> Vec<f32> {
+    let mut out = vec![POISON; n_out(shape, case)];
+    let attn = params(shape, case, &mut out);
+    let n_slots = case.meta.block_size * case.n_cache_blocks;
+    let map = |cache: &[bf16]| emu_tensor_map(cache_map_spec(addr(cache), n_slots, shape.n_kv_heads, shape.head_dim));
+    let p = PrefillWgmmaParams { k_map: map(&case.k_cache), v_map: map(&case.v_cache), attn };
+    let q_lens = case.meta.cu_seqlens_q.windows(2).map(|w| (w[1] - w[0]) as usize);
+    let cfg = attention_wgmma::launch_config(shape, q_lens.max().unwrap(), case.meta.ctx_lens.len());
+    let kernel = format!("attention_prefill_wgmma_bf16_hd{}", shape.head_dim);
+    load("attention_prefill_wgmma").launch(&kernel, cfg, p).unwrap();
     to_f32(&out)
 }
 
@@ -108,6 +124,21 @@ fn emulated_attention_prefill_matches_cpu() {
                 2e-2,
                 2e-2,
             );
+        }
+    }
+}
+
+/// Tiles of 128 keys over prompts that end mid-tile and mid-block, chunks over a cached prefix
+/// (keys before the chunk), several blocks of 128 / G positions (SmolLM2: G = 3, 42 positions
+/// and 2 padding rows per block), a batch.
+#[test]
+fn emulated_attention_prefill_wgmma_matches_cpu() {
+    let mut rng = Rng::fresh("emulated_attention_prefill_wgmma");
+    for shape in shapes() {
+        for seqs in [vec![(1, 1)], vec![(17, 17)], vec![(100, 100)], vec![(40, 300)], vec![(5, 5), (64, 130), (1, 77)]] {
+            let case = build(&mut rng, shape, &seqs);
+            let got = run_prefill_wgmma(shape, &case);
+            assert_close(&format!("emulated prefill wgmma hd {} {:?}", shape.head_dim, seqs), &got, &case.want, 2e-2, 2e-2);
         }
     }
 }

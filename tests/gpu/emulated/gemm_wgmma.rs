@@ -13,7 +13,7 @@ use nemo_engine::gpu::model::interleave_gate_up;
 
 /// A tensor map in the emulator's encoding (kernels/emu/hopper.cpp), from the spec the wrapper
 /// hands the driver.
-fn emu_tensor_map(s: TensorMapSpec) -> TensorMap {
+pub fn emu_tensor_map(s: TensorMapSpec) -> TensorMap {
     let mut w = [0u64; 16];
     w[0] = 0x50414d54554d45; // "EMUTMAP"
     w[1] = s.addr;

@@ -1,0 +1,63 @@
+//! Which kernel serves each opt-in path, chosen at start-up from the environment: the kernels
+//! not yet checked on a GPU stay off by default, and an unknown value is an error, not a silent
+//! default (docs/architecture.md, "Opt-in GPU paths").
+
+use crate::gpu::error::{GpuError, Result};
+use crate::gpu::kernels::attention::DecodeKernel;
+
+/// Which tensor-core GEMM serves M > 8 (`NEMO_GEMM=mma|wgmma`, default mma).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GemmKernel {
+    /// kernels/gemm.cu: mma.sync, cp.async; checked on an H100 (docs/gpu-runs.md).
+    MmaSync,
+    /// kernels/gemm_wgmma.cu: wgmma + TMA; the default once a GPU run has checked it.
+    Wgmma,
+}
+
+impl GemmKernel {
+    /// From `NEMO_GEMM`; an unknown value is an error, not a silent default.
+    pub fn from_env() -> Result<GemmKernel> {
+        match std::env::var("NEMO_GEMM").as_deref() {
+            Err(_) | Ok("") | Ok("mma") => Ok(GemmKernel::MmaSync),
+            Ok("wgmma") => Ok(GemmKernel::Wgmma),
+            Ok(other) => Err(GpuError::BadArgument { kernel: "gemm", what: format!("NEMO_GEMM={other:?}: expected mma or wgmma") }),
+        }
+    }
+}
+
+/// Which decode attention kernel serves decode steps (`NEMO_DECODE_ATTENTION=cuda-cores|mma`,
+/// default cuda-cores: the mma one becomes the default once a GPU run has checked and timed it).
+pub fn decode_kernel_from_env() -> Result<DecodeKernel> {
+    match std::env::var("NEMO_DECODE_ATTENTION").as_deref() {
+        Err(_) | Ok("") | Ok("cuda-cores") => Ok(DecodeKernel::CudaCores),
+        Ok("mma") => Ok(DecodeKernel::Mma),
+        Ok(other) => Err(GpuError::BadArgument {
+            kernel: "attention_decode",
+            what: format!("NEMO_DECODE_ATTENTION={other:?}: expected cuda-cores or mma"),
+        }),
+    }
+}
+
+/// Which prefill attention kernel serves prompt chunks (`NEMO_PREFILL_ATTENTION=mma|wgmma`,
+/// default mma: the wgmma one becomes the default once a GPU run has checked and timed it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PrefillKernel {
+    /// kernels/attention_prefill.cu: mma.sync; checked on an H100.
+    MmaSync,
+    /// kernels/attention_prefill_wgmma.cu: wgmma + TMA, warp-specialised.
+    Wgmma,
+}
+
+impl PrefillKernel {
+    /// From `NEMO_PREFILL_ATTENTION`; an unknown value is an error, not a silent default.
+    pub fn from_env() -> Result<PrefillKernel> {
+        match std::env::var("NEMO_PREFILL_ATTENTION").as_deref() {
+            Err(_) | Ok("") | Ok("mma") => Ok(PrefillKernel::MmaSync),
+            Ok("wgmma") => Ok(PrefillKernel::Wgmma),
+            Ok(other) => Err(GpuError::BadArgument {
+                kernel: "attention_prefill",
+                what: format!("NEMO_PREFILL_ATTENTION={other:?}: expected mma or wgmma"),
+            }),
+        }
+    }
+}
