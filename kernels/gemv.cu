@@ -3,11 +3,12 @@
 //
 // Bound by memory: every weight is read exactly once per step, so at batch 1 Nemo's 40 layers
 // (11.6 G parameters without the embedding = 23.3 GB with the LM head) take ~7.8 ms at 3 TB/s:
-// the 128 tokens/s batch-1 roofline. Each warp owns output row(s) and streams its weight row
-// with 16-byte loads, several in flight (unrolled by UNROLL); the M activation rows are read
-// through L1 (they are tiny and shared by every warp). Rows of W are reduced across the warp
-// with shuffles. The swiglu epilogue makes a warp compute a gate row and its up partner (8 rows
-// apart in the interleaved layout) so silu(gate) * up is formed in registers.
+// the 128 tokens/s batch-1 roofline. Each warp owns 1-4 output columns and streams their weight
+// rows with 16-byte loads, several in flight (UNROLL per warp); the M activation rows are read
+// through L1 (they are tiny and shared by every warp), each chunk once for all the warp's rows.
+// Rows of W are reduced across the warp with shuffles. The swiglu epilogue makes a warp compute
+// gate rows and their up partners (8 rows apart in the interleaved layout) so silu(gate) * up is
+// formed in registers.
 #include "common.cuh"
 
 namespace {
@@ -30,42 +31,62 @@ struct GemvParams {
 };
 static_assert(sizeof(GemvParams) == 64, "mirror of GemvParams in gemv.rs");
 
-// acc[m] += dot(a[m, :], w_row) over this lane's share of K.
+// Output columns per warp. With M > 1 every activation chunk read from L1 feeds several weight
+// rows: with one, M = 8 spends ~150 instructions per 16-byte weight chunk (8 activation loads and
+// unpacks, 64 FMAs), which at 3 TB/s needs ~4 warp instructions per clock per SM, the issue limit;
+// the measured M = 8 GEMV ran at 29 % of the copy bandwidth (docs/gpu-runs.md, 820a75b).
 template <int M>
-__device__ __forceinline__ void dot_rows(const GemvParams& p, const bf16* __restrict__ w_row, float acc[M]) {
+__device__ constexpr int cols_per_warp(bool swiglu) {
+    return M == 1 ? 1 : (M <= 3 ? 2 : (swiglu ? 2 : 4));
+}
+
+// acc[r][m] += dot(a[m, :], w[r]) over this lane's share of K, for NR weight rows at once.
+template <int M, int NR>
+__device__ __forceinline__ void dot_rows(const GemvParams& p, const bf16* const (&w)[NR], float (&acc)[NR][M]) {
+    constexpr int U = UNROLL / NR > 0 ? UNROLL / NR : 1;  // chunks in flight per row
     const int lane = threadIdx.x & 31;
     const int chunks = p.k / 8;
     int c = lane;
-    for (; c + 32 * (UNROLL - 1) < chunks; c += 32 * UNROLL) {
-        bf16x8 wv[UNROLL];
+    for (; c + 32 * (U - 1) < chunks; c += 32 * U) {
+        bf16x8 wv[U][NR];
 #pragma unroll
-        for (int u = 0; u < UNROLL; ++u) wv[u] = ldg8(w_row + 8 * (c + 32 * u));
+        for (int u = 0; u < U; ++u)
 #pragma unroll
-        for (int u = 0; u < UNROLL; ++u) {
-            float wf[8];
-            unpack8(wv[u], wf);
+            for (int r = 0; r < NR; ++r) wv[u][r] = ldg8(w[r] + 8 * (c + 32 * u));
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+            float wf[NR][8];
+#pragma unroll
+            for (int r = 0; r < NR; ++r) unpack8(wv[u][r], wf[r]);
 #pragma unroll
             for (int m = 0; m < M; ++m) {
                 float af[8];
                 unpack8(reinterpret_cast<const bf16x8*>(p.a + (size_t)m * p.lda)[c + 32 * u], af);
 #pragma unroll
-                for (int e = 0; e < 8; ++e) acc[m] += wf[e] * af[e];
+                for (int r = 0; r < NR; ++r)
+#pragma unroll
+                    for (int e = 0; e < 8; ++e) acc[r][m] += wf[r][e] * af[e];
             }
         }
     }
     for (; c < chunks; c += 32) {
-        float wf[8];
-        unpack8(ldg8(w_row + 8 * c), wf);
+        float wf[NR][8];
+#pragma unroll
+        for (int r = 0; r < NR; ++r) unpack8(ldg8(w[r] + 8 * c), wf[r]);
 #pragma unroll
         for (int m = 0; m < M; ++m) {
             float af[8];
             unpack8(reinterpret_cast<const bf16x8*>(p.a + (size_t)m * p.lda)[c], af);
 #pragma unroll
-            for (int e = 0; e < 8; ++e) acc[m] += wf[e] * af[e];
+            for (int r = 0; r < NR; ++r)
+#pragma unroll
+                for (int e = 0; e < 8; ++e) acc[r][m] += wf[r][e] * af[e];
         }
     }
 #pragma unroll
-    for (int m = 0; m < M; ++m) acc[m] = warp_sum(acc[m]);
+    for (int r = 0; r < NR; ++r)
+#pragma unroll
+        for (int m = 0; m < M; ++m) acc[r][m] = warp_sum(acc[r][m]);
 }
 
 __device__ __forceinline__ float round_bf16(float x) { return __bfloat162float(__float2bfloat16(x)); }
@@ -75,47 +96,68 @@ __device__ void gemv_rows(const GemvParams& p) {
     const int warp_global = blockIdx.x * WARPS + (threadIdx.x >> 5);
     const int lane = threadIdx.x & 31;
     if (p.epilogue == 2) {
-        // Output column j: gate row 16*(j/8) + j%8, up row 8 further.
-        const int j = warp_global;
-        if (j >= p.n / 2) return;
-        const int gate_row = (j >> 3) * 16 + (j & 7);
-        float g[M] = {}, u[M] = {};
-        dot_rows<M>(p, p.w + (size_t)gate_row * p.k, g);
-        dot_rows<M>(p, p.w + (size_t)(gate_row + 8) * p.k, u);
-        if (lane < M) {
-            // Lane m writes row m (register arrays are indexed with constants only).
+        // Output columns j0 .. j0 + C - 1 (even j0, so they share a group of 8): gate rows
+        // 16*(j/8) + j%8, up rows 8 further.
+        constexpr int C = cols_per_warp<M>(true);
+        const int j0 = warp_global * C;
+        if (j0 >= p.n / 2) return;
+        const bf16* rows[2 * C];
+        float acc[2 * C][M] = {};
 #pragma unroll
-            for (int m = 0; m < M; ++m) {
-                if (m != lane) continue;
-                const float gv = round_bf16(g[m]), uv = round_bf16(u[m]);
-                static_cast<bf16*>(p.out)[(size_t)m * p.ldo + j] = __float2bfloat16(gv / (1.f + __expf(-gv)) * uv);
+        for (int i = 0; i < C; ++i) {
+            const int gate_row = ((j0 + i) >> 3) * 16 + ((j0 + i) & 7);
+            rows[i] = p.w + (size_t)gate_row * p.k;
+            rows[C + i] = p.w + (size_t)(gate_row + 8) * p.k;
+        }
+        dot_rows<M, 2 * C>(p, rows, acc);
+        // Lane m writes row m (register arrays are indexed with constants only).
+#pragma unroll
+        for (int m = 0; m < M; ++m) {
+            if (m != lane) continue;
+#pragma unroll
+            for (int i = 0; i < C; ++i) {
+                const float gv = round_bf16(acc[i][m]), uv = round_bf16(acc[C + i][m]);
+                static_cast<bf16*>(p.out)[(size_t)m * p.ldo + j0 + i] = __float2bfloat16(gv / (1.f + __expf(-gv)) * uv);
             }
         }
         return;
     }
-    const int n = warp_global;
-    if (n >= p.n) return;
-    float acc[M] = {};
-    dot_rows<M>(p, p.w + (size_t)n * p.k, acc);
+    constexpr int C = cols_per_warp<M>(false);
+    const int n0 = warp_global * C;
+    if (n0 >= p.n) return;
+    const bf16* rows[C];
+    float acc[C][M] = {};
+#pragma unroll
+    for (int i = 0; i < C; ++i) rows[i] = p.w + (size_t)(n0 + i) * p.k;
+    dot_rows<M, C>(p, rows, acc);
 #pragma unroll
     for (int m = 0; m < M; ++m) {
         if (m != lane) continue;
-        const size_t off = (size_t)m * p.ldo + n;
-        float v = acc[m];
-        if (p.epilogue == 3) {
-            static_cast<float*>(p.out)[off] = v;
-            continue;
+#pragma unroll
+        for (int i = 0; i < C; ++i) {
+            const size_t off = (size_t)m * p.ldo + n0 + i;
+            float v = acc[i][m];
+            if (p.epilogue == 3) {
+                static_cast<float*>(p.out)[off] = v;
+                continue;
+            }
+            if (p.epilogue == 1) v = __bfloat162float(p.residual[off]) + round_bf16(v);
+            static_cast<bf16*>(p.out)[off] = __float2bfloat16(v);
         }
-        if (p.epilogue == 1) v = __bfloat162float(p.residual[off]) + round_bf16(v);
-        static_cast<bf16*>(p.out)[off] = __float2bfloat16(v);
     }
 }
 
-// One warp per output row (per output column for swiglu); M is dispatched to a compile-time
-// row count so the accumulators stay in registers.
+// One warp per cols_per_warp<M> output columns (src/gpu/kernels/gemv.rs mirrors it in its grid);
+// M is dispatched to a compile-time row count so the accumulators stay in registers. Two entry
+// points, because registers are allocated per kernel: M = 1 (batch-1 decode, the bandwidth
+// roofline path) keeps its low register count and occupancy; M = 2..8 uses ~100 registers.
 extern "C" __global__ void __launch_bounds__(WARPS * 32) gemv_bf16(const __grid_constant__ GemvParams p) {
+    if (p.m != 1) __trap();  // the wrapper sends M = 2..8 to gemv_multi_bf16
+    gemv_rows<1>(p);
+}
+
+extern "C" __global__ void __launch_bounds__(WARPS * 32) gemv_multi_bf16(const __grid_constant__ GemvParams p) {
     switch (p.m) {
-        case 1: gemv_rows<1>(p); break;
         case 2: gemv_rows<2>(p); break;
         case 3: gemv_rows<3>(p); break;
         case 4: gemv_rows<4>(p); break;
@@ -123,6 +165,6 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32) gemv_bf16(const __grid_
         case 6: gemv_rows<6>(p); break;
         case 7: gemv_rows<7>(p); break;
         case MAX_M: gemv_rows<MAX_M>(p); break;
-        default: __trap();  // the wrapper allows 1 <= m <= 8
+        default: __trap();  // the wrapper allows 2 <= m <= 8 here
     }
 }

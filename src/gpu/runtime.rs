@@ -54,7 +54,7 @@ kernel_table! {
     "embedding" => [embedding_gather_bf16],
     "gemm" => [gemm_bf16],
     "gemm_wgmma" => [gemm_wgmma_bf16],
-    "gemv" => [gemv_bf16],
+    "gemv" => [gemv_bf16, gemv_multi_bf16],
     "random" => [fill_uniform_bf16],
     "rmsnorm" => [rmsnorm_bf16, fused_add_rmsnorm_bf16],
     "rope" => [rope_write_kv_bf16, rope_cos_sin_table_f32],

@@ -26,30 +26,50 @@ pub fn gemv(
 ) -> Result<()> {
     ensure((1..=MAX_M).contains(&shape.m), KERNEL, || format!("M = {} is outside 1..={MAX_M}", shape.m))?;
     let params = linear_params(gpu, KERNEL, a, w, out, shape, Some(epilogue))?;
-    launch(gpu, params, epilogue.out_cols(shape.n))
+    launch(gpu, params, epilogue.out_cols(shape.n), epilogue == Epilogue::SwiGlu)
 }
 
 /// out = A . W^T stored as f32 (the LM head's logits), 1 <= M <= 8. Shapes as for `gemv`.
 pub fn gemv_f32(gpu: &Gpu, a: &CudaView<bf16>, w: &CudaView<bf16>, out: &mut CudaViewMut<f32>, shape: GemmShape) -> Result<()> {
     ensure((1..=MAX_M).contains(&shape.m), KERNEL, || format!("M = {} is outside 1..={MAX_M}", shape.m))?;
     let params = linear_params(gpu, KERNEL, a, w, out, shape, None)?;
-    launch(gpu, params, shape.n)
+    launch(gpu, params, shape.n, false)
 }
 
-/// `gemv`'s launch: one warp per output column (a gate/up pair for SwiGLU), 8 warps a block.
-pub fn launch_config(out_cols: usize) -> LaunchConfig {
+/// Output columns per warp: mirrors `cols_per_warp` in kernels/gemv.cu.
+fn cols_per_warp(m: usize, swiglu: bool) -> usize {
+    match m {
+        1 => 1,
+        2 | 3 => 2,
+        _ if swiglu => 2,
+        _ => 4,
+    }
+}
+
+/// The kernel for M rows: `gemv_bf16` (M = 1) or `gemv_multi_bf16` (2..=8).
+pub fn kernel_name(m: usize) -> &'static str {
+    if m == 1 { "gemv_bf16" } else { "gemv_multi_bf16" }
+}
+
+/// `gemv`'s launch for M rows and `out_cols` output columns: 8 warps a block, each warp
+/// `cols_per_warp` columns (of gate/up pairs for SwiGLU).
+pub fn launch_config(m: usize, out_cols: usize, swiglu: bool) -> LaunchConfig {
     LaunchConfig {
-        grid_dim: (out_cols.div_ceil(WARPS) as u32, 1, 1),
+        grid_dim: (out_cols.div_ceil(cols_per_warp(m, swiglu) * WARPS) as u32, 1, 1),
         block_dim: ((WARPS * 32) as u32, 1, 1),
         shared_mem_bytes: 0,
     }
 }
 
-fn launch(gpu: &Gpu, params: super::gemm::LinearParams, warps_needed: usize) -> Result<()> {
-    let cfg = launch_config(warps_needed);
-    let mut launch = gpu.stream.launch_builder(&gpu.kernels.gemv_bf16);
+fn launch(gpu: &Gpu, params: super::gemm::LinearParams, out_cols: usize, swiglu: bool) -> Result<()> {
+    let m = params.m as usize;
+    let cfg = launch_config(m, out_cols, swiglu);
+    let func = if m == 1 { &gpu.kernels.gemv_bf16 } else { &gpu.kernels.gemv_multi_bf16 };
+    let mut launch = gpu.stream.launch_builder(func);
     launch.arg(&params);
     // SAFETY: buffers checked by linear_params (lengths, 16-byte alignment, K % 8, N % 8/16);
-    // 1 <= M <= 8 selects a row-count instantiation; warps past the last output return.
-    gpu.launched(KERNEL, unsafe { launch.launch(cfg) }.map(|_| ()))
+    // 1 <= M <= 8 (checked by the callers) selects the entry point and a row-count
+    // instantiation; out_cols is a multiple of 8, so every warp's columns lie inside the matrix
+    // or all past it (those warps return).
+    gpu.launched(kernel_name(m), unsafe { launch.launch(cfg) }.map(|_| ()))
 }

@@ -37,7 +37,8 @@ fn run<T>(a: &[bf16], w: &[bf16], out: &mut [T], shape: GemmShape, epilogue: i32
     if tile_group > 0 {
         load("gemm").launch("gemm_bf16", launch_config(shape).unwrap(), p).unwrap();
     } else {
-        load("gemv").launch("gemv_bf16", gemv::launch_config(out_cols), p).unwrap();
+        let cfg = gemv::launch_config(shape.m, out_cols, epilogue == Epilogue::SwiGlu.code());
+        load("gemv").launch(gemv::kernel_name(shape.m), cfg, p).unwrap();
     }
 }
 
@@ -52,8 +53,9 @@ fn emulated_gemm_matches_cpu_for_every_epilogue_and_tile_order() {
 #[test]
 fn emulated_gemv_matches_cpu_for_every_epilogue() {
     let mut rng = Rng::fresh("emulated_gemv");
-    // K = 1032: 129 chunks of 8, past one unrolled pass of 4 x 32 lanes, with a remainder.
-    for (m, n, k) in [(1, 16, 8), (3, 40, 1032), (8, 24, 264)] {
+    // K = 1032: 129 chunks of 8, past one unrolled pass of 4 x 32 lanes, with a remainder; every
+    // M, so each columns-per-warp case (1, 2, 4; 2 for SwiGLU) runs; N = 72: 9 warps of 8 columns.
+    for (m, n, k) in [(1, 16, 8), (1, 40, 1032), (2, 24, 264), (3, 40, 1032), (4, 72, 136), (5, 16, 8), (6, 24, 520), (7, 8, 64), (8, 24, 264)] {
         check_every_epilogue(&mut rng, m, n, k, 0);
     }
 }
