@@ -10,7 +10,9 @@ use crate::gpu::Gpu;
 /// The kernel keeps one f32 row in shared memory; beyond 48 KiB it would need an opt-in.
 const MAX_DIM: usize = 48 * 1024 / 4;
 
-fn launch_config(kernel: &'static str, n_tokens: usize, dim: usize) -> Result<LaunchConfig> {
+/// Both kernels' launch: one block per token, a thread per 8 elements (32..=512), the f32 row in
+/// dynamic shared memory.
+pub fn launch_config(kernel: &'static str, n_tokens: usize, dim: usize) -> Result<LaunchConfig> {
     ensure(dim > 0 && dim % 8 == 0 && dim <= MAX_DIM, kernel, || {
         format!("dim {dim} must be a positive multiple of 8, at most {MAX_DIM}")
     })?;

@@ -10,6 +10,7 @@
 mod attention;
 mod gemm;
 mod gemm_wgmma;
+mod rmsnorm;
 mod selftest;
 
 use std::collections::HashMap;
@@ -202,6 +203,13 @@ impl Emulated {
         let k: unsafe extern "C" fn(P) = self.kernel(name);
         // SAFETY: `params` holds host addresses of live buffers of the sizes the kernel reads.
         self.launch_with(cfg, || unsafe { k(params) })
+    }
+
+    /// Launches a kernel of any C signature `F`: `call` receives the kernel and calls it with
+    /// its arguments (pointers as u64).
+    pub fn launch_args<F: Copy>(&self, name: &str, cfg: LaunchConfig, call: impl Fn(F)) -> Result<(), String> {
+        let k: F = self.kernel(name);
+        self.launch_with(cfg, || call(k))
     }
 
     /// Launches `name(params, arg)`.
