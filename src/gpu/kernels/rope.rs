@@ -9,22 +9,23 @@ use crate::gpu::error::{GpuError, Result};
 use crate::gpu::Gpu;
 use crate::model::RopeLayout;
 
-/// Mirror of `RopeKvParams` in kernels/rope.cu.
+/// Mirror of `RopeKvParams` in kernels/rope.cu (public so that the emulator tests,
+/// tests/gpu/emulated, can launch the kernel with host pointers).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
-struct RopeKvParams {
-    qkv: u64,
-    k_cache: u64,
-    v_cache: u64,
-    cos_sin: u64,
-    positions: u64,
-    slots: u64,
-    n_heads: i32,
-    n_kv_heads: i32,
-    head_dim: i32,
-    max_positions: i32,
-    n_slots: i32,
-    rotate_half: i32,
+pub struct RopeKvParams {
+    pub qkv: u64,
+    pub k_cache: u64,
+    pub v_cache: u64,
+    pub cos_sin: u64,
+    pub positions: u64,
+    pub slots: u64,
+    pub n_heads: i32,
+    pub n_kv_heads: i32,
+    pub head_dim: i32,
+    pub max_positions: i32,
+    pub n_slots: i32,
+    pub rotate_half: i32,
 }
 const _: () = assert!(std::mem::size_of::<RopeKvParams>() == 72);
 // SAFETY: plain old data with the same layout as the C struct (size asserted on both sides).

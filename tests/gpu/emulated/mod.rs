@@ -11,6 +11,7 @@ mod attention;
 mod gemm;
 mod gemm_wgmma;
 mod rmsnorm;
+mod rope;
 mod selftest;
 
 use std::collections::HashMap;
