@@ -122,11 +122,9 @@ fn bench_gemm(b: &Bench) -> GpuResult<()> {
             let label = format!("{name} M={m} N={n} K={k}");
             b.report_flops("gemm", &label, t.median_ms, flops);
             // The Hopper kernel at the same shape; a failure is printed, not fatal, so the
-            // rest of the table still comes back from a GPU run. NEMO_BENCH_NO_WGMMA=1 leaves it
-            // out (scripts/gpu-check sets it when the kernel's own tests failed: a hang there
-            // would cost the rest of the run).
-            if std::env::var("NEMO_BENCH_NO_WGMMA").is_ok_and(|v| v == "1") {
-                println!("{:<22} {label:<34} gemm_wgmma left out (NEMO_BENCH_NO_WGMMA=1)", "");
+            // rest of the table still comes back from a GPU run.
+            if left_out("gemm_wgmma") {
+                println!("{:<22} {label:<34} gemm_wgmma left out (NEMO_BENCH_SKIP)", "");
             } else { match time_ms(&b.gpu, 3, 20, |_| gemm_wgmma(&b.gpu, &a.as_view(), &w.as_view(), &mut out.as_view_mut(), shape, epi)) {
                 Ok(tw) => b.report_flops("  gemm_wgmma", &label, tw.median_ms, flops),
                 Err(e) => println!("{:<22} {label:<34} gemm_wgmma failed: {e}", ""),
@@ -170,6 +168,12 @@ fn single_sequence(b: &Bench, ctx: usize, q_len: usize) -> GpuResult<(nemo_engin
     Ok((meta.upload(&b.gpu, blocks)?, blocks * 16))
 }
 
+/// Kernels named in NEMO_BENCH_SKIP (comma-separated) are left out: scripts/gpu-check names those
+/// whose own tests failed on this GPU, since a hang or fault there would cost the rest of the run.
+fn left_out(kernel: &str) -> bool {
+    std::env::var("NEMO_BENCH_SKIP").is_ok_and(|v| v.split(',').any(|k| k.trim() == kernel))
+}
+
 fn bench_attention(b: &Bench) -> GpuResult<()> {
     let c = ModelConfig::nemo_12b();
     let shape = AttentionShape { n_heads: c.n_heads, n_kv_heads: c.n_kv_heads, head_dim: c.head_dim, q_stride: c.q_dim() };
@@ -183,7 +187,8 @@ fn bench_attention(b: &Bench) -> GpuResult<()> {
         let flops = 4.0 * (n as f64 * n as f64 / 2.0) * (c.head_dim * c.n_heads) as f64;
         let variants: [(&str, PrefillFn); 2] = [("attention_prefill", attention_prefill), ("attention_prefill_wgmma", attention_prefill_wgmma)];
         for (name, prefill) in variants {
-            if name.ends_with("wgmma") && std::env::var("NEMO_BENCH_NO_WGMMA").as_deref() == Ok("1") {
+            if left_out(name) {
+                println!("{name:<22} left out (NEMO_BENCH_SKIP)");
                 continue;
             }
             let t = time_ms(&b.gpu, 3, 10, |_| prefill(&b.gpu, shape, &meta, &q.as_view(), &k.as_view(), &v.as_view(), &mut out.as_view_mut()))?;
@@ -200,6 +205,10 @@ fn bench_attention(b: &Bench) -> GpuResult<()> {
         let mut ws = DecodeWorkspace::new(&b.gpu, 1, c.n_heads, splits, c.head_dim)?;
         let bytes = 2 * ctx * c.kv_dim() * 2;
         for (name, decode) in [("attention_decode", attention_decode as DecodeFn), ("attention_decode_mma", attention_decode_mma)] {
+            if left_out(name) {
+                println!("{name:<22} left out (NEMO_BENCH_SKIP)");
+                continue;
+            }
             let t = time_ms(&b.gpu, 3, 20, |_| {
                 decode(&b.gpu, shape, &meta, &q.as_view(), &k.as_view(), &v.as_view(), &mut ws, splits, &mut out.as_view_mut())
             })?;
