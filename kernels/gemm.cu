@@ -43,6 +43,9 @@ struct GemmParams {
     int32_t lda, ldo;     // row strides in elements, multiples of 8
     int32_t epilogue;     // Epilogue
     int32_t tile_group;   // M-tiles per group of the block order (tile_order.cuh), >= 1
+    int32_t k_splits;     // >= 1; blockIdx.y takes the y-th of k_splits ranges of k-tiles, and with
+                          // k_splits > 1 the epilogue is f32 into out + y * M * ldo (partials that
+                          // gemm_split_reduce_bf16 sums)
 };
 static_assert(sizeof(GemmParams) == 64, "mirror of GemmParams in gemm.rs");
 
@@ -84,7 +87,10 @@ gemm_bf16(const __grid_constant__ GemmParams p) {
     const int block_m = tile.m * BM, block_n = tile.n * BN;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int warp_m = (warp >> 2) * WM, warp_n = (warp & 3) * WN;
-    const int k_tiles = (p.k + BK - 1) / BK;
+    // This block's range of k-tiles (split-K: blockIdx.y of k_splits).
+    const int k_tiles_all = (p.k + BK - 1) / BK, per_split = (k_tiles_all + p.k_splits - 1) / p.k_splits;
+    const int kt0 = blockIdx.y * per_split;
+    const int k_tiles = max(0, min(k_tiles_all, kt0 + per_split) - kt0);
 
     float acc[MI][NI][4];
 #pragma unroll
@@ -96,7 +102,7 @@ gemm_bf16(const __grid_constant__ GemmParams p) {
 
 #pragma unroll
     for (int s = 0; s < STAGES - 1; ++s) {
-        if (s < k_tiles) load_stage(p, smem_a, smem_w, block_m, block_n, s, s);
+        if (s < k_tiles) load_stage(p, smem_a, smem_w, block_m, block_n, kt0 + s, s);
         cp_async_commit();
     }
 
@@ -104,7 +110,7 @@ gemm_bf16(const __grid_constant__ GemmParams p) {
         cp_async_wait<STAGES - 2>();
         __syncthreads();  // stage kt landed for every thread; stage kt-1 is free to overwrite
         const int next = kt + STAGES - 1;
-        if (next < k_tiles) load_stage(p, smem_a, smem_w, block_m, block_n, next, next % STAGES);
+        if (next < k_tiles) load_stage(p, smem_a, smem_w, block_m, block_n, kt0 + next, next % STAGES);
         cp_async_commit();
 
         const uint32_t sa = smem_a + (kt % STAGES) * TILE_A * 2;
@@ -166,7 +172,8 @@ gemm_bf16(const __grid_constant__ GemmParams p) {
                     float v0 = acc[i][j][half_row * 2], v1 = acc[i][j][half_row * 2 + 1];
                     const size_t off = (size_t)m * p.ldo + n;
                     if (p.epilogue == EPI_F32) {
-                        *reinterpret_cast<float2*>(static_cast<float*>(p.out) + off) = make_float2(v0, v1);
+                        float* out = static_cast<float*>(p.out) + (size_t)blockIdx.y * p.m * p.ldo;
+                        *reinterpret_cast<float2*>(out + off) = make_float2(v0, v1);
                         continue;
                     }
                     if (p.epilogue == EPI_RESIDUAL) {
@@ -179,5 +186,49 @@ gemm_bf16(const __grid_constant__ GemmParams p) {
                 }
             }
         }
+    }
+}
+
+// Mirrored by `SplitReduceParams` in src/gpu/kernels/gemm.rs.
+struct SplitReduceParams {
+    const float* partial;  // [k_splits, M, N] f32 partial products
+    void* out;             // as GemmParams::out for `epilogue`
+    const bf16* residual;  // residual epilogue: [M, N], may equal out
+    int32_t m, n;          // n: the weight's rows (2 x the output columns for swiglu)
+    int32_t k_splits;
+    int32_t ldo;           // output row stride in elements
+    int32_t epilogue;      // as in gemm_bf16, with the same bf16 roundings
+};
+static_assert(sizeof(SplitReduceParams) == 48, "mirror of SplitReduceParams in gemm.rs");
+
+// Sums the split-K partials and applies the epilogue: out[m, j] for every output column j.
+// Bound by memory (k_splits x M x N x 4 bytes read); grid-stride over M x output columns.
+extern "C" __global__ void gemm_split_reduce_bf16(const __grid_constant__ SplitReduceParams p) {
+    const int out_cols = p.epilogue == EPI_SWIGLU ? p.n / 2 : p.n;
+    const size_t total = (size_t)p.m * out_cols, plane = (size_t)p.m * p.n;
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
+        const int m = (int)(i / out_cols), j = (int)(i % out_cols);
+        const size_t out_off = (size_t)m * p.ldo + j;
+        if (p.epilogue == EPI_SWIGLU) {
+            // Output column j: gate row 16 * (j / 8) + j % 8 of the interleaved weight, up 8 further.
+            const int gate = (j >> 3) * 16 + (j & 7);
+            float g = 0.f, u = 0.f;
+            for (int s = 0; s < p.k_splits; ++s) {
+                g += p.partial[s * plane + (size_t)m * p.n + gate];
+                u += p.partial[s * plane + (size_t)m * p.n + gate + 8];
+            }
+            g = __bfloat162float(__float2bfloat16(g));
+            u = __bfloat162float(__float2bfloat16(u));
+            static_cast<bf16*>(p.out)[out_off] = __float2bfloat16(silu(g) * u);
+            continue;
+        }
+        float v = 0.f;
+        for (int s = 0; s < p.k_splits; ++s) v += p.partial[s * plane + (size_t)m * p.n + j];
+        if (p.epilogue == EPI_F32) {
+            static_cast<float*>(p.out)[out_off] = v;
+            continue;
+        }
+        if (p.epilogue == EPI_RESIDUAL) v = __bfloat162float(p.residual[out_off]) + __bfloat162float(__float2bfloat16(v));
+        static_cast<bf16*>(p.out)[out_off] = __float2bfloat16(v);
     }
 }

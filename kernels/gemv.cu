@@ -28,6 +28,7 @@ struct GemvParams {
     int32_t lda, ldo;
     int32_t epilogue;     // 0 plain, 1 residual, 2 swiglu, 3 f32 (as in gemm.cu)
     int32_t tile_group;   // unused here (the GEMMs' block order); keeps the shared mirror
+    int32_t k_splits;     // unused here (gemm.cu's split-K)
 };
 static_assert(sizeof(GemvParams) == 64, "mirror of GemvParams in gemv.rs");
 

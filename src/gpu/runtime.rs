@@ -52,7 +52,7 @@ kernel_table! {
     "attention_prefill" => [attention_prefill_bf16_hd128, attention_prefill_bf16_hd64],
     "attention_prefill_wgmma" => [attention_prefill_wgmma_bf16_hd128, attention_prefill_wgmma_bf16_hd64],
     "embedding" => [embedding_gather_bf16],
-    "gemm" => [gemm_bf16],
+    "gemm" => [gemm_bf16, gemm_split_reduce_bf16],
     "gemm_wgmma" => [gemm_wgmma_bf16],
     "gemv" => [gemv_bf16, gemv_multi_bf16],
     "random" => [fill_uniform_bf16],

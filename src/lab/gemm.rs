@@ -7,7 +7,7 @@ use half::bf16;
 use super::{check_and_time, random_bf16, sample_rows, Check, Expected, Lab, Row, POISON};
 use crate::cpu::matmul::matmul;
 use crate::cpu::ops::silu;
-use crate::gpu::kernels::gemm::{self, gemm, launch_n_major, linear_params, Epilogue, GemmShape};
+use crate::gpu::kernels::gemm::{self, gemm, gemm_split_k, launch_n_major, linear_params, Epilogue, GemmShape};
 use crate::gpu::kernels::gemm_wgmma::gemm_wgmma;
 use crate::gpu::{upload, Gpu, GpuResult};
 
@@ -21,9 +21,11 @@ pub const VARIANTS: &[(&str, GemmFn)] = &[
         launch_n_major(gpu, linear_params(gpu, gemm::KERNEL, a, w, out, shape, Some(epi))?, shape)
     }),
     ("wgmma", gemm_wgmma), // kernels/gemm_wgmma.cu: wgmma + TMA, warp-specialised, 128x256x64
+    ("mma-split-k", gemm_split_k), // kernels/gemm.cu split over K + gemm_split_reduce_bf16, for few tiles
 ];
 
-/// Nemo's linear layers at prefill (M = 4096) and a short prompt (M = 512).
+/// Nemo's linear layers at prefill (M = 4096), a short prompt (M = 512) and a decode batch of 128
+/// (few output tiles: where split-K matters).
 pub const DEFAULT_SHAPES: &[&str] = &[
     "4096x6144x5120",          // qkv
     "4096x5120x4096:residual", // o
@@ -32,6 +34,8 @@ pub const DEFAULT_SHAPES: &[&str] = &[
     "4096x131072x5120",        // LM head (all rows: scoring)
     "512x6144x5120",
     "512x28672x5120:swiglu",
+    "128x6144x5120",
+    "128x5120x14336:residual",
 ];
 
 /// `MxNxK[:epilogue]`.

@@ -4,7 +4,7 @@ use crate::common::*;
 use half::bf16;
 use nemo_engine::cpu::matmul::matmul;
 use nemo_engine::cpu::ops::swiglu;
-use nemo_engine::gpu::kernels::gemm::{gemm, gemm_f32, Epilogue, GemmShape};
+use nemo_engine::gpu::kernels::gemm::{gemm, gemm_f32, gemm_split_k, Epilogue, GemmShape};
 use nemo_engine::gpu::kernels::gemm_wgmma::{gemm_wgmma, gemm_wgmma_f32};
 use nemo_engine::gpu::kernels::gemv::{gemv, gemv_f32};
 use nemo_engine::gpu::model::interleave_gate_up;
@@ -85,6 +85,19 @@ fn gemm_wgmma_matches_cpu() {
         (33, 64, 200), (129, 136, 72), (512, 6144, 5120), (256, 272, 8),
     ] {
         check_all_epilogues(&gpu, &mut rng, (gemm_wgmma, gemm_wgmma_f32), "gemm_wgmma", m, n, k);
+    }
+}
+
+/// Split-K (kernels/gemm.cu over ranges of K, then gemm_split_reduce_bf16) at decode-batch shapes
+/// with few output tiles, where it splits; and at one where it does not.
+#[test]
+fn gemm_split_k_matches_cpu() {
+    let Some(gpu) = gpu_or_skip("gemm_split_k_matches_cpu") else { return };
+    let mut rng = Rng::fresh("gemm_split_k");
+    for (m, n, k) in [(128, 5120, 14336), (9, 6144, 5120), (256, 5120, 4096), (33, 1024, 200), (4096, 6144, 5120)] {
+        let splits = nemo_engine::gpu::kernels::gemm::split_k(GemmShape { m, n, k }, gpu.info.multiprocessors);
+        eprintln!("split-K M {m} N {n} K {k}: {splits} splits");
+        check_all_epilogues(&gpu, &mut rng, (gemm_split_k, gemm_f32), "gemm_split_k", m, n, k);
     }
 }
 

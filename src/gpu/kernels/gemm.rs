@@ -71,6 +71,9 @@ pub struct LinearParams {
     pub epilogue: i32,
     /// M-tiles per group of the GEMM's block order (kernels/tile_order.cuh); gemv ignores it.
     pub tile_group: i32,
+    /// Split-K ranges (>= 1; > 1 only with the f32 epilogue into a partials workspace, see
+    /// `gemm_split_k`); gemv ignores it.
+    pub k_splits: i32,
 }
 const _: () = assert!(std::mem::size_of::<LinearParams>() == 64);
 // SAFETY: plain old data with the C struct's layout (size asserted on both sides).
@@ -108,6 +111,7 @@ pub(crate) fn linear_params<T>(
         ldo: out_cols as i32,
         epilogue: epilogue.map_or(Epilogue::F32_CODE, Epilogue::code),
         tile_group: TILE_GROUP,
+        k_splits: 1,
     })
 }
 
@@ -147,11 +151,101 @@ pub fn gemm_f32(gpu: &Gpu, a: &CudaView<bf16>, w: &CudaView<bf16>, out: &mut Cud
 
 /// `gemm`'s launch: one block per output tile; the kernel orders them (kernels/tile_order.cuh).
 pub fn launch_config(shape: GemmShape) -> Result<LaunchConfig> {
+    split_launch_config(shape, 1)
+}
+
+/// The launch with `k_splits` blocks per output tile (grid y), each over its range of K.
+pub fn split_launch_config(shape: GemmShape, k_splits: usize) -> Result<LaunchConfig> {
     Ok(LaunchConfig {
-        grid_dim: (as_i32(KERNEL, "output tiles", shape.m.div_ceil(BM) * shape.n.div_ceil(BN))? as u32, 1, 1),
+        grid_dim: (as_i32(KERNEL, "output tiles", shape.m.div_ceil(BM) * shape.n.div_ceil(BN))? as u32, k_splits as u32, 1),
         block_dim: (256, 1, 1),
         shared_mem_bytes: SMEM_BYTES as u32,
     })
+}
+
+/// Split-K ranges for a GEMM on `sms` multiprocessors: 1 when the output tiles fill the GPU;
+/// else enough to give every SM about two blocks, each range at least 4 k-tiles (256 of K), at
+/// most 8. Decode batches (M <= 256) of Nemo's o and down projections have 40-80 tiles.
+pub fn split_k(shape: GemmShape, sms: usize) -> usize {
+    let tiles = shape.m.div_ceil(BM) * shape.n.div_ceil(BN);
+    if tiles >= sms {
+        return 1;
+    }
+    let k_tiles = shape.k.div_ceil(BK);
+    (2 * sms).div_ceil(tiles).min(k_tiles / 4).clamp(1, 8)
+}
+
+/// Mirror of `SplitReduceParams` in kernels/gemm.cu.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SplitReduceParams {
+    pub partial: u64,
+    pub out: u64,
+    pub residual: u64,
+    pub m: i32,
+    pub n: i32,
+    pub k_splits: i32,
+    pub ldo: i32,
+    pub epilogue: i32,
+}
+const _: () = assert!(std::mem::size_of::<SplitReduceParams>() == 48);
+// SAFETY: plain old data with the C struct's layout (size asserted on both sides).
+unsafe impl DeviceRepr for SplitReduceParams {}
+
+/// `gemm_split_reduce_bf16`'s launch: a grid-stride loop over M x output columns.
+pub fn split_reduce_config(m: usize, out_cols: usize) -> LaunchConfig {
+    LaunchConfig { grid_dim: ((m * out_cols).div_ceil(256).clamp(1, 1024) as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 }
+}
+
+/// `gemm` with K split `split_k` ways when the output tiles alone would leave SMs idle (decode
+/// batches): the blocks write f32 partials to a workspace and `gemm_split_reduce_bf16` sums them
+/// through the epilogue. Same arguments and results as `gemm` (up to summation order); the
+/// workspace is allocated per call (the kernel lab's variant; the engine would keep one).
+pub fn gemm_split_k(
+    gpu: &Gpu,
+    a: &CudaView<bf16>,
+    w: &CudaView<bf16>,
+    out: &mut CudaViewMut<bf16>,
+    shape: GemmShape,
+    epilogue: Epilogue,
+) -> Result<()> {
+    let splits = split_k(shape, gpu.info.multiprocessors);
+    let p = linear_params(gpu, KERNEL, a, w, out, shape, Some(epilogue))?;
+    if splits == 1 || shape.m == 0 {
+        return launch(gpu, p, shape);
+    }
+    let workspace = gpu
+        .stream
+        .alloc_zeros::<f32>(splits * shape.m * shape.n)
+        .map_err(crate::gpu::error::GpuError::driver("allocating the split-K workspace"))?;
+    let partials = LinearParams {
+        out: address(&gpu.stream, &workspace),
+        residual: 0,
+        ldo: shape.n as i32,
+        epilogue: Epilogue::F32_CODE,
+        k_splits: splits as i32,
+        ..p
+    };
+    let mut launch = gpu.stream.launch_builder(&gpu.kernels.gemm_bf16);
+    launch.arg(&partials);
+    // SAFETY: as for `gemm`, with the f32 output being the workspace of splits x M x N floats
+    // (block y writes plane y).
+    gpu.launched(KERNEL, unsafe { launch.launch(split_launch_config(shape, splits)?) }.map(|_| ()))?;
+    let reduce = SplitReduceParams {
+        partial: address(&gpu.stream, &workspace),
+        out: p.out,
+        residual: p.residual,
+        m: p.m,
+        n: p.n,
+        k_splits: splits as i32,
+        ldo: p.ldo,
+        epilogue: p.epilogue,
+    };
+    let mut launch = gpu.stream.launch_builder(&gpu.kernels.gemm_split_reduce_bf16);
+    launch.arg(&reduce);
+    // SAFETY: reads the splits x M x N partials written above; writes M x out_cols outputs of
+    // `out` (checked by linear_params), reading the residual at the same offsets.
+    gpu.launched("gemm_split_reduce_bf16", unsafe { launch.launch(split_reduce_config(shape.m, epilogue.out_cols(shape.n))) }.map(|_| ()))
 }
 
 fn launch(gpu: &Gpu, params: LinearParams, shape: GemmShape) -> Result<()> {

@@ -7,7 +7,9 @@ use crate::common::*;
 use half::bf16;
 use nemo_engine::cpu::matmul::matmul;
 use nemo_engine::cpu::ops::swiglu;
-use nemo_engine::gpu::kernels::gemm::{launch_config, Epilogue, GemmShape, LinearParams, TILE_GROUP};
+use nemo_engine::gpu::kernels::gemm::{
+    launch_config, split_launch_config, split_reduce_config, Epilogue, GemmShape, LinearParams, SplitReduceParams, TILE_GROUP,
+};
 use nemo_engine::gpu::kernels::gemv;
 use nemo_engine::gpu::model::interleave_gate_up;
 
@@ -15,9 +17,9 @@ fn round_bf16(v: &[f32]) -> Vec<f32> {
     v.iter().map(|&x| bf16::from_f32(x).to_f32()).collect()
 }
 
-/// Runs gemm_bf16 (`tile_group` > 0) or gemv_bf16 (0) over host buffers; `out` is bf16 or f32
-/// as the epilogue code says.
-fn run<T>(a: &[bf16], w: &[bf16], out: &mut [T], shape: GemmShape, epilogue: i32, tile_group: i32) {
+/// Runs gemm_bf16 (`tile_group` > 0; split over K `splits` ways when > 1) or gemv_bf16 (0) over
+/// host buffers; `out` is bf16 or f32 as the epilogue code says.
+fn run<T>(a: &[bf16], w: &[bf16], out: &mut [T], shape: GemmShape, epilogue: i32, tile_group: i32, splits: usize) {
     let out_cols = if epilogue == Epilogue::SwiGlu.code() { shape.n / 2 } else { shape.n };
     assert_eq!(out.len(), shape.m * out_cols);
     let out_addr = out.as_mut_ptr() as u64;
@@ -33,8 +35,32 @@ fn run<T>(a: &[bf16], w: &[bf16], out: &mut [T], shape: GemmShape, epilogue: i32
         ldo: out_cols as i32,
         epilogue,
         tile_group,
+        k_splits: 1,
     };
-    if tile_group > 0 {
+    if splits > 1 {
+        // Partials of each K range into a workspace, then the reduce kernel's epilogue.
+        let mut partial = vec![f32::NAN; splits * shape.m * shape.n];
+        let partials = LinearParams {
+            out: partial.as_mut_ptr() as u64,
+            residual: 0,
+            ldo: shape.n as i32,
+            epilogue: Epilogue::F32_CODE,
+            k_splits: splits as i32,
+            ..p
+        };
+        load("gemm").launch("gemm_bf16", split_launch_config(shape, splits).unwrap(), partials).unwrap();
+        let reduce = SplitReduceParams {
+            partial: addr(&partial),
+            out: p.out,
+            residual: p.residual,
+            m: p.m,
+            n: p.n,
+            k_splits: splits as i32,
+            ldo: p.ldo,
+            epilogue,
+        };
+        load("gemm").launch("gemm_split_reduce_bf16", split_reduce_config(shape.m, out_cols), reduce).unwrap();
+    } else if tile_group > 0 {
         load("gemm").launch("gemm_bf16", launch_config(shape).unwrap(), p).unwrap();
     } else {
         let cfg = gemv::launch_config(shape.m, out_cols, epilogue == Epilogue::SwiGlu.code());
@@ -46,7 +72,17 @@ fn run<T>(a: &[bf16], w: &[bf16], out: &mut [T], shape: GemmShape, epilogue: i32
 fn emulated_gemm_matches_cpu_for_every_epilogue_and_tile_order() {
     let mut rng = Rng::fresh("emulated_gemm");
     for (m, n, k, group) in [(1, 16, 8, TILE_GROUP), (9, 136, 72, TILE_GROUP), (129, 272, 200, TILE_GROUP), (300, 144, 136, 1)] {
-        check_every_epilogue(&mut rng, m, n, k, group);
+        check_every_epilogue(&mut rng, m, n, k, group, 1);
+    }
+}
+
+/// Split-K: K ranges of unequal length (K = 328: 6 k-tiles over 4 splits = 2, 2, 2, 0 — an empty
+/// last range writes zero partials), the partials summed through every epilogue.
+#[test]
+fn emulated_gemm_split_k_matches_cpu_for_every_epilogue() {
+    let mut rng = Rng::fresh("emulated_gemm_split_k");
+    for (m, n, k, splits) in [(9, 136, 328, 4), (130, 144, 200, 2), (1, 16, 72, 3)] {
+        check_every_epilogue(&mut rng, m, n, k, TILE_GROUP, splits);
     }
 }
 
@@ -56,14 +92,14 @@ fn emulated_gemv_matches_cpu_for_every_epilogue() {
     // K = 1032: 129 chunks of 8, past one unrolled pass of 4 x 32 lanes, with a remainder; every
     // M, so each columns-per-warp case (1, 2, 4; 2 for SwiGLU) runs; N = 72: 9 warps of 8 columns.
     for (m, n, k) in [(1, 16, 8), (1, 40, 1032), (2, 24, 264), (3, 40, 1032), (4, 72, 136), (5, 16, 8), (6, 24, 520), (7, 8, 64), (8, 24, 264)] {
-        check_every_epilogue(&mut rng, m, n, k, 0);
+        check_every_epilogue(&mut rng, m, n, k, 0, 1);
     }
 }
 
 /// Store, f32, residual and SwiGLU against cpu::matmul; `group` 0 runs gemv.
-fn check_every_epilogue(rng: &mut Rng, m: usize, n: usize, k: usize, group: i32) {
+fn check_every_epilogue(rng: &mut Rng, m: usize, n: usize, k: usize, group: i32, splits: usize) {
     let shape = GemmShape { m, n, k };
-    let kernel = if group > 0 { format!("gemm tile group {group}") } else { "gemv".to_string() };
+    let kernel = if group > 0 { format!("gemm tile group {group} split-K {splits}") } else { "gemv".to_string() };
     let what = format!("emulated {kernel} M {m} N {n} K {k}");
     let a = rng.bf16_vec(m * k, 1.0);
     let w = rng.bf16_vec(n * k, 1.0 / (k as f32).sqrt());
@@ -71,22 +107,22 @@ fn check_every_epilogue(rng: &mut Rng, m: usize, n: usize, k: usize, group: i32)
     let tol = 2e-2 * rms(&want);
 
     let mut out = vec![POISON; m * n];
-    run(&a, &w, &mut out, shape, Epilogue::Store.code(), group);
+    run(&a, &w, &mut out, shape, Epilogue::Store.code(), group, splits);
     assert_close(&format!("{what} store"), &to_f32(&out), &want, tol, 8e-3);
 
     let mut out32 = vec![f32::NAN; m * n];
-    run(&a, &w, &mut out32, shape, Epilogue::F32_CODE, group);
+    run(&a, &w, &mut out32, shape, Epilogue::F32_CODE, group, splits);
     assert_close(&format!("{what} f32"), &out32, &want, 1e-3 * rms(&want), 1e-3);
 
     let mut res = rng.bf16_vec(m * n, 1.0);
     let want_res: Vec<f32> = res.iter().zip(round_bf16(&want)).map(|(r, a)| r.to_f32() + a).collect();
-    run(&a, &w, &mut res, shape, Epilogue::AddInPlace.code(), group);
+    run(&a, &w, &mut res, shape, Epilogue::AddInPlace.code(), group, splits);
     assert_close(&format!("{what} residual"), &to_f32(&res), &want_res, tol, 8e-3);
 
     let up = rng.bf16_vec(n * k, 1.0 / (k as f32).sqrt());
     let want_swiglu = swiglu(&round_bf16(&want), &round_bf16(&matmul(&to_f32(&a), &up, k)));
     let fused = interleave_gate_up(&w, &up, k);
     let mut out = vec![POISON; m * n];
-    run(&a, &fused, &mut out, GemmShape { m, n: 2 * n, k }, Epilogue::SwiGlu.code(), group);
+    run(&a, &fused, &mut out, GemmShape { m, n: 2 * n, k }, Epilogue::SwiGlu.code(), group, splits);
     assert_close(&format!("{what} swiglu"), &to_f32(&out), &want_swiglu, 2e-2 * rms(&want_swiglu), 1e-2);
 }

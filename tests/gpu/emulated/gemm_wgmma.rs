@@ -46,6 +46,7 @@ fn run<T>(a: &[bf16], w: &[bf16], out: &mut [T], shape: GemmShape, epilogue: Epi
         ldo: out_cols as i32,
         epilogue: if f32_out { Epilogue::F32_CODE } else { epilogue.code() },
         tile_group,
+        k_splits: 1,
     };
     let a_map = emu_tensor_map(tensor_map_spec(p.a, shape.m, shape.k, BOX_ROWS.0));
     let w_map = emu_tensor_map(tensor_map_spec(p.w, shape.n, shape.k, BOX_ROWS.1));
