@@ -1,7 +1,7 @@
 //! `gemm_bf16` (kernels/gemm.cu): out = A . W^T on tensor cores, with plain, residual-add and
 //! SwiGLU epilogues. For prefill-sized M; `gemv` serves M <= 8.
 
-use cudarc::driver::{CudaView, CudaViewMut, DeviceRepr, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaSlice, CudaView, CudaViewMut, DeviceRepr, LaunchConfig, PushKernelArg};
 use half::bf16;
 
 use super::check::{address, allow_dynamic_smem, as_i32, ensure, vector_buffer};
@@ -197,10 +197,16 @@ pub fn split_reduce_config(m: usize, out_cols: usize) -> LaunchConfig {
     LaunchConfig { grid_dim: ((m * out_cols).div_ceil(256).clamp(1, 1024) as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 }
 }
 
+/// Floats of a split-K workspace that serves every shape on `sms` multiprocessors: split-K runs
+/// only with fewer output tiles than SMs (M x N < sms x 128 x 128) and at most 8 splits.
+pub fn split_k_workspace_len(sms: usize) -> usize {
+    8 * sms * BM * BN
+}
+
 /// `gemm` with K split `split_k` ways when the output tiles alone would leave SMs idle (decode
 /// batches): the blocks write f32 partials to a workspace and `gemm_split_reduce_bf16` sums them
-/// through the epilogue. Same arguments and results as `gemm` (up to summation order); the
-/// workspace is allocated per call (the kernel lab's variant; the engine would keep one).
+/// through the epilogue. Same arguments and results as `gemm` (up to summation order). The
+/// kernel lab's variant: the workspace is allocated per call (stream-ordered, no memset).
 pub fn gemm_split_k(
     gpu: &Gpu,
     a: &CudaView<bf16>,
@@ -209,17 +215,35 @@ pub fn gemm_split_k(
     shape: GemmShape,
     epilogue: Epilogue,
 ) -> Result<()> {
+    let n = split_k(shape, gpu.info.multiprocessors) * shape.m * shape.n;
+    // SAFETY: uninitialised floats; the split GEMM writes every element of every plane (blocks
+    // with an empty range of K write zeros) before the reduce reads them.
+    let mut workspace = unsafe { gpu.stream.alloc::<f32>(n.max(1)) }
+        .map_err(crate::gpu::error::GpuError::driver("allocating the split-K workspace"))?;
+    gemm_split_k_with(gpu, a, w, out, shape, epilogue, &mut workspace)
+}
+
+/// `gemm_split_k` with the caller's workspace (at least `split_k_workspace_len` floats serves
+/// every shape): allocation-free, so it can run inside a captured CUDA graph.
+pub fn gemm_split_k_with(
+    gpu: &Gpu,
+    a: &CudaView<bf16>,
+    w: &CudaView<bf16>,
+    out: &mut CudaViewMut<bf16>,
+    shape: GemmShape,
+    epilogue: Epilogue,
+    workspace: &mut CudaSlice<f32>,
+) -> Result<()> {
     let splits = split_k(shape, gpu.info.multiprocessors);
     let p = linear_params(gpu, KERNEL, a, w, out, shape, Some(epilogue))?;
     if splits == 1 || shape.m == 0 {
         return launch(gpu, p, shape);
     }
-    let workspace = gpu
-        .stream
-        .alloc_zeros::<f32>(splits * shape.m * shape.n)
-        .map_err(crate::gpu::error::GpuError::driver("allocating the split-K workspace"))?;
+    ensure(workspace.len() >= splits * shape.m * shape.n, KERNEL, || {
+        format!("the split-K workspace holds {} floats, needs {splits} x {} x {}", workspace.len(), shape.m, shape.n)
+    })?;
     let partials = LinearParams {
-        out: address(&gpu.stream, &workspace),
+        out: address(&gpu.stream, workspace),
         residual: 0,
         ldo: shape.n as i32,
         epilogue: Epilogue::F32_CODE,
@@ -228,11 +252,11 @@ pub fn gemm_split_k(
     };
     let mut launch = gpu.stream.launch_builder(&gpu.kernels.gemm_bf16);
     launch.arg(&partials);
-    // SAFETY: as for `gemm`, with the f32 output being the workspace of splits x M x N floats
-    // (block y writes plane y).
+    // SAFETY: as for `gemm`, with the f32 output being the workspace of at least splits x M x N
+    // floats (checked above; block y writes plane y).
     gpu.launched(KERNEL, unsafe { launch.launch(split_launch_config(shape, splits)?) }.map(|_| ()))?;
     let reduce = SplitReduceParams {
-        partial: address(&gpu.stream, &workspace),
+        partial: address(&gpu.stream, workspace),
         out: p.out,
         residual: p.residual,
         m: p.m,

@@ -15,7 +15,7 @@ use crate::gpu::kernels::attention::{
     DecodeWorkspace, DeviceAttentionMeta,
 };
 use crate::gpu::kernels::embedding::embedding_gather;
-use crate::gpu::kernels::gemm::{gemm, gemm_f32, Epilogue, GemmShape};
+use crate::gpu::kernels::gemm::{gemm, gemm_f32, gemm_split_k_with, split_k_workspace_len, Epilogue, GemmShape};
 use crate::gpu::kernels::gemm_wgmma::{gemm_wgmma, gemm_wgmma_f32};
 use crate::gpu::kernels::gemv::{gemv, gemv_f32, MAX_M};
 use crate::gpu::kernels::rmsnorm::rmsnorm;
@@ -39,6 +39,7 @@ struct Scratch {
     logit_rows: CudaSlice<i32>, // [max_seqs]: rows of `hidden` whose logits are wanted
     positions: CudaSlice<i32>,
     slots: CudaSlice<i32>,
+    split_k: CudaSlice<f32>, // split-K partials (GemmKernel::MmaSplitK), split_k_workspace_len floats
 }
 
 /// One sequence's part of a batched step (see `engine::StepEntry`).
@@ -72,7 +73,9 @@ pub struct CudaModel {
     graphs: Option<DecodeGraphs>,
 }
 
-/// `A . W^T` on the bandwidth path for M <= 8, on tensor cores above.
+/// `A . W^T` on the bandwidth path for M <= 8, on tensor cores above (`split_k`: the
+/// workspace of GemmKernel::MmaSplitK).
+#[allow(clippy::too_many_arguments)]
 fn linear(
     gpu: &Gpu,
     kernel: GemmKernel,
@@ -81,11 +84,13 @@ fn linear(
     out: &mut CudaViewMut<bf16>,
     shape: GemmShape,
     epi: Epilogue,
+    split_k: &mut CudaSlice<f32>,
 ) -> Result<()> {
     match kernel {
         _ if shape.m <= MAX_M => gemv(gpu, a, &w.as_view(), out, shape, epi),
         GemmKernel::MmaSync => gemm(gpu, a, &w.as_view(), out, shape, epi),
         GemmKernel::Wgmma => gemm_wgmma(gpu, a, &w.as_view(), out, shape, epi),
+        GemmKernel::MmaSplitK => gemm_split_k_with(gpu, a, &w.as_view(), out, shape, epi, split_k),
     }
 }
 
@@ -125,6 +130,10 @@ impl CudaModel {
             logit_rows: alloc_i32(max_seqs)?,
             positions: alloc_i32(t)?,
             slots: alloc_i32(t)?,
+            split_k: gpu
+                .stream
+                .alloc_zeros::<f32>(split_k_workspace_len(gpu.info.multiprocessors))
+                .map_err(GpuError::driver("allocating the split-K workspace"))?,
         };
         let max_decode_splits = 2 * gpu.info.multiprocessors;
         let decode_workspace = DecodeWorkspace::new(&gpu, max_seqs, c.n_heads, max_decode_splits, c.head_dim)?;
@@ -356,7 +365,7 @@ impl CudaModel {
         for (l, layer) in w.layers.iter().enumerate() {
             rmsnorm(gpu, &s.hidden.slice(0..n * dim), &layer.attn_norm.as_view(), &mut s.normed.slice_mut(0..n * dim), dim, c.norm_eps)?;
             let shape = GemmShape { m: n, n: qkv_w, k: dim };
-            linear(gpu, self.gemm, &s.normed.slice(0..n * dim), &layer.wqkv, &mut s.qkv.slice_mut(0..n * qkv_w), shape, Epilogue::Store)?;
+            linear(gpu, self.gemm, &s.normed.slice(0..n * dim), &layer.wqkv, &mut s.qkv.slice_mut(0..n * qkv_w), shape, Epilogue::Store, &mut s.split_k)?;
             {
                 let (mut k_cache, mut v_cache) = self.kv.layer_mut(l);
                 rope_write_kv(
@@ -381,12 +390,12 @@ impl CudaModel {
                 prefill(gpu, attn_shape, meta, &q, &k_cache, &v_cache, &mut attn)?;
             }
             let shape = GemmShape { m: n, n: dim, k: c.q_dim() };
-            linear(gpu, self.gemm, &s.attn.slice(0..n * c.q_dim()), &layer.wo, &mut s.hidden.slice_mut(0..n * dim), shape, Epilogue::AddInPlace)?;
+            linear(gpu, self.gemm, &s.attn.slice(0..n * c.q_dim()), &layer.wo, &mut s.hidden.slice_mut(0..n * dim), shape, Epilogue::AddInPlace, &mut s.split_k)?;
             rmsnorm(gpu, &s.hidden.slice(0..n * dim), &layer.ffn_norm.as_view(), &mut s.normed.slice_mut(0..n * dim), dim, c.norm_eps)?;
             let shape = GemmShape { m: n, n: 2 * c.ffn_dim, k: dim };
-            linear(gpu, self.gemm, &s.normed.slice(0..n * dim), &layer.w_gate_up, &mut s.ffn.slice_mut(0..n * c.ffn_dim), shape, Epilogue::SwiGlu)?;
+            linear(gpu, self.gemm, &s.normed.slice(0..n * dim), &layer.w_gate_up, &mut s.ffn.slice_mut(0..n * c.ffn_dim), shape, Epilogue::SwiGlu, &mut s.split_k)?;
             let shape = GemmShape { m: n, n: dim, k: c.ffn_dim };
-            linear(gpu, self.gemm, &s.ffn.slice(0..n * c.ffn_dim), &layer.w_down, &mut s.hidden.slice_mut(0..n * dim), shape, Epilogue::AddInPlace)?;
+            linear(gpu, self.gemm, &s.ffn.slice(0..n * c.ffn_dim), &layer.w_down, &mut s.hidden.slice_mut(0..n * dim), shape, Epilogue::AddInPlace, &mut s.split_k)?;
         }
         if r == 0 {
             return Ok(());

@@ -5,13 +5,15 @@
 use crate::gpu::error::{GpuError, Result};
 use crate::gpu::kernels::attention::DecodeKernel;
 
-/// Which tensor-core GEMM serves M > 8 (`NEMO_GEMM=mma|wgmma`, default mma).
+/// Which tensor-core GEMM serves M > 8 (`NEMO_GEMM=mma|wgmma|split-k`, default mma).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GemmKernel {
     /// kernels/gemm.cu: mma.sync, cp.async; checked on an H100 (docs/gpu-runs.md).
     MmaSync,
     /// kernels/gemm_wgmma.cu: wgmma + TMA; the default once a GPU run has checked it.
     Wgmma,
+    /// kernels/gemm.cu split over K when its output tiles would leave SMs idle (decode batches).
+    MmaSplitK,
 }
 
 impl GemmKernel {
@@ -20,7 +22,11 @@ impl GemmKernel {
         match std::env::var("NEMO_GEMM").as_deref() {
             Err(_) | Ok("") | Ok("mma") => Ok(GemmKernel::MmaSync),
             Ok("wgmma") => Ok(GemmKernel::Wgmma),
-            Ok(other) => Err(GpuError::BadArgument { kernel: "gemm", what: format!("NEMO_GEMM={other:?}: expected mma or wgmma") }),
+            Ok("split-k") => Ok(GemmKernel::MmaSplitK),
+            Ok(other) => Err(GpuError::BadArgument {
+                kernel: "gemm",
+                what: format!("NEMO_GEMM={other:?}: expected mma, wgmma or split-k"),
+            }),
         }
     }
 }
