@@ -35,3 +35,43 @@ __device__ __forceinline__ size_t kv_row_offset(const AttentionParams& p, int se
     const size_t slot = (size_t)block * p.block_size + pos % p.block_size;
     return (slot * p.n_kv_heads + kv_head) * head_dim;
 }
+
+// Causal mask and online-softmax update of one tile of scores held in the mma accumulator layout
+// (s[j][r]: row g + 8 * (r / 2) of this thread's group, key key0 + 8j + 2 * (lane % 4) + r % 2):
+// scales by scale_log2 (exp2 domain), drops keys past row_pos[h] (-1 marks a padding row), turns
+// s into the unnormalised weights exp2(s - max), updates row_max / row_sum, and returns in
+// alpha[h] the factor by which row h's output accumulators must be rescaled.
+template <int NJ>
+__device__ __forceinline__ void causal_online_softmax(float (&s)[NJ][4], int key0, const int (&row_pos)[2], float scale_log2,
+                                                      float (&row_max)[2], float (&row_sum)[2], float (&alpha)[2]) {
+    const int t4 = threadIdx.x & 3;
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+        float tile_max = -INFINITY;
+#pragma unroll
+        for (int j = 0; j < NJ; ++j)
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+                float& v = s[j][h * 2 + e];
+                v = key0 + 8 * j + 2 * t4 + e <= row_pos[h] ? v * scale_log2 : -INFINITY;
+                tile_max = fmaxf(tile_max, v);
+            }
+        tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
+        tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));
+        const float new_max = fmaxf(row_max[h], tile_max);
+        // A row with nothing visible yet keeps max -inf: use 0 so exp2 gives 0, not NaN.
+        const float base = new_max == -INFINITY ? 0.f : new_max;
+        alpha[h] = exp2f(row_max[h] - base);
+        row_max[h] = new_max;
+        float sum = 0.f;
+#pragma unroll
+        for (int j = 0; j < NJ; ++j)
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+                float& v = s[j][h * 2 + e];
+                v = exp2f(v - base);
+                sum += v;
+            }
+        row_sum[h] = row_sum[h] * alpha[h] + sum;
+    }
+}

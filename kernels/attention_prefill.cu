@@ -123,40 +123,14 @@ __device__ void attention_prefill(const AttentionParams& p) {
 
         // Causal mask and online softmax (log2 domain). s[j][e]: row g + 8*(e/2), key
         // tile*64 + 8j + 2*t4 + e%2.
+        float alpha[2];
+        causal_online_softmax(s, tile * KT, row_pos, p.scale_log2, row_max, row_sum, alpha);
 #pragma unroll
-        for (int h = 0; h < 2; ++h) {
-            float tile_max = -INFINITY;
-#pragma unroll
-            for (int j = 0; j < KT / 8; ++j)
-#pragma unroll
-                for (int e = 0; e < 2; ++e) {
-                    const int key = tile * KT + j * 8 + 2 * t4 + e;
-                    float& v = s[j][h * 2 + e];
-                    v = key <= row_pos[h] ? v * p.scale_log2 : -INFINITY;
-                    tile_max = fmaxf(tile_max, v);
-                }
-            tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
-            tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));
-            const float new_max = fmaxf(row_max[h], tile_max);
-            // A row with nothing visible yet keeps max -inf: use 0 so exp2 gives 0, not NaN.
-            const float base = new_max == -INFINITY ? 0.f : new_max;
-            const float alpha = exp2f(row_max[h] - base);
-            row_max[h] = new_max;
-            float sum = 0.f;
-#pragma unroll
-            for (int j = 0; j < KT / 8; ++j)
-#pragma unroll
-                for (int e = 0; e < 2; ++e) {
-                    float& v = s[j][h * 2 + e];
-                    v = exp2f(v - base);
-                    sum += v;
-                }
-            row_sum[h] = row_sum[h] * alpha + sum;
-#pragma unroll
-            for (int d = 0; d < HD / 8; ++d) {
-                o[d][h * 2] *= alpha;
-                o[d][h * 2 + 1] *= alpha;
-            }
+        for (int d = 0; d < HD / 8; ++d) {
+            o[d][0] *= alpha[0];
+            o[d][1] *= alpha[0];
+            o[d][2] *= alpha[1];
+            o[d][3] *= alpha[1];
         }
 
         // O += P V: P (16 x 64) from the S accumulators as A fragments, V via ldmatrix.trans.

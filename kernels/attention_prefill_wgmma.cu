@@ -151,40 +151,14 @@ __device__ void attention_prefill_wgmma(const PrefillWgmmaParams& params) {
         fence_registers(s_acc);
 
         // Causal mask and online softmax (log2 domain), as attention_prefill.cu.
+        float alpha[2];
+        causal_online_softmax(reinterpret_cast<float (&)[KT / 8][4]>(s_acc), t * KT, row_pos, p.scale_log2, row_max, row_sum, alpha);
 #pragma unroll
-        for (int h = 0; h < 2; ++h) {
-            float tile_max = -INFINITY;
-#pragma unroll
-            for (int j = 0; j < KT / 8; ++j)
-#pragma unroll
-                for (int e = 0; e < 2; ++e) {
-                    const int key = t * KT + 8 * j + 2 * t4 + e;
-                    float& v = s_acc[4 * j + 2 * h + e];
-                    v = key <= row_pos[h] ? v * p.scale_log2 : -INFINITY;
-                    tile_max = fmaxf(tile_max, v);
-                }
-            tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
-            tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));
-            const float new_max = fmaxf(row_max[h], tile_max);
-            // A row with nothing visible yet keeps max -inf: use 0 so exp2 gives 0, not NaN.
-            const float base_max = new_max == -INFINITY ? 0.f : new_max;
-            const float alpha = exp2f(row_max[h] - base_max);
-            row_max[h] = new_max;
-            float sum = 0.f;
-#pragma unroll
-            for (int j = 0; j < KT / 8; ++j)
-#pragma unroll
-                for (int e = 0; e < 2; ++e) {
-                    float& v = s_acc[4 * j + 2 * h + e];
-                    v = exp2f(v - base_max);
-                    sum += v;
-                }
-            row_sum[h] = row_sum[h] * alpha + sum;
-#pragma unroll
-            for (int j = 0; j < HD / 8; ++j) {
-                o[4 * j + 2 * h] *= alpha;
-                o[4 * j + 2 * h + 1] *= alpha;
-            }
+        for (int j = 0; j < HD / 8; ++j) {
+            o[4 * j + 0] *= alpha[0];
+            o[4 * j + 1] *= alpha[0];
+            o[4 * j + 2] *= alpha[1];
+            o[4 * j + 3] *= alpha[1];
         }
 
         // O += P V: P (bf16) as the register A operand, 16 keys per wgmma, all converted before the
