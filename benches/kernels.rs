@@ -7,7 +7,7 @@
 
 use half::bf16;
 use nemo_engine::gpu::kernels::attention::{
-    attention_decode, attention_decode_mma, attention_prefill, decode_splits, AttentionMeta, AttentionShape, DecodeWorkspace,
+    attention_decode_with, attention_prefill, decode_splits, DecodeKernel, AttentionMeta, AttentionShape, DecodeWorkspace,
 };
 use nemo_engine::gpu::kernels::embedding::embedding_gather;
 use nemo_engine::gpu::kernels::gemm::{gemm, Epilogue, GemmShape};
@@ -18,7 +18,7 @@ use nemo_engine::gpu::kernels::rope::{rope_cos_sin_table, rope_write_kv, RopeSha
 use nemo_engine::gpu::timing::{copy_bandwidth_gbs, time_ms};
 use nemo_engine::gpu::{upload, Gpu, GpuResult};
 use nemo_engine::gpu::kernels::attention_wgmma::attention_prefill_wgmma;
-use nemo_engine::lab::attention::{DecodeFn, PrefillFn};
+use nemo_engine::lab::attention::PrefillFn;
 use nemo_engine::model::{ModelConfig, RopeLayout};
 
 struct Bench {
@@ -204,13 +204,13 @@ fn bench_attention(b: &Bench) -> GpuResult<()> {
         let splits = decode_splits(b.gpu.info.multiprocessors, 1, c.n_kv_heads, ctx);
         let mut ws = DecodeWorkspace::new(&b.gpu, 1, c.n_heads, splits, c.head_dim)?;
         let bytes = 2 * ctx * c.kv_dim() * 2;
-        for (name, decode) in [("attention_decode", attention_decode as DecodeFn), ("attention_decode_mma", attention_decode_mma)] {
+        for (name, kernel) in [("attention_decode", DecodeKernel::CudaCores), ("attention_decode_mma", DecodeKernel::Mma)] {
             if left_out(name) {
                 println!("{name:<22} left out (NEMO_BENCH_SKIP)");
                 continue;
             }
             let t = time_ms(&b.gpu, 3, 20, |_| {
-                decode(&b.gpu, shape, &meta, &q.as_view(), &k.as_view(), &v.as_view(), &mut ws, splits, &mut out.as_view_mut())
+                attention_decode_with(&b.gpu, kernel, shape, &meta, &q.as_view(), &k.as_view(), &v.as_view(), &mut ws, splits, &mut out.as_view_mut())
             })?;
             b.report_bytes(name, &format!("batch 1, context {ctx}, {splits} splits"), t.median_ms, bytes as f64);
         }

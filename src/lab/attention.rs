@@ -10,7 +10,7 @@ use super::{check_and_time, random_bf16, sample_rows, Check, Expected, Lab, Row,
 use crate::cpu::attention::{attention, AttentionShape as CpuShape};
 use crate::gpu::kernels::attention_wgmma::attention_prefill_wgmma;
 use crate::gpu::kernels::attention::{
-    attention_decode, attention_decode_mma, attention_prefill, decode_splits, AttentionMeta, AttentionShape, DecodeWorkspace, DeviceAttentionMeta,
+    attention_decode, attention_decode_with, attention_prefill, decode_splits, DecodeKernel, AttentionMeta, AttentionShape, DecodeWorkspace, DeviceAttentionMeta,
 };
 use crate::gpu::{upload, Gpu, GpuResult};
 
@@ -40,7 +40,10 @@ pub const PREFILL_VARIANTS: &[(&str, PrefillFn)] = &[
 /// Every decode variant: (name, wrapper). A new one is one line here.
 pub const DECODE_VARIANTS: &[(&str, DecodeFn)] = &[
     ("split-k", attention_decode), // kernels/attention_decode.cu: flash-decoding + combine
-    ("mma-split-k", attention_decode_mma), // kernels/attention_decode_mma.cu: tensor cores, cp.async pipeline
+    // kernels/attention_decode_mma.cu: tensor cores, cp.async pipeline
+    ("mma-split-k", |gpu, shape, meta, q, k, v, ws, splits, out| {
+        attention_decode_with(gpu, DecodeKernel::Mma, shape, meta, q, k, v, ws, splits, out)
+    }),
 ];
 
 pub const PREFILL_SHAPES: &[&str] = &["2048", "8192", "16384"];

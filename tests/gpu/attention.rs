@@ -5,7 +5,7 @@ use crate::common::*;
 use half::bf16;
 use nemo_engine::cpu::attention::{attention, AttentionShape as CpuShape};
 use nemo_engine::gpu::kernels::attention::{
-    attention_decode, attention_decode_mma, attention_prefill, decode_splits, AttentionMeta, AttentionShape,
+    attention_decode, attention_decode_with, attention_prefill, decode_splits, DecodeKernel, AttentionMeta, AttentionShape,
     DecodeWorkspace,
 };
 use nemo_engine::gpu::kernels::attention_wgmma::attention_prefill_wgmma;
@@ -138,7 +138,9 @@ fn attention_decode_matches_cpu() {
 /// has checked yet.
 #[test]
 fn attention_decode_mma_matches_cpu() {
-    decode_matches_cpu("attention_decode_mma_matches_cpu", attention_decode_mma);
+    decode_matches_cpu("attention_decode_mma_matches_cpu", |gpu, shape, meta, q, k, v, ws, splits, out| {
+        attention_decode_with(gpu, DecodeKernel::Mma, shape, meta, q, k, v, ws, splits, out)
+    });
 }
 
 fn decode_matches_cpu(test: &str, decode: DecodeFn) {

@@ -407,27 +407,12 @@ pub fn attention_decode(
     n_splits: usize,
     out: &mut CudaViewMut<bf16>,
 ) -> Result<()> {
-    decode(gpu, DecodeKernel::CudaCores, shape, meta, q, k_cache, v_cache, workspace, n_splits, out)
+    attention_decode_with(gpu, DecodeKernel::CudaCores, shape, meta, q, k_cache, v_cache, workspace, n_splits, out)
 }
 
-/// `attention_decode` on tensor cores with pipelined K/V loads (kernels/attention_decode_mma.cu).
+/// `attention_decode` on the chosen kernel (the splits; the merge is the same for both).
 #[allow(clippy::too_many_arguments)]
-pub fn attention_decode_mma(
-    gpu: &Gpu,
-    shape: AttentionShape,
-    meta: &DeviceAttentionMeta,
-    q: &CudaView<bf16>,
-    k_cache: &CudaView<bf16>,
-    v_cache: &CudaView<bf16>,
-    workspace: &mut DecodeWorkspace,
-    n_splits: usize,
-    out: &mut CudaViewMut<bf16>,
-) -> Result<()> {
-    decode(gpu, DecodeKernel::Mma, shape, meta, q, k_cache, v_cache, workspace, n_splits, out)
-}
-
-#[allow(clippy::too_many_arguments)]
-fn decode(
+pub fn attention_decode_with(
     gpu: &Gpu,
     kernel: DecodeKernel,
     shape: AttentionShape,

@@ -11,7 +11,7 @@ use super::graphs::{graph_batch, DecodeGraphs, GraphReport};
 use super::kernel_choice::{decode_kernel_from_env, GemmKernel, PrefillKernel};
 use crate::gpu::kernels::attention_wgmma::attention_prefill_wgmma;
 use crate::gpu::kernels::attention::{
-    attention_decode, attention_decode_mma, attention_prefill, decode_splits, AttentionMeta, AttentionShape, DecodeKernel,
+    attention_decode_with, attention_prefill, decode_splits, AttentionMeta, AttentionShape, DecodeKernel,
     DecodeWorkspace, DeviceAttentionMeta,
 };
 use crate::gpu::kernels::embedding::embedding_gather;
@@ -377,11 +377,7 @@ impl CudaModel {
             let q = s.qkv.slice(0..n * qkv_w);
             let mut attn = s.attn.slice_mut(0..n * c.q_dim());
             if all_decode {
-                let decode = match self.decode {
-                    DecodeKernel::CudaCores => attention_decode,
-                    DecodeKernel::Mma => attention_decode_mma,
-                };
-                decode(gpu, attn_shape, meta, &q, &k_cache, &v_cache, &mut self.decode_workspace, splits, &mut attn)?;
+attention_decode_with(gpu, self.decode, attn_shape, meta, &q, &k_cache, &v_cache, &mut self.decode_workspace, splits, &mut attn)?;
             } else {
                 let prefill = match self.prefill {
                     PrefillKernel::MmaSync => attention_prefill,
