@@ -17,13 +17,22 @@ fn round_bf16(v: &[f32]) -> Vec<f32> {
     v.iter().map(|&x| bf16::from_f32(x).to_f32()).collect()
 }
 
-/// Runs gemm_bf16 (`tile_group` > 0; split over K `splits` ways when > 1) or gemv_bf16 (0) over
-/// host buffers; `out` is bf16 or f32 as the epilogue code says.
-fn run<T>(a: &[bf16], w: &[bf16], out: &mut [T], shape: GemmShape, epilogue: i32, tile_group: i32, splits: usize) {
+/// Which kernel `run` launches.
+#[derive(Clone, Copy, Debug)]
+pub enum Linear {
+    /// gemm_bf16 with this tile group, split over K `splits` ways when > 1.
+    Mma { group: i32, splits: usize },
+    Gemv,
+    Wgmma { group: i32 },
+}
+
+/// The parameters the wrappers build (`linear_params`), over host buffers; `out` is bf16 or f32
+/// as the epilogue code says.
+pub fn host_params<T>(a: &[bf16], w: &[bf16], out: &mut [T], shape: GemmShape, epilogue: i32, tile_group: i32) -> LinearParams {
     let out_cols = if epilogue == Epilogue::SwiGlu.code() { shape.n / 2 } else { shape.n };
     assert_eq!(out.len(), shape.m * out_cols);
     let out_addr = out.as_mut_ptr() as u64;
-    let p = LinearParams {
+    LinearParams {
         a: addr(a),
         w: addr(w),
         out: out_addr,
@@ -36,7 +45,18 @@ fn run<T>(a: &[bf16], w: &[bf16], out: &mut [T], shape: GemmShape, epilogue: i32
         epilogue,
         tile_group,
         k_splits: 1,
+    }
+}
+
+/// Runs `kernel` over host buffers; `out` is bf16 or f32 as the epilogue code says.
+fn run<T>(a: &[bf16], w: &[bf16], out: &mut [T], shape: GemmShape, epilogue: i32, kernel: Linear) {
+    let (tile_group, splits) = match kernel {
+        Linear::Mma { group, splits } => (group, splits),
+        Linear::Gemv => (0, 1),
+        Linear::Wgmma { group } => return super::gemm_wgmma::run_wgmma(a, w, out, shape, epilogue, group),
     };
+    let p = host_params(a, w, out, shape, epilogue, tile_group);
+    let out_cols = p.ldo as usize;
     if splits > 1 {
         // Partials of each K range into a workspace, then the reduce kernel's epilogue.
         let mut partial = vec![f32::NAN; splits * shape.m * shape.n];
@@ -72,7 +92,7 @@ fn run<T>(a: &[bf16], w: &[bf16], out: &mut [T], shape: GemmShape, epilogue: i32
 fn emulated_gemm_matches_cpu_for_every_epilogue_and_tile_order() {
     let mut rng = Rng::fresh("emulated_gemm");
     for (m, n, k, group) in [(1, 16, 8, TILE_GROUP), (9, 136, 72, TILE_GROUP), (129, 272, 200, TILE_GROUP), (300, 144, 136, 1)] {
-        check_every_epilogue(&mut rng, m, n, k, group, 1);
+        check_every_epilogue(&mut rng, m, n, k, Linear::Mma { group, splits: 1 });
     }
 }
 
@@ -82,7 +102,7 @@ fn emulated_gemm_matches_cpu_for_every_epilogue_and_tile_order() {
 fn emulated_gemm_split_k_matches_cpu_for_every_epilogue() {
     let mut rng = Rng::fresh("emulated_gemm_split_k");
     for (m, n, k, splits) in [(9, 136, 328, 4), (130, 144, 200, 2), (1, 16, 72, 3)] {
-        check_every_epilogue(&mut rng, m, n, k, TILE_GROUP, splits);
+        check_every_epilogue(&mut rng, m, n, k, Linear::Mma { group: TILE_GROUP, splits });
     }
 }
 
@@ -92,37 +112,36 @@ fn emulated_gemv_matches_cpu_for_every_epilogue() {
     // K = 1032: 129 chunks of 8, past one unrolled pass of 4 x 32 lanes, with a remainder; every
     // M, so each columns-per-warp case (1, 2, 4; 2 for SwiGLU) runs; N = 72: 9 warps of 8 columns.
     for (m, n, k) in [(1, 16, 8), (1, 40, 1032), (2, 24, 264), (3, 40, 1032), (4, 72, 136), (5, 16, 8), (6, 24, 520), (7, 8, 64), (8, 24, 264)] {
-        check_every_epilogue(&mut rng, m, n, k, 0, 1);
+        check_every_epilogue(&mut rng, m, n, k, Linear::Gemv);
     }
 }
 
-/// Store, f32, residual and SwiGLU against cpu::matmul; `group` 0 runs gemv.
-fn check_every_epilogue(rng: &mut Rng, m: usize, n: usize, k: usize, group: i32, splits: usize) {
+/// Store, f32, residual and SwiGLU of `kernel` against cpu::matmul.
+pub fn check_every_epilogue(rng: &mut Rng, m: usize, n: usize, k: usize, kernel: Linear) {
     let shape = GemmShape { m, n, k };
-    let kernel = if group > 0 { format!("gemm tile group {group} split-K {splits}") } else { "gemv".to_string() };
-    let what = format!("emulated {kernel} M {m} N {n} K {k}");
+    let what = format!("emulated {kernel:?} M {m} N {n} K {k}");
     let a = rng.bf16_vec(m * k, 1.0);
     let w = rng.bf16_vec(n * k, 1.0 / (k as f32).sqrt());
     let want = matmul(&to_f32(&a), &w, k);
     let tol = 2e-2 * rms(&want);
 
     let mut out = vec![POISON; m * n];
-    run(&a, &w, &mut out, shape, Epilogue::Store.code(), group, splits);
+    run(&a, &w, &mut out, shape, Epilogue::Store.code(), kernel);
     assert_close(&format!("{what} store"), &to_f32(&out), &want, tol, 8e-3);
 
     let mut out32 = vec![f32::NAN; m * n];
-    run(&a, &w, &mut out32, shape, Epilogue::F32_CODE, group, splits);
+    run(&a, &w, &mut out32, shape, Epilogue::F32_CODE, kernel);
     assert_close(&format!("{what} f32"), &out32, &want, 1e-3 * rms(&want), 1e-3);
 
     let mut res = rng.bf16_vec(m * n, 1.0);
     let want_res: Vec<f32> = res.iter().zip(round_bf16(&want)).map(|(r, a)| r.to_f32() + a).collect();
-    run(&a, &w, &mut res, shape, Epilogue::AddInPlace.code(), group, splits);
+    run(&a, &w, &mut res, shape, Epilogue::AddInPlace.code(), kernel);
     assert_close(&format!("{what} residual"), &to_f32(&res), &want_res, tol, 8e-3);
 
     let up = rng.bf16_vec(n * k, 1.0 / (k as f32).sqrt());
     let want_swiglu = swiglu(&round_bf16(&want), &round_bf16(&matmul(&to_f32(&a), &up, k)));
     let fused = interleave_gate_up(&w, &up, k);
     let mut out = vec![POISON; m * n];
-    run(&a, &fused, &mut out, GemmShape { m, n: 2 * n, k }, Epilogue::SwiGlu.code(), group, splits);
+    run(&a, &fused, &mut out, GemmShape { m, n: 2 * n, k }, Epilogue::SwiGlu.code(), kernel);
     assert_close(&format!("{what} swiglu"), &to_f32(&out), &want_swiglu, 2e-2 * rms(&want_swiglu), 1e-2);
 }
