@@ -75,3 +75,33 @@ __device__ __forceinline__ void causal_online_softmax(float (&s)[NJ][4], int key
         row_sum[h] = row_sum[h] * alpha[h] + sum;
     }
 }
+
+// The end of a split-K decode block: merges the WARPS per-warp online-softmax states of its G
+// heads (s_max, s_sum: [WARPS][G]; s_o: [WARPS][G][HD] unnormalised outputs, in shared memory)
+// and writes the split's partial (max, sum, o[HD]) per head for attention_decode_combine. An
+// empty split (every max -inf) writes max -inf, sum 0, o 0, which the combine skips.
+template <int HD, int G, int WARPS>
+__device__ __forceinline__ void write_split_partials(const AttentionParams& p, const float* s_max, const float* s_sum,
+                                                     const float* s_o, int seq, int kv_head, int split) {
+    for (int i = threadIdx.x; i < G * HD; i += blockDim.x) {
+        const int h = i / HD, d = i % HD;
+        float mx = -INFINITY;
+#pragma unroll
+        for (int w = 0; w < WARPS; ++w) mx = fmaxf(mx, s_max[w * G + h]);
+        float sum = 0.f, acc = 0.f;
+        if (mx != -INFINITY) {
+#pragma unroll
+            for (int w = 0; w < WARPS; ++w) {
+                const float scale = exp2f(s_max[w * G + h] - mx);
+                sum += s_sum[w * G + h] * scale;
+                acc += s_o[(w * G + h) * HD + d] * scale;
+            }
+        }
+        const size_t part = ((size_t)seq * p.n_heads + kv_head * G + h) * p.n_splits + split;
+        p.partial_o[part * HD + d] = acc;
+        if (d == 0) {
+            p.partial_ml[part * 2] = mx;
+            p.partial_ml[part * 2 + 1] = sum;
+        }
+    }
+}

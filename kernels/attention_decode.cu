@@ -118,27 +118,7 @@ __device__ void attention_decode(const AttentionParams& p) {
         for (int d = 0; d < DPL; ++d) s_o[warp][h][lane * DPL + d] = o[h][d];
     }
     __syncthreads();
-    for (int i = threadIdx.x; i < G * HD; i += WARPS * 32) {
-        const int h = i / HD, d = i % HD;
-        float mx = -INFINITY;
-#pragma unroll
-        for (int w = 0; w < WARPS; ++w) mx = fmaxf(mx, s_max[w][h]);
-        float sum = 0.f, acc = 0.f;
-        if (mx != -INFINITY) {
-#pragma unroll
-            for (int w = 0; w < WARPS; ++w) {
-                const float scale = exp2f(s_max[w][h] - mx);
-                sum += s_sum[w][h] * scale;
-                acc += s_o[w][h][d] * scale;
-            }
-        }
-        const size_t part = ((size_t)seq * p.n_heads + kv_head * G + h) * p.n_splits + split;
-        p.partial_o[part * HD + d] = acc;
-        if (d == 0) {
-            p.partial_ml[part * 2] = mx;
-            p.partial_ml[part * 2 + 1] = sum;
-        }
-    }
+    write_split_partials<HD, G, WARPS>(p, &s_max[0][0], &s_sum[0][0], &s_o[0][0][0], seq, kv_head, split);
 }
 
 // Grid: (n_splits, n_kv_heads, n_seqs); 128 threads. One kernel per (head_dim, G) so the

@@ -177,27 +177,7 @@ __device__ void attention_decode_mma(const AttentionParams& p) {
         }
     }
     __syncthreads();
-    for (int i = threadIdx.x; i < G * HD; i += THREADS) {
-        const int h = i / HD, d = i % HD;
-        float mx = -INFINITY;
-#pragma unroll
-        for (int w = 0; w < 4; ++w) mx = fmaxf(mx, s_max[w * G + h]);
-        float sum = 0.f, acc = 0.f;
-        if (mx != -INFINITY) {
-#pragma unroll
-            for (int w = 0; w < 4; ++w) {
-                const float scale = exp2f(s_max[w * G + h] - mx);
-                sum += s_sum[w * G + h] * scale;
-                acc += s_o[(w * G + h) * HD + d] * scale;
-            }
-        }
-        const size_t part = ((size_t)seq * p.n_heads + kv_head * G + h) * p.n_splits + split;
-        p.partial_o[part * HD + d] = acc;
-        if (d == 0) {
-            p.partial_ml[part * 2] = mx;
-            p.partial_ml[part * 2 + 1] = sum;
-        }
-    }
+    write_split_partials<HD, G, 4>(p, s_max, s_sum, s_o, seq, kv_head, split);
 }
 
 // Grid: (n_splits, n_kv_heads, n_seqs); 128 threads; dynamic shared memory
