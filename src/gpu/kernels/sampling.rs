@@ -67,6 +67,12 @@ pub(crate) fn configure(kernels: &Kernels) -> Result<()> {
     allow_dynamic_smem(&kernels.sample_tokens_f32, "sample_tokens_f32", SMEM_BYTES)
 }
 
+/// The launch for `n` rows: one block of 512 threads per row, the candidate buffer in dynamic
+/// shared memory.
+pub fn launch_config(n: usize) -> Result<LaunchConfig> {
+    Ok(LaunchConfig { grid_dim: (as_i32(KERNEL, "n_seqs", n)? as u32, 1, 1), block_dim: (512, 1, 1), shared_mem_bytes: SMEM_BYTES as u32 })
+}
+
 /// tokens[s] = the token drawn from logits[s] with params[s] (see `Sampled::from_raw`).
 /// logits: `[n_seqs, vocab]`; params, tokens: `[n_seqs]`.
 pub fn sample_tokens(
@@ -83,7 +89,7 @@ pub fn sample_tokens(
         return Ok(());
     }
     let vocab_i = as_i32(KERNEL, "vocab", vocab)?;
-    let cfg = LaunchConfig { grid_dim: (as_i32(KERNEL, "n_seqs", n)? as u32, 1, 1), block_dim: (512, 1, 1), shared_mem_bytes: SMEM_BYTES as u32 };
+    let cfg = launch_config(n)?;
     let mut launch = gpu.stream.launch_builder(&gpu.kernels.sample_tokens_f32);
     launch.arg(logits).arg(params).arg(tokens).arg(&vocab_i);
     // SAFETY: logits hold n rows of vocab, params and tokens n entries; the kernel's shared

@@ -12,6 +12,7 @@ mod gemm;
 mod gemm_wgmma;
 mod rmsnorm;
 mod rope;
+mod sampling;
 mod selftest;
 
 use std::collections::HashMap;
