@@ -19,11 +19,10 @@ __device__ __forceinline__ void cp_async16(uint32_t smem, const void* gmem, bool
 #endif
 }
 
-// (The emulator's copies complete at once: nothing to commit or wait for.)
 #ifdef NEMO_EMU
-__device__ __forceinline__ void cp_async_commit() {}
+__device__ __forceinline__ void cp_async_commit() { emu::cp_async_commit(); }
 template <int N>
-__device__ __forceinline__ void cp_async_wait() {}
+__device__ __forceinline__ void cp_async_wait() { emu::cp_async_wait(N); }
 #else
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n"); }
 

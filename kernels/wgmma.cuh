@@ -129,12 +129,11 @@ __device__ __forceinline__ void fence_registers(float (&r)[N]) {
 }
 
 // Orders this thread's register accesses before the next wgmma reads or writes them.
-// (The emulator's wgmma completes at issue: fence, commit and wait have nothing to do.)
 #ifdef NEMO_EMU
 __device__ __forceinline__ void wgmma_fence() {}
-__device__ __forceinline__ void wgmma_commit() {}
+__device__ __forceinline__ void wgmma_commit() { emu::wgmma_commit(); }
 template <int N>
-__device__ __forceinline__ void wgmma_wait() {}
+__device__ __forceinline__ void wgmma_wait() { emu::wgmma_wait(N); }
 #else
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }

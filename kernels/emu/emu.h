@@ -14,10 +14,20 @@
 // Hopper's TMA loads, mbarriers and wgmma are emulated too (hopper.cpp), with the tensor map in
 // the emulator's own encoding (see there), not the driver's.
 //
+// Asynchronous copies and wgmma run in one of two modes (`emu_set_async_mode`, tests run both):
+//   ASYNC_AT_ISSUE: each completes when issued, so a buffer refilled too early (a missing
+//     barrier before a stage is overwritten) shows up as the readers getting the new data;
+//   ASYNC_DEFERRED: each completes as late as the PTX rules allow: a cp.async at the
+//     cp.async.wait_group that covers it, a TMA load when its issuing thread next yields or a
+//     thread waits on its mbarrier, a wgmma group at the wgmma.wait_group that covers it (after
+//     every warp of the warpgroup has committed it, and after every other thread has run as far
+//     as it can, so a stage released before its wgmmas are waited for gets overwritten first). A
+//     missing wait then reads stale data; accumulators changed while their wgmma is in flight,
+//     and a thread exiting with wgmma in flight, are reported as errors.
+//
 // What it cannot show: speed, races between threads of one block on the real GPU (fibers switch
-// only at barriers and waits), the asynchrony of cp.async, TMA and wgmma (each completes at
-// issue, so a missing wait is not caught). Global memory is host memory: an out-of-bounds read
-// is not caught.
+// only at barriers and waits), memory-model subtleties (fences between the generic and async
+// proxies are not checked). Global memory is host memory: an out-of-bounds read is not caught.
 #pragma once
 #include <cuda_bf16.h>  // host-usable bf16; also brings CUDA's host definitions of the keywords
 
@@ -58,6 +68,9 @@ struct Thread {
 extern Thread* current_thread;
 extern dim3 block_idx, block_dim, grid_dim;
 
+enum AsyncMode : int { ASYNC_AT_ISSUE = 0, ASYNC_DEFERRED = 1 };
+extern int async_mode;
+
 unsigned char* dynamic_shared();
 // Shared-memory addresses as the 32-bit offsets PTX uses (relative to one anchor in .bss).
 uint32_t shared_offset(const void* p);
@@ -83,12 +96,20 @@ T shuffle(unsigned mask, T v, int src) {
 
 // For waits on state other threads change (mbarriers): lets every other fiber run once.
 void wait_a_turn(const char* what);
+// Lets every other fiber run until none can go on (a sweep without progress), then returns.
+void let_others_settle(const char* what);
 // Counts a state change that lets a waiting fiber go on (else a sweep without any is a deadlock).
 void made_progress();
 
 [[noreturn]] void trap();  // reports the thread and block, then aborts the process
+// A hazard the GPU would not report (e.g. registers changed under an in-flight wgmma): the launch
+// goes on and then fails with the first such message, naming the thread and block.
+void report(const char* what);
+bool thread_done(int linear);
 
 void cp_async16(uint32_t smem, const void* gmem, bool valid);
+void cp_async_commit();
+void cp_async_wait(int n);
 void ldmatrix_x4(uint32_t r[4], uint32_t addr, bool trans);
 void mma_m16n8k16_bf16(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1);
 
@@ -101,6 +122,13 @@ void tma_load_2d(uint32_t dst, const uint64_t map[16], int inner, int outer, uin
 void wgmma_m64n256k16_bf16(float (&d)[128], uint64_t desc_a, uint64_t desc_b);
 // d (N / 2 floats per thread) += A . B for N in {64, 128, 256}; A from registers when a_regs is set.
 void wgmma_bf16(float* d, int n, const uint32_t* a_regs, uint64_t desc_a, uint64_t desc_b, bool trans_b);
+void wgmma_commit();
+void wgmma_wait(int n);
+
+// Between the scheduler (runtime.cpp) and hopper.cpp's deferred operations.
+void reset_hopper_state(int threads);
+void land_tma_issued_by(int thread);
+void check_nothing_in_flight_at_exit();
 
 }  // namespace emu
 

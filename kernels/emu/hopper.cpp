@@ -1,6 +1,7 @@
 // The emulator's Hopper instructions (see emu.h): mbarriers, TMA 2-D tile loads with the 128-byte
 // swizzle, and wgmma m64n256k16 reading K-major 128-byte-swizzled operands through shared-memory
-// descriptors. Each completes at issue; what the GPU does asynchronously is reduced to its result.
+// descriptors. TMA loads and wgmma groups complete at issue or as late as the PTX rules allow, as
+// emu.h's async mode says.
 //
 // Shared-memory addresses are the 32-bit offsets of emu.h, whose anchor is 1024-aligned, so the
 // address bits the swizzle reads are those of the real address (the kernels align their tiles).
@@ -11,6 +12,8 @@
 // [7] swizzle span in bytes (128). Elements are bf16.
 #include <cstdio>
 #include <cstdlib>
+#include <map>
+#include <vector>
 
 #include "emu.h"
 
@@ -95,6 +98,47 @@ void check_swizzle128(uint64_t desc) {
 
 }  // namespace
 
+namespace {
+
+// A TMA load issued and not yet landed (deferred mode); the tensor map is copied at issue.
+struct PendingTma {
+    uint32_t dst;
+    uint64_t map[16];
+    int inner, outer;
+    uint32_t bar;
+    int issuer;
+};
+std::vector<PendingTma> pending_tma;
+
+void land(const PendingTma& op) {
+    const uint64_t base = op.map[1], dim_inner = op.map[2], dim_outer = op.map[3], stride = op.map[4];
+    const int box_inner = int(op.map[5]), box_outer = int(op.map[6]);
+    for (int r = 0; r < box_outer; ++r) {
+        for (int e = 0; e < box_inner; ++e) {
+            const int64_t row = int64_t(op.outer) + r, col = int64_t(op.inner) + e;
+            uint16_t v = 0;  // outside the tensor: zeros (and still counted)
+            if (row >= 0 && col >= 0 && uint64_t(row) < dim_outer && uint64_t(col) < dim_inner)
+                v = *reinterpret_cast<const uint16_t*>(base + uint64_t(row) * stride + uint64_t(col) * 2);
+            *reinterpret_cast<uint16_t*>(shared_pointer(swizzle128(op.dst + uint32_t(r * 128 + e * 2)))) = v;
+        }
+    }
+    complete_tx(op.bar, box_inner * box_outer * 2);
+}
+
+template <class Pred>
+void land_tma_where(Pred pred) {
+    std::vector<PendingTma> now, still;
+    for (const PendingTma& op : pending_tma) (pred(op) ? now : still).push_back(op);
+    pending_tma.swap(still);
+    for (const PendingTma& op : now) land(op);  // lands data and completes barriers, issues nothing
+}
+
+}  // namespace
+
+void land_tma_issued_by(int thread) {
+    if (!pending_tma.empty()) land_tma_where([thread](const PendingTma& op) { return op.issuer == thread; });
+}
+
 void mbarrier_init(uint32_t bar, uint32_t arrivals) {
     if (arrivals == 0 || arrivals >= (1u << 15)) fail("mbarrier.init with an arrival count out of range");
     MBarrier& b = barrier_at(bar);
@@ -119,37 +163,95 @@ void mbarrier_arrive_expect_tx(uint32_t bar, uint32_t bytes) {
 
 void mbarrier_wait(uint32_t bar, uint32_t parity) {
     // The phase of parity `parity` has completed once the current phase has the other parity.
-    while (barrier_at(bar).phase == (parity & 1)) wait_a_turn("mbarrier.try_wait.parity");
+    for (;;) {
+        if (!pending_tma.empty()) land_tma_where([bar](const PendingTma& op) { return op.bar == bar; });
+        if (barrier_at(bar).phase != (parity & 1)) return;
+        wait_a_turn("mbarrier.try_wait.parity");
+    }
 }
 
 void tma_load_2d(uint32_t dst, const uint64_t map[16], int inner, int outer, uint32_t bar) {
     if (map[0] != EMU_TENSOR_MAP) fail("TMA load through a tensor map not in the emulator's encoding");
-    const uint64_t base = map[1], dim_inner = map[2], dim_outer = map[3], stride = map[4];
-    const int box_inner = int(map[5]), box_outer = int(map[6]);
-    if (map[7] != 128 || box_inner * 2 != 128) fail("TMA: only 128-byte-swizzled boxes 128 bytes wide are emulated");
+    if (map[7] != 128 || map[5] * 2 != 128) fail("TMA: only 128-byte-swizzled boxes 128 bytes wide are emulated");
     if (dst % 1024) fail("TMA: a 128-byte-swizzled box needs a 1024-byte aligned destination");
-    for (int r = 0; r < box_outer; ++r) {
-        for (int e = 0; e < box_inner; ++e) {
-            const int64_t row = int64_t(outer) + r, col = int64_t(inner) + e;
-            uint16_t v = 0;  // outside the tensor: zeros (and still counted)
-            if (row >= 0 && col >= 0 && uint64_t(row) < dim_outer && uint64_t(col) < dim_inner)
-                v = *reinterpret_cast<const uint16_t*>(base + uint64_t(row) * stride + uint64_t(col) * 2);
-            *reinterpret_cast<uint16_t*>(shared_pointer(swizzle128(dst + uint32_t(r * 128 + e * 2)))) = v;
+    barrier_at(bar);  // checks the barrier's alignment at issue
+    PendingTma op{dst, {}, inner, outer, bar, current_thread->linear};
+    std::memcpy(op.map, map, sizeof op.map);
+    if (async_mode == ASYNC_DEFERRED) pending_tma.push_back(op);
+    else land(op);
+}
+
+namespace {
+
+// One thread's share of one wgmma: what it read at issue (A from registers), and where it reads
+// and writes when it completes.
+struct WgmmaOp {
+    float* d;
+    int n, warp, lane;  // warp and lane within the warpgroup
+    bool a_from_registers;
+    float a[2][16];
+    uint64_t desc_a, desc_b;
+    bool trans_b;
+    std::vector<float> d_at_issue;  // empty when an earlier in-flight wgmma of this thread writes d
+};
+
+// Deferred mode: a warpgroup's groups not yet completed; each thread's uncommitted wgmmas sit in
+// the group it commits next.
+struct WarpgroupQueue {
+    std::map<uint32_t, std::vector<WgmmaOp>> groups;
+    uint32_t finished = 0;  // groups below this have completed
+};
+std::vector<WarpgroupQueue> warpgroups;
+std::vector<uint32_t> committed;  // per thread of the block: wgmma groups committed
+
+// d[4j + r] is row 16 * warp + lane / 4 + 8 * (r / 2), column 8j + 2 * (lane % 4) + r % 2 (warp
+// and lane within the warpgroup), as in the PTX ISA's wgmma D fragment figure.
+void execute(const WgmmaOp& op) {
+    const int half = op.n / 2;
+    if (!op.d_at_issue.empty() && std::memcmp(op.d_at_issue.data(), op.d, half * sizeof(float)) != 0)
+        report("wgmma accumulators changed while the wgmma was in flight (before the wgmma.wait_group covering it)");
+    float a[2][16];
+    if (op.a_from_registers) {
+        std::memcpy(a, op.a, sizeof a);
+    } else {
+        for (int h = 0; h < 2; ++h)
+            for (int k = 0; k < 16; ++k) a[h][k] = k_major_sw128(op.desc_a, 16 * op.warp + op.lane / 4 + 8 * h, k);
+    }
+    for (int j = 0; j < op.n / 8; ++j) {
+        for (int c = 0; c < 2; ++c) {
+            const int col = 8 * j + 2 * (op.lane % 4) + c;
+            float b[16];
+            for (int k = 0; k < 16; ++k)
+                b[k] = op.trans_b ? n_major_sw128(op.desc_b, k, col) : k_major_sw128(op.desc_b, col, k);
+            for (int h = 0; h < 2; ++h) {
+                float acc = op.d[4 * j + 2 * h + c];
+                for (int k = 0; k < 16; ++k) acc += a[h][k] * b[k];
+                op.d[4 * j + 2 * h + c] = acc;
+            }
         }
     }
-    complete_tx(bar, box_inner * box_outer * 2);
+}
+
+int warpgroup_of(const Thread* t) { return t->linear / 128; }
+
+}  // namespace
+
+void reset_hopper_state(int threads) {
+    pending_tma.clear();
+    warpgroups.assign((threads + 127) / 128, WarpgroupQueue{});
+    committed.assign(threads, 0);
 }
 
 // d[64 x N] += A[64 x 16] . B[16 x N] for the calling thread's share of the warpgroup's
-// accumulators: d[4j + r] is row 16 * warp + lane / 4 + 8 * (r / 2), column 8j + 2 * (lane % 4) +
-// r % 2 (warp and lane within the warpgroup), as in the PTX ISA's wgmma D fragment figure.
-// A comes from shared memory (K-major descriptor) or, with `a_regs`, from registers in the
-// mma.sync A layout of each warp's 16 rows; B from shared memory, K-major or (`trans_b`) N-major.
+// accumulators (layout at `execute`). A comes from shared memory (K-major descriptor) or, with
+// `a_regs`, from registers in the mma.sync A layout of each warp's 16 rows; B from shared
+// memory, K-major or (`trans_b`) N-major.
 void wgmma_bf16(float* d, int n, const uint32_t* a_regs, uint64_t desc_a, uint64_t desc_b, bool trans_b) {
     check_swizzle128(desc_b);
-    const int t = int(current_thread->idx.x) % 128, warp = t / 32, lane = t % 32;
-    float a[2][16];
+    const int t = int(current_thread->idx.x) % 128;
+    WgmmaOp op{d, n, t / 32, t % 32, a_regs != nullptr, {}, desc_a, desc_b, trans_b, {}};
     if (a_regs) {
+        const int lane = op.lane;
         uint32_t* mine = warp_regs(lane);
         for (int i = 0; i < 4; ++i) mine[i] = a_regs[i];
         sync_warp(0xffffffffu);
@@ -157,26 +259,70 @@ void wgmma_bf16(float* d, int n, const uint32_t* a_regs, uint64_t desc_a, uint64
         for (int h = 0; h < 2; ++h)
             for (int k = 0; k < 16; ++k) {
                 const uint32_t reg = warp_regs((lane / 4) * 4 + (k % 8) / 2)[h + 2 * (k / 8)];
-                a[h][k] = bf16_bits_to_float(uint16_t(k % 2 ? reg >> 16 : reg & 0xffff));
+                op.a[h][k] = bf16_bits_to_float(uint16_t(k % 2 ? reg >> 16 : reg & 0xffff));
             }
         sync_warp(0xffffffffu);
     } else {
         check_swizzle128(desc_a);
-        for (int h = 0; h < 2; ++h)
-            for (int k = 0; k < 16; ++k) a[h][k] = k_major_sw128(desc_a, 16 * warp + lane / 4 + 8 * h, k);
     }
-    for (int j = 0; j < n / 8; ++j) {
-        for (int c = 0; c < 2; ++c) {
-            const int col = 8 * j + 2 * (lane % 4) + c;
-            float b[16];
-            for (int k = 0; k < 16; ++k) b[k] = trans_b ? n_major_sw128(desc_b, k, col) : k_major_sw128(desc_b, col, k);
-            for (int h = 0; h < 2; ++h) {
-                float acc = d[4 * j + 2 * h + c];
-                for (int k = 0; k < 16; ++k) acc += a[h][k] * b[k];
-                d[4 * j + 2 * h + c] = acc;
-            }
+    if (async_mode != ASYNC_DEFERRED) {
+        execute(op);
+        return;
+    }
+    WarpgroupQueue& q = warpgroups[warpgroup_of(current_thread)];
+    bool chained = false;  // an earlier wgmma of this thread, still in flight, writes d
+    for (const auto& [g, ops] : q.groups)
+        for (const WgmmaOp& o : ops) chained |= o.d == d;
+    if (!chained) op.d_at_issue.assign(d, d + n / 2);
+    q.groups[committed[current_thread->linear]].push_back(std::move(op));
+}
+
+void wgmma_commit() {
+    if (async_mode != ASYNC_DEFERRED) return;
+    ++committed[current_thread->linear];
+    made_progress();
+}
+
+void wgmma_wait(int n) {
+    if (async_mode != ASYNC_DEFERRED) return;
+    const Thread* self = current_thread;
+    const int64_t finish_below = int64_t(committed[self->linear]) - n;
+    WarpgroupQueue& q = warpgroups[warpgroup_of(self)];
+    if (finish_below <= int64_t(q.finished)) return;
+    // Every other thread runs as far as it can first: a stage handed back before this wait is
+    // refilled now.
+    let_others_settle("wgmma.wait_group (letting the other threads run first)");
+    const int first = warpgroup_of(self) * 128, last = std::min(first + 128, int(committed.size()));
+    while (int64_t(q.finished) < finish_below) {
+        const uint32_t g = q.finished;
+        // The group runs once every warp of the warpgroup has committed it (exited threads aside).
+        for (;;) {
+            bool all = true;
+            for (int i = first; i < last; ++i) all &= thread_done(i) || committed[i] > g;
+            if (all) break;
+            wait_a_turn("wgmma.wait_group (the warpgroup's other warps have not committed the group)");
         }
+        if (q.finished != g) continue;  // another thread of the warpgroup completed it meanwhile
+        auto it = q.groups.find(g);
+        if (it != q.groups.end()) {
+            for (const WgmmaOp& op : it->second) execute(op);
+            q.groups.erase(it);
+        }
+        q.finished = g + 1;
+        made_progress();
     }
+}
+
+void check_nothing_in_flight_at_exit() {
+    if (async_mode != ASYNC_DEFERRED || warpgroups.empty()) return;
+    const WarpgroupQueue& q = warpgroups[warpgroup_of(current_thread)];
+    const int warp = (int(current_thread->idx.x) % 128) / 32, lane = current_thread->lane;
+    for (const auto& [g, ops] : q.groups)
+        for (const WgmmaOp& op : ops)
+            if (op.warp == warp && op.lane == lane) {
+                report("a thread exits with a wgmma in flight (no wgmma.wait_group covers it)");
+                return;
+            }
 }
 
 void wgmma_m64n256k16_bf16(float (&d)[128], uint64_t desc_a, uint64_t desc_b) {

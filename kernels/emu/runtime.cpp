@@ -14,6 +14,7 @@ namespace emu {
 
 Thread* current_thread = nullptr;
 dim3 block_idx, block_dim, grid_dim;
+int async_mode = ASYNC_AT_ISSUE;
 
 namespace {
 
@@ -32,13 +33,28 @@ struct Warp {
     uint32_t regs[32][8];
 };
 
+// cp.async copies a thread has issued and not yet landed (deferred mode only).
+struct PendingCopy {
+    uint32_t dst;
+    const void* src;
+    bool valid;
+    uint32_t group;  // the commit group it belongs to
+};
+struct CopyQueue {
+    std::vector<PendingCopy> pending;
+    uint32_t group = 0;  // groups committed so far = the group of the next copy
+};
+
 struct Block {
     std::vector<Thread> threads;
+    std::vector<CopyQueue> copies;
     std::vector<std::vector<unsigned char>> stacks;
     std::vector<Warp> warps;
     int live = 0, arrived = 0;
     unsigned generation = 0;
-    uint64_t progress = 0;  // barrier arrivals and exits: a sweep without any is a deadlock
+    uint64_t progress = 0;  // barrier arrivals and exits: a sweep without any is a deadlock...
+    int settling = 0;       // ...unless threads wait in `let_others_settle`: then they go on
+    unsigned settled = 0;   // sweeps that ended that way
     void* scheduler_sp = nullptr;
     void (*entry)(void*) = nullptr;
     void* ctx = nullptr;
@@ -46,6 +62,7 @@ struct Block {
 
 Block block;
 std::string last_error;
+std::string hazard;  // the launch's first `report`
 
 }  // namespace
 }  // namespace emu
@@ -85,6 +102,7 @@ namespace {
 
 void yield() {
     Thread* self = current_thread;
+    if (async_mode == ASYNC_DEFERRED) land_tma_issued_by(self->linear);
     emu_switch(&self->sp, block.scheduler_sp);
 }
 
@@ -101,6 +119,8 @@ void release_block() {
 [[noreturn]] void fiber_main() {
     Thread* self = current_thread;
     block.entry(block.ctx);
+    check_nothing_in_flight_at_exit();
+    if (async_mode == ASYNC_DEFERRED) land_tma_issued_by(self->linear);  // an exit is a yield too
     self->done = true;
     ++block.progress;
     Warp& w = block.warps[self->warp];
@@ -142,7 +162,10 @@ bool run_block(const dim3 bidx) {
     block.live = n;
     block.arrived = 0;
     block.progress = 0;
+    block.settling = 0;
     std::memset(dynamic_arena, 0xff, sizeof dynamic_arena);
+    block.copies.assign(n, CopyQueue{});
+    reset_hopper_state(n);
     for (int w = 0; w < (n + 31) / 32; ++w) {
         block.warps[w].arrived = 0;
         block.warps[w].live = (w + 1) * 32 <= n ? 0xffffffffu : (1u << (n - w * 32)) - 1;
@@ -168,6 +191,10 @@ bool run_block(const dim3 bidx) {
             if (t.done) --remaining;
         }
         current_thread = nullptr;
+        if (remaining > 0 && block.progress == before && block.settling > 0) {
+            ++block.settled;
+            continue;
+        }
         if (remaining > 0 && block.progress == before) {
             last_error = describe_deadlock();
             return false;
@@ -186,6 +213,15 @@ void trap() {
 }
 
 unsigned char* dynamic_shared() { return dynamic_arena; }
+
+void report(const char* what) {
+    if (!hazard.empty()) return;
+    const Thread* t = current_thread;
+    hazard = std::string(what) + " (thread " + std::to_string(t ? t->linear : -1) + " of block (" +
+             std::to_string(block_idx.x) + "," + std::to_string(block_idx.y) + "," + std::to_string(block_idx.z) + "))";
+}
+
+bool thread_done(int linear) { return block.threads[linear].done; }
 
 uint32_t shared_offset(const void* p) {
     const ptrdiff_t d = static_cast<const unsigned char*>(p) - shared_anchor;
@@ -233,6 +269,13 @@ void wait_a_turn(const char* what) {
 
 void made_progress() { ++block.progress; }
 
+void let_others_settle(const char* what) {
+    const unsigned settled = block.settled;
+    ++block.settling;
+    while (block.settled == settled) wait_a_turn(what);
+    --block.settling;
+}
+
 unsigned char* warp_slot(int lane) { return block.warps[current_thread->warp].slots[lane]; }
 uint32_t* warp_regs(int lane) { return block.warps[current_thread->warp].regs[lane]; }
 
@@ -242,8 +285,33 @@ void cp_async16(uint32_t smem, const void* gmem, bool valid) {
         std::fprintf(stderr, "emu: cp.async of 16 bytes needs 16-byte aligned addresses\n");
         std::abort();
     }
+    if (async_mode == ASYNC_DEFERRED) {
+        CopyQueue& q = block.copies[current_thread->linear];
+        q.pending.push_back(PendingCopy{smem, gmem, valid, q.group});
+        return;
+    }
     if (valid) std::memcpy(dst, gmem, 16);
     else std::memset(dst, 0, 16);
+}
+
+void cp_async_commit() { ++block.copies[current_thread->linear].group; }
+
+// cp.async.wait_group n: every committed group but the newest n has landed (copies not yet
+// committed are not waited for).
+void cp_async_wait(int n) {
+    CopyQueue& q = block.copies[current_thread->linear];
+    const int64_t landed_below = int64_t(q.group) - n;
+    size_t kept = 0;
+    for (const PendingCopy& c : q.pending) {
+        if (int64_t(c.group) < landed_below) {
+            unsigned char* dst = shared_pointer(c.dst);
+            if (c.valid) std::memcpy(dst, c.src, 16);
+            else std::memset(dst, 0, 16);
+        } else {
+            q.pending[kept++] = c;
+        }
+    }
+    q.pending.resize(kept);
 }
 
 // ldmatrix .x4: lane l gives the row address of row l % 8 of matrix l / 8 (8 x 8 b16, 16-byte
@@ -312,6 +380,10 @@ void mma_m16n8k16_bf16(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1
 
 }  // namespace emu
 
+extern "C" __attribute__((visibility("default"))) void emu_set_async_mode(int mode) {
+    emu::async_mode = mode == emu::ASYNC_DEFERRED ? emu::ASYNC_DEFERRED : emu::ASYNC_AT_ISSUE;
+}
+
 extern "C" __attribute__((visibility("default"))) const char* emu_error() { return emu::last_error.c_str(); }
 
 extern "C" __attribute__((visibility("default"))) int emu_launch(unsigned gx, unsigned gy, unsigned gz, unsigned bx,
@@ -334,9 +406,14 @@ extern "C" __attribute__((visibility("default"))) int emu_launch(unsigned gx, un
     block.threads.assign(threads, Thread{});
     if (block.stacks.size() < threads) block.stacks.resize(threads, std::vector<unsigned char>(STACK_BYTES));
     block.warps.assign((threads + 31) / 32, Warp{});
+    hazard.clear();
     for (unsigned z = 0; z < gz; ++z)
         for (unsigned y = 0; y < gy; ++y)
             for (unsigned x = 0; x < gx; ++x)
                 if (!run_block(dim3(x, y, z))) return -1;
+    if (!hazard.empty()) {
+        last_error = hazard;
+        return -1;
+    }
     return 0;
 }

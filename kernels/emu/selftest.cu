@@ -1,9 +1,12 @@
 // Kernels that check the emulator itself (tests/gpu/emulated/selftest.rs); not part of the
 // engine (build.rs compiles kernels/*.cu only, not this folder).
 #include "common.cuh"
+#include "mma.cuh"
+#include "wgmma.cuh"
 
 struct SelftestParams {
-    int* out;  // [blockDim.x * gridDim.x] per-thread results
+    int* out;         // [blockDim.x * gridDim.x] per-thread results
+    const int* data;  // [4 * blockDim.x] source of the cp.async modes
     int mode;
 };
 
@@ -31,5 +34,28 @@ extern "C" __global__ void emu_selftest(const __grid_constant__ SelftestParams p
             __syncthreads();
             p.out[gid] = 2;
             break;
+        case 4: {  // a cp.async read before its wait: the old (0xff-poisoned) shared memory when deferred
+            DYNAMIC_SHARED(int, buf);
+            cp_async16(smem_addr(buf + 4 * tid), p.data + 4 * tid, true);
+            cp_async_commit();
+            __syncthreads();
+            p.out[gid] = buf[4 * tid];
+            cp_async_wait<0>();
+            break;
+        }
+        case 5:    // accumulators changed under an in-flight wgmma (one warpgroup): reported when deferred
+        case 6: {  // a thread exiting with a wgmma in flight: reported when deferred
+            DYNAMIC_SHARED(unsigned char, tile);  // B [16 x 64] N-major: poison is fine, values unused
+            float d[32] = {};
+            const uint32_t a[4] = {0, 0, 0, 0};
+            wgmma_fence();
+            wgmma_m64n64k16_rs_nb(d, a, wgmma_desc_sw128(smem_addr(tile), 1024, 1024));
+            wgmma_commit();
+            if (p.mode == 6) return;
+            d[0] = 1.f;
+            wgmma_wait<0>();
+            p.out[gid] = d[1] == d[1];  // (NaN from the poison: not checked)
+            break;
+        }
     }
 }

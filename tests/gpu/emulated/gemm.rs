@@ -2,7 +2,7 @@
 //! orders, awkward shapes (M, N not multiples of the 128 x 128 tile, K not a multiple of the
 //! 64-wide k-step; gemv at M = 1, 3, 8 with K past its unrolled loop).
 
-use super::{addr, load};
+use super::{addr, in_both_async_modes, load};
 use crate::common::*;
 use half::bf16;
 use nemo_engine::cpu::matmul::matmul;
@@ -125,23 +125,27 @@ pub fn check_every_epilogue(rng: &mut Rng, m: usize, n: usize, k: usize, kernel:
     let want = matmul(&to_f32(&a), &w, k);
     let tol = 2e-2 * rms(&want);
 
-    let mut out = vec![POISON; m * n];
-    run(&a, &w, &mut out, shape, Epilogue::Store.code(), kernel);
-    assert_close(&format!("{what} store"), &to_f32(&out), &want, tol, 8e-3);
-
-    let mut out32 = vec![f32::NAN; m * n];
-    run(&a, &w, &mut out32, shape, Epilogue::F32_CODE, kernel);
-    assert_close(&format!("{what} f32"), &out32, &want, 1e-3 * rms(&want), 1e-3);
-
-    let mut res = rng.bf16_vec(m * n, 1.0);
+    let res = rng.bf16_vec(m * n, 1.0);
     let want_res: Vec<f32> = res.iter().zip(round_bf16(&want)).map(|(r, a)| r.to_f32() + a).collect();
-    run(&a, &w, &mut res, shape, Epilogue::AddInPlace.code(), kernel);
-    assert_close(&format!("{what} residual"), &to_f32(&res), &want_res, tol, 8e-3);
-
     let up = rng.bf16_vec(n * k, 1.0 / (k as f32).sqrt());
     let want_swiglu = swiglu(&round_bf16(&want), &round_bf16(&matmul(&to_f32(&a), &up, k)));
     let fused = interleave_gate_up(&w, &up, k);
-    let mut out = vec![POISON; m * n];
-    run(&a, &fused, &mut out, GemmShape { m, n: 2 * n, k }, Epilogue::SwiGlu.code(), kernel);
-    assert_close(&format!("{what} swiglu"), &to_f32(&out), &want_swiglu, 2e-2 * rms(&want_swiglu), 1e-2);
+
+    in_both_async_modes(|| {
+        let mut out = vec![POISON; m * n];
+        run(&a, &w, &mut out, shape, Epilogue::Store.code(), kernel);
+        assert_close(&format!("{what} store"), &to_f32(&out), &want, tol, 8e-3);
+
+        let mut out32 = vec![f32::NAN; m * n];
+        run(&a, &w, &mut out32, shape, Epilogue::F32_CODE, kernel);
+        assert_close(&format!("{what} f32"), &out32, &want, 1e-3 * rms(&want), 1e-3);
+
+        let mut res = res.clone();
+        run(&a, &w, &mut res, shape, Epilogue::AddInPlace.code(), kernel);
+        assert_close(&format!("{what} residual"), &to_f32(&res), &want_res, tol, 8e-3);
+
+        let mut out = vec![POISON; m * n];
+        run(&a, &fused, &mut out, GemmShape { m, n: 2 * n, k }, Epilogue::SwiGlu.code(), kernel);
+        assert_close(&format!("{what} swiglu"), &to_f32(&out), &want_swiglu, 2e-2 * rms(&want_swiglu), 1e-2);
+    });
 }

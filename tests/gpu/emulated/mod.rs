@@ -15,6 +15,7 @@ mod rope;
 mod sampling;
 mod selftest;
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::ffi::{c_char, c_void, CStr};
 use std::hash::{Hash, Hasher};
@@ -41,6 +42,43 @@ type LaunchFn = unsafe extern "C" fn(
     extern "C" fn(*mut c_void),
     *mut c_void,
 ) -> i32;
+
+/// When the emulator completes cp.async copies, TMA loads and wgmma groups (kernels/emu/emu.h):
+/// at issue, which shows a buffer refilled before its readers are done, or as late as the PTX
+/// rules allow, which shows a missing wait or a stage handed back before its wgmmas finished.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AsyncMode {
+    AtIssue = 0,
+    Deferred = 1,
+}
+
+thread_local! {
+    static ASYNC_MODE: Cell<AsyncMode> = const { Cell::new(AsyncMode::AtIssue) };
+}
+
+/// Runs `check` (which launches emulated kernels) once in each async mode; a failure says in
+/// which.
+pub fn in_both_async_modes(check: impl Fn()) {
+    for mode in [AsyncMode::AtIssue, AsyncMode::Deferred] {
+        ASYNC_MODE.with(|m| m.set(mode));
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(&check));
+        ASYNC_MODE.with(|m| m.set(AsyncMode::AtIssue));
+        if let Err(e) = result {
+            eprintln!("(the failure above ran with the emulator's async mode {mode:?})");
+            std::panic::resume_unwind(e);
+        }
+    }
+}
+
+/// Runs `check` with the emulator's completion deferred.
+pub fn in_deferred_mode(check: impl FnOnce()) {
+    ASYNC_MODE.with(|m| m.set(AsyncMode::Deferred));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(check));
+    ASYNC_MODE.with(|m| m.set(AsyncMode::AtIssue));
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
 
 /// The emulator keeps its scheduler state in globals: one launch at a time in this process.
 static LAUNCH: Mutex<()> = Mutex::new(());
@@ -151,16 +189,23 @@ impl Emulated {
     /// GPU would refuse.
     fn launch_with<F: Fn()>(&self, cfg: LaunchConfig, body: F) -> Result<(), String> {
         let _one_at_a_time = LAUNCH.lock().unwrap_or_else(|e| e.into_inner());
-        // SAFETY: both symbols are defined by kernels/emu/runtime.cpp with these signatures.
-        let (launch, error) = unsafe {
+        // SAFETY: the symbols are defined by kernels/emu/runtime.cpp with these signatures.
+        let (launch, error, set_mode) = unsafe {
             (
                 *self.lib.get::<LaunchFn>(b"emu_launch").unwrap(),
                 *self
                     .lib
                     .get::<unsafe extern "C" fn() -> *const c_char>(b"emu_error")
                     .unwrap(),
+                *self
+                    .lib
+                    .get::<unsafe extern "C" fn(i32)>(b"emu_set_async_mode")
+                    .unwrap(),
             )
         };
+        let mode = ASYNC_MODE.with(|m| m.get());
+        // SAFETY: sets one global of the library; launches are serialised by LAUNCH.
+        unsafe { set_mode(mode as i32) };
         let (g, b) = (cfg.grid_dim, cfg.block_dim);
         let ctx = &body as *const F as *mut c_void;
         // SAFETY: the closure outlives the call; the kernel reads and writes only the host
@@ -183,7 +228,7 @@ impl Emulated {
         } else {
             // SAFETY: emu_error returns a NUL-terminated string owned by the library.
             Err(format!(
-                "{}: {}",
+                "{} (async mode {mode:?}): {}",
                 self.file,
                 unsafe { CStr::from_ptr(error()) }.to_string_lossy()
             ))

@@ -1,21 +1,27 @@
 //! The emulator itself (kernels/emu/selftest.cu): shuffles and atomics give what the GPU gives,
 //! threads waiting on each other (a block barrier against a warp shuffle) are reported as a
-//! deadlock, not a hang, and exited threads release barriers.
+//! deadlock, not a hang, and exited threads release barriers; with deferred completion a missing
+//! cp.async wait reads old data and wgmma hazards are reported.
 
-use super::load;
+use super::{in_deferred_mode, load};
 use cudarc::driver::LaunchConfig;
 
 #[repr(C)]
 #[derive(Clone, Copy)]
 struct SelftestParams {
     out: u64,
+    data: u64,
     mode: i32,
 }
 
 fn run(mode: i32, threads: u32, blocks: u32) -> (Result<(), String>, Vec<i32>) {
+    run_with(mode, threads, blocks, &[])
+}
+
+fn run_with(mode: i32, threads: u32, blocks: u32, data: &[i32]) -> (Result<(), String>, Vec<i32>) {
     let mut out = vec![-1i32; (threads * blocks) as usize];
-    let cfg = LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 0 };
-    let p = SelftestParams { out: out.as_mut_ptr() as u64, mode };
+    let cfg = LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 4096 };
+    let p = SelftestParams { out: out.as_mut_ptr() as u64, data: data.as_ptr() as u64, mode };
     let r = load("emu/selftest").launch("emu_selftest", cfg, p);
     (r, out)
 }
@@ -44,4 +50,27 @@ fn emulated_threads_waiting_on_each_other_are_reported_as_a_deadlock() {
     let (r, out) = run(3, 128, 2);
     r.unwrap();
     assert!(out.iter().enumerate().all(|(i, &v)| v == if i % 128 < 64 { 2 } else { -1 }), "{out:?}");
+}
+
+#[test]
+fn emulated_async_hazards_show_only_when_completion_is_deferred() {
+    // A cp.async read before cp.async.wait_group sees the copy at issue, the old bytes deferred.
+    let data: Vec<i32> = (0..4 * 64).collect();
+    let (r, out) = run_with(4, 64, 1, &data);
+    r.unwrap();
+    assert!(out.iter().enumerate().all(|(i, &v)| v == 4 * i as i32), "{out:?}");
+    in_deferred_mode(|| {
+        let (r, out) = run_with(4, 64, 1, &data);
+        r.unwrap();
+        assert!(out.iter().all(|&v| v == -1), "{out:?}");
+    });
+    // wgmma accumulators written before the wait, and an exit before it: errors when deferred.
+    run_with(5, 128, 1, &data).0.unwrap();
+    run_with(6, 128, 1, &data).0.unwrap();
+    in_deferred_mode(|| {
+        let err = run_with(5, 128, 1, &data).0.unwrap_err();
+        assert!(err.contains("accumulators changed while the wgmma was in flight"), "{err}");
+        let err = run_with(6, 128, 1, &data).0.unwrap_err();
+        assert!(err.contains("exits with a wgmma in flight"), "{err}");
+    });
 }
