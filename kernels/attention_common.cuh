@@ -47,13 +47,16 @@ __device__ __forceinline__ void causal_online_softmax(float (&s)[NJ][4], int key
     const int t4 = threadIdx.x & 3;
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
+        // Key 8j + e of this thread's columns is visible while 8j + e <= last: one register per
+        // row, the left side an immediate (not 64 hoisted key indices eating registers).
+        const int last = row_pos[h] - key0 - 2 * t4;
         float tile_max = -INFINITY;
 #pragma unroll
         for (int j = 0; j < NJ; ++j)
 #pragma unroll
             for (int e = 0; e < 2; ++e) {
                 float& v = s[j][h * 2 + e];
-                v = key0 + 8 * j + 2 * t4 + e <= row_pos[h] ? v * scale_log2 : -INFINITY;
+                v = 8 * j + e <= last ? v * scale_log2 : -INFINITY;
                 tile_max = fmaxf(tile_max, v);
             }
         tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));

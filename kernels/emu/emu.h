@@ -22,7 +22,7 @@
 //     thread waits on its mbarrier, a wgmma group at the wgmma.wait_group that covers it (after
 //     every warp of the warpgroup has committed it, and after every other thread has run as far
 //     as it can, so a stage released before its wgmmas are waited for gets overwritten first). A
-//     missing wait then reads stale data; accumulators changed while their wgmma is in flight,
+//     missing wait then reads stale data; accumulators or A registers changed while their wgmma is in flight,
 //     and a thread exiting with wgmma in flight, are reported as errors.
 //
 // What it cannot show: speed, races between threads of one block on the real GPU (fibers switch

@@ -189,6 +189,8 @@ struct WgmmaOp {
     float* d;
     int n, warp, lane;  // warp and lane within the warpgroup
     bool a_from_registers;
+    const uint32_t* a_regs;    // this thread's A registers (deferred mode checks they stay put)
+    uint32_t a_at_issue[4];
     float a[2][16];
     uint64_t desc_a, desc_b;
     bool trans_b;
@@ -210,6 +212,8 @@ void execute(const WgmmaOp& op) {
     const int half = op.n / 2;
     if (!op.d_at_issue.empty() && std::memcmp(op.d_at_issue.data(), op.d, half * sizeof(float)) != 0)
         report("wgmma accumulators changed while the wgmma was in flight (before the wgmma.wait_group covering it)");
+    if (op.a_from_registers && std::memcmp(op.a_at_issue, op.a_regs, sizeof op.a_at_issue) != 0)
+        report("wgmma A registers changed while the wgmma was in flight (before the wgmma.wait_group covering it)");
     float a[2][16];
     if (op.a_from_registers) {
         std::memcpy(a, op.a, sizeof a);
@@ -249,8 +253,9 @@ void reset_hopper_state(int threads) {
 void wgmma_bf16(float* d, int n, const uint32_t* a_regs, uint64_t desc_a, uint64_t desc_b, bool trans_b) {
     check_swizzle128(desc_b);
     const int t = int(current_thread->idx.x) % 128;
-    WgmmaOp op{d, n, t / 32, t % 32, a_regs != nullptr, {}, desc_a, desc_b, trans_b, {}};
+    WgmmaOp op{d, n, t / 32, t % 32, a_regs != nullptr, a_regs, {}, {}, desc_a, desc_b, trans_b, {}};
     if (a_regs) {
+        std::memcpy(op.a_at_issue, a_regs, sizeof op.a_at_issue);
         const int lane = op.lane;
         uint32_t* mine = warp_regs(lane);
         for (int i = 0; i < 4; ++i) mine[i] = a_regs[i];

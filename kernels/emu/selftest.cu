@@ -44,15 +44,17 @@ extern "C" __global__ void emu_selftest(const __grid_constant__ SelftestParams p
             break;
         }
         case 5:    // accumulators changed under an in-flight wgmma (one warpgroup): reported when deferred
-        case 6: {  // a thread exiting with a wgmma in flight: reported when deferred
+        case 6:    // a thread exiting with a wgmma in flight: reported when deferred
+        case 7: {  // its A registers changed before the wait: reported when deferred
             DYNAMIC_SHARED(unsigned char, tile);  // B [16 x 64] N-major: poison is fine, values unused
             float d[32] = {};
-            const uint32_t a[4] = {0, 0, 0, 0};
+            uint32_t a[4] = {0, 0, 0, 0};
             wgmma_fence();
             wgmma_m64n64k16_rs_nb(d, a, wgmma_desc_sw128(smem_addr(tile), 1024, 1024));
             wgmma_commit();
             if (p.mode == 6) return;
-            d[0] = 1.f;
+            if (p.mode == 7) a[0] = (uint32_t)tid;
+            else d[0] = 1.f;
             wgmma_wait<0>();
             p.out[gid] = d[1] == d[1];  // (NaN from the poison: not checked)
             break;

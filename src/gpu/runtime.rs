@@ -50,7 +50,10 @@ kernel_table! {
         attention_decode_mma_bf16_hd64_g8,
     ],
     "attention_prefill" => [attention_prefill_bf16_hd128, attention_prefill_bf16_hd64],
-    "attention_prefill_wgmma" => [attention_prefill_wgmma_bf16_hd128, attention_prefill_wgmma_bf16_hd64],
+    "attention_prefill_wgmma" => [
+        attention_prefill_wgmma_bf16_hd128, attention_prefill_wgmma_bf16_hd64,
+        attention_prefill_wgmma_overlap_bf16_hd128, attention_prefill_wgmma_overlap_bf16_hd64,
+    ],
     "embedding" => [embedding_gather_bf16],
     "gemm" => [gemm_bf16, gemm_split_reduce_bf16],
     "gemm_wgmma" => [gemm_wgmma_bf16],

@@ -1,6 +1,8 @@
-//! `attention_prefill_wgmma` (kernels/attention_prefill_wgmma.cu): causal GQA prefill on Hopper's
-//! wgmma, K/V tiles loaded by TMA from the paged cache; same arguments and results as
-//! `attention_prefill`. The K and V cache tensor maps are built here, per call.
+//! `attention_prefill_wgmma` and `attention_prefill_wgmma_overlap` (kernels/attention_prefill_wgmma.cu):
+//! causal GQA prefill on Hopper's wgmma, K/V tiles loaded by TMA from the paged cache; same
+//! arguments and results as `attention_prefill`. The overlap variant issues S of tile t with PV
+//! of tile t-1 (FlashAttention-3's intra-warpgroup pipelining). The K and V cache tensor maps are
+//! built here, per call.
 
 use cudarc::driver::{CudaView, CudaViewMut, DeviceRepr, LaunchConfig, PushKernelArg};
 use half::bf16;
@@ -12,6 +14,9 @@ use crate::gpu::error::{GpuError, Result};
 use crate::gpu::{Gpu, Kernels};
 
 const KERNEL: &str = "attention_prefill_wgmma_bf16";
+const OVERLAP_KERNEL: &str = "attention_prefill_wgmma_overlap_bf16";
+/// Registers per thread the overlap kernel's setmaxnreg hand-off assumes (see `launch`).
+const OVERLAP_REGISTERS: i32 = 168;
 /// Query rows per block (2 consumer warpgroups x 64) and keys per K/V tile.
 const ROWS: usize = 128;
 const KT: usize = 128;
@@ -38,15 +43,18 @@ pub fn cache_map_spec(addr: u64, n_slots: usize, n_kv_heads: usize, head_dim: us
     tensor_map_spec(addr, n_slots, n_kv_heads * head_dim, BLOCK_KEYS)
 }
 
-/// Dynamic shared memory: alignment slack, Q (128 rows), 2 stages of K and V tiles, 4 barriers.
+/// Dynamic shared memory: alignment slack, Q (128 rows), 2 stages of K and V tiles, full and
+/// empty barriers for K and for V per stage.
 fn smem_bytes(head_dim: usize) -> usize {
-    1024 + ROWS * head_dim * 2 + STAGES * 2 * KT * head_dim * 2 + 2 * STAGES * 8
+    1024 + ROWS * head_dim * 2 + STAGES * 2 * KT * head_dim * 2 + 4 * STAGES * 8
 }
 
 /// Raises the kernels' dynamic shared-memory limits (once, at start-up).
 pub(crate) fn configure(kernels: &Kernels) -> Result<()> {
     allow_dynamic_smem(&kernels.attention_prefill_wgmma_bf16_hd128, KERNEL, smem_bytes(128))?;
-    allow_dynamic_smem(&kernels.attention_prefill_wgmma_bf16_hd64, KERNEL, smem_bytes(64))
+    allow_dynamic_smem(&kernels.attention_prefill_wgmma_bf16_hd64, KERNEL, smem_bytes(64))?;
+    allow_dynamic_smem(&kernels.attention_prefill_wgmma_overlap_bf16_hd128, OVERLAP_KERNEL, smem_bytes(128))?;
+    allow_dynamic_smem(&kernels.attention_prefill_wgmma_overlap_bf16_hd64, OVERLAP_KERNEL, smem_bytes(64))
 }
 
 /// The launch: one block per (128 / G positions x G heads, KV head, sequence), 384 threads.
@@ -69,28 +77,72 @@ pub fn attention_prefill_wgmma(
     v_cache: &CudaView<bf16>,
     out: &mut CudaViewMut<bf16>,
 ) -> Result<()> {
-    let attn = params(gpu, KERNEL, shape, meta, q, k_cache, v_cache, out)?;
+    launch(gpu, false, shape, meta, q, k_cache, v_cache, out)
+}
+
+/// As `attention_prefill_wgmma`, with S of tile t issued together with PV of tile t-1 and the
+/// softmax overlapping PV (its consumers take 240 registers from the producer's, `setmaxnreg`).
+pub fn attention_prefill_wgmma_overlap(
+    gpu: &Gpu,
+    shape: AttentionShape,
+    meta: &DeviceAttentionMeta,
+    q: &CudaView<bf16>,
+    k_cache: &CudaView<bf16>,
+    v_cache: &CudaView<bf16>,
+    out: &mut CudaViewMut<bf16>,
+) -> Result<()> {
+    launch(gpu, true, shape, meta, q, k_cache, v_cache, out)
+}
+
+/// The kernel name a variant and head_dim launch.
+pub fn kernel_name(overlap: bool, head_dim: usize) -> String {
+    format!("{}_hd{head_dim}", if overlap { OVERLAP_KERNEL } else { KERNEL })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn launch(
+    gpu: &Gpu,
+    overlap: bool,
+    shape: AttentionShape,
+    meta: &DeviceAttentionMeta,
+    q: &CudaView<bf16>,
+    k_cache: &CudaView<bf16>,
+    v_cache: &CudaView<bf16>,
+    out: &mut CudaViewMut<bf16>,
+) -> Result<()> {
+    let name = if overlap { OVERLAP_KERNEL } else { KERNEL };
+    let attn = params(gpu, name, shape, meta, q, k_cache, v_cache, out)?;
     let group = shape.n_heads / shape.n_kv_heads;
-    ensure(group <= ROWS, KERNEL, || format!("{group} query heads per KV head > {ROWS}"))?;
-    ensure(meta.block_size() == BLOCK_KEYS, KERNEL, || {
+    ensure(group <= ROWS, name, || format!("{group} query heads per KV head > {ROWS}"))?;
+    ensure(meta.block_size() == BLOCK_KEYS, name, || {
         format!("KV-cache blocks of {} slots; the kernel loads blocks of {BLOCK_KEYS}", meta.block_size())
     })?;
     let n_slots = meta.n_cache_blocks() * BLOCK_KEYS;
     // cuTensorMapEncodeTiled needs the context current on this thread.
     gpu.ctx.bind_to_thread().map_err(GpuError::driver("binding the context"))?;
     let map = |cache: &CudaView<bf16>| {
-        encode_tensor_map(cache_map_spec(address(&gpu.stream, cache), n_slots, shape.n_kv_heads, shape.head_dim), KERNEL)
+        encode_tensor_map(cache_map_spec(address(&gpu.stream, cache), n_slots, shape.n_kv_heads, shape.head_dim), name)
     };
     let p = PrefillWgmmaParams { k_map: map(k_cache)?, v_map: map(v_cache)?, attn };
-    let func = if shape.head_dim == 128 {
-        &gpu.kernels.attention_prefill_wgmma_bf16_hd128
-    } else {
-        &gpu.kernels.attention_prefill_wgmma_bf16_hd64
+    let k = &gpu.kernels;
+    let func = match (overlap, shape.head_dim == 128) {
+        (false, true) => &k.attention_prefill_wgmma_bf16_hd128,
+        (false, false) => &k.attention_prefill_wgmma_bf16_hd64,
+        (true, true) => &k.attention_prefill_wgmma_overlap_bf16_hd128,
+        (true, false) => &k.attention_prefill_wgmma_overlap_bf16_hd64,
     };
+    if overlap {
+        // The setmaxnreg hand-off (128 x 24 + 256 x 240 = 384 x 168) hangs with fewer registers;
+        // checked at launch so that an opt-in kernel cannot keep the engine from starting.
+        let regs = func.num_regs().map_err(GpuError::driver(format!("reading {name}'s registers")))?;
+        ensure(regs == OVERLAP_REGISTERS, name, || {
+            format!("the driver built it with {regs} registers per thread, not {OVERLAP_REGISTERS}: setmaxnreg would hang")
+        })?;
+    }
     let mut launch = gpu.stream.launch_builder(func);
     launch.arg(&p);
     // SAFETY: as for `attention_prefill` (metadata validated against the cache, buffers sized by
     // `params`); the tensor maps describe exactly the caches' n_slots rows, and the kernel reads
     // only blocks named in the validated tables; the shared-memory limit was raised in `configure`.
-    gpu.launched(KERNEL, unsafe { launch.launch(launch_config(shape, meta.max_q_len, meta.n_seqs)) }.map(|_| ()))
+    gpu.launched(name, unsafe { launch.launch(launch_config(shape, meta.max_q_len, meta.n_seqs)) }.map(|_| ()))
 }

@@ -44,14 +44,18 @@ pub fn decode_kernel_from_env() -> Result<DecodeKernel> {
     }
 }
 
-/// Which prefill attention kernel serves prompt chunks (`NEMO_PREFILL_ATTENTION=mma|wgmma`,
-/// default mma: the wgmma one becomes the default once a GPU run has checked and timed it).
+/// Which prefill attention kernel serves prompt chunks (`NEMO_PREFILL_ATTENTION=mma|wgmma|
+/// wgmma-overlap`, default mma: a wgmma one becomes the default once a GPU run has checked and
+/// timed it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PrefillKernel {
     /// kernels/attention_prefill.cu: mma.sync; checked on an H100.
     MmaSync,
     /// kernels/attention_prefill_wgmma.cu: wgmma + TMA, warp-specialised.
     Wgmma,
+    /// The same file's overlap variant: S of tile t issued with PV of tile t-1 (FA3's
+    /// intra-warpgroup pipelining).
+    WgmmaOverlap,
 }
 
 impl PrefillKernel {
@@ -60,9 +64,10 @@ impl PrefillKernel {
         match std::env::var("NEMO_PREFILL_ATTENTION").as_deref() {
             Err(_) | Ok("") | Ok("mma") => Ok(PrefillKernel::MmaSync),
             Ok("wgmma") => Ok(PrefillKernel::Wgmma),
+            Ok("wgmma-overlap") => Ok(PrefillKernel::WgmmaOverlap),
             Ok(other) => Err(GpuError::BadArgument {
                 kernel: "attention_prefill",
-                what: format!("NEMO_PREFILL_ATTENTION={other:?}: expected mma or wgmma"),
+                what: format!("NEMO_PREFILL_ATTENTION={other:?}: expected mma, wgmma or wgmma-overlap"),
             }),
         }
     }

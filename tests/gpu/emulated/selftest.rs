@@ -64,13 +64,17 @@ fn emulated_async_hazards_show_only_when_completion_is_deferred() {
         r.unwrap();
         assert!(out.iter().all(|&v| v == -1), "{out:?}");
     });
-    // wgmma accumulators written before the wait, and an exit before it: errors when deferred.
-    run_with(5, 128, 1, &data).0.unwrap();
-    run_with(6, 128, 1, &data).0.unwrap();
+    // wgmma accumulators or A registers written before the wait, and an exit before it: errors
+    // when deferred.
+    for mode in 5..=7 {
+        run_with(mode, 128, 1, &data).0.unwrap();
+    }
     in_deferred_mode(|| {
         let err = run_with(5, 128, 1, &data).0.unwrap_err();
         assert!(err.contains("accumulators changed while the wgmma was in flight"), "{err}");
         let err = run_with(6, 128, 1, &data).0.unwrap_err();
         assert!(err.contains("exits with a wgmma in flight"), "{err}");
+        let err = run_with(7, 128, 1, &data).0.unwrap_err();
+        assert!(err.contains("A registers changed while the wgmma was in flight"), "{err}");
     });
 }
