@@ -55,6 +55,9 @@ struct WgmmaGemmParams {
     int32_t ldo;          // output row stride in elements
     int32_t epilogue;     // Epilogue
     int32_t tile_group;   // M-tiles per group of the block order (tile_order.cuh), >= 1
+    int32_t k_splits;     // >= 1; blockIdx.y takes the y-th of k_splits ranges of k-steps, and with
+                          // k_splits > 1 the epilogue is f32 into out + y * M * ldo (partials that
+                          // gemm.cu's gemm_split_reduce_bf16 sums), as gemm.cu's split-K
 };
 static_assert(sizeof(WgmmaGemmParams) == 320, "mirror of WgmmaParams in gemm_wgmma.rs");
 
@@ -88,7 +91,8 @@ __device__ __forceinline__ void store_tile(const WgmmaGemmParams& p, const float
             float v0 = acc[4 * j + 2 * half_row], v1 = acc[4 * j + 2 * half_row + 1];
             const size_t off = (size_t)m * p.ldo + n;
             if (p.epilogue == EPI_F32) {
-                *reinterpret_cast<float2*>(static_cast<float*>(p.out) + off) = make_float2(v0, v1);
+                float* plane = static_cast<float*>(p.out) + (size_t)blockIdx.y * p.m * p.ldo;  // split y's partials
+                *reinterpret_cast<float2*>(plane + off) = make_float2(v0, v1);
                 continue;
             }
             if (p.epilogue == EPI_RESIDUAL) {
@@ -114,7 +118,10 @@ gemm_wgmma_bf16(const __grid_constant__ WgmmaGemmParams p) {
     const int warpgroup = threadIdx.x / 128;
     const TileIdx tile = grouped_tile(blockIdx.x, (p.m + BM - 1) / BM, (p.n + BN - 1) / BN, p.tile_group);
     const int block_m = tile.m * BM, block_n = tile.n * BN;
-    const int k_steps = (p.k + BK - 1) / BK;
+    // This block's range of k-steps (split-K: blockIdx.y of k_splits; an empty range stores zeros).
+    const int k_steps_all = (p.k + BK - 1) / BK, per_split = (k_steps_all + p.k_splits - 1) / p.k_splits;
+    const int kt0 = blockIdx.y * per_split;
+    const int k_steps = max(0, min(k_steps_all, kt0 + per_split) - kt0);
 
     if (threadIdx.x == 0) {
         for (int s = 0; s < STAGES; ++s) {
@@ -134,8 +141,8 @@ gemm_wgmma_bf16(const __grid_constant__ WgmmaGemmParams p) {
                 const int s = kt % STAGES, round = kt / STAGES;
                 mbarrier_wait(empty + 8 * s, (round & 1) ^ 1);  // round 0: returns at once
                 mbarrier_arrive_expect_tx(full + 8 * s, STAGE_BYTES);
-                tma_load_2d(tiles_a + s * A_TILE_BYTES, &p.a_map, kt * BK, block_m, full + 8 * s);
-                tma_load_2d(tiles_w + s * W_TILE_BYTES, &p.w_map, kt * BK, block_n, full + 8 * s);
+                tma_load_2d(tiles_a + s * A_TILE_BYTES, &p.a_map, (kt0 + kt) * BK, block_m, full + 8 * s);
+                tma_load_2d(tiles_w + s * W_TILE_BYTES, &p.w_map, (kt0 + kt) * BK, block_n, full + 8 * s);
             }
         }
         return;

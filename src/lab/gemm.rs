@@ -8,7 +8,7 @@ use super::{check_and_time, random_bf16, sample_rows, Check, Expected, Lab, Row,
 use crate::cpu::matmul::matmul;
 use crate::cpu::ops::silu;
 use crate::gpu::kernels::gemm::{self, gemm, gemm_split_k, launch_n_major, linear_params, Epilogue, GemmShape};
-use crate::gpu::kernels::gemm_wgmma::gemm_wgmma;
+use crate::gpu::kernels::gemm_wgmma::{gemm_wgmma, gemm_wgmma_split_k};
 use crate::gpu::{upload, Gpu, GpuResult};
 
 pub type GemmFn = fn(&Gpu, &CudaView<bf16>, &CudaView<bf16>, &mut CudaViewMut<bf16>, GemmShape, Epilogue) -> GpuResult<()>;
@@ -22,6 +22,7 @@ pub const VARIANTS: &[(&str, GemmFn)] = &[
     }),
     ("wgmma", gemm_wgmma), // kernels/gemm_wgmma.cu: wgmma + TMA, warp-specialised, 128x256x64
     ("mma-split-k", gemm_split_k), // kernels/gemm.cu split over K + gemm_split_reduce_bf16, for few tiles
+    ("wgmma-split-k", gemm_wgmma_split_k), // kernels/gemm_wgmma.cu split over K likewise
 ];
 
 /// Nemo's linear layers at prefill (M = 4096), a short prompt (M = 512) and a decode batch of 128

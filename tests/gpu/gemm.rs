@@ -5,7 +5,7 @@ use half::bf16;
 use nemo_engine::cpu::matmul::matmul;
 use nemo_engine::cpu::ops::swiglu;
 use nemo_engine::gpu::kernels::gemm::{gemm, gemm_f32, gemm_split_k, Epilogue, GemmShape};
-use nemo_engine::gpu::kernels::gemm_wgmma::{gemm_wgmma, gemm_wgmma_f32};
+use nemo_engine::gpu::kernels::gemm_wgmma::{gemm_wgmma, gemm_wgmma_f32, gemm_wgmma_split_k};
 use nemo_engine::gpu::kernels::gemv::{gemv, gemv_f32};
 use nemo_engine::gpu::model::interleave_gate_up;
 use nemo_engine::gpu::Gpu;
@@ -98,6 +98,18 @@ fn gemm_split_k_matches_cpu() {
         let splits = nemo_engine::gpu::kernels::gemm::split_k(GemmShape { m, n, k }, gpu.info.multiprocessors);
         eprintln!("split-K M {m} N {n} K {k}: {splits} splits");
         check_all_epilogues(&gpu, &mut rng, (gemm_split_k, gemm_f32), "gemm_split_k", m, n, k);
+    }
+}
+
+/// Split-K on wgmma (its f32 partials summed by gemm.cu's reduce kernel), the same shapes.
+#[test]
+fn gemm_wgmma_split_k_matches_cpu() {
+    let Some(gpu) = gpu_or_skip("gemm_wgmma_split_k_matches_cpu") else { return };
+    let mut rng = Rng::fresh("gemm_wgmma_split_k");
+    for (m, n, k) in [(128, 5120, 14336), (9, 6144, 5120), (256, 5120, 4096), (33, 1024, 200), (4096, 6144, 5120)] {
+        let splits = nemo_engine::gpu::kernels::gemm_wgmma::split_k(GemmShape { m, n, k }, gpu.info.multiprocessors);
+        eprintln!("wgmma split-K M {m} N {n} K {k}: {splits} splits");
+        check_all_epilogues(&gpu, &mut rng, (gemm_wgmma_split_k, gemm_wgmma_f32), "gemm_wgmma_split_k", m, n, k);
     }
 }
 

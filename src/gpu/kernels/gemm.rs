@@ -167,11 +167,17 @@ pub fn split_launch_config(shape: GemmShape, k_splits: usize) -> Result<LaunchCo
 /// else enough to give every SM about two blocks, each range at least 4 k-tiles (256 of K), at
 /// most 8. Decode batches (M <= 256) of Nemo's o and down projections have 40-80 tiles.
 pub fn split_k(shape: GemmShape, sms: usize) -> usize {
-    let tiles = shape.m.div_ceil(BM) * shape.n.div_ceil(BN);
+    split_k_over(shape.m.div_ceil(BM) * shape.n.div_ceil(BN), shape.k, sms)
+}
+
+/// `split_k` for any kernel with 64-wide k-steps whose output has `tiles` tiles (gemm_wgmma's
+/// are 128 x 256). Splits x tiles stays under 3 x sms, so splits x M x N stays within
+/// `split_k_workspace_len` for tiles of up to 128 x 256.
+pub(crate) fn split_k_over(tiles: usize, k: usize, sms: usize) -> usize {
     if tiles >= sms {
         return 1;
     }
-    let k_tiles = shape.k.div_ceil(BK);
+    let k_tiles = k.div_ceil(BK);
     (2 * sms).div_ceil(tiles).min(k_tiles / 4).clamp(1, 8)
 }
 
@@ -255,6 +261,20 @@ pub fn gemm_split_k_with(
     // SAFETY: as for `gemm`, with the f32 output being the workspace of at least splits x M x N
     // floats (checked above; block y writes plane y).
     gpu.launched(KERNEL, unsafe { launch.launch(split_launch_config(shape, splits)?) }.map(|_| ()))?;
+    split_reduce(gpu, workspace, &p, splits, shape, epilogue)
+}
+
+/// The second half of a split-K GEMM: sums the `splits` f32 partial planes [M, N] in
+/// `workspace` through `p`'s epilogue into `p.out` (`gemm_split_reduce_bf16`). The caller has
+/// checked `p` (linear_params) and that the workspace holds the planes.
+pub(crate) fn split_reduce(
+    gpu: &Gpu,
+    workspace: &CudaSlice<f32>,
+    p: &LinearParams,
+    splits: usize,
+    shape: GemmShape,
+    epilogue: Epilogue,
+) -> Result<()> {
     let reduce = SplitReduceParams {
         partial: address(&gpu.stream, workspace),
         out: p.out,

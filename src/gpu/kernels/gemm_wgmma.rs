@@ -6,11 +6,12 @@ use cudarc::driver::sys::{
     self, CUresult, CUtensorMapDataType, CUtensorMapFloatOOBfill, CUtensorMapInterleave,
     CUtensorMapL2promotion, CUtensorMapSwizzle,
 };
-use cudarc::driver::{CudaView, CudaViewMut, DeviceRepr, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaSlice, CudaView, CudaViewMut, DeviceRepr, LaunchConfig, PushKernelArg};
 use half::bf16;
 
 use super::check::{allow_dynamic_smem, as_i32, ensure};
-use super::gemm::{linear_params, Epilogue, GemmShape, LinearParams};
+use super::check::address;
+use super::gemm::{linear_params, split_k_over, split_reduce, Epilogue, GemmShape, LinearParams};
 use crate::gpu::error::{GpuError, Result};
 use crate::gpu::{Gpu, Kernels};
 
@@ -44,6 +45,7 @@ pub struct WgmmaParams {
     pub ldo: i32,
     pub epilogue: i32,
     pub tile_group: i32,
+    pub k_splits: i32,
 }
 
 impl WgmmaParams {
@@ -60,6 +62,7 @@ impl WgmmaParams {
             ldo: p.ldo,
             epilogue: p.epilogue,
             tile_group: p.tile_group,
+            k_splits: p.k_splits,
         }
     }
 }
@@ -153,24 +156,85 @@ pub fn gemm_wgmma(
     shape: GemmShape,
     epilogue: Epilogue,
 ) -> Result<()> {
-    launch(gpu, linear_params(gpu, KERNEL, a, w, out, shape, Some(epilogue))?, shape)
+    launch(gpu, linear_params(gpu, KERNEL, a, w, out, shape, Some(epilogue))?, shape, 1)
 }
 
 /// out = A . W^T stored as f32 (the LM head's logits) on wgmma. Shapes as for `gemm_wgmma`.
 pub fn gemm_wgmma_f32(gpu: &Gpu, a: &CudaView<bf16>, w: &CudaView<bf16>, out: &mut CudaViewMut<f32>, shape: GemmShape) -> Result<()> {
-    launch(gpu, linear_params(gpu, KERNEL, a, w, out, shape, None)?, shape)
+    launch(gpu, linear_params(gpu, KERNEL, a, w, out, shape, None)?, shape, 1)
+}
+
+/// Split-K ranges for `gemm_wgmma` on `sms` multiprocessors (`gemm::split_k`'s rule over its
+/// 128 x 256 tiles): decode batches of Nemo's o and down projections have 20-40 of them.
+pub fn split_k(shape: GemmShape, sms: usize) -> usize {
+    split_k_over(shape.m.div_ceil(BM) * shape.n.div_ceil(BN), shape.k, sms)
+}
+
+/// `gemm_wgmma` with K split `split_k` ways when its output tiles would leave SMs idle: f32
+/// partials into a workspace, then `gemm_split_reduce_bf16` through the epilogue (as
+/// `gemm::gemm_split_k`). The kernel lab's variant: the workspace is allocated per call.
+pub fn gemm_wgmma_split_k(
+    gpu: &Gpu,
+    a: &CudaView<bf16>,
+    w: &CudaView<bf16>,
+    out: &mut CudaViewMut<bf16>,
+    shape: GemmShape,
+    epilogue: Epilogue,
+) -> Result<()> {
+    let n = split_k(shape, gpu.info.multiprocessors) * shape.m * shape.n;
+    // SAFETY: uninitialised floats; the split GEMM writes every element of every plane (blocks
+    // with an empty range of K write zeros) before the reduce reads them.
+    let mut workspace =
+        unsafe { gpu.stream.alloc::<f32>(n.max(1)) }.map_err(GpuError::driver("allocating the split-K workspace"))?;
+    gemm_wgmma_split_k_with(gpu, a, w, out, shape, epilogue, &mut workspace)
+}
+
+/// `gemm_wgmma_split_k` with the caller's workspace (`gemm::split_k_workspace_len` floats serve
+/// every shape): allocation-free, so it can run inside a captured CUDA graph.
+pub fn gemm_wgmma_split_k_with(
+    gpu: &Gpu,
+    a: &CudaView<bf16>,
+    w: &CudaView<bf16>,
+    out: &mut CudaViewMut<bf16>,
+    shape: GemmShape,
+    epilogue: Epilogue,
+    workspace: &mut CudaSlice<f32>,
+) -> Result<()> {
+    let splits = split_k(shape, gpu.info.multiprocessors);
+    let p = linear_params(gpu, KERNEL, a, w, out, shape, Some(epilogue))?;
+    if splits == 1 || shape.m == 0 {
+        return launch(gpu, p, shape, 1);
+    }
+    ensure(workspace.len() >= splits * shape.m * shape.n, KERNEL, || {
+        format!("the split-K workspace holds {} floats, needs {splits} x {} x {}", workspace.len(), shape.m, shape.n)
+    })?;
+    let partials = LinearParams {
+        out: address(&gpu.stream, workspace),
+        residual: 0,
+        ldo: shape.n as i32,
+        epilogue: Epilogue::F32_CODE,
+        k_splits: splits as i32,
+        ..p
+    };
+    launch(gpu, partials, shape, splits)?;
+    split_reduce(gpu, workspace, &p, splits, shape, epilogue)
 }
 
 /// The launch: one block per 128 x 256 output tile; the kernel orders them (kernels/tile_order.cuh).
 pub fn launch_config(shape: GemmShape) -> Result<LaunchConfig> {
+    split_launch_config(shape, 1)
+}
+
+/// The launch with `k_splits` blocks per output tile (grid y), each over its range of K.
+pub fn split_launch_config(shape: GemmShape, k_splits: usize) -> Result<LaunchConfig> {
     Ok(LaunchConfig {
-        grid_dim: (as_i32(KERNEL, "output tiles", shape.m.div_ceil(BM) * shape.n.div_ceil(BN))? as u32, 1, 1),
+        grid_dim: (as_i32(KERNEL, "output tiles", shape.m.div_ceil(BM) * shape.n.div_ceil(BN))? as u32, k_splits as u32, 1),
         block_dim: (THREADS, 1, 1),
         shared_mem_bytes: SMEM_BYTES as u32,
     })
 }
 
-fn launch(gpu: &Gpu, p: LinearParams, shape: GemmShape) -> Result<()> {
+fn launch(gpu: &Gpu, p: LinearParams, shape: GemmShape, k_splits: usize) -> Result<()> {
     if shape.m == 0 {
         return Ok(());
     }
@@ -185,12 +249,14 @@ fn launch(gpu: &Gpu, p: LinearParams, shape: GemmShape) -> Result<()> {
     // own calls only).
     gpu.ctx.bind_to_thread().map_err(GpuError::driver("binding the context"))?;
     let params = WgmmaParams::new(&p, tensor_map(p.a, shape.m, shape.k, BM)?, tensor_map(p.w, shape.n, shape.k, BN)?);
-    let cfg = launch_config(shape)?;
+    let cfg = split_launch_config(shape, k_splits)?;
     let mut launch = gpu.stream.launch_builder(&gpu.kernels.gemm_wgmma_bf16);
     launch.arg(&params);
     // SAFETY: A, W and out hold M*K, N*K and M*out_cols elements, 16-byte aligned (checked by
     // linear_params), and the tensor maps describe exactly A and W; K % 8 == 0 gives TMA its
     // 16-byte row stride; boxes past M, N or K are zero-filled by TMA and the epilogue stores only
-    // rows < M and columns < N; the shared-memory limit was raised in `configure`.
+    // rows < M and columns < N; the shared-memory limit was raised in `configure`. With k_splits
+    // > 1, out is an f32 workspace of at least k_splits x M x N floats (checked by
+    // gemm_wgmma_split_k_with; block y writes plane y).
     gpu.launched(KERNEL, unsafe { launch.launch(cfg) }.map(|_| ()))
 }

@@ -16,7 +16,7 @@ use crate::gpu::kernels::attention::{
 };
 use crate::gpu::kernels::embedding::embedding_gather;
 use crate::gpu::kernels::gemm::{gemm, gemm_f32, gemm_split_k_with, split_k_workspace_len, Epilogue, GemmShape};
-use crate::gpu::kernels::gemm_wgmma::{gemm_wgmma, gemm_wgmma_f32};
+use crate::gpu::kernels::gemm_wgmma::{gemm_wgmma, gemm_wgmma_f32, gemm_wgmma_split_k_with};
 use crate::gpu::kernels::gemv::{gemv, gemv_f32, MAX_M};
 use crate::gpu::kernels::rmsnorm::rmsnorm;
 use crate::gpu::kernels::rope::{rope_cos_sin_table, rope_write_kv, RopeShape, RopeTable};
@@ -39,7 +39,7 @@ struct Scratch {
     logit_rows: CudaSlice<i32>, // [max_seqs]: rows of `hidden` whose logits are wanted
     positions: CudaSlice<i32>,
     slots: CudaSlice<i32>,
-    split_k: CudaSlice<f32>, // split-K partials (GemmKernel::MmaSplitK), split_k_workspace_len floats
+    split_k: CudaSlice<f32>, // split-K partials (GemmKernel::*SplitK), split_k_workspace_len floats
 }
 
 /// One sequence's part of a batched step (see `engine::StepEntry`).
@@ -74,7 +74,7 @@ pub struct CudaModel {
 }
 
 /// `A . W^T` on the bandwidth path for M <= 8, on tensor cores above (`split_k`: the
-/// workspace of GemmKernel::MmaSplitK).
+/// workspace of the split-K kernels).
 #[allow(clippy::too_many_arguments)]
 fn linear(
     gpu: &Gpu,
@@ -91,6 +91,7 @@ fn linear(
         GemmKernel::MmaSync => gemm(gpu, a, &w.as_view(), out, shape, epi),
         GemmKernel::Wgmma => gemm_wgmma(gpu, a, &w.as_view(), out, shape, epi),
         GemmKernel::MmaSplitK => gemm_split_k_with(gpu, a, &w.as_view(), out, shape, epi, split_k),
+        GemmKernel::WgmmaSplitK => gemm_wgmma_split_k_with(gpu, a, &w.as_view(), out, shape, epi, split_k),
     }
 }
 
@@ -404,7 +405,7 @@ attention_decode_with(gpu, self.decode, attn_shape, meta, &q, &k_cache, &v_cache
         let mut logits = s.logits.slice_mut(0..r * c.vocab_size);
         if r <= MAX_M {
             gemv_f32(gpu, &s.normed.slice(0..r * dim), &w.lm_head().as_view(), &mut logits, shape)?;
-        } else if self.gemm == GemmKernel::Wgmma {
+        } else if matches!(self.gemm, GemmKernel::Wgmma | GemmKernel::WgmmaSplitK) {
             gemm_wgmma_f32(gpu, &s.normed.slice(0..r * dim), &w.lm_head().as_view(), &mut logits, shape)?;
         } else {
             gemm_f32(gpu, &s.normed.slice(0..r * dim), &w.lm_head().as_view(), &mut logits, shape)?;

@@ -5,7 +5,7 @@
 use crate::gpu::error::{GpuError, Result};
 use crate::gpu::kernels::attention::DecodeKernel;
 
-/// Which tensor-core GEMM serves M > 8 (`NEMO_GEMM=mma|wgmma|split-k`, default mma).
+/// Which tensor-core GEMM serves M > 8 (`NEMO_GEMM=mma|wgmma|split-k|wgmma-split-k`, default mma).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GemmKernel {
     /// kernels/gemm.cu: mma.sync, cp.async; checked on an H100 (docs/gpu-runs.md).
@@ -14,6 +14,8 @@ pub enum GemmKernel {
     Wgmma,
     /// kernels/gemm.cu split over K when its output tiles would leave SMs idle (decode batches).
     MmaSplitK,
+    /// kernels/gemm_wgmma.cu split over K likewise (1 split, so the plain kernel, at prefill).
+    WgmmaSplitK,
 }
 
 impl GemmKernel {
@@ -23,9 +25,10 @@ impl GemmKernel {
             Err(_) | Ok("") | Ok("mma") => Ok(GemmKernel::MmaSync),
             Ok("wgmma") => Ok(GemmKernel::Wgmma),
             Ok("split-k") => Ok(GemmKernel::MmaSplitK),
+            Ok("wgmma-split-k") => Ok(GemmKernel::WgmmaSplitK),
             Ok(other) => Err(GpuError::BadArgument {
                 kernel: "gemm",
-                what: format!("NEMO_GEMM={other:?}: expected mma, wgmma or split-k"),
+                what: format!("NEMO_GEMM={other:?}: expected mma, wgmma, split-k or wgmma-split-k"),
             }),
         }
     }

@@ -23,7 +23,8 @@ pub enum Linear {
     /// gemm_bf16 with this tile group, split over K `splits` ways when > 1.
     Mma { group: i32, splits: usize },
     Gemv,
-    Wgmma { group: i32 },
+    /// gemm_wgmma_bf16 likewise.
+    Wgmma { group: i32, splits: usize },
 }
 
 /// The parameters the wrappers build (`linear_params`), over host buffers; `out` is bf16 or f32
@@ -50,14 +51,16 @@ pub fn host_params<T>(a: &[bf16], w: &[bf16], out: &mut [T], shape: GemmShape, e
 
 /// Runs `kernel` over host buffers; `out` is bf16 or f32 as the epilogue code says.
 fn run<T>(a: &[bf16], w: &[bf16], out: &mut [T], shape: GemmShape, epilogue: i32, kernel: Linear) {
-    let (tile_group, splits) = match kernel {
-        Linear::Mma { group, splits } => (group, splits),
-        Linear::Gemv => (0, 1),
-        Linear::Wgmma { group } => return super::gemm_wgmma::run_wgmma(a, w, out, shape, epilogue, group),
+    let (tile_group, splits, wgmma) = match kernel {
+        Linear::Mma { group, splits } => (group, splits, false),
+        Linear::Gemv => (0, 1, false),
+        Linear::Wgmma { group, splits } => (group, splits, true),
     };
     let p = host_params(a, w, out, shape, epilogue, tile_group);
     let out_cols = p.ldo as usize;
-    if splits > 1 {
+    if wgmma && splits == 1 {
+        super::gemm_wgmma::run_wgmma(p, shape, 1);
+    } else if splits > 1 {
         // Partials of each K range into a workspace, then the reduce kernel's epilogue.
         let mut partial = vec![f32::NAN; splits * shape.m * shape.n];
         let partials = LinearParams {
@@ -68,7 +71,11 @@ fn run<T>(a: &[bf16], w: &[bf16], out: &mut [T], shape: GemmShape, epilogue: i32
             k_splits: splits as i32,
             ..p
         };
-        load("gemm").launch("gemm_bf16", split_launch_config(shape, splits).unwrap(), partials).unwrap();
+        if wgmma {
+            super::gemm_wgmma::run_wgmma(partials, shape, splits);
+        } else {
+            load("gemm").launch("gemm_bf16", split_launch_config(shape, splits).unwrap(), partials).unwrap();
+        }
         let reduce = SplitReduceParams {
             partial: addr(&partial),
             out: p.out,
