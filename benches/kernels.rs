@@ -17,7 +17,7 @@ use nemo_engine::gpu::kernels::rmsnorm::{fused_add_rmsnorm, rmsnorm};
 use nemo_engine::gpu::kernels::rope::{rope_cos_sin_table, rope_write_kv, RopeShape};
 use nemo_engine::gpu::timing::{copy_bandwidth_gbs, time_ms};
 use nemo_engine::gpu::{upload, Gpu, GpuResult};
-use nemo_engine::gpu::kernels::attention_wgmma::{attention_prefill_wgmma, attention_prefill_wgmma_overlap};
+use nemo_engine::gpu::kernels::attention_wgmma::{attention_prefill_wgmma, attention_prefill_wgmma_overlap, attention_prefill_wgmma_pingpong};
 use nemo_engine::lab::attention::PrefillFn;
 use nemo_engine::model::{ModelConfig, RopeLayout};
 
@@ -185,10 +185,11 @@ fn bench_attention(b: &Bench) -> GpuResult<()> {
         let mut out = upload(&b.gpu, &vec![bf16::ZERO; n * c.q_dim()])?;
         // Causal: QK^T and PV over n^2/2 pairs, 2 FLOPs per multiply-add.
         let flops = 4.0 * (n as f64 * n as f64 / 2.0) * (c.head_dim * c.n_heads) as f64;
-        let variants: [(&str, PrefillFn); 3] = [
+        let variants: [(&str, PrefillFn); 4] = [
             ("attention_prefill", attention_prefill),
             ("attention_prefill_wgmma", attention_prefill_wgmma),
             ("attention_prefill_wgmma_overlap", attention_prefill_wgmma_overlap),
+            ("attention_prefill_wgmma_pingpong", attention_prefill_wgmma_pingpong),
         ];
         for (name, prefill) in variants {
             if left_out(name) {

@@ -1,11 +1,12 @@
 // Causal GQA prefill attention on Hopper's wgmma, K/V tiles fed by TMA straight from the paged
 // cache: the FlashAttention-3 structure (warp specialisation, TMA, wgmma with P from registers).
-// Same AttentionParams, paged metadata and results as attention_prefill.cu. Two consumer loops:
+// Same AttentionParams, paged metadata and results as attention_prefill.cu. Three schedules:
 //   attention_prefill_wgmma_*: per tile S = QK^T, wait, softmax, O += PV, wait (the plain order);
 //   attention_prefill_wgmma_overlap_*: FA3's intra-warpgroup pipelining: S of tile t and PV of
 //     tile t-1 are issued together, and the softmax of tile t runs while PV(t-1) is on the
-//     tensor cores.
-// (FA3's ping-pong between the two consumer warpgroups is not here yet; docs/hopper.md.)
+//     tensor cores;
+//   attention_prefill_wgmma_pingpong_*: that, with FA3's ping-pong: the two consumer warpgroups
+//     take turns issuing (named barriers), so one's softmax runs under the other's wgmmas.
 //
 // Bound by arithmetic: at L = 8192 Nemo's 32 heads x 40 layers need 17.6 TFLOP of causal
 // attention, ~22 ms at the H100's ~800 TFLOP/s; attention_prefill.cu (mma.sync) measured 152
@@ -182,18 +183,39 @@ __device__ __forceinline__ void consume_in_order(float (&o)[HD / 2], const Smem<
     }
 }
 
+// FA3's ping-pong: the two consumer warpgroups take turns issuing their wgmmas, so one's softmax
+// runs while the other's matrix work has the tensor cores. Named barrier 1 + c is consumer c's
+// turn; the other consumer hands it over after issuing. Consumer 1 starts by handing consumer 0
+// the first turn and skips its own last hand-over, so every arrival meets a bar.sync.
+struct Turns {
+    bool on;
+    int consumer;
+    __device__ __forceinline__ void start() const {
+        if (on && consumer == 1) named_barrier_arrive(1, 256);
+    }
+    __device__ __forceinline__ void take() const {
+        if (on) named_barrier_sync(1 + consumer, 256);
+    }
+    __device__ __forceinline__ void hand_over(bool last) const {
+        if (on && !(last && consumer == 1)) named_barrier_arrive(2 - consumer, 256);
+    }
+};
+
 // FA3's intra-warpgroup overlap: S(t) and PV(t-1) in flight together; the softmax of tile t runs
 // while PV(t-1) is on the tensor cores, and O is rescaled by tile t's alpha once PV(t-1) has
 // landed (O_t = alpha_t (O_{t-1} + P_{t-1} V_{t-1}), P_{t-1} being relative to the old max).
 template <int HD>
 __device__ __forceinline__ void consume_overlapped(float (&o)[HD / 2], const Smem<HD>& sm, int n_tiles, int consumer,
                                                    const int (&row_pos)[2], float scale_log2, float (&row_max)[2],
-                                                   float (&row_sum)[2]) {
+                                                   float (&row_sum)[2], Turns turns) {
     float s[KT / 2];
     uint32_t pa[KT / 16][4];
     float alpha[2];
+    turns.start();
     mbarrier_wait(sm.full_k, 0);
+    turns.take();
     issue_scores<HD>(s, sm.q, sm.k_tile(0), consumer);
+    turns.hand_over(n_tiles == 1);
     wgmma_wait<0>();
     fence_registers(s);
     release(sm.empty_k);
@@ -202,9 +224,11 @@ __device__ __forceinline__ void consume_overlapped(float (&o)[HD / 2], const Sme
     for (int t = 1; t < n_tiles; ++t) {
         const int st = t % STAGES, prev = (t - 1) % STAGES;
         mbarrier_wait(sm.full_k + 8 * st, (t / STAGES) & 1);
+        turns.take();
         issue_scores<HD>(s, sm.q, sm.k_tile(st), consumer);
         mbarrier_wait(sm.full_v + 8 * prev, ((t - 1) / STAGES) & 1);
         issue_pv<HD>(o, pa, sm.v_tile(prev));
+        turns.hand_over(t == n_tiles - 1);
         wgmma_wait<1>();  // S(t) done; PV(t-1) may still run
         fence_registers(s);
         release(sm.empty_k + 8 * st);
@@ -225,8 +249,13 @@ __device__ __forceinline__ void consume_overlapped(float (&o)[HD / 2], const Sme
     release(sm.empty_v + 8 * last);
 }
 
-template <int HD, bool OVERLAP>
+// How the consumers order their work: the plain loop, FA3's intra-warpgroup overlap, or the
+// overlap with the two consumers in ping-pong.
+enum Schedule { IN_ORDER, OVERLAP, PINGPONG };
+
+template <int HD, Schedule SCHEDULE>
 __device__ void attention_prefill_wgmma(const PrefillWgmmaParams& params) {
+    constexpr bool OVERLAP = SCHEDULE != IN_ORDER;
     using L = Layout<HD>;
     const AttentionParams& p = params.attn;
     DYNAMIC_SHARED(unsigned char, smem_raw);
@@ -301,7 +330,8 @@ __device__ void attention_prefill_wgmma(const PrefillWgmmaParams& params) {
 #pragma unroll
     for (int i = 0; i < HD / 2; ++i) o[i] = 0.f;
     float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.f, 0.f};
-    if constexpr (OVERLAP) consume_overlapped<HD>(o, sm, w.n_tiles, consumer, row_pos, p.scale_log2, row_max, row_sum);
+    if constexpr (OVERLAP)
+        consume_overlapped<HD>(o, sm, w.n_tiles, consumer, row_pos, p.scale_log2, row_max, row_sum, Turns{SCHEDULE == PINGPONG, consumer});
     else consume_in_order<HD>(o, sm, w.n_tiles, consumer, row_pos, p.scale_log2, row_max, row_sum);
 
     // Normalise and store. o[4j + 2h + e]: row h, dim 8j + 2*t4 + e.
@@ -324,22 +354,13 @@ __device__ void attention_prefill_wgmma(const PrefillWgmmaParams& params) {
 
 // Grid: (ceil(max q_len / (128 / G)), n_kv_heads, n_seqs); 384 threads; dynamic shared memory
 // Layout<head_dim>::SMEM_BYTES (164,928 bytes at head_dim 128, 83,008 at 64).
-extern "C" __global__ void __launch_bounds__(THREADS, 1)
-attention_prefill_wgmma_bf16_hd128(const __grid_constant__ PrefillWgmmaParams p) {
-    attention_prefill_wgmma<128, false>(p);
-}
-
-extern "C" __global__ void __launch_bounds__(THREADS, 1)
-attention_prefill_wgmma_bf16_hd64(const __grid_constant__ PrefillWgmmaParams p) {
-    attention_prefill_wgmma<64, false>(p);
-}
-
-extern "C" __global__ void __launch_bounds__(THREADS, 1)
-attention_prefill_wgmma_overlap_bf16_hd128(const __grid_constant__ PrefillWgmmaParams p) {
-    attention_prefill_wgmma<128, true>(p);
-}
-
-extern "C" __global__ void __launch_bounds__(THREADS, 1)
-attention_prefill_wgmma_overlap_bf16_hd64(const __grid_constant__ PrefillWgmmaParams p) {
-    attention_prefill_wgmma<64, true>(p);
-}
+#define PREFILL_WGMMA_KERNEL(name, hd, schedule)                                                   \
+    extern "C" __global__ void __launch_bounds__(THREADS, 1) name(const __grid_constant__ PrefillWgmmaParams p) { \
+        attention_prefill_wgmma<hd, schedule>(p);                                                  \
+    }
+PREFILL_WGMMA_KERNEL(attention_prefill_wgmma_bf16_hd128, 128, IN_ORDER)
+PREFILL_WGMMA_KERNEL(attention_prefill_wgmma_bf16_hd64, 64, IN_ORDER)
+PREFILL_WGMMA_KERNEL(attention_prefill_wgmma_overlap_bf16_hd128, 128, OVERLAP)
+PREFILL_WGMMA_KERNEL(attention_prefill_wgmma_overlap_bf16_hd64, 64, OVERLAP)
+PREFILL_WGMMA_KERNEL(attention_prefill_wgmma_pingpong_bf16_hd128, 128, PINGPONG)
+PREFILL_WGMMA_KERNEL(attention_prefill_wgmma_pingpong_bf16_hd64, 64, PINGPONG)

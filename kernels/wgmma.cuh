@@ -68,6 +68,26 @@ __device__ __forceinline__ void mbarrier_wait(uint32_t bar, uint32_t parity) {
 #endif
 }
 
+// ---- named barriers ----
+
+// Barrier `id` (1-15; 0 is __syncthreads') over `count` threads (whole warps): wait until all
+// have arrived / arrive without waiting (the consumer warpgroups' ping-pong turns).
+__device__ __forceinline__ void named_barrier_sync(int id, int count) {
+#ifdef NEMO_EMU
+    emu::named_barrier_sync(id, count);
+#else
+    asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(count) : "memory");
+#endif
+}
+
+__device__ __forceinline__ void named_barrier_arrive(int id, int count) {
+#ifdef NEMO_EMU
+    emu::named_barrier_arrive(id, count);
+#else
+    asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(count) : "memory");
+#endif
+}
+
 // ---- TMA ----
 
 // Copies the box at (inner, outer) of the 2-D tensor `map` into shared memory at `dst`, counting

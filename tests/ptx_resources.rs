@@ -152,6 +152,22 @@ fn attention_prefill_wgmma_sass_uses_hgmma_and_tma() {
     assert!(count("HGMMA.64x128x16.F32.BF16") >= 16, "no 64x128x16 HGMMA in the SASS");
     assert!(count("HGMMA.64x64x16.F32.BF16") >= 8, "no 64x64x16 HGMMA (head_dim 64) in the SASS");
     assert!(count("UTMALDG.2D") >= 4, "no TMA tensor loads in the SASS");
+    // The ping-pong variant: consumers hand turns over with named barriers, and its softmax
+    // exponentials sit between `wait_group 1` and `wait_group 0`, beside the P V wgmmas (in the
+    // overlap variant ptxas hoists the second wait above them; docs/hopper.md).
+    let pingpong = sass_function(&sass, "attention_prefill_wgmma_pingpong_bf16_hd128");
+    assert!(pingpong.contains("BAR.ARV"), "no named-barrier hand-over in the ping-pong SASS");
+    let wait1 = pingpong.find("WARPGROUP.DEPBAR.LE gsb0, 0x1").expect("a wait_group 1 in the ping-pong SASS");
+    let wait0 = wait1 + pingpong[wait1..].find("WARPGROUP.DEPBAR.LE gsb0, 0x0").expect("a wait_group 0 after it");
+    let beside = pingpong[wait1..wait0].matches("MUFU.EX2").count();
+    assert!(beside >= 64, "only {beside} exponentials between wait_group 1 and 0: the softmax no longer overlaps P V");
+}
+
+/// The SASS of one function of a cuobjdump listing.
+fn sass_function<'a>(sass: &'a str, name: &str) -> &'a str {
+    let start = sass.find(&format!("Function : {name}\n")).unwrap_or_else(|| panic!("{name} in the SASS"));
+    let rest = &sass[start + 1..];
+    &sass[start..start + 1 + rest.find("Function : ").unwrap_or(rest.len())]
 }
 
 /// ptxas (sm_90a) of an embedded module, failing on wgmma serialisation or injected warpgroup

@@ -78,6 +78,9 @@ unsigned char* shared_pointer(uint32_t offset);
 
 void sync_block();
 void sync_warp(unsigned mask);
+// bar.sync / bar.arrive id, count: a named barrier over `count` threads (whole warps).
+void named_barrier_sync(int id, int count);
+void named_barrier_arrive(int id, int count);
 // The calling warp's 32 exchange slots of 16 bytes and its lanes' 4-word register slots.
 unsigned char* warp_slot(int lane);
 uint32_t* warp_regs(int lane);

@@ -45,7 +45,14 @@ struct CopyQueue {
     uint32_t group = 0;  // groups committed so far = the group of the next copy
 };
 
+// A named barrier (bar.sync / bar.arrive with an id and a thread count).
+struct NamedBarrier {
+    int arrived = 0, count = 0;
+    unsigned generation = 0;
+};
+
 struct Block {
+    NamedBarrier named[16];  // id 0 is __syncthreads' (kept apart in `arrived` / `generation`)
     std::vector<Thread> threads;
     std::vector<CopyQueue> copies;
     std::vector<std::vector<unsigned char>> stacks;
@@ -165,6 +172,7 @@ bool run_block(const dim3 bidx) {
     block.settling = 0;
     std::memset(dynamic_arena, 0xff, sizeof dynamic_arena);
     block.copies.assign(n, CopyQueue{});
+    for (NamedBarrier& b : block.named) b = NamedBarrier{};
     reset_hopper_state(n);
     for (int w = 0; w < (n + 31) / 32; ++w) {
         block.warps[w].arrived = 0;
@@ -191,6 +199,12 @@ bool run_block(const dim3 bidx) {
             if (t.done) --remaining;
         }
         current_thread = nullptr;
+        if (remaining == 0) {
+            for (int id = 1; id < 16; ++id)
+                if (block.named[id].arrived)
+                    report(("named barrier " + std::to_string(id) + " has arrivals no bar.sync consumed when the block ends")
+                               .c_str());
+        }
         if (remaining > 0 && block.progress == before && block.settling > 0) {
             ++block.settled;
             continue;
@@ -260,6 +274,40 @@ void sync_warp(unsigned mask) {
     while (w.generation == gen) yield();
     self->waiting = nullptr;
 }
+
+namespace {
+NamedBarrier& named_barrier(int id, int count) {
+    if (id < 1 || id > 15 || count <= 0 || count % 32 || count > int(block.threads.size())) {
+        std::fprintf(stderr, "emu: bar.sync / bar.arrive %d, %d: id 1-15 (0 is __syncthreads), a count of whole warps\n", id,
+                     count);
+        std::abort();
+    }
+    NamedBarrier& b = block.named[id];
+    if (b.arrived && b.count != count) report("a named barrier's phase sees two different thread counts");
+    b.count = count;
+    return b;
+}
+
+// Counts one arrival; true if it completed the phase.
+bool arrive_named(NamedBarrier& b) {
+    ++block.progress;
+    if (++b.arrived < b.count) return false;
+    b.arrived = 0;
+    ++b.generation;
+    return true;
+}
+}  // namespace
+
+void named_barrier_sync(int id, int count) {
+    NamedBarrier& b = named_barrier(id, count);
+    const unsigned gen = b.generation;
+    if (arrive_named(b)) return;
+    current_thread->waiting = "bar.sync (a named barrier)";
+    while (b.generation == gen) yield();
+    current_thread->waiting = nullptr;
+}
+
+void named_barrier_arrive(int id, int count) { arrive_named(named_barrier(id, count)); }
 
 void wait_a_turn(const char* what) {
     current_thread->waiting = what;

@@ -53,6 +53,7 @@ kernel_table! {
     "attention_prefill_wgmma" => [
         attention_prefill_wgmma_bf16_hd128, attention_prefill_wgmma_bf16_hd64,
         attention_prefill_wgmma_overlap_bf16_hd128, attention_prefill_wgmma_overlap_bf16_hd64,
+        attention_prefill_wgmma_pingpong_bf16_hd128, attention_prefill_wgmma_pingpong_bf16_hd64,
     ],
     "embedding" => [embedding_gather_bf16],
     "gemm" => [gemm_bf16, gemm_split_reduce_bf16],

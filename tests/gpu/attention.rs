@@ -8,7 +8,7 @@ use nemo_engine::gpu::kernels::attention::{
     attention_decode, attention_decode_with, attention_prefill, decode_splits, DecodeKernel, AttentionMeta, AttentionShape,
     DecodeWorkspace,
 };
-use nemo_engine::gpu::kernels::attention_wgmma::{attention_prefill_wgmma, attention_prefill_wgmma_overlap};
+use nemo_engine::gpu::kernels::attention_wgmma::{attention_prefill_wgmma, attention_prefill_wgmma_overlap, attention_prefill_wgmma_pingpong};
 use nemo_engine::lab::attention::{DecodeFn, PrefillFn};
 use nemo_engine::gpu::Gpu;
 
@@ -112,6 +112,12 @@ fn attention_prefill_wgmma_matches_cpu() {
 #[test]
 fn attention_prefill_wgmma_overlap_matches_cpu() {
     prefill_matches_cpu("attention_prefill_wgmma_overlap_matches_cpu", attention_prefill_wgmma_overlap);
+}
+
+/// And its ping-pong variant (a step of its own too).
+#[test]
+fn attention_prefill_wgmma_pingpong_matches_cpu() {
+    prefill_matches_cpu("attention_prefill_wgmma_pingpong_matches_cpu", attention_prefill_wgmma_pingpong);
 }
 
 fn prefill_matches_cpu(test: &str, prefill: PrefillFn) {

@@ -69,6 +69,13 @@ fn gpu_prefill_with_the_wgmma_overlap_attention_matches_transformers() {
     prefill_matches_transformers_with(GemmKernel::MmaSync, PrefillKernel::WgmmaOverlap);
 }
 
+/// And with its ping-pong variant.
+#[test]
+fn gpu_prefill_with_the_wgmma_pingpong_attention_matches_transformers() {
+    let Some(_gpu) = gpu_or_skip("gpu_prefill_with_the_wgmma_pingpong_attention_matches_transformers") else { return };
+    prefill_matches_transformers_with(GemmKernel::MmaSync, PrefillKernel::WgmmaPingPong);
+}
+
 fn prefill_matches_transformers(gemm: GemmKernel) {
     prefill_matches_transformers_with(gemm, PrefillKernel::MmaSync);
 }

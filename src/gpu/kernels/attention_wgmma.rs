@@ -1,8 +1,9 @@
-//! `attention_prefill_wgmma` and `attention_prefill_wgmma_overlap` (kernels/attention_prefill_wgmma.cu):
+//! `attention_prefill_wgmma`, `_overlap` and `_pingpong` (kernels/attention_prefill_wgmma.cu):
 //! causal GQA prefill on Hopper's wgmma, K/V tiles loaded by TMA from the paged cache; same
 //! arguments and results as `attention_prefill`. The overlap variant issues S of tile t with PV
-//! of tile t-1 (FlashAttention-3's intra-warpgroup pipelining). The K and V cache tensor maps are
-//! built here, per call.
+//! of tile t-1 (FlashAttention-3's intra-warpgroup pipelining); the ping-pong one adds FA3's
+//! alternation of the two consumer warpgroups. The K and V cache tensor maps are built here, per
+//! call.
 
 use cudarc::driver::{CudaView, CudaViewMut, DeviceRepr, LaunchConfig, PushKernelArg};
 use half::bf16;
@@ -13,9 +14,29 @@ use super::gemm_wgmma::{encode_tensor_map, tensor_map_spec, TensorMap, TensorMap
 use crate::gpu::error::{GpuError, Result};
 use crate::gpu::{Gpu, Kernels};
 
+/// How the kernel's consumers order their work (kernels/attention_prefill_wgmma.cu's `Schedule`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WgmmaSchedule {
+    /// S, wait, softmax, P V, wait per tile.
+    InOrder,
+    /// S(t) issued with P V(t-1); the softmax beside P V.
+    Overlap,
+    /// Overlap, the two consumer warpgroups taking turns to issue.
+    PingPong,
+}
+
+impl WgmmaSchedule {
+    fn kernel(self) -> &'static str {
+        match self {
+            WgmmaSchedule::InOrder => "attention_prefill_wgmma_bf16",
+            WgmmaSchedule::Overlap => "attention_prefill_wgmma_overlap_bf16",
+            WgmmaSchedule::PingPong => "attention_prefill_wgmma_pingpong_bf16",
+        }
+    }
+}
+
 const KERNEL: &str = "attention_prefill_wgmma_bf16";
-const OVERLAP_KERNEL: &str = "attention_prefill_wgmma_overlap_bf16";
-/// Registers per thread the overlap kernel's setmaxnreg hand-off assumes (see `launch`).
+/// Registers per thread the overlapping kernels' setmaxnreg hand-off assumes (see `launch`).
 const OVERLAP_REGISTERS: i32 = 168;
 /// Query rows per block (2 consumer warpgroups x 64) and keys per K/V tile.
 const ROWS: usize = 128;
@@ -53,8 +74,12 @@ fn smem_bytes(head_dim: usize) -> usize {
 pub(crate) fn configure(kernels: &Kernels) -> Result<()> {
     allow_dynamic_smem(&kernels.attention_prefill_wgmma_bf16_hd128, KERNEL, smem_bytes(128))?;
     allow_dynamic_smem(&kernels.attention_prefill_wgmma_bf16_hd64, KERNEL, smem_bytes(64))?;
-    allow_dynamic_smem(&kernels.attention_prefill_wgmma_overlap_bf16_hd128, OVERLAP_KERNEL, smem_bytes(128))?;
-    allow_dynamic_smem(&kernels.attention_prefill_wgmma_overlap_bf16_hd64, OVERLAP_KERNEL, smem_bytes(64))
+    let overlap = WgmmaSchedule::Overlap.kernel();
+    allow_dynamic_smem(&kernels.attention_prefill_wgmma_overlap_bf16_hd128, overlap, smem_bytes(128))?;
+    allow_dynamic_smem(&kernels.attention_prefill_wgmma_overlap_bf16_hd64, overlap, smem_bytes(64))?;
+    let pingpong = WgmmaSchedule::PingPong.kernel();
+    allow_dynamic_smem(&kernels.attention_prefill_wgmma_pingpong_bf16_hd128, pingpong, smem_bytes(128))?;
+    allow_dynamic_smem(&kernels.attention_prefill_wgmma_pingpong_bf16_hd64, pingpong, smem_bytes(64))
 }
 
 /// The launch: one block per (128 / G positions x G heads, KV head, sequence), 384 threads.
@@ -77,7 +102,7 @@ pub fn attention_prefill_wgmma(
     v_cache: &CudaView<bf16>,
     out: &mut CudaViewMut<bf16>,
 ) -> Result<()> {
-    launch(gpu, false, shape, meta, q, k_cache, v_cache, out)
+    launch(gpu, WgmmaSchedule::InOrder, shape, meta, q, k_cache, v_cache, out)
 }
 
 /// As `attention_prefill_wgmma`, with S of tile t issued together with PV of tile t-1 and the
@@ -91,18 +116,13 @@ pub fn attention_prefill_wgmma_overlap(
     v_cache: &CudaView<bf16>,
     out: &mut CudaViewMut<bf16>,
 ) -> Result<()> {
-    launch(gpu, true, shape, meta, q, k_cache, v_cache, out)
+    launch(gpu, WgmmaSchedule::Overlap, shape, meta, q, k_cache, v_cache, out)
 }
 
-/// The kernel name a variant and head_dim launch.
-pub fn kernel_name(overlap: bool, head_dim: usize) -> String {
-    format!("{}_hd{head_dim}", if overlap { OVERLAP_KERNEL } else { KERNEL })
-}
-
-#[allow(clippy::too_many_arguments)]
-fn launch(
+/// As `attention_prefill_wgmma_overlap`, with FA3's ping-pong: the two consumer warpgroups take
+/// turns (named barriers) issuing their wgmmas, so one's softmax runs under the other's.
+pub fn attention_prefill_wgmma_pingpong(
     gpu: &Gpu,
-    overlap: bool,
     shape: AttentionShape,
     meta: &DeviceAttentionMeta,
     q: &CudaView<bf16>,
@@ -110,7 +130,26 @@ fn launch(
     v_cache: &CudaView<bf16>,
     out: &mut CudaViewMut<bf16>,
 ) -> Result<()> {
-    let name = if overlap { OVERLAP_KERNEL } else { KERNEL };
+    launch(gpu, WgmmaSchedule::PingPong, shape, meta, q, k_cache, v_cache, out)
+}
+
+/// The kernel a schedule and head_dim launch.
+pub fn kernel_name(schedule: WgmmaSchedule, head_dim: usize) -> String {
+    format!("{}_hd{head_dim}", schedule.kernel())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn launch(
+    gpu: &Gpu,
+    schedule: WgmmaSchedule,
+    shape: AttentionShape,
+    meta: &DeviceAttentionMeta,
+    q: &CudaView<bf16>,
+    k_cache: &CudaView<bf16>,
+    v_cache: &CudaView<bf16>,
+    out: &mut CudaViewMut<bf16>,
+) -> Result<()> {
+    let name = schedule.kernel();
     let attn = params(gpu, name, shape, meta, q, k_cache, v_cache, out)?;
     let group = shape.n_heads / shape.n_kv_heads;
     ensure(group <= ROWS, name, || format!("{group} query heads per KV head > {ROWS}"))?;
@@ -125,13 +164,15 @@ fn launch(
     };
     let p = PrefillWgmmaParams { k_map: map(k_cache)?, v_map: map(v_cache)?, attn };
     let k = &gpu.kernels;
-    let func = match (overlap, shape.head_dim == 128) {
-        (false, true) => &k.attention_prefill_wgmma_bf16_hd128,
-        (false, false) => &k.attention_prefill_wgmma_bf16_hd64,
-        (true, true) => &k.attention_prefill_wgmma_overlap_bf16_hd128,
-        (true, false) => &k.attention_prefill_wgmma_overlap_bf16_hd64,
+    let func = match (schedule, shape.head_dim == 128) {
+        (WgmmaSchedule::InOrder, true) => &k.attention_prefill_wgmma_bf16_hd128,
+        (WgmmaSchedule::InOrder, false) => &k.attention_prefill_wgmma_bf16_hd64,
+        (WgmmaSchedule::Overlap, true) => &k.attention_prefill_wgmma_overlap_bf16_hd128,
+        (WgmmaSchedule::Overlap, false) => &k.attention_prefill_wgmma_overlap_bf16_hd64,
+        (WgmmaSchedule::PingPong, true) => &k.attention_prefill_wgmma_pingpong_bf16_hd128,
+        (WgmmaSchedule::PingPong, false) => &k.attention_prefill_wgmma_pingpong_bf16_hd64,
     };
-    if overlap {
+    if schedule != WgmmaSchedule::InOrder {
         // The setmaxnreg hand-off (128 x 24 + 256 x 240 = 384 x 168) hangs with fewer registers;
         // checked at launch so that an opt-in kernel cannot keep the engine from starting.
         let regs = func.num_regs().map_err(GpuError::driver(format!("reading {name}'s registers")))?;

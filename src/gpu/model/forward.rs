@@ -9,7 +9,7 @@ use super::{GpuKvCache, GpuWeights, BLOCK_SIZE};
 use crate::gpu::error::{GpuError, Result};
 use super::graphs::{graph_batch, DecodeGraphs, GraphReport};
 use super::kernel_choice::{decode_kernel_from_env, GemmKernel, PrefillKernel};
-use crate::gpu::kernels::attention_wgmma::{attention_prefill_wgmma, attention_prefill_wgmma_overlap};
+use crate::gpu::kernels::attention_wgmma::{attention_prefill_wgmma, attention_prefill_wgmma_overlap, attention_prefill_wgmma_pingpong};
 use crate::gpu::kernels::attention::{
     attention_decode_with, attention_prefill, decode_splits, AttentionMeta, AttentionShape, DecodeKernel,
     DecodeWorkspace, DeviceAttentionMeta,
@@ -384,6 +384,7 @@ attention_decode_with(gpu, self.decode, attn_shape, meta, &q, &k_cache, &v_cache
                     PrefillKernel::MmaSync => attention_prefill,
                     PrefillKernel::Wgmma => attention_prefill_wgmma,
                     PrefillKernel::WgmmaOverlap => attention_prefill_wgmma_overlap,
+                    PrefillKernel::WgmmaPingPong => attention_prefill_wgmma_pingpong,
                 };
                 prefill(gpu, attn_shape, meta, &q, &k_cache, &v_cache, &mut attn)?;
             }

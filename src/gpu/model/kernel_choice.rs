@@ -48,7 +48,7 @@ pub fn decode_kernel_from_env() -> Result<DecodeKernel> {
 }
 
 /// Which prefill attention kernel serves prompt chunks (`NEMO_PREFILL_ATTENTION=mma|wgmma|
-/// wgmma-overlap`, default mma: a wgmma one becomes the default once a GPU run has checked and
+/// wgmma-overlap|wgmma-pingpong`, default mma: a wgmma one becomes the default once a GPU run has checked and
 /// timed it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PrefillKernel {
@@ -59,6 +59,8 @@ pub enum PrefillKernel {
     /// The same file's overlap variant: S of tile t issued with PV of tile t-1 (FA3's
     /// intra-warpgroup pipelining).
     WgmmaOverlap,
+    /// The overlap variant with FA3's ping-pong of the two consumer warpgroups.
+    WgmmaPingPong,
 }
 
 impl PrefillKernel {
@@ -68,9 +70,10 @@ impl PrefillKernel {
             Err(_) | Ok("") | Ok("mma") => Ok(PrefillKernel::MmaSync),
             Ok("wgmma") => Ok(PrefillKernel::Wgmma),
             Ok("wgmma-overlap") => Ok(PrefillKernel::WgmmaOverlap),
+            Ok("wgmma-pingpong") => Ok(PrefillKernel::WgmmaPingPong),
             Ok(other) => Err(GpuError::BadArgument {
                 kernel: "attention_prefill",
-                what: format!("NEMO_PREFILL_ATTENTION={other:?}: expected mma, wgmma or wgmma-overlap"),
+                what: format!("NEMO_PREFILL_ATTENTION={other:?}: expected mma, wgmma, wgmma-overlap or wgmma-pingpong"),
             }),
         }
     }

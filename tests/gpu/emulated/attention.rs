@@ -7,7 +7,7 @@ use super::{addr, in_both_async_modes, load};
 use crate::attention::{build, shapes, Case};
 use crate::common::*;
 use half::bf16;
-use nemo_engine::gpu::kernels::attention_wgmma::{self, cache_map_spec, PrefillWgmmaParams};
+use nemo_engine::gpu::kernels::attention_wgmma::{self, cache_map_spec, PrefillWgmmaParams, WgmmaSchedule};
 use nemo_engine::gpu::kernels::attention::{
     decode_configs, decode_splits, prefill_config, scale_log2, AttentionParams, AttentionShape, DecodeKernel,
 };
@@ -61,7 +61,7 @@ fn run_prefill(shape: AttentionShape, case: &Case) -> Vec<f32> {
 
 /// attention_prefill_wgmma (or its overlap variant) over host buffers, its tensor maps from the
 /// wrapper's spec.
-fn run_prefill_wgmma(shape: AttentionShape, case: &Case, overlap: bool) -> Vec<f32> {
+fn run_prefill_wgmma(shape: AttentionShape, case: &Case, schedule: WgmmaSchedule) -> Vec<f32> {
     let mut out = vec![POISON; n_out(shape, case)];
     let attn = params(shape, case, &mut out);
     let n_slots = case.meta.block_size * case.n_cache_blocks;
@@ -69,7 +69,7 @@ fn run_prefill_wgmma(shape: AttentionShape, case: &Case, overlap: bool) -> Vec<f
     let p = PrefillWgmmaParams { k_map: map(&case.k_cache), v_map: map(&case.v_cache), attn };
     let q_lens = case.meta.cu_seqlens_q.windows(2).map(|w| (w[1] - w[0]) as usize);
     let cfg = attention_wgmma::launch_config(shape, q_lens.max().unwrap(), case.meta.ctx_lens.len());
-    let kernel = attention_wgmma::kernel_name(overlap, shape.head_dim);
+    let kernel = attention_wgmma::kernel_name(schedule, shape.head_dim);
     load("attention_prefill_wgmma").launch(&kernel, cfg, p).unwrap();
     to_f32(&out)
 }
@@ -131,22 +131,27 @@ fn emulated_attention_prefill_matches_cpu() {
 /// 128 / G positions (SmolLM2: G = 3, 42 positions and 2 padding rows per block), a batch.
 #[test]
 fn emulated_attention_prefill_wgmma_matches_cpu() {
-    prefill_wgmma_matches_cpu(false, "emulated_attention_prefill_wgmma");
+    prefill_wgmma_matches_cpu(WgmmaSchedule::InOrder, "emulated_attention_prefill_wgmma");
 }
 
 #[test]
 fn emulated_attention_prefill_wgmma_overlap_matches_cpu() {
-    prefill_wgmma_matches_cpu(true, "emulated_attention_prefill_wgmma_overlap");
+    prefill_wgmma_matches_cpu(WgmmaSchedule::Overlap, "emulated_attention_prefill_wgmma_overlap");
 }
 
-fn prefill_wgmma_matches_cpu(overlap: bool, test: &str) {
+#[test]
+fn emulated_attention_prefill_wgmma_pingpong_matches_cpu() {
+    prefill_wgmma_matches_cpu(WgmmaSchedule::PingPong, "emulated_attention_prefill_wgmma_pingpong");
+}
+
+fn prefill_wgmma_matches_cpu(schedule: WgmmaSchedule, test: &str) {
     let mut rng = Rng::fresh(test);
     for shape in shapes() {
         for seqs in [vec![(1, 1)], vec![(17, 17)], vec![(100, 100)], vec![(40, 300)], vec![(40, 600)], vec![(5, 5), (64, 130), (1, 77)]] {
             let case = build(&mut rng, shape, &seqs);
             in_both_async_modes(|| {
-                let got = run_prefill_wgmma(shape, &case, overlap);
-                let what = format!("emulated {} hd {} {:?}", attention_wgmma::kernel_name(overlap, shape.head_dim), shape.head_dim, seqs);
+                let got = run_prefill_wgmma(shape, &case, schedule);
+                let what = format!("emulated {} hd {} {:?}", attention_wgmma::kernel_name(schedule, shape.head_dim), shape.head_dim, seqs);
                 assert_close(&what, &got, &case.want, 2e-2, 2e-2);
             });
         }
