@@ -40,8 +40,9 @@ __device__ __forceinline__ size_t kv_row_offset(const AttentionParams& p, int se
 // (s[j][r]: row g + 8 * (r / 2) of this thread's group, key key0 + 8j + 2 * (lane % 4) + r % 2):
 // scales by scale_log2 (exp2 domain), drops keys past row_pos[h] (-1 marks a padding row), turns
 // s into the unnormalised weights exp2(s - max), updates row_max / row_sum, and returns in
-// alpha[h] the factor by which row h's output accumulators must be rescaled.
-template <int NJ>
+// alpha[h] the factor by which row h's output accumulators must be rescaled. MASK = false skips
+// the mask, for tiles every row sees whole (keys below the block's first position).
+template <bool MASK = true, int NJ>
 __device__ __forceinline__ void causal_online_softmax(float (&s)[NJ][4], int key0, const int (&row_pos)[2], float scale_log2,
                                                       float (&row_max)[2], float (&row_sum)[2], float (&alpha)[2]) {
     const int t4 = threadIdx.x & 3;
@@ -56,7 +57,7 @@ __device__ __forceinline__ void causal_online_softmax(float (&s)[NJ][4], int key
 #pragma unroll
             for (int e = 0; e < 2; ++e) {
                 float& v = s[j][h * 2 + e];
-                v = 8 * j + e <= last ? v * scale_log2 : -INFINITY;
+                v = !MASK || 8 * j + e <= last ? v * scale_log2 : -INFINITY;
                 tile_max = fmaxf(tile_max, v);
             }
         tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));

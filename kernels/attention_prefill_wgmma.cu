@@ -134,10 +134,14 @@ __device__ __forceinline__ void issue_pv(float (&o)[HD / 2], const uint32_t (&pa
     wgmma_commit();
 }
 
-// Causal mask and online softmax of one tile (log2 domain), as attention_prefill.cu.
-__device__ __forceinline__ void softmax_tile(float (&s)[KT / 2], int t, const int (&row_pos)[2], float scale_log2,
+// Causal mask and online softmax of one tile (log2 domain), as attention_prefill.cu; the mask
+// only where the tile reaches the block's first position `min_pos` (in causal prefill most tiles
+// lie wholly below it; padding rows, whose results are dropped, need no mask).
+__device__ __forceinline__ void softmax_tile(float (&s)[KT / 2], int t, int min_pos, const int (&row_pos)[2], float scale_log2,
                                              float (&row_max)[2], float (&row_sum)[2], float (&alpha)[2]) {
-    causal_online_softmax(reinterpret_cast<float (&)[KT / 8][4]>(s), t * KT, row_pos, scale_log2, row_max, row_sum, alpha);
+    auto& tile = reinterpret_cast<float (&)[KT / 8][4]>(s);
+    if (t * KT + KT - 1 <= min_pos) causal_online_softmax<false>(tile, t * KT, row_pos, scale_log2, row_max, row_sum, alpha);
+    else causal_online_softmax<true>(tile, t * KT, row_pos, scale_log2, row_max, row_sum, alpha);
 }
 
 // o[4j + 2h + e] belongs to row h of this thread.
@@ -160,7 +164,7 @@ __device__ __forceinline__ void release(uint32_t empty) {
 
 // The plain order: S(t), wait, softmax, PV(t), wait.
 template <int HD>
-__device__ __forceinline__ void consume_in_order(float (&o)[HD / 2], const Smem<HD>& sm, int n_tiles, int consumer, const int (&row_pos)[2],
+__device__ __forceinline__ void consume_in_order(float (&o)[HD / 2], const Smem<HD>& sm, int n_tiles, int consumer, int min_pos, const int (&row_pos)[2],
                                                  float scale_log2, float (&row_max)[2], float (&row_sum)[2]) {
     float s[KT / 2];
     uint32_t pa[KT / 16][4];
@@ -172,7 +176,7 @@ __device__ __forceinline__ void consume_in_order(float (&o)[HD / 2], const Smem<
         fence_registers(s);
         release(sm.empty_k + 8 * st);
         float alpha[2];
-        softmax_tile(s, t, row_pos, scale_log2, row_max, row_sum, alpha);
+        softmax_tile(s, t, min_pos, row_pos, scale_log2, row_max, row_sum, alpha);
         rescale(o, alpha);
         scores_to_p(pa, s);
         mbarrier_wait(sm.full_v + 8 * st, parity);
@@ -206,7 +210,7 @@ struct Turns {
 // landed (O_t = alpha_t (O_{t-1} + P_{t-1} V_{t-1}), P_{t-1} being relative to the old max).
 template <int HD>
 __device__ __forceinline__ void consume_overlapped(float (&o)[HD / 2], const Smem<HD>& sm, int n_tiles, int consumer,
-                                                   const int (&row_pos)[2], float scale_log2, float (&row_max)[2],
+                                                   int min_pos, const int (&row_pos)[2], float scale_log2, float (&row_max)[2],
                                                    float (&row_sum)[2], Turns turns) {
     float s[KT / 2];
     uint32_t pa[KT / 16][4];
@@ -219,7 +223,7 @@ __device__ __forceinline__ void consume_overlapped(float (&o)[HD / 2], const Sme
     wgmma_wait<0>();
     fence_registers(s);
     release(sm.empty_k);
-    softmax_tile(s, 0, row_pos, scale_log2, row_max, row_sum, alpha);  // O is zero: alpha unused
+    softmax_tile(s, 0, min_pos, row_pos, scale_log2, row_max, row_sum, alpha);  // O is zero: alpha unused
     scores_to_p(pa, s);
     for (int t = 1; t < n_tiles; ++t) {
         const int st = t % STAGES, prev = (t - 1) % STAGES;
@@ -234,7 +238,7 @@ __device__ __forceinline__ void consume_overlapped(float (&o)[HD / 2], const Sme
         release(sm.empty_k + 8 * st);
         // (ptxas 13.0 moves this wait up into the softmax: the mask and row max run beside PV(t-1),
         // the exponentials after it; docs/hopper.md.)
-        softmax_tile(s, t, row_pos, scale_log2, row_max, row_sum, alpha);
+        softmax_tile(s, t, min_pos, row_pos, scale_log2, row_max, row_sum, alpha);
         wgmma_wait<0>();  // PV(t-1) done: O and P are free
         fence_registers(o);
         release(sm.empty_v + 8 * prev);
@@ -330,9 +334,10 @@ __device__ void attention_prefill_wgmma(const PrefillWgmmaParams& params) {
 #pragma unroll
     for (int i = 0; i < HD / 2; ++i) o[i] = 0.f;
     float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.f, 0.f};
+    const int min_pos = w.first_pos + w.local_begin;  // the block's first position: keys up to it need no mask
     if constexpr (OVERLAP)
-        consume_overlapped<HD>(o, sm, w.n_tiles, consumer, row_pos, p.scale_log2, row_max, row_sum, Turns{SCHEDULE == PINGPONG, consumer});
-    else consume_in_order<HD>(o, sm, w.n_tiles, consumer, row_pos, p.scale_log2, row_max, row_sum);
+        consume_overlapped<HD>(o, sm, w.n_tiles, consumer, min_pos, row_pos, p.scale_log2, row_max, row_sum, Turns{SCHEDULE == PINGPONG, consumer});
+    else consume_in_order<HD>(o, sm, w.n_tiles, consumer, min_pos, row_pos, p.scale_log2, row_max, row_sum);
 
     // Normalise and store. o[4j + 2h + e]: row h, dim 8j + 2*t4 + e.
 #pragma unroll
