@@ -221,12 +221,16 @@ pub fn gemm_split_k(
     shape: GemmShape,
     epilogue: Epilogue,
 ) -> Result<()> {
-    let n = split_k(shape, gpu.info.multiprocessors) * shape.m * shape.n;
-    // SAFETY: uninitialised floats; the split GEMM writes every element of every plane (blocks
-    // with an empty range of K write zeros) before the reduce reads them.
-    let mut workspace = unsafe { gpu.stream.alloc::<f32>(n.max(1)) }
-        .map_err(crate::gpu::error::GpuError::driver("allocating the split-K workspace"))?;
+    let mut workspace = split_workspace(gpu, split_k(shape, gpu.info.multiprocessors), shape)?;
     gemm_split_k_with(gpu, a, w, out, shape, epilogue, &mut workspace)
+}
+
+/// A workspace for `splits` partial planes of [M, N] f32, allocated stream-ordered.
+pub(crate) fn split_workspace(gpu: &Gpu, splits: usize, shape: GemmShape) -> Result<CudaSlice<f32>> {
+    // SAFETY: uninitialised floats; a split GEMM writes every element of every plane (blocks with
+    // an empty range of K write zeros) before the reduce reads them.
+    unsafe { gpu.stream.alloc::<f32>((splits * shape.m * shape.n).max(1)) }
+        .map_err(crate::gpu::error::GpuError::driver("allocating the split-K workspace"))
 }
 
 /// `gemm_split_k` with the caller's workspace (at least `split_k_workspace_len` floats serves
@@ -242,10 +246,37 @@ pub fn gemm_split_k_with(
 ) -> Result<()> {
     let splits = split_k(shape, gpu.info.multiprocessors);
     let p = linear_params(gpu, KERNEL, a, w, out, shape, Some(epilogue))?;
+    run_split_k(gpu, KERNEL, p, shape, epilogue, splits, workspace, |params, splits| {
+        if splits == 1 {
+            return launch(gpu, params, shape);
+        }
+        let mut launch = gpu.stream.launch_builder(&gpu.kernels.gemm_bf16);
+        launch.arg(&params);
+        // SAFETY: as for `gemm`, with the f32 output being the workspace of at least splits x M x
+        // N floats (checked by run_split_k; block y writes plane y).
+        gpu.launched(KERNEL, unsafe { launch.launch(split_launch_config(shape, splits)?) }.map(|_| ()))
+    })
+}
+
+/// A split-K GEMM around `launch_gemm(params, splits)` (the kernel's own launch): with one
+/// split, the GEMM itself with `p`; else its f32 partials into `workspace` (plane y from grid
+/// y), then `gemm_split_reduce_bf16` sums the planes through `p`'s epilogue into `p.out`. `p`
+/// was checked by linear_params.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn run_split_k(
+    gpu: &Gpu,
+    kernel: &'static str,
+    p: LinearParams,
+    shape: GemmShape,
+    epilogue: Epilogue,
+    splits: usize,
+    workspace: &mut CudaSlice<f32>,
+    launch_gemm: impl FnOnce(LinearParams, usize) -> Result<()>,
+) -> Result<()> {
     if splits == 1 || shape.m == 0 {
-        return launch(gpu, p, shape);
+        return launch_gemm(p, 1);
     }
-    ensure(workspace.len() >= splits * shape.m * shape.n, KERNEL, || {
+    ensure(workspace.len() >= splits * shape.m * shape.n, kernel, || {
         format!("the split-K workspace holds {} floats, needs {splits} x {} x {}", workspace.len(), shape.m, shape.n)
     })?;
     let partials = LinearParams {
@@ -256,25 +287,7 @@ pub fn gemm_split_k_with(
         k_splits: splits as i32,
         ..p
     };
-    let mut launch = gpu.stream.launch_builder(&gpu.kernels.gemm_bf16);
-    launch.arg(&partials);
-    // SAFETY: as for `gemm`, with the f32 output being the workspace of at least splits x M x N
-    // floats (checked above; block y writes plane y).
-    gpu.launched(KERNEL, unsafe { launch.launch(split_launch_config(shape, splits)?) }.map(|_| ()))?;
-    split_reduce(gpu, workspace, &p, splits, shape, epilogue)
-}
-
-/// The second half of a split-K GEMM: sums the `splits` f32 partial planes [M, N] in
-/// `workspace` through `p`'s epilogue into `p.out` (`gemm_split_reduce_bf16`). The caller has
-/// checked `p` (linear_params) and that the workspace holds the planes.
-pub(crate) fn split_reduce(
-    gpu: &Gpu,
-    workspace: &CudaSlice<f32>,
-    p: &LinearParams,
-    splits: usize,
-    shape: GemmShape,
-    epilogue: Epilogue,
-) -> Result<()> {
+    launch_gemm(partials, splits)?;
     let reduce = SplitReduceParams {
         partial: address(&gpu.stream, workspace),
         out: p.out,

@@ -10,8 +10,7 @@ use cudarc::driver::{CudaSlice, CudaView, CudaViewMut, DeviceRepr, LaunchConfig,
 use half::bf16;
 
 use super::check::{allow_dynamic_smem, as_i32, ensure};
-use super::check::address;
-use super::gemm::{linear_params, split_k_over, split_reduce, Epilogue, GemmShape, LinearParams};
+use super::gemm::{linear_params, run_split_k, split_k_over, split_workspace, Epilogue, GemmShape, LinearParams};
 use crate::gpu::error::{GpuError, Result};
 use crate::gpu::{Gpu, Kernels};
 
@@ -181,11 +180,7 @@ pub fn gemm_wgmma_split_k(
     shape: GemmShape,
     epilogue: Epilogue,
 ) -> Result<()> {
-    let n = split_k(shape, gpu.info.multiprocessors) * shape.m * shape.n;
-    // SAFETY: uninitialised floats; the split GEMM writes every element of every plane (blocks
-    // with an empty range of K write zeros) before the reduce reads them.
-    let mut workspace =
-        unsafe { gpu.stream.alloc::<f32>(n.max(1)) }.map_err(GpuError::driver("allocating the split-K workspace"))?;
+    let mut workspace = split_workspace(gpu, split_k(shape, gpu.info.multiprocessors), shape)?;
     gemm_wgmma_split_k_with(gpu, a, w, out, shape, epilogue, &mut workspace)
 }
 
@@ -202,22 +197,7 @@ pub fn gemm_wgmma_split_k_with(
 ) -> Result<()> {
     let splits = split_k(shape, gpu.info.multiprocessors);
     let p = linear_params(gpu, KERNEL, a, w, out, shape, Some(epilogue))?;
-    if splits == 1 || shape.m == 0 {
-        return launch(gpu, p, shape, 1);
-    }
-    ensure(workspace.len() >= splits * shape.m * shape.n, KERNEL, || {
-        format!("the split-K workspace holds {} floats, needs {splits} x {} x {}", workspace.len(), shape.m, shape.n)
-    })?;
-    let partials = LinearParams {
-        out: address(&gpu.stream, workspace),
-        residual: 0,
-        ldo: shape.n as i32,
-        epilogue: Epilogue::F32_CODE,
-        k_splits: splits as i32,
-        ..p
-    };
-    launch(gpu, partials, shape, splits)?;
-    split_reduce(gpu, workspace, &p, splits, shape, epilogue)
+    run_split_k(gpu, KERNEL, p, shape, epilogue, splits, workspace, |params, splits| launch(gpu, params, shape, splits))
 }
 
 /// The launch: one block per 128 x 256 output tile; the kernel orders them (kernels/tile_order.cuh).
