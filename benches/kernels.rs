@@ -17,7 +17,7 @@ use nemo_engine::gpu::kernels::rmsnorm::{fused_add_rmsnorm, rmsnorm};
 use nemo_engine::gpu::kernels::rope::{rope_cos_sin_table, rope_write_kv, RopeShape};
 use nemo_engine::gpu::timing::{copy_bandwidth_gbs, time_ms};
 use nemo_engine::gpu::{upload, Gpu, GpuResult};
-use nemo_engine::gpu::kernels::attention_wgmma::{attention_prefill_wgmma, attention_prefill_wgmma_overlap, attention_prefill_wgmma_pingpong};
+use nemo_engine::gpu::kernels::attention_wgmma::{attention_prefill_wgmma, WgmmaSchedule};
 use nemo_engine::lab::attention::PrefillFn;
 use nemo_engine::model::{ModelConfig, RopeLayout};
 
@@ -187,9 +187,9 @@ fn bench_attention(b: &Bench) -> GpuResult<()> {
         let flops = 4.0 * (n as f64 * n as f64 / 2.0) * (c.head_dim * c.n_heads) as f64;
         let variants: [(&str, PrefillFn); 4] = [
             ("attention_prefill", attention_prefill),
-            ("attention_prefill_wgmma", attention_prefill_wgmma),
-            ("attention_prefill_wgmma_overlap", attention_prefill_wgmma_overlap),
-            ("attention_prefill_wgmma_pingpong", attention_prefill_wgmma_pingpong),
+            ("attention_prefill_wgmma", |g, s, m, q, k, v, o| attention_prefill_wgmma(g, WgmmaSchedule::InOrder, s, m, q, k, v, o)),
+            ("attention_prefill_wgmma_overlap", |g, s, m, q, k, v, o| attention_prefill_wgmma(g, WgmmaSchedule::Overlap, s, m, q, k, v, o)),
+            ("attention_prefill_wgmma_pingpong", |g, s, m, q, k, v, o| attention_prefill_wgmma(g, WgmmaSchedule::PingPong, s, m, q, k, v, o)),
         ];
         for (name, prefill) in variants {
             if left_out(name) {

@@ -8,7 +8,7 @@ use half::bf16;
 
 use super::{check_and_time, random_bf16, sample_rows, Check, Expected, Lab, Row, POISON};
 use crate::cpu::attention::{attention, AttentionShape as CpuShape};
-use crate::gpu::kernels::attention_wgmma::{attention_prefill_wgmma, attention_prefill_wgmma_overlap, attention_prefill_wgmma_pingpong};
+use crate::gpu::kernels::attention_wgmma::{attention_prefill_wgmma, WgmmaSchedule};
 use crate::gpu::kernels::attention::{
     attention_decode, attention_decode_with, attention_prefill, decode_splits, DecodeKernel, AttentionMeta, AttentionShape, DecodeWorkspace, DeviceAttentionMeta,
 };
@@ -34,9 +34,11 @@ pub type DecodeFn = fn(
 /// Every prefill variant: (name, wrapper). A new one is one line here.
 pub const PREFILL_VARIANTS: &[(&str, PrefillFn)] = &[
     ("mma-flash", attention_prefill), // kernels/attention_prefill.cu: mma.sync, online softmax
-    ("wgmma", attention_prefill_wgmma), // kernels/attention_prefill_wgmma.cu: wgmma + TMA, warp-specialised
-    ("wgmma-overlap", attention_prefill_wgmma_overlap), // the same, S(t) issued with PV(t-1) (FA3 intra-warpgroup)
-    ("wgmma-pingpong", attention_prefill_wgmma_pingpong), // overlap + the consumers taking turns (FA3 ping-pong)
+    // kernels/attention_prefill_wgmma.cu: wgmma + TMA, warp-specialised; then S(t) issued with
+    // PV(t-1) (FA3's intra-warpgroup overlap); then that with the consumers taking turns (FA3 ping-pong)
+    ("wgmma", |g, s, m, q, k, v, o| attention_prefill_wgmma(g, WgmmaSchedule::InOrder, s, m, q, k, v, o)),
+    ("wgmma-overlap", |g, s, m, q, k, v, o| attention_prefill_wgmma(g, WgmmaSchedule::Overlap, s, m, q, k, v, o)),
+    ("wgmma-pingpong", |g, s, m, q, k, v, o| attention_prefill_wgmma(g, WgmmaSchedule::PingPong, s, m, q, k, v, o)),
 ];
 
 /// Every decode variant: (name, wrapper). A new one is one line here.

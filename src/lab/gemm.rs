@@ -7,8 +7,8 @@ use half::bf16;
 use super::{check_and_time, random_bf16, sample_rows, Check, Expected, Lab, Row, POISON};
 use crate::cpu::matmul::matmul;
 use crate::cpu::ops::silu;
-use crate::gpu::kernels::gemm::{self, gemm, gemm_split_k, launch_n_major, linear_params, Epilogue, GemmShape};
-use crate::gpu::kernels::gemm_wgmma::{gemm_wgmma, gemm_wgmma_split_k};
+use crate::gpu::kernels::gemm::{self, gemm, gemm_split_k, launch_n_major, linear_params, Epilogue, GemmShape, SplitGemm};
+use crate::gpu::kernels::gemm_wgmma::gemm_wgmma;
 use crate::gpu::{upload, Gpu, GpuResult};
 
 pub type GemmFn = fn(&Gpu, &CudaView<bf16>, &CudaView<bf16>, &mut CudaViewMut<bf16>, GemmShape, Epilogue) -> GpuResult<()>;
@@ -21,8 +21,9 @@ pub const VARIANTS: &[(&str, GemmFn)] = &[
         launch_n_major(gpu, linear_params(gpu, gemm::KERNEL, a, w, out, shape, Some(epi))?, shape)
     }),
     ("wgmma", gemm_wgmma), // kernels/gemm_wgmma.cu: wgmma + TMA, warp-specialised, 128x256x64
-    ("mma-split-k", gemm_split_k), // kernels/gemm.cu split over K + gemm_split_reduce_bf16, for few tiles
-    ("wgmma-split-k", gemm_wgmma_split_k), // kernels/gemm_wgmma.cu split over K likewise
+    // kernels/gemm.cu, then kernels/gemm_wgmma.cu, split over K + gemm_split_reduce_bf16, for few tiles
+    ("mma-split-k", |gpu, a, w, out, shape, epi| gemm_split_k(gpu, SplitGemm::Mma, a, w, out, shape, epi)),
+    ("wgmma-split-k", |gpu, a, w, out, shape, epi| gemm_split_k(gpu, SplitGemm::Wgmma, a, w, out, shape, epi)),
 ];
 
 /// Nemo's linear layers at prefill (M = 4096), a short prompt (M = 512) and a decode batch of 128

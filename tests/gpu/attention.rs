@@ -8,7 +8,7 @@ use nemo_engine::gpu::kernels::attention::{
     attention_decode, attention_decode_with, attention_prefill, decode_splits, DecodeKernel, AttentionMeta, AttentionShape,
     DecodeWorkspace,
 };
-use nemo_engine::gpu::kernels::attention_wgmma::{attention_prefill_wgmma, attention_prefill_wgmma_overlap, attention_prefill_wgmma_pingpong};
+use nemo_engine::gpu::kernels::attention_wgmma::{attention_prefill_wgmma, WgmmaSchedule};
 use nemo_engine::lab::attention::{DecodeFn, PrefillFn};
 use nemo_engine::gpu::Gpu;
 
@@ -105,19 +105,25 @@ fn attention_prefill_matches_cpu() {
 /// The Hopper variant on its own (scripts/gpu-check runs it with the paths no GPU has checked yet).
 #[test]
 fn attention_prefill_wgmma_matches_cpu() {
-    prefill_matches_cpu("attention_prefill_wgmma_matches_cpu", attention_prefill_wgmma);
+    prefill_matches_cpu("attention_prefill_wgmma_matches_cpu", |g, s, m, q, k, v, o| {
+        attention_prefill_wgmma(g, WgmmaSchedule::InOrder, s, m, q, k, v, o)
+    });
 }
 
 /// Its overlap variant, likewise on its own (a step of its own in scripts/gpu-check).
 #[test]
 fn attention_prefill_wgmma_overlap_matches_cpu() {
-    prefill_matches_cpu("attention_prefill_wgmma_overlap_matches_cpu", attention_prefill_wgmma_overlap);
+    prefill_matches_cpu("attention_prefill_wgmma_overlap_matches_cpu", |g, s, m, q, k, v, o| {
+        attention_prefill_wgmma(g, WgmmaSchedule::Overlap, s, m, q, k, v, o)
+    });
 }
 
 /// And its ping-pong variant (a step of its own too).
 #[test]
 fn attention_prefill_wgmma_pingpong_matches_cpu() {
-    prefill_matches_cpu("attention_prefill_wgmma_pingpong_matches_cpu", attention_prefill_wgmma_pingpong);
+    prefill_matches_cpu("attention_prefill_wgmma_pingpong_matches_cpu", |g, s, m, q, k, v, o| {
+        attention_prefill_wgmma(g, WgmmaSchedule::PingPong, s, m, q, k, v, o)
+    });
 }
 
 fn prefill_matches_cpu(test: &str, prefill: PrefillFn) {

@@ -4,8 +4,8 @@ use crate::common::*;
 use half::bf16;
 use nemo_engine::cpu::matmul::matmul;
 use nemo_engine::cpu::ops::swiglu;
-use nemo_engine::gpu::kernels::gemm::{gemm, gemm_f32, gemm_split_k, Epilogue, GemmShape};
-use nemo_engine::gpu::kernels::gemm_wgmma::{gemm_wgmma, gemm_wgmma_f32, gemm_wgmma_split_k};
+use nemo_engine::gpu::kernels::gemm::{gemm, gemm_f32, gemm_split_k, Epilogue, GemmShape, SplitGemm};
+use nemo_engine::gpu::kernels::gemm_wgmma::{gemm_wgmma, gemm_wgmma_f32};
 use nemo_engine::gpu::kernels::gemv::{gemv, gemv_f32};
 use nemo_engine::gpu::model::interleave_gate_up;
 use nemo_engine::gpu::Gpu;
@@ -93,23 +93,27 @@ fn gemm_wgmma_matches_cpu() {
 #[test]
 fn gemm_split_k_matches_cpu() {
     let Some(gpu) = gpu_or_skip("gemm_split_k_matches_cpu") else { return };
-    let mut rng = Rng::fresh("gemm_split_k");
-    for (m, n, k) in [(128, 5120, 14336), (9, 6144, 5120), (256, 5120, 4096), (33, 1024, 200), (4096, 6144, 5120)] {
-        let splits = nemo_engine::gpu::kernels::gemm::split_k(GemmShape { m, n, k }, gpu.info.multiprocessors);
-        eprintln!("split-K M {m} N {n} K {k}: {splits} splits");
-        check_all_epilogues(&gpu, &mut rng, (gemm_split_k, gemm_f32), "gemm_split_k", m, n, k);
-    }
+    split_k_matches_cpu(&gpu, SplitGemm::Mma, "gemm_split_k");
 }
 
 /// Split-K on wgmma (its f32 partials summed by gemm.cu's reduce kernel), the same shapes.
 #[test]
 fn gemm_wgmma_split_k_matches_cpu() {
     let Some(gpu) = gpu_or_skip("gemm_wgmma_split_k_matches_cpu") else { return };
-    let mut rng = Rng::fresh("gemm_wgmma_split_k");
+    split_k_matches_cpu(&gpu, SplitGemm::Wgmma, "gemm_wgmma_split_k");
+}
+
+/// Decode-batch shapes with few output tiles, where `kernel` splits, and one where it does not.
+fn split_k_matches_cpu(gpu: &Gpu, kernel: SplitGemm, name: &str) {
+    let mut rng = Rng::fresh(name);
+    let (split, f32_out): (Launch, LaunchF32) = match kernel {
+        SplitGemm::Mma => (|g, a, w, o, s, e| gemm_split_k(g, SplitGemm::Mma, a, w, o, s, e), gemm_f32),
+        SplitGemm::Wgmma => (|g, a, w, o, s, e| gemm_split_k(g, SplitGemm::Wgmma, a, w, o, s, e), gemm_wgmma_f32),
+    };
     for (m, n, k) in [(128, 5120, 14336), (9, 6144, 5120), (256, 5120, 4096), (33, 1024, 200), (4096, 6144, 5120)] {
-        let splits = nemo_engine::gpu::kernels::gemm_wgmma::split_k(GemmShape { m, n, k }, gpu.info.multiprocessors);
-        eprintln!("wgmma split-K M {m} N {n} K {k}: {splits} splits");
-        check_all_epilogues(&gpu, &mut rng, (gemm_wgmma_split_k, gemm_wgmma_f32), "gemm_wgmma_split_k", m, n, k);
+        let splits = kernel.splits(GemmShape { m, n, k }, gpu.info.multiprocessors);
+        eprintln!("{name} M {m} N {n} K {k}: {splits} splits");
+        check_all_epilogues(gpu, &mut rng, (split, f32_out), name, m, n, k);
     }
 }
 

@@ -1,4 +1,4 @@
-//! `attention_prefill_wgmma`, `_overlap` and `_pingpong` (kernels/attention_prefill_wgmma.cu):
+//! `attention_prefill_wgmma` with its three schedules (kernels/attention_prefill_wgmma.cu):
 //! causal GQA prefill on Hopper's wgmma, K/V tiles loaded by TMA from the paged cache; same
 //! arguments and results as `attention_prefill`. The overlap variant issues S of tile t with PV
 //! of tile t-1 (FlashAttention-3's intra-warpgroup pipelining); the ping-pong one adds FA3's
@@ -92,54 +92,16 @@ pub fn launch_config(shape: AttentionShape, max_q_len: usize, n_seqs: usize) -> 
     }
 }
 
-/// As `attention_prefill`, on wgmma + TMA. The cache's block size must be 16 and G <= 128.
-pub fn attention_prefill_wgmma(
-    gpu: &Gpu,
-    shape: AttentionShape,
-    meta: &DeviceAttentionMeta,
-    q: &CudaView<bf16>,
-    k_cache: &CudaView<bf16>,
-    v_cache: &CudaView<bf16>,
-    out: &mut CudaViewMut<bf16>,
-) -> Result<()> {
-    launch(gpu, WgmmaSchedule::InOrder, shape, meta, q, k_cache, v_cache, out)
-}
-
-/// As `attention_prefill_wgmma`, with S of tile t issued together with PV of tile t-1 and the
-/// softmax overlapping PV (its consumers take 240 registers from the producer's, `setmaxnreg`).
-pub fn attention_prefill_wgmma_overlap(
-    gpu: &Gpu,
-    shape: AttentionShape,
-    meta: &DeviceAttentionMeta,
-    q: &CudaView<bf16>,
-    k_cache: &CudaView<bf16>,
-    v_cache: &CudaView<bf16>,
-    out: &mut CudaViewMut<bf16>,
-) -> Result<()> {
-    launch(gpu, WgmmaSchedule::Overlap, shape, meta, q, k_cache, v_cache, out)
-}
-
-/// As `attention_prefill_wgmma_overlap`, with FA3's ping-pong: the two consumer warpgroups take
-/// turns (named barriers) issuing their wgmmas, so one's softmax runs under the other's.
-pub fn attention_prefill_wgmma_pingpong(
-    gpu: &Gpu,
-    shape: AttentionShape,
-    meta: &DeviceAttentionMeta,
-    q: &CudaView<bf16>,
-    k_cache: &CudaView<bf16>,
-    v_cache: &CudaView<bf16>,
-    out: &mut CudaViewMut<bf16>,
-) -> Result<()> {
-    launch(gpu, WgmmaSchedule::PingPong, shape, meta, q, k_cache, v_cache, out)
-}
-
 /// The kernel a schedule and head_dim launch.
 pub fn kernel_name(schedule: WgmmaSchedule, head_dim: usize) -> String {
     format!("{}_hd{head_dim}", schedule.kernel())
 }
 
+/// As `attention_prefill`, on wgmma + TMA, its consumers ordered by `schedule` (the overlapping
+/// ones take 240 registers from the producer's, `setmaxnreg`). The cache's block size must be 16
+/// and G <= 128.
 #[allow(clippy::too_many_arguments)]
-fn launch(
+pub fn attention_prefill_wgmma(
     gpu: &Gpu,
     schedule: WgmmaSchedule,
     shape: AttentionShape,

@@ -209,34 +209,52 @@ pub fn split_k_workspace_len(sms: usize) -> usize {
     8 * sms * BM * BN
 }
 
-/// `gemm` with K split `split_k` ways when the output tiles alone would leave SMs idle (decode
-/// batches): the blocks write f32 partials to a workspace and `gemm_split_reduce_bf16` sums them
-/// through the epilogue. Same arguments and results as `gemm` (up to summation order). The
-/// kernel lab's variant: the workspace is allocated per call (stream-ordered, no memset).
+/// The tensor-core GEMM a split-K run splits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SplitGemm {
+    /// `gemm` (kernels/gemm.cu), 128 x 128 tiles.
+    Mma,
+    /// `gemm_wgmma` (kernels/gemm_wgmma.cu), 128 x 256 tiles.
+    Wgmma,
+}
+
+impl SplitGemm {
+    /// Split-K ranges for `shape` on `sms` multiprocessors over this kernel's tiles.
+    pub fn splits(self, shape: GemmShape, sms: usize) -> usize {
+        match self {
+            SplitGemm::Mma => split_k(shape, sms),
+            SplitGemm::Wgmma => super::gemm_wgmma::split_k(shape, sms),
+        }
+    }
+}
+
+/// `kernel` with K split `kernel.splits` ways when the output tiles alone would leave SMs idle
+/// (decode batches): the blocks write f32 partials to a workspace and `gemm_split_reduce_bf16`
+/// sums them through the epilogue. Same arguments and results as `gemm` (up to summation order).
+/// The kernel lab's variant: the workspace is allocated per call (stream-ordered, no memset).
 pub fn gemm_split_k(
     gpu: &Gpu,
+    kernel: SplitGemm,
     a: &CudaView<bf16>,
     w: &CudaView<bf16>,
     out: &mut CudaViewMut<bf16>,
     shape: GemmShape,
     epilogue: Epilogue,
 ) -> Result<()> {
-    let mut workspace = split_workspace(gpu, split_k(shape, gpu.info.multiprocessors), shape)?;
-    gemm_split_k_with(gpu, a, w, out, shape, epilogue, &mut workspace)
-}
-
-/// A workspace for `splits` partial planes of [M, N] f32, allocated stream-ordered.
-pub(crate) fn split_workspace(gpu: &Gpu, splits: usize, shape: GemmShape) -> Result<CudaSlice<f32>> {
-    // SAFETY: uninitialised floats; a split GEMM writes every element of every plane (blocks with
-    // an empty range of K write zeros) before the reduce reads them.
-    unsafe { gpu.stream.alloc::<f32>((splits * shape.m * shape.n).max(1)) }
-        .map_err(crate::gpu::error::GpuError::driver("allocating the split-K workspace"))
+    let floats = kernel.splits(shape, gpu.info.multiprocessors) * shape.m * shape.n;
+    // SAFETY: uninitialised floats; the split GEMM writes every element of every plane (blocks
+    // with an empty range of K write zeros) before the reduce reads them.
+    let mut workspace = unsafe { gpu.stream.alloc::<f32>(floats.max(1)) }
+        .map_err(crate::gpu::error::GpuError::driver("allocating the split-K workspace"))?;
+    gemm_split_k_with(gpu, kernel, a, w, out, shape, epilogue, &mut workspace)
 }
 
 /// `gemm_split_k` with the caller's workspace (at least `split_k_workspace_len` floats serves
 /// every shape): allocation-free, so it can run inside a captured CUDA graph.
+#[allow(clippy::too_many_arguments)]
 pub fn gemm_split_k_with(
     gpu: &Gpu,
+    kernel: SplitGemm,
     a: &CudaView<bf16>,
     w: &CudaView<bf16>,
     out: &mut CudaViewMut<bf16>,
@@ -244,39 +262,25 @@ pub fn gemm_split_k_with(
     epilogue: Epilogue,
     workspace: &mut CudaSlice<f32>,
 ) -> Result<()> {
-    let splits = split_k(shape, gpu.info.multiprocessors);
-    let p = linear_params(gpu, KERNEL, a, w, out, shape, Some(epilogue))?;
-    run_split_k(gpu, KERNEL, p, shape, epilogue, splits, workspace, |params, splits| {
-        if splits == 1 {
-            return launch(gpu, params, shape);
+    let splits = kernel.splits(shape, gpu.info.multiprocessors);
+    let name = if kernel == SplitGemm::Mma { KERNEL } else { super::gemm_wgmma::KERNEL };
+    let p = linear_params(gpu, name, a, w, out, shape, Some(epilogue))?;
+    // The kernel itself, over `splits` ranges of K (grid y).
+    let launch_gemm = |params: LinearParams, splits: usize| match kernel {
+        SplitGemm::Wgmma => super::gemm_wgmma::launch(gpu, params, shape, splits),
+        SplitGemm::Mma if splits == 1 => launch(gpu, params, shape),
+        SplitGemm::Mma => {
+            let mut launch = gpu.stream.launch_builder(&gpu.kernels.gemm_bf16);
+            launch.arg(&params);
+            // SAFETY: as for `gemm`, with the f32 output being the workspace of at least splits x
+            // M x N floats (checked below; block y writes plane y).
+            gpu.launched(KERNEL, unsafe { launch.launch(split_launch_config(shape, splits)?) }.map(|_| ()))
         }
-        let mut launch = gpu.stream.launch_builder(&gpu.kernels.gemm_bf16);
-        launch.arg(&params);
-        // SAFETY: as for `gemm`, with the f32 output being the workspace of at least splits x M x
-        // N floats (checked by run_split_k; block y writes plane y).
-        gpu.launched(KERNEL, unsafe { launch.launch(split_launch_config(shape, splits)?) }.map(|_| ()))
-    })
-}
-
-/// A split-K GEMM around `launch_gemm(params, splits)` (the kernel's own launch): with one
-/// split, the GEMM itself with `p`; else its f32 partials into `workspace` (plane y from grid
-/// y), then `gemm_split_reduce_bf16` sums the planes through `p`'s epilogue into `p.out`. `p`
-/// was checked by linear_params.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn run_split_k(
-    gpu: &Gpu,
-    kernel: &'static str,
-    p: LinearParams,
-    shape: GemmShape,
-    epilogue: Epilogue,
-    splits: usize,
-    workspace: &mut CudaSlice<f32>,
-    launch_gemm: impl FnOnce(LinearParams, usize) -> Result<()>,
-) -> Result<()> {
+    };
     if splits == 1 || shape.m == 0 {
         return launch_gemm(p, 1);
     }
-    ensure(workspace.len() >= splits * shape.m * shape.n, kernel, || {
+    ensure(workspace.len() >= splits * shape.m * shape.n, name, || {
         format!("the split-K workspace holds {} floats, needs {splits} x {} x {}", workspace.len(), shape.m, shape.n)
     })?;
     let partials = LinearParams {

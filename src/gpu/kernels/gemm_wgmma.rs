@@ -6,15 +6,15 @@ use cudarc::driver::sys::{
     self, CUresult, CUtensorMapDataType, CUtensorMapFloatOOBfill, CUtensorMapInterleave,
     CUtensorMapL2promotion, CUtensorMapSwizzle,
 };
-use cudarc::driver::{CudaSlice, CudaView, CudaViewMut, DeviceRepr, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaView, CudaViewMut, DeviceRepr, LaunchConfig, PushKernelArg};
 use half::bf16;
 
 use super::check::{allow_dynamic_smem, as_i32, ensure};
-use super::gemm::{linear_params, run_split_k, split_k_over, split_workspace, Epilogue, GemmShape, LinearParams};
+use super::gemm::{linear_params, split_k_over, Epilogue, GemmShape, LinearParams};
 use crate::gpu::error::{GpuError, Result};
 use crate::gpu::{Gpu, Kernels};
 
-const KERNEL: &str = "gemm_wgmma_bf16";
+pub(crate) const KERNEL: &str = "gemm_wgmma_bf16";
 const BM: usize = 128;
 const BN: usize = 256;
 const BK: usize = 64;
@@ -169,37 +169,6 @@ pub fn split_k(shape: GemmShape, sms: usize) -> usize {
     split_k_over(shape.m.div_ceil(BM) * shape.n.div_ceil(BN), shape.k, sms)
 }
 
-/// `gemm_wgmma` with K split `split_k` ways when its output tiles would leave SMs idle: f32
-/// partials into a workspace, then `gemm_split_reduce_bf16` through the epilogue (as
-/// `gemm::gemm_split_k`). The kernel lab's variant: the workspace is allocated per call.
-pub fn gemm_wgmma_split_k(
-    gpu: &Gpu,
-    a: &CudaView<bf16>,
-    w: &CudaView<bf16>,
-    out: &mut CudaViewMut<bf16>,
-    shape: GemmShape,
-    epilogue: Epilogue,
-) -> Result<()> {
-    let mut workspace = split_workspace(gpu, split_k(shape, gpu.info.multiprocessors), shape)?;
-    gemm_wgmma_split_k_with(gpu, a, w, out, shape, epilogue, &mut workspace)
-}
-
-/// `gemm_wgmma_split_k` with the caller's workspace (`gemm::split_k_workspace_len` floats serve
-/// every shape): allocation-free, so it can run inside a captured CUDA graph.
-pub fn gemm_wgmma_split_k_with(
-    gpu: &Gpu,
-    a: &CudaView<bf16>,
-    w: &CudaView<bf16>,
-    out: &mut CudaViewMut<bf16>,
-    shape: GemmShape,
-    epilogue: Epilogue,
-    workspace: &mut CudaSlice<f32>,
-) -> Result<()> {
-    let splits = split_k(shape, gpu.info.multiprocessors);
-    let p = linear_params(gpu, KERNEL, a, w, out, shape, Some(epilogue))?;
-    run_split_k(gpu, KERNEL, p, shape, epilogue, splits, workspace, |params, splits| launch(gpu, params, shape, splits))
-}
-
 /// The launch: one block per 128 x 256 output tile; the kernel orders them (kernels/tile_order.cuh).
 pub fn launch_config(shape: GemmShape) -> Result<LaunchConfig> {
     split_launch_config(shape, 1)
@@ -214,7 +183,8 @@ pub fn split_launch_config(shape: GemmShape, k_splits: usize) -> Result<LaunchCo
     })
 }
 
-fn launch(gpu: &Gpu, p: LinearParams, shape: GemmShape, k_splits: usize) -> Result<()> {
+/// The launch with `k_splits` blocks per tile (`gemm::gemm_split_k` runs it over K ranges).
+pub(crate) fn launch(gpu: &Gpu, p: LinearParams, shape: GemmShape, k_splits: usize) -> Result<()> {
     if shape.m == 0 {
         return Ok(());
     }
@@ -237,6 +207,6 @@ fn launch(gpu: &Gpu, p: LinearParams, shape: GemmShape, k_splits: usize) -> Resu
     // 16-byte row stride; boxes past M, N or K are zero-filled by TMA and the epilogue stores only
     // rows < M and columns < N; the shared-memory limit was raised in `configure`. With k_splits
     // > 1, out is an f32 workspace of at least k_splits x M x N floats (checked by
-    // gemm_wgmma_split_k_with; block y writes plane y).
+    // gemm::gemm_split_k_with; block y writes plane y).
     gpu.launched(KERNEL, unsafe { launch.launch(cfg) }.map(|_| ()))
 }

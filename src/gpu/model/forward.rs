@@ -9,14 +9,14 @@ use super::{GpuKvCache, GpuWeights, BLOCK_SIZE};
 use crate::gpu::error::{GpuError, Result};
 use super::graphs::{graph_batch, DecodeGraphs, GraphReport};
 use super::kernel_choice::{decode_kernel_from_env, GemmKernel, PrefillKernel};
-use crate::gpu::kernels::attention_wgmma::{attention_prefill_wgmma, attention_prefill_wgmma_overlap, attention_prefill_wgmma_pingpong};
+use crate::gpu::kernels::attention_wgmma::attention_prefill_wgmma;
 use crate::gpu::kernels::attention::{
     attention_decode_with, attention_prefill, decode_splits, AttentionMeta, AttentionShape, DecodeKernel,
     DecodeWorkspace, DeviceAttentionMeta,
 };
 use crate::gpu::kernels::embedding::embedding_gather;
-use crate::gpu::kernels::gemm::{gemm, gemm_f32, gemm_split_k_with, split_k_workspace_len, Epilogue, GemmShape};
-use crate::gpu::kernels::gemm_wgmma::{gemm_wgmma, gemm_wgmma_f32, gemm_wgmma_split_k_with};
+use crate::gpu::kernels::gemm::{gemm, gemm_f32, gemm_split_k_with, split_k_workspace_len, Epilogue, GemmShape, SplitGemm};
+use crate::gpu::kernels::gemm_wgmma::{gemm_wgmma, gemm_wgmma_f32};
 use crate::gpu::kernels::gemv::{gemv, gemv_f32, MAX_M};
 use crate::gpu::kernels::rmsnorm::rmsnorm;
 use crate::gpu::kernels::rope::{rope_cos_sin_table, rope_write_kv, RopeShape, RopeTable};
@@ -90,8 +90,8 @@ fn linear(
         _ if shape.m <= MAX_M => gemv(gpu, a, &w.as_view(), out, shape, epi),
         GemmKernel::MmaSync => gemm(gpu, a, &w.as_view(), out, shape, epi),
         GemmKernel::Wgmma => gemm_wgmma(gpu, a, &w.as_view(), out, shape, epi),
-        GemmKernel::MmaSplitK => gemm_split_k_with(gpu, a, &w.as_view(), out, shape, epi, split_k),
-        GemmKernel::WgmmaSplitK => gemm_wgmma_split_k_with(gpu, a, &w.as_view(), out, shape, epi, split_k),
+        GemmKernel::MmaSplitK => gemm_split_k_with(gpu, SplitGemm::Mma, a, &w.as_view(), out, shape, epi, split_k),
+        GemmKernel::WgmmaSplitK => gemm_split_k_with(gpu, SplitGemm::Wgmma, a, &w.as_view(), out, shape, epi, split_k),
     }
 }
 
@@ -380,13 +380,10 @@ impl CudaModel {
             if all_decode {
 attention_decode_with(gpu, self.decode, attn_shape, meta, &q, &k_cache, &v_cache, &mut self.decode_workspace, splits, &mut attn)?;
             } else {
-                let prefill = match self.prefill {
-                    PrefillKernel::MmaSync => attention_prefill,
-                    PrefillKernel::Wgmma => attention_prefill_wgmma,
-                    PrefillKernel::WgmmaOverlap => attention_prefill_wgmma_overlap,
-                    PrefillKernel::WgmmaPingPong => attention_prefill_wgmma_pingpong,
-                };
-                prefill(gpu, attn_shape, meta, &q, &k_cache, &v_cache, &mut attn)?;
+                match self.prefill.wgmma_schedule() {
+                    None => attention_prefill(gpu, attn_shape, meta, &q, &k_cache, &v_cache, &mut attn)?,
+                    Some(schedule) => attention_prefill_wgmma(gpu, schedule, attn_shape, meta, &q, &k_cache, &v_cache, &mut attn)?,
+                }
             }
             let shape = GemmShape { m: n, n: dim, k: c.q_dim() };
             linear(gpu, self.gemm, &s.attn.slice(0..n * c.q_dim()), &layer.wo, &mut s.hidden.slice_mut(0..n * dim), shape, Epilogue::AddInPlace, &mut s.split_k)?;

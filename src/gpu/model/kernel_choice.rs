@@ -4,6 +4,7 @@
 
 use crate::gpu::error::{GpuError, Result};
 use crate::gpu::kernels::attention::DecodeKernel;
+use crate::gpu::kernels::attention_wgmma::WgmmaSchedule;
 
 /// Which tensor-core GEMM serves M > 8 (`NEMO_GEMM=mma|wgmma|split-k|wgmma-split-k`, default mma).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,6 +65,16 @@ pub enum PrefillKernel {
 }
 
 impl PrefillKernel {
+    /// The wgmma kernel's schedule, or None for the mma.sync kernel.
+    pub fn wgmma_schedule(self) -> Option<WgmmaSchedule> {
+        match self {
+            PrefillKernel::MmaSync => None,
+            PrefillKernel::Wgmma => Some(WgmmaSchedule::InOrder),
+            PrefillKernel::WgmmaOverlap => Some(WgmmaSchedule::Overlap),
+            PrefillKernel::WgmmaPingPong => Some(WgmmaSchedule::PingPong),
+        }
+    }
+
     /// From `NEMO_PREFILL_ATTENTION`; an unknown value is an error, not a silent default.
     pub fn from_env() -> Result<PrefillKernel> {
         match std::env::var("NEMO_PREFILL_ATTENTION").as_deref() {
