@@ -12,6 +12,7 @@
 // keys, each lane owning head_dim/32 output dims, V rows read coalesced.
 // Tensor-core decode (4 query heads together on mma) is the [hopper] step.
 #include "attention_common.cuh"
+#include "grid_dependency.cuh"
 
 namespace {
 constexpr int WARPS = 4;
@@ -140,8 +141,10 @@ DECODE_KERNEL(64, 4)
 DECODE_KERNEL(64, 8)
 
 // out[token of seq, head] = sum_s o_s * 2^(m_s - M) / sum_s l_s * 2^(m_s - M).
-// Grid: (n_heads, n_seqs); head_dim threads.
+// Grid: (n_heads, n_seqs); head_dim threads. The o projection's GEMV may launch behind it
+// (grid_dependency.cuh).
 extern "C" __global__ void attention_decode_combine(const __grid_constant__ AttentionParams p, int head_dim) {
+    grid_dependents_may_launch();
     const int head = blockIdx.x, seq = blockIdx.y, d = threadIdx.x;
     const size_t part0 = ((size_t)seq * p.n_heads + head) * p.n_splits;
     float mx = -INFINITY;

@@ -55,6 +55,21 @@ __device__ __forceinline__ float block_sum(float x, float* scratch) {
     return warp_sum(x);
 }
 
+// 16-byte load of 8 bf16 at `p` (16-byte aligned) through the coherent path, for data an
+// earlier kernel wrote. (Reading a bf16x8 through a pointer instead lets nvcc split it into four
+// 4-byte loads: the GEMV's activation reads did, 4x the load instructions.)
+__device__ __forceinline__ bf16x8 ld8(const bf16* p) {
+    const uint4 u = *reinterpret_cast<const uint4*>(p);
+    bf16x8 v;
+    *reinterpret_cast<uint4*>(&v) = u;
+    return v;
+}
+
+// 16-byte store of 8 bf16 at `p` (16-byte aligned), one instruction (see ld8).
+__device__ __forceinline__ void st8(bf16* p, const bf16x8& v) {
+    *reinterpret_cast<uint4*>(p) = *reinterpret_cast<const uint4*>(&v);
+}
+
 // 16-byte read-only load (ld.global.nc) of 8 bf16 at `p` (16-byte aligned).
 __device__ __forceinline__ bf16x8 ldg8(const bf16* p) {
     const uint4 u = __ldg(reinterpret_cast<const uint4*>(p));

@@ -16,7 +16,7 @@ extern "C" __global__ void embedding_gather_bf16(
     // Ids are validated on the host or produced by the sampler; an out-of-range id here is a
     // bug that must fail the launch loudly, never read another row.
     if (id < 0 || id >= vocab) __trap();
-    const bf16x8* src = reinterpret_cast<const bf16x8*>(table + (size_t)id * dim);
-    bf16x8* dst = reinterpret_cast<bf16x8*>(out + (size_t)t * dim);
-    for (int i = threadIdx.x; i < dim / 8; i += blockDim.x) dst[i] = src[i];
+    const bf16* src = table + (size_t)id * dim;
+    bf16* dst = out + (size_t)t * dim;
+    for (int i = threadIdx.x; i < dim / 8; i += blockDim.x) st8(dst + 8 * i, ldg8(src + 8 * i));
 }

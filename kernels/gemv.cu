@@ -9,12 +9,22 @@
 // Rows of W are reduced across the warp with shuffles. The swiglu epilogue makes a warp compute
 // gate rows and their up partners (8 rows apart in the interleaved layout) so silu(gate) * up is
 // formed in registers.
+//
+// Launched as a programmatic dependent (kernels/grid_dependency.cuh, `NEMO_PDL=1`): before its
+// wait each warp asks L2 for the first PREFETCH_BYTES of its weight rows, so DRAM is busy
+// while the kernel before it (a norm, attention, the previous GEMV) finishes; at ~20 us per
+// small GEMV, the ~2-4 us gap between kernels is what keeps o and qkv at 77-83 % of the copy
+// bandwidth (docs/gpu-runs.md, 820a75b).
 #include "common.cuh"
+#include "grid_dependency.cuh"
 
 namespace {
 constexpr int MAX_M = 8;
 constexpr int WARPS = 8;   // per block
 constexpr int UNROLL = 4;  // 16-byte weight loads in flight per lane
+// Bytes of weights each warp prefetches before its dependency wait, split over its rows: with
+// every warp resident (64 a SM on 132 SMs) 34 MB, inside the 50 MB L2.
+constexpr uint32_t PREFETCH_BYTES = 4096;
 }  // namespace
 
 // Mirrored by `GemvParams` in src/gpu/kernels/gemv.rs; sizes asserted on both sides.
@@ -62,7 +72,7 @@ __device__ __forceinline__ void dot_rows(const GemvParams& p, const bf16* const 
 #pragma unroll
             for (int m = 0; m < M; ++m) {
                 float af[8];
-                unpack8(reinterpret_cast<const bf16x8*>(p.a + (size_t)m * p.lda)[c + 32 * u], af);
+                unpack8(ld8(p.a + (size_t)m * p.lda + 8 * (c + 32 * u)), af);
 #pragma unroll
                 for (int r = 0; r < NR; ++r)
 #pragma unroll
@@ -77,7 +87,7 @@ __device__ __forceinline__ void dot_rows(const GemvParams& p, const bf16* const 
 #pragma unroll
         for (int m = 0; m < M; ++m) {
             float af[8];
-            unpack8(reinterpret_cast<const bf16x8*>(p.a + (size_t)m * p.lda)[c], af);
+            unpack8(ld8(p.a + (size_t)m * p.lda + 8 * c), af);
 #pragma unroll
             for (int r = 0; r < NR; ++r)
 #pragma unroll
@@ -92,6 +102,22 @@ __device__ __forceinline__ void dot_rows(const GemvParams& p, const bf16* const 
 
 __device__ __forceinline__ float round_bf16(float x) { return __bfloat162float(__float2bfloat16(x)); }
 
+// The start of every GEMV thread: lets the next kernel launch, prefetches the leading bytes of
+// the warp's NR weight rows (lane r the row r) when the warp has columns, then waits for the
+// kernel before (every thread, active or not: see grid_dependency.cuh).
+template <int NR>
+__device__ __forceinline__ void prefetch_then_wait(const GemvParams& p, const bf16* const (&w)[NR], bool active) {
+    grid_dependents_may_launch();
+    const int lane = threadIdx.x & 31;
+    const uint32_t bytes = min((uint32_t)p.k * 2u, PREFETCH_BYTES / NR);  // multiples of 16
+    if (active) {
+#pragma unroll
+        for (int r = 0; r < NR; ++r)
+            if (lane == r) prefetch_l2(w[r], bytes);
+    }
+    grid_dependency_wait();
+}
+
 template <int M>
 __device__ void gemv_rows(const GemvParams& p) {
     const int warp_global = blockIdx.x * WARPS + (threadIdx.x >> 5);
@@ -101,7 +127,7 @@ __device__ void gemv_rows(const GemvParams& p) {
         // 16*(j/8) + j%8, up rows 8 further.
         constexpr int C = cols_per_warp<M>(true);
         const int j0 = warp_global * C;
-        if (j0 >= p.n / 2) return;
+        const bool active = j0 < p.n / 2;
         const bf16* rows[2 * C];
         float acc[2 * C][M] = {};
 #pragma unroll
@@ -110,6 +136,8 @@ __device__ void gemv_rows(const GemvParams& p) {
             rows[i] = p.w + (size_t)gate_row * p.k;
             rows[C + i] = p.w + (size_t)(gate_row + 8) * p.k;
         }
+        prefetch_then_wait<2 * C>(p, rows, active);
+        if (!active) return;
         dot_rows<M, 2 * C>(p, rows, acc);
         // Lane m writes row m (register arrays are indexed with constants only).
 #pragma unroll
@@ -125,11 +153,13 @@ __device__ void gemv_rows(const GemvParams& p) {
     }
     constexpr int C = cols_per_warp<M>(false);
     const int n0 = warp_global * C;
-    if (n0 >= p.n) return;
+    const bool active = n0 < p.n;
     const bf16* rows[C];
     float acc[C][M] = {};
 #pragma unroll
     for (int i = 0; i < C; ++i) rows[i] = p.w + (size_t)(n0 + i) * p.k;
+    prefetch_then_wait<C>(p, rows, active);
+    if (!active) return;
     dot_rows<M, C>(p, rows, acc);
 #pragma unroll
     for (int m = 0; m < M; ++m) {

@@ -7,28 +7,30 @@
 // One block per token; the (bf16-rounded) row is kept in shared memory between the two passes,
 // so dim * 4 bytes of dynamic shared memory (20 KiB at Nemo's dim), checked by the wrapper.
 #include "common.cuh"
+#include "grid_dependency.cuh"
 
 template <bool ADD>
 __device__ __forceinline__ void rmsnorm_row(bf16* __restrict__ residual, const bf16* __restrict__ x,
                                             const bf16* __restrict__ weight, bf16* __restrict__ out,
                                             int dim, float eps) {
+    grid_dependents_may_launch();  // the GEMV that reads `out` may launch behind it (NEMO_PDL=1)
     DYNAMIC_SHARED(float, row);  // [dim]
     __shared__ float scratch[32];
     const size_t base = (size_t)blockIdx.x * dim;
-    bf16x8* res8 = reinterpret_cast<bf16x8*>(residual + base);
-    const bf16x8* x8 = reinterpret_cast<const bf16x8*>(x + base);
+    bf16* res = residual + base;
+    const bf16* xs = ADD ? x + base : nullptr;
 
     float sum_sq = 0.f;
     for (int i = threadIdx.x; i < dim / 8; i += blockDim.x) {
         float r[8];
-        unpack8(res8[i], r);
+        unpack8(ld8(res + 8 * i), r);
         if (ADD) {
             float a[8];
-            unpack8(x8[i], a);
+            unpack8(ld8(xs + 8 * i), a);
 #pragma unroll
             for (int j = 0; j < 8; ++j) r[j] += a[j];
             bf16x8 rounded = pack8(r);
-            res8[i] = rounded;
+            st8(res + 8 * i, rounded);
             unpack8(rounded, r);  // normalise the stored (bf16) residual, as the next layer sees it
         }
 #pragma unroll
@@ -39,14 +41,13 @@ __device__ __forceinline__ void rmsnorm_row(bf16* __restrict__ residual, const b
     }
     const float rstd = rsqrtf(block_sum(sum_sq, scratch) / dim + eps);
 
-    const bf16x8* w8 = reinterpret_cast<const bf16x8*>(weight);
-    bf16x8* out8 = reinterpret_cast<bf16x8*>(out + base);
+    bf16* outs = out + base;
     for (int i = threadIdx.x; i < dim / 8; i += blockDim.x) {
         float w[8], o[8];
-        unpack8(w8[i], w);
+        unpack8(ldg8(weight + 8 * i), w);
 #pragma unroll
         for (int j = 0; j < 8; ++j) o[j] = row[i * 8 + j] * rstd * w[j];
-        out8[i] = pack8(o);
+        st8(outs + 8 * i, pack8(o));
     }
 }
 

@@ -47,7 +47,7 @@ __device__ __forceinline__ void rope_quad(const bf16* src, bf16* dst, const floa
         }
     } else {
         float x[8];
-        unpack8(*reinterpret_cast<const bf16x8*>(src + 2 * i0), x);
+        unpack8(ld8(src + 2 * i0), x);
 #pragma unroll
         for (int j = 0; j < 4; ++j) { a[j] = x[2 * j]; b[j] = x[2 * j + 1]; }
     }
@@ -71,7 +71,7 @@ __device__ __forceinline__ void rope_quad(const bf16* src, bf16* dst, const floa
         float x[8];
 #pragma unroll
         for (int j = 0; j < 4; ++j) { x[2 * j] = ra[j]; x[2 * j + 1] = rb[j]; }
-        *reinterpret_cast<bf16x8*>(dst + 2 * i0) = pack8(x);
+        st8(dst + 2 * i0, pack8(x));
     }
 }
 
@@ -104,7 +104,7 @@ extern "C" __global__ void rope_write_kv_bf16(const __grid_constant__ RopeKvPara
             }
         } else {
             const int i = w - n_rot;
-            reinterpret_cast<bf16x8*>(v_dst)[i] = reinterpret_cast<const bf16x8*>(v_row)[i];
+            st8(v_dst + 8 * i, ld8(v_row + 8 * i));
         }
     }
 }

@@ -110,6 +110,15 @@ void made_progress();
 void report(const char* what);
 bool thread_done(int linear);
 
+// griddepcontrol.wait (kernels/grid_dependency.cuh). A no-op unless the launch has dependency
+// hooks (`emu_set_dependency_hooks`): then it is where the block stops reading poison. The
+// harness's `before_block` hook poisons the primary's outputs at each block's start; once every
+// live thread of the block has reached its wait (or exited), `at_wait` puts the real values
+// back and the threads go on. So a read of the primary's outputs before the wait sees poison.
+// (Treating the wait as a block-wide meeting point is stricter than the GPU only for a kernel
+// that meets a __syncthreads before its wait on some threads: the emulator reports a deadlock.)
+void grid_dependency_wait();
+
 void cp_async16(uint32_t smem, const void* gmem, bool valid);
 void cp_async_commit();
 void cp_async_wait(int n);

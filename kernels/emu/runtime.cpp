@@ -62,6 +62,8 @@ struct Block {
     uint64_t progress = 0;  // barrier arrivals and exits: a sweep without any is a deadlock...
     int settling = 0;       // ...unless threads wait in `let_others_settle`: then they go on
     unsigned settled = 0;   // sweeps that ended that way
+    int dependency_waited = 0;       // threads at griddepcontrol.wait
+    bool dependency_released = false;  // the block's wait is over (the primary's outputs are in)
     void* scheduler_sp = nullptr;
     void (*entry)(void*) = nullptr;
     void* ctx = nullptr;
@@ -69,6 +71,14 @@ struct Block {
 
 Block block;
 std::string last_error;
+
+// The launch's dependency hooks (`emu_set_dependency_hooks`); none by default.
+struct DependencyHooks {
+    void (*before_block)(void*) = nullptr;
+    void (*at_wait)(void*) = nullptr;
+    void* ctx = nullptr;
+};
+DependencyHooks dependency;
 std::string hazard;  // the launch's first `report`
 
 }  // namespace
@@ -123,6 +133,14 @@ void release_block() {
     ++block.generation;
 }
 
+// Every live thread is at griddepcontrol.wait (or none waited and the rest exited): the
+// primary's outputs go back in and the waiters go on.
+void release_dependency() {
+    block.dependency_released = true;
+    ++block.progress;
+    if (dependency.at_wait) dependency.at_wait(dependency.ctx);
+}
+
 [[noreturn]] void fiber_main() {
     Thread* self = current_thread;
     block.entry(block.ctx);
@@ -135,6 +153,7 @@ void release_block() {
     // Exited threads no longer hold barriers back.
     if (w.arrived && w.arrived == (unsigned)__builtin_popcount(w.live)) release_warp(w);
     if (--block.live > 0 && block.arrived == block.live) release_block();
+    if (block.live > 0 && !block.dependency_released && block.dependency_waited == block.live) release_dependency();
     emu_switch(&self->sp, block.scheduler_sp);
     std::abort();  // a finished fiber is never resumed
 }
@@ -170,6 +189,9 @@ bool run_block(const dim3 bidx) {
     block.arrived = 0;
     block.progress = 0;
     block.settling = 0;
+    block.dependency_waited = 0;
+    block.dependency_released = false;
+    if (dependency.before_block) dependency.before_block(dependency.ctx);
     std::memset(dynamic_arena, 0xff, sizeof dynamic_arena);
     block.copies.assign(n, CopyQueue{});
     for (NamedBarrier& b : block.named) b = NamedBarrier{};
@@ -309,6 +331,18 @@ void named_barrier_sync(int id, int count) {
 
 void named_barrier_arrive(int id, int count) { arrive_named(named_barrier(id, count)); }
 
+void grid_dependency_wait() {
+    if (!dependency.at_wait || block.dependency_released) return;
+    if (++block.dependency_waited == block.live) {
+        release_dependency();
+        return;
+    }
+    current_thread->waiting = "griddepcontrol.wait";
+    ++block.progress;
+    while (!block.dependency_released) yield();
+    current_thread->waiting = nullptr;
+}
+
 void wait_a_turn(const char* what) {
     current_thread->waiting = what;
     yield();
@@ -430,6 +464,12 @@ void mma_m16n8k16_bf16(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1
 
 extern "C" __attribute__((visibility("default"))) void emu_set_async_mode(int mode) {
     emu::async_mode = mode == emu::ASYNC_DEFERRED ? emu::ASYNC_DEFERRED : emu::ASYNC_AT_ISSUE;
+}
+
+// Hooks for the next launches' griddepcontrol.wait (emu.h); null pointers remove them.
+extern "C" __attribute__((visibility("default"))) void emu_set_dependency_hooks(void (*before_block)(void*),
+                                                                                 void (*at_wait)(void*), void* ctx) {
+    emu::dependency = emu::DependencyHooks{before_block, at_wait, ctx};
 }
 
 extern "C" __attribute__((visibility("default"))) const char* emu_error() { return emu::last_error.c_str(); }

@@ -50,6 +50,8 @@ pub struct DecodeRow {
 #[derive(Debug, Serialize)]
 pub struct BenchReport {
     pub gpu: String,
+    /// The kernel choices (`CudaModel::settings`).
+    pub settings: String,
     pub weights_gb: f64,
     pub load_seconds: f64,
     pub kv_cache_gb: f64,
@@ -71,6 +73,7 @@ pub fn run(backend: &mut CudaBackend, opts: &BenchOptions) -> Result<BenchReport
     let copy_gbs = copy_bandwidth_gbs(&backend.model.gpu, 1 << 30)?;
     let mut report = BenchReport {
         gpu: backend.model.gpu.info.name.clone(),
+        settings: backend.model.settings(),
         weights_gb: weights_bytes as f64 / 1e9,
         load_seconds: backend.model.weights.load_seconds,
         kv_cache_gb: backend.model.kv.bytes() as f64 / 1e9,
@@ -132,6 +135,7 @@ impl BenchReport {
             "GPU {} | weights {:.1} GB loaded in {:.2} s | KV cache {:.1} GB | copy ceiling {:.0} GB/s\n",
             self.gpu, self.weights_gb, self.load_seconds, self.kv_cache_gb, self.copy_gbs
         );
+        s += &format!("kernels: {}\n", self.settings);
         s += "prefill   tokens     seconds   tokens/s\n";
         for r in &self.prefill {
             s += &format!("          {:>6} {:>11.3} {:>10.0}\n", r.tokens, r.seconds, r.tokens_per_s);

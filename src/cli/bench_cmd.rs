@@ -120,16 +120,19 @@ fn serving_modes(args: &BenchArgs) -> anyhow::Result<()> {
                 (None, None) => unreachable!(),
             };
             let kv = cuda_options(&config, args.source.kv_tokens).kv_tokens;
+            let mut settings = String::new();
             let mut make = || -> anyhow::Result<CudaBatchBackend> {
                 let gpu = Gpu::new()?;
                 let weights = match &host {
                     Some(w) => GpuWeights::upload(&gpu, w)?,
                     None => GpuWeights::dummy(&gpu, &config, 0)?,
                 };
-                Ok(CudaBatchBackend { model: CudaModel::new(gpu, weights, kv, 4096, args.max_batch)? })
+                let model = CudaModel::new(gpu, weights, kv, 4096, args.max_batch)?;
+                settings = model.settings();
+                Ok(CudaBatchBackend { model })
             };
             let (t, s) = measure(args, &mut make, model_bytes(&config), &config)?;
-            (info.name, t, s)
+            (format!("{} | kernels: {settings}", info.name), t, s)
         }
     };
     if let (Some(path), false) = (&args.plot, sweep.is_empty()) {

@@ -4,6 +4,7 @@
 mod buffers;
 mod error;
 pub mod kernels;
+mod launch;
 pub mod model;
 mod probe;
 mod runtime;

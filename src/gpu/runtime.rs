@@ -82,6 +82,8 @@ pub struct Gpu {
     sync_each_launch: bool,
     /// Decode steps may be captured and replayed as CUDA graphs (the stream is capturable).
     pub cuda_graphs: bool,
+    /// GEMVs launch as programmatic dependents of the kernel before them (`GpuOptions::pdl`).
+    pub pdl: bool,
 }
 
 /// How to open the GPU.
@@ -89,13 +91,17 @@ pub struct Gpu {
 pub struct GpuOptions {
     /// Replay decode steps as CUDA graphs (one per batch size, captured on first use).
     pub cuda_graphs: bool,
+    /// Launch the GEMVs as programmatic dependents (kernels/grid_dependency.cuh): each starts
+    /// prefetching its weights while the kernel before it finishes.
+    pub pdl: bool,
 }
 
 impl GpuOptions {
-    /// `NEMO_CUDA_GRAPHS=1` turns graphs on (off by default until a GPU run has checked them:
-    /// docs/hopper.md).
+    /// `NEMO_CUDA_GRAPHS=1` turns graphs on, `NEMO_PDL=1` dependent launches (both off by
+    /// default until a GPU run has checked them: docs/hopper.md).
     pub fn from_env() -> GpuOptions {
-        GpuOptions { cuda_graphs: std::env::var("NEMO_CUDA_GRAPHS").is_ok_and(|v| v == "1") }
+        let on = |name| std::env::var(name).is_ok_and(|v| v == "1");
+        GpuOptions { cuda_graphs: on("NEMO_CUDA_GRAPHS"), pdl: on("NEMO_PDL") }
     }
 }
 
@@ -119,8 +125,9 @@ impl Gpu {
         if opts.cuda_graphs && sync_each_launch {
             eprintln!("nemo: NEMO_CUDA_SYNC=1: CUDA graphs are off (a capture cannot synchronise after each launch)");
         }
-        // The legacy default stream cannot be captured: graphs need a stream of our own.
-        let stream = if cuda_graphs {
+        // The legacy default stream cannot be captured, and it synchronises with every other
+        // stream: graphs and dependent launches get a stream of our own.
+        let stream = if cuda_graphs || opts.pdl {
             ctx.new_stream().map_err(GpuError::driver("creating a stream"))?
         } else {
             ctx.default_stream()
@@ -131,7 +138,7 @@ impl Gpu {
         super::kernels::attention::configure(&kernels)?;
         super::kernels::attention_wgmma::configure(&kernels)?;
         super::kernels::sampling::configure(&kernels)?;
-        Ok(Gpu { ctx, stream, kernels, info, sync_each_launch, cuda_graphs })
+        Ok(Gpu { ctx, stream, kernels, info, sync_each_launch, cuda_graphs, pdl: opts.pdl })
     }
 
     /// Turns a launch result into a typed error naming the kernel; with `NEMO_CUDA_SYNC=1` also

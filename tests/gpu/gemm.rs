@@ -3,10 +3,11 @@
 use crate::common::*;
 use half::bf16;
 use nemo_engine::cpu::matmul::matmul;
-use nemo_engine::cpu::ops::swiglu;
+use nemo_engine::cpu::ops::{rmsnorm as cpu_rmsnorm, swiglu};
 use nemo_engine::gpu::kernels::gemm::{gemm, gemm_f32, gemm_split_k, Epilogue, GemmShape, SplitGemm};
 use nemo_engine::gpu::kernels::gemm_wgmma::{gemm_wgmma, gemm_wgmma_f32};
 use nemo_engine::gpu::kernels::gemv::{gemv, gemv_f32};
+use nemo_engine::gpu::kernels::rmsnorm::rmsnorm;
 use nemo_engine::gpu::model::interleave_gate_up;
 use nemo_engine::gpu::Gpu;
 
@@ -114,6 +115,39 @@ fn split_k_matches_cpu(gpu: &Gpu, kernel: SplitGemm, name: &str) {
         let splits = kernel.splits(GemmShape { m, n, k }, gpu.info.multiprocessors);
         eprintln!("{name} M {m} N {n} K {k}: {splits} splits");
         check_all_epilogues(gpu, &mut rng, (split, f32_out), name, m, n, k);
+    }
+}
+
+/// The GEMVs read what the kernel before them wrote, launched back to back with no host sync:
+/// rmsnorm -> GEMV (5120 -> 14336) -> GEMV (14336 -> 5120), every intermediate poisoned first.
+/// With `NEMO_PDL=1` each GEMV starts while its predecessor is still running (the second one
+/// behind a 147 MB GEMV), so one that read its input before `griddepcontrol.wait` would see
+/// poison or a half-written row; without it, plain stream order is checked.
+#[test]
+fn gemv_reads_the_output_of_the_kernel_before_it() {
+    let Some(gpu) = gpu_or_skip("gemv_reads_the_output_of_the_kernel_before_it") else { return };
+    let mut rng = Rng::fresh("gemv_chain");
+    let (dim, ffn, eps) = (5120, 14336, 1e-5);
+    let norm_w = rng.bf16_vec(dim, 1.0);
+    let w1 = rng.bf16_vec(ffn * dim, 1.0 / (dim as f32).sqrt());
+    let w2 = rng.bf16_vec(dim * ffn, 1.0 / (ffn as f32).sqrt());
+    let (norm_dev, w1_dev, w2_dev) = (dev(&gpu, &norm_w), dev(&gpu, &w1), dev(&gpu, &w2));
+    for m in [1, 4, 8, 1] {
+        let x = rng.bf16_vec(m * dim, 1.0);
+        let normed_want = round_bf16(&cpu_rmsnorm(&to_f32(&x), &norm_w, eps));
+        let h_want = round_bf16(&matmul(&normed_want, &w1, dim));
+        let out_want = matmul(&h_want, &w2, ffn);
+        let x_dev = dev(&gpu, &x);
+        let (mut normed, mut h, mut out) = (poisoned(&gpu, m * dim), poisoned(&gpu, m * ffn), poisoned(&gpu, m * dim));
+        rmsnorm(&gpu, &x_dev.as_view(), &norm_dev.as_view(), &mut normed.as_view_mut(), dim, eps).unwrap();
+        let shape1 = GemmShape { m, n: ffn, k: dim };
+        gemv(&gpu, &normed.as_view(), &w1_dev.as_view(), &mut h.as_view_mut(), shape1, Epilogue::Store).unwrap();
+        let shape2 = GemmShape { m, n: dim, k: ffn };
+        gemv(&gpu, &h.as_view(), &w2_dev.as_view(), &mut out.as_view_mut(), shape2, Epilogue::Store).unwrap();
+        let what = format!("rmsnorm -> gemv -> gemv, M {m} (PDL {})", gpu.pdl);
+        assert_close(&format!("{what}: the first GEMV"), &fetch(&gpu, &h), &h_want, 2e-2 * rms(&h_want), 8e-3);
+        // The second GEMV's input is the GPU's own h (equal to h_want up to bf16 rounding).
+        assert_close(&format!("{what}: the second GEMV"), &fetch(&gpu, &out), &out_want, 3e-2 * rms(&out_want), 1e-2);
     }
 }
 

@@ -271,7 +271,7 @@ fn cuda_graph_decode_steps_equal_eager_steps() {
     let Some(_gpu) = gpu_or_skip("cuda_graph_decode_steps_equal_eager_steps") else { return };
     let weights = load(&fixture_dir().join("hf")).unwrap().weights;
     let open = |cuda_graphs: bool| {
-        let gpu = Gpu::open(GpuOptions { cuda_graphs }).unwrap();
+        let gpu = Gpu::open(GpuOptions { cuda_graphs, ..GpuOptions::from_env() }).unwrap();
         assert_eq!(gpu.cuda_graphs, cuda_graphs, "NEMO_CUDA_SYNC=1 turns graphs off; unset it for this test");
         let w = GpuWeights::upload(&gpu, &weights).unwrap();
         CudaModel::new(gpu, w, 4096, 512, 8).unwrap()

@@ -27,14 +27,16 @@ pub fn embedding_gather(
         return Ok(());
     }
     let (dim_i, vocab_i) = (as_i32(KERNEL, "dim", dim)?, as_i32(KERNEL, "vocab", vocab)?);
-    let cfg = LaunchConfig {
-        grid_dim: (as_i32(KERNEL, "n_tokens", n_tokens)? as u32, 1, 1),
-        block_dim: ((dim / 8).clamp(32, 256) as u32, 1, 1),
-        shared_mem_bytes: 0,
-    };
+    as_i32(KERNEL, "n_tokens", n_tokens)?;
+    let cfg = launch_config(n_tokens, dim);
     let mut launch = gpu.stream.launch_builder(&gpu.kernels.embedding_gather_bf16);
     launch.arg(ids).arg(table).arg(out).arg(&dim_i).arg(&vocab_i);
     // SAFETY: table holds vocab*dim and out n_tokens*dim elements, both 16-byte aligned, dim % 8
     // == 0; the kernel reads ids[0..n_tokens) and traps on an id outside [0, vocab).
     gpu.launched(KERNEL, unsafe { launch.launch(cfg) }.map(|_| ()))
+}
+
+/// One block per token, a thread per 16-byte chunk of the row (32 to 256 threads).
+pub fn launch_config(n_tokens: usize, dim: usize) -> LaunchConfig {
+    LaunchConfig { grid_dim: (n_tokens as u32, 1, 1), block_dim: ((dim / 8).clamp(32, 256) as u32, 1, 1), shared_mem_bytes: 0 }
 }

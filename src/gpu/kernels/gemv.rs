@@ -65,11 +65,18 @@ fn launch(gpu: &Gpu, params: super::gemm::LinearParams, out_cols: usize, swiglu:
     let m = params.m as usize;
     let cfg = launch_config(m, out_cols, swiglu);
     let func = if m == 1 { &gpu.kernels.gemv_bf16 } else { &gpu.kernels.gemv_multi_bf16 };
-    let mut launch = gpu.stream.launch_builder(func);
-    launch.arg(&params);
     // SAFETY: buffers checked by linear_params (lengths, 16-byte alignment, K % 8, N % 8/16);
     // 1 <= M <= 8 (checked by the callers) selects the entry point and a row-count
     // instantiation; out_cols is a multiple of 8, so every warp's columns lie inside the matrix
-    // or all past it (those warps return).
-    gpu.launched(kernel_name(m), unsafe { launch.launch(cfg) }.map(|_| ()))
+    // or all past it (those warps return). As a dependent launch: every thread waits for the
+    // kernel before before it touches A, the residual or the output (kernels/gemv.cu,
+    // `prefetch_then_wait`; tests/gpu/emulated/gemm.rs checks it with A poisoned until then).
+    let launched = if gpu.pdl {
+        unsafe { crate::gpu::launch::launch_dependent(gpu, func, cfg, &params) }
+    } else {
+        let mut launch = gpu.stream.launch_builder(func);
+        launch.arg(&params);
+        unsafe { launch.launch(cfg) }.map(|_| ())
+    };
+    gpu.launched(kernel_name(m), launched)
 }

@@ -151,6 +151,20 @@ impl CudaModel {
         Ok(CudaModel { gpu, gemm, decode, prefill, graphs, weights, kv, rope, scratch, decode_workspace, max_decode_splits, max_chunk, max_seqs })
     }
 
+    /// The kernel choices this model runs with (`kernel_choice.rs`, `GpuOptions`), for every
+    /// benchmark's header: "GEMM MmaSync | prefill attention MmaSync | ...".
+    pub fn settings(&self) -> String {
+        let on = |b: bool| if b { "on" } else { "off" };
+        format!(
+            "GEMM {:?} | prefill attention {:?} | decode attention {:?} | CUDA graphs {} | PDL {}",
+            self.gemm,
+            self.prefill,
+            self.decode,
+            on(self.graphs.is_some()),
+            on(self.gpu.pdl)
+        )
+    }
+
     /// The CUDA graphs captured so far (None when graphs are off).
     pub fn graph_report(&self) -> Option<GraphReport> {
         self.graphs.as_ref().map(DecodeGraphs::report)

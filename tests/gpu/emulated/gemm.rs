@@ -2,7 +2,7 @@
 //! orders, awkward shapes (M, N not multiples of the 128 x 128 tile, K not a multiple of the
 //! 64-wide k-step; gemv at M = 1, 3, 8 with K past its unrolled loop).
 
-use super::{addr, in_both_async_modes, load};
+use super::{addr, in_both_async_modes, load, PrimaryOutputs};
 use crate::common::*;
 use half::bf16;
 use nemo_engine::cpu::matmul::matmul;
@@ -23,6 +23,9 @@ pub enum Linear {
     /// gemm_bf16 with this tile group, split over K `splits` ways when > 1.
     Mma { group: i32, splits: usize },
     Gemv,
+    /// gemv_bf16 as a programmatic dependent of the kernel that wrote A (`NEMO_PDL=1`): A is
+    /// poison until the block's griddepcontrol.wait.
+    GemvDependent,
     /// gemm_wgmma_bf16 likewise.
     Wgmma { group: i32, splits: usize },
 }
@@ -53,7 +56,7 @@ pub fn host_params<T>(a: &[bf16], w: &[bf16], out: &mut [T], shape: GemmShape, e
 fn run<T>(a: &[bf16], w: &[bf16], out: &mut [T], shape: GemmShape, epilogue: i32, kernel: Linear) {
     let (tile_group, splits, wgmma) = match kernel {
         Linear::Mma { group, splits } => (group, splits, false),
-        Linear::Gemv => (0, 1, false),
+        Linear::Gemv | Linear::GemvDependent => (0, 1, false),
         Linear::Wgmma { group, splits } => (group, splits, true),
     };
     let p = host_params(a, w, out, shape, epilogue, tile_group);
@@ -91,7 +94,12 @@ fn run<T>(a: &[bf16], w: &[bf16], out: &mut [T], shape: GemmShape, epilogue: i32
         load("gemm").launch("gemm_bf16", launch_config(shape).unwrap(), p).unwrap();
     } else {
         let cfg = gemv::launch_config(shape.m, out_cols, epilogue == Epilogue::SwiGlu.code());
-        load("gemv").launch(gemv::kernel_name(shape.m), cfg, p).unwrap();
+        let name = gemv::kernel_name(shape.m);
+        match kernel {
+            Linear::GemvDependent => load("gemv").launch_dependent(name, cfg, p, &PrimaryOutputs::of(&[a])),
+            _ => load("gemv").launch(name, cfg, p),
+        }
+        .unwrap();
     }
 }
 
@@ -120,6 +128,18 @@ fn emulated_gemv_matches_cpu_for_every_epilogue() {
     // M, so each columns-per-warp case (1, 2, 4; 2 for SwiGLU) runs; N = 72: 9 warps of 8 columns.
     for (m, n, k) in [(1, 16, 8), (1, 40, 1032), (2, 24, 264), (3, 40, 1032), (4, 72, 136), (5, 16, 8), (6, 24, 520), (7, 8, 64), (8, 24, 264)] {
         check_every_epilogue(&mut rng, m, n, k, Linear::Gemv);
+    }
+}
+
+/// The GEMV launched behind the kernel that writes its activations (programmatic dependent
+/// launch): it prefetches weights before its griddepcontrol.wait and must read A only after it.
+/// The emulator poisons A until every thread of a block has reached the wait. Shapes with warps
+/// past N (M = 4: 6 of a block's 8 warps have columns), each columns-per-warp case.
+#[test]
+fn emulated_gemv_reads_its_activations_only_after_the_dependency_wait() {
+    let mut rng = Rng::fresh("emulated_gemv_dependent");
+    for (m, n, k) in [(1, 40, 1032), (3, 40, 264), (4, 24, 136), (8, 16, 72)] {
+        check_every_epilogue(&mut rng, m, n, k, Linear::GemvDependent);
     }
 }
 

@@ -8,6 +8,7 @@
 //! already passed on an H100 (attention_prefill, gemm) through it: a wrong layout there fails.
 
 mod attention;
+mod embedding;
 mod gemm;
 mod gemm_wgmma;
 mod rmsnorm;
@@ -188,7 +189,21 @@ impl Emulated {
     /// Runs `body` once per GPU thread of the launch; an error is a deadlock or a launch the
     /// GPU would refuse.
     fn launch_with<F: Fn()>(&self, cfg: LaunchConfig, body: F) -> Result<(), String> {
+        self.launch_after(cfg, None, body)
+    }
+
+    /// `launch_with`, as a programmatic dependent of a kernel that wrote `primary` when given.
+    fn launch_after<F: Fn()>(&self, cfg: LaunchConfig, primary: Option<&PrimaryOutputs>, body: F) -> Result<(), String> {
         let _one_at_a_time = LAUNCH.lock().unwrap_or_else(|e| e.into_inner());
+        type Hook = Option<extern "C" fn(*mut c_void)>;
+        // SAFETY: defined by kernels/emu/runtime.cpp with this signature.
+        let set_hooks = unsafe { *self.lib.get::<unsafe extern "C" fn(Hook, Hook, *mut c_void)>(b"emu_set_dependency_hooks").unwrap() };
+        let _hooks = primary.map(|p| {
+            // SAFETY: the hooks touch only `p`'s regions, which outlive the launch; removed
+            // again (and the regions restored) when `_hooks` drops, before `p` can.
+            unsafe { set_hooks(Some(poison_primary), Some(restore_primary), p as *const PrimaryOutputs as *mut c_void) };
+            HooksSet { set_hooks, primary: p }
+        });
         // SAFETY: the symbols are defined by kernels/emu/runtime.cpp with these signatures.
         let (launch, error, set_mode) = unsafe {
             (
@@ -252,6 +267,16 @@ impl Emulated {
         self.launch_with(cfg, || unsafe { k(params) })
     }
 
+    /// Launches `name(params)` as a programmatic dependent (kernels/grid_dependency.cuh) of a
+    /// kernel that wrote `primary`: each block starts with those buffers poisoned, and the real
+    /// values come back only once every thread of the block has reached griddepcontrol.wait, so
+    /// a kernel that reads them before its wait gets NaNs into its output.
+    pub fn launch_dependent<P: Copy>(&self, name: &str, cfg: LaunchConfig, params: P, primary: &PrimaryOutputs) -> Result<(), String> {
+        let k: unsafe extern "C" fn(P) = self.kernel(name);
+        // SAFETY: as for `launch`.
+        self.launch_after(cfg, Some(primary), || unsafe { k(params) })
+    }
+
     /// Launches a kernel of any C signature `F`: `call` receives the kernel and calls it with
     /// its arguments (pointers as u64).
     pub fn launch_args<F: Copy>(&self, name: &str, cfg: LaunchConfig, call: impl Fn(F)) -> Result<(), String> {
@@ -270,6 +295,66 @@ impl Emulated {
         let k: unsafe extern "C" fn(P, Q) = self.kernel(name);
         // SAFETY: as for `launch`.
         self.launch_with(cfg, || unsafe { k(params, arg) })
+    }
+}
+
+/// Buffers the kernel before a dependent launch wrote, with their real contents.
+pub struct PrimaryOutputs {
+    regions: Vec<(*mut u8, Vec<u8>)>,
+}
+
+impl PrimaryOutputs {
+    /// `buffers` as they are now; the caller keeps them alive and does not otherwise touch them
+    /// during the dependent launch.
+    pub fn of<T: Copy>(buffers: &[&[T]]) -> PrimaryOutputs {
+        let regions = buffers
+            .iter()
+            .map(|b| {
+                let bytes = std::mem::size_of_val(*b);
+                // SAFETY: a live slice of plain values viewed as its bytes.
+                let saved = unsafe { std::slice::from_raw_parts(b.as_ptr() as *const u8, bytes) }.to_vec();
+                (b.as_ptr() as *mut u8, saved)
+            })
+            .collect();
+        PrimaryOutputs { regions }
+    }
+
+    fn fill(&self, poison: bool) {
+        for (p, saved) in &self.regions {
+            // SAFETY: each region is a live buffer of saved.len() bytes (`of`), written here
+            // only between kernel threads' turns (the emulator runs one fiber at a time).
+            unsafe {
+                if poison {
+                    std::ptr::write_bytes(*p, 0xff, saved.len()); // NaN in bf16 and f32
+                } else {
+                    std::ptr::copy_nonoverlapping(saved.as_ptr(), *p, saved.len());
+                }
+            }
+        }
+    }
+}
+
+extern "C" fn poison_primary(ctx: *mut c_void) {
+    // SAFETY: `launch_after` passes the PrimaryOutputs it keeps alive for the launch.
+    unsafe { &*(ctx as *const PrimaryOutputs) }.fill(true)
+}
+
+extern "C" fn restore_primary(ctx: *mut c_void) {
+    // SAFETY: as for poison_primary.
+    unsafe { &*(ctx as *const PrimaryOutputs) }.fill(false)
+}
+
+/// Removes the dependency hooks and restores the primary's outputs when a launch ends.
+struct HooksSet<'a> {
+    set_hooks: unsafe extern "C" fn(Option<extern "C" fn(*mut c_void)>, Option<extern "C" fn(*mut c_void)>, *mut c_void),
+    primary: &'a PrimaryOutputs,
+}
+
+impl Drop for HooksSet<'_> {
+    fn drop(&mut self) {
+        // SAFETY: clears the library's hooks (null pointers), under the launch lock.
+        unsafe { (self.set_hooks)(None, None, std::ptr::null_mut()) };
+        self.primary.fill(false);
     }
 }
 
