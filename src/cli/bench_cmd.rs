@@ -15,7 +15,7 @@ use nemo_engine::gpu::{self, Gpu};
 use nemo_engine::model::{ModelConfig, ModelWeights};
 
 use super::args::{BenchArgs, BenchLab, BenchMode, DeviceChoice};
-use super::device::cuda_options;
+use super::device::{cpu_kv_tokens, cuda_options};
 use super::generate_cmd::check_source;
 use super::loaded::Model;
 
@@ -99,7 +99,7 @@ fn serving_modes(args: &BenchArgs) -> anyhow::Result<()> {
             }
             let weights: ModelWeights = Model::open(args.source.model.as_deref())?.load_weights()?;
             let c = weights.config.clone();
-            let tokens = args.source.kv_tokens.unwrap_or(c.max_context.min(65_536));
+            let tokens = cpu_kv_tokens(args.source.kv_tokens)?.unwrap_or(c.max_context.min(65_536));
             let opts = CpuBatchOptions { block_size: 16, num_blocks: tokens.div_ceil(16), max_step_tokens: 2048 };
             let bytes = weights_bytes(&weights);
             let (t, s) = measure(args, &mut || Ok(CpuBatchBackend::new(&weights, opts)), bytes, &c)?;
@@ -119,7 +119,8 @@ fn serving_modes(args: &BenchArgs) -> anyhow::Result<()> {
                 (None, Some(w)) => w.config.clone(),
                 (None, None) => unreachable!(),
             };
-            let kv = cuda_options(&config, args.source.kv_tokens).kv_tokens;
+            // Many sequences share the cache: `max` is not capped at one sequence's context.
+            let kv = cuda_options(&config, args.source.kv_tokens).kv;
             let mut settings = String::new();
             let mut make = || -> anyhow::Result<CudaBatchBackend> {
                 let gpu = Gpu::new()?;

@@ -9,7 +9,7 @@ use nemo_engine::engine::{Backend, CpuBackend, CudaBackend, CudaOptions};
 use nemo_engine::gpu::{self, GpuInfo};
 use nemo_engine::model::{ModelConfig, ModelWeights};
 
-use super::args::DeviceChoice;
+use super::args::{DeviceChoice, KvSize};
 
 /// What the probe decided, before the model is loaded (so `--device cuda` on a machine without
 /// a GPU fails at once).
@@ -39,18 +39,30 @@ pub fn select(choice: DeviceChoice) -> anyhow::Result<Device> {
 }
 
 /// The CUDA sizes for `config`, with `--kv-tokens` if given.
-pub fn cuda_options(config: &ModelConfig, kv_tokens: Option<usize>) -> CudaOptions {
+pub fn cuda_options(config: &ModelConfig, kv_tokens: Option<KvSize>) -> CudaOptions {
     let mut opts = CudaOptions::for_config(config);
-    if let Some(n) = kv_tokens {
-        opts.kv_tokens = n;
+    if let Some(kv) = kv_tokens {
+        opts.kv = kv;
     }
     opts
+}
+
+/// `--kv-tokens` for a CPU backend: a count (None: the command's default); `max` is refused,
+/// as it sizes a GPU's cache.
+pub fn cpu_kv_tokens(kv_tokens: Option<KvSize>) -> anyhow::Result<Option<usize>> {
+    match kv_tokens {
+        None => Ok(None),
+        Some(KvSize::Tokens(n)) => Ok(Some(n)),
+        Some(KvSize::FillFreeMemory { .. }) => {
+            anyhow::bail!("--kv-tokens max sizes the KV cache to the GPU's free memory; on the CPU give a number of tokens")
+        }
+    }
 }
 
 pub fn open<'w>(
     device: &Device,
     weights: &'w ModelWeights,
-    kv_tokens: Option<usize>,
+    kv_tokens: Option<KvSize>,
 ) -> anyhow::Result<Box<dyn Backend + 'w>> {
     match device {
         Device::Cpu => Ok(Box::new(CpuBackend::new(weights))),

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 
 use nemo_engine::engine::{BatchBackend, CpuBatchBackend, CpuBatchOptions, CudaBatchBackend};
-use nemo_engine::gpu::model::{CudaModel, GpuWeights};
+use nemo_engine::gpu::model::{CudaModel, GpuWeights, KvSize};
 use nemo_engine::gpu::Gpu;
 use nemo_engine::model::{ModelConfig, ModelWeights};
 use nemo_engine::scheduler::{Engine, EngineOptions};
@@ -66,11 +66,15 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         prefix_caching: !args.no_prefix_caching,
     };
     let kv_tokens = args.kv_tokens;
+    let cpu_kv = match device {
+        Device::Cpu => device::cpu_kv_tokens(kv_tokens)?,
+        Device::Cuda(_) => None,
+    };
     let max_waiting = args.max_waiting as usize;
     let name = served.name.clone();
     let build = move |ctx: LoopContext| match device {
         Device::Cpu => {
-            let opts = cpu_options(&weights.config, kv_tokens, engine_opts.max_step_tokens);
+            let opts = cpu_options(&weights.config, cpu_kv, engine_opts.max_step_tokens);
             announce_cache("CPU (f32 reference)", opts.num_blocks * BLOCK_SIZE, cpu_kv_bytes(&weights.config));
             run_engine(ctx, CpuBatchBackend::new(&weights, opts), engine_opts, max_waiting)
         }
@@ -110,15 +114,18 @@ fn cpu_options(c: &ModelConfig, kv_tokens: Option<usize>, max_step_tokens: usize
     CpuBatchOptions { block_size: BLOCK_SIZE, num_blocks: tokens.div_ceil(BLOCK_SIZE).max(1), max_step_tokens }
 }
 
-fn cuda_backend(weights: &ModelWeights, kv_tokens: Option<usize>, max_seqs: usize) -> anyhow::Result<CudaBatchBackend> {
-    let kv = cuda_options(&weights.config, kv_tokens).kv_tokens;
-    let kv_gb = (kv * weights.config.kv_bytes_per_token()) as f64 / 1e9;
+fn cuda_backend(weights: &ModelWeights, kv_tokens: Option<KvSize>, max_seqs: usize) -> anyhow::Result<CudaBatchBackend> {
+    let kv = cuda_options(&weights.config, kv_tokens).kv;
+    let kv_text = match kv {
+        KvSize::Tokens(n) => format!("{n} tokens ({:.1} GB)", (n * weights.config.kv_bytes_per_token()) as f64 / 1e9),
+        fill => fill.to_string(),
+    };
     let gpu = Gpu::new().context("opening the GPU")?;
     let uploaded = GpuWeights::upload(&gpu, weights).context("uploading the weights to the GPU")?;
     let model = CudaModel::new(gpu, uploaded, kv, CUDA_MAX_CHUNK, max_seqs).with_context(|| {
         format!(
-            "allocating the KV cache of {kv} tokens ({kv_gb:.1} GB) and the activations for {max_seqs} sequences \
-             on the GPU; lower --kv-tokens (or --max-batch) to need less memory"
+            "allocating the activations for {max_seqs} sequences and the KV cache of {kv_text} on the GPU; \
+             lower --kv-tokens (or --max-batch) to need less memory"
         )
     })?;
     Ok(CudaBatchBackend { model })

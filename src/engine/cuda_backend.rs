@@ -2,7 +2,7 @@
 //! prompts longer than a chunk prefilled chunk by chunk.
 
 use super::{check_tokens, Backend, EngineError};
-use crate::gpu::model::{CudaModel, GpuWeights, SeqChunk, BLOCK_SIZE};
+use crate::gpu::model::{CudaModel, GpuWeights, KvSize, SeqChunk, BLOCK_SIZE};
 use crate::sampling::SamplingParams;
 use crate::gpu::Gpu;
 use crate::model::{ModelConfig, ModelWeights};
@@ -10,8 +10,8 @@ use crate::model::{ModelConfig, ModelWeights};
 /// Sizes chosen at start-up.
 #[derive(Clone, Copy, Debug)]
 pub struct CudaOptions {
-    /// Tokens the preallocated KV cache holds (default: the model's context, 131072 for Nemo).
-    pub kv_tokens: usize,
+    /// The preallocated KV cache (default: the model's context, 131072 tokens for Nemo).
+    pub kv: KvSize,
     /// Most tokens per step; longer prompts are prefilled in chunks.
     pub max_chunk: usize,
     /// Most sequences per step.
@@ -20,7 +20,7 @@ pub struct CudaOptions {
 
 impl CudaOptions {
     pub fn for_config(config: &ModelConfig) -> Self {
-        CudaOptions { kv_tokens: config.max_context, max_chunk: 4096, max_seqs: 256 }
+        CudaOptions { kv: KvSize::Tokens(config.max_context), max_chunk: 4096, max_seqs: 256 }
     }
 }
 
@@ -45,8 +45,9 @@ impl CudaBackend {
     }
 
     fn with_weights(gpu: Gpu, weights: GpuWeights, opts: CudaOptions) -> Result<CudaBackend, EngineError> {
-        let kv_tokens = opts.kv_tokens.min(weights.config.max_context);
-        let model = CudaModel::new(gpu, weights, kv_tokens, opts.max_chunk.min(kv_tokens).max(1), opts.max_seqs)?;
+        // One sequence never uses more than the context.
+        let kv = opts.kv.at_most(weights.config.max_context);
+        let model = CudaModel::new(gpu, weights, kv, opts.max_chunk.min(kv.upper_bound()).max(1), opts.max_seqs)?;
         Ok(CudaBackend { model, held: 0 })
     }
 

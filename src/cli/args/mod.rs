@@ -16,6 +16,7 @@ mod serve;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+pub use nemo_engine::gpu::model::KvSize;
 
 pub use chat::{ChatArgs, TokenizeArgs};
 pub use generate::{GenerateArgs, SamplingArgs};
@@ -72,9 +73,23 @@ pub struct ModelSource {
     pub dummy_weights: bool,
 
     /// Tokens the preallocated KV cache holds (default: the model's context, 131072 for Nemo);
-    /// lower it on GPUs with less memory.
-    #[arg(long, value_name = "N")]
-    pub kv_tokens: Option<usize>,
+    /// lower it on GPUs with less memory. `max`: as many as the GPU's free memory holds (up to
+    /// the context for one sequence; no limit for `bench --mode throughput|sweep`).
+    #[arg(long, value_name = "N|max", value_parser = parse_kv_tokens)]
+    pub kv_tokens: Option<KvSize>,
+}
+
+/// `--kv-tokens N | max`.
+pub fn parse_kv_tokens(s: &str) -> Result<KvSize, String> {
+    match s.trim() {
+        "max" => Ok(KvSize::MAX),
+        v => v
+            .parse::<usize>()
+            .ok()
+            .filter(|&n| n > 0)
+            .map(KvSize::Tokens)
+            .ok_or_else(|| format!("`{s}` is not a positive number of tokens or `max`")),
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

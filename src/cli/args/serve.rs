@@ -25,9 +25,10 @@ pub struct ServeArgs {
     pub device: DeviceChoice,
 
     /// Tokens the KV cache holds, shared by all requests (default: the model's context on the
-    /// GPU; on the CPU as many as fit in 4 GiB, at most the context).
-    #[arg(long, value_name = "N")]
-    pub kv_tokens: Option<usize>,
+    /// GPU; on the CPU as many as fit in 4 GiB, at most the context). `max` (GPU): all the
+    /// memory left after the weights and activations, for the most concurrent sequences.
+    #[arg(long, value_name = "N|max", value_parser = super::parse_kv_tokens)]
+    pub kv_tokens: Option<super::KvSize>,
 
     /// Most sequences generating at once; more requests wait in a queue.
     #[arg(long, value_name = "N", default_value_t = 64)]

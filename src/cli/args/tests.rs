@@ -15,6 +15,18 @@ fn token_ids_parse_with_spaces_and_refuse_junk() {
 }
 
 #[test]
+fn kv_tokens_are_a_count_or_max() {
+    assert_eq!(parse_kv_tokens("4096").unwrap(), KvSize::Tokens(4096));
+    assert_eq!(parse_kv_tokens("max").unwrap(), KvSize::MAX);
+    for bad in ["0", "-5", "lots", ""] {
+        assert!(parse_kv_tokens(bad).unwrap_err().contains("is not a positive number of tokens or `max`"), "{bad}");
+    }
+    let cli = Cli::try_parse_from(["nemo", "serve", "--model", "m", "--kv-tokens", "max"]).unwrap();
+    let Command::Serve(s) = cli.command else { panic!() };
+    assert_eq!(s.kv_tokens, Some(KvSize::MAX));
+}
+
+#[test]
 fn clap_accepts_the_documented_command_lines() {
     let cli = Cli::try_parse_from([
         "nemo",

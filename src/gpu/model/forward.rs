@@ -5,7 +5,7 @@
 use cudarc::driver::{CudaSlice, CudaView, CudaViewMut};
 use half::bf16;
 
-use super::{GpuKvCache, GpuWeights, BLOCK_SIZE};
+use super::{GpuKvCache, GpuWeights, KvSize, BLOCK_SIZE};
 use crate::gpu::error::{GpuError, Result};
 use super::graphs::{graph_batch, DecodeGraphs, GraphReport};
 use super::kernel_choice::{decode_kernel_from_env, GemmKernel, PrefillKernel};
@@ -104,13 +104,11 @@ impl Drop for CudaModel {
 }
 
 impl CudaModel {
-    /// Allocates the KV cache for `kv_tokens` tokens and scratch for steps of up to `max_chunk`
-    /// tokens from up to `max_seqs` sequences.
-    pub fn new(gpu: Gpu, weights: GpuWeights, kv_tokens: usize, max_chunk: usize, max_seqs: usize) -> Result<CudaModel> {
+    /// Allocates scratch for steps of up to `max_chunk` tokens from up to `max_seqs` sequences,
+    /// then the KV cache `kv` asks for (a token count, or all the memory left).
+    pub fn new(gpu: Gpu, weights: GpuWeights, kv: impl Into<KvSize>, max_chunk: usize, max_seqs: usize) -> Result<CudaModel> {
         let max_seqs = max_seqs.clamp(1, max_chunk);
         let c = weights.config.clone();
-        let kv = GpuKvCache::new(&gpu, &c, kv_tokens)?;
-        let rope = rope_cos_sin_table(&gpu, kv.n_slots.min(c.max_context), c.head_dim, c.rope_theta)?;
         let t = max_chunk;
         let alloc = |n: usize| gpu.stream.alloc_zeros::<bf16>(n).map_err(GpuError::driver("allocating activations"));
         let alloc_i32 = |n: usize| gpu.stream.alloc_zeros::<i32>(n).map_err(GpuError::driver("allocating activations"));
@@ -138,6 +136,9 @@ impl CudaModel {
         };
         let max_decode_splits = 2 * gpu.info.multiprocessors;
         let decode_workspace = DecodeWorkspace::new(&gpu, max_seqs, c.n_heads, max_decode_splits, c.head_dim)?;
+        // Last of the large allocations, so that filling the free memory leaves the rest theirs.
+        let kv = GpuKvCache::new(&gpu, &c, kv.into())?;
+        let rope = rope_cos_sin_table(&gpu, kv.n_slots.min(c.max_context), c.head_dim, c.rope_theta)?;
         let gemm = GemmKernel::from_env()?;
         let decode = decode_kernel_from_env()?;
         let prefill = PrefillKernel::from_env()?;
@@ -156,12 +157,14 @@ impl CudaModel {
     pub fn settings(&self) -> String {
         let on = |b: bool| if b { "on" } else { "off" };
         format!(
-            "GEMM {:?} | prefill attention {:?} | decode attention {:?} | CUDA graphs {} | PDL {}",
+            "GEMM {:?} | prefill attention {:?} | decode attention {:?} | CUDA graphs {} | PDL {} | KV cache {} tokens ({:.1} GB)",
             self.gemm,
             self.prefill,
             self.decode,
             on(self.graphs.is_some()),
-            on(self.gpu.pdl)
+            on(self.gpu.pdl),
+            self.kv.n_slots,
+            self.kv.bytes() as f64 / 1e9
         )
     }
 
