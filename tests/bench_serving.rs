@@ -6,11 +6,12 @@ use std::path::Path;
 use nemo_engine::bench::serving::{decode_sweep, sweep_svg, throughput, ServingOptions};
 use nemo_engine::engine::{CpuBatchBackend, CpuBatchOptions};
 use nemo_engine::model::load;
+use nemo_engine::scheduler::Admission;
 
 /// 8 requests of 64 tokens, at most 128 tokens a step, prefix caching on, no shared start.
 fn eight_requests(output_len: usize) -> ServingOptions {
     let (max_running, max_step_tokens) = (8, 128);
-    ServingOptions { requests: 8, input_len: 64, output_len, max_running, max_step_tokens, shared_prefix: 0, prefix_caching: true }
+    ServingOptions { requests: 8, input_len: 64, output_len, max_running, max_step_tokens, shared_prefix: 0, prefix_caching: true, admission: Admission::Reserve }
 }
 
 #[test]

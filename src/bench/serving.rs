@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::engine::BatchBackend;
 use crate::sampling::rng::splitmix64;
-use crate::scheduler::{Engine, EngineOptions, Event, Request, RequestId};
+use crate::scheduler::{Admission, Engine, EngineOptions, Event, Request, RequestId};
 
 #[derive(Clone, Copy, Debug)]
 pub struct ServingOptions {
@@ -23,6 +23,7 @@ pub struct ServingOptions {
     /// Leading prompt tokens every request shares (one system prompt); the rest differ.
     pub shared_prefix: usize,
     pub prefix_caching: bool,
+    pub admission: Admission,
 }
 
 #[derive(Clone, Copy, Debug, Default, Serialize, PartialEq)]
@@ -56,6 +57,9 @@ pub struct ThroughputReport {
     pub ttft_ms: Percentiles,
     pub itl_ms: Percentiles,
     pub steps: u64,
+    /// Tokens the model ran: prompts (less cached blocks), decode tokens, and the recomputation
+    /// of preempted sequences.
+    pub tokens_run: u64,
     pub preemptions: u64,
     /// Prompt tokens taken from the prefix cache instead of computed.
     pub cached_prompt_tokens: u64,
@@ -86,7 +90,7 @@ fn engine<B: BatchBackend>(backend: B, opts: EngineOptions) -> Result<Engine<B>,
 pub fn throughput<B: BatchBackend>(backend: B, opts: &ServingOptions) -> Result<ThroughputReport, String> {
     let vocab = backend.config().vocab_size;
     let (max_running, max_step_tokens, prefix_caching) = (opts.max_running, opts.max_step_tokens, opts.prefix_caching);
-    let mut engine = engine(backend, EngineOptions { max_running, max_step_tokens, prefix_caching })?;
+    let mut engine = engine(backend, EngineOptions { max_running, max_step_tokens, prefix_caching, admission: opts.admission })?;
     let start = Instant::now();
     let mut last_token: HashMap<RequestId, Instant> = HashMap::new();
     for r in 0..opts.requests {
@@ -125,9 +129,20 @@ pub fn throughput<B: BatchBackend>(backend: B, opts: &ServingOptions) -> Result<
         ttft_ms: Percentiles::of(ttft),
         itl_ms: Percentiles::of(itl),
         steps: engine.steps(),
+        tokens_run: engine.tokens_run(),
         preemptions: engine.scheduler().preemptions(),
         cached_prompt_tokens,
     })
+}
+
+impl ThroughputReport {
+    /// Tokens run beyond those each request needed once (its prompt less cached blocks, and
+    /// every generated token but the last), as a fraction of those: recomputation after
+    /// preemptions.
+    pub fn recomputed_fraction(&self) -> f64 {
+        let needed = (self.requests * self.input_len + self.output_tokens).saturating_sub(self.requests + self.cached_prompt_tokens as usize);
+        self.tokens_run as f64 / needed.max(1) as f64 - 1.0
+    }
 }
 
 /// For each batch size: `batch` requests of `input_len` tokens prefilled, then `steps` decode
@@ -144,7 +159,8 @@ pub fn decode_sweep<B: BatchBackend>(
     let vocab = backend.config().vocab_size;
     let max_batch = batches.iter().copied().max().unwrap_or(1);
     let step_budget = backend.max_step_tokens();
-    let opts = EngineOptions { max_running: max_batch, max_step_tokens: step_budget, prefix_caching: false };
+    // Every sequence of the batch at once, whatever the cache: the sweep times batch sizes.
+    let opts = EngineOptions { max_running: max_batch, max_step_tokens: step_budget, prefix_caching: false, admission: Admission::Optimistic };
     let mut engine = engine(backend, opts)?;
     let mut rows = Vec::new();
     for &batch in batches {

@@ -78,6 +78,7 @@ fn measure<B: BatchBackend>(
                 max_step_tokens: backend.max_step_tokens(),
                 shared_prefix: args.shared_prefix.min(input_len),
                 prefix_caching: !args.no_prefix_caching,
+                admission: args.admission.policy(),
             };
             throughput.push(serving::throughput(backend, &opts).map_err(anyhow::Error::msg).with_context(|| format!("throughput at {input_len}/{output_len}"))?);
         }
@@ -147,13 +148,13 @@ fn serving_modes(args: &BenchArgs) -> anyhow::Result<()> {
     }
     println!("device {label}");
     if !throughput.is_empty() {
-        println!("requests  in/out       seconds  out tok/s  total tok/s  TTFT p50/p90/p99 ms     ITL p50/p90/p99 ms   preempted  cached prompt tok");
+        println!("requests  in/out       seconds  out tok/s  total tok/s  TTFT p50/p90/p99 ms     ITL p50/p90/p99 ms   preempted  recomputed  cached prompt tok");
         for r in &throughput {
             println!(
-                "{:>8}  {:>5}/{:<5} {:>8.2} {:>10.0} {:>12.0}  {:>6.0}/{:>6.0}/{:>6.0}  {:>6.1}/{:>6.1}/{:>6.1} {:>8} {:>18}",
+                "{:>8}  {:>5}/{:<5} {:>8.2} {:>10.0} {:>12.0}  {:>6.0}/{:>6.0}/{:>6.0}  {:>6.1}/{:>6.1}/{:>6.1} {:>8} {:>10.1}% {:>18}",
                 r.requests, r.input_len, r.output_len, r.seconds, r.output_tokens_per_s, r.total_tokens_per_s,
                 r.ttft_ms.p50, r.ttft_ms.p90, r.ttft_ms.p99, r.itl_ms.p50, r.itl_ms.p90, r.itl_ms.p99, r.preemptions,
-                r.cached_prompt_tokens
+                100.0 * r.recomputed_fraction(), r.cached_prompt_tokens
             );
         }
     }

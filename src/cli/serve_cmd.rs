@@ -64,6 +64,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         max_running: args.max_batch,
         max_step_tokens: args.max_step_tokens,
         prefix_caching: !args.no_prefix_caching,
+        admission: args.admission.policy(),
     };
     let kv_tokens = args.kv_tokens;
     let cpu_kv = match device {

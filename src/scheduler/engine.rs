@@ -3,6 +3,7 @@
 //! token completed, and finishes those that stopped. The same engine drives the CPU reference
 //! and the CUDA backend (both are [`BatchBackend`]s).
 
+use super::admission::Admission;
 use super::event::{Event, FinishReason, Usage};
 use super::request::{Limits, Request, RequestError, RequestId};
 use super::schedule::{ScheduledChunk, Scheduler, SchedulerConfig};
@@ -19,6 +20,8 @@ pub struct EngineOptions {
     /// Reuse the K/V of completed blocks across requests that start with the same tokens
     /// (docs/scheduler.md, "Prefix caching").
     pub prefix_caching: bool,
+    /// When a waiting request may join the batch (docs/scheduler.md, "Admission").
+    pub admission: Admission,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -39,6 +42,8 @@ pub struct Engine<B: BatchBackend> {
     /// Events of calls made between steps (cancellations), delivered by the next step.
     pending: Vec<Event>,
     steps: u64,
+    /// Tokens the backend has run (prompt chunks, decode tokens, recomputation).
+    tokens_run: u64,
     /// New requests are refused while this many wait (`with_max_waiting`; unbounded by default).
     max_waiting: usize,
     /// Set when the backend said after a failed step that it can never run one again.
@@ -64,6 +69,7 @@ impl<B: BatchBackend> Engine<B> {
             max_step_tokens: opts.max_step_tokens.min(backend.max_step_tokens()),
             max_running: opts.max_running,
             prefix_caching: opts.prefix_caching,
+            admission: opts.admission,
         };
         let limits = Limits {
             vocab_size: backend.config().vocab_size,
@@ -71,7 +77,7 @@ impl<B: BatchBackend> Engine<B> {
             block_size: config.block_size,
             num_blocks: config.num_blocks,
         };
-        Ok(Engine { scheduler: Scheduler::new(config), backend, limits, next_id: 0, pending: Vec::new(), steps: 0, max_waiting: usize::MAX, unusable: None })
+        Ok(Engine { scheduler: Scheduler::new(config), backend, limits, next_id: 0, pending: Vec::new(), steps: 0, tokens_run: 0, max_waiting: usize::MAX, unusable: None })
     }
 
     /// Bounds the queue: `add_request` refuses new requests (`RequestError::QueueFull`) while
@@ -142,6 +148,11 @@ impl<B: BatchBackend> Engine<B> {
         self.steps
     }
 
+    /// Tokens the backend has run so far, recomputation after preemptions included.
+    pub fn tokens_run(&self) -> u64 {
+        self.tokens_run
+    }
+
     /// Runs one batched step; returns what happened (see [`Event`] for the ordering).
     pub fn step(&mut self) -> Vec<Event> {
         let mut events = std::mem::take(&mut self.pending);
@@ -150,6 +161,7 @@ impl<B: BatchBackend> Engine<B> {
             return events;
         }
         self.steps += 1;
+        self.tokens_run += plan.num_tokens() as u64;
         let result = {
             let entries: Vec<StepEntry<'_>> = plan.chunks.iter().map(|c| entry(&self.scheduler, c)).collect();
             let specs: Vec<SampleSpec> =

@@ -13,7 +13,7 @@ const VOCAB: usize = 16;
 
 fn engine(block_size: usize, num_blocks: usize, max_step_tokens: usize, max_running: usize) -> Engine<FakeBackend> {
     let fake = FakeBackend::new(VOCAB, 1000, CacheShape { block_size, num_blocks, max_step_tokens });
-    Engine::new(fake, EngineOptions { max_running, max_step_tokens, prefix_caching: true }).unwrap()
+    Engine::new(fake, EngineOptions { max_running, max_step_tokens, prefix_caching: true, admission: Admission::Optimistic }).unwrap()
 }
 
 /// Each request's tokens and its one finish, checking the stream's shape on the way.
@@ -233,7 +233,7 @@ fn requests_that_could_never_run_are_refused_up_front() {
 #[test]
 fn unusable_options_are_refused() {
     let fake = |num_blocks, max_step_tokens| FakeBackend::new(VOCAB, 100, CacheShape { block_size: 4, num_blocks, max_step_tokens });
-    let opts = |max_running, max_step_tokens| EngineOptions { max_running, max_step_tokens, prefix_caching: true };
+    let opts = |max_running, max_step_tokens| EngineOptions { max_running, max_step_tokens, prefix_caching: true, admission: Admission::Optimistic };
     assert_eq!(Engine::new(fake(4, 8), opts(0, 8)).err(), Some(EngineOptionsError::ZeroMaxRunning));
     assert_eq!(
         Engine::new(fake(4, 0), opts(1, 8)).err(),

@@ -5,10 +5,12 @@
 //!
 //! - [`BlockPool`]: the free list of KV blocks.
 //! - [`Request`]: what a caller asks for, checked up front ([`RequestError`]).
-//! - [`Scheduler`]: who runs next, block allocation, preemption.
+//! - [`Scheduler`]: who runs next, block allocation, preemption; [`Admission`]: when a new
+//!   request may join.
 //! - [`Engine`]: a [`crate::engine::BatchBackend`] + the scheduler + sampling; emits [`Event`]s.
 //! - [`fake_backend`]: a deterministic model stand-in for tests.
 
+mod admission;
 mod block_pool;
 mod free_list;
 mod engine;
@@ -18,6 +20,7 @@ mod request;
 mod schedule;
 mod sequence;
 
+pub use admission::{Admission, ReserveRatio, EXPECTED_TOKENS_CLIP};
 pub use block_pool::{BlockPool, ContentId, PoolError};
 pub use engine::{Engine, EngineOptions, EngineOptionsError};
 pub use event::{Event, FinishReason, Usage};

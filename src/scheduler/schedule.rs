@@ -11,6 +11,7 @@
 
 use std::collections::VecDeque;
 
+use super::admission::{Admission, ReserveRatio};
 use super::block_pool::{BlockPool, ContentId};
 use super::request::RequestId;
 use super::sequence::Sequence;
@@ -25,6 +26,8 @@ pub struct SchedulerConfig {
     pub max_running: usize,
     /// Share completed blocks between requests whose tokens start the same.
     pub prefix_caching: bool,
+    /// When a waiting request may join (admission.rs).
+    pub admission: Admission,
 }
 
 /// Prompt tokens looked up in the prefix cache at admission, and those found.
@@ -67,6 +70,8 @@ pub struct Scheduler {
     running: Vec<Sequence>,
     preemptions: u64,
     cache_stats: PrefixCacheStats,
+    /// `Admission::Reserve`'s estimate of how much of max_tokens sequences generate.
+    reserve_ratio: ReserveRatio,
 }
 
 impl Scheduler {
@@ -79,6 +84,7 @@ impl Scheduler {
             running: Vec::new(),
             preemptions: 0,
             cache_stats: PrefixCacheStats::default(),
+            reserve_ratio: ReserveRatio::new(),
         }
     }
 
@@ -190,7 +196,24 @@ impl Scheduler {
         if plan.preempted.is_empty() {
             self.admit(&mut plan, &mut budget);
         }
+        self.reserve_ratio.after_step(!plan.preempted.is_empty());
         plan
+    }
+
+    /// The current `Admission::Reserve` ratio (for metrics and tests).
+    pub fn reserve_ratio(&self) -> f64 {
+        self.reserve_ratio.value()
+    }
+
+    /// Blocks to keep free for the running sequences' expected growth (0 when optimistic).
+    fn reserved_blocks(&self) -> usize {
+        match self.config.admission {
+            Admission::Optimistic => 0,
+            Admission::Reserve => {
+                let bs = self.config.block_size;
+                self.running.iter().map(|s| self.reserve_ratio.expected_blocks(s, bs)).sum()
+            }
+        }
     }
 
     /// Plans up to `budget` tokens of `running[i]`, preempting the youngest sequences until it
@@ -237,15 +260,28 @@ impl Scheduler {
     /// A sequence whose leading blocks are cached shares them and starts after them.
     fn admit(&mut self, plan: &mut StepPlan, budget: &mut usize) {
         let bs = self.config.block_size;
+        let mut reserved = self.reserved_blocks();
         while *budget > 0 && self.running.len() < self.config.max_running {
             let Some(seq) = self.waiting.front() else { break };
             let hit = self.cached_prefix(seq);
             let len = (seq.remaining() - hit.len() * bs).min(*budget);
             // Cached blocks nobody holds are counted free: sharing them takes them off the list.
             let revived = hit.iter().filter(|&&b| !self.pool.is_allocated(b)).count();
-            if len.div_ceil(bs) + revived > self.pool.num_free() {
+            // With `Reserve`, room also for the running sequences' expected growth and this
+            // one's beyond its chunk; but a request always starts when nothing runs.
+            let own = match self.config.admission {
+                Admission::Optimistic => 0,
+                Admission::Reserve => {
+                    let after_chunk = seq.remaining() - hit.len() * bs - len;
+                    let chunk_slack = len.next_multiple_of(bs) - len;
+                    self.reserve_ratio.expected_tokens(seq, after_chunk).saturating_sub(chunk_slack).div_ceil(bs)
+                }
+            };
+            let kept = if self.running.is_empty() { 0 } else { reserved + own };
+            if len.div_ceil(bs) + revived + kept > self.pool.num_free() {
                 break;
             }
+            reserved += own;
             let mut seq = self.waiting.pop_front().expect("front exists");
             self.cache_stats.queried_tokens += seq.tokens().len() as u64;
             self.cache_stats.hit_tokens += (hit.len() * bs) as u64;

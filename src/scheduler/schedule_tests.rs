@@ -2,10 +2,11 @@
 //! "run" by advancing the sequence and, where it wants logits, appending token 7).
 
 use super::*;
+use crate::scheduler::admission::ReserveRatio;
 use crate::scheduler::request::Request;
 
 fn config(block_size: usize, num_blocks: usize, max_step_tokens: usize, max_running: usize) -> SchedulerConfig {
-    SchedulerConfig { block_size, num_blocks, max_step_tokens, max_running, prefix_caching: false }
+    SchedulerConfig { block_size, num_blocks, max_step_tokens, max_running, prefix_caching: false, admission: Admission::Optimistic }
 }
 
 fn add(s: &mut Scheduler, id: u64, prompt_len: usize) {
@@ -281,4 +282,49 @@ fn nothing_is_shared_when_caching_is_off_or_forgotten() {
     // 1 registered a fresh chain of 3 blocks; 0's third has no registered parent and stays out.
     let third = on.running(RequestId(0)).unwrap().blocks[2];
     assert_eq!((on.pool().num_registered(), on.pool().content(third)), (3, None));
+}
+
+/// `Admission::Reserve`: a request joins only if the pool also holds what the running ones are
+/// expected to generate (ratio x max_tokens) and its own expected growth; with nothing running,
+/// a request that fits always starts.
+#[test]
+fn reserve_admission_keeps_room_for_expected_generation() {
+    let reserve = |num_blocks| Scheduler::new(SchedulerConfig { admission: Admission::Reserve, ..config(4, num_blocks, 64, 8) });
+    // Each request: 8 prompt tokens (2 blocks), max_tokens 100: 0.7 x 100 = 70 tokens expected,
+    // 18 blocks beyond the prompt. Two of them need 2 x (2 + 18) = 40 blocks.
+    let mut s = reserve(39);
+    add(&mut s, 0, 8);
+    add(&mut s, 1, 8);
+    let plan = schedule_and_run(&mut s);
+    assert_eq!(plan.chunks, vec![chunk(0, 0, 8, true)], "the second would leave too little for the first to grow");
+    let mut s = reserve(40);
+    add(&mut s, 0, 8);
+    add(&mut s, 1, 8);
+    assert_eq!(schedule_and_run(&mut s).chunks, vec![chunk(0, 0, 8, true), chunk(1, 0, 8, true)]);
+    // Optimistic admits both into 4 blocks.
+    let mut s = Scheduler::new(config(4, 4, 64, 8));
+    add(&mut s, 0, 8);
+    add(&mut s, 1, 8);
+    assert_eq!(schedule_and_run(&mut s).chunks.len(), 2);
+    // Alone, a request starts even when its expected growth does not fit.
+    let mut s = reserve(3);
+    add(&mut s, 0, 8);
+    assert_eq!(schedule_and_run(&mut s).chunks, vec![chunk(0, 0, 8, true)]);
+}
+
+#[test]
+fn the_reserve_ratio_decays_without_preemptions_and_jumps_after_one() {
+    let mut r = ReserveRatio::new();
+    assert_eq!(r.value(), ReserveRatio::INITIAL);
+    for _ in 0..10_000 {
+        r.after_step(false);
+    }
+    assert_eq!(r.value(), ReserveRatio::MIN);
+    r.after_step(true);
+    assert_eq!(r.value(), ReserveRatio::AFTER_PREEMPTION);
+    // The scheduler moves it once per planned step.
+    let mut s = Scheduler::new(SchedulerConfig { admission: Admission::Reserve, ..config(4, 100, 64, 8) });
+    add(&mut s, 0, 8);
+    schedule_and_run(&mut s);
+    assert!(s.reserve_ratio() < ReserveRatio::INITIAL);
 }

@@ -12,7 +12,7 @@ use nemo_engine::gpu::model::{CudaModel, GpuWeights};
 use nemo_engine::gpu::Gpu;
 use nemo_engine::model::load;
 use nemo_engine::sampling::TokenLogprobs;
-use nemo_engine::scheduler::{Engine, EngineOptions, Event, Request};
+use nemo_engine::scheduler::{Admission, Engine, EngineOptions, Event, Request};
 
 use crate::common::*;
 use crate::fixtures::reference::fixture_dir;
@@ -21,7 +21,7 @@ type Run = BTreeMap<u64, Vec<(u32, TokenLogprobs)>>;
 
 /// Each request's tokens; preemptions; prompt tokens taken from the prefix cache.
 fn run_all<B: BatchBackend>(backend: B, requests: &[Request]) -> (Run, u64, usize) {
-    let mut engine = Engine::new(backend, EngineOptions { max_running: 16, max_step_tokens: 96, prefix_caching: true }).unwrap();
+    let mut engine = Engine::new(backend, EngineOptions { max_running: 16, max_step_tokens: 96, prefix_caching: true, admission: Admission::Optimistic }).unwrap();
     let mut out = Run::new();
     let mut cached = 0;
     for r in requests {

@@ -15,7 +15,7 @@ use nemo_engine::engine::CacheShape;
 use nemo_engine::sampling::SamplingParams;
 use nemo_engine::scheduler::fake_backend::{fake_solo_run, FakeBackend};
 use nemo_engine::scheduler::{
-    max_kv_positions, BlockPool, Engine, EngineOptions, Event, FinishReason, PoolError, Request, RequestError,
+    max_kv_positions, Admission, BlockPool, Engine, EngineOptions, Event, FinishReason, PoolError, Request, RequestError,
     RequestId,
 };
 use proptest::collection::vec;
@@ -45,6 +45,7 @@ struct Scenario {
     shape: CacheShape,
     max_running: usize,
     prefix_caching: bool,
+    admission: Admission,
     /// Prompt starts several requests share (a system prompt, a few-shot preamble).
     prefixes: Vec<Vec<u32>>,
     arrivals: Vec<Arrival>,
@@ -73,11 +74,13 @@ fn arrival() -> impl Strategy<Value = Arrival> {
 
 fn scenario() -> impl Strategy<Value = Scenario> {
     let prefixes = vec(vec(0..VOCAB as u32, 4..40), 3);
-    (1usize..=8, 1usize..=48, 1usize..=40, 1usize..=6, proptest::bool::weighted(0.8), prefixes, vec(arrival(), 1..16))
-        .prop_map(|(block_size, num_blocks, max_step_tokens, max_running, prefix_caching, prefixes, arrivals)| Scenario {
+    let admission = prop_oneof![Just(Admission::Optimistic), Just(Admission::Reserve)];
+    (1usize..=8, 1usize..=48, 1usize..=40, 1usize..=6, proptest::bool::weighted(0.8), admission, prefixes, vec(arrival(), 1..16))
+        .prop_map(|(block_size, num_blocks, max_step_tokens, max_running, prefix_caching, admission, prefixes, arrivals)| Scenario {
             shape: CacheShape { block_size, num_blocks, max_step_tokens },
             max_running,
             prefix_caching,
+            admission,
             prefixes,
             arrivals,
         })
@@ -122,6 +125,7 @@ fn run(s: &Scenario) -> Result<(Vec<(Request, Outcome)>, RunStats), TestCaseErro
         max_running: s.max_running,
         max_step_tokens: s.shape.max_step_tokens,
         prefix_caching: s.prefix_caching,
+        admission: s.admission,
     };
     let mut engine = Engine::new(fake, opts).unwrap();
     let mut accepted: BTreeMap<RequestId, (Request, Option<usize>)> = BTreeMap::new();
@@ -254,12 +258,15 @@ proptest! {
 #[test]
 fn the_random_scenarios_do_preempt_cancel_stop_and_share() {
     let mut runner = proptest::test_runner::TestRunner::deterministic();
-    let (mut preemptions, mut cancelled, mut stopped, mut refused, mut cached, mut shared) = (0, 0, 0, 0, 0, 0);
+    let (mut cancelled, mut stopped, mut refused, mut cached, mut shared) = (0, 0, 0, 0, 0);
+    // Preemptions under each admission policy, and the scenarios that ran it.
+    let (mut optimistic, mut reserve) = ((0, 0), (0, 0));
     for _ in 0..60 {
         let s = scenario().new_tree(&mut runner).unwrap().current();
         let (results, stats) = run(&s).unwrap();
         check_outcomes(&results).unwrap();
-        preemptions += stats.preemptions;
+        let policy = if s.admission == Admission::Optimistic { &mut optimistic } else { &mut reserve };
+        *policy = (policy.0 + 1, policy.1 + stats.preemptions);
         cached += stats.cached_tokens;
         shared += stats.shared_steps;
         refused += s.arrivals.len() - results.len();
@@ -271,8 +278,16 @@ fn the_random_scenarios_do_preempt_cancel_stop_and_share() {
             }
         }
     }
-    eprintln!("60 scenarios: {preemptions} preemptions, {cancelled} cancelled, {stopped} stopped, {refused} refused, {cached} prompt tokens from the prefix cache, {shared} steps with a block shared by running sequences");
-    assert!(preemptions > 20 && cancelled > 10 && stopped > 10 && refused > 10);
+    eprintln!(
+        "60 scenarios: {} optimistic ({} preemptions), {} reserve ({} preemptions), {cancelled} cancelled, {stopped} stopped, \
+         {refused} refused, {cached} prompt tokens from the prefix cache, {shared} steps with a block shared by running sequences",
+        optimistic.0, optimistic.1, reserve.0, reserve.1
+    );
+    assert!(optimistic.0 >= 15 && reserve.0 >= 15, "both admission policies should be drawn");
+    // Reserve keeps these small scenarios from preempting at all (its ratio starts at 0.7 of
+    // max_tokens); the preemption path it shares is exercised by the optimistic ones.
+    assert!(optimistic.1 > 10, "the optimistic scenarios should meet preemptions");
+    assert!(cancelled > 10 && stopped > 10 && refused > 10);
     assert!(cached > 200 && shared > 50);
 }
 
@@ -282,7 +297,7 @@ fn the_random_scenarios_do_preempt_cancel_stop_and_share() {
 #[test]
 fn a_bounded_queue_refuses_past_its_limit_and_recovers() {
     let shape = CacheShape { block_size: 4, num_blocks: 64, max_step_tokens: 64 };
-    let opts = EngineOptions { max_running: 1, max_step_tokens: 64, prefix_caching: true };
+    let opts = EngineOptions { max_running: 1, max_step_tokens: 64, prefix_caching: true, admission: Admission::Reserve };
     let mut engine = Engine::new(FakeBackend::new(VOCAB, 10_000, shape), opts).unwrap().with_max_waiting(2);
     let ids: Vec<RequestId> = (0..2).map(|i| engine.add_request(Request::new(vec![1 + i, 2, 3], 4)).unwrap()).collect();
     assert_eq!(engine.add_request(Request::new(vec![5, 6], 4)), Err(RequestError::QueueFull { waiting: 2, limit: 2 }));

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use nemo_engine::engine::{check_batch, BatchBackend, CacheShape, EngineError, StepEntry};
 use nemo_engine::model::ModelConfig;
 use nemo_engine::scheduler::fake_backend::FakeBackend;
-use nemo_engine::scheduler::{Engine, EngineOptions};
+use nemo_engine::scheduler::{Admission, Engine, EngineOptions};
 use nemo_engine::server::{self, RunningServer, SamplingDefaults, ServedModel, ServerConfig};
 use nemo_engine::tokenizer::{encode_chat, ChatRequest, Tokenizer};
 
@@ -191,7 +191,7 @@ impl TestServer {
         let model = Arc::new(TestModel { stop: vec![EOS] });
         let (shape, max_context, max_running, script) = (opts.shape, opts.max_context, opts.max_running, opts.script);
         let max_waiting = opts.max_waiting;
-        let engine_opts = EngineOptions { max_running, max_step_tokens: shape.max_step_tokens, prefix_caching: true };
+        let engine_opts = EngineOptions { max_running, max_step_tokens: shape.max_step_tokens, prefix_caching: true, admission: Admission::Optimistic };
         let server = server::start(opts.config, model, move |ctx| match script {
             None => {
                 let inner = FakeBackend::new(VOCAB, max_context, shape);

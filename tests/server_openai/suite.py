@@ -460,7 +460,7 @@ def group_soak(args):
     clients = 32
     # A KV cache of 4096 tokens: one request always fits (at most ~700 prompt + 2000 tokens),
     # 32 at once do not, so the engine queues and preempts.
-    s = Server(args.nemo, args.model, ["--max-batch", "32", "--kv-tokens", "4096"])
+    s = Server(args.nemo, args.model, ["--max-batch", "32", "--kv-tokens", "4096", "--admission", "optimistic"])
     stats = {"ok": 0, "cancelled_by_client": 0, "timed_out": 0, "refused_as_expected": 0}
     lock = threading.Lock()
     failures = []

@@ -149,6 +149,10 @@ pub struct BenchArgs {
     #[arg(long)]
     pub no_prefix_caching: bool,
 
+    /// Throughput mode: when a waiting request joins the batch (as for `nemo serve`).
+    #[arg(long, value_enum, default_value_t = AdmissionChoice::Reserve)]
+    pub admission: AdmissionChoice,
+
     /// Sweep mode: batch sizes, comma-separated.
     #[arg(long, value_name = "B,...", value_delimiter = ',', default_value = "1,8,32,64,128,256")]
     pub batches: Vec<usize>,
@@ -190,6 +194,26 @@ fn parse_io(s: &str) -> Result<(usize, usize), String> {
 pub struct InspectArgs {
     #[arg(long, value_name = "PATH", help = MODEL_HELP)]
     pub model: Option<PathBuf>,
+}
+
+/// `--admission`: nemo_engine::scheduler::Admission.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum AdmissionChoice {
+    /// Keep room for the tokens running requests are expected to generate (SGLang's policy):
+    /// fewer preemptions, each of which recomputes a sequence from scratch.
+    Reserve,
+    /// Admit whenever the next prompt chunk fits (vLLM's): the most requests at once, and
+    /// preemptions when they outgrow the cache.
+    Optimistic,
+}
+
+impl AdmissionChoice {
+    pub fn policy(self) -> nemo_engine::scheduler::Admission {
+        match self {
+            AdmissionChoice::Reserve => nemo_engine::scheduler::Admission::Reserve,
+            AdmissionChoice::Optimistic => nemo_engine::scheduler::Admission::Optimistic,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

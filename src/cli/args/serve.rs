@@ -45,6 +45,12 @@ pub struct ServeArgs {
     #[arg(long)]
     pub no_prefix_caching: bool,
 
+    /// When a waiting request joins the batch: reserve (keep room for what the running ones are
+    /// expected to generate; docs/scheduler.md, "Admission") or optimistic (whenever its next
+    /// chunk fits; more at once, more preemptions).
+    #[arg(long, value_enum, default_value_t = super::AdmissionChoice::Reserve)]
+    pub admission: super::AdmissionChoice,
+
     /// Most tokens one engine step carries (long prompts are prefilled in chunks of this).
     #[arg(long, value_name = "N", default_value_t = 2048)]
     pub max_step_tokens: usize,
