@@ -122,6 +122,10 @@ impl GpuKvCache {
     /// Allocates the cache `size` asks for (whole blocks), from the memory free now: allocate it
     /// after the activations, so that `KvSize::FillFreeMemory` leaves them their room.
     pub fn new(gpu: &Gpu, config: &ModelConfig, size: KvSize) -> Result<GpuKvCache> {
+        // cudarc allocates and frees stream-ordered: after a synchronisation the activations
+        // just allocated are counted and an earlier model's freed buffers are back (the default
+        // pool keeps nothing past a sync), so the free memory is what this cache may take.
+        gpu.ctx.synchronize().map_err(GpuError::driver("synchronising before sizing the KV cache"))?;
         let (free, _total) = gpu.ctx.mem_get_info().map_err(GpuError::driver("querying free memory"))?;
         let n_slots = resolve_kv_tokens(size, free, config.kv_bytes_per_token()).map_err(GpuError::OutOfMemory)?;
         let bytes = Self::bytes_for(config, n_slots);
