@@ -26,6 +26,8 @@ __device__ __forceinline__ float warp_max(float x) {
 
 template <int HD, int G>
 __device__ void attention_decode(const AttentionParams& p) {
+    grid_dependents_may_launch();
+    grid_dependency_wait();  // q and this step's K/V come from rope_write_kv (grid_dependency.cuh)
     constexpr int DPL = HD / 32;  // output dims per lane
     __shared__ float sq[G][HD];
     __shared__ float s_max[WARPS][G], s_sum[WARPS][G];
@@ -145,6 +147,7 @@ DECODE_KERNEL(64, 8)
 // (grid_dependency.cuh).
 extern "C" __global__ void attention_decode_combine(const __grid_constant__ AttentionParams p, int head_dim) {
     grid_dependents_may_launch();
+    grid_dependency_wait();  // the partials of the decode kernel just before
     const int head = blockIdx.x, seq = blockIdx.y, d = threadIdx.x;
     const size_t part0 = ((size_t)seq * p.n_heads + head) * p.n_splits;
     float mx = -INFINITY;

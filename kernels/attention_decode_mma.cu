@@ -16,6 +16,7 @@
 // its own online-softmax state; the warps merge through shared memory at the end.
 #include "attention_common.cuh"
 #include "mma.cuh"
+#include "grid_dependency.cuh"
 
 namespace {
 constexpr int KT = 64, STAGES = 3, THREADS = 128, QROWS = 16;
@@ -46,6 +47,8 @@ __device__ __forceinline__ void load_kv(const AttentionParams& p, uint32_t sK, u
 template <int HD, int G>
 __device__ void attention_decode_mma(const AttentionParams& p) {
     static_assert(G <= 8, "the G query rows are the A operand's rows 0..7 (one half of a fragment)");
+    grid_dependents_may_launch();
+    grid_dependency_wait();  // q and this step's K/V come from rope_write_kv (grid_dependency.cuh)
     constexpr int CH = HD / 8, TILE_BYTES = KT * HD * 2, Q_BYTES = QROWS * HD * 2;
     DYNAMIC_SHARED(unsigned char, smem);
     const uint32_t sQ = smem_addr(smem), sK = sQ + Q_BYTES, sV = sK + STAGES * TILE_BYTES;

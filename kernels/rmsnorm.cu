@@ -14,6 +14,7 @@ __device__ __forceinline__ void rmsnorm_row(bf16* __restrict__ residual, const b
                                             const bf16* __restrict__ weight, bf16* __restrict__ out,
                                             int dim, float eps) {
     grid_dependents_may_launch();  // the GEMV that reads `out` may launch behind it (NEMO_PDL=1)
+    grid_dependency_wait();        // the residual comes from the GEMV just before
     DYNAMIC_SHARED(float, row);  // [dim]
     __shared__ float scratch[32];
     const size_t base = (size_t)blockIdx.x * dim;

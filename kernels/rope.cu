@@ -11,6 +11,7 @@
 // Angles come from a cos/sin table built once in double precision (rope_cos_sin_table_f32), so
 // positions near 128k are as exact as f32 allows; sin/cos of f32 angles would be off by ~1e-2.
 #include "common.cuh"
+#include "grid_dependency.cuh"
 
 // Mirrored by `RopeKvParams` in src/gpu/kernels/rope.rs; sizes asserted on both sides.
 struct RopeKvParams {
@@ -78,6 +79,8 @@ __device__ __forceinline__ void rope_quad(const bf16* src, bf16* dst, const floa
 // One block per token. Work items: (n_heads + n_kv_heads) * head_dim/8 rotations of 4 pairs,
 // then n_kv_heads * head_dim/8 copies of 8 v values.
 extern "C" __global__ void rope_write_kv_bf16(const __grid_constant__ RopeKvParams p) {
+    grid_dependents_may_launch();
+    grid_dependency_wait();  // qkv comes from the GEMV just before (grid_dependency.cuh)
     const int t = blockIdx.x;
     const int pos = p.positions[t], slot = p.slots[t];
     if (pos < 0 || pos >= p.max_positions || slot < 0 || slot >= p.n_slots) __trap();

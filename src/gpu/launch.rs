@@ -3,21 +3,45 @@
 
 use std::ffi::c_void;
 
-use cudarc::driver::{sys, CudaFunction, DriverError, LaunchConfig};
+use cudarc::driver::{result, sys, CudaFunction, DriverError, LaunchConfig};
 
 use super::Gpu;
 
-/// Launches `func(params)` on the GPU's stream as a programmatic dependent of the kernel before
-/// it: its blocks may start once every block of that kernel has run
-/// `griddepcontrol.launch_dependents` (or exited), and `griddepcontrol.wait` in `func` is where
-/// that kernel's writes become visible. Inside a stream capture the dependency becomes a
-/// programmatic edge of the graph.
+impl Gpu {
+    /// Launches `func(args)` after the kernel before it in the stream: as a programmatic
+    /// dependent when the GPU was opened with PDL, else plainly (`cuLaunchKernel`, what cudarc's
+    /// builder calls; event tracking is off). The decode step's kernels go through here; each
+    /// waits in `griddepcontrol.wait` before touching its inputs or outputs.
+    ///
+    /// # Safety
+    /// As for `launch_dependent`.
+    pub(crate) unsafe fn launch_after_previous(&self, func: &CudaFunction, cfg: LaunchConfig, args: &mut [*mut c_void]) -> Result<(), DriverError> {
+        if self.pdl {
+            // SAFETY: the caller's guarantee.
+            return unsafe { launch_dependent(self, func, cfg, args) };
+        }
+        self.ctx.bind_to_thread()?;
+        // SAFETY: the caller's guarantee.
+        unsafe { result::launch_kernel(func.cu_function(), cfg.grid_dim, cfg.block_dim, cfg.shared_mem_bytes, self.stream.cu_stream(), args) }
+    }
+}
+
+/// The address of one kernel argument, as `cuLaunchKernelEx` takes them.
+pub(crate) fn arg<T>(value: &T) -> *mut c_void {
+    value as *const T as *mut c_void
+}
+
+/// Launches `func` on the GPU's stream as a programmatic dependent of the kernel before it: its
+/// blocks may start once every block of that kernel has run `griddepcontrol.launch_dependents`
+/// (or exited), and `griddepcontrol.wait` in `func` is where that kernel's writes become
+/// visible. Inside a stream capture the dependency becomes a programmatic edge of the graph.
+/// `args` holds the address of each kernel parameter in order (`arg`).
 ///
 /// # Safety
-/// As for cudarc's `launch`: `P` is the kernel's one by-value parameter (its `#[repr(C)]`
-/// mirror), every address in it is valid for what the kernel does, and `func` reads the
-/// previous kernel's outputs only after its `griddepcontrol.wait` (grid_dependency.cuh).
-pub(crate) unsafe fn launch_dependent<P>(gpu: &Gpu, func: &CudaFunction, cfg: LaunchConfig, params: &P) -> Result<(), DriverError> {
+/// As for cudarc's `launch`: `args` matches the kernel's parameters (types and order), every
+/// address in them is valid for what the kernel does, and `func` neither reads the previous
+/// kernel's outputs nor writes anything before its `griddepcontrol.wait` (grid_dependency.cuh).
+pub(crate) unsafe fn launch_dependent(gpu: &Gpu, func: &CudaFunction, cfg: LaunchConfig, args: &mut [*mut c_void]) -> Result<(), DriverError> {
     gpu.ctx.bind_to_thread()?;
     // SAFETY: a plain C union of integers and structs of integers; all-zero is a valid value.
     let mut value: sys::CUlaunchAttributeValue = unsafe { std::mem::zeroed() };
@@ -39,8 +63,7 @@ pub(crate) unsafe fn launch_dependent<P>(gpu: &Gpu, func: &CudaFunction, cfg: La
         attrs: &mut attr,
         numAttrs: 1,
     };
-    let mut args = [params as *const P as *mut c_void];
-    // SAFETY: config, attr and args live across the call, which copies the parameter bytes;
-    // the caller vouches for the parameters (above).
+    // SAFETY: config and attr live across the call, which copies the parameter values; the
+    // caller vouches for the arguments (above).
     unsafe { sys::cuLaunchKernelEx(&config, func.cu_function(), args.as_mut_ptr(), std::ptr::null_mut()) }.result()
 }

@@ -6,6 +6,7 @@ use cudarc::driver::{CudaFunction, CudaSlice, CudaView, CudaViewMut, DeviceRepr,
 use half::bf16;
 
 use super::check::{address, allow_dynamic_smem, as_i32, ensure, vector_buffer};
+use crate::gpu::launch::arg;
 use crate::gpu::error::{GpuError, Result};
 use crate::gpu::{upload, Gpu, Kernels};
 
@@ -437,15 +438,13 @@ pub fn attention_decode_with(
     p.partial_ml = address(&gpu.stream, &workspace.partial_ml);
     p.n_splits = n_splits as i32;
     let [cfg, combine_cfg] = decode_configs(kernel, shape, n_splits, meta.n_seqs);
-    let mut launch = gpu.stream.launch_builder(func);
-    launch.arg(&p);
     // SAFETY: as for `attention_prefill`, plus the workspace holding n_seqs * n_heads * n_splits
     // partials (checked above); the mma kernel's shared-memory limit was raised in `configure`.
-    gpu.launched(name, unsafe { launch.launch(cfg) }.map(|_| ()))?;
+    // Both kernels wait for the one before them first (kernels/grid_dependency.cuh).
+    gpu.launched(name, unsafe { gpu.launch_after_previous(func, cfg, &mut [arg(&p)]) })?;
 
     let hd = shape.head_dim as i32;
-    let mut launch = gpu.stream.launch_builder(&gpu.kernels.attention_decode_combine);
-    launch.arg(&p).arg(&hd);
+    let combine = &gpu.kernels.attention_decode_combine;
     // SAFETY: reads the partials the launch above wrote, writes one out row per sequence.
-    gpu.launched("attention_decode_combine", unsafe { launch.launch(combine_cfg) }.map(|_| ()))
+    gpu.launched("attention_decode_combine", unsafe { gpu.launch_after_previous(combine, combine_cfg, &mut [arg(&p), arg(&hd)]) })
 }

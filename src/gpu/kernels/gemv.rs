@@ -1,12 +1,13 @@
 //! `gemv_bf16` (kernels/gemv.cu): the decode-sized (M <= 8) path of `A . W^T`, reading every
 //! weight once at full bandwidth; same epilogues and fused gate/up layout as `gemm`.
 
-use cudarc::driver::{CudaView, CudaViewMut, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaView, CudaViewMut, LaunchConfig};
 use half::bf16;
 
 use super::check::ensure;
 use super::gemm::{linear_params, Epilogue, GemmShape};
 use crate::gpu::error::Result;
+use crate::gpu::launch::arg;
 use crate::gpu::Gpu;
 
 const KERNEL: &str = "gemv_bf16";
@@ -71,12 +72,5 @@ fn launch(gpu: &Gpu, params: super::gemm::LinearParams, out_cols: usize, swiglu:
     // or all past it (those warps return). As a dependent launch: every thread waits for the
     // kernel before before it touches A, the residual or the output (kernels/gemv.cu,
     // `prefetch_then_wait`; tests/gpu/emulated/gemm.rs checks it with A poisoned until then).
-    let launched = if gpu.pdl {
-        unsafe { crate::gpu::launch::launch_dependent(gpu, func, cfg, &params) }
-    } else {
-        let mut launch = gpu.stream.launch_builder(func);
-        launch.arg(&params);
-        unsafe { launch.launch(cfg) }.map(|_| ())
-    };
-    gpu.launched(kernel_name(m), launched)
+    gpu.launched(kernel_name(m), unsafe { gpu.launch_after_previous(func, cfg, &mut [arg(&params)]) })
 }

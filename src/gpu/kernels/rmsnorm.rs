@@ -3,7 +3,8 @@
 use cudarc::driver::{CudaFunction, CudaView, CudaViewMut, LaunchConfig, PushKernelArg};
 use half::bf16;
 
-use super::check::{as_i32, ensure, vector_buffer};
+use super::check::{address, as_i32, ensure, vector_buffer};
+use crate::gpu::launch::arg;
 use crate::gpu::error::Result;
 use crate::gpu::Gpu;
 
@@ -44,11 +45,12 @@ pub fn rmsnorm(
     }
     let func: &CudaFunction = &gpu.kernels.rmsnorm_bf16;
     let dim_i = dim as i32;
-    let mut launch = gpu.stream.launch_builder(func);
-    launch.arg(input).arg(weight).arg(out).arg(&dim_i).arg(&eps);
+    let (input_ptr, out_ptr, weight_ptr) = (address(&gpu.stream, input), address(&gpu.stream, &*out), address(&gpu.stream, weight));
     // SAFETY: input and out hold n_tokens*dim elements, weight dim, all 16-byte aligned; dim % 8
-    // == 0 and dim*4 bytes of dynamic shared memory (<= 48 KiB) are requested.
-    gpu.launched(KERNEL, unsafe { launch.launch(cfg) }.map(|_| ()))
+    // == 0 and dim*4 bytes of dynamic shared memory (<= 48 KiB) are requested; the kernel waits
+    // for the one before it first. The arguments: three device pointers, an int, a float.
+    let args = &mut [arg(&input_ptr), arg(&weight_ptr), arg(&out_ptr), arg(&dim_i), arg(&eps)];
+    gpu.launched(KERNEL, unsafe { gpu.launch_after_previous(func, cfg, args) })
 }
 
 /// residual[t] += x[t] (rounded to bf16, in place); out[t] = rmsnorm(residual[t]) * weight.

@@ -116,10 +116,9 @@ pub fn rope_write_kv(
         block_dim: (256, 1, 1),
         shared_mem_bytes: 0,
     };
-    let mut launch = gpu.stream.launch_builder(&gpu.kernels.rope_write_kv_bf16);
-    launch.arg(&params);
     // SAFETY: qkv, k_cache and v_cache have the lengths checked above and are 16-byte aligned;
     // positions and slots hold n_tokens entries, range-checked in the kernel (trap); the table
-    // covers max_positions rows of head_dim/2 pairs.
-    gpu.launched(KERNEL, unsafe { launch.launch(cfg) }.map(|_| ()))
+    // covers max_positions rows of head_dim/2 pairs; the kernel waits for the one before first.
+    let func = &gpu.kernels.rope_write_kv_bf16;
+    gpu.launched(KERNEL, unsafe { gpu.launch_after_previous(func, cfg, &mut [crate::gpu::launch::arg(&params)]) })
 }

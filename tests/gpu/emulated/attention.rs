@@ -3,7 +3,7 @@
 //! the emulator runs in seconds.
 
 use super::gemm_wgmma::emu_tensor_map;
-use super::{addr, in_both_async_modes, load};
+use super::{addr, in_both_async_modes, load, PrimaryOutputs};
 use crate::attention::{build, shapes, Case};
 use crate::common::*;
 use half::bf16;
@@ -74,8 +74,10 @@ fn run_prefill_wgmma(shape: AttentionShape, case: &Case, schedule: WgmmaSchedule
     to_f32(&out)
 }
 
-/// Runs a decode kernel (its splits, then attention_decode_combine).
-fn run_decode(kernel: DecodeKernel, shape: AttentionShape, case: &Case) -> Vec<f32> {
+/// Runs a decode kernel (its splits, then attention_decode_combine); `dependent`: each as a
+/// programmatic dependent of the kernel that wrote its inputs (q and the caches: rope_write_kv;
+/// the partials: the decode kernel), which are poison until its wait.
+fn run_decode(kernel: DecodeKernel, shape: AttentionShape, case: &Case, dependent: bool) -> Vec<f32> {
     let mut out = vec![POISON; n_out(shape, case)];
     let n_seqs = case.meta.ctx_lens.len();
     let max_ctx = *case.meta.ctx_lens.iter().max().unwrap() as usize;
@@ -92,14 +94,18 @@ fn run_decode(kernel: DecodeKernel, shape: AttentionShape, case: &Case) -> Vec<f
         DecodeKernel::Mma => ("attention_decode_mma", "attention_decode_mma_bf16"),
     };
     let group = shape.n_heads / shape.n_kv_heads;
-    load(file).launch(&format!("{name}_hd{}_g{group}", shape.head_dim), cfg, p).unwrap();
+    let rope_outputs = PrimaryOutputs::of(&[&case.q[..], &case.k_cache[..], &case.v_cache[..]]);
+    let decode = format!("{name}_hd{}_g{group}", shape.head_dim);
+    // SAFETY (both): the parameter block's buffers are live host buffers of the kernel's sizes.
+    load(file)
+        .launch_args_after(&decode, cfg, dependent.then_some(&rope_outputs), |k: unsafe extern "C" fn(AttentionParams)| unsafe { k(p) })
+        .unwrap();
+    let partials = PrimaryOutputs::of(&[&partial_o[..], &partial_ml[..]]);
+    let hd = shape.head_dim as i32;
     load("attention_decode")
-        .launch2(
-            "attention_decode_combine",
-            combine,
-            p,
-            shape.head_dim as i32,
-        )
+        .launch_args_after("attention_decode_combine", combine, dependent.then_some(&partials), |k: unsafe extern "C" fn(AttentionParams, i32)| unsafe {
+            k(p, hd)
+        })
         .unwrap();
     to_f32(&out)
 }
@@ -176,10 +182,14 @@ fn decode_matches_cpu(kernel: DecodeKernel, test: &str) {
         for seqs in [vec![(1, 1)], vec![(1, 1500)], vec![(1, 1), (1, 100), (1, 333), (1, 700)]] {
             let case = build(&mut rng, shape, &seqs);
             in_both_async_modes(|| {
-                let got = run_decode(kernel, shape, &case);
+                let got = run_decode(kernel, shape, &case, false);
                 let what = format!("emulated {} hd {} {:?}", kernel.name(), shape.head_dim, seqs);
                 assert_close(&what, &got, &case.want, 2e-2, 2e-2);
             });
+            // As dependent launches (NEMO_PDL=1): inputs poison until each kernel's wait.
+            let got = run_decode(kernel, shape, &case, true);
+            let what = format!("emulated {} hd {} {:?}, dependent launches", kernel.name(), shape.head_dim, seqs);
+            assert_close(&what, &got, &case.want, 2e-2, 2e-2);
         }
     }
 }

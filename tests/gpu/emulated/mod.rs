@@ -277,6 +277,12 @@ impl Emulated {
         self.launch_after(cfg, Some(primary), || unsafe { k(params) })
     }
 
+    /// `launch_args`, as a dependent launch when `primary` is given (`launch_dependent`).
+    pub fn launch_args_after<F: Copy>(&self, name: &str, cfg: LaunchConfig, primary: Option<&PrimaryOutputs>, call: impl Fn(F)) -> Result<(), String> {
+        let k: F = self.kernel(name);
+        self.launch_after(cfg, primary, || call(k))
+    }
+
     /// Launches a kernel of any C signature `F`: `call` receives the kernel and calls it with
     /// its arguments (pointers as u64).
     pub fn launch_args<F: Copy>(&self, name: &str, cfg: LaunchConfig, call: impl Fn(F)) -> Result<(), String> {
@@ -298,37 +304,46 @@ impl Emulated {
     }
 }
 
-/// Buffers the kernel before a dependent launch wrote, with their real contents.
+/// Buffers the kernel before a dependent launch wrote. At each block's start their contents
+/// (with what earlier blocks of the launch wrote: in-place kernels) are set aside and replaced
+/// by poison; at the block's wait the set-aside contents come back.
 pub struct PrimaryOutputs {
-    regions: Vec<(*mut u8, Vec<u8>)>,
+    regions: Vec<(*mut u8, usize)>,
+    /// The contents set aside while poisoned, one per region (None when not poisoned).
+    saved: std::cell::RefCell<Option<Vec<Vec<u8>>>>,
 }
 
 impl PrimaryOutputs {
-    /// `buffers` as they are now; the caller keeps them alive and does not otherwise touch them
-    /// during the dependent launch.
+    /// The caller keeps `buffers` alive and does not otherwise touch them during the launch.
     pub fn of<T: Copy>(buffers: &[&[T]]) -> PrimaryOutputs {
-        let regions = buffers
-            .iter()
-            .map(|b| {
-                let bytes = std::mem::size_of_val(*b);
-                // SAFETY: a live slice of plain values viewed as its bytes.
-                let saved = unsafe { std::slice::from_raw_parts(b.as_ptr() as *const u8, bytes) }.to_vec();
-                (b.as_ptr() as *mut u8, saved)
-            })
-            .collect();
-        PrimaryOutputs { regions }
+        let regions = buffers.iter().map(|b| (b.as_ptr() as *mut u8, std::mem::size_of_val(*b))).collect();
+        PrimaryOutputs { regions, saved: std::cell::RefCell::new(None) }
     }
 
-    fn fill(&self, poison: bool) {
-        for (p, saved) in &self.regions {
-            // SAFETY: each region is a live buffer of saved.len() bytes (`of`), written here
-            // only between kernel threads' turns (the emulator runs one fiber at a time).
-            unsafe {
-                if poison {
-                    std::ptr::write_bytes(*p, 0xff, saved.len()); // NaN in bf16 and f32
-                } else {
-                    std::ptr::copy_nonoverlapping(saved.as_ptr(), *p, saved.len());
-                }
+    /// Sets the contents aside and poisons them (0xff bytes: NaN in bf16 and f32).
+    fn poison(&self) {
+        self.restore();
+        let saved = self
+            .regions
+            .iter()
+            .map(|&(p, len)| {
+                // SAFETY: each region is a live buffer of `len` bytes (`of`), touched here only
+                // between kernel threads' turns (the emulator runs one fiber at a time).
+                let bytes = unsafe { std::slice::from_raw_parts_mut(p, len) };
+                let kept = bytes.to_vec();
+                bytes.fill(0xff);
+                kept
+            })
+            .collect();
+        *self.saved.borrow_mut() = Some(saved);
+    }
+
+    /// Puts the set-aside contents back (nothing when not poisoned).
+    fn restore(&self) {
+        if let Some(saved) = self.saved.borrow_mut().take() {
+            for (&(p, len), kept) in self.regions.iter().zip(saved) {
+                // SAFETY: as in `poison`.
+                unsafe { std::slice::from_raw_parts_mut(p, len) }.copy_from_slice(&kept);
             }
         }
     }
@@ -336,12 +351,12 @@ impl PrimaryOutputs {
 
 extern "C" fn poison_primary(ctx: *mut c_void) {
     // SAFETY: `launch_after` passes the PrimaryOutputs it keeps alive for the launch.
-    unsafe { &*(ctx as *const PrimaryOutputs) }.fill(true)
+    unsafe { &*(ctx as *const PrimaryOutputs) }.poison()
 }
 
 extern "C" fn restore_primary(ctx: *mut c_void) {
     // SAFETY: as for poison_primary.
-    unsafe { &*(ctx as *const PrimaryOutputs) }.fill(false)
+    unsafe { &*(ctx as *const PrimaryOutputs) }.restore()
 }
 
 /// Removes the dependency hooks and restores the primary's outputs when a launch ends.
@@ -354,7 +369,7 @@ impl Drop for HooksSet<'_> {
     fn drop(&mut self) {
         // SAFETY: clears the library's hooks (null pointers), under the launch lock.
         unsafe { (self.set_hooks)(None, None, std::ptr::null_mut()) };
-        self.primary.fill(false);
+        self.primary.restore();
     }
 }
 

@@ -2,7 +2,7 @@
 //! per token, block-wide sums through shared memory, rows wider than the 512 threads (Nemo's 5120)
 //! and narrower than a warp's 8-element chunks (8).
 
-use super::{addr, load};
+use super::{addr, load, PrimaryOutputs};
 use crate::common::*;
 use half::bf16;
 use nemo_engine::cpu::ops;
@@ -25,6 +25,14 @@ fn emulated_rmsnorm_and_fused_add_rmsnorm_match_cpu() {
         emu.launch_args("rmsnorm_bf16", cfg, |k: Rmsnorm| unsafe { k(addr(&x), addr(&w), out_addr, dim as i32, 1e-5) })
             .unwrap();
         assert_close(&format!("emulated rmsnorm [{n}, {dim}]"), &to_f32(&out), &ops::rmsnorm(&to_f32(&x), &w, 1e-5), 1e-3, 8e-3);
+        // Behind the GEMV that wrote x (NEMO_PDL=1): x is poison until the kernel's wait.
+        let mut out = vec![POISON; n * dim];
+        let out_addr = out.as_mut_ptr() as u64;
+        let gemv_output = PrimaryOutputs::of(&[&x[..]]);
+        emu.launch_args_after("rmsnorm_bf16", cfg, Some(&gemv_output), |k: Rmsnorm| unsafe { k(addr(&x), addr(&w), out_addr, dim as i32, 1e-5) })
+            .unwrap();
+        drop(gemv_output);
+        assert_close(&format!("emulated rmsnorm [{n}, {dim}], dependent launch"), &to_f32(&out), &ops::rmsnorm(&to_f32(&x), &w, 1e-5), 1e-3, 8e-3);
 
         let mut res = rng.bf16_vec(n * dim, 2.0);
         let sum: Vec<f32> = res.iter().zip(&x).map(|(a, b)| bf16::from_f32(a.to_f32() + b.to_f32()).to_f32()).collect();

@@ -2,7 +2,7 @@
 //! in double precision, both layouts, Nemo's and the demo model's heads, positions up to 128k,
 //! tokens scattered over cache slots (slots no token maps to stay poisoned).
 
-use super::{addr, load};
+use super::{addr, load, PrimaryOutputs};
 use crate::common::*;
 use cudarc::driver::LaunchConfig;
 use half::bf16;
@@ -35,7 +35,9 @@ fn emulated_rope_write_kv_matches_cpu() {
             let want: Vec<f32> = rope_cos_sin(pos, &inv_freq).iter().flat_map(|&(c, s)| [c, s]).collect();
             assert_close(&format!("emulated cos/sin hd {head_dim} pos {pos}"), &cos_sin[pos * head_dim..(pos + 1) * head_dim], &want, 2e-7, 0.0);
         }
-        for layout in [RopeLayout::Interleaved, RopeLayout::RotateHalf] {
+        // `dependent`: launched behind the QKV GEMV (NEMO_PDL=1), qkv poison until its wait.
+        let cases = [(RopeLayout::Interleaved, false), (RopeLayout::RotateHalf, false), (RopeLayout::RotateHalf, true)];
+        for (layout, dependent) in cases {
             let n = 5;
             let (qd, kvd) = (n_heads * head_dim, n_kv_heads * head_dim);
             let width = qd + 2 * kvd;
@@ -69,9 +71,14 @@ fn emulated_rope_write_kv_matches_cpu() {
                 rotate_half: (layout == RopeLayout::RotateHalf) as i32,
             };
             let cfg = LaunchConfig { grid_dim: (n as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
-            load("rope").launch("rope_write_kv_bf16", cfg, p).unwrap();
+            let gemv_output = PrimaryOutputs::of(&[&qkv[..]]);
+            // SAFETY: the parameter block's buffers are live host buffers of the kernel's sizes.
+            load("rope")
+                .launch_args_after("rope_write_kv_bf16", cfg, dependent.then_some(&gemv_output), |k: unsafe extern "C" fn(RopeKvParams)| unsafe { k(p) })
+                .unwrap();
+            drop(gemv_output);
 
-            let what = format!("emulated {layout:?} heads {n_heads}/{n_kv_heads}x{head_dim}");
+            let what = format!("emulated {layout:?} heads {n_heads}/{n_kv_heads}x{head_dim} (dependent launch: {dependent})");
             let got_q: Vec<f32> = (0..n).flat_map(|t| to_f32(&qkv[t * width..t * width + qd])).collect();
             assert_close(&format!("q {what}"), &got_q, &q, 1e-2, 8e-3);
             let rows = |c: &[bf16]| -> Vec<f32> { slots.iter().flat_map(|&s| to_f32(&c[s as usize * kvd..(s as usize + 1) * kvd])).collect() };
