@@ -158,6 +158,17 @@ fn device_cuda_without_a_gpu() {
     assert_refused(&run, RUNTIME, &["--device cuda", "no usable CUDA GPU"]);
 }
 
+#[test]
+fn kv_tokens_max_on_the_cpu_and_junk_kv_tokens() {
+    // `max` sizes a GPU's cache to its free memory: on the CPU it is refused, not guessed.
+    let run = nemo(&["bench", "--mode", "throughput", "--device", "cpu", "--model", &hf(), "--kv-tokens", "max", "--requests", "1", "--io", "8/8"]);
+    assert_refused(&run, RUNTIME, &["--kv-tokens max", "on the CPU give a number of tokens"]);
+    for junk in ["0", "lots", "-3"] {
+        let run = generate(&hf(), &["--prompt-tokens", "1", "--kv-tokens", junk]);
+        assert_refused(&run, USAGE, &["--kv-tokens", "is not a positive number of tokens or `max`"]);
+    }
+}
+
 // ---- hostile files: the fuzz seed corpus through `nemo` ----
 //
 // Every `bad-*` seed of fuzz/seeds (made by fuzz/seeds/make_seeds.py, one defect each) put in

@@ -60,6 +60,9 @@ fn run(admission: Admission, requests: usize) -> Run {
     };
     let report = throughput(backend, &opts).unwrap();
     assert_eq!(report.output_tokens, requests * 1000, "{admission:?}: every request generates its 1000 tokens");
+    let useful = requests * 1999;
+    let recomputed = report.tokens_run as f64 / useful as f64 - 1.0;
+    assert!((report.recomputed_fraction() - recomputed).abs() < 1e-12, "the report's recomputed column");
     Run { tokens_run: report.tokens_run as usize, steps: report.steps, preemptions: report.preemptions }
 }
 

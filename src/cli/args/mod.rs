@@ -75,7 +75,7 @@ pub struct ModelSource {
     /// Tokens the preallocated KV cache holds (default: the model's context, 131072 for Nemo);
     /// lower it on GPUs with less memory. `max`: as many as the GPU's free memory holds (up to
     /// the context for one sequence; no limit for `bench --mode throughput|sweep`).
-    #[arg(long, value_name = "N|max", value_parser = parse_kv_tokens)]
+    #[arg(long, value_name = "N|max", value_parser = parse_kv_tokens, allow_negative_numbers = true)]
     pub kv_tokens: Option<KvSize>,
 }
 

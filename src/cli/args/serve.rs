@@ -27,7 +27,7 @@ pub struct ServeArgs {
     /// Tokens the KV cache holds, shared by all requests (default: the model's context on the
     /// GPU; on the CPU as many as fit in 4 GiB, at most the context). `max` (GPU): all the
     /// memory left after the weights and activations, for the most concurrent sequences.
-    #[arg(long, value_name = "N|max", value_parser = super::parse_kv_tokens)]
+    #[arg(long, value_name = "N|max", value_parser = super::parse_kv_tokens, allow_negative_numbers = true)]
     pub kv_tokens: Option<super::KvSize>,
 
     /// Most sequences generating at once; more requests wait in a queue.
