@@ -67,7 +67,7 @@ __device__ void attention_decode(const AttentionParams& p) {
 #pragma unroll
             for (int c = 0; c < HD / 8; ++c) {
                 float kf[8];
-                unpack8(ldg8(k_row + c * 8), kf);
+                unpack8(ld8(k_row + c * 8), kf);  // coherent: rope_write_kv just wrote this step's K
 #pragma unroll
                 for (int h = 0; h < G; ++h)
 #pragma unroll

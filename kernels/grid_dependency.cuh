@@ -11,7 +11,10 @@
 //   - the secondary may read only what the primary does not write (here: weights) and write
 //     nothing before `grid_dependency_wait`, which returns once the primary has completed and its
 //     memory is visible. Every thread of a secondary calls it before its first such access, and
-//     before any early exit, so no block of it can finish before the primary has.
+//     before any early exit, so no block of it can finish before the primary has;
+//   - the primary's outputs are read through the coherent path (ld8, plain loads), never
+//     ld.global.nc (ldg8, or `const __restrict__` pointers nvcc may turn into it): the
+//     non-coherent path is only for data no grid writes while this one runs.
 // Under NEMO_EMU the wait is where the emulator's dependency check swaps the primary's outputs
 // in (kernels/emu/emu.h): a read of them before the wait sees poison.
 #pragma once

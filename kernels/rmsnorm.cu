@@ -10,7 +10,10 @@
 #include "grid_dependency.cuh"
 
 template <bool ADD>
-__device__ __forceinline__ void rmsnorm_row(bf16* __restrict__ residual, const bf16* __restrict__ x,
+// The rows come from the kernel just before (which may still be finishing when this one starts:
+// NEMO_PDL=1), so they are read through the coherent path: no `const __restrict__` on them, which
+// would let nvcc use the read-only (non-coherent) loads it keeps for the weight.
+__device__ __forceinline__ void rmsnorm_row(bf16* residual, const bf16* x,
                                             const bf16* __restrict__ weight, bf16* __restrict__ out,
                                             int dim, float eps) {
     grid_dependents_may_launch();  // the GEMV that reads `out` may launch behind it (NEMO_PDL=1)
@@ -53,7 +56,7 @@ __device__ __forceinline__ void rmsnorm_row(bf16* __restrict__ residual, const b
 }
 
 extern "C" __global__ void rmsnorm_bf16(
-    const bf16* __restrict__ input,   // [n_tokens, dim]
+    const bf16* input,                // [n_tokens, dim]
     const bf16* __restrict__ weight,  // [dim]
     bf16* __restrict__ out,           // [n_tokens, dim]
     int dim,                          // multiple of 8
@@ -62,8 +65,8 @@ extern "C" __global__ void rmsnorm_bf16(
 }
 
 extern "C" __global__ void fused_add_rmsnorm_bf16(
-    bf16* __restrict__ residual,      // [n_tokens, dim], updated in place: residual += x
-    const bf16* __restrict__ x,       // [n_tokens, dim]
+    bf16* residual,                   // [n_tokens, dim], updated in place: residual += x
+    const bf16* x,                    // [n_tokens, dim]
     const bf16* __restrict__ weight,  // [dim]
     bf16* __restrict__ out,           // [n_tokens, dim]
     int dim,                          // multiple of 8

@@ -177,6 +177,11 @@ fn bandwidth_kernels_use_16_byte_accesses_and_the_gemv_waits_before_reading() {
         let sass = hopper_sass(module);
         assert_eq!(narrow(&sass), allowed, "{module}: 4-byte global accesses in the SASS:\n{sass}");
     }
+    // What the kernel before wrote is read coherently (grid_dependency.cuh): RMSNorm's only
+    // read-only loads are the two kernels' weights; the decode attention reads K coherently.
+    let constant = |sass: &str| sass.matches("LDG.E.128.CONSTANT").count();
+    assert_eq!(constant(&hopper_sass("rmsnorm")), 2, "RMSNorm reads its input through the non-coherent path");
+    assert_eq!(constant(&hopper_sass("attention_decode")), 0, "the decode attention reads K through the non-coherent path");
     let sass = hopper_sass("gemv");
     for f in ["gemv_bf16", "gemv_multi_bf16"] {
         let body = sass_function(&sass, f);
