@@ -44,6 +44,8 @@ struct Run {
     tokens_run: usize,
     steps: u64,
     preemptions: u64,
+    /// Host time of the whole run (scheduling, block tables, events: no model).
+    seconds: f64,
 }
 
 fn run(admission: Admission, requests: usize) -> Run {
@@ -63,7 +65,7 @@ fn run(admission: Admission, requests: usize) -> Run {
     let useful = requests * 1999;
     let recomputed = report.tokens_run as f64 / useful as f64 - 1.0;
     assert!((report.recomputed_fraction() - recomputed).abs() < 1e-12, "the report's recomputed column");
-    Run { tokens_run: report.tokens_run as usize, steps: report.steps, preemptions: report.preemptions }
+    Run { tokens_run: report.tokens_run as usize, steps: report.steps, preemptions: report.preemptions, seconds: report.seconds }
 }
 
 #[test]
@@ -77,11 +79,12 @@ fn reserved_admission_recomputes_less_than_optimistic_at_nemo_scale() {
         let reserve = run(Admission::Reserve, requests);
         for (name, r) in [("optimistic", &optimistic), ("reserve", &reserve)] {
             eprintln!(
-                "{requests} requests, {name}: {} tokens run ({:.1} % recomputed), {} steps, {} preemptions",
+                "{requests} requests, {name}: {} tokens run ({:.1} % recomputed), {} steps, {} preemptions; host {:.0} us a step",
                 r.tokens_run,
                 100.0 * waste(r),
                 r.steps,
-                r.preemptions
+                r.preemptions,
+                r.seconds * 1e6 / r.steps as f64
             );
         }
         assert!(waste(&optimistic) > 0.2, "the cache was meant to be too small for optimistic admission");
