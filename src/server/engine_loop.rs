@@ -20,7 +20,7 @@ use super::model::ServedModel;
 use super::output::{FinalOutput, OutputProcessor, OutputSpec, Piece};
 use crate::engine::BatchBackend;
 use crate::sampling::TokenLogprobs;
-use crate::scheduler::{Engine, Event, FinishReason, Limits, Request, RequestError, RequestId, Usage};
+use crate::scheduler::{Admission, Engine, Event, FinishReason, Limits, Request, RequestError, RequestId, Usage};
 
 /// What handlers send the engine thread.
 pub enum Command {
@@ -86,6 +86,7 @@ pub fn run<B: BatchBackend>(
     let mut tickets: HashMap<u64, RequestId> = HashMap::new();
     let mut stopping = false;
     metrics.kv_blocks_total.store(engine.scheduler().pool().num_blocks() as u64, Relaxed);
+    publish_gauges(&engine, &metrics);
     loop {
         if !engine.has_work() {
             if stopping {
@@ -236,6 +237,11 @@ fn publish_gauges<B: BatchBackend>(engine: &Engine<B>, metrics: &Metrics) {
     metrics.running.store(s.num_running() as u64, Relaxed);
     metrics.kv_blocks_used.store(s.pool().num_used() as u64, Relaxed);
     metrics.kv_blocks_cached.store(s.pool().num_registered() as u64, Relaxed);
+    let ratio = match s.config().admission {
+        Admission::Reserve => s.reserve_ratio(),
+        Admission::Optimistic => 0.0,
+    };
+    metrics.admission_reserve_ratio.store(ratio.to_bits(), Relaxed);
 }
 
 /// Reads the sizes a request is checked against from a built engine.

@@ -70,6 +70,8 @@ pub struct Metrics {
     pub kv_blocks_cached: AtomicU64,
     pub steps: AtomicU64,
     pub preemptions: AtomicU64,
+    /// The f64 bits of the admission's reserve ratio (0 with `--admission optimistic`).
+    pub admission_reserve_ratio: AtomicU64,
     pub time_to_first_token: Histogram,
     pub inter_token_latency: Histogram,
     pub step_duration: Histogram,
@@ -91,6 +93,7 @@ impl Default for Metrics {
             kv_blocks_cached: AtomicU64::new(0),
             steps: AtomicU64::new(0),
             preemptions: AtomicU64::new(0),
+            admission_reserve_ratio: AtomicU64::new(0),
             time_to_first_token: Histogram::new(),
             inter_token_latency: Histogram::new(),
             step_duration: Histogram::new(),
@@ -156,6 +159,9 @@ impl Metrics {
         scalar("nemo_kv_cache_usage_ratio", "gauge", "Fraction of the KV cache in use (0 to 1).", usage);
         scalar("nemo_engine_steps_total", "counter", "Batched engine steps run.", get(&self.steps));
         scalar("nemo_preemptions_total", "counter", "Sequences preempted for lack of KV blocks.", get(&self.preemptions));
+        let ratio = f64::from_bits(self.admission_reserve_ratio.load(Relaxed));
+        let help = "Fraction of their remaining max_tokens running requests are expected to generate, kept free at admission (0: optimistic).";
+        scalar("nemo_admission_reserve_ratio", "gauge", help, ratio);
         scalar("process_resident_memory_bytes", "gauge", "Resident memory of the server process.", resident_bytes());
         self.time_to_first_token.render(
             &mut out,
@@ -208,6 +214,7 @@ mod tests {
         m.count_finished("length");
         m.kv_blocks_total.store(8, Relaxed);
         m.kv_blocks_used.store(2, Relaxed);
+        m.admission_reserve_ratio.store(0.5f64.to_bits(), Relaxed);
         let text = m.render();
         for line in [
             "nemo_http_requests_total{route=\"/v1/chat/completions\",status=\"200\"} 2",
@@ -216,6 +223,7 @@ mod tests {
             "nemo_requests_waiting 0",
             "nemo_prefix_cache_hit_tokens_total 0",
             "nemo_kv_blocks_cached 0",
+            "nemo_admission_reserve_ratio 0.5",
             "nemo_time_to_first_token_seconds_count 0",
             "nemo_inter_token_latency_seconds_count 0",
         ] {
