@@ -54,7 +54,9 @@ struct Layout {
 // Shared-memory addresses of one block's tiles and barriers.
 template <int HD>
 struct Smem {
+    unsigned char* raw;  // the dynamic shared memory, for generic stores
     uint32_t q, stages, full_k, full_v, empty_k, empty_v;
+    __device__ unsigned char* generic(uint32_t addr) const { return raw + (addr - shared_addr(raw)); }
     __device__ uint32_t k_tile(int s) const { return stages + s * Layout<HD>::STAGE_BYTES; }
     __device__ uint32_t v_tile(int s) const { return k_tile(s) + Layout<HD>::TILE_BYTES; }
 };
@@ -79,7 +81,7 @@ __device__ void load_kv_tiles(const PrefillWgmmaParams& params, const BlockWork&
             mbarrier_wait((kv ? sm.empty_v : sm.empty_k) + 8 * s, parity);
             mbarrier_arrive_expect_tx(full, L::TILE_BYTES);
             for (int b = 0; b < KT / BLOCK_KEYS; ++b) {
-                // Keys past the sequence's last block reread it: finite values the mask drops.
+                // Keys past the sequence's last block reread it (the mask drops them; zero_v_tail).
                 const int block = table[min(t * (KT / BLOCK_KEYS) + b, last_block)];
                 for (int h = 0; h < L::HALVES; ++h) {
                     const uint32_t dst = (kv ? sm.v_tile(s) : sm.k_tile(s)) + h * KT * 128 + b * BLOCK_KEYS * 128;
@@ -156,6 +158,23 @@ __device__ __forceinline__ void rescale(float (&o)[N], const float (&alpha)[2]) 
     }
 }
 
+// The last tile's V rows past the block's last key (`valid` keys are real) hold whatever the
+// cache has there: the tail of the sequence's last block, or that block reread. Their weights
+// are 0, but 0 x a NaN or Inf left in a free slot is NaN, so before its last PV each consumer
+// warpgroup zeroes those rows (whole 128-byte rows, so the swizzle does not matter; both
+// warpgroups write the same zeros) and makes the zeros visible to its own wgmmas.
+template <int HD>
+__device__ __forceinline__ void zero_v_tail(unsigned char* v_tile, int valid, int consumer) {
+    if (valid >= KT) return;  // uniform across the block
+    constexpr int CHUNKS = HD / 64 * 8;  // 16-byte chunks per key: 8 per 64-dim half
+    for (int i = threadIdx.x % 128; i < (KT - valid) * CHUNKS; i += 128) {
+        const int key = valid + i / CHUNKS, half = i % CHUNKS / 8, chunk = i % 8;
+        *reinterpret_cast<uint4*>(v_tile + half * KT * 128 + key * 128 + chunk * 16) = make_uint4(0, 0, 0, 0);
+    }
+    fence_proxy_async_shared();            // st.shared -> the async proxy wgmma reads through
+    named_barrier_sync(3 + consumer, 128); // every row zeroed before any warp's wgmma
+}
+
 // This warp is done with a stage: one arrival per consumer warp.
 __device__ __forceinline__ void release(uint32_t empty) {
     __syncwarp();
@@ -164,7 +183,7 @@ __device__ __forceinline__ void release(uint32_t empty) {
 
 // The plain order: S(t), wait, softmax, PV(t), wait.
 template <int HD>
-__device__ __forceinline__ void consume_in_order(float (&o)[HD / 2], const Smem<HD>& sm, int n_tiles, int consumer, int min_pos, const int (&row_pos)[2],
+__device__ __forceinline__ void consume_in_order(float (&o)[HD / 2], const Smem<HD>& sm, int n_tiles, int tail_keys, int consumer, int min_pos, const int (&row_pos)[2],
                                                  float scale_log2, float (&row_max)[2], float (&row_sum)[2]) {
     float s[KT / 2];
     uint32_t pa[KT / 16][4];
@@ -180,6 +199,7 @@ __device__ __forceinline__ void consume_in_order(float (&o)[HD / 2], const Smem<
         rescale(o, alpha);
         scores_to_p(pa, s);
         mbarrier_wait(sm.full_v + 8 * st, parity);
+        if (t == n_tiles - 1) zero_v_tail<HD>(sm.generic(sm.v_tile(st)), tail_keys, consumer);
         issue_pv<HD>(o, pa, sm.v_tile(st));
         wgmma_wait<0>();
         fence_registers(o);
@@ -209,7 +229,7 @@ struct Turns {
 // while PV(t-1) is on the tensor cores, and O is rescaled by tile t's alpha once PV(t-1) has
 // landed (O_t = alpha_t (O_{t-1} + P_{t-1} V_{t-1}), P_{t-1} being relative to the old max).
 template <int HD>
-__device__ __forceinline__ void consume_overlapped(float (&o)[HD / 2], const Smem<HD>& sm, int n_tiles, int consumer,
+__device__ __forceinline__ void consume_overlapped(float (&o)[HD / 2], const Smem<HD>& sm, int n_tiles, int tail_keys, int consumer,
                                                    int min_pos, const int (&row_pos)[2], float scale_log2, float (&row_max)[2],
                                                    float (&row_sum)[2], Turns turns) {
     float s[KT / 2];
@@ -247,6 +267,7 @@ __device__ __forceinline__ void consume_overlapped(float (&o)[HD / 2], const Sme
     }
     const int last = (n_tiles - 1) % STAGES;
     mbarrier_wait(sm.full_v + 8 * last, ((n_tiles - 1) / STAGES) & 1);
+    zero_v_tail<HD>(sm.generic(sm.v_tile(last)), tail_keys, consumer);
     issue_pv<HD>(o, pa, sm.v_tile(last));
     wgmma_wait<0>();
     fence_registers(o);
@@ -265,6 +286,7 @@ __device__ void attention_prefill_wgmma(const PrefillWgmmaParams& params) {
     DYNAMIC_SHARED(unsigned char, smem_raw);
     const uint32_t base = (shared_addr(smem_raw) + 1023) & ~1023u;
     Smem<HD> sm;
+    sm.raw = smem_raw;
     sm.q = base;
     sm.stages = base + L::Q_BYTES;
     sm.full_k = sm.stages + STAGES * L::STAGE_BYTES;
@@ -335,9 +357,10 @@ __device__ void attention_prefill_wgmma(const PrefillWgmmaParams& params) {
     for (int i = 0; i < HD / 2; ++i) o[i] = 0.f;
     float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.f, 0.f};
     const int min_pos = w.first_pos + w.local_begin;  // the block's first position: keys up to it need no mask
+    const int tail_keys = w.n_keys - (w.n_tiles - 1) * KT;  // real keys of the last tile
     if constexpr (OVERLAP)
-        consume_overlapped<HD>(o, sm, w.n_tiles, consumer, min_pos, row_pos, p.scale_log2, row_max, row_sum, Turns{SCHEDULE == PINGPONG, consumer});
-    else consume_in_order<HD>(o, sm, w.n_tiles, consumer, min_pos, row_pos, p.scale_log2, row_max, row_sum);
+        consume_overlapped<HD>(o, sm, w.n_tiles, tail_keys, consumer, min_pos, row_pos, p.scale_log2, row_max, row_sum, Turns{SCHEDULE == PINGPONG, consumer});
+    else consume_in_order<HD>(o, sm, w.n_tiles, tail_keys, consumer, min_pos, row_pos, p.scale_log2, row_max, row_sum);
 
     // Normalise and store. o[4j + 2h + e]: row h, dim 8j + 2*t4 + e.
 #pragma unroll

@@ -34,10 +34,15 @@ pub fn build(rng: &mut Rng, shape: AttentionShape, seqs: &[(usize, usize)]) -> C
     for i in (1..pool.len()).rev() {
         pool.swap(i, rng.below(i + 1));
     }
+    // Block 0 stays free: a kernel that reads "row 0" for a key past the end reads poison.
+    let zero = pool.iter().position(|&b| b == 0).unwrap();
+    let last = pool.len() - 1;
+    pool.swap(zero, last);
     let max_blocks = *blocks_per_seq.iter().max().unwrap();
     let mut meta = AttentionMeta { cu_seqlens_q: vec![0], max_blocks, block_size: BLOCK, ..Default::default() };
     let mut k_cache = rng.bf16_vec(n_cache_blocks * BLOCK * kvd, 1.0);
-    let v_cache = rng.bf16_vec(n_cache_blocks * BLOCK * kvd, 1.0);
+    let mut v_cache = rng.bf16_vec(n_cache_blocks * BLOCK * kvd, 1.0);
+    let mut used = vec![false; n_cache_blocks * BLOCK];
     let n_tokens: usize = seqs.iter().map(|s| s.0).sum();
     let q = rng.bf16_vec(n_tokens * q_stride, 1.0);
     let mut want = Vec::new();
@@ -55,6 +60,7 @@ pub fn build(rng: &mut Rng, shape: AttentionShape, seqs: &[(usize, usize)]) -> C
         let (mut k, mut v) = (Vec::new(), Vec::new());
         for pos in 0..ctx {
             let slot = blocks[pos / BLOCK] * BLOCK + pos % BLOCK;
+            used[slot] = true;
             for x in &mut k_cache[slot * kvd..(slot + 1) * kvd] {
                 *x = bf16::from_f32(rng.normal(1.0));
             }
@@ -64,6 +70,12 @@ pub fn build(rng: &mut Rng, shape: AttentionShape, seqs: &[(usize, usize)]) -> C
         let qs: Vec<f32> =
             (t0..t0 + q_len).flat_map(|t| to_f32(&q[t * q_stride..t * q_stride + n_heads * head_dim])).collect();
         want.extend(attention(&qs, &k, &v, ctx - q_len, CpuShape { n_heads, n_kv_heads, head_dim }));
+    }
+    // Every slot no sequence holds (free blocks, the tail of each last block) is poison, as
+    // stale or never-written memory may be: a kernel must mask such keys, not weight them by 0.
+    for (slot, _) in used.iter().enumerate().filter(|(_, &u)| !u) {
+        k_cache[slot * kvd..(slot + 1) * kvd].fill(POISON);
+        v_cache[slot * kvd..(slot + 1) * kvd].fill(POISON);
     }
     Case { meta, n_cache_blocks, k_cache, v_cache, q, want }
 }
