@@ -156,6 +156,20 @@ fn bench_gemv(b: &Bench) -> GpuResult<()> {
 }
 
 /// One sequence of `ctx` tokens in a cache of exactly that many slots (block size 16).
+/// `n_seqs` sequences of `ctx` tokens each, the last one new (decode), each in its own blocks;
+/// returns the metadata and the cache slots they take.
+fn sequences(b: &Bench, n_seqs: usize, ctx: usize) -> GpuResult<(nemo_engine::gpu::kernels::attention::DeviceAttentionMeta, usize)> {
+    let blocks = ctx.div_ceil(16);
+    let meta = AttentionMeta {
+        cu_seqlens_q: (0..=n_seqs as i32).collect(),
+        ctx_lens: vec![ctx as i32; n_seqs],
+        block_tables: (0..(n_seqs * blocks) as i32).collect(),
+        max_blocks: blocks,
+        block_size: 16,
+    };
+    Ok((meta.upload(&b.gpu, n_seqs * blocks)?, n_seqs * blocks * 16))
+}
+
 fn single_sequence(b: &Bench, ctx: usize, q_len: usize) -> GpuResult<(nemo_engine::gpu::kernels::attention::DeviceAttentionMeta, usize)> {
     let blocks = ctx.div_ceil(16);
     let meta = AttentionMeta {
@@ -200,15 +214,17 @@ fn bench_attention(b: &Bench) -> GpuResult<()> {
             b.report_flops(name, &format!("causal {n} tokens, 32/8 heads x 128"), t.median_ms, flops);
         }
     }
-    for ctx in [1024, 32_768, 131_072] {
-        let (meta, slots) = single_sequence(b, ctx, 1)?;
-        let q = upload(&b.gpu, &random_bf16(c.q_dim(), 5, 1.0))?;
+    // Batch 1 at three contexts; then 64 sequences of 2k, the serving regime of issue 6's
+    // 1000-in / 1000-out benchmark (one split per sequence and KV head: 512 blocks).
+    for (n_seqs, ctx) in [(1, 1024), (1, 32_768), (1, 131_072), (64, 2048)] {
+        let (meta, slots) = sequences(b, n_seqs, ctx)?;
+        let q = upload(&b.gpu, &random_bf16(n_seqs * c.q_dim(), 5, 1.0))?;
         let k = upload(&b.gpu, &random_bf16(slots * c.kv_dim(), 6, 1.0))?;
         let v = upload(&b.gpu, &random_bf16(slots * c.kv_dim(), 7, 1.0))?;
-        let mut out = upload(&b.gpu, &vec![bf16::ZERO; c.q_dim()])?;
-        let splits = decode_splits(b.gpu.info.multiprocessors, 1, c.n_kv_heads, ctx);
-        let mut ws = DecodeWorkspace::new(&b.gpu, 1, c.n_heads, splits, c.head_dim)?;
-        let bytes = 2 * ctx * c.kv_dim() * 2;
+        let mut out = upload(&b.gpu, &vec![bf16::ZERO; n_seqs * c.q_dim()])?;
+        let splits = decode_splits(b.gpu.info.multiprocessors, n_seqs, c.n_kv_heads, ctx);
+        let mut ws = DecodeWorkspace::new(&b.gpu, n_seqs, c.n_heads, splits, c.head_dim)?;
+        let bytes = n_seqs * 2 * ctx * c.kv_dim() * 2;
         for (name, kernel) in [("attention_decode", DecodeKernel::CudaCores), ("attention_decode_mma", DecodeKernel::Mma)] {
             if left_out(name) {
                 println!("{name:<22} left out (NEMO_BENCH_SKIP)");
@@ -217,7 +233,7 @@ fn bench_attention(b: &Bench) -> GpuResult<()> {
             let t = time_ms(&b.gpu, 3, 20, |_| {
                 attention_decode_with(&b.gpu, kernel, shape, &meta, &q.as_view(), &k.as_view(), &v.as_view(), &mut ws, splits, &mut out.as_view_mut())
             })?;
-            b.report_bytes(name, &format!("batch 1, context {ctx}, {splits} splits"), t.median_ms, bytes as f64);
+            b.report_bytes(name, &format!("batch {n_seqs}, context {ctx}, {splits} splits"), t.median_ms, bytes as f64);
         }
     }
     Ok(())

@@ -8,9 +8,13 @@
 // Nemo reads 32768 x 8 x 128 x 2 x 2 = 134 MB per layer, ~45 us at 3 TB/s - so the G query
 // heads share each load, and the context is split across enough blocks to fill the GPU even for
 // one sequence. Scores: each lane owns one key of a 32-key step and reads its whole K row (16 x
-// 16-byte loads in flight), with q in shared memory (broadcast reads). P.V: the warp walks the 32
-// keys, each lane owning head_dim/32 output dims, V rows read coalesced.
-// Tensor-core decode (4 query heads together on mma) is the [hopper] step.
+// 16-byte loads), with q in shared memory (broadcast reads). P.V: each lane reads one 16-byte
+// chunk (8 dims) of V_LOADS of the step's V rows, so a warp-wide load covers 2 rows at head_dim
+// 128; the lanes holding the same dims are summed once at the end. Both K and V loads of a step
+// are issued before the first is used: 32 loads (512 bytes) in flight per lane, the latency paid
+// once per step. At 820a75b the P.V loop read one 8-byte chunk per lane per key, serially: 37-43 %
+// of the copy bandwidth at 32k-128k, 21 us a layer at 1k (the latency of 64 dependent steps).
+// Tensor-core decode (attention_decode_mma.cu) is the [hopper] step.
 #include "attention_common.cuh"
 #include "grid_dependency.cuh"
 
@@ -28,13 +32,23 @@ template <int HD, int G>
 __device__ void attention_decode(const AttentionParams& p) {
     grid_dependents_may_launch();
     grid_dependency_wait();  // q and this step's K/V come from rope_write_kv (grid_dependency.cuh)
-    constexpr int DPL = HD / 32;  // output dims per lane
+    constexpr int CHUNKS = HD / 8;               // 16-byte chunks per K or V row
+    constexpr int ROWS_PER_LOAD = 32 / CHUNKS;   // V rows one warp-wide 16-byte load covers
+    constexpr int V_LOADS = 32 / ROWS_PER_LOAD;  // per lane per 32-key step
+    // Every load of a step in flight at once takes ~250 registers at G = 4, head_dim 128 (2 blocks
+    // a SM, ~128 KB of loads in flight per SM: plenty). With more heads (G = 8) the V loads wait
+    // for the scores and go in two batches instead of spilling.
+    constexpr bool V_WITH_K = G * HD <= 512;
+    constexpr int V_BATCH = V_WITH_K ? V_LOADS : V_LOADS / 2;
     __shared__ float sq[G][HD];
     __shared__ float s_max[WARPS][G], s_sum[WARPS][G];
     __shared__ float s_o[WARPS][G][HD];
 
     const int split = blockIdx.x, kv_head = blockIdx.y, seq = blockIdx.z;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    // P.V layout: this lane accumulates dims [8 * v_chunk, +8) over the keys j of each step with
+    // j % ROWS_PER_LOAD == v_sub; the lanes of one v_chunk are summed at the end.
+    const int v_chunk = lane % CHUNKS, v_sub = lane / CHUNKS;
     const int token = p.cu_seqlens_q[seq];
     const int ctx = p.ctx_lens[seq];
     const int per_split = (ctx + p.n_splits - 1) / p.n_splits;
@@ -46,28 +60,64 @@ __device__ void attention_decode(const AttentionParams& p) {
     }
     __syncthreads();
 
-    float m[G], l[G], o[G][DPL];
+    float m[G], l[G], o[G][8];
 #pragma unroll
     for (int h = 0; h < G; ++h) {
         m[h] = -INFINITY;
         l[h] = 0.f;
 #pragma unroll
-        for (int d = 0; d < DPL; ++d) o[h][d] = 0.f;
+        for (int e = 0; e < 8; ++e) o[h][e] = 0.f;
     }
+    // V loads first .. first + V_BATCH - 1 of a step (key j = i * ROWS_PER_LOAD + v_sub; `row`: the
+    // lane's own key's KV row). Keys past the end read nothing: their weight is 0, but 0 x a NaN
+    // in a free slot is not.
+    const auto load_v = [&](bf16x8 (&vv)[V_BATCH], int first, long long row, int n_valid) {
+#pragma unroll
+        for (int i = 0; i < V_BATCH; ++i) {
+            const int j = (first + i) * ROWS_PER_LOAD + v_sub;
+            const long long vrow = __shfl_sync(0xffffffffu, row, j);
+            vv[i] = j < n_valid ? ld8(p.v_cache + vrow + v_chunk * 8) : bf16x8{};
+        }
+    };
+    const auto accumulate_v = [&](const bf16x8 (&vv)[V_BATCH], int first, const float (&pr)[G]) {
+#pragma unroll
+        for (int i = 0; i < V_BATCH; ++i) {
+            const int j = (first + i) * ROWS_PER_LOAD + v_sub;
+            float vf[8];
+            unpack8(vv[i], vf);
+#pragma unroll
+            for (int h = 0; h < G; ++h) {
+                const float ph = __shfl_sync(0xffffffffu, pr[h], j);
+#pragma unroll
+                for (int e = 0; e < 8; ++e) o[h][e] += ph * vf[e];
+            }
+        }
+    };
 
     for (int base = key_begin + warp * 32; base < key_end; base += WARPS * 32) {
         const int key = base + lane;
         const bool valid = key < key_end;
+        const int n_valid = min(32, key_end - base);
         const long long row = valid ? (long long)kv_row_offset(p, seq, key, kv_head, HD) : 0;
+        // The lane's whole K row and (V_WITH_K) its chunks of the step's V rows are loaded before
+        // any is used, so a step costs one memory latency, not one per key: the first version
+        // walked the 32 V rows one 8-byte load at a time and measured 37-43 % of the copy
+        // bandwidth (docs/gpu-runs.md, 820a75b). Coherent loads (ld8): rope_write_kv has just
+        // written this step's K and V.
+        bf16x8 kv[CHUNKS], vv[V_BATCH];
+#pragma unroll
+        for (int c = 0; c < CHUNKS; ++c)
+            if (valid) kv[c] = ld8(p.k_cache + row + c * 8);
+        if constexpr (V_WITH_K) load_v(vv, 0, row, n_valid);
+
         float s[G];
 #pragma unroll
         for (int h = 0; h < G; ++h) s[h] = 0.f;
         if (valid) {
-            const bf16* k_row = p.k_cache + row;
 #pragma unroll
-            for (int c = 0; c < HD / 8; ++c) {
+            for (int c = 0; c < CHUNKS; ++c) {
                 float kf[8];
-                unpack8(ld8(k_row + c * 8), kf);  // coherent: rope_write_kv just wrote this step's K
+                unpack8(kv[c], kf);
 #pragma unroll
                 for (int h = 0; h < G; ++h)
 #pragma unroll
@@ -84,41 +134,36 @@ __device__ void attention_decode(const AttentionParams& p) {
             l[h] = l[h] * alpha + pr[h];
             m[h] = new_max;
 #pragma unroll
-            for (int d = 0; d < DPL; ++d) o[h][d] *= alpha;
+            for (int e = 0; e < 8; ++e) o[h][e] *= alpha;
         }
-        const int n_valid = min(32, key_end - base);
-        for (int j = 0; j < n_valid; ++j) {
-            const long long vrow = __shfl_sync(0xffffffffu, row, j);
-            const bf16* v_row = p.v_cache + vrow + lane * DPL;
-            float vf[DPL];
-            if constexpr (DPL == 4) {
-                const uint2 u = *reinterpret_cast<const uint2*>(v_row);
-                const float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&u.x));
-                const float2 b = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&u.y));
-                vf[0] = a.x; vf[1] = a.y; vf[2] = b.x; vf[3] = b.y;
-            } else {
-                const float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(v_row));
-                vf[0] = a.x; vf[1] = a.y;
-            }
+        if constexpr (V_WITH_K) {
+            accumulate_v(vv, 0, pr);
+        } else {
 #pragma unroll
-            for (int h = 0; h < G; ++h) {
-                const float ph = __shfl_sync(0xffffffffu, pr[h], j);
-#pragma unroll
-                for (int d = 0; d < DPL; ++d) o[h][d] += ph * vf[d];
+            for (int first = 0; first < V_LOADS; first += V_BATCH) {
+                asm volatile("" ::: "memory");  // keeps nvcc from hoisting these loads (registers)
+                load_v(vv, first, row, n_valid);
+                accumulate_v(vv, first, pr);
             }
         }
     }
 
-    // Merge the warps: each holds (max, per-lane sums, o) per head.
+    // Merge the warps: each holds (max, per-lane sums, o split over the v_sub lanes) per head.
 #pragma unroll
     for (int h = 0; h < G; ++h) {
         const float sum = warp_sum(l[h]);
+#pragma unroll
+        for (int e = 0; e < 8; ++e)
+#pragma unroll
+            for (int offset = CHUNKS; offset < 32; offset <<= 1) o[h][e] += __shfl_xor_sync(0xffffffffu, o[h][e], offset);
         if (lane == 0) {
             s_max[warp][h] = m[h];
             s_sum[warp][h] = sum;
         }
+        if (v_sub == 0) {
 #pragma unroll
-        for (int d = 0; d < DPL; ++d) s_o[warp][h][lane * DPL + d] = o[h][d];
+            for (int e = 0; e < 8; ++e) s_o[warp][h][v_chunk * 8 + e] = o[h][e];
+        }
     }
     __syncthreads();
     write_split_partials<HD, G, WARPS>(p, &s_max[0][0], &s_sum[0][0], &s_o[0][0][0], seq, kv_head, split);

@@ -192,6 +192,21 @@ fn bandwidth_kernels_use_16_byte_accesses_and_the_gemv_waits_before_reading() {
     }
 }
 
+/// The CUDA-core decode attention issues a step's K row and V chunks (16 + 16 16-byte loads per
+/// lane at head_dim 128) before its first score FMA, so a step waits for memory once: the first
+/// version's P.V loop waited once per key (docs/gpu-runs.md, 820a75b: 37-43 % of the copy
+/// bandwidth). Checked at Nemo's G = 4 and the demo model's G = 3.
+#[test]
+fn decode_attention_issues_a_steps_loads_before_using_them() {
+    let sass = hopper_sass("attention_decode");
+    for f in ["attention_decode_bf16_hd128_g4", "attention_decode_bf16_hd128_g3"] {
+        let body = sass_function(&sass, f);
+        let first_fma = body.find("FFMA").unwrap_or_else(|| panic!("{f}: no FFMA"));
+        let loads = body[..first_fma].matches("LDG.E.128").count();
+        assert!(loads >= 32, "{f}: {loads} 16-byte loads before the first FMA, want the step's 32");
+    }
+}
+
 /// The SASS of one function of a cuobjdump listing.
 fn sass_function<'a>(sass: &'a str, name: &str) -> &'a str {
     let start = sass.find(&format!("Function : {name}\n")).unwrap_or_else(|| panic!("{name} in the SASS"));

@@ -76,12 +76,13 @@ fn run_prefill_wgmma(shape: AttentionShape, case: &Case, schedule: WgmmaSchedule
 
 /// Runs a decode kernel (its splits, then attention_decode_combine); `dependent`: each as a
 /// programmatic dependent of the kernel that wrote its inputs (q and the caches: rope_write_kv;
-/// the partials: the decode kernel), which are poison until its wait.
-fn run_decode(kernel: DecodeKernel, shape: AttentionShape, case: &Case, dependent: bool) -> Vec<f32> {
+/// the partials: the decode kernel), which are poison until its wait. `splits`: None for what
+/// the model would choose on 132 SMs.
+fn run_decode(kernel: DecodeKernel, shape: AttentionShape, case: &Case, dependent: bool, splits: Option<usize>) -> Vec<f32> {
     let mut out = vec![POISON; n_out(shape, case)];
     let n_seqs = case.meta.ctx_lens.len();
     let max_ctx = *case.meta.ctx_lens.iter().max().unwrap() as usize;
-    let splits = decode_splits(132, n_seqs, shape.n_kv_heads, max_ctx);
+    let splits = splits.unwrap_or_else(|| decode_splits(132, n_seqs, shape.n_kv_heads, max_ctx));
     let mut partial_o = vec![f32::NAN; n_seqs * shape.n_heads * splits * shape.head_dim];
     let mut partial_ml = vec![f32::NAN; n_seqs * shape.n_heads * splits * 2];
     let mut p = params(shape, case, &mut out);
@@ -175,19 +176,26 @@ fn emulated_attention_decode_mma_matches_cpu() {
 }
 
 /// One token per sequence over contexts that leave partial tiles, splits shorter than a tile
-/// (warps with no visible key) and empty splits (batch of short and long contexts).
+/// (warps with no visible key) and empty splits (batch of short and long contexts); then whole
+/// contexts in one split (a large batch's launch), so each warp carries its online softmax over
+/// many steps.
 fn decode_matches_cpu(kernel: DecodeKernel, test: &str) {
     let mut rng = Rng::fresh(test);
     for shape in shapes() {
         for seqs in [vec![(1, 1)], vec![(1, 1500)], vec![(1, 1), (1, 100), (1, 333), (1, 700)]] {
             let case = build(&mut rng, shape, &seqs);
             in_both_async_modes(|| {
-                let got = run_decode(kernel, shape, &case, false);
+                let got = run_decode(kernel, shape, &case, false, None);
                 let what = format!("emulated {} hd {} {:?}", kernel.name(), shape.head_dim, seqs);
                 assert_close(&what, &got, &case.want, 2e-2, 2e-2);
             });
+            if seqs.len() > 1 || seqs[0].1 > 1 {
+                let got = run_decode(kernel, shape, &case, false, Some(1));
+                let what = format!("emulated {} hd {} {:?}, one split", kernel.name(), shape.head_dim, seqs);
+                assert_close(&what, &got, &case.want, 2e-2, 2e-2);
+            }
             // As dependent launches (NEMO_PDL=1): inputs poison until each kernel's wait.
-            let got = run_decode(kernel, shape, &case, true);
+            let got = run_decode(kernel, shape, &case, true, None);
             let what = format!("emulated {} hd {} {:?}, dependent launches", kernel.name(), shape.head_dim, seqs);
             assert_close(&what, &got, &case.want, 2e-2, 2e-2);
         }
