@@ -160,19 +160,19 @@ __device__ __forceinline__ void rescale(float (&o)[N], const float (&alpha)[2]) 
 
 // The last tile's V rows past the block's last key (`valid` keys are real) hold whatever the
 // cache has there: the tail of the sequence's last block, or that block reread. Their weights
-// are 0, but 0 x a NaN or Inf left in a free slot is NaN, so before its last PV each consumer
-// warpgroup zeroes those rows (whole 128-byte rows, so the swizzle does not matter; both
-// warpgroups write the same zeros) and makes the zeros visible to its own wgmmas.
+// are 0, but 0 x a NaN or Inf left in a free slot is NaN, so before their last PV the two
+// consumer warpgroups zero those rows between them (whole 128-byte rows, so the swizzle does
+// not matter) and meet at named barrier 3, so each sees all the zeros.
 template <int HD>
-__device__ __forceinline__ void zero_v_tail(unsigned char* v_tile, int valid, int consumer) {
+__device__ __forceinline__ void zero_v_tail(unsigned char* v_tile, int valid) {
     if (valid >= KT) return;  // uniform across the block
     constexpr int CHUNKS = HD / 64 * 8;  // 16-byte chunks per key: 8 per 64-dim half
-    for (int i = threadIdx.x % 128; i < (KT - valid) * CHUNKS; i += 128) {
+    for (int i = threadIdx.x - 128; i < (KT - valid) * CHUNKS; i += 128 * CONSUMERS) {
         const int key = valid + i / CHUNKS, half = i % CHUNKS / 8, chunk = i % 8;
         *reinterpret_cast<uint4*>(v_tile + half * KT * 128 + key * 128 + chunk * 16) = make_uint4(0, 0, 0, 0);
     }
-    fence_proxy_async_shared();            // st.shared -> the async proxy wgmma reads through
-    named_barrier_sync(3 + consumer, 128); // every row zeroed before any warp's wgmma
+    fence_proxy_async_shared();                 // st.shared -> the async proxy wgmma reads through
+    named_barrier_sync(3, 128 * CONSUMERS);     // every row zeroed before either warpgroup's wgmma
 }
 
 // This warp is done with a stage: one arrival per consumer warp.
@@ -199,7 +199,7 @@ __device__ __forceinline__ void consume_in_order(float (&o)[HD / 2], const Smem<
         rescale(o, alpha);
         scores_to_p(pa, s);
         mbarrier_wait(sm.full_v + 8 * st, parity);
-        if (t == n_tiles - 1) zero_v_tail<HD>(sm.generic(sm.v_tile(st)), tail_keys, consumer);
+        if (t == n_tiles - 1) zero_v_tail<HD>(sm.generic(sm.v_tile(st)), tail_keys);
         issue_pv<HD>(o, pa, sm.v_tile(st));
         wgmma_wait<0>();
         fence_registers(o);
@@ -267,7 +267,7 @@ __device__ __forceinline__ void consume_overlapped(float (&o)[HD / 2], const Sme
     }
     const int last = (n_tiles - 1) % STAGES;
     mbarrier_wait(sm.full_v + 8 * last, ((n_tiles - 1) / STAGES) & 1);
-    zero_v_tail<HD>(sm.generic(sm.v_tile(last)), tail_keys, consumer);
+    zero_v_tail<HD>(sm.generic(sm.v_tile(last)), tail_keys);
     issue_pv<HD>(o, pa, sm.v_tile(last));
     wgmma_wait<0>();
     fence_registers(o);

@@ -25,9 +25,12 @@
 //     missing wait then reads stale data; accumulators or A registers changed while their wgmma is in flight,
 //     and a thread exiting with wgmma in flight, are reported as errors.
 //
-// What it cannot show: speed, races between threads of one block on the real GPU (fibers switch
-// only at barriers and waits), memory-model subtleties (fences between the generic and async
-// proxies are not checked). Global memory is host memory: an out-of-bounds read is not caught.
+// Races on shared memory between threads of a block are checked (race.cpp): the fibers run in
+// one harmless order, but two accesses no synchronisation orders are reported.
+//
+// What it cannot show: speed, races on global memory, memory-model subtleties (fences between
+// the generic and async proxies are not checked). Global memory is host memory: an
+// out-of-bounds read is not caught.
 #pragma once
 #include <cuda_bf16.h>  // host-usable bf16; also brings CUDA's host definitions of the keywords
 
@@ -137,6 +140,27 @@ void wgmma_bf16(float* d, int n, const uint32_t* a_regs, uint64_t desc_a, uint64
 void wgmma_commit();
 void wgmma_wait(int n);
 
+// The shared-memory race check (race.cpp): the scheduler and the emulated instructions report
+// accesses and synchronisation; the kernel file's own loads and stores arrive through g++'s
+// -fsanitize=thread instrumentation. `thread` / `actor`: a thread's linear index, or an agent's.
+namespace race {
+void block_start(int threads, size_t dyn_smem);
+void access(const void* p, size_t bytes, bool write);  // by the current thread
+void shared_read(uint32_t addr, size_t bytes);          // by the current thread
+void shared_write(uint32_t addr, size_t bytes);
+int tma_issued(int issuer);  // the agent doing the load (it knows what the issuer knew)
+void agent_write(int agent, uint32_t addr, size_t bytes);
+void all_meet();  // __syncthreads, griddepcontrol.wait
+void warp_arrive(int warp, int thread);
+void warp_meet(int warp);
+void named_arrive(int id, int thread, bool waits);
+void named_meet(int id);
+void mbarrier_reset(uint32_t bar);
+void mbarrier_arrive(uint32_t bar, int parity, int actor);
+void mbarrier_complete(uint32_t bar, int parity);
+void mbarrier_acquire(uint32_t bar, int parity, int thread);
+}  // namespace race
+
 // Between the scheduler (runtime.cpp) and hopper.cpp's deferred operations.
 void reset_hopper_state(int threads);
 void land_tma_issued_by(int thread);
@@ -178,21 +202,23 @@ inline unsigned __ballot_sync(unsigned mask, int pred) {
     return bits;
 }
 
-// Fibers switch only at barriers, so a read-modify-write is atomic.
+// Fibers switch only at barriers, so a read-modify-write is atomic. Atomics are left out of the
+// race check (not instrumented): they do not race with each other.
+#define EMU_ATOMIC __attribute__((no_sanitize_thread, noinline))
 template <class T>
-T atomicAdd(T* p, T v) {
+EMU_ATOMIC T atomicAdd(T* p, T v) {
     const T old = *p;
     *p = old + v;
     return old;
 }
 template <class T>
-T atomicMax(T* p, T v) {
+EMU_ATOMIC T atomicMax(T* p, T v) {
     const T old = *p;
     *p = std::max(old, v);
     return old;
 }
 template <class T>
-T atomicMin(T* p, T v) {
+EMU_ATOMIC T atomicMin(T* p, T v) {
     const T old = *p;
     *p = std::min(old, v);
     return old;

@@ -42,25 +42,30 @@ MBarrier& barrier_at(uint32_t bar) {
     return *reinterpret_cast<MBarrier*>(shared_pointer(bar));
 }
 
-void complete_if_done(MBarrier& b) {
+void complete_if_done(uint32_t bar, MBarrier& b) {
     if (b.pending == 0 && b.tx == 0) {
+        race::mbarrier_complete(bar, b.phase);
         b.phase ^= 1;
         b.pending = b.expected;
         made_progress();
     }
 }
 
-void complete_tx(uint32_t bar, int32_t bytes) {
+void complete_tx(uint32_t bar, int32_t bytes, int agent) {
     MBarrier& b = barrier_at(bar);
+    race::mbarrier_arrive(bar, b.phase, agent);
     b.tx -= bytes;
-    complete_if_done(b);
+    complete_if_done(bar, b);
 }
 
 // The 128-byte swizzle: the 16-byte chunk index (address bits 4-6) XOR the row within an
 // 8 x 128-byte atom (bits 7-9).
 uint32_t swizzle128(uint32_t addr) { return addr ^ (((addr >> 7) & 7) << 4); }
 
-uint16_t shared_bf16(uint32_t addr) { return *reinterpret_cast<const uint16_t*>(shared_pointer(addr)); }
+uint16_t shared_bf16(uint32_t addr) {
+    race::shared_read(addr, 2);  // a wgmma operand, read by the thread completing it
+    return *reinterpret_cast<const uint16_t*>(shared_pointer(addr));
+}
 
 float bf16_bits_to_float(uint16_t h) {
     const uint32_t bits = uint32_t(h) << 16;
@@ -107,6 +112,7 @@ struct PendingTma {
     int inner, outer;
     uint32_t bar;
     int issuer;
+    int agent;  // the race check's agent for the issuer's TMA loads
 };
 std::vector<PendingTma> pending_tma;
 
@@ -119,10 +125,12 @@ void land(const PendingTma& op) {
             uint16_t v = 0;  // outside the tensor: zeros (and still counted)
             if (row >= 0 && col >= 0 && uint64_t(row) < dim_outer && uint64_t(col) < dim_inner)
                 v = *reinterpret_cast<const uint16_t*>(base + uint64_t(row) * stride + uint64_t(col) * 2);
-            *reinterpret_cast<uint16_t*>(shared_pointer(swizzle128(op.dst + uint32_t(r * 128 + e * 2)))) = v;
+            const uint32_t at = swizzle128(op.dst + uint32_t(r * 128 + e * 2));
+            race::agent_write(op.agent, at, 2);
+            *reinterpret_cast<uint16_t*>(shared_pointer(at)) = v;
         }
     }
-    complete_tx(op.bar, box_inner * box_outer * 2);
+    complete_tx(op.bar, box_inner * box_outer * 2, op.agent);
 }
 
 template <class Pred>
@@ -146,14 +154,16 @@ void mbarrier_init(uint32_t bar, uint32_t arrivals) {
     b.phase = 0;
     b.pending = arrivals;
     b.tx = 0;
+    race::mbarrier_reset(bar);
 }
 
 void mbarrier_arrive(uint32_t bar) {
     MBarrier& b = barrier_at(bar);
     if (b.pending == 0) fail("mbarrier.arrive on a phase with no arrival pending");
+    race::mbarrier_arrive(bar, b.phase, current_thread->linear);
     --b.pending;
     made_progress();
-    complete_if_done(b);
+    complete_if_done(bar, b);
 }
 
 void mbarrier_arrive_expect_tx(uint32_t bar, uint32_t bytes) {
@@ -165,7 +175,10 @@ void mbarrier_wait(uint32_t bar, uint32_t parity) {
     // The phase of parity `parity` has completed once the current phase has the other parity.
     for (;;) {
         if (!pending_tma.empty()) land_tma_where([bar](const PendingTma& op) { return op.bar == bar; });
-        if (barrier_at(bar).phase != (parity & 1)) return;
+        if (barrier_at(bar).phase != (parity & 1)) {
+            race::mbarrier_acquire(bar, parity & 1, current_thread->linear);
+            return;
+        }
         wait_a_turn("mbarrier.try_wait.parity");
     }
 }
@@ -175,7 +188,7 @@ void tma_load_2d(uint32_t dst, const uint64_t map[16], int inner, int outer, uin
     if (map[7] != 128 || map[5] * 2 != 128) fail("TMA: only 128-byte-swizzled boxes 128 bytes wide are emulated");
     if (dst % 1024) fail("TMA: a 128-byte-swizzled box needs a 1024-byte aligned destination");
     barrier_at(bar);  // checks the barrier's alignment at issue
-    PendingTma op{dst, {}, inner, outer, bar, current_thread->linear};
+    PendingTma op{dst, {}, inner, outer, bar, current_thread->linear, race::tma_issued(current_thread->linear)};
     std::memcpy(op.map, map, sizeof op.map);
     if (async_mode == ASYNC_DEFERRED) pending_tma.push_back(op);
     else land(op);

@@ -67,6 +67,7 @@ struct Block {
     void* scheduler_sp = nullptr;
     void (*entry)(void*) = nullptr;
     void* ctx = nullptr;
+    size_t dyn_smem = 0;
 };
 
 Block block;
@@ -126,11 +127,13 @@ void yield() {
 void release_warp(Warp& w) {
     w.arrived = 0;
     ++w.generation;
+    race::warp_meet(int(&w - block.warps.data()));
 }
 
 void release_block() {
     block.arrived = 0;
     ++block.generation;
+    race::all_meet();
 }
 
 // Every live thread is at griddepcontrol.wait (or none waited and the rest exited): the
@@ -138,6 +141,7 @@ void release_block() {
 void release_dependency() {
     block.dependency_released = true;
     ++block.progress;
+    race::all_meet();
     if (dependency.at_wait) dependency.at_wait(dependency.ctx);
 }
 
@@ -193,6 +197,7 @@ bool run_block(const dim3 bidx) {
     block.dependency_released = false;
     if (dependency.before_block) dependency.before_block(dependency.ctx);
     std::memset(dynamic_arena, 0xff, sizeof dynamic_arena);
+    race::block_start(n, block.dyn_smem);
     block.copies.assign(n, CopyQueue{});
     for (NamedBarrier& b : block.named) b = NamedBarrier{};
     reset_hopper_state(n);
@@ -288,6 +293,7 @@ void sync_warp(unsigned mask) {
     Warp& w = block.warps[self->warp];
     const unsigned gen = w.generation;
     ++block.progress;
+    race::warp_arrive(self->warp, self->linear);
     if (++w.arrived == (unsigned)__builtin_popcount(mask & w.live)) {
         release_warp(w);
         return;
@@ -323,13 +329,21 @@ bool arrive_named(NamedBarrier& b) {
 void named_barrier_sync(int id, int count) {
     NamedBarrier& b = named_barrier(id, count);
     const unsigned gen = b.generation;
-    if (arrive_named(b)) return;
+    race::named_arrive(id, current_thread->linear, true);
+    if (arrive_named(b)) {
+        race::named_meet(id);
+        return;
+    }
     current_thread->waiting = "bar.sync (a named barrier)";
     while (b.generation == gen) yield();
     current_thread->waiting = nullptr;
 }
 
-void named_barrier_arrive(int id, int count) { arrive_named(named_barrier(id, count)); }
+void named_barrier_arrive(int id, int count) {
+    NamedBarrier& b = named_barrier(id, count);
+    race::named_arrive(id, current_thread->linear, false);
+    if (arrive_named(b)) race::named_meet(id);
+}
 
 void grid_dependency_wait() {
     if (!dependency.at_wait || block.dependency_released) return;
@@ -372,6 +386,7 @@ void cp_async16(uint32_t smem, const void* gmem, bool valid) {
         q.pending.push_back(PendingCopy{smem, gmem, valid, q.group});
         return;
     }
+    race::shared_write(smem, 16);
     if (valid) std::memcpy(dst, gmem, 16);
     else std::memset(dst, 0, 16);
 }
@@ -387,6 +402,7 @@ void cp_async_wait(int n) {
     for (const PendingCopy& c : q.pending) {
         if (int64_t(c.group) < landed_below) {
             unsigned char* dst = shared_pointer(c.dst);
+            race::shared_write(c.dst, 16);
             if (c.valid) std::memcpy(dst, c.src, 16);
             else std::memset(dst, 0, 16);
         } else {
@@ -407,6 +423,7 @@ void ldmatrix_x4(uint32_t r[4], uint32_t addr, bool trans) {
     }
     warp_regs(lane)[0] = addr;
     sync_warp(0xffffffffu);
+    race::shared_read(addr, 16);  // the warp reads every lane's row; each lane counts its own
     for (int i = 0; i < 4; ++i) {
         uint16_t lo, hi;
         if (!trans) {
@@ -491,6 +508,7 @@ extern "C" __attribute__((visibility("default"))) int emu_launch(unsigned gx, un
     block_dim = dim3(bx, by, bz);
     block.entry = entry;
     block.ctx = ctx;
+    block.dyn_smem = dyn_smem;
     block.threads.assign(threads, Thread{});
     if (block.stacks.size() < threads) block.stacks.resize(threads, std::vector<unsigned char>(STACK_BYTES));
     block.warps.assign((threads + 31) / 32, Warp{});

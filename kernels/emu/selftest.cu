@@ -59,5 +59,40 @@ extern "C" __global__ void emu_selftest(const __grid_constant__ SelftestParams p
             p.out[gid] = d[1] == d[1];  // (NaN from the poison: not checked)
             break;
         }
+        // The race check (emu/race.cpp). Modes 8, 9 and 11 race; mode 10 does the same accesses
+        // ordered by a warp sync, a named barrier and an mbarrier phase, and must pass.
+        case 8:  // a write read by another warp with no barrier between them
+            if (tid == 0) counter = 7;
+            if (tid == 32) p.out[gid] = counter;
+            break;
+        case 9:  // a write over a value other threads read, with no barrier between them
+            if (tid == 0) counter = 1;
+            __syncthreads();
+            p.out[gid] = counter;
+            if (tid == 0) counter = 2;
+            break;
+        case 10:
+        case 11: {  // 11: the reader skips the mbarrier wait
+            DYNAMIC_SHARED(int, buf);  // [0] warp-synced, [1] named barrier, [2] mbarrier; [4..5] the mbarrier
+            const uint32_t bar = smem_addr(buf + 4);
+            if (tid == 0) mbarrier_init(bar, 1);
+            __syncthreads();
+            if (tid == 0) buf[0] = 10;
+            __syncwarp();
+            if (tid == 5) p.out[gid] = buf[0];
+            if (tid == 1) buf[1] = 11;
+            if (tid < 64) named_barrier_sync(1, 64);
+            if (tid == 40) p.out[gid] = buf[1];
+            if (tid == 2) {
+                buf[2] = 12;
+                mbarrier_arrive(bar);
+            }
+            if (tid == 70) {
+                if (p.mode == 10) mbarrier_wait(bar, 0);
+                p.out[gid] = buf[2];
+                if (p.mode == 11) mbarrier_wait(bar, 0);
+            }
+            break;
+        }
     }
 }

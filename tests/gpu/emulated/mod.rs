@@ -1,8 +1,9 @@
 //! The kernels on the CPU emulator (kernels/emu/): each kernel file compiled with g++ into a
 //! shared library whose kernels run every GPU thread as a fiber. These tests run everywhere (no
 //! GPU needed) against the same CPU references as the GPU tests, with the same cases where the
-//! emulator's speed allows; they check indexing, fragment layouts, barriers and epilogues, not
-//! speed or races (kernels/emu/emu.h lists what the emulator cannot show).
+//! emulator's speed allows; they check indexing, fragment layouts, barriers, epilogues and
+//! races on shared memory (kernels/emu/race.cpp), not speed (kernels/emu/emu.h lists what the
+//! emulator cannot show).
 //!
 //! The emulator's own fragment layouts (mma, ldmatrix) are checked by running the kernels that
 //! already passed on an H100 (attention_prefill, gemm) through it: a wrong layout there fails.
@@ -140,41 +141,44 @@ fn build(file: &str) -> PathBuf {
         return out;
     }
     let tmp = dir.join(format!("{stem}-{}.so.partial", std::process::id()));
+    // The kernel file is compiled with g++'s thread-sanitizer instrumentation, whose calls the
+    // emulator's race check (kernels/emu/race.cpp) defines; the emulator itself is not
+    // instrumented, and no TSan runtime is linked.
+    let objects = dir.join(format!("{stem}-{}.objects", std::process::id()));
+    std::fs::create_dir_all(&objects).unwrap();
+    let g = |sources: &[PathBuf], instrument: bool, out: &Path| {
+        let mut cmd = Command::new("g++");
+        cmd.args(["-std=c++17", "-O2", "-g", "-fPIC", "-fvisibility=hidden", "-fno-strict-aliasing", "-c"])
+            .args(["-Wall", "-Werror", "-Wno-unknown-pragmas", "-DNEMO_EMU", "-include", "emu/emu.h", "-I"])
+            .arg(&kernels)
+            .arg("-I")
+            .arg(&cuda_include);
+        if instrument {
+            cmd.args(["-fsanitize=thread", "--param", "tsan-instrument-func-entry-exit=0"]);
+        }
+        cmd.args(["-x", "c++"]).args(sources).arg("-o").arg(out);
+        let built = cmd.output().expect("g++ (the host compiler nvcc also needs) runs");
+        assert!(
+            built.status.success(),
+            "g++ failed on kernels/{file}.cu for the emulator:\n{}",
+            String::from_utf8_lossy(&built.stderr)
+        );
+    };
+    let mut linked = vec![objects.join("kernel.o")];
+    g(&[kernels.join(format!("{file}.cu"))], true, &linked[0]);
+    for part in ["runtime", "hopper", "race"] {
+        let o = objects.join(format!("{part}.o"));
+        g(&[kernels.join(format!("emu/{part}.cpp"))], false, &o);
+        linked.push(o);
+    }
     let built = Command::new("g++")
-        .args([
-            "-std=c++17",
-            "-O2",
-            "-g",
-            "-fPIC",
-            "-shared",
-            "-fvisibility=hidden",
-            "-fno-strict-aliasing",
-        ])
-        .args([
-            "-Wall",
-            "-Werror",
-            "-Wno-unknown-pragmas",
-            "-DNEMO_EMU",
-            "-include",
-            "emu/emu.h",
-            "-I",
-        ])
-        .arg(&kernels)
-        .arg("-I")
-        .arg(&cuda_include)
-        .args(["-x", "c++"])
-        .arg(kernels.join(format!("{file}.cu")))
-        .arg(kernels.join("emu/runtime.cpp"))
-        .arg(kernels.join("emu/hopper.cpp"))
-        .arg("-o")
+        .args(["-shared", "-o"])
         .arg(&tmp)
+        .args(&linked)
         .output()
-        .expect("g++ (the host compiler nvcc also needs) runs");
-    assert!(
-        built.status.success(),
-        "g++ failed on kernels/{file}.cu for the emulator:\n{}",
-        String::from_utf8_lossy(&built.stderr)
-    );
+        .expect("g++ links");
+    assert!(built.status.success(), "linking the emulator for kernels/{file}.cu:\n{}", String::from_utf8_lossy(&built.stderr));
+    std::fs::remove_dir_all(&objects).ok();
     std::fs::rename(&tmp, &out).unwrap();
     out
 }

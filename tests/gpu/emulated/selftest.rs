@@ -1,7 +1,8 @@
 //! The emulator itself (kernels/emu/selftest.cu): shuffles and atomics give what the GPU gives,
 //! threads waiting on each other (a block barrier against a warp shuffle) are reported as a
 //! deadlock, not a hang, and exited threads release barriers; with deferred completion a missing
-//! cp.async wait reads old data and wgmma hazards are reported.
+//! cp.async wait reads old data and wgmma hazards are reported; shared-memory races are reported,
+//! and the same accesses ordered by a warp sync, a named barrier or an mbarrier are not.
 
 use super::{in_deferred_mode, load};
 use cudarc::driver::LaunchConfig;
@@ -77,4 +78,20 @@ fn emulated_async_hazards_show_only_when_completion_is_deferred() {
         let err = run_with(7, 128, 1, &data).0.unwrap_err();
         assert!(err.contains("A registers changed while the wgmma was in flight"), "{err}");
     });
+}
+
+#[test]
+fn emulated_shared_memory_races_are_reported_and_ordered_accesses_are_not() {
+    let err = run(8, 64, 1).0.unwrap_err();
+    assert!(err.contains("shared-memory race: thread 32 reads static shared memory") && err.contains("which thread 0 wrote"), "{err}");
+    let err = run(9, 64, 1).0.unwrap_err();
+    assert!(err.contains("shared-memory race: thread 0 writes static shared memory") && err.contains("read"), "{err}");
+    let (r, out) = run(10, 96, 2);
+    r.unwrap();
+    for (i, want) in [(5, 10), (40, 11), (70, 12)] {
+        assert_eq!(out[i], want, "thread {i}");
+    }
+    // (The fibers happen to run the read first, so it is reported from the write's side.)
+    let err = run(11, 96, 1).0.unwrap_err();
+    assert!(err.contains("thread 2 writes dynamic shared memory at byte 8, which thread 70 read"), "{err}");
 }
