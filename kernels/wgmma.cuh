@@ -133,7 +133,9 @@ __device__ __forceinline__ uint64_t wgmma_desc_sw128(uint32_t tile, uint32_t lea
 // Makes this thread's generic-proxy writes to shared memory (st.shared) visible to the async
 // proxy (wgmma, TMA) before they read them.
 __device__ __forceinline__ void fence_proxy_async_shared() {
-#ifndef NEMO_EMU
+#ifdef NEMO_EMU
+    emu::race::proxy_fence();  // the emulator's race check holds wgmma reads to this rule
+#else
     asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
 #endif
 }

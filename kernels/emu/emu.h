@@ -28,8 +28,10 @@
 // Races on shared memory between threads of a block are checked (race.cpp): the fibers run in
 // one harmless order, but two accesses no synchronisation orders are reported.
 //
-// What it cannot show: speed, races on global memory, memory-model subtleties (fences between
-// the generic and async proxies are not checked). Global memory is host memory: an
+// So is the proxy rule: wgmma reads a thread's st.shared writes only after that thread's
+// fence.proxy.async.
+//
+// What it cannot show: speed, races on global memory, other memory-model subtleties. Global memory is host memory: an
 // out-of-bounds read is not caught.
 #pragma once
 #include <cuda_bf16.h>  // host-usable bf16; also brings CUDA's host definitions of the keywords
@@ -148,6 +150,8 @@ void block_start(int threads, size_t dyn_smem);
 void access(const void* p, size_t bytes, bool write);  // by the current thread
 void shared_read(uint32_t addr, size_t bytes);          // by the current thread
 void shared_write(uint32_t addr, size_t bytes);
+void async_proxy_read(uint32_t addr, size_t bytes);  // a wgmma operand, by the current thread
+void proxy_fence();                                    // fence.proxy.async by the current thread
 int tma_issued(int issuer);  // the agent doing the load (it knows what the issuer knew)
 void agent_write(int agent, uint32_t addr, size_t bytes);
 void all_meet();  // __syncthreads, griddepcontrol.wait

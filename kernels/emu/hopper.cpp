@@ -63,7 +63,7 @@ void complete_tx(uint32_t bar, int32_t bytes, int agent) {
 uint32_t swizzle128(uint32_t addr) { return addr ^ (((addr >> 7) & 7) << 4); }
 
 uint16_t shared_bf16(uint32_t addr) {
-    race::shared_read(addr, 2);  // a wgmma operand, read by the thread completing it
+    race::async_proxy_read(addr, 2);  // a wgmma operand, read by the thread completing it
     return *reinterpret_cast<const uint16_t*>(shared_pointer(addr));
 }
 

@@ -18,6 +18,9 @@
 // Shuffles counting as synchronisation is lenient (the CUDA guide promises memory ordering only
 // for __syncwarp), chosen so that warp-synchronous code is not reported.
 //
+// The proxy rule is checked too: wgmma (the async proxy) may read what a thread wrote with
+// st.shared only after that thread's fence.proxy.async.
+//
 // Granularity: 2-byte units (bf16), each keeping its last write and the reads since; a unit read
 // by several threads with no order between them keeps a read clock per thread (FastTrack).
 #include <algorithm>
@@ -48,6 +51,7 @@ constexpr int AGENTS = 8;
 int threads = 0, width = 0;
 std::vector<uint32_t> clocks;  // width x width: clocks[t * width + u] = what t knows of u
 int agent_issuer[AGENTS];      // the thread whose TMA loads agent threads + i does, or -1
+std::vector<uint32_t> proxy_fences;  // per thread: fence.proxy.async executed so far
 uint32_t generation = 0;       // of the shadow: a unit from an earlier block is empty
 
 struct Unit {
@@ -57,6 +61,7 @@ struct Unit {
     int32_t reader = -1;  // the last read, while the reads since the write are ordered
     uint32_t read_clock = 0;
     int32_t read_set = -1;  // else: an index into read_sets (a clock per thread)
+    uint32_t fences_at_write = 0;  // the writer's fence.proxy.async count when it wrote
 };
 std::vector<Unit> dynamic_units, static_units;
 std::vector<std::vector<uint32_t>> read_sets;
@@ -194,15 +199,30 @@ void write_unit(Unit& u, int t, const char* region, size_t offset) {
     u.writer = t;
     u.write_clock = mine[t];
     u.reader = -1;
+    u.fences_at_write = t < threads ? proxy_fences[t] : 0;
 }
 
-void access_as(int t, const void* p, size_t bytes, bool write) {
+// The async proxy (wgmma) reads what a thread wrote with st.shared only after that thread's
+// fence.proxy.async (the PTX memory model's proxy rule); TMA writes are async-proxy already.
+void check_proxy(const Unit& u, const char* region, size_t offset) {
+    if (u.gen != generation || u.writer < 0 || u.writer >= threads) return;
+    if (proxy_fences[u.writer] != u.fences_at_write) return;
+    char msg[256];
+    std::snprintf(msg, sizeof msg,
+                  "proxy fence missing: wgmma reads %s shared memory at byte %zu, which thread %d wrote with st.shared and "
+                  "no fence.proxy.async after",
+                  region, offset, u.writer);
+    report(msg);
+}
+
+void access_as(int t, const void* p, size_t bytes, bool write, bool async_proxy = false) {
     const char* region;
     size_t offset, available;
     Unit* u = unit_at(static_cast<const unsigned char*>(p), &region, &offset, &available);
     if (!u) return;
     const size_t n = std::min((offset + bytes - 1) / 2 - offset / 2 + 1, available);
     for (size_t i = 0; i < n; ++i) {
+        if (async_proxy) check_proxy(u[i], region, offset + 2 * i);
         if (write) write_unit(u[i], t, region, offset + 2 * i);
         else read_unit(u[i], t, region, offset + 2 * i);
     }
@@ -216,6 +236,7 @@ void block_start(int n, size_t dyn_smem) {
     clocks.assign(size_t(width) * width, 0);
     for (int t = 0; t < width; ++t) clock_of(t)[t] = 1;
     for (int& i : agent_issuer) i = -1;
+    proxy_fences.assign(n, 0);
     if (++generation == 0) {  // wrapped: clear for real
         dynamic_units.assign(dynamic_units.size(), Unit{});
         static_units.assign(static_units.size(), Unit{});
@@ -235,6 +256,14 @@ void access(const void* p, size_t bytes, bool write) {
 }
 
 void shared_read(uint32_t addr, size_t bytes) { access(shared_pointer(addr), bytes, false); }
+
+void async_proxy_read(uint32_t addr, size_t bytes) {
+    if (on && current_thread && threads) access_as(current_thread->linear, shared_pointer(addr), bytes, false, true);
+}
+
+void proxy_fence() {
+    if (current_thread && threads) ++proxy_fences[current_thread->linear];
+}
 
 void shared_write(uint32_t addr, size_t bytes) { access(shared_pointer(addr), bytes, true); }
 

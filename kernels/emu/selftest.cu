@@ -94,5 +94,20 @@ extern "C" __global__ void emu_selftest(const __grid_constant__ SelftestParams p
             }
             break;
         }
+        case 12:    // wgmma reads a tile written with st.shared and no fence.proxy.async: reported
+        case 13: {  // the same with the fence: passes
+            DYNAMIC_SHARED(unsigned char, tile);  // B [16 x 64] N-major, 2 KiB: 16 bytes a thread
+            reinterpret_cast<uint4*>(tile)[tid] = make_uint4(0, 0, 0, 0);
+            if (p.mode == 13) fence_proxy_async_shared();
+            __syncthreads();
+            float d[32] = {};
+            uint32_t a[4] = {0, 0, 0, 0};
+            wgmma_fence();
+            wgmma_m64n64k16_rs_nb(d, a, wgmma_desc_sw128(smem_addr(tile), 1024, 1024));
+            wgmma_commit();
+            wgmma_wait<0>();
+            p.out[gid] = d[0] == 0.f;
+            break;
+        }
     }
 }

@@ -95,3 +95,12 @@ fn emulated_shared_memory_races_are_reported_and_ordered_accesses_are_not() {
     let err = run(11, 96, 1).0.unwrap_err();
     assert!(err.contains("thread 2 writes dynamic shared memory at byte 8, which thread 70 read"), "{err}");
 }
+
+#[test]
+fn emulated_wgmma_reads_of_unfenced_st_shared_are_reported() {
+    let err = run(12, 128, 1).0.unwrap_err();
+    assert!(err.contains("proxy fence missing: wgmma reads dynamic shared memory") && err.contains("no fence.proxy.async"), "{err}");
+    let (r, out) = run(13, 128, 1);
+    r.unwrap();
+    assert!(out.iter().all(|&v| v == 1), "{out:?}");
+}
