@@ -29,7 +29,7 @@
 // one harmless order, but two accesses no synchronisation orders are reported.
 //
 // So is the proxy rule: wgmma reads a thread's st.shared writes only after that thread's
-// fence.proxy.async.
+// fence.proxy.async. An access past the launch's dynamic shared memory is reported.
 //
 // What it cannot show: speed, races on global memory, other memory-model subtleties. Global memory is host memory: an
 // out-of-bounds read is not caught.
@@ -77,6 +77,7 @@ enum AsyncMode : int { ASYNC_AT_ISSUE = 0, ASYNC_DEFERRED = 1 };
 extern int async_mode;
 
 unsigned char* dynamic_shared();
+constexpr size_t MAX_DYNAMIC_SHARED_BYTES = 227 * 1024;  // an H100 block's opt-in maximum
 // Shared-memory addresses as the 32-bit offsets PTX uses (relative to one anchor in .bss).
 uint32_t shared_offset(const void* p);
 unsigned char* shared_pointer(uint32_t offset);

@@ -53,6 +53,7 @@ std::vector<uint32_t> clocks;  // width x width: clocks[t * width + u] = what t 
 int agent_issuer[AGENTS];      // the thread whose TMA loads agent threads + i does, or -1
 std::vector<uint32_t> proxy_fences;  // per thread: fence.proxy.async executed so far
 uint32_t generation = 0;       // of the shadow: a unit from an earlier block is empty
+size_t dynamic_bytes = 0;      // the launch's dynamic shared memory
 
 struct Unit {
     uint32_t gen = 0;
@@ -139,6 +140,14 @@ void race(const char* kind, int actor, int other, const char* region, size_t off
 Unit* unit_at(const unsigned char* p, const char** region, size_t* offset, size_t* available) {
     unsigned char* dyn = dynamic_shared();
     std::vector<Unit>* units = nullptr;
+    if (p >= dyn + dynamic_bytes && p < dyn + MAX_DYNAMIC_SHARED_BYTES) {
+        // On the GPU: another block's shared memory or an illegal address.
+        char msg[200];
+        std::snprintf(msg, sizeof msg, "shared-memory access at byte %zu of dynamic shared memory, past the %zu bytes the launch asked for",
+                      size_t(p - dyn), dynamic_bytes);
+        report(msg);
+        return nullptr;
+    }
     if (p >= dyn && p < dyn + dynamic_units.size() * 2) {
         *region = "dynamic";
         *offset = size_t(p - dyn);
@@ -243,6 +252,7 @@ void block_start(int n, size_t dyn_smem) {
         generation = 1;
     }
     dynamic_units.resize((dyn_smem + 1) / 2);
+    dynamic_bytes = dyn_smem;
     static_units.resize(__bss_start ? size_t(_end - bss_base() + 1) / 2 : 0);
     read_sets.clear();
     free_read_sets.clear();

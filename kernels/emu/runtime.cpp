@@ -18,7 +18,7 @@ int async_mode = ASYNC_AT_ISSUE;
 
 namespace {
 
-constexpr size_t MAX_DYNAMIC_SHARED = 227 * 1024;  // an H100 block's opt-in maximum
+constexpr size_t MAX_DYNAMIC_SHARED = MAX_DYNAMIC_SHARED_BYTES;
 constexpr size_t STACK_BYTES = 128 * 1024;
 
 alignas(128) unsigned char dynamic_arena[MAX_DYNAMIC_SHARED];

@@ -94,6 +94,11 @@ extern "C" __global__ void emu_selftest(const __grid_constant__ SelftestParams p
             }
             break;
         }
+        case 14: {  // a write past the launch's 4096 bytes of dynamic shared memory: reported
+            DYNAMIC_SHARED(int, buf);
+            buf[1024 + tid] = tid;
+            break;
+        }
         case 12:    // wgmma reads a tile written with st.shared and no fence.proxy.async: reported
         case 13: {  // the same with the fence: passes
             DYNAMIC_SHARED(unsigned char, tile);  // B [16 x 64] N-major, 2 KiB: 16 bytes a thread

@@ -1,7 +1,8 @@
 //! The emulator itself (kernels/emu/selftest.cu): shuffles and atomics give what the GPU gives,
 //! threads waiting on each other (a block barrier against a warp shuffle) are reported as a
 //! deadlock, not a hang, and exited threads release barriers; with deferred completion a missing
-//! cp.async wait reads old data and wgmma hazards are reported; shared-memory races are reported,
+//! cp.async wait reads old data and wgmma hazards are reported; shared-memory races, wgmma reads
+//! of unfenced st.shared writes and accesses past the launch's dynamic shared memory are reported,
 //! and the same accesses ordered by a warp sync, a named barrier or an mbarrier are not.
 
 use super::{in_deferred_mode, load};
@@ -103,4 +104,11 @@ fn emulated_wgmma_reads_of_unfenced_st_shared_are_reported() {
     let (r, out) = run(13, 128, 1);
     r.unwrap();
     assert!(out.iter().all(|&v| v == 1), "{out:?}");
+}
+
+#[test]
+fn emulated_shared_memory_past_the_launchs_size_is_reported() {
+    // run() asks for 4096 bytes of dynamic shared memory; the kernel writes int 1024 onwards.
+    let err = run(14, 32, 1).0.unwrap_err();
+    assert!(err.contains("at byte 4096 of dynamic shared memory, past the 4096 bytes the launch asked for"), "{err}");
 }
