@@ -114,6 +114,15 @@ void join(std::vector<uint32_t>& into, const uint32_t* from) {
 
 void tick(int t) { ++clock_of(t)[t]; }
 
+// A meeting completes: each thread waiting at it acquires what every arrival knew.
+void meet(Meeting& m) {
+    for (int t : m.waiters) {
+        join(clock_of(t), m.joined.data());
+        tick(t);
+    }
+    m = Meeting{};
+}
+
 MBarrierClocks& mbarrier(uint32_t bar) {
     for (auto& [addr, c] : mbarriers)
         if (addr == bar) return c;
@@ -298,13 +307,7 @@ void warp_arrive(int warp, int thread) {
 }
 
 void warp_meet(int warp) {
-    if (!threads) return;
-    Meeting& m = warps[warp];
-    for (int t : m.waiters) {
-        join(clock_of(t), m.joined.data());
-        tick(t);
-    }
-    m = Meeting{};
+    if (threads) meet(warps[warp]);
 }
 
 void named_arrive(int id, int thread, bool waits) {
@@ -315,13 +318,7 @@ void named_arrive(int id, int thread, bool waits) {
 }
 
 void named_meet(int id) {
-    if (!threads) return;
-    Meeting& m = named[id];
-    for (int t : m.waiters) {
-        join(clock_of(t), m.joined.data());
-        tick(t);
-    }
-    m = Meeting{};
+    if (threads) meet(named[id]);
 }
 
 int tma_issued(int issuer) {
