@@ -26,13 +26,17 @@
 //     and a thread exiting with wgmma in flight, are reported as errors.
 //
 // Races on shared memory between threads of a block are checked (race.cpp): the fibers run in
-// one harmless order, but two accesses no synchronisation orders are reported.
+// one harmless order, but two accesses no synchronisation orders are reported. So are races on
+// global memory (race_global.cpp): between threads of a block, and between blocks, which only a
+// __threadfence and an atomic can order.
 //
 // So is the proxy rule: wgmma reads a thread's st.shared writes only after that thread's
 // fence.proxy.async. An access past the launch's dynamic shared memory is reported.
 //
-// What it cannot show: speed, races on global memory, other memory-model subtleties. Global memory is host memory: an
-// out-of-bounds read is not caught.
+// What it cannot show: speed, races between kernels (the stream orders them; dependent launches
+// are checked by poisoning, see grid_dependency_wait), other memory-model subtleties (scopes,
+// caches: a block reading another's writes through a non-coherent load). Global memory is host
+// memory: an out-of-bounds read is not caught.
 #pragma once
 #include <cuda_bf16.h>  // host-usable bf16; also brings CUDA's host definitions of the keywords
 
@@ -164,6 +168,14 @@ void mbarrier_reset(uint32_t bar);
 void mbarrier_arrive(uint32_t bar, int parity, int actor);
 void mbarrier_complete(uint32_t bar, int parity);
 void mbarrier_acquire(uint32_t bar, int parity, int thread);
+// Global memory (race_global.cpp): per launch, the emulator memory kernel code touches is left
+// out; cp.async and TMA source reads come from the emulator, atomics and fences from below.
+void launch_start();
+void private_memory(const void* p, size_t bytes);
+void global_read(const void* p, size_t bytes);                // by the current thread
+void global_read_by(int thread, const void* p, size_t bytes);  // a TMA load's, by its issuer
+void atomic(const void* p);  // an atomic by the current thread (global or shared)
+void thread_fence();         // __threadfence() by the current thread
 }  // namespace race
 
 // Between the scheduler (runtime.cpp) and hopper.cpp's deferred operations.
@@ -207,30 +219,39 @@ inline unsigned __ballot_sync(unsigned mask, int pred) {
     return bits;
 }
 
-// Fibers switch only at barriers, so a read-modify-write is atomic. Atomics are left out of the
-// race check (not instrumented): they do not race with each other.
+// Fibers switch only at barriers, so a read-modify-write is atomic. Atomics are not
+// instrumented (they do not race with each other); on global memory they are what orders one
+// block's writes before another's reads, with __threadfence (race_global.cpp).
 #define EMU_ATOMIC __attribute__((no_sanitize_thread, noinline))
 template <class T>
 EMU_ATOMIC T atomicAdd(T* p, T v) {
+    ::emu::race::atomic(p);
     const T old = *p;
     *p = old + v;
     return old;
 }
 template <class T>
 EMU_ATOMIC T atomicMax(T* p, T v) {
+    ::emu::race::atomic(p);
     const T old = *p;
     *p = std::max(old, v);
     return old;
 }
 template <class T>
 EMU_ATOMIC T atomicMin(T* p, T v) {
+    ::emu::race::atomic(p);
     const T old = *p;
     *p = std::min(old, v);
     return old;
 }
+inline void __threadfence() { ::emu::race::thread_fence(); }
 
 template <class T>
 T __ldg(const T* p) {
+    return *p;
+}
+template <class T>
+T __ldcg(const T* p) {
     return *p;
 }
 inline size_t __cvta_generic_to_shared(const void* p) { return ::emu::shared_offset(p); }

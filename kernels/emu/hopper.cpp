@@ -123,8 +123,11 @@ void land(const PendingTma& op) {
         for (int e = 0; e < box_inner; ++e) {
             const int64_t row = int64_t(op.outer) + r, col = int64_t(op.inner) + e;
             uint16_t v = 0;  // outside the tensor: zeros (and still counted)
-            if (row >= 0 && col >= 0 && uint64_t(row) < dim_outer && uint64_t(col) < dim_inner)
-                v = *reinterpret_cast<const uint16_t*>(base + uint64_t(row) * stride + uint64_t(col) * 2);
+            if (row >= 0 && col >= 0 && uint64_t(row) < dim_outer && uint64_t(col) < dim_inner) {
+                const void* src = reinterpret_cast<const void*>(base + uint64_t(row) * stride + uint64_t(col) * 2);
+                race::global_read_by(op.issuer, src, 2);
+                v = *static_cast<const uint16_t*>(src);
+            }
             const uint32_t at = swizzle128(op.dst + uint32_t(r * 128 + e * 2));
             race::agent_write(op.agent, at, 2);
             *reinterpret_cast<uint16_t*>(shared_pointer(at)) = v;

@@ -7,7 +7,7 @@
 // -fsanitize=thread instrumentation, whose __tsan_* calls land here instead of in a TSan
 // runtime) to its __shared__ variables (statics in this library's .bss) or to dynamic shared
 // memory; and the emulator's own shared-memory traffic: cp.async and TMA landings
-// (writes), ldmatrix and wgmma operand reads. Global memory is not checked.
+// (writes), ldmatrix and wgmma operand reads. Other accesses go to race_global.cpp's check.
 //
 // Happens-before: __syncthreads and griddepcontrol.wait join every thread; a warp-collective
 // operation (__syncwarp, shuffles, ldmatrix, mma) joins the lanes that took part; bar.sync on a
@@ -29,7 +29,7 @@
 #include <string>
 #include <vector>
 
-#include "emu.h"
+#include "race_state.h"
 
 // This library's .bss, where the static __shared__ variables are (emu.h makes them statics; g++
 // ignores a section attribute on a template's static locals). The kernel code writes no other
@@ -42,28 +42,16 @@ namespace emu {
 namespace race {
 
 bool on = true;
+int threads = 0, width = 0;
+uint32_t generation = 0;
 
 namespace {
 
-// The block's threads, then the "async agents" doing the TMA loads of up to AGENTS issuing
-// threads: one vector clock (`width` entries) each.
-constexpr int AGENTS = 8;
-int threads = 0, width = 0;
 std::vector<uint32_t> clocks;  // width x width: clocks[t * width + u] = what t knows of u
 int agent_issuer[AGENTS];      // the thread whose TMA loads agent threads + i does, or -1
 std::vector<uint32_t> proxy_fences;  // per thread: fence.proxy.async executed so far
-uint32_t generation = 0;       // of the shadow: a unit from an earlier block is empty
 size_t dynamic_bytes = 0;      // the launch's dynamic shared memory
 
-struct Unit {
-    uint32_t gen = 0;
-    int32_t writer = -1;  // thread or agent, or -1
-    uint32_t write_clock = 0;
-    int32_t reader = -1;  // the last read, while the reads since the write are ordered
-    uint32_t read_clock = 0;
-    int32_t read_set = -1;  // else: an index into read_sets (a clock per thread)
-    uint32_t fences_at_write = 0;  // the writer's fence.proxy.async count when it wrote
-};
 std::vector<Unit> dynamic_units, static_units;
 std::vector<std::vector<uint32_t>> read_sets;
 std::vector<int32_t> free_read_sets;
@@ -81,8 +69,6 @@ struct MBarrierClocks {
     std::vector<uint32_t> arriving[2], completed[2];
 };
 std::vector<std::pair<uint32_t, MBarrierClocks>> mbarriers;  // by address (a handful per block)
-
-uint32_t* clock_of(int t) { return &clocks[size_t(t) * width]; }
 
 // __bss_start need not be aligned: units count 2-byte steps from the 16-byte boundary below it.
 const unsigned char* bss_base() {
@@ -130,23 +116,23 @@ MBarrierClocks& mbarrier(uint32_t bar) {
     return mbarriers.back().second;
 }
 
-// Who did it, for the report.
-std::string who(int t) {
-    if (t >= threads) return "the TMA loads of thread " + std::to_string(agent_issuer[t - threads]);
-    return "thread " + std::to_string(t);
-}
-
-void race(const char* kind, int actor, int other, const char* region, size_t offset, const char* other_kind) {
+void race(const char* kind, int actor, int other, Place where, const char* other_kind) {
+    char at[64];
+    if (where.region == std::string("global")) std::snprintf(at, sizeof at, "global memory at %#" PRIxPTR, where.at);
+    else std::snprintf(at, sizeof at, "%s shared memory at byte %zu", where.region, size_t(where.at));
     char msg[512];
     std::snprintf(msg, sizeof msg,
-                  "shared-memory race: %s %s %s shared memory at byte %zu, which %s %s with no barrier, warp "
-                  "synchronisation or mbarrier ordering the two",
-                  who(actor).c_str(), kind, region, offset, who(other).c_str(), other_kind);
+                  "%s race: %s of block %s %s %s, which %s %s with no barrier, warp synchronisation or mbarrier "
+                  "ordering the two",
+                  where.region == std::string("global") ? "global-memory" : "shared-memory", who(actor).c_str(),
+                  block_name().c_str(), kind, at, who(other).c_str(), other_kind);
     report(msg);
 }
 
-// The units holding `p` and after it (`*available` of them), or null outside shared memory.
-Unit* unit_at(const unsigned char* p, const char** region, size_t* offset, size_t* available) {
+// The units holding `p` and after it (`*available` of them), or null: outside shared memory
+// (`*global` set), or past the launch's dynamic shared memory (reported).
+Unit* unit_at(const unsigned char* p, const char** region, size_t* offset, size_t* available, bool* global) {
+    *global = false;
     unsigned char* dyn = dynamic_shared();
     std::vector<Unit>* units = nullptr;
     if (p >= dyn + dynamic_bytes && p < dyn + MAX_DYNAMIC_SHARED_BYTES) {
@@ -166,17 +152,27 @@ Unit* unit_at(const unsigned char* p, const char** region, size_t* offset, size_
         *offset = size_t(p - bss_base());
         units = &static_units;
     } else {
+        *global = true;
         return nullptr;
     }
     *available = units->size() - *offset / 2;
     return &(*units)[*offset / 2];
 }
 
-void read_unit(Unit& u, int t, const char* region, size_t offset) {
+}  // namespace
+
+uint32_t* clock_of(int t) { return &clocks[size_t(t) * width]; }
+
+std::string who(int t) {
+    if (t >= threads) return "the TMA loads of thread " + std::to_string(agent_issuer[t - threads]);
+    return "thread " + std::to_string(t);
+}
+
+void read_unit(Unit& u, int t, Place where) {
     const uint32_t* mine = clock_of(t);
     const uint32_t now = mine[t];
     if (u.gen != generation) u = Unit{generation};
-    if (u.writer >= 0 && u.writer != t && mine[u.writer] < u.write_clock) race("reads", t, u.writer, region, offset, "wrote");
+    if (u.writer >= 0 && u.writer != t && mine[u.writer] < u.write_clock) race("reads", t, u.writer, where, "wrote");
     if (u.read_set >= 0) {
         read_sets[u.read_set][t] = now;
     } else if (u.reader < 0 || u.reader == t || mine[u.reader] >= u.read_clock) {
@@ -198,27 +194,29 @@ void read_unit(Unit& u, int t, const char* region, size_t offset) {
     }
 }
 
-void write_unit(Unit& u, int t, const char* region, size_t offset) {
+void write_unit(Unit& u, int t, Place where) {
     const uint32_t* mine = clock_of(t);
     if (u.gen != generation) u = Unit{generation};
-    if (u.writer >= 0 && u.writer != t && mine[u.writer] < u.write_clock) race("writes", t, u.writer, region, offset, "wrote");
+    if (u.writer >= 0 && u.writer != t && mine[u.writer] < u.write_clock) race("writes", t, u.writer, where, "wrote");
     if (u.read_set >= 0) {
         const std::vector<uint32_t>& reads = read_sets[u.read_set];
         for (int r = 0; r < threads; ++r)
             if (r != t && reads[r] > mine[r]) {
-                race("writes", t, r, region, offset, "read");
+                race("writes", t, r, where, "read");
                 break;
             }
         free_read_sets.push_back(u.read_set);
         u.read_set = -1;
     } else if (u.reader >= 0 && u.reader != t && mine[u.reader] < u.read_clock) {
-        race("writes", t, u.reader, region, offset, "read");
+        race("writes", t, u.reader, where, "read");
     }
     u.writer = t;
     u.write_clock = mine[t];
     u.reader = -1;
     u.fences_at_write = t < threads ? proxy_fences[t] : 0;
 }
+
+namespace {
 
 // The async proxy (wgmma) reads what a thread wrote with st.shared only after that thread's
 // fence.proxy.async (the PTX memory model's proxy rule); TMA writes are async-proxy already.
@@ -236,13 +234,16 @@ void check_proxy(const Unit& u, const char* region, size_t offset) {
 void access_as(int t, const void* p, size_t bytes, bool write, bool async_proxy = false) {
     const char* region;
     size_t offset, available;
-    Unit* u = unit_at(static_cast<const unsigned char*>(p), &region, &offset, &available);
+    bool global;
+    Unit* u = unit_at(static_cast<const unsigned char*>(p), &region, &offset, &available, &global);
+    if (global && !async_proxy) global_access(t, p, bytes, write);
     if (!u) return;
     const size_t n = std::min((offset + bytes - 1) / 2 - offset / 2 + 1, available);
     for (size_t i = 0; i < n; ++i) {
+        const Place where{region, offset + 2 * i};
         if (async_proxy) check_proxy(u[i], region, offset + 2 * i);
-        if (write) write_unit(u[i], t, region, offset + 2 * i);
-        else read_unit(u[i], t, region, offset + 2 * i);
+        if (write) write_unit(u[i], t, where);
+        else read_unit(u[i], t, where);
     }
 }
 
@@ -268,10 +269,22 @@ void block_start(int n, size_t dyn_smem) {
     warps.assign((n + 31) / 32, Meeting{});
     for (Meeting& m : named) m = Meeting{};
     mbarriers.clear();
+    global_block_start();
 }
 
 void access(const void* p, size_t bytes, bool write) {
     if (on && current_thread && threads) access_as(current_thread->linear, p, bytes, write);
+}
+
+void atomic(const void* p) {
+    const unsigned char* c = static_cast<const unsigned char*>(p);
+    const unsigned char* dyn = dynamic_shared();
+    const bool shared = (c >= dyn && c < dyn + MAX_DYNAMIC_SHARED_BYTES) || (__bss_start && c >= bss_base() && c < _end);
+    if (!shared) global_atomic(p);
+}
+
+std::string block_name() {
+    return "(" + std::to_string(block_idx.x) + "," + std::to_string(block_idx.y) + "," + std::to_string(block_idx.z) + ")";
 }
 
 void shared_read(uint32_t addr, size_t bytes) { access(shared_pointer(addr), bytes, false); }

@@ -5,6 +5,7 @@
 //     (a deadlock: which threads wait where; a launch the GPU would refuse).
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -55,7 +56,8 @@ struct Block {
     NamedBarrier named[16];  // id 0 is __syncthreads' (kept apart in `arrived` / `generation`)
     std::vector<Thread> threads;
     std::vector<CopyQueue> copies;
-    std::vector<std::vector<unsigned char>> stacks;
+    std::unique_ptr<unsigned char[]> stacks;  // STACK_BYTES a thread, one range (race_global.cpp)
+    size_t stack_threads = 0;
     std::vector<Warp> warps;
     int live = 0, arrived = 0;
     unsigned generation = 0;
@@ -165,8 +167,8 @@ void release_dependency() {
 extern "C" void emu_fiber_start() { fiber_main(); }
 
 // A fresh stack whose first switch "returns" into emu_fiber_start with the ABI's alignment.
-void* initial_stack(std::vector<unsigned char>& stack) {
-    uintptr_t top = reinterpret_cast<uintptr_t>(stack.data() + stack.size()) & ~uintptr_t(15);
+void* initial_stack(unsigned char* stack) {
+    uintptr_t top = reinterpret_cast<uintptr_t>(stack + STACK_BYTES) & ~uintptr_t(15);
     void** sp = reinterpret_cast<void**>(top);
     *--sp = nullptr;                                          // fake return address of emu_fiber_start
     *--sp = reinterpret_cast<void*>(&emu_fiber_start);        // popped by emu_switch's ret
@@ -214,7 +216,7 @@ bool run_block(const dim3 bidx) {
         t.warp = i >> 5;
         t.done = false;
         t.waiting = nullptr;
-        t.sp = initial_stack(block.stacks[i]);
+        t.sp = initial_stack(block.stacks.get() + size_t(i) * STACK_BYTES);
     }
     int remaining = n;
     while (remaining > 0) {
@@ -381,6 +383,7 @@ void cp_async16(uint32_t smem, const void* gmem, bool valid) {
         std::fprintf(stderr, "emu: cp.async of 16 bytes needs 16-byte aligned addresses\n");
         std::abort();
     }
+    if (valid) race::global_read(gmem, 16);  // (checked at issue in both modes)
     if (async_mode == ASYNC_DEFERRED) {
         CopyQueue& q = block.copies[current_thread->linear];
         q.pending.push_back(PendingCopy{smem, gmem, valid, q.group});
@@ -510,9 +513,17 @@ extern "C" __attribute__((visibility("default"))) int emu_launch(unsigned gx, un
     block.ctx = ctx;
     block.dyn_smem = dyn_smem;
     block.threads.assign(threads, Thread{});
-    if (block.stacks.size() < threads) block.stacks.resize(threads, std::vector<unsigned char>(STACK_BYTES));
+    if (block.stack_threads < threads) {
+        block.stacks.reset(new unsigned char[threads * STACK_BYTES]);
+        block.stack_threads = threads;
+    }
     block.warps.assign((threads + 31) / 32, Warp{});
     hazard.clear();
+    // Memory of the emulator's that kernel code touches: not global memory to the race check.
+    race::launch_start();
+    race::private_memory(block.stacks.get(), block.stack_threads * STACK_BYTES);
+    race::private_memory(block.threads.data(), block.threads.size() * sizeof(Thread));
+    race::private_memory(block.warps.data(), block.warps.size() * sizeof(Warp));
     for (unsigned z = 0; z < gz; ++z)
         for (unsigned y = 0; y < gy; ++y)
             for (unsigned x = 0; x < gx; ++x)

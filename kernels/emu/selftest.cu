@@ -7,6 +7,7 @@
 struct SelftestParams {
     int* out;         // [blockDim.x * gridDim.x] per-thread results
     const int* data;  // [4 * blockDim.x] source of the cp.async modes
+    int* scratch;     // [1 + gridDim.x] zeros: the global-memory modes' counter and partials
     int mode;
 };
 
@@ -94,6 +95,33 @@ extern "C" __global__ void emu_selftest(const __grid_constant__ SelftestParams p
             }
             break;
         }
+        // The global-memory race check (emu/race_global.cpp). Modes 15, 17, 18 and 19 race.
+        case 15:  // every block writes the same int
+            if (tid == 0) p.out[0] = blockIdx.x;
+            break;
+        case 16:    // CUDA's "last block" pattern: each block's partial, a fence, an atomic; the last
+        case 17:    // block to arrive fences and sums them. 17: the writers skip their fence;
+        case 18: {  // 18: the last block skips its fence after the atomic
+            __shared__ int last;
+            if (tid == 0) p.scratch[1 + blockIdx.x] = blockIdx.x + 1;
+            if (p.mode != 17) __threadfence();
+            __syncthreads();
+            if (tid == 0) {
+                last = atomicAdd(&p.scratch[0], 1) == (int)gridDim.x - 1;
+                if (p.mode != 18) __threadfence();
+            }
+            __syncthreads();
+            if (last) {
+                int sum = 0;
+                for (int b = 0; b < (int)gridDim.x; ++b) sum += p.scratch[1 + b];
+                p.out[gid] = sum;
+            }
+            break;
+        }
+        case 19:  // within a block: a global write read by another warp with no barrier between
+            if (tid == 0) p.scratch[0] = 5;
+            if (tid == 32) p.out[gid] = p.scratch[0];
+            break;
         case 14: {  // a write past the launch's 4096 bytes of dynamic shared memory: reported
             DYNAMIC_SHARED(int, buf);
             buf[1024 + tid] = tid;

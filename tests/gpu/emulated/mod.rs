@@ -166,7 +166,7 @@ fn build(file: &str) -> PathBuf {
     };
     let mut linked = vec![objects.join("kernel.o")];
     g(&[kernels.join(format!("{file}.cu"))], true, &linked[0]);
-    for part in ["runtime", "hopper", "race"] {
+    for part in ["runtime", "hopper", "race", "race_global"] {
         let o = objects.join(format!("{part}.o"));
         g(&[kernels.join(format!("emu/{part}.cpp"))], false, &o);
         linked.push(o);

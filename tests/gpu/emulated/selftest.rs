@@ -3,7 +3,8 @@
 //! deadlock, not a hang, and exited threads release barriers; with deferred completion a missing
 //! cp.async wait reads old data and wgmma hazards are reported; shared-memory races, wgmma reads
 //! of unfenced st.shared writes and accesses past the launch's dynamic shared memory are reported,
-//! and the same accesses ordered by a warp sync, a named barrier or an mbarrier are not.
+//! and the same accesses ordered by a warp sync, a named barrier or an mbarrier are not; global
+//! memory shared by two blocks is reported unless a fence and an atomic order it.
 
 use super::{in_deferred_mode, load};
 use cudarc::driver::LaunchConfig;
@@ -13,6 +14,7 @@ use cudarc::driver::LaunchConfig;
 struct SelftestParams {
     out: u64,
     data: u64,
+    scratch: u64,
     mode: i32,
 }
 
@@ -22,8 +24,14 @@ fn run(mode: i32, threads: u32, blocks: u32) -> (Result<(), String>, Vec<i32>) {
 
 fn run_with(mode: i32, threads: u32, blocks: u32, data: &[i32]) -> (Result<(), String>, Vec<i32>) {
     let mut out = vec![-1i32; (threads * blocks) as usize];
+    let mut scratch = vec![0i32; 1 + blocks as usize];
     let cfg = LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 4096 };
-    let p = SelftestParams { out: out.as_mut_ptr() as u64, data: data.as_ptr() as u64, mode };
+    let p = SelftestParams {
+        out: out.as_mut_ptr() as u64,
+        data: data.as_ptr() as u64,
+        scratch: scratch.as_mut_ptr() as u64,
+        mode,
+    };
     let r = load("emu/selftest").launch("emu_selftest", cfg, p);
     (r, out)
 }
@@ -84,9 +92,9 @@ fn emulated_async_hazards_show_only_when_completion_is_deferred() {
 #[test]
 fn emulated_shared_memory_races_are_reported_and_ordered_accesses_are_not() {
     let err = run(8, 64, 1).0.unwrap_err();
-    assert!(err.contains("shared-memory race: thread 32 reads static shared memory") && err.contains("which thread 0 wrote"), "{err}");
+    assert!(err.contains("shared-memory race: thread 32 of block (0,0,0) reads static shared memory") && err.contains("which thread 0 wrote"), "{err}");
     let err = run(9, 64, 1).0.unwrap_err();
-    assert!(err.contains("shared-memory race: thread 0 writes static shared memory") && err.contains("read"), "{err}");
+    assert!(err.contains("shared-memory race: thread 0 of block (0,0,0) writes static shared memory") && err.contains("read"), "{err}");
     let (r, out) = run(10, 96, 2);
     r.unwrap();
     for (i, want) in [(5, 10), (40, 11), (70, 12)] {
@@ -94,7 +102,7 @@ fn emulated_shared_memory_races_are_reported_and_ordered_accesses_are_not() {
     }
     // (The fibers happen to run the read first, so it is reported from the write's side.)
     let err = run(11, 96, 1).0.unwrap_err();
-    assert!(err.contains("thread 2 writes dynamic shared memory at byte 8, which thread 70 read"), "{err}");
+    assert!(err.contains("thread 2 of block (0,0,0) writes dynamic shared memory at byte 8, which thread 70 read"), "{err}");
 }
 
 #[test]
@@ -111,4 +119,31 @@ fn emulated_shared_memory_past_the_launchs_size_is_reported() {
     // run() asks for 4096 bytes of dynamic shared memory; the kernel writes int 1024 onwards.
     let err = run(14, 32, 1).0.unwrap_err();
     assert!(err.contains("at byte 4096 of dynamic shared memory, past the 4096 bytes the launch asked for"), "{err}");
+}
+
+#[test]
+fn emulated_global_memory_races_are_reported_and_the_last_block_pattern_is_not() {
+    let err = run(15, 32, 3).0.unwrap_err();
+    assert!(
+        err.contains("global-memory race: thread 0 of block (1,0,0) writes global memory")
+            && err.contains("which thread 0 of block (0,0,0) wrote"),
+        "{err}"
+    );
+    // Partials 1 + 2 + 3 + 4, summed by the last block (the fibers run block 3 last).
+    let (r, out) = run(16, 64, 4);
+    r.unwrap();
+    assert!(out[..3 * 64].iter().all(|&v| v == -1) && out[3 * 64..].iter().all(|&v| v == 10), "{out:?}");
+    for mode in [17, 18] {
+        let err = run(mode, 64, 4).0.unwrap_err();
+        assert!(
+            err.contains("of block (3,0,0) reads global memory")
+                && err.contains("which thread 0 of block (0,0,0) wrote"),
+            "mode {mode}: {err}"
+        );
+    }
+    let err = run(19, 64, 1).0.unwrap_err();
+    assert!(
+        err.contains("global-memory race: thread 32 of block (0,0,0) reads global memory") && err.contains("which thread 0 wrote"),
+        "{err}"
+    );
 }
