@@ -17,6 +17,8 @@ struct AttentionParams {
                                  //   block_tables[s, j / block_size] * block_size + j % block_size
     float* partial_o;            // decode only: [n_seqs, n_heads, n_splits, head_dim]
     float* partial_ml;           // decode only: [n_seqs, n_heads, n_splits, 2] (max, sum)
+    int32_t* split_counters;     // decode only: [n_seqs, n_kv_heads] split blocks done; 0 between
+                                 //   launches (the last block of each resets its count)
     int32_t q_stride;
     int32_t n_heads;
     int32_t n_kv_heads;
@@ -26,7 +28,7 @@ struct AttentionParams {
     int32_t n_splits;            // decode only
     float scale_log2;            // softmax scale * log2(e)
 };
-static_assert(sizeof(AttentionParams) == 104, "mirror of AttentionParams in attention.rs");
+static_assert(sizeof(AttentionParams) == 112, "mirror of AttentionParams in attention.rs");
 
 // The KV row of `kv_head` for position `pos` of sequence `seq`.
 __device__ __forceinline__ size_t kv_row_offset(const AttentionParams& p, int seq, int pos, int kv_head,
@@ -81,12 +83,19 @@ __device__ __forceinline__ void causal_online_softmax(float (&s)[NJ][4], int key
 }
 
 // The end of a split-K decode block: merges the WARPS per-warp online-softmax states of its G
-// heads (s_max, s_sum: [WARPS][G]; s_o: [WARPS][G][HD] unnormalised outputs, in shared memory)
-// and writes the split's partial (max, sum, o[HD]) per head for attention_decode_combine. An
-// empty split (every max -inf) writes max -inf, sum 0, o 0, which the combine skips.
+// heads (s_max, s_sum: [WARPS][G]; s_o: [WARPS][G][HD] unnormalised outputs, in shared memory).
+// With one split that is the answer, written to out. Otherwise the block writes its split's
+// partial (max, sum, o[HD]) per head, and the last of the (sequence, KV head)'s split blocks to
+// finish merges them all into out: CUDA's "last block" pattern (each block's writes, a fence, an
+// atomic arrival; the last arrival fences again and reads every partial through L2), so no
+// separate combine launch: 40 fewer launches a token, and no kernel boundary between the splits
+// and their merge. The last block also puts the arrival count back to 0 for the next launch.
+// An empty split (every max -inf) writes max -inf, sum 0, o 0, which the merge skips.
 template <int HD, int G, int WARPS>
-__device__ __forceinline__ void write_split_partials(const AttentionParams& p, const float* s_max, const float* s_sum,
-                                                     const float* s_o, int seq, int kv_head, int split) {
+__device__ __forceinline__ void finish_split(const AttentionParams& p, const float* s_max, const float* s_sum,
+                                             const float* s_o, int seq, int kv_head, int split) {
+    const int token = p.cu_seqlens_q[seq];
+    bf16* out = p.out + (size_t)token * p.n_heads * HD + kv_head * G * HD;  // [G][HD] of this KV head
     for (int i = threadIdx.x; i < G * HD; i += blockDim.x) {
         const int h = i / HD, d = i % HD;
         float mx = -INFINITY;
@@ -101,11 +110,43 @@ __device__ __forceinline__ void write_split_partials(const AttentionParams& p, c
                 acc += s_o[(w * G + h) * HD + d] * scale;
             }
         }
+        if (p.n_splits == 1) {
+            out[i] = __float2bfloat16(acc / sum);  // the whole context: sum > 0
+            continue;
+        }
         const size_t part = ((size_t)seq * p.n_heads + kv_head * G + h) * p.n_splits + split;
         p.partial_o[part * HD + d] = acc;
         if (d == 0) {
             p.partial_ml[part * 2] = mx;
             p.partial_ml[part * 2 + 1] = sum;
         }
+    }
+    if (p.n_splits == 1) return;
+
+    __shared__ int is_last;
+    __threadfence();  // this thread's partials, before the block's arrival
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        int* arrivals = p.split_counters + (size_t)seq * p.n_kv_heads + kv_head;
+        is_last = atomicAdd(arrivals, 1) == p.n_splits - 1;
+        if (is_last) *arrivals = 0;  // every split has arrived: ready for the next launch
+        __threadfence();  // the other blocks' partials, before this block reads them
+    }
+    __syncthreads();
+    if (!is_last) return;
+    for (int i = threadIdx.x; i < G * HD; i += blockDim.x) {
+        const int h = i / HD, d = i % HD;
+        const size_t part0 = ((size_t)seq * p.n_heads + kv_head * G + h) * p.n_splits;
+        float mx = -INFINITY;
+        for (int s = 0; s < p.n_splits; ++s) mx = fmaxf(mx, __ldcg(&p.partial_ml[(part0 + s) * 2]));
+        float sum = 0.f, acc = 0.f;
+        for (int s = 0; s < p.n_splits; ++s) {
+            const float ms = __ldcg(&p.partial_ml[(part0 + s) * 2]);
+            if (ms == -INFINITY) continue;  // an empty split
+            const float scale = exp2f(ms - mx);
+            sum += __ldcg(&p.partial_ml[(part0 + s) * 2 + 1]) * scale;
+            acc += __ldcg(&p.partial_o[(part0 + s) * HD + d]) * scale;
+        }
+        out[i] = __float2bfloat16(acc / sum);
     }
 }

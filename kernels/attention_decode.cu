@@ -1,8 +1,8 @@
 // Split-K flash-decoding: one new token per sequence attends to its whole cached context.
 //   attention_decode_bf16_hd{128,64}: each block takes one (split of the context, KV head,
 //     sequence) and the G query heads of that KV head, writing an unnormalised partial
-//     (max, sum, o[head_dim]) per head;
-//   attention_decode_combine: merges the splits of each (sequence, head) into out.
+//     (max, sum, o[head_dim]) per head; the last split block of each (sequence, KV head) to
+//     finish merges them into out (finish_split, attention_common.cuh).
 //
 // Bound by memory: every K and V row of the context is read once per KV head - at 32k context
 // Nemo reads 32768 x 8 x 128 x 2 x 2 = 134 MB per layer, ~45 us at 3 TB/s - so the G query
@@ -171,7 +171,7 @@ __device__ void attention_decode(const AttentionParams& p) {
         }
     }
     __syncthreads();
-    write_split_partials<HD, G, WARPS>(p, &s_max[0][0], &s_sum[0][0], &s_o[0][0][0], seq, kv_head, split);
+    finish_split<HD, G, WARPS>(p, &s_max[0][0], &s_sum[0][0], &s_o[0][0][0], seq, kv_head, split);
 }
 
 // Grid: (n_splits, n_kv_heads, n_seqs); 128 threads. One kernel per (head_dim, G) so the
@@ -191,25 +191,3 @@ DECODE_KERNEL(64, 2)
 DECODE_KERNEL(64, 3)
 DECODE_KERNEL(64, 4)
 DECODE_KERNEL(64, 8)
-
-// out[token of seq, head] = sum_s o_s * 2^(m_s - M) / sum_s l_s * 2^(m_s - M).
-// Grid: (n_heads, n_seqs); head_dim threads. The o projection's GEMV may launch behind it
-// (grid_dependency.cuh).
-extern "C" __global__ void attention_decode_combine(const __grid_constant__ AttentionParams p, int head_dim) {
-    grid_dependents_may_launch();
-    grid_dependency_wait();  // the partials of the decode kernel just before
-    const int head = blockIdx.x, seq = blockIdx.y, d = threadIdx.x;
-    const size_t part0 = ((size_t)seq * p.n_heads + head) * p.n_splits;
-    float mx = -INFINITY;
-    for (int s = 0; s < p.n_splits; ++s) mx = fmaxf(mx, p.partial_ml[(part0 + s) * 2]);
-    float sum = 0.f, acc = 0.f;
-    for (int s = 0; s < p.n_splits; ++s) {
-        const float ms = p.partial_ml[(part0 + s) * 2];
-        if (ms == -INFINITY) continue;  // an empty split
-        const float scale = exp2f(ms - mx);
-        sum += p.partial_ml[(part0 + s) * 2 + 1] * scale;
-        acc += p.partial_o[(part0 + s) * head_dim + d] * scale;
-    }
-    const int token = p.cu_seqlens_q[seq];
-    p.out[(size_t)token * p.n_heads * head_dim + head * head_dim + d] = __float2bfloat16(acc / sum);
-}

@@ -1,8 +1,7 @@
 // Split-K flash-decoding on tensor cores, with K/V tiles streamed through a cp.async pipeline:
 //   attention_decode_mma_bf16_hd{128,64}_g{G}: each block takes one (split of the context, KV
-//     head, sequence) and the G query heads of that KV head, writing the same unnormalised
-//     partials (max, sum, o[head_dim]) per head as attention_decode.cu, so that file's
-//     attention_decode_combine merges them.
+//     head, sequence) and the G query heads of that KV head, ending as attention_decode.cu
+//     does (finish_split, attention_common.cuh: partials, merged by the last split block).
 //
 // Bound by memory: every K and V row of the context is read once per KV head (at 32k context
 // Nemo reads 134 MB per layer, ~45 us at 3 TB/s). The CUDA-core kernel (attention_decode.cu)
@@ -180,7 +179,7 @@ __device__ void attention_decode_mma(const AttentionParams& p) {
         }
     }
     __syncthreads();
-    write_split_partials<HD, G, 4>(p, s_max, s_sum, s_o, seq, kv_head, split);
+    finish_split<HD, G, 4>(p, s_max, s_sum, s_o, seq, kv_head, split);
 }
 
 // Grid: (n_splits, n_kv_heads, n_seqs); 128 threads; dynamic shared memory

@@ -1,11 +1,11 @@
 // The emulator's global-memory race check. The blocks of a launch run in no set order and share
 // no barrier, so a global unit written by one block and read or written by another is a race,
 // unless the second block acquired the first's writes through an atomic: the writer's threads
-// make their writes, one of them __threadfence()s (after a __syncthreads, which orders the other
-// threads' writes before it) and then does an atomic; the other block's atomic on the same
-// address, followed by that thread's own __threadfence(), acquires them (CUDA's "last block"
-// pattern). Within one block, global units are checked like shared ones (race.cpp's vector
-// clocks).
+// make their writes and __threadfence(), and a thread that a __syncthreads (or its own program
+// order) puts after those fences does an atomic; the other block's atomic on the same address,
+// followed by that thread's own __threadfence(), acquires them (CUDA's "last block" pattern, as
+// PyTorch's reductions write it: every thread fences, the block meets, thread 0 arrives).
+// Within one block, global units are checked like shared ones (race.cpp's vector clocks).
 //
 // What is global: every instrumented access outside shared memory, except the emulator's own
 // memory that kernel code touches (fiber stacks: locals and parameters; warp exchange slots;
@@ -49,8 +49,9 @@ std::vector<std::pair<uintptr_t, uintptr_t>> private_ranges;  // [begin, end) of
 int32_t block_id = -1;  // the current block's linear index in the grid
 // Per earlier block: how far the current block has acquired each of its threads' clocks.
 std::unordered_map<int32_t, std::vector<uint32_t>> acquired;
-// Per thread of the current block: its clock at its last __threadfence (empty: none yet), and
-// the global atomics it did since (they acquire at its next fence).
+// Per thread of the current block: its clock at its last __threadfence (empty: none yet; the
+// fence's own tick is its own entry), and the global atomics it did since (they acquire at its
+// next fence).
 std::vector<std::vector<uint32_t>> fence_clock;
 std::vector<std::vector<uintptr_t>> pending_acquires;
 // Per atomic address: per block, the joined fence clocks of its threads that did atomics there.
@@ -182,7 +183,11 @@ void global_atomic(const void* p) {
     if (is_private(at)) return;
     const int t = current_thread->linear;
     pending_acquires[t].push_back(at);
-    if (!fence_clock[t].empty()) join_into(released[at][block_id], fence_clock[t]);
+    // Release what every fence this thread knows of made visible: its own last one, and those
+    // of the threads a barrier has put before it.
+    const uint32_t* mine = clock_of(t);
+    for (int u = 0; u < threads; ++u)
+        if (!fence_clock[u].empty() && mine[u] > fence_clock[u][u]) join_into(released[at][block_id], fence_clock[u]);
 }
 
 }  // namespace race

@@ -43,7 +43,7 @@ pub const PREFILL_VARIANTS: &[(&str, PrefillFn)] = &[
 
 /// Every decode variant: (name, wrapper). A new one is one line here.
 pub const DECODE_VARIANTS: &[(&str, DecodeFn)] = &[
-    ("split-k", attention_decode), // kernels/attention_decode.cu: flash-decoding + combine
+    ("split-k", attention_decode), // kernels/attention_decode.cu: flash-decoding, splits merged in-kernel
     // kernels/attention_decode_mma.cu: tensor cores, cp.async pipeline
     ("mma-split-k", |gpu, shape, meta, q, k, v, ws, splits, out| {
         attention_decode_with(gpu, DecodeKernel::Mma, shape, meta, q, k, v, ws, splits, out)

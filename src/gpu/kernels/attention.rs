@@ -24,6 +24,7 @@ pub struct AttentionParams {
     pub block_tables: u64,
     pub partial_o: u64,
     pub partial_ml: u64,
+    pub split_counters: u64,
     pub q_stride: i32,
     pub n_heads: i32,
     pub n_kv_heads: i32,
@@ -33,7 +34,7 @@ pub struct AttentionParams {
     pub n_splits: i32,
     pub scale_log2: f32,
 }
-const _: () = assert!(std::mem::size_of::<AttentionParams>() == 104);
+const _: () = assert!(std::mem::size_of::<AttentionParams>() == 112);
 // SAFETY: plain old data with the C struct's layout (size asserted on both sides).
 unsafe impl DeviceRepr for AttentionParams {}
 
@@ -242,6 +243,7 @@ pub(crate) fn params(
         block_tables: address(&gpu.stream, &meta.block_tables),
         partial_o: 0,
         partial_ml: 0,
+        split_counters: 0,
         q_stride: as_i32(kernel, "q_stride", q_stride)?,
         n_heads: as_i32(kernel, "n_heads", n_heads)?,
         n_kv_heads: as_i32(kernel, "n_kv_heads", n_kv_heads)?,
@@ -268,7 +270,8 @@ pub fn prefill_config(shape: AttentionShape, max_q_len: usize, n_seqs: usize) ->
     }
 }
 
-/// The decode kernels: both write per-split partials that `attention_decode_combine` merges.
+/// The decode kernels: both end in `finish_split` (kernels/attention_common.cuh), whose last
+/// split block of each (sequence, KV head) merges the splits' partials.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DecodeKernel {
     /// kernels/attention_decode.cu: CUDA cores, K and V read straight from global memory.
@@ -295,20 +298,13 @@ impl DecodeKernel {
     }
 }
 
-/// `attention_decode`'s two launches: the splits, then their merge.
-pub fn decode_configs(kernel: DecodeKernel, shape: AttentionShape, n_splits: usize, n_seqs: usize) -> [LaunchConfig; 2] {
-    [
-        LaunchConfig {
-            grid_dim: (n_splits as u32, shape.n_kv_heads as u32, n_seqs as u32),
-            block_dim: (128, 1, 1),
-            shared_mem_bytes: kernel.smem_bytes(shape.head_dim) as u32,
-        },
-        LaunchConfig {
-            grid_dim: (shape.n_heads as u32, n_seqs as u32, 1),
-            block_dim: (shape.head_dim as u32, 1, 1),
-            shared_mem_bytes: 0,
-        },
-    ]
+/// `attention_decode`'s launch: one block per (split, KV head, sequence).
+pub fn decode_config(kernel: DecodeKernel, shape: AttentionShape, n_splits: usize, n_seqs: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (n_splits as u32, shape.n_kv_heads as u32, n_seqs as u32),
+        block_dim: (128, 1, 1),
+        shared_mem_bytes: kernel.smem_bytes(shape.head_dim) as u32,
+    }
 }
 
 /// Causal attention of every new token over its sequence's cached keys (its prefix and the new
@@ -341,18 +337,31 @@ pub fn attention_prefill(
     gpu.launched(KERNEL, unsafe { launch.launch(cfg) }.map(|_| ()))
 }
 
-/// Per-split partial results of `attention_decode`, sized for a batch.
+/// Per-split partial results of `attention_decode`, sized for a batch, and the split blocks'
+/// arrival counts: zero when allocated, and put back to zero by each launch's last block.
 pub struct DecodeWorkspace {
     partial_o: CudaSlice<f32>,
     partial_ml: CudaSlice<f32>,
+    split_counters: CudaSlice<i32>,
     capacity: usize, // (sequence, head, split) triples
+    max_seqs: usize,
+    n_heads: usize,
 }
 
 impl DecodeWorkspace {
     pub fn new(gpu: &Gpu, max_seqs: usize, n_heads: usize, max_splits: usize, head_dim: usize) -> Result<Self> {
         let capacity = max_seqs * n_heads * max_splits;
         let alloc = |n| gpu.stream.alloc_zeros::<f32>(n).map_err(GpuError::driver("allocating the decode workspace"));
-        Ok(DecodeWorkspace { partial_o: alloc(capacity * head_dim)?, partial_ml: alloc(capacity * 2)?, capacity })
+        let split_counters =
+            gpu.stream.alloc_zeros::<i32>(max_seqs * n_heads).map_err(GpuError::driver("allocating the decode workspace"))?;
+        Ok(DecodeWorkspace {
+            partial_o: alloc(capacity * head_dim)?,
+            partial_ml: alloc(capacity * 2)?,
+            split_counters,
+            capacity,
+            max_seqs,
+            n_heads,
+        })
     }
 }
 
@@ -397,7 +406,7 @@ fn decode_kernel(kernels: &Kernels, kernel: DecodeKernel, head_dim: usize, group
 }
 
 /// One new token per sequence (q_len = 1 each) over its whole context, split `n_splits` ways
-/// and merged (on CUDA cores). Shapes as for `attention_prefill`.
+/// and merged, in one launch (on CUDA cores). Shapes as for `attention_prefill`.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_decode(
     gpu: &Gpu,
@@ -413,7 +422,7 @@ pub fn attention_decode(
     attention_decode_with(gpu, DecodeKernel::CudaCores, shape, meta, q, k_cache, v_cache, workspace, n_splits, out)
 }
 
-/// `attention_decode` on the chosen kernel (the splits; the merge is the same for both).
+/// `attention_decode` on the chosen kernel (the merge of the splits is the same for both).
 #[allow(clippy::too_many_arguments)]
 pub fn attention_decode_with(
     gpu: &Gpu,
@@ -436,17 +445,17 @@ pub fn attention_decode_with(
     ensure(n_splits >= 1 && meta.n_seqs * shape.n_heads * n_splits <= workspace.capacity, name, || {
         format!("{n_splits} splits exceed the workspace")
     })?;
+    ensure(meta.n_seqs <= workspace.max_seqs && shape.n_kv_heads <= workspace.n_heads, name, || {
+        format!("{} sequences x {} KV heads exceed the workspace's arrival counts", meta.n_seqs, shape.n_kv_heads)
+    })?;
     p.partial_o = address(&gpu.stream, &workspace.partial_o);
     p.partial_ml = address(&gpu.stream, &workspace.partial_ml);
+    p.split_counters = address(&gpu.stream, &workspace.split_counters);
     p.n_splits = n_splits as i32;
-    let [cfg, combine_cfg] = decode_configs(kernel, shape, n_splits, meta.n_seqs);
+    let cfg = decode_config(kernel, shape, n_splits, meta.n_seqs);
     // SAFETY: as for `attention_prefill`, plus the workspace holding n_seqs * n_heads * n_splits
-    // partials (checked above); the mma kernel's shared-memory limit was raised in `configure`.
-    // Both kernels wait for the one before them first (kernels/grid_dependency.cuh).
-    gpu.launched(name, unsafe { gpu.launch_after_previous(func, cfg, &mut [arg(&p)]) })?;
-
-    let hd = shape.head_dim as i32;
-    let combine = &gpu.kernels.attention_decode_combine;
-    // SAFETY: reads the partials the launch above wrote, writes one out row per sequence.
-    gpu.launched("attention_decode_combine", unsafe { gpu.launch_after_previous(combine, combine_cfg, &mut [arg(&p), arg(&hd)]) })
+    // partials and n_seqs * n_kv_heads arrival counts, all zero between launches (checked above;
+    // the last block of each count resets it); the mma kernel's shared-memory limit was raised
+    // in `configure`. The kernel waits for the one before it first (kernels/grid_dependency.cuh).
+    gpu.launched(name, unsafe { gpu.launch_after_previous(func, cfg, &mut [arg(&p)]) })
 }

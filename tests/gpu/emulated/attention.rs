@@ -9,7 +9,7 @@ use crate::common::*;
 use half::bf16;
 use nemo_engine::gpu::kernels::attention_wgmma::{self, cache_map_spec, PrefillWgmmaParams, WgmmaSchedule};
 use nemo_engine::gpu::kernels::attention::{
-    decode_configs, decode_splits, prefill_config, scale_log2, AttentionParams, AttentionShape, DecodeKernel,
+    decode_config, decode_splits, prefill_config, scale_log2, AttentionParams, AttentionShape, DecodeKernel,
 };
 
 /// The parameter block the wrappers build, over host buffers.
@@ -25,6 +25,7 @@ fn params(shape: AttentionShape, case: &Case, out: &mut [bf16]) -> AttentionPara
         block_tables: addr(&m.block_tables),
         partial_o: 0,
         partial_ml: 0,
+        split_counters: 0,
         q_stride: shape.q_stride as i32,
         n_heads: shape.n_heads as i32,
         n_kv_heads: shape.n_kv_heads as i32,
@@ -74,22 +75,19 @@ fn run_prefill_wgmma(shape: AttentionShape, case: &Case, schedule: WgmmaSchedule
     to_f32(&out)
 }
 
-/// Runs a decode kernel (its splits, then attention_decode_combine); `dependent`: each as a
-/// programmatic dependent of the kernel that wrote its inputs (q and the caches: rope_write_kv;
-/// the partials: the decode kernel), which are poison until its wait. `splits`: None for what
-/// the model would choose on 132 SMs.
+/// Runs a decode kernel (its splits, merged by the last split block of each (sequence, KV head));
+/// `dependent`: as a programmatic dependent of the kernel that wrote its inputs (q and the
+/// caches: rope_write_kv), which are poison until its wait. `splits`: None for what the model
+/// would choose on 132 SMs. Runs it twice on one workspace: the arrival counts must be back at
+/// zero after each launch, and the second launch must give the first's answer.
 fn run_decode(kernel: DecodeKernel, shape: AttentionShape, case: &Case, dependent: bool, splits: Option<usize>) -> Vec<f32> {
-    let mut out = vec![POISON; n_out(shape, case)];
     let n_seqs = case.meta.ctx_lens.len();
     let max_ctx = *case.meta.ctx_lens.iter().max().unwrap() as usize;
     let splits = splits.unwrap_or_else(|| decode_splits(132, n_seqs, shape.n_kv_heads, max_ctx));
     let mut partial_o = vec![f32::NAN; n_seqs * shape.n_heads * splits * shape.head_dim];
     let mut partial_ml = vec![f32::NAN; n_seqs * shape.n_heads * splits * 2];
-    let mut p = params(shape, case, &mut out);
-    p.partial_o = partial_o.as_mut_ptr() as u64;
-    p.partial_ml = partial_ml.as_mut_ptr() as u64;
-    p.n_splits = splits as i32;
-    let [cfg, combine] = decode_configs(kernel, shape, splits, n_seqs);
+    let mut counters = vec![0i32; n_seqs * shape.n_kv_heads];
+    let cfg = decode_config(kernel, shape, splits, n_seqs);
     let (file, name) = match kernel {
         DecodeKernel::CudaCores => ("attention_decode", "attention_decode_bf16"),
         DecodeKernel::Mma => ("attention_decode_mma", "attention_decode_mma_bf16"),
@@ -97,18 +95,25 @@ fn run_decode(kernel: DecodeKernel, shape: AttentionShape, case: &Case, dependen
     let group = shape.n_heads / shape.n_kv_heads;
     let rope_outputs = PrimaryOutputs::of(&[&case.q[..], &case.k_cache[..], &case.v_cache[..]]);
     let decode = format!("{name}_hd{}_g{group}", shape.head_dim);
-    // SAFETY (both): the parameter block's buffers are live host buffers of the kernel's sizes.
-    load(file)
-        .launch_args_after(&decode, cfg, dependent.then_some(&rope_outputs), |k: unsafe extern "C" fn(AttentionParams)| unsafe { k(p) })
-        .unwrap();
-    let partials = PrimaryOutputs::of(&[&partial_o[..], &partial_ml[..]]);
-    let hd = shape.head_dim as i32;
-    load("attention_decode")
-        .launch_args_after("attention_decode_combine", combine, dependent.then_some(&partials), |k: unsafe extern "C" fn(AttentionParams, i32)| unsafe {
-            k(p, hd)
-        })
-        .unwrap();
-    to_f32(&out)
+    let mut outs = Vec::new();
+    for _ in 0..2 {
+        let mut out = vec![POISON; n_out(shape, case)];
+        let mut p = params(shape, case, &mut out);
+        p.partial_o = partial_o.as_mut_ptr() as u64;
+        p.partial_ml = partial_ml.as_mut_ptr() as u64;
+        p.split_counters = counters.as_mut_ptr() as u64;
+        p.n_splits = splits as i32;
+        // SAFETY: the parameter block's buffers are live host buffers of the kernel's sizes.
+        load(file)
+            .launch_args_after(&decode, cfg, dependent.then_some(&rope_outputs), |k: unsafe extern "C" fn(AttentionParams)| unsafe { k(p) })
+            .unwrap();
+        assert!(counters.iter().all(|&c| c == 0), "{decode}: arrival counts left at {counters:?}");
+        outs.push(to_f32(&out));
+    }
+    let second = outs.pop().unwrap();
+    let first = outs.pop().unwrap();
+    assert!(first.iter().zip(&second).all(|(a, b)| a.to_bits() == b.to_bits()), "{decode}: a second launch differs");
+    first
 }
 
 #[test]
