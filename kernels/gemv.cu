@@ -10,6 +10,11 @@
 // gate rows and their up partners (8 rows apart in the interleaved layout) so silu(gate) * up is
 // formed in registers.
 //
+// An RMSNorm can ride along (GemvNorm: the decode layer's two norms, the final one before the LM
+// head): every warp reads all of A's rows anyway, so it also sums their squares and multiplies
+// each element by the norm's gain as it goes, and scales its dot products by 1/rms at the end.
+// That saves the norm's own launch and its write and re-read of A: 81 kernels a token at batch 1.
+//
 // Launched as a programmatic dependent (kernels/grid_dependency.cuh, `NEMO_PDL=1`): before its
 // wait each warp asks L2 for the first PREFETCH_BYTES of its weight rows, so DRAM is busy
 // while the kernel before it (a norm, attention, the previous GEMV) finishes; at ~20 us per
@@ -42,6 +47,15 @@ struct GemvParams {
 };
 static_assert(sizeof(GemvParams) == 64, "mirror of GemvParams in gemv.rs");
 
+// Mirrored by `GemvNorm` in src/gpu/kernels/gemv.rs: the RMSNorm applied to A's rows on the fly,
+// A[m, :] * rsqrt(mean(A[m, :]^2) + eps) * weight, or none.
+struct GemvNorm {
+    const bf16* weight;  // [K] the norm's gain; null: A as it is
+    float eps;
+    int32_t unused;
+};
+static_assert(sizeof(GemvNorm) == 16, "mirror of GemvNorm in gemv.rs");
+
 // Output columns per warp. With M > 1 every activation chunk read from L1 feeds several weight
 // rows: with one, M = 8 spends ~150 instructions per 16-byte weight chunk (8 activation loads and
 // unpacks, 64 FMAs), which at 3 TB/s needs ~4 warp instructions per clock per SM, the issue limit;
@@ -51,12 +65,29 @@ __device__ constexpr int cols_per_warp(bool swiglu) {
     return M == 1 ? 1 : (M <= 3 ? 2 : (swiglu ? 2 : 4));
 }
 
-// acc[r][m] += dot(a[m, :], w[r]) over this lane's share of K, for NR weight rows at once.
-template <int M, int NR>
-__device__ __forceinline__ void dot_rows(const GemvParams& p, const bf16* const (&w)[NR], float (&acc)[NR][M]) {
+// acc[r][m] = dot(a[m, :], w[r]) for NR weight rows at once, summed over the warp; with NORM,
+// dot(rmsnorm(a[m, :]), w[r]).
+template <int M, int NR, bool NORM>
+__device__ __forceinline__ void dot_rows(const GemvParams& p, const GemvNorm& norm, const bf16* const (&w)[NR],
+                                         float (&acc)[NR][M]) {
     constexpr int U = UNROLL / NR > 0 ? UNROLL / NR : 1;  // chunks in flight per row
     const int lane = threadIdx.x & 31;
     const int chunks = p.k / 8;
+    float sum_sq[M] = {};
+    // A's 8 elements at chunk c of row m, times the norm's gain when there is one.
+    const auto load_a = [&](float (&af)[8], int m, int c, const float (&gain)[8]) {
+        unpack8(ld8(p.a + (size_t)m * p.lda + 8 * c), af);
+        if constexpr (NORM) {
+#pragma unroll
+            for (int e = 0; e < 8; ++e) {
+                sum_sq[m] += af[e] * af[e];
+                af[e] *= gain[e];
+            }
+        }
+    };
+    const auto load_gain = [&](float (&gain)[8], int c) {
+        if constexpr (NORM) unpack8(ld8(norm.weight + 8 * c), gain);
+    };
     int c = lane;
     for (; c + 32 * (U - 1) < chunks; c += 32 * U) {
         bf16x8 wv[U][NR];
@@ -66,13 +97,14 @@ __device__ __forceinline__ void dot_rows(const GemvParams& p, const bf16* const 
             for (int r = 0; r < NR; ++r) wv[u][r] = ldg8(w[r] + 8 * (c + 32 * u));
 #pragma unroll
         for (int u = 0; u < U; ++u) {
-            float wf[NR][8];
+            float wf[NR][8], gain[8];
 #pragma unroll
             for (int r = 0; r < NR; ++r) unpack8(wv[u][r], wf[r]);
+            load_gain(gain, c + 32 * u);
 #pragma unroll
             for (int m = 0; m < M; ++m) {
                 float af[8];
-                unpack8(ld8(p.a + (size_t)m * p.lda + 8 * (c + 32 * u)), af);
+                load_a(af, m, c + 32 * u, gain);
 #pragma unroll
                 for (int r = 0; r < NR; ++r)
 #pragma unroll
@@ -81,13 +113,14 @@ __device__ __forceinline__ void dot_rows(const GemvParams& p, const bf16* const 
         }
     }
     for (; c < chunks; c += 32) {
-        float wf[NR][8];
+        float wf[NR][8], gain[8];
 #pragma unroll
         for (int r = 0; r < NR; ++r) unpack8(ldg8(w[r] + 8 * c), wf[r]);
+        load_gain(gain, c);
 #pragma unroll
         for (int m = 0; m < M; ++m) {
             float af[8];
-            unpack8(ld8(p.a + (size_t)m * p.lda + 8 * c), af);
+            load_a(af, m, c, gain);
 #pragma unroll
             for (int r = 0; r < NR; ++r)
 #pragma unroll
@@ -98,6 +131,14 @@ __device__ __forceinline__ void dot_rows(const GemvParams& p, const bf16* const 
     for (int r = 0; r < NR; ++r)
 #pragma unroll
         for (int m = 0; m < M; ++m) acc[r][m] = warp_sum(acc[r][m]);
+    if constexpr (NORM) {
+#pragma unroll
+        for (int m = 0; m < M; ++m) {
+            const float inv_rms = rsqrtf(warp_sum(sum_sq[m]) / p.k + norm.eps);
+#pragma unroll
+            for (int r = 0; r < NR; ++r) acc[r][m] *= inv_rms;
+        }
+    }
 }
 
 __device__ __forceinline__ float round_bf16(float x) { return __bfloat162float(__float2bfloat16(x)); }
@@ -118,8 +159,8 @@ __device__ __forceinline__ void prefetch_then_wait(const GemvParams& p, const bf
     grid_dependency_wait();
 }
 
-template <int M>
-__device__ void gemv_rows(const GemvParams& p) {
+template <int M, bool NORM>
+__device__ void gemv_rows(const GemvParams& p, const GemvNorm& norm) {
     const int warp_global = blockIdx.x * WARPS + (threadIdx.x >> 5);
     const int lane = threadIdx.x & 31;
     if (p.epilogue == 2) {
@@ -138,7 +179,7 @@ __device__ void gemv_rows(const GemvParams& p) {
         }
         prefetch_then_wait<2 * C>(p, rows, active);
         if (!active) return;
-        dot_rows<M, 2 * C>(p, rows, acc);
+        dot_rows<M, 2 * C, NORM>(p, norm, rows, acc);
         // Lane m writes row m (register arrays are indexed with constants only).
 #pragma unroll
         for (int m = 0; m < M; ++m) {
@@ -160,7 +201,7 @@ __device__ void gemv_rows(const GemvParams& p) {
     for (int i = 0; i < C; ++i) rows[i] = p.w + (size_t)(n0 + i) * p.k;
     prefetch_then_wait<C>(p, rows, active);
     if (!active) return;
-    dot_rows<M, C>(p, rows, acc);
+    dot_rows<M, C, NORM>(p, norm, rows, acc);
 #pragma unroll
     for (int m = 0; m < M; ++m) {
         if (m != lane) continue;
@@ -178,24 +219,32 @@ __device__ void gemv_rows(const GemvParams& p) {
     }
 }
 
+template <int M>
+__device__ __forceinline__ void gemv_rows(const GemvParams& p, const GemvNorm& norm) {
+    if (norm.weight) gemv_rows<M, true>(p, norm);
+    else gemv_rows<M, false>(p, norm);
+}
+
 // One warp per cols_per_warp<M> output columns (src/gpu/kernels/gemv.rs mirrors it in its grid);
 // M is dispatched to a compile-time row count so the accumulators stay in registers. Two entry
 // points, because registers are allocated per kernel: M = 1 (batch-1 decode, the bandwidth
 // roofline path) keeps its low register count and occupancy; M = 2..8 uses ~100 registers.
-extern "C" __global__ void __launch_bounds__(WARPS * 32) gemv_bf16(const __grid_constant__ GemvParams p) {
+extern "C" __global__ void __launch_bounds__(WARPS * 32)
+    gemv_bf16(const __grid_constant__ GemvParams p, const __grid_constant__ GemvNorm norm) {
     if (p.m != 1) __trap();  // the wrapper sends M = 2..8 to gemv_multi_bf16
-    gemv_rows<1>(p);
+    gemv_rows<1>(p, norm);
 }
 
-extern "C" __global__ void __launch_bounds__(WARPS * 32) gemv_multi_bf16(const __grid_constant__ GemvParams p) {
+extern "C" __global__ void __launch_bounds__(WARPS * 32)
+    gemv_multi_bf16(const __grid_constant__ GemvParams p, const __grid_constant__ GemvNorm norm) {
     switch (p.m) {
-        case 2: gemv_rows<2>(p); break;
-        case 3: gemv_rows<3>(p); break;
-        case 4: gemv_rows<4>(p); break;
-        case 5: gemv_rows<5>(p); break;
-        case 6: gemv_rows<6>(p); break;
-        case 7: gemv_rows<7>(p); break;
-        case MAX_M: gemv_rows<MAX_M>(p); break;
+        case 2: gemv_rows<2>(p, norm); break;
+        case 3: gemv_rows<3>(p, norm); break;
+        case 4: gemv_rows<4>(p, norm); break;
+        case 5: gemv_rows<5>(p, norm); break;
+        case 6: gemv_rows<6>(p, norm); break;
+        case 7: gemv_rows<7>(p, norm); break;
+        case MAX_M: gemv_rows<MAX_M>(p, norm); break;
         default: __trap();  // the wrapper allows 2 <= m <= 8 here
     }
 }

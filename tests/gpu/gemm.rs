@@ -6,7 +6,7 @@ use nemo_engine::cpu::matmul::matmul;
 use nemo_engine::cpu::ops::{rmsnorm as cpu_rmsnorm, swiglu};
 use nemo_engine::gpu::kernels::gemm::{gemm, gemm_f32, gemm_split_k, Epilogue, GemmShape, SplitGemm};
 use nemo_engine::gpu::kernels::gemm_wgmma::{gemm_wgmma, gemm_wgmma_f32};
-use nemo_engine::gpu::kernels::gemv::{gemv, gemv_f32};
+use nemo_engine::gpu::kernels::gemv::{gemv, gemv_f32, gemv_normed, RowNorm};
 use nemo_engine::gpu::kernels::rmsnorm::rmsnorm;
 use nemo_engine::gpu::model::interleave_gate_up;
 use nemo_engine::gpu::Gpu;
@@ -119,7 +119,8 @@ fn split_k_matches_cpu(gpu: &Gpu, kernel: SplitGemm, name: &str) {
 }
 
 /// The GEMVs read what the kernel before them wrote, launched back to back with no host sync:
-/// rmsnorm -> GEMV (5120 -> 14336) -> GEMV (14336 -> 5120), every intermediate poisoned first.
+/// rmsnorm -> GEMV (5120 -> 14336) -> GEMV (14336 -> 5120) -> GEMV with the norm fused in
+/// (5120 -> 14336), every intermediate poisoned first.
 /// With `NEMO_PDL=1` each GEMV starts while its predecessor is still running (the second one
 /// behind a 147 MB GEMV), so one that read its input before `griddepcontrol.wait` would see
 /// poison or a half-written row; without it, plain stream order is checked.
@@ -144,10 +145,17 @@ fn gemv_reads_the_output_of_the_kernel_before_it() {
         gemv(&gpu, &normed.as_view(), &w1_dev.as_view(), &mut h.as_view_mut(), shape1, Epilogue::Store).unwrap();
         let shape2 = GemmShape { m, n: dim, k: ffn };
         gemv(&gpu, &h.as_view(), &w2_dev.as_view(), &mut out.as_view_mut(), shape2, Epilogue::Store).unwrap();
-        let what = format!("rmsnorm -> gemv -> gemv, M {m} (PDL {})", gpu.pdl);
+        // Then the GEMV with the norm fused in, reading the second GEMV's output.
+        let mut h2 = poisoned(&gpu, m * ffn);
+        let norm = RowNorm { weight: &norm_dev.as_view(), eps };
+        gemv_normed(&gpu, Some(norm), &out.as_view(), &w1_dev.as_view(), &mut h2.as_view_mut(), shape1, Epilogue::Store).unwrap();
+        let what = format!("rmsnorm -> gemv -> gemv -> gemv + rmsnorm, M {m} (PDL {})", gpu.pdl);
         assert_close(&format!("{what}: the first GEMV"), &fetch(&gpu, &h), &h_want, 2e-2 * rms(&h_want), 8e-3);
         // The second GEMV's input is the GPU's own h (equal to h_want up to bf16 rounding).
-        assert_close(&format!("{what}: the second GEMV"), &fetch(&gpu, &out), &out_want, 3e-2 * rms(&out_want), 1e-2);
+        let out_got = fetch(&gpu, &out);
+        assert_close(&format!("{what}: the second GEMV"), &out_got, &out_want, 3e-2 * rms(&out_want), 1e-2);
+        let h2_want = matmul(&cpu_rmsnorm(&out_got, &norm_w, eps), &w1, dim);
+        assert_close(&format!("{what}: the normed GEMV"), &fetch(&gpu, &h2), &h2_want, 2e-2 * rms(&h2_want), 8e-3);
     }
 }
 
@@ -156,9 +164,68 @@ fn gemv_matches_cpu() {
     let Some(gpu) = gpu_or_skip("gemv_matches_cpu") else { return };
     let mut rng = Rng::fresh("gemv");
     for m in 1..=8 {
-        check_all_epilogues(&gpu, &mut rng, (gemv, gemv_f32), "gemv", m, 6144, 5120);
+        check_all_epilogues(&gpu, &mut rng, (gemv, gemv_plain_f32), "gemv", m, 6144, 5120);
     }
     for (m, n, k) in [(1, 131_072, 5120), (3, 960, 576), (2, 5120, 14336), (5, 16, 8)] {
-        check_all_epilogues(&gpu, &mut rng, (gemv, gemv_f32), "gemv", m, n, k);
+        check_all_epilogues(&gpu, &mut rng, (gemv, gemv_plain_f32), "gemv", m, n, k);
+    }
+}
+
+fn gemv_plain_f32(g: &Gpu, a: &View<bf16>, w: &View<bf16>, o: &mut ViewMut<f32>, s: GemmShape) -> nemo_engine::gpu::GpuResult<()> {
+    gemv_f32(g, None, a, w, o, s)
+}
+
+/// The GEMV with the RMSNorm before it fused in, as the decode layer runs it (attention norm ->
+/// QKV, FFN norm -> gate/up with SwiGLU, final norm -> the LM head's f32 logits), at Nemo's shapes
+/// and the demo model's, against cpu::rmsnorm then cpu::matmul. A's rows have rms ~3 and the
+/// gain is 1 + N(0, 0.5), so a missing or misplaced norm fails.
+#[test]
+fn gemv_with_rmsnorm_matches_cpu() {
+    let Some(gpu) = gpu_or_skip("gemv_with_rmsnorm_matches_cpu") else { return };
+    let mut rng = Rng::fresh("gemv_rmsnorm");
+    let eps = 1e-5;
+    for (m, n, k, epilogue) in [
+        (1, 6144, 5120, Some(Epilogue::Store)),
+        (3, 6144, 5120, Some(Epilogue::Store)),
+        (8, 6144, 5120, Some(Epilogue::Store)),
+        (1, 2 * 14336, 5120, Some(Epilogue::SwiGlu)),
+        (5, 2 * 14336, 5120, Some(Epilogue::SwiGlu)),
+        (2, 960, 576, Some(Epilogue::Store)),
+        (1, 131_072, 5120, None),
+        (4, 49_152, 576, None),
+    ] {
+        // (None: the LM head's f32 logits.)
+        let what = format!("gemv + rmsnorm M {m} N {n} K {k} {epilogue:?}");
+        let a = rng.bf16_vec(m * k, 3.0);
+        let norm_w: Vec<bf16> = rng.bf16_vec(k, 0.5).iter().map(|g| bf16::from_f32(1.0 + g.to_f32())).collect();
+        let w = rng.bf16_vec(n * k, 1.0 / (k as f32).sqrt());
+        let a_normed = cpu_rmsnorm(&to_f32(&a), &norm_w, eps);
+        let (a_dev, norm_dev, w_dev) = (dev(&gpu, &a), dev(&gpu, &norm_w), dev(&gpu, &w));
+        let norm = RowNorm { weight: &norm_dev.as_view(), eps };
+        let shape = GemmShape { m, n, k };
+        match epilogue {
+            None => {
+                let want = matmul(&a_normed, &w, k);
+                let mut out = dev(&gpu, &vec![f32::NAN; m * n]);
+                gemv_f32(&gpu, Some(norm), &a_dev.as_view(), &w_dev.as_view(), &mut out.as_view_mut(), shape).unwrap();
+                let got = nemo_engine::gpu::download(&gpu, &out).unwrap();
+                assert_close(&what, &got, &want, 1e-3 * rms(&want), 1e-3);
+            }
+            Some(Epilogue::SwiGlu) => {
+                // w holds the gate and up rows interleaved, as the model's fused weight does.
+                let (gate, up) = (&w[..n / 2 * k], &w[n / 2 * k..]);
+                let want = swiglu(&round_bf16(&matmul(&a_normed, gate, k)), &round_bf16(&matmul(&a_normed, up, k)));
+                let f_dev = dev(&gpu, &interleave_gate_up(gate, up, k));
+                let mut out = poisoned(&gpu, m * n / 2);
+                gemv_normed(&gpu, Some(norm), &a_dev.as_view(), &f_dev.as_view(), &mut out.as_view_mut(), shape, Epilogue::SwiGlu).unwrap();
+                assert_close(&what, &fetch(&gpu, &out), &want, 2e-2 * rms(&want), 1e-2);
+            }
+            Some(epilogue) => {
+                let want = matmul(&a_normed, &w, k);
+                let mut out = poisoned(&gpu, m * n);
+                gemv_normed(&gpu, Some(norm), &a_dev.as_view(), &w_dev.as_view(), &mut out.as_view_mut(), shape, epilogue).unwrap();
+                assert_close(&what, &fetch(&gpu, &out), &want, 2e-2 * rms(&want), 8e-3);
+            }
+        }
     }
 }

@@ -1,10 +1,11 @@
 //! `gemv_bf16` (kernels/gemv.cu): the decode-sized (M <= 8) path of `A . W^T`, reading every
-//! weight once at full bandwidth; same epilogues and fused gate/up layout as `gemm`.
+//! weight once at full bandwidth; same epilogues and fused gate/up layout as `gemm`; optionally
+//! with the RMSNorm before it fused in (`RowNorm`).
 
-use cudarc::driver::{CudaView, CudaViewMut, LaunchConfig};
+use cudarc::driver::{CudaView, CudaViewMut, DeviceRepr, LaunchConfig};
 use half::bf16;
 
-use super::check::ensure;
+use super::check::{address, ensure, vector_buffer};
 use super::gemm::{linear_params, Epilogue, GemmShape};
 use crate::gpu::error::Result;
 use crate::gpu::launch::arg;
@@ -14,6 +15,34 @@ const KERNEL: &str = "gemv_bf16";
 /// Largest M the kernel's register-resident accumulators serve.
 pub const MAX_M: usize = 8;
 const WARPS: usize = 8;
+
+/// Mirror of `GemvNorm` in kernels/gemv.cu (public for the emulator tests): the RMSNorm applied
+/// to A's rows inside the GEMV; `weight` 0 for none.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GemvNorm {
+    pub weight: u64,
+    pub eps: f32,
+    pub unused: i32,
+}
+const _: () = assert!(std::mem::size_of::<GemvNorm>() == 16);
+// SAFETY: plain old data with the C struct's layout (size asserted on both sides).
+unsafe impl DeviceRepr for GemvNorm {}
+
+/// An RMSNorm for the GEMV to apply to A's rows first: rows * rsqrt(mean(rows^2) + eps) * weight,
+/// with `weight` `[K]`.
+#[derive(Clone, Copy)]
+pub struct RowNorm<'a> {
+    pub weight: &'a CudaView<'a, bf16>,
+    pub eps: f32,
+}
+
+fn norm_params(gpu: &Gpu, norm: Option<RowNorm<'_>>, k: usize) -> Result<GemvNorm> {
+    let Some(norm) = norm else { return Ok(GemvNorm::default()) };
+    vector_buffer(&gpu.stream, KERNEL, "the norm's weight", norm.weight, k)?;
+    ensure(norm.eps.is_finite() && norm.eps > 0.0, KERNEL, || format!("norm eps {} is not a positive number", norm.eps))?;
+    Ok(GemvNorm { weight: address(&gpu.stream, norm.weight), eps: norm.eps, unused: 0 })
+}
 
 /// out = epilogue(A . W^T) for 1 <= M <= 8. A: `[M, K]`, W: `[N, K]`, out: `[M, N]` (`[M, N/2]`
 /// for SwiGLU). K must be a multiple of 8, N of 8 (16 for SwiGLU).
@@ -25,16 +54,39 @@ pub fn gemv(
     shape: GemmShape,
     epilogue: Epilogue,
 ) -> Result<()> {
-    ensure((1..=MAX_M).contains(&shape.m), KERNEL, || format!("M = {} is outside 1..={MAX_M}", shape.m))?;
-    let params = linear_params(gpu, KERNEL, a, w, out, shape, Some(epilogue))?;
-    launch(gpu, params, epilogue.out_cols(shape.n), epilogue == Epilogue::SwiGlu)
+    gemv_normed(gpu, None, a, w, out, shape, epilogue)
 }
 
-/// out = A . W^T stored as f32 (the LM head's logits), 1 <= M <= 8. Shapes as for `gemv`.
-pub fn gemv_f32(gpu: &Gpu, a: &CudaView<bf16>, w: &CudaView<bf16>, out: &mut CudaViewMut<f32>, shape: GemmShape) -> Result<()> {
+/// `gemv` of the rows of A normalised by `norm` first (when given), in one kernel.
+pub fn gemv_normed(
+    gpu: &Gpu,
+    norm: Option<RowNorm<'_>>,
+    a: &CudaView<bf16>,
+    w: &CudaView<bf16>,
+    out: &mut CudaViewMut<bf16>,
+    shape: GemmShape,
+    epilogue: Epilogue,
+) -> Result<()> {
+    ensure((1..=MAX_M).contains(&shape.m), KERNEL, || format!("M = {} is outside 1..={MAX_M}", shape.m))?;
+    let params = linear_params(gpu, KERNEL, a, w, out, shape, Some(epilogue))?;
+    let norm = norm_params(gpu, norm, shape.k)?;
+    launch(gpu, params, norm, epilogue.out_cols(shape.n), epilogue == Epilogue::SwiGlu)
+}
+
+/// out = A . W^T stored as f32 (the LM head's logits), 1 <= M <= 8, A's rows normalised by
+/// `norm` first when given. Shapes as for `gemv`.
+pub fn gemv_f32(
+    gpu: &Gpu,
+    norm: Option<RowNorm<'_>>,
+    a: &CudaView<bf16>,
+    w: &CudaView<bf16>,
+    out: &mut CudaViewMut<f32>,
+    shape: GemmShape,
+) -> Result<()> {
     ensure((1..=MAX_M).contains(&shape.m), KERNEL, || format!("M = {} is outside 1..={MAX_M}", shape.m))?;
     let params = linear_params(gpu, KERNEL, a, w, out, shape, None)?;
-    launch(gpu, params, shape.n, false)
+    let norm = norm_params(gpu, norm, shape.k)?;
+    launch(gpu, params, norm, shape.n, false)
 }
 
 /// Output columns per warp: mirrors `cols_per_warp` in kernels/gemv.cu.
@@ -62,15 +114,16 @@ pub fn launch_config(m: usize, out_cols: usize, swiglu: bool) -> LaunchConfig {
     }
 }
 
-fn launch(gpu: &Gpu, params: super::gemm::LinearParams, out_cols: usize, swiglu: bool) -> Result<()> {
+fn launch(gpu: &Gpu, params: super::gemm::LinearParams, norm: GemvNorm, out_cols: usize, swiglu: bool) -> Result<()> {
     let m = params.m as usize;
     let cfg = launch_config(m, out_cols, swiglu);
     let func = if m == 1 { &gpu.kernels.gemv_bf16 } else { &gpu.kernels.gemv_multi_bf16 };
     // SAFETY: buffers checked by linear_params (lengths, 16-byte alignment, K % 8, N % 8/16);
     // 1 <= M <= 8 (checked by the callers) selects the entry point and a row-count
     // instantiation; out_cols is a multiple of 8, so every warp's columns lie inside the matrix
-    // or all past it (those warps return). As a dependent launch: every thread waits for the
-    // kernel before before it touches A, the residual or the output (kernels/gemv.cu,
-    // `prefetch_then_wait`; tests/gpu/emulated/gemm.rs checks it with A poisoned until then).
-    gpu.launched(kernel_name(m), unsafe { gpu.launch_after_previous(func, cfg, &mut [arg(&params)]) })
+    // or all past it (those warps return); the norm's weight, when given, has K values
+    // (`norm_params`). As a dependent launch: every thread waits for the kernel before before it
+    // touches A, the norm, the residual or the output (kernels/gemv.cu, `prefetch_then_wait`;
+    // tests/gpu/emulated/gemm.rs checks it with A poisoned until then).
+    gpu.launched(kernel_name(m), unsafe { gpu.launch_after_previous(func, cfg, &mut [arg(&params), arg(&norm)]) })
 }

@@ -17,7 +17,7 @@ use crate::gpu::kernels::attention::{
 use crate::gpu::kernels::embedding::embedding_gather;
 use crate::gpu::kernels::gemm::{gemm, gemm_f32, gemm_split_k_with, split_k_workspace_len, Epilogue, GemmShape, SplitGemm};
 use crate::gpu::kernels::gemm_wgmma::{gemm_wgmma, gemm_wgmma_f32};
-use crate::gpu::kernels::gemv::{gemv, gemv_f32, MAX_M};
+use crate::gpu::kernels::gemv::{gemv, gemv_f32, gemv_normed, RowNorm, MAX_M};
 use crate::gpu::kernels::rmsnorm::rmsnorm;
 use crate::gpu::kernels::rope::{rope_cos_sin_table, rope_write_kv, RopeShape, RopeTable};
 use crate::gpu::kernels::sampling::{sample_tokens, SampleParams, Sampled};
@@ -71,6 +71,28 @@ pub struct CudaModel {
     pub max_seqs: usize,
     /// Decode-step CUDA graphs, when the GPU was opened with them (`GpuOptions`).
     graphs: Option<DecodeGraphs>,
+}
+
+/// `rmsnorm(X) . W^T`: on the bandwidth path for M <= 8 with the norm inside the GEMV (X read
+/// once, no launch of its own), else the norm into `normed`, then `linear`.
+#[allow(clippy::too_many_arguments)]
+fn normed_linear(
+    gpu: &Gpu,
+    kernel: GemmKernel,
+    (x, norm, eps): (&CudaView<bf16>, &CudaSlice<bf16>, f32),
+    normed: &mut CudaViewMut<bf16>,
+    w: &CudaSlice<bf16>,
+    out: &mut CudaViewMut<bf16>,
+    shape: GemmShape,
+    epi: Epilogue,
+    split_k: &mut CudaSlice<f32>,
+) -> Result<()> {
+    if shape.m <= MAX_M {
+        let norm = RowNorm { weight: &norm.as_view(), eps };
+        return gemv_normed(gpu, Some(norm), x, &w.as_view(), out, shape, epi);
+    }
+    rmsnorm(gpu, x, &norm.as_view(), normed, shape.k, eps)?;
+    linear(gpu, kernel, &normed.as_view(), w, out, shape, epi, split_k)
 }
 
 /// `A . W^T` on the bandwidth path for M <= 8, on tensor cores above (`split_k`: the
@@ -381,9 +403,10 @@ impl CudaModel {
         let rope_shape = RopeShape { n_heads: c.n_heads, n_kv_heads: c.n_kv_heads, head_dim: c.head_dim, layout: w.rope_layout };
         let all_decode = meta.max_q_len == 1;
         for (l, layer) in w.layers.iter().enumerate() {
-            rmsnorm(gpu, &s.hidden.slice(0..n * dim), &layer.attn_norm.as_view(), &mut s.normed.slice_mut(0..n * dim), dim, c.norm_eps)?;
             let shape = GemmShape { m: n, n: qkv_w, k: dim };
-            linear(gpu, self.gemm, &s.normed.slice(0..n * dim), &layer.wqkv, &mut s.qkv.slice_mut(0..n * qkv_w), shape, Epilogue::Store, &mut s.split_k)?;
+            let x = (&s.hidden.slice(0..n * dim), &layer.attn_norm, c.norm_eps);
+            let normed = &mut s.normed.slice_mut(0..n * dim);
+            normed_linear(gpu, self.gemm, x, normed, &layer.wqkv, &mut s.qkv.slice_mut(0..n * qkv_w), shape, Epilogue::Store, &mut s.split_k)?;
             {
                 let (mut k_cache, mut v_cache) = self.kv.layer_mut(l);
                 rope_write_kv(
@@ -404,9 +427,10 @@ attention_decode_with(gpu, self.decode, attn_shape, meta, &q, &k_cache, &v_cache
             }
             let shape = GemmShape { m: n, n: dim, k: c.q_dim() };
             linear(gpu, self.gemm, &s.attn.slice(0..n * c.q_dim()), &layer.wo, &mut s.hidden.slice_mut(0..n * dim), shape, Epilogue::AddInPlace, &mut s.split_k)?;
-            rmsnorm(gpu, &s.hidden.slice(0..n * dim), &layer.ffn_norm.as_view(), &mut s.normed.slice_mut(0..n * dim), dim, c.norm_eps)?;
             let shape = GemmShape { m: n, n: 2 * c.ffn_dim, k: dim };
-            linear(gpu, self.gemm, &s.normed.slice(0..n * dim), &layer.w_gate_up, &mut s.ffn.slice_mut(0..n * c.ffn_dim), shape, Epilogue::SwiGlu, &mut s.split_k)?;
+            let x = (&s.hidden.slice(0..n * dim), &layer.ffn_norm, c.norm_eps);
+            let normed = &mut s.normed.slice_mut(0..n * dim);
+            normed_linear(gpu, self.gemm, x, normed, &layer.w_gate_up, &mut s.ffn.slice_mut(0..n * c.ffn_dim), shape, Epilogue::SwiGlu, &mut s.split_k)?;
             let shape = GemmShape { m: n, n: dim, k: c.ffn_dim };
             linear(gpu, self.gemm, &s.ffn.slice(0..n * c.ffn_dim), &layer.w_down, &mut s.hidden.slice_mut(0..n * dim), shape, Epilogue::AddInPlace, &mut s.split_k)?;
         }
@@ -415,12 +439,14 @@ attention_decode_with(gpu, self.decode, attn_shape, meta, &q, &k_cache, &v_cache
         }
         // Gather the wanted rows (the embedding kernel is a row gather), norm them, LM head.
         embedding_gather(gpu, &s.logit_rows.slice(0..r), &s.hidden.slice(0..n * dim), &mut s.rows.slice_mut(0..r * dim), n, dim)?;
-        rmsnorm(gpu, &s.rows.slice(0..r * dim), &w.final_norm.as_view(), &mut s.normed.slice_mut(0..r * dim), dim, c.norm_eps)?;
         let shape = GemmShape { m: r, n: c.vocab_size, k: dim };
         let mut logits = s.logits.slice_mut(0..r * c.vocab_size);
         if r <= MAX_M {
-            gemv_f32(gpu, &s.normed.slice(0..r * dim), &w.lm_head().as_view(), &mut logits, shape)?;
-        } else if matches!(self.gemm, GemmKernel::Wgmma | GemmKernel::WgmmaSplitK) {
+            let norm = RowNorm { weight: &w.final_norm.as_view(), eps: c.norm_eps };
+            return gemv_f32(gpu, Some(norm), &s.rows.slice(0..r * dim), &w.lm_head().as_view(), &mut logits, shape);
+        }
+        rmsnorm(gpu, &s.rows.slice(0..r * dim), &w.final_norm.as_view(), &mut s.normed.slice_mut(0..r * dim), dim, c.norm_eps)?;
+        if matches!(self.gemm, GemmKernel::Wgmma | GemmKernel::WgmmaSplitK) {
             gemm_wgmma_f32(gpu, &s.normed.slice(0..r * dim), &w.lm_head().as_view(), &mut logits, shape)?;
         } else {
             gemm_f32(gpu, &s.normed.slice(0..r * dim), &w.lm_head().as_view(), &mut logits, shape)?;

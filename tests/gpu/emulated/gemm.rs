@@ -1,16 +1,17 @@
 //! gemm_bf16 and gemv_bf16 on the emulator against cpu::matmul: every epilogue, both tile
 //! orders, awkward shapes (M, N not multiples of the 128 x 128 tile, K not a multiple of the
-//! 64-wide k-step; gemv at M = 1, 3, 8 with K past its unrolled loop).
+//! 64-wide k-step; gemv at M = 1, 3, 8 with K past its unrolled loop, with and without the
+//! RMSNorm fused in).
 
 use super::{addr, in_both_async_modes, load, PrimaryOutputs};
 use crate::common::*;
 use half::bf16;
 use nemo_engine::cpu::matmul::matmul;
-use nemo_engine::cpu::ops::swiglu;
+use nemo_engine::cpu::ops::{rmsnorm, swiglu};
 use nemo_engine::gpu::kernels::gemm::{
     launch_config, split_launch_config, split_reduce_config, Epilogue, GemmShape, LinearParams, SplitReduceParams, TILE_GROUP,
 };
-use nemo_engine::gpu::kernels::gemv;
+use nemo_engine::gpu::kernels::gemv::{self, GemvNorm};
 use nemo_engine::gpu::model::interleave_gate_up;
 
 fn round_bf16(v: &[f32]) -> Vec<f32> {
@@ -22,10 +23,11 @@ fn round_bf16(v: &[f32]) -> Vec<f32> {
 pub enum Linear {
     /// gemm_bf16 with this tile group, split over K `splits` ways when > 1.
     Mma { group: i32, splits: usize },
-    Gemv,
+    /// gemv_bf16, with A's rows normalised by a (random) RMSNorm inside the kernel when `normed`.
+    Gemv { normed: bool },
     /// gemv_bf16 as a programmatic dependent of the kernel that wrote A (`NEMO_PDL=1`): A is
     /// poison until the block's griddepcontrol.wait.
-    GemvDependent,
+    GemvDependent { normed: bool },
     /// gemm_wgmma_bf16 likewise.
     Wgmma { group: i32, splits: usize },
 }
@@ -52,11 +54,12 @@ pub fn host_params<T>(a: &[bf16], w: &[bf16], out: &mut [T], shape: GemmShape, e
     }
 }
 
-/// Runs `kernel` over host buffers; `out` is bf16 or f32 as the epilogue code says.
-fn run<T>(a: &[bf16], w: &[bf16], out: &mut [T], shape: GemmShape, epilogue: i32, kernel: Linear) {
+/// Runs `kernel` over host buffers; `out` is bf16 or f32 as the epilogue code says; `norm`: the
+/// GEMV's fused RMSNorm weight, when it has one.
+fn run<T>(a: &[bf16], w: &[bf16], out: &mut [T], shape: GemmShape, epilogue: i32, kernel: Linear, norm: Option<&[bf16]>) {
     let (tile_group, splits, wgmma) = match kernel {
         Linear::Mma { group, splits } => (group, splits, false),
-        Linear::Gemv | Linear::GemvDependent => (0, 1, false),
+        Linear::Gemv { .. } | Linear::GemvDependent { .. } => (0, 1, false),
         Linear::Wgmma { group, splits } => (group, splits, true),
     };
     let p = host_params(a, w, out, shape, epilogue, tile_group);
@@ -95,11 +98,13 @@ fn run<T>(a: &[bf16], w: &[bf16], out: &mut [T], shape: GemmShape, epilogue: i32
     } else {
         let cfg = gemv::launch_config(shape.m, out_cols, epilogue == Epilogue::SwiGlu.code());
         let name = gemv::kernel_name(shape.m);
-        match kernel {
-            Linear::GemvDependent => load("gemv").launch_dependent(name, cfg, p, &PrimaryOutputs::of(&[a])),
-            _ => load("gemv").launch(name, cfg, p),
-        }
-        .unwrap();
+        let norm = norm.map_or(GemvNorm::default(), |w| GemvNorm { weight: addr(w), eps: NORM_EPS, unused: 0 });
+        let primary = PrimaryOutputs::of(&[a]);
+        let dependent = matches!(kernel, Linear::GemvDependent { .. }).then_some(&primary);
+        // SAFETY: the parameter blocks' buffers are live host buffers of the kernel's sizes.
+        load("gemv")
+            .launch_args_after(name, cfg, dependent, |k: unsafe extern "C" fn(LinearParams, GemvNorm)| unsafe { k(p, norm) })
+            .unwrap();
     }
 }
 
@@ -127,7 +132,8 @@ fn emulated_gemv_matches_cpu_for_every_epilogue() {
     // K = 1032: 129 chunks of 8, past one unrolled pass of 4 x 32 lanes, with a remainder; every
     // M, so each columns-per-warp case (1, 2, 4; 2 for SwiGLU) runs; N = 72: 9 warps of 8 columns.
     for (m, n, k) in [(1, 16, 8), (1, 40, 1032), (2, 24, 264), (3, 40, 1032), (4, 72, 136), (5, 16, 8), (6, 24, 520), (7, 8, 64), (8, 24, 264)] {
-        check_every_epilogue(&mut rng, m, n, k, Linear::Gemv);
+        check_every_epilogue(&mut rng, m, n, k, Linear::Gemv { normed: false });
+        check_every_epilogue(&mut rng, m, n, k, Linear::Gemv { normed: true });
     }
 }
 
@@ -139,40 +145,48 @@ fn emulated_gemv_matches_cpu_for_every_epilogue() {
 fn emulated_gemv_reads_its_activations_only_after_the_dependency_wait() {
     let mut rng = Rng::fresh("emulated_gemv_dependent");
     for (m, n, k) in [(1, 40, 1032), (3, 40, 264), (4, 24, 136), (8, 16, 72)] {
-        check_every_epilogue(&mut rng, m, n, k, Linear::GemvDependent);
+        check_every_epilogue(&mut rng, m, n, k, Linear::GemvDependent { normed: false });
+        check_every_epilogue(&mut rng, m, n, k, Linear::GemvDependent { normed: true });
     }
 }
 
-/// Store, f32, residual and SwiGLU of `kernel` against cpu::matmul.
+const NORM_EPS: f32 = 1e-5;
+
+/// Store, f32, residual and SwiGLU of `kernel` against cpu::matmul (of cpu::rmsnorm's rows for a
+/// normed GEMV: A then has rows of rms ~3, and a gain of 1 + N(0, 0.5), so a missing norm fails).
 pub fn check_every_epilogue(rng: &mut Rng, m: usize, n: usize, k: usize, kernel: Linear) {
     let shape = GemmShape { m, n, k };
     let what = format!("emulated {kernel:?} M {m} N {n} K {k}");
-    let a = rng.bf16_vec(m * k, 1.0);
+    let normed = matches!(kernel, Linear::Gemv { normed: true } | Linear::GemvDependent { normed: true });
+    let a = rng.bf16_vec(m * k, if normed { 3.0 } else { 1.0 });
     let w = rng.bf16_vec(n * k, 1.0 / (k as f32).sqrt());
-    let want = matmul(&to_f32(&a), &w, k);
+    let norm_w: Vec<bf16> = rng.bf16_vec(k, 0.5).iter().map(|g| bf16::from_f32(1.0 + g.to_f32())).collect();
+    let norm = normed.then_some(&norm_w[..]);
+    let a_in = if normed { rmsnorm(&to_f32(&a), &norm_w, NORM_EPS) } else { to_f32(&a) };
+    let want = matmul(&a_in, &w, k);
     let tol = 2e-2 * rms(&want);
 
     let res = rng.bf16_vec(m * n, 1.0);
     let want_res: Vec<f32> = res.iter().zip(round_bf16(&want)).map(|(r, a)| r.to_f32() + a).collect();
     let up = rng.bf16_vec(n * k, 1.0 / (k as f32).sqrt());
-    let want_swiglu = swiglu(&round_bf16(&want), &round_bf16(&matmul(&to_f32(&a), &up, k)));
+    let want_swiglu = swiglu(&round_bf16(&want), &round_bf16(&matmul(&a_in, &up, k)));
     let fused = interleave_gate_up(&w, &up, k);
 
     in_both_async_modes(|| {
         let mut out = vec![POISON; m * n];
-        run(&a, &w, &mut out, shape, Epilogue::Store.code(), kernel);
+        run(&a, &w, &mut out, shape, Epilogue::Store.code(), kernel, norm);
         assert_close(&format!("{what} store"), &to_f32(&out), &want, tol, 8e-3);
 
         let mut out32 = vec![f32::NAN; m * n];
-        run(&a, &w, &mut out32, shape, Epilogue::F32_CODE, kernel);
+        run(&a, &w, &mut out32, shape, Epilogue::F32_CODE, kernel, norm);
         assert_close(&format!("{what} f32"), &out32, &want, 1e-3 * rms(&want), 1e-3);
 
         let mut res = res.clone();
-        run(&a, &w, &mut res, shape, Epilogue::AddInPlace.code(), kernel);
+        run(&a, &w, &mut res, shape, Epilogue::AddInPlace.code(), kernel, norm);
         assert_close(&format!("{what} residual"), &to_f32(&res), &want_res, tol, 8e-3);
 
         let mut out = vec![POISON; m * n];
-        run(&a, &fused, &mut out, GemmShape { m, n: 2 * n, k }, Epilogue::SwiGlu.code(), kernel);
+        run(&a, &fused, &mut out, GemmShape { m, n: 2 * n, k }, Epilogue::SwiGlu.code(), kernel, norm);
         assert_close(&format!("{what} swiglu"), &to_f32(&out), &want_swiglu, 2e-2 * rms(&want_swiglu), 1e-2);
     });
 }

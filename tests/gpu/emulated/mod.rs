@@ -271,17 +271,10 @@ impl Emulated {
         self.launch_with(cfg, || unsafe { k(params) })
     }
 
-    /// Launches `name(params)` as a programmatic dependent (kernels/grid_dependency.cuh) of a
-    /// kernel that wrote `primary`: each block starts with those buffers poisoned, and the real
+    /// `launch_args`, as a programmatic dependent (kernels/grid_dependency.cuh) of a kernel that
+    /// wrote `primary` when given: each block starts with those buffers poisoned, and the real
     /// values come back only once every thread of the block has reached griddepcontrol.wait, so
     /// a kernel that reads them before its wait gets NaNs into its output.
-    pub fn launch_dependent<P: Copy>(&self, name: &str, cfg: LaunchConfig, params: P, primary: &PrimaryOutputs) -> Result<(), String> {
-        let k: unsafe extern "C" fn(P) = self.kernel(name);
-        // SAFETY: as for `launch`.
-        self.launch_after(cfg, Some(primary), || unsafe { k(params) })
-    }
-
-    /// `launch_args`, as a dependent launch when `primary` is given (`launch_dependent`).
     pub fn launch_args_after<F: Copy>(&self, name: &str, cfg: LaunchConfig, primary: Option<&PrimaryOutputs>, call: impl Fn(F)) -> Result<(), String> {
         let k: F = self.kernel(name);
         self.launch_after(cfg, primary, || call(k))
@@ -292,19 +285,6 @@ impl Emulated {
     pub fn launch_args<F: Copy>(&self, name: &str, cfg: LaunchConfig, call: impl Fn(F)) -> Result<(), String> {
         let k: F = self.kernel(name);
         self.launch_with(cfg, || call(k))
-    }
-
-    /// Launches `name(params, arg)`.
-    pub fn launch2<P: Copy, Q: Copy>(
-        &self,
-        name: &str,
-        cfg: LaunchConfig,
-        params: P,
-        arg: Q,
-    ) -> Result<(), String> {
-        let k: unsafe extern "C" fn(P, Q) = self.kernel(name);
-        // SAFETY: as for `launch`.
-        self.launch_with(cfg, || unsafe { k(params, arg) })
     }
 }
 
