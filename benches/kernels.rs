@@ -12,7 +12,7 @@ use nemo_engine::gpu::kernels::attention::{
 use nemo_engine::gpu::kernels::embedding::embedding_gather;
 use nemo_engine::gpu::kernels::gemm::{gemm, Epilogue, GemmShape};
 use nemo_engine::gpu::kernels::gemm_wgmma::gemm_wgmma;
-use nemo_engine::gpu::kernels::gemv::gemv;
+use nemo_engine::gpu::kernels::gemv::{gemv, gemv_normed, RowNorm};
 use nemo_engine::gpu::kernels::rmsnorm::{fused_add_rmsnorm, rmsnorm};
 use nemo_engine::gpu::kernels::rope::{rope_cos_sin_table, rope_write_kv, RopeShape};
 use nemo_engine::gpu::timing::{copy_bandwidth_gbs, time_ms};
@@ -150,6 +150,16 @@ fn bench_gemv(b: &Bench) -> GpuResult<()> {
             let shape = GemmShape { m, n, k };
             let t = time_ms(&b.gpu, 3, 20, |_| gemv(&b.gpu, &a.as_view(), &w.as_view(), &mut out.as_view_mut(), shape, epi))?;
             b.report_bytes("gemv", &format!("{name} M={m} N={n} K={k}"), t.median_ms, (n * k * 2) as f64);
+            // The decode layer runs the GEMVs after a norm with the norm fused in: the same rows
+            // with it, to show what the fusion costs inside the kernel (it saves a launch).
+            if name == "qkv" || name == "gate/up (swiglu)" {
+                let gain = upload(&b.gpu, &random_bf16(k, 5, 1.0))?;
+                let norm = RowNorm { weight: &gain.as_view(), eps: 1e-5 };
+                let t = time_ms(&b.gpu, 3, 20, |_| {
+                    gemv_normed(&b.gpu, Some(norm), &a.as_view(), &w.as_view(), &mut out.as_view_mut(), shape, epi)
+                })?;
+                b.report_bytes("gemv_rmsnorm", &format!("{name} M={m} N={n} K={k}"), t.median_ms, (n * k * 2) as f64);
+            }
         }
     }
     Ok(())
