@@ -51,7 +51,7 @@ fn kernel_lab_lists_families_variants_and_shapes() {
     let names: Vec<&str> = kernels.iter().map(|k| k["kernel"].as_str().unwrap()).collect();
     assert_eq!(names, ["gemm", "attention_prefill", "attention_decode"]);
     let gemm_variants: Vec<&str> = kernels[0]["variants"].as_array().unwrap().iter().map(|x| x.as_str().unwrap()).collect();
-    assert_eq!(gemm_variants, ["mma", "mma-n-major", "wgmma", "mma-split-k", "wgmma-split-k"]);
+    assert_eq!(gemm_variants, ["mma", "mma-n-major", "wgmma", "mma-split-k", "wgmma-split-k", "gemv"]);
     let prefill_variants: Vec<&str> = kernels[1]["variants"].as_array().unwrap().iter().map(|x| x.as_str().unwrap()).collect();
     assert_eq!(prefill_variants, ["mma-flash", "wgmma", "wgmma-overlap", "wgmma-pingpong"]);
     assert!(kernels.iter().all(|k| !k["default_shapes"].as_array().unwrap().is_empty()));

@@ -9,6 +9,7 @@ use crate::cpu::matmul::matmul;
 use crate::cpu::ops::silu;
 use crate::gpu::kernels::gemm::{self, gemm, gemm_split_k, launch_n_major, linear_params, Epilogue, GemmShape, SplitGemm};
 use crate::gpu::kernels::gemm_wgmma::gemm_wgmma;
+use crate::gpu::kernels::gemv::{gemv, MAX_M};
 use crate::gpu::{upload, Gpu, GpuResult};
 
 pub type GemmFn = fn(&Gpu, &CudaView<bf16>, &CudaView<bf16>, &mut CudaViewMut<bf16>, GemmShape, Epilogue) -> GpuResult<()>;
@@ -24,7 +25,13 @@ pub const VARIANTS: &[(&str, GemmFn)] = &[
     // kernels/gemm.cu, then kernels/gemm_wgmma.cu, split over K + gemm_split_reduce_bf16, for few tiles
     ("mma-split-k", |gpu, a, w, out, shape, epi| gemm_split_k(gpu, SplitGemm::Mma, a, w, out, shape, epi)),
     ("wgmma-split-k", |gpu, a, w, out, shape, epi| gemm_split_k(gpu, SplitGemm::Wgmma, a, w, out, shape, epi)),
+    ("gemv", gemv), // kernels/gemv.cu: the decode path, M <= 8 only (`serves`)
 ];
+
+/// Whether `variant` serves `shape` (the GEMV takes M <= 8 only; the rest take any shape).
+fn serves(variant: &str, shape: GemmShape) -> bool {
+    variant != "gemv" || shape.m <= MAX_M
+}
 
 /// Nemo's linear layers at prefill (M = 4096), a short prompt (M = 512) and a decode batch of 128
 /// (few output tiles: where split-K matters).
@@ -38,6 +45,8 @@ pub const DEFAULT_SHAPES: &[&str] = &[
     "512x28672x5120:swiglu",
     "128x6144x5120",
     "128x5120x14336:residual",
+    "1x28672x5120:swiglu", // batch-1 decode: the GEMV's regime
+    "8x6144x5120",
 ];
 
 /// `MxNxK[:epilogue]`.
@@ -114,6 +123,13 @@ pub fn run(lab: &Lab, only: Option<&str>, shape_text: &str, rows: &mut Vec<Row>)
     };
     let expected = Expected { rows: &picked, row_len: out_cols, want: &want, atol: 2e-2 * rms, rtol: 1e-2 };
     for &(name, launch) in VARIANTS.iter().filter(|(name, _)| only.is_none_or(|o| o == *name)) {
+        if !serves(name, shape) {
+            // Asked for by name: say why there is no number; in a full sweep, leave it out.
+            if only.is_some() {
+                rows.push(row(format!("{name} (not run: it serves M <= {MAX_M})"), f64::NAN, None));
+            }
+            continue;
+        }
         // Checked on a poisoned output (or a fresh residual), then timed.
         let mut out = if epi == Epilogue::AddInPlace { upload(gpu, &residual)? } else { upload(gpu, &vec![POISON; m * out_cols])? };
         let mut run = |out: &mut CudaSlice<bf16>| launch(gpu, &a_dev.as_view(), &w_dev.as_view(), &mut out.as_view_mut(), shape, epi);
