@@ -31,12 +31,13 @@
 // __threadfence and an atomic can order.
 //
 // So is the proxy rule: wgmma reads a thread's st.shared writes only after that thread's
-// fence.proxy.async. An access past the launch's dynamic shared memory is reported.
+// fence.proxy.async. An access past the launch's dynamic shared memory is reported, and so is
+// a non-coherent load (__ldg) of global memory the launch writes.
 //
 // What it cannot show: speed, races between kernels (the stream orders them; dependent launches
 // are checked by poisoning, see grid_dependency_wait), other memory-model subtleties (scopes,
-// caches: a block reading another's writes through a non-coherent load). Global memory is host
-// memory: an out-of-bounds read is not caught.
+// caches beyond the non-coherent path). Global memory is host memory: an out-of-bounds read is
+// not caught.
 #pragma once
 #include <cuda_bf16.h>  // host-usable bf16; also brings CUDA's host definitions of the keywords
 
@@ -175,6 +176,7 @@ void private_memory(const void* p, size_t bytes);
 void global_read(const void* p, size_t bytes);                // by the current thread
 void global_read_by(int thread, const void* p, size_t bytes);  // a TMA load's, by its issuer
 void atomic(const void* p);  // an atomic by the current thread (global or shared)
+void non_coherent_read(const void* p, size_t bytes);  // ld.global.nc (__ldg) by the current thread
 void thread_fence();         // __threadfence() by the current thread
 }  // namespace race
 
@@ -248,6 +250,7 @@ inline void __threadfence() { ::emu::race::thread_fence(); }
 
 template <class T>
 T __ldg(const T* p) {
+    ::emu::race::non_coherent_read(p, sizeof(T));
     return *p;
 }
 template <class T>

@@ -37,6 +37,7 @@ struct GlobalUnit {
     int32_t reader_block = -1, reader_thread = -1;  // the last read
     uint32_t reader_clock = 0;
     bool read_by_blocks = false;  // two or more blocks have read it since the write
+    bool read_non_coherent = false;  // by ld.global.nc (__ldg) in this launch
 };
 
 constexpr uintptr_t PAGE_UNITS = 2048;  // 4 KiB of global memory
@@ -103,6 +104,19 @@ void join_into(std::vector<uint32_t>& into, const std::vector<uint32_t>& from) {
     for (size_t i = 0; i < from.size(); ++i) into[i] = std::max(into[i], from[i]);
 }
 
+// ld.global.nc (__ldg) may serve stale data for memory written while the kernel runs, by any
+// block or thread, before the load or after: such memory must be read through the coherent path
+// (plain loads, __ldcg). Reported at the second of the two accesses.
+void non_coherent_conflict(int t, uintptr_t at, bool by_load) {
+    char msg[320];
+    std::snprintf(msg, sizeof msg,
+                  "non-coherent load: thread %d of block %s %s global memory at %#" PRIxPTR
+                  " that %s (ld.global.nc / __ldg is only for memory no thread writes while the kernel runs)",
+                  t, block_name().c_str(), by_load ? "reads with ld.global.nc" : "writes", at,
+                  by_load ? "this launch writes" : "this launch read with ld.global.nc");
+    report(msg);
+}
+
 }  // namespace
 
 void global_block_start() {
@@ -121,6 +135,7 @@ void global_access(int t, const void* p, size_t bytes, bool write) {
         const Place where{"global", u * 2};
         const bool foreign_write = g.writer_block >= 0 && !ordered(g.writer_block, g.writer_thread, g.writer_clock);
         if (write) {
+            if (g.read_non_coherent) non_coherent_conflict(t, u * 2, false);
             if (foreign_write) cross_block_race("writes", t, g.writer_block, g.writer_thread, "wrote", u * 2, false);
             else if (g.reader_block >= 0 && (g.read_by_blocks || !ordered(g.reader_block, g.reader_thread, g.reader_clock)))
                 cross_block_race("writes", t, g.reader_block, g.reader_thread, "read", u * 2, g.read_by_blocks);
@@ -138,6 +153,17 @@ void global_access(int t, const void* p, size_t bytes, bool write) {
             g.reader_thread = t;
             g.reader_clock = now;
         }
+    }
+}
+
+void non_coherent_read(const void* p, size_t bytes) {
+    if (!on || !current_thread || !threads) return;
+    const uintptr_t begin = reinterpret_cast<uintptr_t>(p);
+    if (is_private(begin)) return;
+    for (uintptr_t u = begin / 2; u <= (begin + bytes - 1) / 2; ++u) {
+        GlobalUnit& g = unit(u);
+        if (g.writer_block >= 0) non_coherent_conflict(current_thread->linear, u * 2, true);
+        g.read_non_coherent = true;
     }
 }
 

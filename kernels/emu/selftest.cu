@@ -95,7 +95,7 @@ extern "C" __global__ void emu_selftest(const __grid_constant__ SelftestParams p
             }
             break;
         }
-        // The global-memory race check (emu/race_global.cpp). Modes 15, 17, 18 and 19 race.
+        // The global-memory race check (emu/race_global.cpp). Modes 15, 17, 18, 19 and 20 fail.
         case 15:  // every block writes the same int
             if (tid == 0) p.out[0] = blockIdx.x;
             break;
@@ -118,6 +118,12 @@ extern "C" __global__ void emu_selftest(const __grid_constant__ SelftestParams p
             }
             break;
         }
+        case 20:  // ld.global.nc of memory this launch wrote (ordered by a barrier): reported
+        case 21:  // the same read through the coherent path: passes
+            if (tid == 0) p.scratch[0] = 6;
+            __syncthreads();
+            if (tid == 32) p.out[gid] = p.mode == 20 ? __ldg(&p.scratch[0]) : __ldcg(&p.scratch[0]);
+            break;
         case 19:  // within a block: a global write read by another warp with no barrier between
             if (tid == 0) p.scratch[0] = 5;
             if (tid == 32) p.out[gid] = p.scratch[0];

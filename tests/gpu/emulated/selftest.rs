@@ -4,7 +4,8 @@
 //! cp.async wait reads old data and wgmma hazards are reported; shared-memory races, wgmma reads
 //! of unfenced st.shared writes and accesses past the launch's dynamic shared memory are reported,
 //! and the same accesses ordered by a warp sync, a named barrier or an mbarrier are not; global
-//! memory shared by two blocks is reported unless a fence and an atomic order it.
+//! memory shared by two blocks is reported unless a fence and an atomic order it, and so is a
+//! non-coherent load (__ldg) of memory the launch writes.
 
 use super::{in_deferred_mode, load};
 use cudarc::driver::LaunchConfig;
@@ -141,6 +142,11 @@ fn emulated_global_memory_races_are_reported_and_the_last_block_pattern_is_not()
             "mode {mode}: {err}"
         );
     }
+    let err = run(20, 64, 1).0.unwrap_err();
+    assert!(err.contains("non-coherent load: thread 32 of block (0,0,0) reads with ld.global.nc global memory"), "{err}");
+    let (r, out) = run(21, 64, 1);
+    r.unwrap();
+    assert_eq!(out[32], 6);
     let err = run(19, 64, 1).0.unwrap_err();
     assert!(
         err.contains("global-memory race: thread 32 of block (0,0,0) reads global memory") && err.contains("which thread 0 wrote"),
