@@ -67,10 +67,7 @@ pub fn gemv_normed(
     shape: GemmShape,
     epilogue: Epilogue,
 ) -> Result<()> {
-    ensure((1..=MAX_M).contains(&shape.m), KERNEL, || format!("M = {} is outside 1..={MAX_M}", shape.m))?;
-    let params = linear_params(gpu, KERNEL, a, w, out, shape, Some(epilogue))?;
-    let norm = norm_params(gpu, norm, shape.k)?;
-    launch(gpu, params, norm, epilogue.out_cols(shape.n), epilogue == Epilogue::SwiGlu)
+    checked_launch(gpu, norm, a, w, out, shape, Some(epilogue))
 }
 
 /// out = A . W^T stored as f32 (the LM head's logits), 1 <= M <= 8, A's rows normalised by
@@ -83,10 +80,24 @@ pub fn gemv_f32(
     out: &mut CudaViewMut<f32>,
     shape: GemmShape,
 ) -> Result<()> {
+    checked_launch(gpu, norm, a, w, out, shape, None)
+}
+
+/// Checks the shapes and buffers (`epilogue` None: f32 output), then launches.
+fn checked_launch<T>(
+    gpu: &Gpu,
+    norm: Option<RowNorm<'_>>,
+    a: &CudaView<bf16>,
+    w: &CudaView<bf16>,
+    out: &mut CudaViewMut<T>,
+    shape: GemmShape,
+    epilogue: Option<Epilogue>,
+) -> Result<()> {
     ensure((1..=MAX_M).contains(&shape.m), KERNEL, || format!("M = {} is outside 1..={MAX_M}", shape.m))?;
-    let params = linear_params(gpu, KERNEL, a, w, out, shape, None)?;
+    let params = linear_params(gpu, KERNEL, a, w, out, shape, epilogue)?;
     let norm = norm_params(gpu, norm, shape.k)?;
-    launch(gpu, params, norm, shape.n, false)
+    let out_cols = epilogue.map_or(shape.n, |e| e.out_cols(shape.n));
+    launch(gpu, params, norm, out_cols, epilogue == Some(Epilogue::SwiGlu))
 }
 
 /// Output columns per warp: mirrors `cols_per_warp` in kernels/gemv.cu.

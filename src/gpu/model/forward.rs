@@ -17,7 +17,7 @@ use crate::gpu::kernels::attention::{
 use crate::gpu::kernels::embedding::embedding_gather;
 use crate::gpu::kernels::gemm::{gemm, gemm_f32, gemm_split_k_with, split_k_workspace_len, Epilogue, GemmShape, SplitGemm};
 use crate::gpu::kernels::gemm_wgmma::{gemm_wgmma, gemm_wgmma_f32};
-use crate::gpu::kernels::gemv::{gemv, gemv_f32, gemv_normed, RowNorm, MAX_M};
+use crate::gpu::kernels::gemv::{gemv_f32, gemv_normed, RowNorm, MAX_M};
 use crate::gpu::kernels::rmsnorm::rmsnorm;
 use crate::gpu::kernels::rope::{rope_cos_sin_table, rope_write_kv, RopeShape, RopeTable};
 use crate::gpu::kernels::sampling::{sample_tokens, SampleParams, Sampled};
@@ -73,14 +73,23 @@ pub struct CudaModel {
     graphs: Option<DecodeGraphs>,
 }
 
-/// `rmsnorm(X) . W^T`: on the bandwidth path for M <= 8 with the norm inside the GEMV (X read
-/// once, no launch of its own), else the norm into `normed`, then `linear`.
+/// The RMSNorm before a linear layer: its weight and eps, and where the rows normalised by the
+/// norm's own kernel go when the product cannot take the norm in (M > 8).
+struct Norm<'a, 'b> {
+    weight: &'a CudaSlice<bf16>,
+    eps: f32,
+    scratch: &'a mut CudaViewMut<'b, bf16>,
+}
+
+/// `A . W^T`, of `rmsnorm(A)` when `norm` is given: on the bandwidth path for M <= 8 (the norm
+/// inside the GEMV: A read once, no launch of its own), on tensor cores above (the norm first;
+/// `split_k`: the workspace of the split-K kernels).
 #[allow(clippy::too_many_arguments)]
-fn normed_linear(
+fn linear(
     gpu: &Gpu,
     kernel: GemmKernel,
-    (x, norm, eps): (&CudaView<bf16>, &CudaSlice<bf16>, f32),
-    normed: &mut CudaViewMut<bf16>,
+    a: &CudaView<bf16>,
+    norm: Option<Norm<'_, '_>>,
     w: &CudaSlice<bf16>,
     out: &mut CudaViewMut<bf16>,
     shape: GemmShape,
@@ -88,28 +97,20 @@ fn normed_linear(
     split_k: &mut CudaSlice<f32>,
 ) -> Result<()> {
     if shape.m <= MAX_M {
-        let norm = RowNorm { weight: &norm.as_view(), eps };
-        return gemv_normed(gpu, Some(norm), x, &w.as_view(), out, shape, epi);
+        let weight = norm.as_ref().map(|n| n.weight.as_view());
+        let row_norm = norm.as_ref().zip(weight.as_ref()).map(|(n, weight)| RowNorm { weight, eps: n.eps });
+        return gemv_normed(gpu, row_norm, a, &w.as_view(), out, shape, epi);
     }
-    rmsnorm(gpu, x, &norm.as_view(), normed, shape.k, eps)?;
-    linear(gpu, kernel, &normed.as_view(), w, out, shape, epi, split_k)
-}
-
-/// `A . W^T` on the bandwidth path for M <= 8, on tensor cores above (`split_k`: the
-/// workspace of the split-K kernels).
-#[allow(clippy::too_many_arguments)]
-fn linear(
-    gpu: &Gpu,
-    kernel: GemmKernel,
-    a: &CudaView<bf16>,
-    w: &CudaSlice<bf16>,
-    out: &mut CudaViewMut<bf16>,
-    shape: GemmShape,
-    epi: Epilogue,
-    split_k: &mut CudaSlice<f32>,
-) -> Result<()> {
+    let normed;
+    let a = match norm {
+        Some(n) => {
+            rmsnorm(gpu, a, &n.weight.as_view(), n.scratch, shape.k, n.eps)?;
+            normed = n.scratch.as_view();
+            &normed
+        }
+        None => a,
+    };
     match kernel {
-        _ if shape.m <= MAX_M => gemv(gpu, a, &w.as_view(), out, shape, epi),
         GemmKernel::MmaSync => gemm(gpu, a, &w.as_view(), out, shape, epi),
         GemmKernel::Wgmma => gemm_wgmma(gpu, a, &w.as_view(), out, shape, epi),
         GemmKernel::MmaSplitK => gemm_split_k_with(gpu, SplitGemm::Mma, a, &w.as_view(), out, shape, epi, split_k),
@@ -404,9 +405,9 @@ impl CudaModel {
         let all_decode = meta.max_q_len == 1;
         for (l, layer) in w.layers.iter().enumerate() {
             let shape = GemmShape { m: n, n: qkv_w, k: dim };
-            let x = (&s.hidden.slice(0..n * dim), &layer.attn_norm, c.norm_eps);
-            let normed = &mut s.normed.slice_mut(0..n * dim);
-            normed_linear(gpu, self.gemm, x, normed, &layer.wqkv, &mut s.qkv.slice_mut(0..n * qkv_w), shape, Epilogue::Store, &mut s.split_k)?;
+            let norm = Norm { weight: &layer.attn_norm, eps: c.norm_eps, scratch: &mut s.normed.slice_mut(0..n * dim) };
+            let (x, mut qkv) = (s.hidden.slice(0..n * dim), s.qkv.slice_mut(0..n * qkv_w));
+            linear(gpu, self.gemm, &x, Some(norm), &layer.wqkv, &mut qkv, shape, Epilogue::Store, &mut s.split_k)?;
             {
                 let (mut k_cache, mut v_cache) = self.kv.layer_mut(l);
                 rope_write_kv(
@@ -426,13 +427,13 @@ attention_decode_with(gpu, self.decode, attn_shape, meta, &q, &k_cache, &v_cache
                 }
             }
             let shape = GemmShape { m: n, n: dim, k: c.q_dim() };
-            linear(gpu, self.gemm, &s.attn.slice(0..n * c.q_dim()), &layer.wo, &mut s.hidden.slice_mut(0..n * dim), shape, Epilogue::AddInPlace, &mut s.split_k)?;
+            linear(gpu, self.gemm, &s.attn.slice(0..n * c.q_dim()), None, &layer.wo, &mut s.hidden.slice_mut(0..n * dim), shape, Epilogue::AddInPlace, &mut s.split_k)?;
             let shape = GemmShape { m: n, n: 2 * c.ffn_dim, k: dim };
-            let x = (&s.hidden.slice(0..n * dim), &layer.ffn_norm, c.norm_eps);
-            let normed = &mut s.normed.slice_mut(0..n * dim);
-            normed_linear(gpu, self.gemm, x, normed, &layer.w_gate_up, &mut s.ffn.slice_mut(0..n * c.ffn_dim), shape, Epilogue::SwiGlu, &mut s.split_k)?;
+            let norm = Norm { weight: &layer.ffn_norm, eps: c.norm_eps, scratch: &mut s.normed.slice_mut(0..n * dim) };
+            let (x, mut ffn) = (s.hidden.slice(0..n * dim), s.ffn.slice_mut(0..n * c.ffn_dim));
+            linear(gpu, self.gemm, &x, Some(norm), &layer.w_gate_up, &mut ffn, shape, Epilogue::SwiGlu, &mut s.split_k)?;
             let shape = GemmShape { m: n, n: dim, k: c.ffn_dim };
-            linear(gpu, self.gemm, &s.ffn.slice(0..n * c.ffn_dim), &layer.w_down, &mut s.hidden.slice_mut(0..n * dim), shape, Epilogue::AddInPlace, &mut s.split_k)?;
+            linear(gpu, self.gemm, &s.ffn.slice(0..n * c.ffn_dim), None, &layer.w_down, &mut s.hidden.slice_mut(0..n * dim), shape, Epilogue::AddInPlace, &mut s.split_k)?;
         }
         if r == 0 {
             return Ok(());
