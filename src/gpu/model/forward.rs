@@ -438,15 +438,21 @@ attention_decode_with(gpu, self.decode, attn_shape, meta, &q, &k_cache, &v_cache
         if r == 0 {
             return Ok(());
         }
-        // Gather the wanted rows (the embedding kernel is a row gather), norm them, LM head.
-        embedding_gather(gpu, &s.logit_rows.slice(0..r), &s.hidden.slice(0..n * dim), &mut s.rows.slice_mut(0..r * dim), n, dim)?;
+        // The wanted rows: every row in a decode step (logit_rows, increasing, is then 0..n), else
+        // gathered (the embedding kernel is a row gather). Then the final norm and the LM head.
+        let rows = if r == n {
+            s.hidden.slice(0..n * dim)
+        } else {
+            embedding_gather(gpu, &s.logit_rows.slice(0..r), &s.hidden.slice(0..n * dim), &mut s.rows.slice_mut(0..r * dim), n, dim)?;
+            s.rows.slice(0..r * dim)
+        };
         let shape = GemmShape { m: r, n: c.vocab_size, k: dim };
         let mut logits = s.logits.slice_mut(0..r * c.vocab_size);
         if r <= MAX_M {
             let norm = RowNorm { weight: &w.final_norm.as_view(), eps: c.norm_eps };
-            return gemv_f32(gpu, Some(norm), &s.rows.slice(0..r * dim), &w.lm_head().as_view(), &mut logits, shape);
+            return gemv_f32(gpu, Some(norm), &rows, &w.lm_head().as_view(), &mut logits, shape);
         }
-        rmsnorm(gpu, &s.rows.slice(0..r * dim), &w.final_norm.as_view(), &mut s.normed.slice_mut(0..r * dim), dim, c.norm_eps)?;
+        rmsnorm(gpu, &rows, &w.final_norm.as_view(), &mut s.normed.slice_mut(0..r * dim), dim, c.norm_eps)?;
         if matches!(self.gemm, GemmKernel::Wgmma | GemmKernel::WgmmaSplitK) {
             gemm_wgmma_f32(gpu, &s.normed.slice(0..r * dim), &w.lm_head().as_view(), &mut logits, shape)?;
         } else {
