@@ -15,7 +15,7 @@ use nemo_engine::gpu::{self, Gpu};
 use nemo_engine::model::{ModelConfig, ModelWeights};
 
 use super::args::{BenchArgs, BenchLab, BenchMode, DeviceChoice};
-use super::device::{cpu_kv_tokens, cuda_options};
+use super::device::{capture_decode_graphs, cpu_kv_tokens, cuda_options};
 use super::generate_cmd::check_source;
 use super::loaded::Model;
 
@@ -129,7 +129,8 @@ fn serving_modes(args: &BenchArgs) -> anyhow::Result<()> {
                     Some(w) => GpuWeights::upload(&gpu, w)?,
                     None => GpuWeights::dummy(&gpu, &config, 0)?,
                 };
-                let model = CudaModel::new(gpu, weights, kv, 4096, args.max_batch)?;
+                let mut model = CudaModel::new(gpu, weights, kv, 4096, args.max_batch)?;
+                capture_decode_graphs(&mut model)?;
                 settings = model.settings();
                 Ok(CudaBatchBackend { model })
             };

@@ -6,6 +6,7 @@
 use anyhow::Context;
 
 use nemo_engine::engine::{Backend, CpuBackend, CudaBackend, CudaOptions};
+use nemo_engine::gpu::model::CudaModel;
 use nemo_engine::gpu::{self, GpuInfo};
 use nemo_engine::model::{ModelConfig, ModelWeights};
 
@@ -85,4 +86,20 @@ pub fn open<'w>(
             Ok(Box::new(backend))
         }
     }
+}
+
+/// With CUDA graphs on (`NEMO_CUDA_GRAPHS=1`), captures a serving model's decode graphs before
+/// the first request, so a wandering batch size never pays a capture mid-stream, and says what
+/// it cost. Nothing happens with graphs off.
+pub fn capture_decode_graphs(model: &mut CudaModel) -> anyhow::Result<()> {
+    let t0 = std::time::Instant::now();
+    if let Some(report) = model.capture_decode_graphs().context("capturing the decode steps' CUDA graphs")? {
+        eprintln!(
+            "nemo: CUDA graphs: {} decode graph(s) captured in {:.1} ms ({:.2} s with their warm-up steps)",
+            report.captured,
+            report.capture_ms,
+            t0.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
 }

@@ -20,7 +20,7 @@ use nemo_engine::tokenizer::{ChatRequest, Tokenizer};
 use super::args::ServeArgs;
 use super::chat_format::ChatFormat;
 use super::defaults::{Recommended, FALLBACK_TEMPERATURE};
-use super::device::{self, cuda_options, Device};
+use super::device::{self, capture_decode_graphs, cuda_options, Device};
 use super::loaded::Model;
 use super::text::Text;
 
@@ -123,12 +123,13 @@ fn cuda_backend(weights: &ModelWeights, kv_tokens: Option<KvSize>, max_seqs: usi
     };
     let gpu = Gpu::new().context("opening the GPU")?;
     let uploaded = GpuWeights::upload(&gpu, weights).context("uploading the weights to the GPU")?;
-    let model = CudaModel::new(gpu, uploaded, kv, CUDA_MAX_CHUNK, max_seqs).with_context(|| {
+    let mut model = CudaModel::new(gpu, uploaded, kv, CUDA_MAX_CHUNK, max_seqs).with_context(|| {
         format!(
             "allocating the activations for {max_seqs} sequences and the KV cache of {kv_text} on the GPU; \
              lower --kv-tokens (or --max-batch) to need less memory"
         )
     })?;
+    capture_decode_graphs(&mut model)?;
     Ok(CudaBatchBackend { model })
 }
 

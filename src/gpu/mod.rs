@@ -10,7 +10,7 @@ mod probe;
 mod runtime;
 pub mod timing;
 
-pub use buffers::{download, upload};
+pub use buffers::{download, upload, upload_rows};
 pub use error::Result as GpuResult;
 pub use error::GpuError;
 pub use probe::{probe, GpuInfo};

@@ -6,7 +6,7 @@ use half::bf16;
 use nemo_engine::cpu::attention::{attention, AttentionShape as CpuShape};
 use nemo_engine::gpu::kernels::attention::{
     attention_decode, attention_decode_with, attention_prefill, decode_splits, DecodeKernel, AttentionMeta, AttentionShape,
-    DecodeWorkspace,
+    DecodeWorkspace, DeviceAttentionMeta,
 };
 use nemo_engine::gpu::kernels::attention_wgmma::{attention_prefill_wgmma, WgmmaSchedule};
 use nemo_engine::lab::attention::{DecodeFn, PrefillFn};
@@ -183,6 +183,38 @@ fn decode_matches_cpu(test: &str, decode: DecodeFn) {
             assert_close(&format!("{test} hd {} {:?}", shape.head_dim, seqs), &got, &case.want, 2e-2, 2e-2);
         }
     }
+}
+
+/// A CUDA graph's metadata (`DeviceAttentionMeta::persistent`): rows as wide as the cache,
+/// refilled each step with only the entries in use (`upload_rows`, one strided copy). A refill
+/// after a wider one leaves the old entries past each row's end in place: they name a free,
+/// NaN-poisoned block, so decode over them must still equal the CPU.
+#[test]
+fn attention_decode_over_cuda_graph_metadata_matches_cpu() {
+    let test = "attention_decode_over_cuda_graph_metadata_matches_cpu";
+    let Some(gpu) = gpu_or_skip(test) else { return };
+    let mut rng = Rng::fresh(test);
+    let shape = shapes()[0];
+    let case = build(&mut rng, shape, &[(1, 1), (1, 100), (1, 4097), (1, 33)]);
+    let (n_seqs, stride) = (case.meta.ctx_lens.len(), case.meta.max_blocks + 37);
+    let mut meta = DeviceAttentionMeta::persistent(&gpu, n_seqs + 2, stride, BLOCK, case.n_cache_blocks).unwrap();
+    // First a step with rows as wide as the stride, every entry block 0 (free, poisoned).
+    let wide = AttentionMeta {
+        ctx_lens: vec![(stride * BLOCK) as i32; n_seqs],
+        block_tables: vec![0; n_seqs * stride],
+        max_blocks: stride,
+        ..case.meta.clone()
+    };
+    meta.refill(&gpu, &wide).unwrap();
+    let too_wide = AttentionMeta { block_tables: vec![0; n_seqs * (stride + 1)], max_blocks: stride + 1, ..wide };
+    assert!(meta.refill(&gpu, &too_wide).unwrap_err().to_string().contains("do not fit"), "rows wider than the stride");
+    meta.refill(&gpu, &case.meta).unwrap();
+    let (q, k, v) = (dev(&gpu, &case.q), dev(&gpu, &case.k_cache), dev(&gpu, &case.v_cache));
+    let mut out = poisoned(&gpu, n_seqs * shape.n_heads * shape.head_dim);
+    let splits = decode_splits(132, n_seqs, shape.n_kv_heads, meta.max_ctx);
+    let mut ws = DecodeWorkspace::new(&gpu, n_seqs, shape.n_heads, splits, shape.head_dim).unwrap();
+    attention_decode(&gpu, shape, &meta, &q.as_view(), &k.as_view(), &v.as_view(), &mut ws, splits, &mut out.as_view_mut()).unwrap();
+    assert_close(test, &fetch(&gpu, &out), &case.want, 2e-2, 2e-2);
 }
 
 #[test]

@@ -263,12 +263,22 @@ fn gpu_sampling_in_the_loop_equals_host_sampling() {
 /// different lengths (paged, distinct blocks) prefilled, then greedy decode at batch 3 and, after
 /// one sequence leaves, batch 2 (a second graph); the graph path fixes the split count per batch
 /// size, so logits agree to summation order, and greedy tokens agree wherever the top-2 margin
-/// is clear.
+/// is clear. Graphs captured as steps come (two), or all at start-up
+/// (`capture_decode_graphs`: the ladder up to 8 sequences, then no capture during the steps).
 #[test]
 fn cuda_graph_decode_steps_equal_eager_steps() {
+    graph_steps_equal_eager_steps("cuda_graph_decode_steps_equal_eager_steps", false);
+}
+
+#[test]
+fn cuda_graph_decode_steps_captured_at_start_up_equal_eager_steps() {
+    graph_steps_equal_eager_steps("cuda_graph_decode_steps_captured_at_start_up_equal_eager_steps", true);
+}
+
+fn graph_steps_equal_eager_steps(test: &str, at_start_up: bool) {
     use nemo_engine::gpu::model::{CudaModel, GpuWeights, SeqChunk};
     use nemo_engine::gpu::{Gpu, GpuOptions};
-    let Some(_gpu) = gpu_or_skip("cuda_graph_decode_steps_equal_eager_steps") else { return };
+    let Some(_gpu) = gpu_or_skip(test) else { return };
     let weights = load(&fixture_dir().join("hf")).unwrap().weights;
     let open = |cuda_graphs: bool| {
         let gpu = Gpu::open(GpuOptions { cuda_graphs, ..GpuOptions::from_env() }).unwrap();
@@ -277,6 +287,11 @@ fn cuda_graph_decode_steps_equal_eager_steps() {
         CudaModel::new(gpu, w, 4096, 512, 8).unwrap()
     };
     let (mut graphed, mut eager) = (open(true), open(false));
+    if at_start_up {
+        let report = graphed.capture_decode_graphs().unwrap().expect("graphs on");
+        assert_eq!(report.captured, 4, "the ladder up to 8 sequences: 1, 2, 4, 8");
+        assert!(eager.capture_decode_graphs().unwrap().is_none(), "graphs off: nothing to capture");
+    }
     let vocab = weights.config.vocab_size;
     // Sequence i owns blocks 64 i.. (1024 slots each).
     let tables: Vec<Vec<u32>> = (0..3u32).map(|i| (64 * i..64 * (i + 1)).collect()).collect();
@@ -342,6 +357,10 @@ fn cuda_graph_decode_steps_equal_eager_steps() {
     }
     let report = graphed.graph_report().expect("graphs on");
     eprintln!("cuda graphs: {} captured in {:.1} ms; worst max abs logit difference {worst:.2e}", report.captured, report.capture_ms);
-    assert_eq!(report.captured, 2, "one graph per batch size (3, then 2), none for the mixed step");
+    if at_start_up {
+        assert_eq!(report.captured, 4, "no capture after start-up");
+    } else {
+        assert_eq!(report.captured, 2, "one graph per batch size (3, then 2), none for the mixed step");
+    }
     assert!(eager.graph_report().is_none());
 }

@@ -8,7 +8,7 @@ use half::bf16;
 use super::check::{address, allow_dynamic_smem, as_i32, ensure, vector_buffer};
 use crate::gpu::launch::arg;
 use crate::gpu::error::{GpuError, Result};
-use crate::gpu::{upload, Gpu, Kernels};
+use crate::gpu::{upload, upload_rows, Gpu, Kernels};
 
 /// Mirror of `AttentionParams` in kernels/attention_common.cuh (public so that the emulator
 /// tests, tests/gpu/emulated, can launch the kernels with host pointers).
@@ -181,12 +181,16 @@ impl DeviceAttentionMeta {
     }
 
     /// Checks `meta` as `AttentionMeta::upload` does and copies it into these buffers; its rows
-    /// must have this metadata's `max_blocks` and its sequences fit the allocation.
+    /// may be narrower than this metadata's `max_blocks` (the row stride the kernels, and a
+    /// captured graph, use) and its sequences must fit the allocation. Only the rows' entries are
+    /// copied (one strided copy), so a step pays for the blocks its sequences hold, not for rows
+    /// as wide as the cache. The entries past them keep what they held: the kernels never read
+    /// them (they read `ceil(ctx_len / block_size)` entries of a row, all checked).
     pub fn refill(&mut self, gpu: &Gpu, meta: &AttentionMeta) -> Result<()> {
         let bad = |what: String| GpuError::BadArgument { kernel: "attention", what };
         meta.validate(self.n_cache_blocks).map_err(bad)?;
         let n_seqs = meta.ctx_lens.len();
-        if meta.max_blocks != self.max_blocks || meta.block_size != self.block_size || n_seqs > self.ctx_lens.len() {
+        if meta.max_blocks > self.max_blocks || meta.block_size != self.block_size || n_seqs > self.ctx_lens.len() {
             return Err(bad(format!(
                 "{n_seqs} sequences with rows of {} blocks do not fit metadata for {} sequences with rows of {}",
                 meta.max_blocks,
@@ -197,9 +201,7 @@ impl DeviceAttentionMeta {
         let copy = |what| GpuError::driver(format!("uploading {what}"));
         gpu.stream.memcpy_htod(&meta.cu_seqlens_q, &mut self.cu_seqlens_q.slice_mut(0..n_seqs + 1)).map_err(copy("cu_seqlens_q"))?;
         gpu.stream.memcpy_htod(&meta.ctx_lens, &mut self.ctx_lens.slice_mut(0..n_seqs)).map_err(copy("ctx_lens"))?;
-        gpu.stream
-            .memcpy_htod(&meta.block_tables, &mut self.block_tables.slice_mut(0..meta.block_tables.len()))
-            .map_err(copy("block tables"))?;
+        upload_rows(gpu, &meta.block_tables, meta.max_blocks, self.max_blocks, &mut self.block_tables)?;
         self.n_seqs = n_seqs;
         self.n_tokens = meta.cu_seqlens_q[n_seqs] as usize;
         self.max_q_len = meta.cu_seqlens_q.windows(2).map(|w| (w[1] - w[0]) as usize).max().unwrap_or(0);

@@ -7,7 +7,7 @@ use half::bf16;
 
 use super::{GpuKvCache, GpuWeights, KvSize, BLOCK_SIZE};
 use crate::gpu::error::{GpuError, Result};
-use super::graphs::{graph_batch, DecodeGraphs, GraphReport};
+use super::graphs::{graph_batch, ladder_up_to, DecodeGraphs, GraphReport};
 use super::kernel_choice::{decode_kernel_from_env, GemmKernel, PrefillKernel};
 use crate::gpu::kernels::attention_wgmma::attention_prefill_wgmma;
 use crate::gpu::kernels::attention::{
@@ -191,6 +191,25 @@ impl CudaModel {
         )
     }
 
+    /// Captures the decode graph of every rung of the batch ladder up to `max_seqs`
+    /// (`ladder_up_to`), so that a server's batch size can wander without a capture in the middle
+    /// of serving (vLLM captures at start-up too). Each rung runs one step of padding rows (they
+    /// touch only the reserved last KV block), which captures and replays its graph. None when
+    /// graphs are off; else what `graph_report` says after.
+    pub fn capture_decode_graphs(&mut self) -> Result<Option<GraphReport>> {
+        if self.graphs.is_none() {
+            return Ok(None);
+        }
+        let reserved = [self.padding_block()];
+        let pad = SeqChunk { ids: &[0], ctx_len: 1, block_table: &reserved, want_logits: true };
+        // A decode step of `batch` sequences is `batch` tokens, within the chunk limit too.
+        for batch in ladder_up_to(self.max_seqs.min(self.max_chunk)) {
+            self.run(&vec![pad; batch])?;
+        }
+        self.gpu.synchronize("capturing the decode graphs")?;
+        Ok(self.graph_report())
+    }
+
     /// The CUDA graphs captured so far (None when graphs are off).
     pub fn graph_report(&self) -> Option<GraphReport> {
         self.graphs.as_ref().map(DecodeGraphs::report)
@@ -200,6 +219,11 @@ impl CudaModel {
     /// padding rows of decode steps (`graph_batch`).
     pub fn usable_blocks(&self) -> usize {
         self.kv.n_blocks() - self.graphs.is_some() as usize
+    }
+
+    /// The KV block graph mode keeps for padding rows: the cache's last (`usable_blocks`).
+    fn padding_block(&self) -> u32 {
+        (self.kv.n_blocks() as u32).saturating_sub(1)
     }
 
     /// Tokens the KV cache (and the RoPE table) can hold for one sequence.
@@ -314,7 +338,7 @@ impl CudaModel {
         let graph_step = self.graphs.is_some() && seqs.iter().all(|s| s.ids.len() == 1 && s.want_logits);
         // A graph step is padded up to its rung of the batch ladder with one-token rows that
         // write and read only the reserved last block; their logits rows come last.
-        let reserved = [(self.kv.n_blocks() as u32).saturating_sub(1)];
+        let reserved = [self.padding_block()];
         let padded: Vec<SeqChunk>;
         let seqs = match graph_batch(seqs.len(), self.max_seqs) {
             target if graph_step && target > seqs.len() => {
@@ -327,11 +351,9 @@ impl CudaModel {
         let n = if graph_step { seqs.len() } else { n }; // one token per row, padding included
         // Host-side layout of the step: per token its position and slot, per sequence its
         // metadata; every length and block id is checked here or by AttentionMeta::upload /
-        // refill. Graph steps use block-table rows as wide as the cache (the graph's stride).
-        let max_blocks = match &self.graphs {
-            Some(g) if graph_step => g.meta_max_blocks(),
-            _ => seqs.iter().map(|s| s.ctx_len.div_ceil(BLOCK_SIZE)).max().unwrap_or(1).max(1),
-        };
+        // refill. Rows as wide as the step's longest sequence needs; a graph step's refill
+        // copies them into rows as wide as the cache (the graph's stride).
+        let max_blocks = seqs.iter().map(|s| s.ctx_len.div_ceil(BLOCK_SIZE)).max().unwrap_or(1).max(1);
         let mut meta = AttentionMeta { cu_seqlens_q: vec![0], max_blocks, block_size: BLOCK_SIZE, ..Default::default() };
         let (mut ids, mut positions, mut slots, mut logit_rows) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for (i, s) in seqs.iter().enumerate() {

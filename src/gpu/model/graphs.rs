@@ -2,9 +2,9 @@
 //! of that size runs and replayed after. A captured graph holds every kernel's parameters, so
 //! everything that changes between steps lives in device buffers refilled before the replay:
 //! token ids, positions, KV slots, the rows whose logits are wanted (scratch) and the attention
-//! metadata (`meta`, block-table rows as wide as the whole cache). The split count of decode
-//! attention is fixed per batch size (the kernel skips empty splits), so one graph serves every
-//! context length.
+//! metadata (`meta`, block-table rows as wide as the whole cache, of which each step copies only
+//! the entries its sequences hold). The split count of decode attention is fixed per batch size
+//! (the kernel skips empty splits), so one graph serves every context length.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
@@ -21,6 +21,12 @@ use crate::gpu::kernels::attention::DeviceAttentionMeta;
 /// next one (vLLM's approach), so a server whose batch wanders over 1..256 captures at most 15
 /// graphs, not 256. Past the ladder, multiples of 64.
 const LADDER: &[usize] = &[1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 224, 256];
+
+/// The rungs of the ladder a model serving up to `max_seqs` sequences at once replays: the graphs
+/// captured at start-up (`CudaModel::capture_decode_graphs`).
+pub fn ladder_up_to(max_seqs: usize) -> Vec<usize> {
+    LADDER.iter().copied().chain((5..).map(|k| 64 * k)).take_while(|&b| b <= max_seqs).collect()
+}
 
 /// The batch size a decode step of `batch` sequences replays: the next rung of the ladder, or
 /// `batch` itself where padding would pass `max_seqs`.
@@ -49,11 +55,6 @@ pub struct GraphReport {
 impl DecodeGraphs {
     pub fn new(meta: DeviceAttentionMeta) -> DecodeGraphs {
         DecodeGraphs { meta, by_batch: HashMap::new(), uncapturable: HashSet::new(), captures: 0, capture_ms: 0.0 }
-    }
-
-    /// The block-table row width the graphs were captured with.
-    pub fn meta_max_blocks(&self) -> usize {
-        self.meta.max_blocks()
     }
 
     pub fn report(&self) -> GraphReport {
@@ -116,7 +117,7 @@ fn capture(stream: &Arc<CudaStream>, record: impl FnOnce() -> Result<()>) -> Res
 
 #[cfg(test)]
 mod tests {
-    use super::graph_batch;
+    use super::{graph_batch, ladder_up_to, LADDER};
 
     #[test]
     fn batches_pad_up_the_ladder_within_the_limit() {
@@ -126,5 +127,14 @@ mod tests {
         assert_eq!(graph_batch(97, 100), 97);
         let rungs: std::collections::BTreeSet<usize> = (1..=256).map(|b| graph_batch(b, 256)).collect();
         assert_eq!(rungs.len(), 15, "at most 15 graphs for batches 1..256");
+        // Start-up captures exactly the rungs steps pad to (batches past the last rung that
+        // fits run at their own size and are captured when they come).
+        for max_seqs in [1, 3, 8, 100, 256, 300, 512] {
+            let padded: std::collections::BTreeSet<usize> =
+                (1..=max_seqs).map(|b| graph_batch(b, max_seqs)).filter(|&b| LADDER.contains(&b) || b % 64 == 0).collect();
+            assert_eq!(ladder_up_to(max_seqs), padded.into_iter().collect::<Vec<_>>(), "max_seqs {max_seqs}");
+        }
+        assert_eq!(ladder_up_to(300), [1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 224, 256]);
+        assert_eq!(ladder_up_to(512).last(), Some(&512));
     }
 }
