@@ -8,10 +8,11 @@ use half::bf16;
 use super::{GpuKvCache, GpuWeights, KvSize, BLOCK_SIZE};
 use crate::gpu::error::{GpuError, Result};
 use super::graphs::{graph_batch, ladder_up_to, DecodeGraphs, GraphReport};
+use super::step_layout::{step_layout, StepLayout};
 use super::kernel_choice::{decode_kernel_from_env, GemmKernel, PrefillKernel};
 use crate::gpu::kernels::attention_wgmma::attention_prefill_wgmma;
 use crate::gpu::kernels::attention::{
-    attention_decode_with, attention_prefill, decode_splits, AttentionMeta, AttentionShape, DecodeKernel,
+    attention_decode_with, attention_prefill, decode_splits, AttentionShape, DecodeKernel,
     DecodeWorkspace, DeviceAttentionMeta,
 };
 use crate::gpu::kernels::embedding::embedding_gather;
@@ -349,36 +350,10 @@ impl CudaModel {
             _ => seqs,
         };
         let n = if graph_step { seqs.len() } else { n }; // one token per row, padding included
-        // Host-side layout of the step: per token its position and slot, per sequence its
-        // metadata; every length and block id is checked here or by AttentionMeta::upload /
-        // refill. Rows as wide as the step's longest sequence needs; a graph step's refill
-        // copies them into rows as wide as the cache (the graph's stride).
-        let max_blocks = seqs.iter().map(|s| s.ctx_len.div_ceil(BLOCK_SIZE)).max().unwrap_or(1).max(1);
-        let mut meta = AttentionMeta { cu_seqlens_q: vec![0], max_blocks, block_size: BLOCK_SIZE, ..Default::default() };
-        let (mut ids, mut positions, mut slots, mut logit_rows) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for (i, s) in seqs.iter().enumerate() {
-            let q_len = s.ids.len();
-            if q_len == 0 || s.ctx_len < q_len || s.ctx_len > self.capacity() {
-                return Err(bad(format!("sequence {i}: {q_len} new tokens for a context of {} (capacity {})", s.ctx_len, self.capacity())));
-            }
-            let blocks = s.ctx_len.div_ceil(BLOCK_SIZE);
-            if s.block_table.len() < blocks || blocks > max_blocks {
-                return Err(bad(format!("sequence {i}: {} blocks for a context of {}", s.block_table.len(), s.ctx_len)));
-            }
-            let mut row: Vec<i32> = s.block_table[..blocks].iter().map(|&b| b as i32).collect();
-            row.resize(max_blocks, 0);
-            meta.block_tables.extend_from_slice(&row);
-            meta.ctx_lens.push(s.ctx_len as i32);
-            for p in s.ctx_len - q_len..s.ctx_len {
-                positions.push(p as i32);
-                slots.push(row[p / BLOCK_SIZE] * BLOCK_SIZE as i32 + (p % BLOCK_SIZE) as i32);
-            }
-            ids.extend_from_slice(s.ids);
-            meta.cu_seqlens_q.push(ids.len() as i32);
-            if s.want_logits {
-                logit_rows.push(ids.len() as i32 - 1);
-            }
-        }
+        // Host-side layout of the step; every length is checked here and every block id by
+        // AttentionMeta::upload / refill. A graph step's refill copies the rows into rows as
+        // wide as the cache (the graph's stride).
+        let StepLayout { meta, ids, positions, slots, logit_rows } = step_layout(seqs, BLOCK_SIZE, self.capacity()).map_err(bad)?;
         let r = logit_rows.len();
         {
             let (gpu, s) = (&self.gpu, &mut self.scratch);
