@@ -2,6 +2,7 @@
 //! tokens/s at several prompt lengths, batch-1 decode ms/token at several contexts with the
 //! achieved bandwidth against the device-to-device copy ceiling measured in the same run.
 
+pub mod breakdown;
 mod plot;
 pub mod serving;
 
@@ -18,6 +19,8 @@ pub struct BenchOptions {
     pub decode_contexts: Vec<usize>,
     /// Decode steps timed per context.
     pub decode_steps: usize,
+    /// Batch sizes at which one decode step per context is broken down by kernel.
+    pub breakdown_batches: Vec<usize>,
 }
 
 impl Default for BenchOptions {
@@ -26,6 +29,7 @@ impl Default for BenchOptions {
             prefill_lengths: vec![512, 2048, 8192, 32_768],
             decode_contexts: vec![1024, 32_768, 131_072],
             decode_steps: 32,
+            breakdown_batches: vec![1, 64],
         }
     }
 }
@@ -58,6 +62,8 @@ pub struct BenchReport {
     pub copy_gbs: f64,
     pub prefill: Vec<PrefillRow>,
     pub decode: Vec<DecodeRow>,
+    /// Device time per kernel of one decode step (`breakdown_batches` x `decode_contexts`).
+    pub breakdowns: Vec<breakdown::StepBreakdown>,
     pub skipped: Vec<String>,
 }
 
@@ -80,6 +86,7 @@ pub fn run(backend: &mut CudaBackend, opts: &BenchOptions) -> Result<BenchReport
         copy_gbs,
         prefill: Vec::new(),
         decode: Vec::new(),
+        breakdowns: Vec::new(),
         skipped: Vec::new(),
     };
 
@@ -125,6 +132,15 @@ pub fn run(backend: &mut CudaBackend, opts: &BenchOptions) -> Result<BenchReport
             fraction_of_copy: gbs / copy_gbs,
         });
     }
+
+    for &ctx in &opts.decode_contexts {
+        for &batch in &opts.breakdown_batches {
+            match breakdown::unfit(&backend.model, batch, ctx) {
+                Some(why) => report.skipped.push(why),
+                None => report.breakdowns.push(breakdown::decode_step(&mut backend.model, batch, ctx)?),
+            }
+        }
+    }
     Ok(report)
 }
 
@@ -150,6 +166,10 @@ impl BenchReport {
                 r.achieved_gbs,
                 100.0 * r.fraction_of_copy
             );
+        }
+        for b in &self.breakdowns {
+            s += &format!("decode step by kernel: batch {}, context {} (one eager step, device time)\n", b.batch, b.context);
+            s += &b.breakdown.table();
         }
         for skip in &self.skipped {
             s += &format!("skipped: {skip}\n");

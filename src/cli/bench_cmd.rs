@@ -46,7 +46,12 @@ fn latency(args: &BenchArgs) -> anyhow::Result<()> {
         }
     }
     .with_context(|| format!("opening the CUDA backend on {}", info.name))?;
-    let opts = BenchOptions { prefill_lengths: args.prefill.clone(), decode_contexts: args.contexts.clone(), decode_steps: args.steps };
+    let opts = BenchOptions {
+        prefill_lengths: args.prefill.clone(),
+        decode_contexts: args.contexts.clone(),
+        decode_steps: args.steps,
+        breakdown_batches: args.breakdown_batches.iter().copied().filter(|&b| b > 0).collect(),
+    };
     let report = bench::run(&mut backend, &opts).context("benchmark")?;
     if let Some(g) = backend.model.graph_report() {
         eprintln!("nemo: CUDA graphs (NEMO_CUDA_GRAPHS=1): {} decode graph(s) captured in {:.1} ms", g.captured, g.capture_ms);

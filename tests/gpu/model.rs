@@ -364,3 +364,33 @@ fn graph_steps_equal_eager_steps(test: &str, at_start_up: bool) {
     }
     assert!(eager.graph_report().is_none());
 }
+
+/// `CudaModel::profile_step` (nemo bench's per-kernel breakdown): a decode step of two sequences
+/// profiled gives the plain step's logits bit for bit, and names every kernel group with its
+/// launch count (one a layer; the embedding and the LM head once).
+#[test]
+fn profiled_step_equals_the_plain_step_and_names_every_kernel() {
+    use nemo_engine::gpu::model::SeqChunk;
+    let Some(_gpu) = gpu_or_skip("profiled_step_equals_the_plain_step_and_names_every_kernel") else { return };
+    let weights = load(&fixture_dir().join("hf")).unwrap().weights;
+    let n_layers = weights.config.n_layers;
+    let mut b = backend(&weights, 512);
+    let tables: [Vec<u32>; 2] = [(0..8).collect(), (8..16).collect()];
+    let prompt: Vec<i32> = (1..=40).collect();
+    let prefill: Vec<SeqChunk> = tables.iter().map(|t| SeqChunk { ids: &prompt, ctx_len: 40, block_table: t, want_logits: false }).collect();
+    b.model.forward_batch(&prefill).unwrap();
+    // The same decode step twice (it rewrites the same KV slots with the same values).
+    let step: Vec<SeqChunk> = tables.iter().map(|t| SeqChunk { ids: &[7], ctx_len: 41, block_table: t, want_logits: true }).collect();
+    let plain: Vec<Vec<f32>> = b.model.forward_batch(&step).unwrap().into_iter().map(Option::unwrap).collect();
+    let breakdown = b.model.profile_step(&step).unwrap();
+    for (row, want) in plain.iter().enumerate() {
+        assert!(b.model.logits_row(row).unwrap() == *want, "row {row}: profiled logits differ from the plain step's");
+    }
+    eprintln!("profiled decode step, tiny model, batch 2:\n{}", breakdown.table());
+    let got: Vec<(&str, usize)> = breakdown.rows.iter().map(|r| (r.name, r.launches)).collect();
+    let per_layer = ["norm + qkv", "rope_write_kv", "attention (decode)", "o + residual", "norm + gate_up + swiglu", "down + residual"];
+    let want: Vec<(&str, usize)> =
+        [("embedding", 1)].into_iter().chain(per_layer.map(|n| (n, n_layers))).chain([("final norm + lm_head", 1)]).collect();
+    assert_eq!(got, want);
+    assert!(breakdown.rows.iter().all(|r| r.ms >= 0.0) && breakdown.total_ms > 0.0, "{breakdown:?}");
+}

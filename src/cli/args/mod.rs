@@ -125,6 +125,11 @@ pub struct BenchArgs {
     #[arg(long, value_name = "N,...", value_delimiter = ',', default_value = "1024,32768,131072")]
     pub contexts: Vec<usize>,
 
+    /// Latency mode: batch sizes at which one decode step per context is broken down by kernel
+    /// (device time per kernel), comma-separated; 0 for none.
+    #[arg(long, value_name = "B,...", value_delimiter = ',', default_value = "1,64")]
+    pub breakdown_batches: Vec<usize>,
+
     /// Decode steps timed per context (latency) or per batch size (sweep).
     #[arg(long, value_name = "N", default_value_t = 32)]
     pub steps: usize,

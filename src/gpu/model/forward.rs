@@ -8,6 +8,7 @@ use half::bf16;
 use super::{GpuKvCache, GpuWeights, KvSize, BLOCK_SIZE};
 use crate::gpu::error::{GpuError, Result};
 use super::graphs::{graph_batch, ladder_up_to, DecodeGraphs, GraphReport};
+use super::profile::{mark, Breakdown, StepProfiler};
 use super::step_layout::{step_layout, StepLayout};
 use super::kernel_choice::{decode_kernel_from_env, GemmKernel, PrefillKernel};
 use crate::gpu::kernels::attention_wgmma::attention_prefill_wgmma;
@@ -72,6 +73,8 @@ pub struct CudaModel {
     pub max_seqs: usize,
     /// Decode-step CUDA graphs, when the GPU was opened with them (`GpuOptions`).
     graphs: Option<DecodeGraphs>,
+    /// Set for the one step `profile_step` runs.
+    profiler: Option<StepProfiler>,
 }
 
 /// The RMSNorm before a linear layer: its weight and eps, and where the rows normalised by the
@@ -173,7 +176,10 @@ impl CudaModel {
         } else {
             None
         };
-        Ok(CudaModel { gpu, gemm, decode, prefill, graphs, weights, kv, rope, scratch, decode_workspace, max_decode_splits, max_chunk, max_seqs })
+        Ok(CudaModel {
+            gpu, gemm, decode, prefill, graphs, weights, kv, rope, scratch, decode_workspace, max_decode_splits, max_chunk, max_seqs,
+            profiler: None,
+        })
     }
 
     /// The kernel choices this model runs with (`kernel_choice.rs`, `GpuOptions`), for every
@@ -209,6 +215,19 @@ impl CudaModel {
         }
         self.gpu.synchronize("capturing the decode graphs")?;
         Ok(self.graph_report())
+    }
+
+    /// Runs `seqs` as one eager step (never a graph replay) with an event after each kernel,
+    /// and returns the step's device time per kernel. The logits land where `forward_batch`
+    /// leaves them; nothing is copied back.
+    pub fn profile_step(&mut self, seqs: &[SeqChunk<'_>]) -> Result<Breakdown> {
+        let marks_per_layer = 7; // qkv, rope_write_kv, attention, o, gate_up, down (+1 spare)
+        let capacity = self.weights.layers.len() * marks_per_layer + 4;
+        self.profiler = Some(StepProfiler::start(&self.gpu, capacity)?);
+        let ran = self.run(seqs);
+        let profiler = self.profiler.take().expect("set above");
+        ran?;
+        Ok(Breakdown::of(&profiler.finish(&self.gpu)?))
     }
 
     /// The CUDA graphs captured so far (None when graphs are off).
@@ -336,7 +355,8 @@ impl CudaModel {
         // A graph bakes in the number of logit rows, so only steps where every sequence decodes
         // one token and wants its logits replay one (a 1-token prompt chunk that wants none
         // runs eagerly).
-        let graph_step = self.graphs.is_some() && seqs.iter().all(|s| s.ids.len() == 1 && s.want_logits);
+        let graph_step =
+            self.graphs.is_some() && self.profiler.is_none() && seqs.iter().all(|s| s.ids.len() == 1 && s.want_logits);
         // A graph step is padded up to its rung of the batch ladder with one-token rows that
         // write and read only the reserved last block; their logits rows come last.
         let reserved = [self.padding_block()];
@@ -396,7 +416,9 @@ impl CudaModel {
         let s = &mut self.scratch;
         let (dim, qkv_w) = (c.dim, c.q_dim() + 2 * c.kv_dim());
         let w = &self.weights;
+        let profiler = &mut self.profiler;
         embedding_gather(gpu, &s.ids.slice(0..n), &w.embedding.as_view(), &mut s.hidden.slice_mut(0..n * dim), c.vocab_size, dim)?;
+        mark(profiler, gpu, "embedding")?;
         let attn_shape = AttentionShape { n_heads: c.n_heads, n_kv_heads: c.n_kv_heads, head_dim: c.head_dim, q_stride: qkv_w };
         let rope_shape = RopeShape { n_heads: c.n_heads, n_kv_heads: c.n_kv_heads, head_dim: c.head_dim, layout: w.rope_layout };
         let all_decode = meta.max_q_len == 1;
@@ -405,6 +427,7 @@ impl CudaModel {
             let norm = Norm { weight: &layer.attn_norm, eps: c.norm_eps, scratch: &mut s.normed.slice_mut(0..n * dim) };
             let (x, mut qkv) = (s.hidden.slice(0..n * dim), s.qkv.slice_mut(0..n * qkv_w));
             linear(gpu, self.gemm, &x, Some(norm), &layer.wqkv, &mut qkv, shape, Epilogue::Store, &mut s.split_k)?;
+            mark(profiler, gpu, "norm + qkv")?;
             {
                 let (mut k_cache, mut v_cache) = self.kv.layer_mut(l);
                 rope_write_kv(
@@ -412,6 +435,7 @@ impl CudaModel {
                     &s.slots.slice(0..n), &mut k_cache, &mut v_cache,
                 )?;
             }
+            mark(profiler, gpu, "rope_write_kv")?;
             let (k_cache, v_cache) = self.kv.layer(l);
             let q = s.qkv.slice(0..n * qkv_w);
             let mut attn = s.attn.slice_mut(0..n * c.q_dim());
@@ -423,14 +447,18 @@ attention_decode_with(gpu, self.decode, attn_shape, meta, &q, &k_cache, &v_cache
                     Some(schedule) => attention_prefill_wgmma(gpu, schedule, attn_shape, meta, &q, &k_cache, &v_cache, &mut attn)?,
                 }
             }
+            mark(profiler, gpu, if all_decode { "attention (decode)" } else { "attention (prefill)" })?;
             let shape = GemmShape { m: n, n: dim, k: c.q_dim() };
             linear(gpu, self.gemm, &s.attn.slice(0..n * c.q_dim()), None, &layer.wo, &mut s.hidden.slice_mut(0..n * dim), shape, Epilogue::AddInPlace, &mut s.split_k)?;
+            mark(profiler, gpu, "o + residual")?;
             let shape = GemmShape { m: n, n: 2 * c.ffn_dim, k: dim };
             let norm = Norm { weight: &layer.ffn_norm, eps: c.norm_eps, scratch: &mut s.normed.slice_mut(0..n * dim) };
             let (x, mut ffn) = (s.hidden.slice(0..n * dim), s.ffn.slice_mut(0..n * c.ffn_dim));
             linear(gpu, self.gemm, &x, Some(norm), &layer.w_gate_up, &mut ffn, shape, Epilogue::SwiGlu, &mut s.split_k)?;
+            mark(profiler, gpu, "norm + gate_up + swiglu")?;
             let shape = GemmShape { m: n, n: dim, k: c.ffn_dim };
             linear(gpu, self.gemm, &s.ffn.slice(0..n * c.ffn_dim), None, &layer.w_down, &mut s.hidden.slice_mut(0..n * dim), shape, Epilogue::AddInPlace, &mut s.split_k)?;
+            mark(profiler, gpu, "down + residual")?;
         }
         if r == 0 {
             return Ok(());
@@ -447,14 +475,15 @@ attention_decode_with(gpu, self.decode, attn_shape, meta, &q, &k_cache, &v_cache
         let mut logits = s.logits.slice_mut(0..r * c.vocab_size);
         if r <= MAX_M {
             let norm = RowNorm { weight: &w.final_norm.as_view(), eps: c.norm_eps };
-            return gemv_f32(gpu, Some(norm), &rows, &w.lm_head().as_view(), &mut logits, shape);
-        }
-        rmsnorm(gpu, &rows, &w.final_norm.as_view(), &mut s.normed.slice_mut(0..r * dim), dim, c.norm_eps)?;
-        if matches!(self.gemm, GemmKernel::Wgmma | GemmKernel::WgmmaSplitK) {
-            gemm_wgmma_f32(gpu, &s.normed.slice(0..r * dim), &w.lm_head().as_view(), &mut logits, shape)?;
+            gemv_f32(gpu, Some(norm), &rows, &w.lm_head().as_view(), &mut logits, shape)?;
         } else {
-            gemm_f32(gpu, &s.normed.slice(0..r * dim), &w.lm_head().as_view(), &mut logits, shape)?;
+            rmsnorm(gpu, &rows, &w.final_norm.as_view(), &mut s.normed.slice_mut(0..r * dim), dim, c.norm_eps)?;
+            if matches!(self.gemm, GemmKernel::Wgmma | GemmKernel::WgmmaSplitK) {
+                gemm_wgmma_f32(gpu, &s.normed.slice(0..r * dim), &w.lm_head().as_view(), &mut logits, shape)?;
+            } else {
+                gemm_f32(gpu, &s.normed.slice(0..r * dim), &w.lm_head().as_view(), &mut logits, shape)?;
+            }
         }
-        Ok(())
+        mark(profiler, gpu, "final norm + lm_head")
     }
 }
