@@ -7,7 +7,8 @@
 
 use half::bf16;
 use nemo_engine::gpu::kernels::attention::{
-    attention_decode_with, attention_prefill, decode_splits, DecodeKernel, AttentionMeta, AttentionShape, DecodeWorkspace,
+    attention_decode_rope, attention_decode_with, attention_prefill, decode_splits, DecodeKernel, AttentionMeta, AttentionShape,
+    DecodeWorkspace,
 };
 use nemo_engine::gpu::kernels::embedding::embedding_gather;
 use nemo_engine::gpu::kernels::gemm::{gemm, Epilogue, GemmShape};
@@ -229,8 +230,8 @@ fn bench_attention(b: &Bench) -> GpuResult<()> {
     for (n_seqs, ctx) in [(1, 1024), (1, 32_768), (1, 131_072), (64, 2048)] {
         let (meta, slots) = sequences(b, n_seqs, ctx)?;
         let q = upload(&b.gpu, &random_bf16(n_seqs * c.q_dim(), 5, 1.0))?;
-        let k = upload(&b.gpu, &random_bf16(slots * c.kv_dim(), 6, 1.0))?;
-        let v = upload(&b.gpu, &random_bf16(slots * c.kv_dim(), 7, 1.0))?;
+        let mut k = upload(&b.gpu, &random_bf16(slots * c.kv_dim(), 6, 1.0))?;
+        let mut v = upload(&b.gpu, &random_bf16(slots * c.kv_dim(), 7, 1.0))?;
         let mut out = upload(&b.gpu, &vec![bf16::ZERO; n_seqs * c.q_dim()])?;
         let splits = decode_splits(b.gpu.info.multiprocessors, n_seqs, c.n_kv_heads, ctx);
         let mut ws = DecodeWorkspace::new(&b.gpu, n_seqs, c.n_heads, splits, c.head_dim)?;
@@ -245,6 +246,24 @@ fn bench_attention(b: &Bench) -> GpuResult<()> {
             })?;
             b.report_bytes(name, &format!("batch {n_seqs}, context {ctx}, {splits} splits"), t.median_ms, bytes as f64);
         }
+        // The CUDA-core kernel doing rope_write_kv's work too (the default decode layer): compare
+        // with the attention_decode row plus bench_rope's.
+        let name = "attention_decode_rope";
+        if left_out(name) {
+            println!("{name:<22} left out (NEMO_BENCH_SKIP)");
+            continue;
+        }
+        let width = c.q_dim() + 2 * c.kv_dim();
+        let qkv = upload(&b.gpu, &random_bf16(n_seqs * width, 8, 1.0))?;
+        let table = rope_cos_sin_table(&b.gpu, ctx, c.head_dim, c.rope_theta)?;
+        let rope_shape = AttentionShape { q_stride: width, ..shape };
+        let t = time_ms(&b.gpu, 3, 20, |_| {
+            attention_decode_rope(
+                &b.gpu, rope_shape, &table, RopeLayout::RotateHalf, &meta, &qkv.as_view(), &mut k.as_view_mut(), &mut v.as_view_mut(),
+                &mut ws, splits, &mut out.as_view_mut(),
+            )
+        })?;
+        b.report_bytes(name, &format!("batch {n_seqs}, context {ctx}, {splits} splits"), t.median_ms, bytes as f64);
     }
     Ok(())
 }

@@ -15,8 +15,26 @@
 // once per step. At 820a75b the P.V loop read one 8-byte chunk per lane per key, serially: 37-43 %
 // of the copy bandwidth at 32k-128k, 21 us a layer at 1k (the latency of 64 dependent steps).
 // Tensor-core decode (attention_decode_mma.cu) is the [hopper] step.
+//
+// With a DecodeRope (its table non-null) the kernel also does rope_write_kv's work for the new
+// token, so a decode layer needs no RoPE launch: every block rotates its G query heads (rounded
+// to bf16, as rope_write_kv stores them), and the block whose key range holds the new position
+// rotates the new K and writes K and V into the cache before its first step reads them. No other
+// block reads that key, so no ordering across blocks is needed.
 #include "attention_common.cuh"
 #include "grid_dependency.cuh"
+#include "rope_common.cuh"
+
+// Mirrored by `DecodeRope` in src/gpu/kernels/attention.rs; sizes asserted on both sides.
+// cos_sin null: q and the cache already hold the new token, rotated (rope_write_kv ran).
+struct DecodeRope {
+    const float2* cos_sin;  // [max_positions, head_dim / 2]: (cos, sin)
+    bf16* k_cache;          // p.k_cache, writable: the new token's rotated K goes to its slot
+    bf16* v_cache;          // p.v_cache, writable: and its V
+    int32_t max_positions;  // positions (ctx_len - 1) at or past it trap
+    int32_t rotate_half;    // 0: interleaved pairs, 1: rotate-half pairs
+};
+static_assert(sizeof(DecodeRope) == 32, "mirror of DecodeRope in attention.rs");
 
 namespace {
 constexpr int WARPS = 4;
@@ -29,9 +47,9 @@ __device__ __forceinline__ float warp_max(float x) {
 }
 
 template <int HD, int G>
-__device__ void attention_decode(const AttentionParams& p) {
+__device__ void attention_decode(const AttentionParams& p, const DecodeRope& r) {
     grid_dependents_may_launch();
-    grid_dependency_wait();  // q and this step's K/V come from rope_write_kv (grid_dependency.cuh)
+    grid_dependency_wait();  // q and this step's K/V come from rope_write_kv or the QKV GEMV
     constexpr int CHUNKS = HD / 8;               // 16-byte chunks per K or V row
     constexpr int ROWS_PER_LOAD = 32 / CHUNKS;   // V rows one warp-wide 16-byte load covers
     constexpr int V_LOADS = 32 / ROWS_PER_LOAD;  // per lane per 32-key step
@@ -54,9 +72,32 @@ __device__ void attention_decode(const AttentionParams& p) {
     const int per_split = (ctx + p.n_splits - 1) / p.n_splits;
     const int key_begin = split * per_split, key_end = min(ctx, key_begin + per_split);
 
-    for (int i = threadIdx.x; i < G * HD; i += WARPS * 32) {
-        const int h = i / HD, d = i % HD;
-        sq[h][d] = __bfloat162float(p.q[(size_t)token * p.q_stride + (kv_head * G + h) * HD + d]) * p.scale_log2;
+    const bf16* q_row = p.q + (size_t)token * p.q_stride + kv_head * G * HD;  // [G][HD]
+    if (r.cos_sin != nullptr) {
+        // bf16 bits as uint16_t: a trivially constructible shared array (the CPU emulator makes
+        // __shared__ a static, which must not need a guarded constructor).
+        __shared__ __align__(16) uint16_t rotated_bits[G * HD];
+        bf16* rotated = reinterpret_cast<bf16*>(rotated_bits);
+        const int pos = ctx - 1;
+        if (pos >= r.max_positions) __trap();
+        constexpr int QUADS = HD / 8;  // work items of 4 pairs per head
+        const float2* cs = r.cos_sin + (size_t)pos * (HD / 2);
+        for (int w = threadIdx.x; w < G * QUADS; w += WARPS * 32)
+            rope_quad(q_row + (w / QUADS) * HD, rotated + (w / QUADS) * HD, cs, (w % QUADS) * 4, HD / 2, r.rotate_half);
+        if (key_begin <= pos && pos < key_end) {
+            // k and v of this KV head follow the n_heads q heads in the token's qkv row.
+            const bf16* k_new = p.q + (size_t)token * p.q_stride + (p.n_heads + kv_head) * HD;
+            const bf16* v_new = k_new + p.n_kv_heads * HD;
+            const size_t row = kv_row_offset(p, seq, pos, kv_head, HD);
+            for (int w = threadIdx.x; w < 2 * QUADS; w += WARPS * 32) {
+                if (w < QUADS) rope_quad(k_new, r.k_cache + row, cs, w * 4, HD / 2, r.rotate_half);
+                else st8(r.v_cache + row + 8 * (w - QUADS), ld8(v_new + 8 * (w - QUADS)));
+            }
+        }
+        __syncthreads();  // the rotated q, and the new K/V row before this block's steps read it
+        for (int i = threadIdx.x; i < G * HD; i += WARPS * 32) sq[i / HD][i % HD] = __bfloat162float(rotated[i]) * p.scale_log2;
+    } else {
+        for (int i = threadIdx.x; i < G * HD; i += WARPS * 32) sq[i / HD][i % HD] = __bfloat162float(q_row[i]) * p.scale_log2;
     }
     __syncthreads();
 
@@ -107,8 +148,8 @@ __device__ void attention_decode(const AttentionParams& p) {
         // The lane's whole K row and (V_WITH_K) its chunks of the step's V rows are loaded before
         // any is used, so a step costs one memory latency, not one per key: the first version
         // walked the 32 V rows one 8-byte load at a time and measured 37-43 % of the copy
-        // bandwidth (docs/gpu-runs.md, 820a75b). Coherent loads (ld8): rope_write_kv has just
-        // written this step's K and V.
+        // bandwidth (docs/gpu-runs.md, 820a75b). Coherent loads (ld8): rope_write_kv, or this
+        // block, has just written this step's K and V.
         bf16x8 kv[CHUNKS], vv[V_BATCH];
 #pragma unroll
         for (int c = 0; c < CHUNKS; ++c)
@@ -177,9 +218,9 @@ __device__ void attention_decode(const AttentionParams& p) {
 // Grid: (n_splits, n_kv_heads, n_seqs); 128 threads. One kernel per (head_dim, G) so the
 // per-head registers stay in registers.
 #define DECODE_KERNEL(HD, G)                                                                       \
-    extern "C" __global__ void __launch_bounds__(WARPS * 32)                                      \
-        attention_decode_bf16_hd##HD##_g##G(const __grid_constant__ AttentionParams p) {           \
-        attention_decode<HD, G>(p);                                                                \
+    extern "C" __global__ void __launch_bounds__(WARPS * 32) attention_decode_bf16_hd##HD##_g##G(  \
+        const __grid_constant__ AttentionParams p, const __grid_constant__ DecodeRope r) {         \
+        attention_decode<HD, G>(p, r);                                                             \
     }
 DECODE_KERNEL(128, 1)
 DECODE_KERNEL(128, 2)

@@ -185,6 +185,74 @@ fn decode_matches_cpu(test: &str, decode: DecodeFn) {
     }
 }
 
+/// The step's new tokens at position ctx_len - 1 of each sequence, and their cache slots.
+pub fn new_token_slots(case: &Case) -> (Vec<i32>, Vec<i32>) {
+    let m = &case.meta;
+    let positions: Vec<i32> = m.ctx_lens.iter().map(|&c| c - 1).collect();
+    let slots = positions
+        .iter()
+        .enumerate()
+        .map(|(s, &p)| m.block_tables[s * m.max_blocks + p as usize / BLOCK] * BLOCK as i32 + p % BLOCK as i32)
+        .collect();
+    (positions, slots)
+}
+
+/// The q | k | v row layout the fused kernel reads: q_stride is the whole row.
+pub fn qkv_shape(shape: AttentionShape) -> AttentionShape {
+    AttentionShape { q_stride: (shape.n_heads + 2 * shape.n_kv_heads) * shape.head_dim, ..shape }
+}
+
+/// `attention_decode_rope` (the decode layer without a rope_write_kv launch) against
+/// rope_write_kv followed by `attention_decode`, each checked against the CPU on its own: the
+/// same output, K cache and V cache bit for bit, and the qkv rows left unrotated; both layouts,
+/// single and batched sequences, contexts across many splits.
+#[test]
+fn attention_decode_rope_equals_rope_write_kv_then_decode() {
+    use nemo_engine::gpu::kernels::attention::attention_decode_rope;
+    use nemo_engine::gpu::kernels::rope::{rope_cos_sin_table, rope_write_kv, RopeShape};
+    use nemo_engine::model::RopeLayout;
+    let test = "attention_decode_rope_equals_rope_write_kv_then_decode";
+    let Some(gpu) = gpu_or_skip(test) else { return };
+    let mut rng = Rng::fresh(test);
+    for shape in shapes().map(qkv_shape) {
+        let table = rope_cos_sin_table(&gpu, 32_768, shape.head_dim, 1e6).unwrap();
+        for layout in [RopeLayout::Interleaved, RopeLayout::RotateHalf] {
+            for seqs in [vec![(1, 1)], vec![(1, 4097)], vec![(1, 1), (1, 100), (1, 4097), (1, 20_000)]] {
+                let case = build(&mut rng, shape, &seqs);
+                let meta = case.meta.upload(&gpu, case.n_cache_blocks).unwrap();
+                let (positions, slots) = new_token_slots(&case);
+                let splits = decode_splits(132, meta.n_seqs, shape.n_kv_heads, meta.max_ctx);
+                let n_out = meta.n_seqs * shape.n_heads * shape.head_dim;
+                let what = format!("{layout:?} hd {} {seqs:?}", shape.head_dim);
+                // Separate launches.
+                let (mut qkv, mut k, mut v) = (dev(&gpu, &case.q), dev(&gpu, &case.k_cache), dev(&gpu, &case.v_cache));
+                let rope_shape = RopeShape { n_heads: shape.n_heads, n_kv_heads: shape.n_kv_heads, head_dim: shape.head_dim, layout };
+                let (pos_dev, slots_dev) = (dev(&gpu, &positions), dev(&gpu, &slots));
+                rope_write_kv(&gpu, rope_shape, &table, &mut qkv.as_view_mut(), &pos_dev.as_view(), &slots_dev.as_view(), &mut k.as_view_mut(), &mut v.as_view_mut())
+                    .unwrap();
+                let mut ws = DecodeWorkspace::new(&gpu, meta.n_seqs, shape.n_heads, splits, shape.head_dim).unwrap();
+                let mut want = poisoned(&gpu, n_out);
+                attention_decode(&gpu, shape, &meta, &qkv.as_view(), &k.as_view(), &v.as_view(), &mut ws, splits, &mut want.as_view_mut()).unwrap();
+                // Fused.
+                let (qkv_f, mut k_f, mut v_f) = (dev(&gpu, &case.q), dev(&gpu, &case.k_cache), dev(&gpu, &case.v_cache));
+                let mut got = poisoned(&gpu, n_out);
+                attention_decode_rope(
+                    &gpu, shape, &table, layout, &meta, &qkv_f.as_view(), &mut k_f.as_view_mut(), &mut v_f.as_view_mut(), &mut ws, splits,
+                    &mut got.as_view_mut(),
+                )
+                .unwrap();
+                let same = |a: &[f32], b: &[f32]| a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
+                let (got_o, want_o) = (fetch(&gpu, &got), fetch(&gpu, &want));
+                assert!(want_o.iter().all(|x| x.is_finite()), "{what}: the separate launches gave non-finite outputs");
+                assert!(same(&got_o, &want_o), "{what}: outputs differ");
+                assert!(same(&fetch(&gpu, &k_f), &fetch(&gpu, &k)), "{what}: K caches differ");
+                assert!(same(&fetch(&gpu, &v_f), &fetch(&gpu, &v)), "{what}: V caches differ");
+                assert!(same(&fetch(&gpu, &qkv_f), &to_f32(&case.q)), "{what}: the fused kernel wrote qkv");
+            }
+        }
+    }
+}
+
 /// A CUDA graph's metadata (`DeviceAttentionMeta::persistent`): rows as wide as the cache,
 /// refilled each step with only the entries in use (`upload_rows`, one strided copy). A refill
 /// after a wider one leaves the old entries past each row's end in place: they name a free,

@@ -6,6 +6,8 @@ use cudarc::driver::{CudaFunction, CudaSlice, CudaView, CudaViewMut, DeviceRepr,
 use half::bf16;
 
 use super::check::{address, allow_dynamic_smem, as_i32, ensure, vector_buffer};
+use super::rope::RopeTable;
+use crate::model::RopeLayout;
 use crate::gpu::launch::arg;
 use crate::gpu::error::{GpuError, Result};
 use crate::gpu::{upload, upload_rows, Gpu, Kernels};
@@ -37,6 +39,22 @@ pub struct AttentionParams {
 const _: () = assert!(std::mem::size_of::<AttentionParams>() == 112);
 // SAFETY: plain old data with the C struct's layout (size asserted on both sides).
 unsafe impl DeviceRepr for AttentionParams {}
+
+/// Mirror of `DecodeRope` in kernels/attention_decode.cu: the CUDA-core decode kernel's second
+/// parameter. All zero: q and the cache already hold the new tokens, rotated (rope_write_kv ran);
+/// else the kernel rotates them itself (`attention_decode_rope`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DecodeRope {
+    pub cos_sin: u64,
+    pub k_cache: u64,
+    pub v_cache: u64,
+    pub max_positions: i32,
+    pub rotate_half: i32,
+}
+const _: () = assert!(std::mem::size_of::<DecodeRope>() == 32);
+// SAFETY: plain old data with the C struct's layout (size asserted on both sides).
+unsafe impl DeviceRepr for DecodeRope {}
 
 const PREFILL_ROWS: usize = 64;
 const PREFILL_KEYS: usize = 64;
@@ -438,8 +456,63 @@ pub fn attention_decode_with(
     n_splits: usize,
     out: &mut CudaViewMut<bf16>,
 ) -> Result<()> {
+    let p = params(gpu, kernel.name(), shape, meta, q, k_cache, v_cache, out)?;
+    launch_decode(gpu, kernel, shape, meta, p, DecodeRope::default(), workspace, n_splits)
+}
+
+/// `attention_decode` (CUDA-core kernel) that also does `rope_write_kv`'s work for each
+/// sequence's new token at position ctx_len - 1: `qkv` holds the step's q | k | v rows as the QKV
+/// projection wrote them, unrotated (`shape.q_stride` = their width, (n_heads + 2 n_kv_heads)
+/// head_dim); the kernel rotates q for itself (qkv is not written) and writes the rotated k and
+/// v into the cache slot the block table gives, where `rope_write_kv` would have. So a decode
+/// layer needs no RoPE launch; the result equals rope_write_kv followed by `attention_decode`.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_decode_rope(
+    gpu: &Gpu,
+    shape: AttentionShape,
+    table: &RopeTable,
+    layout: RopeLayout,
+    meta: &DeviceAttentionMeta,
+    qkv: &CudaView<bf16>,
+    k_cache: &mut CudaViewMut<bf16>,
+    v_cache: &mut CudaViewMut<bf16>,
+    workspace: &mut DecodeWorkspace,
+    n_splits: usize,
+    out: &mut CudaViewMut<bf16>,
+) -> Result<()> {
+    let kernel = DecodeKernel::CudaCores;
     let name = kernel.name();
-    let mut p = params(gpu, name, shape, meta, q, k_cache, v_cache, out)?;
+    let width = (shape.n_heads + 2 * shape.n_kv_heads) * shape.head_dim;
+    ensure(shape.q_stride == width, name, || format!("q_stride {} is not the qkv row width {width}", shape.q_stride))?;
+    ensure(table.head_dim == shape.head_dim, name, || format!("RoPE table for head_dim {}", table.head_dim))?;
+    ensure(meta.max_ctx <= table.max_positions, name, || {
+        format!("a context of {} passes the RoPE table's {} positions", meta.max_ctx, table.max_positions)
+    })?;
+    // The q rows' length check covers k and v too: q_stride is the whole row.
+    let p = params(gpu, name, shape, meta, qkv, &k_cache.as_view(), &v_cache.as_view(), out)?;
+    ensure(qkv.len() >= meta.n_tokens * width, name, || format!("qkv holds {} elements, needs {}", qkv.len(), meta.n_tokens * width))?;
+    let rope = DecodeRope {
+        cos_sin: address(&gpu.stream, &table.cos_sin),
+        k_cache: address(&gpu.stream, k_cache),
+        v_cache: address(&gpu.stream, v_cache),
+        max_positions: as_i32(name, "max_positions", table.max_positions)?,
+        rotate_half: (layout == RopeLayout::RotateHalf) as i32,
+    };
+    launch_decode(gpu, kernel, shape, meta, p, rope, workspace, n_splits)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn launch_decode(
+    gpu: &Gpu,
+    kernel: DecodeKernel,
+    shape: AttentionShape,
+    meta: &DeviceAttentionMeta,
+    mut p: AttentionParams,
+    rope: DecodeRope,
+    workspace: &mut DecodeWorkspace,
+    n_splits: usize,
+) -> Result<()> {
+    let name = kernel.name();
     ensure(meta.max_q_len == 1, name, || format!("decode takes 1 new token per sequence, got up to {}", meta.max_q_len))?;
     let group = shape.n_heads / shape.n_kv_heads;
     let func = decode_kernel(&gpu.kernels, kernel, shape.head_dim, group)
@@ -458,6 +531,15 @@ pub fn attention_decode_with(
     // SAFETY: as for `attention_prefill`, plus the workspace holding n_seqs * n_heads * n_splits
     // partials and n_seqs * n_kv_heads arrival counts, all zero between launches (checked above;
     // the last block of each count resets it); the mma kernel's shared-memory limit was raised
-    // in `configure`. The kernel waits for the one before it first (kernels/grid_dependency.cuh).
-    gpu.launched(name, unsafe { gpu.launch_after_previous(func, cfg, &mut [arg(&p)]) })
+    // in `configure`; with RoPE, the table covering every position the kernel reads (checked by
+    // the caller; the kernel traps past max_positions) and the caches writable. The CUDA-core
+    // kernel takes the DecodeRope as its second parameter. The kernel waits for the one before
+    // it first (kernels/grid_dependency.cuh).
+    let launched = unsafe {
+        match kernel {
+            DecodeKernel::CudaCores => gpu.launch_after_previous(func, cfg, &mut [arg(&p), arg(&rope)]),
+            DecodeKernel::Mma => gpu.launch_after_previous(func, cfg, &mut [arg(&p)]),
+        }
+    };
+    gpu.launched(name, launched)
 }

@@ -10,10 +10,10 @@ use crate::gpu::error::{GpuError, Result};
 use super::graphs::{graph_batch, ladder_up_to, DecodeGraphs, GraphReport};
 use super::profile::{mark, Breakdown, StepProfiler};
 use super::step_layout::{step_layout, StepLayout};
-use super::kernel_choice::{decode_kernel_from_env, GemmKernel, PrefillKernel};
+use super::kernel_choice::{decode_kernel_from_env, rope_in_decode_from_env, GemmKernel, PrefillKernel};
 use crate::gpu::kernels::attention_wgmma::attention_prefill_wgmma;
 use crate::gpu::kernels::attention::{
-    attention_decode_with, attention_prefill, decode_splits, AttentionShape, DecodeKernel,
+    attention_decode_rope, attention_decode_with, attention_prefill, decode_splits, AttentionShape, DecodeKernel,
     DecodeWorkspace, DeviceAttentionMeta,
 };
 use crate::gpu::kernels::embedding::embedding_gather;
@@ -61,6 +61,9 @@ pub struct CudaModel {
     pub decode: DecodeKernel,
     /// The attention kernel of prefill and mixed steps.
     pub prefill: PrefillKernel,
+    /// Decode steps on the CUDA-core kernel rotate their new tokens inside it
+    /// (`attention_decode_rope`) instead of in rope_write_kv (`NEMO_DECODE_ROPE`).
+    pub rope_in_decode: bool,
     pub weights: GpuWeights,
     pub kv: GpuKvCache,
     rope: RopeTable,
@@ -169,6 +172,7 @@ impl CudaModel {
         let gemm = GemmKernel::from_env()?;
         let decode = decode_kernel_from_env()?;
         let prefill = PrefillKernel::from_env()?;
+        let rope_in_decode = rope_in_decode_from_env()?;
         let graphs = if gpu.cuda_graphs {
             // Rows as wide as one sequence's whole capacity, for up to max_seqs sequences.
             let rows = rope.max_positions.div_ceil(BLOCK_SIZE);
@@ -177,7 +181,7 @@ impl CudaModel {
             None
         };
         Ok(CudaModel {
-            gpu, gemm, decode, prefill, graphs, weights, kv, rope, scratch, decode_workspace, max_decode_splits, max_chunk, max_seqs,
+            gpu, gemm, decode, prefill, rope_in_decode, graphs, weights, kv, rope, scratch, decode_workspace, max_decode_splits, max_chunk, max_seqs,
             profiler: None,
         })
     }
@@ -422,29 +426,41 @@ impl CudaModel {
         let attn_shape = AttentionShape { n_heads: c.n_heads, n_kv_heads: c.n_kv_heads, head_dim: c.head_dim, q_stride: qkv_w };
         let rope_shape = RopeShape { n_heads: c.n_heads, n_kv_heads: c.n_kv_heads, head_dim: c.head_dim, layout: w.rope_layout };
         let all_decode = meta.max_q_len == 1;
+        let rope_in_decode = self.rope_in_decode && self.decode == DecodeKernel::CudaCores;
         for (l, layer) in w.layers.iter().enumerate() {
             let shape = GemmShape { m: n, n: qkv_w, k: dim };
             let norm = Norm { weight: &layer.attn_norm, eps: c.norm_eps, scratch: &mut s.normed.slice_mut(0..n * dim) };
             let (x, mut qkv) = (s.hidden.slice(0..n * dim), s.qkv.slice_mut(0..n * qkv_w));
             linear(gpu, self.gemm, &x, Some(norm), &layer.wqkv, &mut qkv, shape, Epilogue::Store, &mut s.split_k)?;
             mark(profiler, gpu, "norm + qkv")?;
-            {
-                let (mut k_cache, mut v_cache) = self.kv.layer_mut(l);
-                rope_write_kv(
-                    gpu, rope_shape, &self.rope, &mut s.qkv.slice_mut(0..n * qkv_w), &s.positions.slice(0..n),
-                    &s.slots.slice(0..n), &mut k_cache, &mut v_cache,
-                )?;
-            }
-            mark(profiler, gpu, "rope_write_kv")?;
-            let (k_cache, v_cache) = self.kv.layer(l);
-            let q = s.qkv.slice(0..n * qkv_w);
             let mut attn = s.attn.slice_mut(0..n * c.q_dim());
-            if all_decode {
-attention_decode_with(gpu, self.decode, attn_shape, meta, &q, &k_cache, &v_cache, &mut self.decode_workspace, splits, &mut attn)?;
+            if all_decode && rope_in_decode {
+                // RoPE and the cache write of the new tokens happen inside the attention kernel.
+                let (mut k_cache, mut v_cache) = self.kv.layer_mut(l);
+                let qkv = s.qkv.slice(0..n * qkv_w);
+                let ws = &mut self.decode_workspace;
+                attention_decode_rope(
+                    gpu, attn_shape, &self.rope, w.rope_layout, meta, &qkv, &mut k_cache, &mut v_cache, ws, splits, &mut attn,
+                )?;
             } else {
-                match self.prefill.wgmma_schedule() {
-                    None => attention_prefill(gpu, attn_shape, meta, &q, &k_cache, &v_cache, &mut attn)?,
-                    Some(schedule) => attention_prefill_wgmma(gpu, schedule, attn_shape, meta, &q, &k_cache, &v_cache, &mut attn)?,
+                {
+                    let (mut k_cache, mut v_cache) = self.kv.layer_mut(l);
+                    rope_write_kv(
+                        gpu, rope_shape, &self.rope, &mut s.qkv.slice_mut(0..n * qkv_w), &s.positions.slice(0..n),
+                        &s.slots.slice(0..n), &mut k_cache, &mut v_cache,
+                    )?;
+                }
+                mark(profiler, gpu, "rope_write_kv")?;
+                let (k_cache, v_cache) = self.kv.layer(l);
+                let q = s.qkv.slice(0..n * qkv_w);
+                if all_decode {
+                    let ws = &mut self.decode_workspace;
+                    attention_decode_with(gpu, self.decode, attn_shape, meta, &q, &k_cache, &v_cache, ws, splits, &mut attn)?;
+                } else {
+                    match self.prefill.wgmma_schedule() {
+                        None => attention_prefill(gpu, attn_shape, meta, &q, &k_cache, &v_cache, &mut attn)?,
+                        Some(schedule) => attention_prefill_wgmma(gpu, schedule, attn_shape, meta, &q, &k_cache, &v_cache, &mut attn)?,
+                    }
                 }
             }
             mark(profiler, gpu, if all_decode { "attention (decode)" } else { "attention (prefill)" })?;

@@ -48,6 +48,20 @@ pub fn decode_kernel_from_env() -> Result<DecodeKernel> {
     }
 }
 
+/// Whether the CUDA-core decode attention rotates its own new tokens and writes them into the
+/// KV cache (`attention_decode_rope`: no rope_write_kv launch in a decode layer). On unless
+/// `NEMO_DECODE_ROPE=separate`; the mma decode kernel always runs after rope_write_kv.
+pub fn rope_in_decode_from_env() -> Result<bool> {
+    match std::env::var("NEMO_DECODE_ROPE").as_deref() {
+        Err(_) | Ok("") | Ok("fused") => Ok(true),
+        Ok("separate") => Ok(false),
+        Ok(other) => Err(GpuError::BadArgument {
+            kernel: "attention_decode",
+            what: format!("NEMO_DECODE_ROPE={other:?}: expected fused or separate"),
+        }),
+    }
+}
+
 /// Which prefill attention kernel serves prompt chunks (`NEMO_PREFILL_ATTENTION=mma|wgmma|
 /// wgmma-overlap|wgmma-pingpong`, default mma: a wgmma one becomes the default once a GPU run has checked and
 /// timed it).

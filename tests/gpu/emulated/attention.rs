@@ -9,8 +9,9 @@ use crate::common::*;
 use half::bf16;
 use nemo_engine::gpu::kernels::attention_wgmma::{self, cache_map_spec, PrefillWgmmaParams, WgmmaSchedule};
 use nemo_engine::gpu::kernels::attention::{
-    decode_config, decode_splits, prefill_config, scale_log2, AttentionParams, AttentionShape, DecodeKernel,
+    decode_config, decode_splits, prefill_config, scale_log2, AttentionParams, AttentionShape, DecodeKernel, DecodeRope,
 };
+use nemo_engine::model::RopeLayout;
 
 /// The parameter block the wrappers build, over host buffers.
 fn params(shape: AttentionShape, case: &Case, out: &mut [bf16]) -> AttentionParams {
@@ -81,6 +82,20 @@ fn run_prefill_wgmma(shape: AttentionShape, case: &Case, schedule: WgmmaSchedule
 /// would choose on 132 SMs. Runs it twice on one workspace: the arrival counts must be back at
 /// zero after each launch, and the second launch must give the first's answer.
 fn run_decode(kernel: DecodeKernel, shape: AttentionShape, case: &Case, dependent: bool, splits: Option<usize>) -> Vec<f32> {
+    run_decode_with(kernel, shape, case, dependent, splits, None)
+}
+
+/// `run_decode`; with `rope` (the cos/sin table [positions, head_dim / 2] and the layout) the
+/// CUDA-core kernel rotates the new tokens itself and writes them into `case`'s caches, which
+/// it then holds as the kernel left them.
+fn run_decode_with(
+    kernel: DecodeKernel,
+    shape: AttentionShape,
+    case: &Case,
+    dependent: bool,
+    splits: Option<usize>,
+    rope: Option<(&[f32], RopeLayout)>,
+) -> Vec<f32> {
     let n_seqs = case.meta.ctx_lens.len();
     let max_ctx = *case.meta.ctx_lens.iter().max().unwrap() as usize;
     let splits = splits.unwrap_or_else(|| decode_splits(132, n_seqs, shape.n_kv_heads, max_ctx));
@@ -103,10 +118,25 @@ fn run_decode(kernel: DecodeKernel, shape: AttentionShape, case: &Case, dependen
         p.partial_ml = partial_ml.as_mut_ptr() as u64;
         p.split_counters = counters.as_mut_ptr() as u64;
         p.n_splits = splits as i32;
-        // SAFETY: the parameter block's buffers are live host buffers of the kernel's sizes.
-        load(file)
-            .launch_args_after(&decode, cfg, dependent.then_some(&rope_outputs), |k: unsafe extern "C" fn(AttentionParams)| unsafe { k(p) })
-            .unwrap();
+        let r = rope.map_or(DecodeRope::default(), |(cos_sin, layout)| DecodeRope {
+            cos_sin: addr(cos_sin),
+            k_cache: addr(&case.k_cache),
+            v_cache: addr(&case.v_cache),
+            max_positions: (cos_sin.len() / shape.head_dim) as i32,
+            rotate_half: (layout == RopeLayout::RotateHalf) as i32,
+        });
+        let primary = dependent.then_some(&rope_outputs);
+        // SAFETY: the parameter blocks' buffers are live host buffers of the kernel's sizes (the
+        // caches written through `r` are the case's, which the caller does not touch meanwhile).
+        match kernel {
+            DecodeKernel::CudaCores => load(file)
+                .launch_args_after(&decode, cfg, primary, |k: unsafe extern "C" fn(AttentionParams, DecodeRope)| unsafe { k(p, r) }),
+            DecodeKernel::Mma => {
+                assert!(rope.is_none(), "the mma decode kernel takes no DecodeRope");
+                load(file).launch_args_after(&decode, cfg, primary, |k: unsafe extern "C" fn(AttentionParams)| unsafe { k(p) })
+            }
+        }
+        .unwrap();
         assert!(counters.iter().all(|&c| c == 0), "{decode}: arrival counts left at {counters:?}");
         outs.push(to_f32(&out));
     }
@@ -203,6 +233,64 @@ fn decode_matches_cpu(kernel: DecodeKernel, test: &str) {
             let got = run_decode(kernel, shape, &case, true, None);
             let what = format!("emulated {} hd {} {:?}, dependent launches", kernel.name(), shape.head_dim, seqs);
             assert_close(&what, &got, &case.want, 2e-2, 2e-2);
+        }
+    }
+}
+
+/// The decode kernel that rotates its own new tokens (`DecodeRope`) against rope_write_kv then
+/// the plain decode kernel: the same output and caches bit for bit, qkv left unrotated; both
+/// layouts, contexts over several splits and a batch (several blocks write their own KV head of
+/// one new token's slot while the other splits of that sequence read other keys: the race check
+/// sees every access), and as a dependent launch.
+#[test]
+fn emulated_attention_decode_rope_equals_rope_write_kv_then_decode() {
+    use crate::attention::{new_token_slots, qkv_shape};
+    use nemo_engine::cpu::rope::{rope_cos_sin, rope_inv_freq};
+    use nemo_engine::gpu::kernels::rope::RopeKvParams;
+    let mut rng = Rng::fresh("emulated_attention_decode_rope");
+    for shape in shapes().map(qkv_shape) {
+        let max_positions = 1600;
+        let inv_freq = rope_inv_freq(shape.head_dim, 1e6);
+        let cos_sin: Vec<f32> = (0..max_positions).flat_map(|p| rope_cos_sin(p, &inv_freq)).flat_map(|(c, s)| [c, s]).collect();
+        for (layout, seqs, dependent) in [
+            (RopeLayout::RotateHalf, vec![(1, 1)], false),
+            (RopeLayout::Interleaved, vec![(1, 1500)], false),
+            (RopeLayout::RotateHalf, vec![(1, 1), (1, 100), (1, 333), (1, 700)], false),
+            (RopeLayout::RotateHalf, vec![(1, 40), (1, 300)], true),
+        ] {
+            let case = build(&mut rng, shape, &seqs);
+            let what = format!("emulated decode with RoPE, {layout:?} hd {} {seqs:?}", shape.head_dim);
+            // rope_write_kv, then the plain kernel.
+            let (positions, slots) = new_token_slots(&case);
+            let copy = |c: &Case| Case { meta: c.meta.clone(), n_cache_blocks: c.n_cache_blocks, k_cache: c.k_cache.clone(), v_cache: c.v_cache.clone(), q: c.q.clone(), want: Vec::new() };
+            let mut separate = copy(&case);
+            let p = RopeKvParams {
+                qkv: separate.q.as_mut_ptr() as u64,
+                k_cache: separate.k_cache.as_mut_ptr() as u64,
+                v_cache: separate.v_cache.as_mut_ptr() as u64,
+                cos_sin: addr(&cos_sin),
+                positions: addr(&positions),
+                slots: addr(&slots),
+                n_heads: shape.n_heads as i32,
+                n_kv_heads: shape.n_kv_heads as i32,
+                head_dim: shape.head_dim as i32,
+                max_positions: max_positions as i32,
+                n_slots: (case.n_cache_blocks * case.meta.block_size) as i32,
+                rotate_half: (layout == RopeLayout::RotateHalf) as i32,
+            };
+            let cfg = cudarc::driver::LaunchConfig { grid_dim: (positions.len() as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+            // SAFETY: the parameter block's buffers are live host buffers of the kernel's sizes.
+            load("rope").launch_args("rope_write_kv_bf16", cfg, |k: unsafe extern "C" fn(RopeKvParams)| unsafe { k(p) }).unwrap();
+            let want = run_decode(DecodeKernel::CudaCores, shape, &separate, dependent, None);
+            // One launch.
+            let fused = copy(&case);
+            let got = run_decode_with(DecodeKernel::CudaCores, shape, &fused, dependent, None, Some((&cos_sin, layout)));
+            let same = |a: &[bf16], b: &[bf16]| a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
+            assert!(want.iter().all(|x| x.is_finite()), "{what}: the separate launches gave non-finite outputs");
+            assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "{what}: outputs differ");
+            assert!(same(&fused.k_cache, &separate.k_cache), "{what}: K caches differ");
+            assert!(same(&fused.v_cache, &separate.v_cache), "{what}: V caches differ");
+            assert!(same(&fused.q, &case.q), "{what}: the fused kernel wrote qkv");
         }
     }
 }
