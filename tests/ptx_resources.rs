@@ -195,15 +195,17 @@ fn bandwidth_kernels_use_16_byte_accesses_and_the_gemv_waits_before_reading() {
 /// The CUDA-core decode attention issues a step's K row and V chunks (16 + 16 16-byte loads per
 /// lane at head_dim 128) before its first score FMA, so a step waits for memory once: the first
 /// version's P.V loop waited once per key (docs/gpu-runs.md, 820a75b: 37-43 % of the copy
-/// bandwidth). Checked at Nemo's G = 4 and the demo model's G = 3.
+/// bandwidth). Checked at Nemo's G = 4 and the demo model's G = 3: some run of instructions
+/// between two FMAs (the previous step's last P.V FMA and this step's first score FMA; the
+/// RoPE prologue has FMAs of its own) issues all 32.
 #[test]
 fn decode_attention_issues_a_steps_loads_before_using_them() {
     let sass = hopper_sass("attention_decode");
     for f in ["attention_decode_bf16_hd128_g4", "attention_decode_bf16_hd128_g3"] {
         let body = sass_function(&sass, f);
-        let first_fma = body.find("FFMA").unwrap_or_else(|| panic!("{f}: no FFMA"));
-        let loads = body[..first_fma].matches("LDG.E.128").count();
-        assert!(loads >= 32, "{f}: {loads} 16-byte loads before the first FMA, want the step's 32");
+        assert!(body.contains("FFMA"), "{f}: no FFMA");
+        let loads = body.split("FFMA").map(|run| run.matches("LDG.E.128").count()).max().unwrap_or(0);
+        assert!(loads >= 32, "{f}: at most {loads} 16-byte loads between two FMAs, want the step's 32");
     }
 }
 
