@@ -10,17 +10,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use nemo_engine::bench::serving::{throughput, ServingOptions};
-use nemo_engine::engine::{check_batch, BatchBackend, CacheShape, Draw, EngineError, SampleSpec, SampledToken, StepEntry};
+use nemo_engine::engine::{check_batch, CacheShape, EngineError, SampleSpec, StepEntry};
 use nemo_engine::gpu::model::{step_layout, SeqChunk, BLOCK_SIZE};
 use nemo_engine::model::ModelConfig;
+use nemo_engine::scheduler::no_model::NoModelBackend;
 use nemo_engine::scheduler::Admission;
-
-/// Everything `CudaBatchBackend::step_sampled` does on the host, then a fixed token per row.
-struct HostOnly {
-    config: ModelConfig,
-    shape: CacheShape,
-    stats: Arc<Mutex<Stats>>,
-}
 
 #[derive(Default)]
 struct Stats {
@@ -28,43 +22,19 @@ struct Stats {
     busy_s: f64,
 }
 
-impl BatchBackend for HostOnly {
-    fn config(&self) -> &ModelConfig {
-        &self.config
-    }
-    fn block_size(&self) -> usize {
-        self.shape.block_size
-    }
-    fn num_blocks(&self) -> usize {
-        self.shape.num_blocks
-    }
-    fn max_step_tokens(&self) -> usize {
-        self.shape.max_step_tokens
-    }
-    fn step(&mut self, _: &[StepEntry<'_>]) -> Result<Vec<Option<Vec<f32>>>, EngineError> {
-        unreachable!("the engine draws through step_sampled")
-    }
-    fn step_sampled(&mut self, batch: &[StepEntry<'_>], specs: &[SampleSpec]) -> Result<Vec<Option<Draw>>, EngineError> {
-        let t0 = Instant::now();
-        check_batch(&self.config, self.shape, batch)?;
-        let ids: Vec<Vec<i32>> = batch.iter().map(|e| e.tokens.iter().map(|&t| t as i32).collect()).collect();
-        let chunks: Vec<SeqChunk> = batch
-            .iter()
-            .zip(&ids)
-            .map(|(e, ids)| SeqChunk { ids, ctx_len: e.ctx_len, block_table: e.block_table, want_logits: e.want_logits })
-            .collect();
-        let layout = step_layout(&chunks, BLOCK_SIZE, self.config.max_context).map_err(EngineError::BadStepOutput)?;
-        layout.meta.validate(self.shape.num_blocks).map_err(EngineError::BadStepOutput)?;
-        assert_eq!(layout.logit_rows.len(), specs.len());
-        let out = batch.iter().map(|e| e.want_logits.then(|| Ok(SampledToken { token: 1000, logprobs: None }))).collect();
-        let mut stats = self.stats.lock().unwrap();
-        stats.steps += 1;
-        stats.busy_s += t0.elapsed().as_secs_f64();
-        Ok(out)
-    }
-    fn device(&self) -> &'static str {
-        "host-only"
-    }
+/// Everything `CudaBatchBackend::step_sampled` does on the host before its driver calls.
+fn cuda_host_work(config: &ModelConfig, shape: CacheShape, batch: &[StepEntry<'_>], specs: &[SampleSpec]) -> Result<(), EngineError> {
+    check_batch(config, shape, batch)?;
+    let ids: Vec<Vec<i32>> = batch.iter().map(|e| e.tokens.iter().map(|&t| t as i32).collect()).collect();
+    let chunks: Vec<SeqChunk> = batch
+        .iter()
+        .zip(&ids)
+        .map(|(e, ids)| SeqChunk { ids, ctx_len: e.ctx_len, block_table: e.block_table, want_logits: e.want_logits })
+        .collect();
+    let layout = step_layout(&chunks, BLOCK_SIZE, config.max_context).map_err(EngineError::BadStepOutput)?;
+    layout.meta.validate(shape.num_blocks).map_err(EngineError::BadStepOutput)?;
+    assert_eq!(layout.logit_rows.len(), specs.len());
+    Ok(())
 }
 
 fn main() {
@@ -77,7 +47,16 @@ fn main() {
         let output_len = if batch == 1 { 100 } else { 1000 };
         let shape = CacheShape { block_size: BLOCK_SIZE, num_blocks: 320_000 / BLOCK_SIZE, max_step_tokens: 4096 };
         let stats = Arc::new(Mutex::new(Stats::default()));
-        let backend = HostOnly { config: config.clone(), shape, stats: stats.clone() };
+        let (hook_config, hook_stats) = (config.clone(), stats.clone());
+        let hook = move |batch: &[StepEntry<'_>], specs: &[SampleSpec]| {
+            let t0 = Instant::now();
+            cuda_host_work(&hook_config, shape, batch, specs)?;
+            let mut stats = hook_stats.lock().unwrap();
+            stats.steps += 1;
+            stats.busy_s += t0.elapsed().as_secs_f64();
+            Ok(())
+        };
+        let backend = NoModelBackend { config: config.clone(), shape, token: 1000, on_step: Some(Box::new(hook)) };
         let opts = ServingOptions {
             requests: batch,
             input_len: 1000,

@@ -9,6 +9,7 @@
 //!   request may join.
 //! - [`Engine`]: a [`crate::engine::BatchBackend`] + the scheduler + sampling; emits [`Event`]s.
 //! - [`fake_backend`]: a deterministic model stand-in for tests.
+//! - [`no_model`]: a backend that runs no model, for the scheduler's own counts and costs.
 
 mod admission;
 mod block_pool;
@@ -16,6 +17,7 @@ mod free_list;
 mod engine;
 mod event;
 pub mod fake_backend;
+pub mod no_model;
 mod request;
 mod schedule;
 mod sequence;

@@ -6,39 +6,10 @@
 //! + output is recomputation after a preemption.
 
 use nemo_engine::bench::serving::{throughput, ServingOptions};
-use nemo_engine::engine::{BatchBackend, Draw, EngineError, SampleSpec, SampledToken, StepEntry};
+use nemo_engine::engine::CacheShape;
 use nemo_engine::model::ModelConfig;
+use nemo_engine::scheduler::no_model::NoModelBackend;
 use nemo_engine::scheduler::Admission;
-
-/// Runs no model: draws token 7 for every sequence (the engine counts the tokens it ran).
-struct CountingBackend {
-    config: ModelConfig,
-    num_blocks: usize,
-}
-
-impl BatchBackend for CountingBackend {
-    fn config(&self) -> &ModelConfig {
-        &self.config
-    }
-    fn block_size(&self) -> usize {
-        16
-    }
-    fn num_blocks(&self) -> usize {
-        self.num_blocks
-    }
-    fn max_step_tokens(&self) -> usize {
-        4096
-    }
-    fn step(&mut self, _: &[StepEntry<'_>]) -> Result<Vec<Option<Vec<f32>>>, EngineError> {
-        unreachable!("the engine asks for sampled steps")
-    }
-    fn step_sampled(&mut self, batch: &[StepEntry<'_>], _: &[SampleSpec]) -> Result<Vec<Option<Draw>>, EngineError> {
-        Ok(batch.iter().map(|e| e.want_logits.then_some(Ok(SampledToken { token: 7, logprobs: None }))).collect())
-    }
-    fn device(&self) -> &'static str {
-        "none"
-    }
-}
 
 struct Run {
     tokens_run: usize,
@@ -49,7 +20,8 @@ struct Run {
 }
 
 fn run(admission: Admission, requests: usize) -> Run {
-    let backend = CountingBackend { config: ModelConfig::nemo_12b(), num_blocks: 320_000 / 16 };
+    let shape = CacheShape { block_size: 16, num_blocks: 320_000 / 16, max_step_tokens: 4096 };
+    let backend = NoModelBackend { config: ModelConfig::nemo_12b(), shape, token: 7, on_step: None };
     let opts = ServingOptions {
         requests,
         input_len: 1000,
