@@ -62,7 +62,8 @@ pub struct BenchReport {
     pub copy_gbs: f64,
     pub prefill: Vec<PrefillRow>,
     pub decode: Vec<DecodeRow>,
-    /// Device time per kernel of one decode step (`breakdown_batches` x `decode_contexts`).
+    /// Device time per kernel of the longest prefill's last chunk, then of one decode step
+    /// (`breakdown_batches` x `decode_contexts`).
     pub breakdowns: Vec<breakdown::StepBreakdown>,
     pub skipped: Vec<String>,
 }
@@ -133,6 +134,14 @@ pub fn run(backend: &mut CudaBackend, opts: &BenchOptions) -> Result<BenchReport
         });
     }
 
+    // The last chunk of the longest prefill that fits (the chunk attending to the most cached
+    // keys), when breakdowns are asked for.
+    let chunk = backend.model.max_chunk;
+    if let Some(&n) = opts.prefill_lengths.iter().filter(|&&n| n <= capacity).max() {
+        if !opts.breakdown_batches.is_empty() {
+            report.breakdowns.push(breakdown::prefill_chunk(&mut backend.model, n, chunk.min(n))?);
+        }
+    }
     for &ctx in &opts.decode_contexts {
         for &batch in &opts.breakdown_batches {
             match breakdown::unfit(&backend.model, batch, ctx) {
@@ -168,7 +177,10 @@ impl BenchReport {
             );
         }
         for b in &self.breakdowns {
-            s += &format!("decode step by kernel: batch {}, context {} (one eager step, device time)\n", b.batch, b.context);
+            s += &match b.new_tokens {
+                1 => format!("decode step by kernel: batch {}, context {} (one eager step, device time)\n", b.batch, b.context),
+                n => format!("prefill chunk by kernel: {n} tokens ending at {} (one eager step, device time)\n", b.context),
+            };
             s += &b.breakdown.table();
         }
         for skip in &self.skipped {

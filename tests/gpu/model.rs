@@ -400,4 +400,11 @@ fn profiled_step_equals_the_plain_step_and_names_every_kernel() {
         .collect();
     assert_eq!(got, want);
     assert!(breakdown.rows.iter().all(|r| r.ms >= 0.0) && breakdown.total_ms > 0.0, "{breakdown:?}");
+    // A prompt chunk (nemo bench profiles the longest prefill's last one): RoPE is its own launch.
+    let chunk: Vec<SeqChunk> = tables.iter().map(|t| SeqChunk { ids: &prompt[..30], ctx_len: 40, block_table: t, want_logits: true }).collect();
+    let prefill = b.model.profile_step(&chunk).unwrap();
+    let got: Vec<(&str, usize)> = prefill.rows.iter().map(|r| (r.name, r.launches)).collect();
+    for name in ["rope_write_kv", "attention (prefill)"] {
+        assert!(got.contains(&(name, n_layers)), "prefill chunk: {name} once a layer in {got:?}");
+    }
 }

@@ -126,7 +126,8 @@ pub struct BenchArgs {
     pub contexts: Vec<usize>,
 
     /// Latency mode: batch sizes at which one decode step per context is broken down by kernel
-    /// (device time per kernel), comma-separated; 0 for none.
+    /// (device time per kernel), comma-separated, after the longest prefill's last chunk; 0 for
+    /// none.
     #[arg(long, value_name = "B,...", value_delimiter = ',', default_value = "1,64")]
     pub breakdown_batches: Vec<usize>,
 
