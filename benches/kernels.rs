@@ -246,24 +246,25 @@ fn bench_attention(b: &Bench) -> GpuResult<()> {
             })?;
             b.report_bytes(name, &format!("batch {n_seqs}, context {ctx}, {splits} splits"), t.median_ms, bytes as f64);
         }
-        // The CUDA-core kernel doing rope_write_kv's work too (the default decode layer): compare
-        // with the attention_decode row plus bench_rope's.
-        let name = "attention_decode_rope";
-        if left_out(name) {
-            println!("{name:<22} left out (NEMO_BENCH_SKIP)");
-            continue;
-        }
+        // Each kernel doing rope_write_kv's work too (the default decode layer): compare with its
+        // row above plus bench_rope's.
         let width = c.q_dim() + 2 * c.kv_dim();
         let qkv = upload(&b.gpu, &random_bf16(n_seqs * width, 8, 1.0))?;
         let table = rope_cos_sin_table(&b.gpu, ctx, c.head_dim, c.rope_theta)?;
         let rope_shape = AttentionShape { q_stride: width, ..shape };
-        let t = time_ms(&b.gpu, 3, 20, |_| {
-            attention_decode_rope(
-                &b.gpu, rope_shape, &table, RopeLayout::RotateHalf, &meta, &qkv.as_view(), &mut k.as_view_mut(), &mut v.as_view_mut(),
-                &mut ws, splits, &mut out.as_view_mut(),
-            )
-        })?;
-        b.report_bytes(name, &format!("batch {n_seqs}, context {ctx}, {splits} splits"), t.median_ms, bytes as f64);
+        for (name, kernel) in [("attention_decode_rope", DecodeKernel::CudaCores), ("attention_decode_mma_rope", DecodeKernel::Mma)] {
+            if left_out(name) {
+                println!("{name:<22} left out (NEMO_BENCH_SKIP)");
+                continue;
+            }
+            let t = time_ms(&b.gpu, 3, 20, |_| {
+                attention_decode_rope(
+                    &b.gpu, kernel, rope_shape, &table, RopeLayout::RotateHalf, &meta, &qkv.as_view(), &mut k.as_view_mut(),
+                    &mut v.as_view_mut(), &mut ws, splits, &mut out.as_view_mut(),
+                )
+            })?;
+            b.report_bytes(name, &format!("batch {n_seqs}, context {ctx}, {splits} splits"), t.median_ms, bytes as f64);
+        }
     }
     Ok(())
 }

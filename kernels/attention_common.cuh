@@ -1,6 +1,7 @@
 // Shared by the attention kernels: the parameter block and paged-KV addressing.
 #pragma once
 #include "common.cuh"
+#include "rope_common.cuh"
 
 // Mirrored by `AttentionParams` in src/gpu/kernels/attention.rs; sizes asserted on both sides.
 // A batch of sequences; sequence s contributes q_len = cu_seqlens_q[s+1] - cu_seqlens_q[s] new
@@ -30,12 +31,43 @@ struct AttentionParams {
 };
 static_assert(sizeof(AttentionParams) == 112, "mirror of AttentionParams in attention.rs");
 
+// The decode kernels' second parameter: with its table set, a decode kernel does rope_write_kv's
+// work for its new tokens (attention_decode.cu says how).
+// Mirrored by `DecodeRope` in src/gpu/kernels/attention.rs; sizes asserted on both sides.
+// cos_sin null: q and the cache already hold the new token, rotated (rope_write_kv ran).
+struct DecodeRope {
+    const float2* cos_sin;  // [max_positions, head_dim / 2]: (cos, sin)
+    bf16* k_cache;          // p.k_cache, writable: the new token's rotated K goes to its slot
+    bf16* v_cache;          // p.v_cache, writable: and its V
+    int32_t max_positions;  // positions (ctx_len - 1) at or past it trap
+    int32_t rotate_half;    // 0: interleaved pairs, 1: rotate-half pairs
+};
+static_assert(sizeof(DecodeRope) == 32, "mirror of DecodeRope in attention.rs");
+
+
 // The KV row of `kv_head` for position `pos` of sequence `seq`.
 __device__ __forceinline__ size_t kv_row_offset(const AttentionParams& p, int seq, int pos, int kv_head,
                                                 int head_dim) {
     const int block = p.block_tables[(size_t)seq * p.max_blocks + pos / p.block_size];
     const size_t slot = (size_t)block * p.block_size + pos % p.block_size;
     return (slot * p.n_kv_heads + kv_head) * head_dim;
+}
+
+// Writes the new token at `pos` of sequence `seq` (qkv row `token`, read through p.q: k and v of
+// each KV head follow the n_heads q heads) into the cache for one KV head: K rotated with `cs`
+// (the position's cos/sin row), V as is. Every thread of the block takes part; the caller's
+// __syncthreads orders the writes before the block reads them.
+template <int HD>
+__device__ __forceinline__ void write_new_kv(const AttentionParams& p, const DecodeRope& r, int seq, int kv_head, int token,
+                                             int pos, const float2* cs) {
+    constexpr int QUADS = HD / 8;
+    const bf16* k_new = p.q + (size_t)token * p.q_stride + (p.n_heads + kv_head) * HD;
+    const bf16* v_new = k_new + p.n_kv_heads * HD;
+    const size_t row = kv_row_offset(p, seq, pos, kv_head, HD);
+    for (int w = threadIdx.x; w < 2 * QUADS; w += blockDim.x) {
+        if (w < QUADS) rope_quad(k_new, r.k_cache + row, cs, w * 4, HD / 2, r.rotate_half);
+        else st8(r.v_cache + row + 8 * (w - QUADS), ld8(v_new + 8 * (w - QUADS)));
+    }
 }
 
 // Causal mask and online-softmax update of one tile of scores held in the mma accumulator layout

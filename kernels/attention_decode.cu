@@ -23,18 +23,7 @@
 // block reads that key, so no ordering across blocks is needed.
 #include "attention_common.cuh"
 #include "grid_dependency.cuh"
-#include "rope_common.cuh"
 
-// Mirrored by `DecodeRope` in src/gpu/kernels/attention.rs; sizes asserted on both sides.
-// cos_sin null: q and the cache already hold the new token, rotated (rope_write_kv ran).
-struct DecodeRope {
-    const float2* cos_sin;  // [max_positions, head_dim / 2]: (cos, sin)
-    bf16* k_cache;          // p.k_cache, writable: the new token's rotated K goes to its slot
-    bf16* v_cache;          // p.v_cache, writable: and its V
-    int32_t max_positions;  // positions (ctx_len - 1) at or past it trap
-    int32_t rotate_half;    // 0: interleaved pairs, 1: rotate-half pairs
-};
-static_assert(sizeof(DecodeRope) == 32, "mirror of DecodeRope in attention.rs");
 
 namespace {
 constexpr int WARPS = 4;
@@ -84,16 +73,7 @@ __device__ void attention_decode(const AttentionParams& p, const DecodeRope& r) 
         const float2* cs = r.cos_sin + (size_t)pos * (HD / 2);
         for (int w = threadIdx.x; w < G * QUADS; w += WARPS * 32)
             rope_quad(q_row + (w / QUADS) * HD, rotated + (w / QUADS) * HD, cs, (w % QUADS) * 4, HD / 2, r.rotate_half);
-        if (key_begin <= pos && pos < key_end) {
-            // k and v of this KV head follow the n_heads q heads in the token's qkv row.
-            const bf16* k_new = p.q + (size_t)token * p.q_stride + (p.n_heads + kv_head) * HD;
-            const bf16* v_new = k_new + p.n_kv_heads * HD;
-            const size_t row = kv_row_offset(p, seq, pos, kv_head, HD);
-            for (int w = threadIdx.x; w < 2 * QUADS; w += WARPS * 32) {
-                if (w < QUADS) rope_quad(k_new, r.k_cache + row, cs, w * 4, HD / 2, r.rotate_half);
-                else st8(r.v_cache + row + 8 * (w - QUADS), ld8(v_new + 8 * (w - QUADS)));
-            }
-        }
+        if (key_begin <= pos && pos < key_end) write_new_kv<HD>(p, r, seq, kv_head, token, pos, cs);
         __syncthreads();  // the rotated q, and the new K/V row before this block's steps read it
         for (int i = threadIdx.x; i < G * HD; i += WARPS * 32) sq[i / HD][i % HD] = __bfloat162float(rotated[i]) * p.scale_log2;
     } else {

@@ -12,7 +12,8 @@
 // 3 TB/s; the arithmetic rides mma.sync: the G query heads are the rows of a 16-row A operand
 // (rows >= G are zero), K tiles the B operand of S = Q K^T and V tiles (ldmatrix.trans) that of
 // O += P V, exactly as in attention_prefill.cu. Each of the 4 warps owns 16 keys of a tile and
-// its own online-softmax state; the warps merge through shared memory at the end.
+// its own online-softmax state; the warps merge through shared memory at the end. With a
+// DecodeRope it does RoPE and the cache write of its new tokens, as attention_decode.cu does.
 #include "attention_common.cuh"
 #include "mma.cuh"
 #include "grid_dependency.cuh"
@@ -44,10 +45,10 @@ __device__ __forceinline__ void load_kv(const AttentionParams& p, uint32_t sK, u
 }
 
 template <int HD, int G>
-__device__ void attention_decode_mma(const AttentionParams& p) {
+__device__ void attention_decode_mma(const AttentionParams& p, const DecodeRope& r) {
     static_assert(G <= 8, "the G query rows are the A operand's rows 0..7 (one half of a fragment)");
     grid_dependents_may_launch();
-    grid_dependency_wait();  // q and this step's K/V come from rope_write_kv (grid_dependency.cuh)
+    grid_dependency_wait();  // q and this step's K/V come from rope_write_kv or the QKV GEMV
     constexpr int CH = HD / 8, TILE_BYTES = KT * HD * 2, Q_BYTES = QROWS * HD * 2;
     DYNAMIC_SHARED(unsigned char, smem);
     const uint32_t sQ = smem_addr(smem), sK = sQ + Q_BYTES, sV = sK + STAGES * TILE_BYTES;
@@ -61,12 +62,37 @@ __device__ void attention_decode_mma(const AttentionParams& p) {
     const int key_begin = min(ctx, split * per_split), key_end = min(ctx, key_begin + per_split);
     const int n_tiles = (key_end - key_begin + KT - 1) / KT;
 
-    // Q rows 0..G-1 = the G heads of this KV head; rows G..15 zero. Copied with tile 0.
-    for (int idx = threadIdx.x; idx < QROWS * CH; idx += THREADS) {
-        const int r = idx / CH, c = idx % CH;
-        const bool valid = r < G;
-        const bf16* src = valid ? p.q + (size_t)token * p.q_stride + (kv_head * G + r) * HD + c * 8 : p.q;
-        cp_async16(sQ + dswz<HD>(r, c), src, valid);
+    // Q rows 0..G-1 = the G heads of this KV head; rows G..15 zero. Copied with tile 0, or with
+    // a DecodeRope (as attention_decode.cu does), rotated here and stored; then the block that
+    // owns the new key writes it to the cache before any cp.async of this block reads it.
+    if (r.cos_sin != nullptr) {
+        const int pos = ctx - 1;
+        if (pos >= r.max_positions) __trap();
+        constexpr int QUADS = HD / 8, HALF = HD / 2;
+        const float2* cs = r.cos_sin + (size_t)pos * HALF;
+        const bf16* q_row = p.q + (size_t)token * p.q_stride + kv_head * G * HD;
+        for (int w = threadIdx.x; w < QROWS * QUADS; w += THREADS) {
+            const int row = w / QUADS, i0 = (w % QUADS) * 4;
+            bf16x8 v;
+            *reinterpret_cast<uint4*>(&v) = make_uint4(0u, 0u, 0u, 0u);
+            if (row < G) v = rope_quad_values(q_row + row * HD, cs, i0, HALF, r.rotate_half);
+            if (r.rotate_half) {  // elements [i0, +4) and [i0 + HALF, +4): half chunks
+                *reinterpret_cast<uint2*>(smem + dswz<HD>(row, i0 / 8) + (i0 % 8) * 2) = reinterpret_cast<const uint2*>(&v)[0];
+                *reinterpret_cast<uint2*>(smem + dswz<HD>(row, (i0 + HALF) / 8) + ((i0 + HALF) % 8) * 2) =
+                    reinterpret_cast<const uint2*>(&v)[1];
+            } else {  // elements [2 i0, +8): chunk i0 / 4
+                *reinterpret_cast<uint4*>(smem + dswz<HD>(row, i0 / 4)) = *reinterpret_cast<const uint4*>(&v);
+            }
+        }
+        if (key_begin <= pos && pos < key_end) write_new_kv<HD>(p, r, seq, kv_head, token, pos, cs);
+        __syncthreads();  // the new K/V row, before this block's cp.async reads it
+    } else {
+        for (int idx = threadIdx.x; idx < QROWS * CH; idx += THREADS) {
+            const int row = idx / CH, c = idx % CH;
+            const bool valid = row < G;
+            const bf16* src = valid ? p.q + (size_t)token * p.q_stride + (kv_head * G + row) * HD + c * 8 : p.q;
+            cp_async16(sQ + dswz<HD>(row, c), src, valid);
+        }
     }
 #pragma unroll
     for (int t = 0; t < STAGES - 1; ++t) {
@@ -185,9 +211,9 @@ __device__ void attention_decode_mma(const AttentionParams& p) {
 // Grid: (n_splits, n_kv_heads, n_seqs); 128 threads; dynamic shared memory
 // (16 + 2 * STAGES * 64) * head_dim * 2 bytes (100 KiB at head_dim 128: two blocks per SM).
 #define DECODE_MMA_KERNEL(HD, G)                                                                   \
-    extern "C" __global__ void __launch_bounds__(THREADS)                                         \
-        attention_decode_mma_bf16_hd##HD##_g##G(const __grid_constant__ AttentionParams p) {       \
-        attention_decode_mma<HD, G>(p);                                                            \
+    extern "C" __global__ void __launch_bounds__(THREADS) attention_decode_mma_bf16_hd##HD##_g##G( \
+        const __grid_constant__ AttentionParams p, const __grid_constant__ DecodeRope r) {         \
+        attention_decode_mma<HD, G>(p, r);                                                         \
     }
 DECODE_MMA_KERNEL(128, 1)
 DECODE_MMA_KERNEL(128, 2)

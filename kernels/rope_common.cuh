@@ -4,10 +4,10 @@
 #pragma once
 #include "common.cuh"
 
-// Rotates 4 consecutive pairs [i0, i0 + 4) of one head in `src`, writing them to `dst`
-// (which may alias `src`).
-__device__ __forceinline__ void rope_quad(const bf16* src, bf16* dst, const float2* cs, int i0,
-                                          int half, bool rotate_half) {
+// The 4 consecutive pairs [i0, i0 + 4) of one head in `src`, rotated and rounded to bf16, packed
+// as the layout stores them: rotate-half, bytes 0-7 = elements [i0, i0 + 4) and bytes 8-15 =
+// [i0 + half, i0 + half + 4); interleaved, elements [2 i0, 2 i0 + 8).
+__device__ __forceinline__ bf16x8 rope_quad_values(const bf16* src, const float2* cs, int i0, int half, bool rotate_half) {
     float a[4], b[4];  // pair members
     if (rotate_half) {
         const uint2 lo = *reinterpret_cast<const uint2*>(src + i0);
@@ -26,27 +26,31 @@ __device__ __forceinline__ void rope_quad(const bf16* src, bf16* dst, const floa
 #pragma unroll
         for (int j = 0; j < 4; ++j) { a[j] = x[2 * j]; b[j] = x[2 * j + 1]; }
     }
-    float ra[4], rb[4];
+    float x[8];
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
         const float2 c = cs[i0 + j];
-        ra[j] = a[j] * c.x - b[j] * c.y;
-        rb[j] = b[j] * c.x + a[j] * c.y;
-    }
-    if (rotate_half) {
-        __nv_bfloat162 l[2], h[2];
-#pragma unroll
-        for (int j = 0; j < 2; ++j) {
-            l[j] = __floats2bfloat162_rn(ra[2 * j], ra[2 * j + 1]);
-            h[j] = __floats2bfloat162_rn(rb[2 * j], rb[2 * j + 1]);
+        const float ra = a[j] * c.x - b[j] * c.y, rb = b[j] * c.x + a[j] * c.y;
+        if (rotate_half) {
+            x[j] = ra;
+            x[4 + j] = rb;
+        } else {
+            x[2 * j] = ra;
+            x[2 * j + 1] = rb;
         }
-        *reinterpret_cast<uint2*>(dst + i0) = *reinterpret_cast<uint2*>(l);
-        *reinterpret_cast<uint2*>(dst + i0 + half) = *reinterpret_cast<uint2*>(h);
-    } else {
-        float x[8];
-#pragma unroll
-        for (int j = 0; j < 4; ++j) { x[2 * j] = ra[j]; x[2 * j + 1] = rb[j]; }
-        st8(dst + 2 * i0, pack8(x));
     }
+    return pack8(x);
 }
 
+// Rotates 4 consecutive pairs [i0, i0 + 4) of one head in `src`, writing them to `dst`
+// (which may alias `src`).
+__device__ __forceinline__ void rope_quad(const bf16* src, bf16* dst, const float2* cs, int i0,
+                                          int half, bool rotate_half) {
+    const bf16x8 v = rope_quad_values(src, cs, i0, half, rotate_half);
+    if (rotate_half) {
+        *reinterpret_cast<uint2*>(dst + i0) = reinterpret_cast<const uint2*>(&v)[0];
+        *reinterpret_cast<uint2*>(dst + i0 + half) = reinterpret_cast<const uint2*>(&v)[1];
+    } else {
+        st8(dst + 2 * i0, v);
+    }
+}

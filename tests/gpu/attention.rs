@@ -203,15 +203,24 @@ pub fn qkv_shape(shape: AttentionShape) -> AttentionShape {
 }
 
 /// `attention_decode_rope` (the decode layer without a rope_write_kv launch) against
-/// rope_write_kv followed by `attention_decode`, each checked against the CPU on its own: the
-/// same output, K cache and V cache bit for bit, and the qkv rows left unrotated; both layouts,
-/// single and batched sequences, contexts across many splits.
+/// rope_write_kv followed by the same kernel without RoPE, each checked against the CPU on its
+/// own: the same output, K cache and V cache bit for bit, and the qkv rows left unrotated; both
+/// layouts, single and batched sequences, contexts across many splits.
 #[test]
 fn attention_decode_rope_equals_rope_write_kv_then_decode() {
+    decode_rope_equals_separate("attention_decode_rope_equals_rope_write_kv_then_decode", DecodeKernel::CudaCores);
+}
+
+/// The same on the tensor-core kernel (`NEMO_DECODE_ATTENTION=mma`).
+#[test]
+fn attention_decode_mma_rope_equals_rope_write_kv_then_decode() {
+    decode_rope_equals_separate("attention_decode_mma_rope_equals_rope_write_kv_then_decode", DecodeKernel::Mma);
+}
+
+fn decode_rope_equals_separate(test: &str, kernel: DecodeKernel) {
     use nemo_engine::gpu::kernels::attention::attention_decode_rope;
     use nemo_engine::gpu::kernels::rope::{rope_cos_sin_table, rope_write_kv, RopeShape};
     use nemo_engine::model::RopeLayout;
-    let test = "attention_decode_rope_equals_rope_write_kv_then_decode";
     let Some(gpu) = gpu_or_skip(test) else { return };
     let mut rng = Rng::fresh(test);
     for shape in shapes().map(qkv_shape) {
@@ -223,7 +232,7 @@ fn attention_decode_rope_equals_rope_write_kv_then_decode() {
                 let (positions, slots) = new_token_slots(&case);
                 let splits = decode_splits(132, meta.n_seqs, shape.n_kv_heads, meta.max_ctx);
                 let n_out = meta.n_seqs * shape.n_heads * shape.head_dim;
-                let what = format!("{layout:?} hd {} {seqs:?}", shape.head_dim);
+                let what = format!("{} {layout:?} hd {} {seqs:?}", kernel.name(), shape.head_dim);
                 // Separate launches.
                 let (mut qkv, mut k, mut v) = (dev(&gpu, &case.q), dev(&gpu, &case.k_cache), dev(&gpu, &case.v_cache));
                 let rope_shape = RopeShape { n_heads: shape.n_heads, n_kv_heads: shape.n_kv_heads, head_dim: shape.head_dim, layout };
@@ -232,12 +241,13 @@ fn attention_decode_rope_equals_rope_write_kv_then_decode() {
                     .unwrap();
                 let mut ws = DecodeWorkspace::new(&gpu, meta.n_seqs, shape.n_heads, splits, shape.head_dim).unwrap();
                 let mut want = poisoned(&gpu, n_out);
-                attention_decode(&gpu, shape, &meta, &qkv.as_view(), &k.as_view(), &v.as_view(), &mut ws, splits, &mut want.as_view_mut()).unwrap();
+                attention_decode_with(&gpu, kernel, shape, &meta, &qkv.as_view(), &k.as_view(), &v.as_view(), &mut ws, splits, &mut want.as_view_mut())
+                    .unwrap();
                 // Fused.
                 let (qkv_f, mut k_f, mut v_f) = (dev(&gpu, &case.q), dev(&gpu, &case.k_cache), dev(&gpu, &case.v_cache));
                 let mut got = poisoned(&gpu, n_out);
                 attention_decode_rope(
-                    &gpu, shape, &table, layout, &meta, &qkv_f.as_view(), &mut k_f.as_view_mut(), &mut v_f.as_view_mut(), &mut ws, splits,
+                    &gpu, kernel, shape, &table, layout, &meta, &qkv_f.as_view(), &mut k_f.as_view_mut(), &mut v_f.as_view_mut(), &mut ws, splits,
                     &mut got.as_view_mut(),
                 )
                 .unwrap();

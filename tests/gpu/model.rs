@@ -370,7 +370,6 @@ fn graph_steps_equal_eager_steps(test: &str, at_start_up: bool) {
 /// launch count (one a layer; the embedding and the LM head once).
 #[test]
 fn profiled_step_equals_the_plain_step_and_names_every_kernel() {
-    use nemo_engine::gpu::kernels::attention::DecodeKernel;
     use nemo_engine::gpu::model::SeqChunk;
     let Some(_gpu) = gpu_or_skip("profiled_step_equals_the_plain_step_and_names_every_kernel") else { return };
     let weights = load(&fixture_dir().join("hf")).unwrap().weights;
@@ -389,9 +388,8 @@ fn profiled_step_equals_the_plain_step_and_names_every_kernel() {
     }
     eprintln!("profiled decode step, tiny model, batch 2:\n{}", breakdown.table());
     let got: Vec<(&str, usize)> = breakdown.rows.iter().map(|r| (r.name, r.launches)).collect();
-    // RoPE runs inside the CUDA-core decode attention unless NEMO_DECODE_ROPE=separate or the
-    // mma decode kernel was chosen.
-    let rope_launch = !(b.model.rope_in_decode && b.model.decode == DecodeKernel::CudaCores);
+    // RoPE runs inside the decode attention unless NEMO_DECODE_ROPE=separate.
+    let rope_launch = !b.model.rope_in_decode;
     let per_layer = ["norm + qkv", "rope_write_kv", "attention (decode)", "o + residual", "norm + gate_up + swiglu", "down + residual"];
     let want: Vec<(&str, usize)> = [("embedding", 1)]
         .into_iter()

@@ -40,9 +40,9 @@ const _: () = assert!(std::mem::size_of::<AttentionParams>() == 112);
 // SAFETY: plain old data with the C struct's layout (size asserted on both sides).
 unsafe impl DeviceRepr for AttentionParams {}
 
-/// Mirror of `DecodeRope` in kernels/attention_decode.cu: the CUDA-core decode kernel's second
-/// parameter. All zero: q and the cache already hold the new tokens, rotated (rope_write_kv ran);
-/// else the kernel rotates them itself (`attention_decode_rope`).
+/// Mirror of `DecodeRope` in kernels/attention_common.cuh: both decode kernels' second parameter.
+/// All zero: q and the cache already hold the new tokens, rotated (rope_write_kv ran); else the
+/// kernel rotates them itself (`attention_decode_rope`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct DecodeRope {
@@ -460,8 +460,8 @@ pub fn attention_decode_with(
     launch_decode(gpu, kernel, shape, meta, p, DecodeRope::default(), workspace, n_splits)
 }
 
-/// `attention_decode` (CUDA-core kernel) that also does `rope_write_kv`'s work for each
-/// sequence's new token at position ctx_len - 1: `qkv` holds the step's q | k | v rows as the QKV
+/// `attention_decode_with` that also does `rope_write_kv`'s work for each sequence's new token
+/// at position ctx_len - 1: `qkv` holds the step's q | k | v rows as the QKV
 /// projection wrote them, unrotated (`shape.q_stride` = their width, (n_heads + 2 n_kv_heads)
 /// head_dim); the kernel rotates q for itself (qkv is not written) and writes the rotated k and
 /// v into the cache slot the block table gives, where `rope_write_kv` would have. So a decode
@@ -469,6 +469,7 @@ pub fn attention_decode_with(
 #[allow(clippy::too_many_arguments)]
 pub fn attention_decode_rope(
     gpu: &Gpu,
+    kernel: DecodeKernel,
     shape: AttentionShape,
     table: &RopeTable,
     layout: RopeLayout,
@@ -480,7 +481,6 @@ pub fn attention_decode_rope(
     n_splits: usize,
     out: &mut CudaViewMut<bf16>,
 ) -> Result<()> {
-    let kernel = DecodeKernel::CudaCores;
     let name = kernel.name();
     let width = (shape.n_heads + 2 * shape.n_kv_heads) * shape.head_dim;
     ensure(shape.q_stride == width, name, || format!("q_stride {} is not the qkv row width {width}", shape.q_stride))?;
@@ -532,14 +532,8 @@ fn launch_decode(
     // partials and n_seqs * n_kv_heads arrival counts, all zero between launches (checked above;
     // the last block of each count resets it); the mma kernel's shared-memory limit was raised
     // in `configure`; with RoPE, the table covering every position the kernel reads (checked by
-    // the caller; the kernel traps past max_positions) and the caches writable. The CUDA-core
-    // kernel takes the DecodeRope as its second parameter. The kernel waits for the one before
-    // it first (kernels/grid_dependency.cuh).
-    let launched = unsafe {
-        match kernel {
-            DecodeKernel::CudaCores => gpu.launch_after_previous(func, cfg, &mut [arg(&p), arg(&rope)]),
-            DecodeKernel::Mma => gpu.launch_after_previous(func, cfg, &mut [arg(&p)]),
-        }
-    };
-    gpu.launched(name, launched)
+    // the caller; the kernel traps past max_positions) and the caches writable. Both kernels
+    // take (AttentionParams, DecodeRope). The kernel waits for the one before it first
+    // (kernels/grid_dependency.cuh).
+    gpu.launched(name, unsafe { gpu.launch_after_previous(func, cfg, &mut [arg(&p), arg(&rope)]) })
 }

@@ -61,7 +61,7 @@ pub struct CudaModel {
     pub decode: DecodeKernel,
     /// The attention kernel of prefill and mixed steps.
     pub prefill: PrefillKernel,
-    /// Decode steps on the CUDA-core kernel rotate their new tokens inside it
+    /// Decode steps rotate their new tokens inside the decode attention kernel
     /// (`attention_decode_rope`) instead of in rope_write_kv (`NEMO_DECODE_ROPE`).
     pub rope_in_decode: bool,
     pub weights: GpuWeights,
@@ -426,7 +426,7 @@ impl CudaModel {
         let attn_shape = AttentionShape { n_heads: c.n_heads, n_kv_heads: c.n_kv_heads, head_dim: c.head_dim, q_stride: qkv_w };
         let rope_shape = RopeShape { n_heads: c.n_heads, n_kv_heads: c.n_kv_heads, head_dim: c.head_dim, layout: w.rope_layout };
         let all_decode = meta.max_q_len == 1;
-        let rope_in_decode = self.rope_in_decode && self.decode == DecodeKernel::CudaCores;
+        let rope_in_decode = self.rope_in_decode;
         for (l, layer) in w.layers.iter().enumerate() {
             let shape = GemmShape { m: n, n: qkv_w, k: dim };
             let norm = Norm { weight: &layer.attn_norm, eps: c.norm_eps, scratch: &mut s.normed.slice_mut(0..n * dim) };
@@ -440,7 +440,8 @@ impl CudaModel {
                 let qkv = s.qkv.slice(0..n * qkv_w);
                 let ws = &mut self.decode_workspace;
                 attention_decode_rope(
-                    gpu, attn_shape, &self.rope, w.rope_layout, meta, &qkv, &mut k_cache, &mut v_cache, ws, splits, &mut attn,
+                    gpu, self.decode, attn_shape, &self.rope, w.rope_layout, meta, &qkv, &mut k_cache, &mut v_cache, ws, splits,
+                    &mut attn,
                 )?;
             } else {
                 {

@@ -48,9 +48,9 @@ pub fn decode_kernel_from_env() -> Result<DecodeKernel> {
     }
 }
 
-/// Whether the CUDA-core decode attention rotates its own new tokens and writes them into the
-/// KV cache (`attention_decode_rope`: no rope_write_kv launch in a decode layer). On unless
-/// `NEMO_DECODE_ROPE=separate`; the mma decode kernel always runs after rope_write_kv.
+/// Whether the decode attention (either kernel) rotates its own new tokens and writes them into
+/// the KV cache (`attention_decode_rope`: no rope_write_kv launch in a decode layer). On unless
+/// `NEMO_DECODE_ROPE=separate`.
 pub fn rope_in_decode_from_env() -> Result<bool> {
     match std::env::var("NEMO_DECODE_ROPE").as_deref() {
         Err(_) | Ok("") | Ok("fused") => Ok(true),

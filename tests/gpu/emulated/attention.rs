@@ -86,7 +86,7 @@ fn run_decode(kernel: DecodeKernel, shape: AttentionShape, case: &Case, dependen
 }
 
 /// `run_decode`; with `rope` (the cos/sin table [positions, head_dim / 2] and the layout) the
-/// CUDA-core kernel rotates the new tokens itself and writes them into `case`'s caches, which
+/// kernel rotates the new tokens itself and writes them into `case`'s caches, which
 /// it then holds as the kernel left them.
 fn run_decode_with(
     kernel: DecodeKernel,
@@ -128,15 +128,9 @@ fn run_decode_with(
         let primary = dependent.then_some(&rope_outputs);
         // SAFETY: the parameter blocks' buffers are live host buffers of the kernel's sizes (the
         // caches written through `r` are the case's, which the caller does not touch meanwhile).
-        match kernel {
-            DecodeKernel::CudaCores => load(file)
-                .launch_args_after(&decode, cfg, primary, |k: unsafe extern "C" fn(AttentionParams, DecodeRope)| unsafe { k(p, r) }),
-            DecodeKernel::Mma => {
-                assert!(rope.is_none(), "the mma decode kernel takes no DecodeRope");
-                load(file).launch_args_after(&decode, cfg, primary, |k: unsafe extern "C" fn(AttentionParams)| unsafe { k(p) })
-            }
-        }
-        .unwrap();
+        load(file)
+            .launch_args_after(&decode, cfg, primary, |k: unsafe extern "C" fn(AttentionParams, DecodeRope)| unsafe { k(p, r) })
+            .unwrap();
         assert!(counters.iter().all(|&c| c == 0), "{decode}: arrival counts left at {counters:?}");
         outs.push(to_f32(&out));
     }
@@ -244,10 +238,19 @@ fn decode_matches_cpu(kernel: DecodeKernel, test: &str) {
 /// sees every access), and as a dependent launch.
 #[test]
 fn emulated_attention_decode_rope_equals_rope_write_kv_then_decode() {
+    decode_rope_equals_separate(DecodeKernel::CudaCores, "emulated_attention_decode_rope");
+}
+
+#[test]
+fn emulated_attention_decode_mma_rope_equals_rope_write_kv_then_decode() {
+    decode_rope_equals_separate(DecodeKernel::Mma, "emulated_attention_decode_mma_rope");
+}
+
+fn decode_rope_equals_separate(kernel: DecodeKernel, test: &str) {
     use crate::attention::{new_token_slots, qkv_shape};
     use nemo_engine::cpu::rope::{rope_cos_sin, rope_inv_freq};
     use nemo_engine::gpu::kernels::rope::RopeKvParams;
-    let mut rng = Rng::fresh("emulated_attention_decode_rope");
+    let mut rng = Rng::fresh(test);
     for shape in shapes().map(qkv_shape) {
         let max_positions = 1600;
         let inv_freq = rope_inv_freq(shape.head_dim, 1e6);
@@ -259,7 +262,7 @@ fn emulated_attention_decode_rope_equals_rope_write_kv_then_decode() {
             (RopeLayout::RotateHalf, vec![(1, 40), (1, 300)], true),
         ] {
             let case = build(&mut rng, shape, &seqs);
-            let what = format!("emulated decode with RoPE, {layout:?} hd {} {seqs:?}", shape.head_dim);
+            let what = format!("emulated {} with RoPE, {layout:?} hd {} {seqs:?}", kernel.name(), shape.head_dim);
             // rope_write_kv, then the plain kernel.
             let (positions, slots) = new_token_slots(&case);
             let copy = |c: &Case| Case { meta: c.meta.clone(), n_cache_blocks: c.n_cache_blocks, k_cache: c.k_cache.clone(), v_cache: c.v_cache.clone(), q: c.q.clone(), want: Vec::new() };
@@ -281,16 +284,19 @@ fn emulated_attention_decode_rope_equals_rope_write_kv_then_decode() {
             let cfg = cudarc::driver::LaunchConfig { grid_dim: (positions.len() as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
             // SAFETY: the parameter block's buffers are live host buffers of the kernel's sizes.
             load("rope").launch_args("rope_write_kv_bf16", cfg, |k: unsafe extern "C" fn(RopeKvParams)| unsafe { k(p) }).unwrap();
-            let want = run_decode(DecodeKernel::CudaCores, shape, &separate, dependent, None);
-            // One launch.
-            let fused = copy(&case);
-            let got = run_decode_with(DecodeKernel::CudaCores, shape, &fused, dependent, None, Some((&cos_sin, layout)));
+            let want = run_decode(kernel, shape, &separate, dependent, None);
+            // One launch, in both of the emulator's async modes (the mma kernel's cp.async of the
+            // new key's tile must come after the block wrote it).
             let same = |a: &[bf16], b: &[bf16]| a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
             assert!(want.iter().all(|x| x.is_finite()), "{what}: the separate launches gave non-finite outputs");
-            assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "{what}: outputs differ");
-            assert!(same(&fused.k_cache, &separate.k_cache), "{what}: K caches differ");
-            assert!(same(&fused.v_cache, &separate.v_cache), "{what}: V caches differ");
-            assert!(same(&fused.q, &case.q), "{what}: the fused kernel wrote qkv");
+            in_both_async_modes(|| {
+                let fused = copy(&case);
+                let got = run_decode_with(kernel, shape, &fused, dependent, None, Some((&cos_sin, layout)));
+                assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "{what}: outputs differ");
+                assert!(same(&fused.k_cache, &separate.k_cache), "{what}: K caches differ");
+                assert!(same(&fused.v_cache, &separate.v_cache), "{what}: V caches differ");
+                assert!(same(&fused.q, &case.q), "{what}: the fused kernel wrote qkv");
+            });
         }
     }
 }
