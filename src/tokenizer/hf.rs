@@ -96,6 +96,19 @@ fn failing_section(file: &serde_json::Value) -> Option<String> {
         .or_else(|| check::<tokenizers::DecoderWrapper>(file, "decoder"))
 }
 
+/// Runs `f`, turning a panic inside the `tokenizers` crate into an error: it has several on
+/// inconsistent files (e.g. a `continuing_subword_prefix` longer than a merge's second token).
+fn without_panics<T>(f: impl FnOnce() -> T + std::panic::UnwindSafe) -> Result<T, TokenizerError> {
+    std::panic::catch_unwind(f).map_err(|panic| {
+        let why = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("no message");
+        TokenizerError::Hf(format!("the tokenizers library failed on this file: {why}"))
+    })
+}
+
 impl HfTokenizer {
     pub fn from_file(path: &Path) -> Result<HfTokenizer, TokenizerError> {
         let bytes = std::fs::read(path).map_err(|e| TokenizerError::Io { path: path.to_path_buf(), source: e })?;
@@ -119,15 +132,13 @@ impl HfTokenizer {
         let value = serde_json::from_slice::<serde_json::Value>(json)
             .map_err(|e| TokenizerError::Format(format!("not valid JSON: {e}")))?;
         check_model_section(&value)?;
-        let parsed = std::panic::catch_unwind(|| tokenizers::Tokenizer::from_bytes(json)).map_err(|panic| {
-            let why = panic
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| panic.downcast_ref::<&str>().copied())
-                .unwrap_or("no message");
-            TokenizerError::Hf(format!("the tokenizers library failed on this file: {why}"))
+        let inner = without_panics(|| tokenizers::Tokenizer::from_bytes(json))?.map_err(|e| {
+            // Deserializing a section on its own reaches the same panicking code.
+            match without_panics(|| failing_section(&value)) {
+                Ok(section) => TokenizerError::Hf(section.unwrap_or_else(|| e.to_string())),
+                Err(panicked) => panicked,
+            }
         })?;
-        let inner = parsed.map_err(|e| TokenizerError::Hf(failing_section(&value).unwrap_or_else(|| e.to_string())))?;
         let find = |name: &str| -> Result<u32, TokenizerError> {
             inner
                 .get_added_tokens_decoder()

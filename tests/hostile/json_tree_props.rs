@@ -193,3 +193,15 @@ fn tree_edits_reach_every_node() {
     assert_eq!(w, json!({"c": 3}));
     assert_eq!(node(&v, 5), Some(&json!(3)));
 }
+
+/// Found by CI: `continuing_subword_prefix` set to "v3" (longer than a merge's second token)
+/// makes `tokenizers` panic while re-reading the model section to name the failing one.
+#[test]
+fn tokenizer_json_with_a_prefix_longer_than_a_merge_token_fails_cleanly() {
+    mutate_and_run(
+        "tokenizer_json",
+        harness::tokenizer_json,
+        11724781144998115219,
+        &[(7211250556495507787, Edit::Replace(json!(-1))), (4611063422719905499, Edit::Replace(json!("v3")))],
+    );
+}
