@@ -43,6 +43,11 @@ const NONE: usize = usize::MAX;
 
 /// Appends the ranks of `piece` to `out`. Every single byte must have a rank (byte-level BPE).
 pub fn encode_piece(piece: &[u8], ranks: &RankMap, out: &mut Vec<u32>) {
+    // An empty piece (a split pattern's empty match) has no tokens; the caller's coverage check
+    // refuses a pattern that matches nothing else.
+    if piece.is_empty() {
+        return;
+    }
     if let Some(&r) = ranks.get(piece) {
         out.push(r);
         return;

@@ -244,6 +244,24 @@ fn safetensors_tensor_named_twice_is_refused() {
     assert!(e.contains("`a` appears twice"), "{e}");
 }
 
+/// Tree-edit property test (1 run in 100): `config.pattern` set to "" panicked (an index out of
+/// bounds) on its first empty match instead of being refused. An empty match has no tokens, so
+/// the coverage check refuses the pattern; one that matches the empty string only sometimes
+/// still works.
+#[test]
+fn tekken_split_pattern_with_empty_matches_is_refused_not_a_panic() {
+    let mut file = seed_json("tekken_json", "ok-v3-default-specials.json");
+    file["config"]["pattern"] = json!("");
+    let e = tekken_err(&file);
+    assert!(e.contains("config.pattern does not match every character"), "{e}");
+
+    file["config"]["pattern"] = json!(r"[^§]*");
+    let bytes = serde_json::to_vec(&file).unwrap();
+    let t = Tekken::from_bytes(Path::new("t/tekken.json"), &bytes).unwrap();
+    assert_eq!(t.decode(&t.encode("a b").unwrap(), SpecialTokenPolicy::Raise).unwrap(), "a b");
+    assert!(t.encode("a§b").is_err());
+}
+
 /// Bounded fuzz pass, tekken_json case 40494: a `config.pattern` that lost its `\p{N}` and
 /// punctuation alternatives loaded, and encoding silently dropped every digit and comma (the
 /// regex's unmatched text; tiktoken drops it too). Now refused at load, and any gap left at
