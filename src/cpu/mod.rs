@@ -4,9 +4,11 @@
 //!
 //! - [`ops`], [`rope`], [`attention`], [`matmul`]: one reference per GPU kernel.
 //! - [`forward`]: the whole model, incremental over a [`KvCache`].
+//! - [`fp8`]: e4m3 and the per-row scaling of the FP8 KV cache.
 
 pub mod attention;
 pub mod forward;
+pub mod fp8;
 pub mod kv_cache;
 pub mod matmul;
 pub mod ops;

@@ -8,6 +8,7 @@ mod cpu_backend;
 mod cpu_batch;
 mod cuda_backend;
 mod cuda_batch;
+mod kv_cache_dtype;
 
 pub use batch::{draw, sample_on_host, BatchBackend, Draw, SampleSpec, SampledToken, StepEntry};
 pub use batch_check::{check_batch, BatchError, CacheShape};
@@ -15,6 +16,7 @@ pub use cpu_backend::CpuBackend;
 pub use cpu_batch::{CpuBatchBackend, CpuBatchOptions, PagedKvCache};
 pub use cuda_backend::{open_cuda_backend, CudaBackend, CudaOptions};
 pub use cuda_batch::CudaBatchBackend;
+pub use kv_cache_dtype::KvCacheDtype;
 
 use crate::model::ModelConfig;
 

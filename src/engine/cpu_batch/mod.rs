@@ -11,7 +11,7 @@ mod paged_cache;
 pub use paged_cache::PagedKvCache;
 
 use super::batch_check::{check_batch, CacheShape};
-use super::{BatchBackend, EngineError, StepEntry};
+use super::{BatchBackend, EngineError, KvCacheDtype, StepEntry};
 use crate::cpu::{attention, decoder_layers, embedding, lm_head_rows, rmsnorm, AttentionShape};
 use crate::model::{ModelConfig, ModelWeights};
 
@@ -39,6 +39,21 @@ impl<'w> CpuBatchBackend<'w> {
             weights,
             max_step_tokens: opts.max_step_tokens,
         }
+    }
+
+    /// Stores K and V as `dtype` says; `Auto` keeps the reference's f32.
+    pub fn with_kv_cache_dtype(mut self, dtype: KvCacheDtype) -> Self {
+        if dtype == KvCacheDtype::Fp8E4m3 {
+            self.cache.store_fp8_e4m3(self.weights.config.head_dim);
+        }
+        self
+    }
+
+    /// Stores K and V rounded to bf16, as the GPU's default cache does: the control against
+    /// which an FP8 cache's cost is measured.
+    pub fn with_bf16_kv_cache(mut self) -> Self {
+        self.cache.store_bf16();
+        self
     }
 
     fn shape(&self) -> CacheShape {

@@ -2,19 +2,53 @@
 //! kv_dim]`, preallocated once. A sequence's position `p` lives in block `table[p / block_size]`,
 //! slot `p % block_size` (the layout the CUDA cache uses, in f32 instead of bf16).
 
+use half::bf16;
+
+use crate::cpu::fp8::round_row_through_e4m3;
+
 pub struct PagedKvCache {
     block_size: usize,
     num_blocks: usize,
     kv_dim: usize,
     /// Per layer: (k, v), each `[num_blocks * block_size, kv_dim]`.
     layers: Vec<(Vec<f32>, Vec<f32>)>,
+    rounding: Rounding,
+}
+
+/// What a write keeps of the values: the f32 reference keeps them all; the others model the
+/// GPU caches' storage, to measure what it costs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Rounding {
+    None,
+    Bf16,
+    /// Each row of this many values (one KV head of one token) as its e4m3 codes times its
+    /// scale ([`crate::cpu::fp8`]).
+    Fp8E4m3 { head_dim: usize },
 }
 
 impl PagedKvCache {
     pub fn new(n_layers: usize, kv_dim: usize, block_size: usize, num_blocks: usize) -> Self {
         assert!(block_size > 0 && kv_dim > 0, "block_size and kv_dim must be positive");
         let slots = num_blocks * block_size * kv_dim;
-        PagedKvCache { block_size, num_blocks, kv_dim, layers: vec![(vec![0.0; slots], vec![0.0; slots]); n_layers] }
+        PagedKvCache {
+            block_size,
+            num_blocks,
+            kv_dim,
+            layers: vec![(vec![0.0; slots], vec![0.0; slots]); n_layers],
+            rounding: Rounding::None,
+        }
+    }
+
+    /// From now on, values written are rounded as an FP8 e4m3 cache with one scale per
+    /// `head_dim` values (a KV head of a token) stores them.
+    pub fn store_fp8_e4m3(&mut self, head_dim: usize) {
+        assert!(head_dim > 0 && self.kv_dim % head_dim == 0, "head_dim {head_dim} must divide kv_dim {}", self.kv_dim);
+        self.rounding = Rounding::Fp8E4m3 { head_dim };
+    }
+
+    /// From now on, values written are rounded to bf16, as the GPU's default cache stores them.
+    pub fn store_bf16(&mut self) {
+        self.rounding = Rounding::Bf16;
     }
 
     pub fn block_size(&self) -> usize {
@@ -39,6 +73,13 @@ impl PagedKvCache {
         for (t, off) in offsets.into_iter().enumerate() {
             kc[off..off + d].copy_from_slice(&k[t * d..(t + 1) * d]);
             vc[off..off + d].copy_from_slice(&v[t * d..(t + 1) * d]);
+            for row in [&mut kc[off..off + d], &mut vc[off..off + d]] {
+                match self.rounding {
+                    Rounding::None => {}
+                    Rounding::Bf16 => row.iter_mut().for_each(|x| *x = bf16::from_f32(*x).to_f32()),
+                    Rounding::Fp8E4m3 { head_dim } => row.chunks_exact_mut(head_dim).for_each(round_row_through_e4m3),
+                }
+            }
         }
     }
 
