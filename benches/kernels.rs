@@ -15,7 +15,7 @@ use nemo_engine::gpu::kernels::gemm::{gemm, Epilogue, GemmShape};
 use nemo_engine::gpu::kernels::gemm_wgmma::gemm_wgmma;
 use nemo_engine::gpu::kernels::gemv::{gemv, gemv_normed, RowNorm};
 use nemo_engine::gpu::kernels::rmsnorm::{fused_add_rmsnorm, rmsnorm};
-use nemo_engine::gpu::kernels::rope::{rope_cos_sin_table, rope_write_kv, RopeShape};
+use nemo_engine::gpu::kernels::rope::{rope_cos_sin_table, rope_write_kv, rope_write_kv_e4m3, E4m3KvViews, RopeShape};
 use nemo_engine::gpu::timing::{copy_bandwidth_gbs, time_ms};
 use nemo_engine::gpu::{upload, Gpu, GpuResult};
 use nemo_engine::gpu::kernels::attention_wgmma::{attention_prefill_wgmma, WgmmaSchedule};
@@ -99,6 +99,21 @@ fn bench_rope(b: &Bench) -> GpuResult<()> {
     // q read + written, k and v read and written to the cache, cos/sin read.
     let bytes = n * (2 * c.q_dim() + 4 * c.kv_dim()) * 2 + n * c.head_dim * 4;
     b.report_bytes("rope_write_kv", &format!("{n} tokens, Nemo heads"), t.median_ms, bytes as f64);
+
+    // The FP8 cache's write (docs/fp8-kv.md): one byte a K/V value plus a scale per head row.
+    let (mut kq, mut vq) = (upload(&b.gpu, &vec![0u8; n * c.kv_dim()])?, upload(&b.gpu, &vec![0u8; n * c.kv_dim()])?);
+    let (mut ks, mut vs) = (upload(&b.gpu, &vec![0f32; n * c.n_kv_heads])?, upload(&b.gpu, &vec![0f32; n * c.n_kv_heads])?);
+    let t = time_ms(&b.gpu, 5, 50, |_| {
+        let cache = E4m3KvViews {
+            k_codes: &mut kq.as_view_mut(),
+            v_codes: &mut vq.as_view_mut(),
+            k_scales: &mut ks.as_view_mut(),
+            v_scales: &mut vs.as_view_mut(),
+        };
+        rope_write_kv_e4m3(&b.gpu, shape, &table, &mut qkv.as_view_mut(), &pos.as_view(), &slots.as_view(), cache)
+    })?;
+    let bytes = n * (2 * c.q_dim() + 2 * c.kv_dim()) * 2 + n * (2 * c.kv_dim() + 8 * c.n_kv_heads) + n * c.head_dim * 4;
+    b.report_bytes("rope_write_kv_e4m3", &format!("{n} tokens, Nemo heads"), t.median_ms, bytes as f64);
     Ok(())
 }
 

@@ -10,6 +10,11 @@
 // decode is launch-bound (one launch per layer either way, so fusing the cache write saves one).
 // Angles come from a cos/sin table built once in double precision (rope_cos_sin_table_f32), so
 // positions near 128k are as exact as f32 allows; sin/cos of f32 angles would be off by ~1e-2.
+//
+// rope_write_kv_e4m3 writes an FP8 cache instead (docs/fp8-kv.md): each KV head row of a token as
+// e4m3 codes with one f32 scale (the row's largest magnitude maps to 448), quantised from the f32
+// rotation (K) or the bf16 values (V). Half the cache bytes; the work is the same.
+#include "fp8.cuh"
 #include "grid_dependency.cuh"
 #include "rope_common.cuh"
 
@@ -63,6 +68,78 @@ extern "C" __global__ void rope_write_kv_bf16(const __grid_constant__ RopeKvPara
             const int i = w - n_rot;
             st8(v_dst + 8 * i, ld8(v_row + 8 * i));
         }
+    }
+}
+
+// Mirrored by `RopeKvE4m3Params` in src/gpu/kernels/rope.rs; sizes asserted on both sides.
+struct RopeKvE4m3Params {
+    bf16* qkv;                // [n_tokens, (n_heads + 2 * n_kv_heads) * head_dim]: q | k | v
+    uint8_t* k_codes;         // [n_slots, n_kv_heads, head_dim] e4m3
+    uint8_t* v_codes;         // [n_slots, n_kv_heads, head_dim] e4m3
+    float* k_scales;          // [n_slots, n_kv_heads]: a K row's value is code * scale
+    float* v_scales;          // [n_slots, n_kv_heads]
+    const float2* cos_sin;    // [max_positions, head_dim / 2]: (cos, sin)
+    const int32_t* positions; // [n_tokens], each in [0, max_positions)
+    const int32_t* slots;     // [n_tokens], each in [0, n_slots)
+    int32_t n_heads;
+    int32_t n_kv_heads;
+    int32_t head_dim;         // a power of two in [16, 256]: a row's lanes tile a warp
+    int32_t max_positions;
+    int32_t n_slots;
+    int32_t rotate_half;      // 0: interleaved pairs, 1: rotate-half pairs
+};
+static_assert(sizeof(RopeKvE4m3Params) == 88, "mirror of RopeKvE4m3Params in rope.rs");
+
+// One block per token. First the q heads' rotations (as rope_write_kv_bf16); then the
+// 2 * n_kv_heads rows of K and V, each taken by head_dim/8 consecutive lanes holding 8 values
+// apiece: the row's amax by shuffles within those lanes, then the codes.
+extern "C" __global__ void rope_write_kv_e4m3(const __grid_constant__ RopeKvE4m3Params p) {
+    grid_dependents_may_launch();
+    grid_dependency_wait();  // qkv comes from the GEMV just before (grid_dependency.cuh)
+    const int t = blockIdx.x;
+    const int pos = p.positions[t], slot = p.slots[t];
+    if (pos < 0 || pos >= p.max_positions || slot < 0 || slot >= p.n_slots) __trap();
+    const int hd = p.head_dim, half = hd / 2, quads = hd / 8;
+    const int kv_width = p.n_kv_heads * hd;
+    bf16* row = p.qkv + (size_t)t * (p.n_heads * hd + 2 * kv_width);
+    const bf16* k_row = row + p.n_heads * hd;
+    const bf16* v_row = k_row + kv_width;
+    const float2* cs = p.cos_sin + (size_t)pos * half;
+
+    for (int w = threadIdx.x; w < p.n_heads * quads; w += blockDim.x) {
+        bf16* q = row + (w / quads) * hd;
+        rope_quad(q, q, cs, (w % quads) * 4, half, p.rotate_half);
+    }
+
+    // Rows go to groups of `quads` lanes; every lane runs every round (the shuffles need the
+    // whole warp), a lane past the last row with zeros.
+    const int group = threadIdx.x / quads, lane = threadIdx.x % quads, groups = blockDim.x / quads;
+    const int rows = 2 * p.n_kv_heads;
+    for (int base = 0; base < rows; base += groups) {
+        const int r = base + group;
+        const bool is_k = r < p.n_kv_heads, active = r < rows;
+        const int head = is_k ? r : r - p.n_kv_heads;
+        float x[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+        if (active && is_k) rope_quad_f32(k_row + head * hd, cs, lane * 4, half, p.rotate_half, x);
+        if (active && !is_k) unpack8(ld8(v_row + head * hd + 8 * lane), x);
+        float amax = 0.f;
+#pragma unroll
+        for (int j = 0; j < 8; ++j) amax = fmaxf(amax, fabsf(x[j]));
+        for (int offset = quads / 2; offset > 0; offset >>= 1)
+            amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, offset));
+        if (!active) continue;
+        const float inv = amax > 0.f ? E4M3_MAX / amax : 0.f;
+#pragma unroll
+        for (int j = 0; j < 8; ++j) x[j] *= inv;
+        const uint32_t lo = e4m3x4_from_f32(x), hi = e4m3x4_from_f32(x + 4);
+        uint8_t* dst = (is_k ? p.k_codes : p.v_codes) + (size_t)slot * kv_width + head * hd;
+        if (is_k && p.rotate_half) {  // x[0..4) at pair i0, x[4..8) half a head further
+            *reinterpret_cast<uint32_t*>(dst + lane * 4) = lo;
+            *reinterpret_cast<uint32_t*>(dst + lane * 4 + half) = hi;
+        } else {  // 8 consecutive values: interleaved K pairs 2 i0.., or V
+            *reinterpret_cast<uint2*>(dst + 8 * lane) = make_uint2(lo, hi);
+        }
+        if (lane == 0) (is_k ? p.k_scales : p.v_scales)[(size_t)slot * p.n_kv_heads + head] = amax / E4M3_MAX;
     }
 }
 

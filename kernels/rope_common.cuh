@@ -4,10 +4,10 @@
 #pragma once
 #include "common.cuh"
 
-// The 4 consecutive pairs [i0, i0 + 4) of one head in `src`, rotated and rounded to bf16, packed
-// as the layout stores them: rotate-half, bytes 0-7 = elements [i0, i0 + 4) and bytes 8-15 =
-// [i0 + half, i0 + half + 4); interleaved, elements [2 i0, 2 i0 + 8).
-__device__ __forceinline__ bf16x8 rope_quad_values(const bf16* src, const float2* cs, int i0, int half, bool rotate_half) {
+// The 4 consecutive pairs [i0, i0 + 4) of one head in `src`, rotated, in f32, in the order the
+// layout stores them: rotate-half, x[0..4) = elements [i0, i0 + 4) and x[4..8) = [i0 + half,
+// i0 + half + 4); interleaved, elements [2 i0, 2 i0 + 8).
+__device__ __forceinline__ void rope_quad_f32(const bf16* src, const float2* cs, int i0, int half, bool rotate_half, float x[8]) {
     float a[4], b[4];  // pair members
     if (rotate_half) {
         const uint2 lo = *reinterpret_cast<const uint2*>(src + i0);
@@ -21,12 +21,11 @@ __device__ __forceinline__ bf16x8 rope_quad_values(const bf16* src, const float2
             b[2 * j] = fh.x; b[2 * j + 1] = fh.y;
         }
     } else {
-        float x[8];
-        unpack8(ld8(src + 2 * i0), x);
+        float in[8];
+        unpack8(ld8(src + 2 * i0), in);
 #pragma unroll
-        for (int j = 0; j < 4; ++j) { a[j] = x[2 * j]; b[j] = x[2 * j + 1]; }
+        for (int j = 0; j < 4; ++j) { a[j] = in[2 * j]; b[j] = in[2 * j + 1]; }
     }
-    float x[8];
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
         const float2 c = cs[i0 + j];
@@ -39,6 +38,12 @@ __device__ __forceinline__ bf16x8 rope_quad_values(const bf16* src, const float2
             x[2 * j + 1] = rb;
         }
     }
+}
+
+// rope_quad_f32 rounded to bf16: bytes 0-7 and 8-15 as the layout stores them (see there).
+__device__ __forceinline__ bf16x8 rope_quad_values(const bf16* src, const float2* cs, int i0, int half, bool rotate_half) {
+    float x[8];
+    rope_quad_f32(src, cs, i0, half, rotate_half, x);
     return pack8(x);
 }
 

@@ -61,7 +61,7 @@ kernel_table! {
     "gemv" => [gemv_bf16, gemv_multi_bf16],
     "random" => [fill_uniform_bf16],
     "rmsnorm" => [rmsnorm_bf16, fused_add_rmsnorm_bf16],
-    "rope" => [rope_write_kv_bf16, rope_cos_sin_table_f32],
+    "rope" => [rope_write_kv_bf16, rope_write_kv_e4m3, rope_cos_sin_table_f32],
     "sampling" => [sample_tokens_f32],
 }
 

@@ -103,3 +103,72 @@ pub fn fetch(gpu: &Gpu, buf: &cudarc::driver::CudaSlice<bf16>) -> Vec<f32> {
 pub fn rms(v: &[f32]) -> f32 {
     (v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>() / v.len().max(1) as f64).sqrt() as f32
 }
+
+/// Poison for FP8 caches: the e4m3 NaN code, and a NaN scale.
+pub const POISON_E4M3: u8 = 0x7f;
+
+/// FP8 rows a kernel wrote (`codes: [n_slots, kv_width]`, `scales: [n_slots, kv_width /
+/// head_dim]`) at `slots[t]` against `cpu::fp8::quantize_row_e4m3` of `want[t]` (`[n,
+/// kv_width]` f32), per head row. `exact`: codes and scales bit for bit (V: the kernel quantises
+/// the same f32 values). Otherwise (K: its rotation in f32 may round differently, e.g. by FMA
+/// contraction) scales within 1e-6 relative, and at most 1 % of values (plus one) one e4m3 step
+/// from the reference's. Slots not in `slots` must still hold the poison.
+pub fn assert_e4m3_rows(what: &str, codes: &[u8], scales: &[f32], slots: &[usize], want: &[f32], head_dim: usize, exact: bool) {
+    use nemo_engine::cpu::fp8::{e4m3_to_f32, quantize_row_e4m3};
+    let kv_width = want.len() / slots.len();
+    let heads = kv_width / head_dim;
+    let (mut off_by_a_step, mut worst_scale) = (0usize, 0f32);
+    for (t, &slot) in slots.iter().enumerate() {
+        for h in 0..heads {
+            let row = &want[t * kv_width + h * head_dim..t * kv_width + (h + 1) * head_dim];
+            let mut want_codes = vec![0u8; head_dim];
+            let want_scale = quantize_row_e4m3(row, &mut want_codes);
+            let got_codes = &codes[slot * kv_width + h * head_dim..slot * kv_width + (h + 1) * head_dim];
+            let got_scale = scales[slot * heads + h];
+            let at = format!("{what}: token {t} (slot {slot}) head {h}");
+            if exact {
+                assert_eq!(got_scale.to_bits(), want_scale.to_bits(), "{at}: scale {got_scale} != {want_scale}");
+                if let Some(i) = (0..head_dim).find(|&i| got_codes[i] != want_codes[i]) {
+                    panic!("{at}: first bad index {i}: code {:#04x}, want {:#04x} (value {})", got_codes[i], want_codes[i], row[i]);
+                }
+                continue;
+            }
+            let rel = (got_scale - want_scale).abs() / want_scale.abs().max(f32::MIN_POSITIVE);
+            worst_scale = worst_scale.max(rel);
+            assert!(rel <= 1e-6, "{at}: scale {got_scale} != {want_scale}");
+            for i in 0..head_dim {
+                if got_codes[i] == want_codes[i] {
+                    continue;
+                }
+                let (g, w) = (e4m3_to_f32(got_codes[i]) * want_scale, e4m3_to_f32(want_codes[i]) * want_scale);
+                let step = (w.abs() / 8.0).max(want_scale * 2f32.powi(-9)) * 1.001;
+                assert!((g - w).abs() <= step, "{at}: first bad index {i}: {g} (code {:#04x}), want {w} (code {:#04x})", got_codes[i], want_codes[i]);
+                off_by_a_step += 1;
+            }
+        }
+    }
+    let n = want.len();
+    assert!(off_by_a_step <= n / 100 + 1, "{what}: {off_by_a_step} of {n} codes a step off");
+    for slot in (0..codes.len() / kv_width).filter(|s| !slots.contains(s)) {
+        assert!(codes[slot * kv_width..(slot + 1) * kv_width].iter().all(|&c| c == POISON_E4M3), "{what}: slot {slot} written");
+        assert!(scales[slot * heads..(slot + 1) * heads].iter().all(|s| s.is_nan()), "{what}: slot {slot}'s scales written");
+    }
+    eprintln!("{what}: {n} values, {off_by_a_step} a step off, scales within {worst_scale:.1e}");
+}
+
+/// qkv rows for `n` tokens with awkward rows: V of token 1's head 0 all zero (a zero scale), K of
+/// token 2's head 0 x300 (past e4m3's 448 before scaling), V of token 3's last head tiny (1e-6).
+pub fn awkward_qkv(rng: &mut Rng, n: usize, n_heads: usize, n_kv_heads: usize, head_dim: usize) -> Vec<bf16> {
+    let (qd, kvd) = (n_heads * head_dim, n_kv_heads * head_dim);
+    let width = qd + 2 * kvd;
+    let mut qkv = rng.bf16_vec(n * width, 1.0);
+    let mut edit = |t: usize, at: usize, f: &dyn Fn(f32) -> f32| {
+        for x in &mut qkv[t * width + at..t * width + at + head_dim] {
+            *x = bf16::from_f32(f(x.to_f32()));
+        }
+    };
+    edit(1, qd + kvd, &|_| 0.0);
+    edit(2, qd, &|x| x * 300.0);
+    edit(3, qd + 2 * kvd - head_dim, &|x| x * 1e-6);
+    qkv
+}

@@ -122,3 +122,96 @@ pub fn rope_write_kv(
     let func = &gpu.kernels.rope_write_kv_bf16;
     gpu.launched(KERNEL, unsafe { gpu.launch_after_previous(func, cfg, &mut [crate::gpu::launch::arg(&params)]) })
 }
+
+/// Mirror of `RopeKvE4m3Params` in kernels/rope.cu (public for the emulator tests).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct RopeKvE4m3Params {
+    pub qkv: u64,
+    pub k_codes: u64,
+    pub v_codes: u64,
+    pub k_scales: u64,
+    pub v_scales: u64,
+    pub cos_sin: u64,
+    pub positions: u64,
+    pub slots: u64,
+    pub n_heads: i32,
+    pub n_kv_heads: i32,
+    pub head_dim: i32,
+    pub max_positions: i32,
+    pub n_slots: i32,
+    pub rotate_half: i32,
+}
+const _: () = assert!(std::mem::size_of::<RopeKvE4m3Params>() == 88);
+// SAFETY: plain old data with the same layout as the C struct (size asserted on both sides).
+unsafe impl DeviceRepr for RopeKvE4m3Params {}
+
+/// One layer's FP8 e4m3 cache (docs/fp8-kv.md): codes `[n_slots, n_kv_heads, head_dim]` and one
+/// scale per slot and KV head `[n_slots, n_kv_heads]`, for K and for V.
+pub struct E4m3KvViews<'a, 'b> {
+    pub k_codes: &'a mut CudaViewMut<'b, u8>,
+    pub v_codes: &'a mut CudaViewMut<'b, u8>,
+    pub k_scales: &'a mut CudaViewMut<'b, f32>,
+    pub v_scales: &'a mut CudaViewMut<'b, f32>,
+}
+
+/// [`rope_write_kv`] into an FP8 e4m3 cache: q rotated in place as there; each token's K (after
+/// RoPE, from f32) and V rows quantised per KV head as `cpu::fp8::quantize_row_e4m3` does.
+/// head_dim must be a power of two in [16, 256].
+pub fn rope_write_kv_e4m3(
+    gpu: &Gpu,
+    shape: RopeShape,
+    table: &RopeTable,
+    qkv: &mut CudaViewMut<bf16>,
+    positions: &CudaView<i32>,
+    slots: &CudaView<i32>,
+    cache: E4m3KvViews,
+) -> Result<()> {
+    const KERNEL: &str = "rope_write_kv_e4m3";
+    let RopeShape { n_heads, n_kv_heads, head_dim, layout } = shape;
+    ensure(head_dim == table.head_dim, KERNEL, || format!("head_dim {head_dim} != table's {}", table.head_dim))?;
+    ensure(head_dim.is_power_of_two() && (16..=256).contains(&head_dim), KERNEL, || {
+        format!("head_dim {head_dim} is not a power of two in [16, 256]")
+    })?;
+    ensure(n_heads > 0 && n_kv_heads > 0, KERNEL, || "no heads".into())?;
+    let n_tokens = positions.len();
+    ensure(slots.len() == n_tokens, KERNEL, || format!("{} slots for {n_tokens} positions", slots.len()))?;
+    let kv_width = n_kv_heads * head_dim;
+    let n_slots = cache.k_codes.len() / kv_width;
+    vector_buffer(&gpu.stream, KERNEL, "qkv", qkv, n_tokens * (n_heads * head_dim + 2 * kv_width))?;
+    vector_buffer(&gpu.stream, KERNEL, "k_codes", cache.k_codes, n_slots * kv_width)?;
+    vector_buffer(&gpu.stream, KERNEL, "v_codes", cache.v_codes, n_slots * kv_width)?;
+    vector_buffer(&gpu.stream, KERNEL, "k_scales", cache.k_scales, n_slots * n_kv_heads)?;
+    vector_buffer(&gpu.stream, KERNEL, "v_scales", cache.v_scales, n_slots * n_kv_heads)?;
+    if n_tokens == 0 {
+        return Ok(());
+    }
+    let params = RopeKvE4m3Params {
+        qkv: address(&gpu.stream, qkv),
+        k_codes: address(&gpu.stream, cache.k_codes),
+        v_codes: address(&gpu.stream, cache.v_codes),
+        k_scales: address(&gpu.stream, cache.k_scales),
+        v_scales: address(&gpu.stream, cache.v_scales),
+        cos_sin: address(&gpu.stream, &table.cos_sin),
+        positions: address(&gpu.stream, positions),
+        slots: address(&gpu.stream, slots),
+        n_heads: as_i32(KERNEL, "n_heads", n_heads)?,
+        n_kv_heads: as_i32(KERNEL, "n_kv_heads", n_kv_heads)?,
+        head_dim: head_dim as i32,
+        max_positions: as_i32(KERNEL, "max_positions", table.max_positions)?,
+        n_slots: as_i32(KERNEL, "n_slots", n_slots)?,
+        rotate_half: (layout == RopeLayout::RotateHalf) as i32,
+    };
+    let cfg = LaunchConfig {
+        grid_dim: (as_i32(KERNEL, "n_tokens", n_tokens)? as u32, 1, 1),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    // SAFETY: every buffer is 16-byte aligned with the length checked above: the code buffers
+    // n_slots rows of kv_width bytes (4- and 8-byte stores at multiples of 4 and 8 in a row), the
+    // scale buffers n_slots x n_kv_heads floats;
+    // positions and slots hold n_tokens entries, range-checked in the kernel (trap); the table
+    // covers max_positions rows; head_dim / 8 divides the block's 256 threads.
+    let func = &gpu.kernels.rope_write_kv_e4m3;
+    gpu.launched(KERNEL, unsafe { gpu.launch_after_previous(func, cfg, &mut [crate::gpu::launch::arg(&params)]) })
+}

@@ -1,13 +1,14 @@
 //! rope_cos_sin_table_f32 and rope_write_kv_bf16 on the emulator against cpu::rope: the table
 //! in double precision, both layouts, Nemo's and the demo model's heads, positions up to 128k,
-//! tokens scattered over cache slots (slots no token maps to stay poisoned).
+//! tokens scattered over cache slots (slots no token maps to stay poisoned); rope_write_kv_e4m3
+//! against cpu::fp8 on the same rotation.
 
 use super::{addr, load, PrimaryOutputs};
 use crate::common::*;
 use cudarc::driver::LaunchConfig;
 use half::bf16;
 use nemo_engine::cpu::rope::{rope, rope_cos_sin, rope_inv_freq};
-use nemo_engine::gpu::kernels::rope::RopeKvParams;
+use nemo_engine::gpu::kernels::rope::{RopeKvE4m3Params, RopeKvParams};
 use nemo_engine::model::RopeLayout;
 
 const MAX_POS: usize = 131_072;
@@ -88,6 +89,67 @@ fn emulated_rope_write_kv_matches_cpu() {
                 let row = &k_cache[s as usize * kvd..(s as usize + 1) * kvd];
                 assert!(row.iter().all(|x| x.to_bits() == POISON.to_bits()), "slot {s} written");
             }
+        }
+    }
+}
+
+#[test]
+fn emulated_rope_write_kv_e4m3_matches_cpu() {
+    let mut rng = Rng::fresh("emulated_rope_write_kv_e4m3");
+    for (n_heads, n_kv_heads, head_dim, theta) in [(32, 8, 128, 1e6), (9, 3, 64, 1e5)] {
+        let cos_sin = table(head_dim, theta);
+        let cases = [(RopeLayout::Interleaved, false), (RopeLayout::RotateHalf, false), (RopeLayout::RotateHalf, true)];
+        for (layout, dependent) in cases {
+            let n = 5;
+            let (qd, kvd) = (n_heads * head_dim, n_kv_heads * head_dim);
+            let width = qd + 2 * kvd;
+            let mut qkv = awkward_qkv(&mut rng, n, n_heads, n_kv_heads, head_dim);
+            let mut positions: Vec<i32> = (0..n).map(|_| rng.below(MAX_POS) as i32).collect();
+            positions[0] = MAX_POS as i32 - 1;
+            let n_slots = 2 * n + 3;
+            let slots: Vec<usize> = vec![7, 0, 12, 3, 9];
+            let slots_i32: Vec<i32> = slots.iter().map(|&s| s as i32).collect();
+            let col = |lo: usize, hi: usize| -> Vec<f32> {
+                (0..n).flat_map(|t| qkv[t * width + lo..t * width + hi].iter().map(|x| x.to_f32())).collect()
+            };
+            let (mut q, mut k, v) = (col(0, qd), col(qd, qd + kvd), col(qd + kvd, width));
+            let pos_usize: Vec<usize> = positions.iter().map(|&p| p as usize).collect();
+            rope(&mut q, head_dim, &pos_usize, theta, layout);
+            rope(&mut k, head_dim, &pos_usize, theta, layout);
+
+            let mut k_codes = vec![POISON_E4M3; n_slots * kvd];
+            let mut v_codes = vec![POISON_E4M3; n_slots * kvd];
+            let mut k_scales = vec![f32::NAN; n_slots * n_kv_heads];
+            let mut v_scales = vec![f32::NAN; n_slots * n_kv_heads];
+            let p = RopeKvE4m3Params {
+                qkv: qkv.as_mut_ptr() as u64,
+                k_codes: k_codes.as_mut_ptr() as u64,
+                v_codes: v_codes.as_mut_ptr() as u64,
+                k_scales: k_scales.as_mut_ptr() as u64,
+                v_scales: v_scales.as_mut_ptr() as u64,
+                cos_sin: addr(&cos_sin),
+                positions: addr(&positions),
+                slots: addr(&slots_i32),
+                n_heads: n_heads as i32,
+                n_kv_heads: n_kv_heads as i32,
+                head_dim: head_dim as i32,
+                max_positions: MAX_POS as i32,
+                n_slots: n_slots as i32,
+                rotate_half: (layout == RopeLayout::RotateHalf) as i32,
+            };
+            let cfg = LaunchConfig { grid_dim: (n as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+            let gemv_output = PrimaryOutputs::of(&[&qkv[..]]);
+            // SAFETY: the parameter block's buffers are live host buffers of the kernel's sizes.
+            load("rope")
+                .launch_args_after("rope_write_kv_e4m3", cfg, dependent.then_some(&gemv_output), |k: unsafe extern "C" fn(RopeKvE4m3Params)| unsafe { k(p) })
+                .unwrap();
+            drop(gemv_output);
+
+            let what = format!("emulated e4m3 {layout:?} heads {n_heads}/{n_kv_heads}x{head_dim} (dependent launch: {dependent})");
+            let got_q: Vec<f32> = (0..n).flat_map(|t| to_f32(&qkv[t * width..t * width + qd])).collect();
+            assert_close(&format!("q {what}"), &got_q, &q, 1e-2, 8e-3);
+            assert_e4m3_rows(&format!("k {what}"), &k_codes, &k_scales, &slots, &k, head_dim, false);
+            assert_e4m3_rows(&format!("v {what}"), &v_codes, &v_scales, &slots, &v, head_dim, true);
         }
     }
 }
