@@ -7,7 +7,7 @@
 
 use half::bf16;
 use nemo_engine::gpu::kernels::attention::{
-    attention_decode_rope, attention_decode_with, attention_prefill, decode_splits, DecodeKernel, AttentionMeta, AttentionShape,
+    attention_decode_e4m3, attention_decode_rope, attention_decode_with, E4m3KvCache, attention_prefill, decode_splits, DecodeKernel, AttentionMeta, AttentionShape,
     DecodeWorkspace,
 };
 use nemo_engine::gpu::kernels::embedding::embedding_gather;
@@ -280,6 +280,21 @@ fn bench_attention(b: &Bench) -> GpuResult<()> {
             })?;
             b.report_bytes(name, &format!("batch {n_seqs}, context {ctx}, {splits} splits"), t.median_ms, bytes as f64);
         }
+        // Over an FP8 e4m3 cache (docs/fp8-kv.md): finite codes, one scale per row.
+        let name = "attention_decode_e4m3";
+        if left_out(name) {
+            println!("{name:<22} left out (NEMO_BENCH_SKIP)");
+            continue;
+        }
+        let codes: Vec<u8> = (0..slots * c.kv_dim()).map(|i| ((i * 37) % 0x7e) as u8 | ((i % 2) << 7) as u8).collect();
+        let (kc, vc) = (upload(&b.gpu, &codes)?, upload(&b.gpu, &codes)?);
+        let scales = upload(&b.gpu, &vec![1.0f32 / 448.0; slots * c.n_kv_heads])?;
+        let t = time_ms(&b.gpu, 3, 20, |_| {
+            let cache = E4m3KvCache { k_codes: &kc.as_view(), v_codes: &vc.as_view(), k_scales: &scales.as_view(), v_scales: &scales.as_view() };
+            attention_decode_e4m3(&b.gpu, shape, &meta, &q.as_view(), cache, &mut ws, splits, &mut out.as_view_mut())
+        })?;
+        let fp8_bytes = n_seqs * 2 * ctx * (c.kv_dim() + 4 * c.n_kv_heads);
+        b.report_bytes(name, &format!("batch {n_seqs}, context {ctx}, {splits} splits"), t.median_ms, fp8_bytes as f64);
     }
     Ok(())
 }

@@ -28,8 +28,12 @@ struct AttentionParams {
     int32_t n_seqs;
     int32_t n_splits;            // decode only
     float scale_log2;            // softmax scale * log2(e)
+    // An FP8 e4m3 cache (docs/fp8-kv.md; the *_e4m3 decode kernels only): k_cache and v_cache
+    // then hold codes, one byte a value, and a value is its code times its row's scale.
+    const float* k_scales;       // [n_slots, n_kv_heads], or null for a bf16 cache
+    const float* v_scales;       // [n_slots, n_kv_heads]
 };
-static_assert(sizeof(AttentionParams) == 112, "mirror of AttentionParams in attention.rs");
+static_assert(sizeof(AttentionParams) == 128, "mirror of AttentionParams in attention.rs");
 
 // The decode kernels' second parameter: with its table set, a decode kernel does rope_write_kv's
 // work for its new tokens (attention_decode.cu says how).

@@ -21,7 +21,14 @@
 // to bf16, as rope_write_kv stores them), and the block whose key range holds the new position
 // rotates the new K and writes K and V into the cache before its first step reads them. No other
 // block reads that key, so no ordering across blocks is needed.
+//
+// attention_decode_e4m3_hd{128,64}: the same over an FP8 e4m3 cache (docs/fp8-kv.md): K rows of
+// codes read as 16-byte loads of 16 values (half the loads), V chunks as 8-byte loads; each
+// lane's score times its key's K scale, and the probability times the key's V scale where it
+// meets V (the softmax sum keeps the plain probability). No fused RoPE yet: rope_write_kv_e4m3
+// writes the new token first.
 #include "attention_common.cuh"
+#include "fp8.cuh"
 #include "grid_dependency.cuh"
 
 
@@ -35,11 +42,42 @@ __device__ __forceinline__ float warp_max(float x) {
     return x;
 }
 
-template <int HD, int G>
+// The cache's element loads: a 16-byte K chunk and an 8-value V chunk, bf16 or e4m3 codes.
+template <bool FP8> struct DecodeLoads {
+    using KChunk = bf16x8;
+    using VChunk = bf16x8;
+    static constexpr int K_VALUES = 8;  // per K chunk
+    static __device__ __forceinline__ KChunk load_k(const bf16* cache, long long at) { return ld8(cache + at); }
+    static __device__ __forceinline__ VChunk load_v(const bf16* cache, long long at) { return ld8(cache + at); }
+    static __device__ __forceinline__ void unpack_k(const KChunk& c, float* out) { unpack8(c, out); }
+    static __device__ __forceinline__ void unpack_v(const VChunk& c, float* out) { unpack8(c, out); }
+};
+template <> struct DecodeLoads<true> {
+    using KChunk = uint4;
+    using VChunk = uint2;
+    static constexpr int K_VALUES = 16;
+    // `at` counts values (= bytes): the cache pointer is typed bf16 in AttentionParams.
+    static __device__ __forceinline__ KChunk load_k(const bf16* cache, long long at) {
+        return *reinterpret_cast<const uint4*>(reinterpret_cast<const uint8_t*>(cache) + at);
+    }
+    static __device__ __forceinline__ VChunk load_v(const bf16* cache, long long at) {
+        return *reinterpret_cast<const uint2*>(reinterpret_cast<const uint8_t*>(cache) + at);
+    }
+    static __device__ __forceinline__ void unpack_k(const KChunk& c, float* out) {
+        e4m3x4_to_f32(c.x, out); e4m3x4_to_f32(c.y, out + 4); e4m3x4_to_f32(c.z, out + 8); e4m3x4_to_f32(c.w, out + 12);
+    }
+    static __device__ __forceinline__ void unpack_v(const VChunk& c, float* out) {
+        e4m3x4_to_f32(c.x, out); e4m3x4_to_f32(c.y, out + 4);
+    }
+};
+
+template <int HD, int G, bool FP8 = false>
 __device__ void attention_decode(const AttentionParams& p, const DecodeRope& r) {
+    using L = DecodeLoads<FP8>;
     grid_dependents_may_launch();
     grid_dependency_wait();  // q and this step's K/V come from rope_write_kv or the QKV GEMV
-    constexpr int CHUNKS = HD / 8;               // 16-byte chunks per K or V row
+    constexpr int CHUNKS = HD / 8;               // 8-value chunks per V row (16 bytes in bf16)
+    constexpr int K_CHUNKS = HD / L::K_VALUES;   // 16-byte chunks per K row
     constexpr int ROWS_PER_LOAD = 32 / CHUNKS;   // V rows one warp-wide 16-byte load covers
     constexpr int V_LOADS = 32 / ROWS_PER_LOAD;  // per lane per 32-key step
     // Every load of a step in flight at once takes ~250 registers at G = 4, head_dim 128 (2 blocks
@@ -62,7 +100,8 @@ __device__ void attention_decode(const AttentionParams& p, const DecodeRope& r) 
     const int key_begin = split * per_split, key_end = min(ctx, key_begin + per_split);
 
     const bf16* q_row = p.q + (size_t)token * p.q_stride + kv_head * G * HD;  // [G][HD]
-    if (r.cos_sin != nullptr) {
+    if (FP8 && r.cos_sin != nullptr) __trap();  // not built yet: the wrapper never asks
+    if (!FP8 && r.cos_sin != nullptr) {
         // bf16 bits as uint16_t: a trivially constructible shared array (the CPU emulator makes
         // __shared__ a static, which must not need a guarded constructor).
         __shared__ __align__(16) uint16_t rotated_bits[G * HD];
@@ -92,20 +131,22 @@ __device__ void attention_decode(const AttentionParams& p, const DecodeRope& r) 
     // V loads first .. first + V_BATCH - 1 of a step (key j = i * ROWS_PER_LOAD + v_sub; `row`: the
     // lane's own key's KV row). Keys past the end read nothing: their weight is 0, but 0 x a NaN
     // in a free slot is not.
-    const auto load_v = [&](bf16x8 (&vv)[V_BATCH], int first, long long row, int n_valid) {
+    using VChunk = typename L::VChunk;
+    const auto load_v = [&](VChunk (&vv)[V_BATCH], int first, long long row, int n_valid) {
 #pragma unroll
         for (int i = 0; i < V_BATCH; ++i) {
             const int j = (first + i) * ROWS_PER_LOAD + v_sub;
             const long long vrow = __shfl_sync(0xffffffffu, row, j);
-            vv[i] = j < n_valid ? ld8(p.v_cache + vrow + v_chunk * 8) : bf16x8{};
+            vv[i] = j < n_valid ? L::load_v(p.v_cache, vrow + v_chunk * 8) : VChunk{};
         }
     };
-    const auto accumulate_v = [&](const bf16x8 (&vv)[V_BATCH], int first, const float (&pr)[G]) {
+    // `pr`: each lane's key's weight as V meets it (FP8: times the key's V scale).
+    const auto accumulate_v = [&](const VChunk (&vv)[V_BATCH], int first, const float (&pr)[G]) {
 #pragma unroll
         for (int i = 0; i < V_BATCH; ++i) {
             const int j = (first + i) * ROWS_PER_LOAD + v_sub;
             float vf[8];
-            unpack8(vv[i], vf);
+            L::unpack_v(vv[i], vf);
 #pragma unroll
             for (int h = 0; h < G; ++h) {
                 const float ph = __shfl_sync(0xffffffffu, pr[h], j);
@@ -130,10 +171,17 @@ __device__ void attention_decode(const AttentionParams& p, const DecodeRope& r) 
         // walked the 32 V rows one 8-byte load at a time and measured 37-43 % of the copy
         // bandwidth (docs/gpu-runs.md, 820a75b). Coherent loads (ld8): rope_write_kv, or this
         // block, has just written this step's K and V.
-        bf16x8 kv[CHUNKS], vv[V_BATCH];
+        typename L::KChunk kv[K_CHUNKS];
+        VChunk vv[V_BATCH];
 #pragma unroll
-        for (int c = 0; c < CHUNKS; ++c)
-            if (valid) kv[c] = ld8(p.k_cache + row + c * 8);
+        for (int c = 0; c < K_CHUNKS; ++c)
+            if (valid) kv[c] = L::load_k(p.k_cache, row + c * L::K_VALUES);
+        // FP8: the key's scales ([slot, kv_head] = its row / HD).
+        float k_scale = 1.f, v_scale = 1.f;
+        if (FP8 && valid) {
+            k_scale = p.k_scales[row / HD];
+            v_scale = p.v_scales[row / HD];
+        }
         if constexpr (V_WITH_K) load_v(vv, 0, row, n_valid);
 
         float s[G];
@@ -141,13 +189,17 @@ __device__ void attention_decode(const AttentionParams& p, const DecodeRope& r) 
         for (int h = 0; h < G; ++h) s[h] = 0.f;
         if (valid) {
 #pragma unroll
-            for (int c = 0; c < CHUNKS; ++c) {
-                float kf[8];
-                unpack8(kv[c], kf);
+            for (int c = 0; c < K_CHUNKS; ++c) {
+                float kf[L::K_VALUES];
+                L::unpack_k(kv[c], kf);
 #pragma unroll
                 for (int h = 0; h < G; ++h)
 #pragma unroll
-                    for (int e = 0; e < 8; ++e) s[h] += sq[h][c * 8 + e] * kf[e];
+                    for (int e = 0; e < L::K_VALUES; ++e) s[h] += sq[h][c * L::K_VALUES + e] * kf[e];
+            }
+            if (FP8) {
+#pragma unroll
+                for (int h = 0; h < G; ++h) s[h] *= k_scale;
             }
         }
         float pr[G];
@@ -162,14 +214,17 @@ __device__ void attention_decode(const AttentionParams& p, const DecodeRope& r) 
 #pragma unroll
             for (int e = 0; e < 8; ++e) o[h][e] *= alpha;
         }
+        float pv[G];
+#pragma unroll
+        for (int h = 0; h < G; ++h) pv[h] = FP8 ? pr[h] * v_scale : pr[h];
         if constexpr (V_WITH_K) {
-            accumulate_v(vv, 0, pr);
+            accumulate_v(vv, 0, pv);
         } else {
 #pragma unroll
             for (int first = 0; first < V_LOADS; first += V_BATCH) {
                 asm volatile("" ::: "memory");  // keeps nvcc from hoisting these loads (registers)
                 load_v(vv, first, row, n_valid);
-                accumulate_v(vv, first, pr);
+                accumulate_v(vv, first, pv);
             }
         }
     }
@@ -212,3 +267,19 @@ DECODE_KERNEL(64, 2)
 DECODE_KERNEL(64, 3)
 DECODE_KERNEL(64, 4)
 DECODE_KERNEL(64, 8)
+
+#define DECODE_KERNEL_E4M3(HD, G)                                                                  \
+    extern "C" __global__ void __launch_bounds__(WARPS * 32) attention_decode_e4m3_hd##HD##_g##G(  \
+        const __grid_constant__ AttentionParams p, const __grid_constant__ DecodeRope r) {         \
+        attention_decode<HD, G, true>(p, r);                                                       \
+    }
+DECODE_KERNEL_E4M3(128, 1)
+DECODE_KERNEL_E4M3(128, 2)
+DECODE_KERNEL_E4M3(128, 3)
+DECODE_KERNEL_E4M3(128, 4)
+DECODE_KERNEL_E4M3(128, 8)
+DECODE_KERNEL_E4M3(64, 1)
+DECODE_KERNEL_E4M3(64, 2)
+DECODE_KERNEL_E4M3(64, 3)
+DECODE_KERNEL_E4M3(64, 4)
+DECODE_KERNEL_E4M3(64, 8)

@@ -19,6 +19,13 @@ __device__ __forceinline__ uint8_t e4m3_from_f32_emu(float x) {
     const int m = (int)std::nearbyint((std::ldexp(a, -e) - 1.0f) * 8.0f);  // 8 carries into e
     return sign | (uint8_t)(((e + 7) << 3) + m);
 }
+
+__device__ __forceinline__ float e4m3_to_f32_emu(uint8_t c) {
+    const float sign = (c & 0x80) ? -1.f : 1.f;
+    const int e = (c >> 3) & 0xf, m = c & 7;
+    if (e == 15 && m == 7) return NAN;
+    return sign * (e == 0 ? std::ldexp((float)m, -9) : std::ldexp(1.f + m / 8.f, e - 7));
+}
 #endif
 
 // Two floats as e4m3 codes in one 16-bit word: `lo` in the low byte.
@@ -35,4 +42,24 @@ __device__ __forceinline__ uint16_t e4m3x2_from_f32(float lo, float hi) {
 // Four floats as e4m3 codes in one 32-bit word, x[0] in the low byte.
 __device__ __forceinline__ uint32_t e4m3x4_from_f32(const float x[4]) {
     return (uint32_t)e4m3x2_from_f32(x[0], x[1]) | ((uint32_t)e4m3x2_from_f32(x[2], x[3]) << 16);
+}
+
+// Two e4m3 codes (`lo` the low byte) as floats: exact (every e4m3 value is an f16 value).
+__device__ __forceinline__ float2 e4m3x2_to_f32(uint16_t codes) {
+#ifdef NEMO_EMU
+    return make_float2(e4m3_to_f32_emu(codes & 0xff), e4m3_to_f32_emu(codes >> 8));
+#else
+    uint32_t h2;
+    asm("cvt.rn.f16x2.e4m3x2 %0, %1;" : "=r"(h2) : "h"(codes));  // high byte -> high half
+    float2 f;
+    asm("{\n\t.reg .b16 l, h;\n\tmov.b32 {l, h}, %2;\n\tcvt.f32.f16 %0, l;\n\tcvt.f32.f16 %1, h;\n\t}"
+        : "=f"(f.x), "=f"(f.y) : "r"(h2));
+    return f;
+#endif
+}
+
+// Four codes in one 32-bit word (byte i = value i) as floats.
+__device__ __forceinline__ void e4m3x4_to_f32(uint32_t codes, float out[4]) {
+    const float2 a = e4m3x2_to_f32((uint16_t)(codes & 0xffff)), b = e4m3x2_to_f32((uint16_t)(codes >> 16));
+    out[0] = a.x; out[1] = a.y; out[2] = b.x; out[3] = b.y;
 }

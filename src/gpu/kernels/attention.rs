@@ -35,8 +35,11 @@ pub struct AttentionParams {
     pub n_seqs: i32,
     pub n_splits: i32,
     pub scale_log2: f32,
+    /// FP8 caches only (the `attention_decode_e4m3` kernels): `[n_slots, n_kv_heads]` f32 scales.
+    pub k_scales: u64,
+    pub v_scales: u64,
 }
-const _: () = assert!(std::mem::size_of::<AttentionParams>() == 112);
+const _: () = assert!(std::mem::size_of::<AttentionParams>() == 128);
 // SAFETY: plain old data with the C struct's layout (size asserted on both sides).
 unsafe impl DeviceRepr for AttentionParams {}
 
@@ -229,14 +232,14 @@ impl DeviceAttentionMeta {
 }
 
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn params(
+pub(crate) fn params<C: DeviceRepr>(
     gpu: &Gpu,
     kernel: &'static str,
     shape: AttentionShape,
     meta: &DeviceAttentionMeta,
     q: &CudaView<bf16>,
-    k_cache: &CudaView<bf16>,
-    v_cache: &CudaView<bf16>,
+    k_cache: &CudaView<C>,
+    v_cache: &CudaView<C>,
     out: &mut CudaViewMut<bf16>,
 ) -> Result<AttentionParams> {
     let AttentionShape { n_heads, n_kv_heads, head_dim, q_stride } = shape;
@@ -272,6 +275,8 @@ pub(crate) fn params(
         n_seqs: as_i32(kernel, "n_seqs", meta.n_seqs)?,
         n_splits: 1,
         scale_log2: scale_log2(head_dim),
+        k_scales: 0,
+        v_scales: 0,
     })
 }
 
@@ -394,6 +399,22 @@ pub fn decode_splits(gpu_sms: usize, n_seqs: usize, n_kv_heads: usize, max_ctx: 
     for_occupancy.clamp(1, max_ctx.div_ceil(128).max(1))
 }
 
+fn decode_kernel_e4m3(kernels: &Kernels, head_dim: usize, group: usize) -> Option<&CudaFunction> {
+    Some(match (head_dim, group) {
+        (128, 1) => &kernels.attention_decode_e4m3_hd128_g1,
+        (128, 2) => &kernels.attention_decode_e4m3_hd128_g2,
+        (128, 3) => &kernels.attention_decode_e4m3_hd128_g3,
+        (128, 4) => &kernels.attention_decode_e4m3_hd128_g4,
+        (128, 8) => &kernels.attention_decode_e4m3_hd128_g8,
+        (64, 1) => &kernels.attention_decode_e4m3_hd64_g1,
+        (64, 2) => &kernels.attention_decode_e4m3_hd64_g2,
+        (64, 3) => &kernels.attention_decode_e4m3_hd64_g3,
+        (64, 4) => &kernels.attention_decode_e4m3_hd64_g4,
+        (64, 8) => &kernels.attention_decode_e4m3_hd64_g8,
+        _ => return None,
+    })
+}
+
 fn decode_kernel(kernels: &Kernels, kernel: DecodeKernel, head_dim: usize, group: usize) -> Option<&CudaFunction> {
     if kernel == DecodeKernel::Mma {
         return Some(match (head_dim, group) {
@@ -457,7 +478,40 @@ pub fn attention_decode_with(
     out: &mut CudaViewMut<bf16>,
 ) -> Result<()> {
     let p = params(gpu, kernel.name(), shape, meta, q, k_cache, v_cache, out)?;
-    launch_decode(gpu, kernel, shape, meta, p, DecodeRope::default(), workspace, n_splits)
+    launch_decode(gpu, kernel, shape, meta, p, DecodeRope::default(), workspace, n_splits, false)
+}
+
+/// One layer's FP8 e4m3 cache as the decode kernel reads it (docs/fp8-kv.md): codes `[n_slots,
+/// n_kv_heads, head_dim]` and scales `[n_slots, n_kv_heads]` for K and V.
+#[derive(Clone, Copy)]
+pub struct E4m3KvCache<'a, 'b> {
+    pub k_codes: &'a CudaView<'b, u8>,
+    pub v_codes: &'a CudaView<'b, u8>,
+    pub k_scales: &'a CudaView<'b, f32>,
+    pub v_scales: &'a CudaView<'b, f32>,
+}
+
+/// `attention_decode` over an FP8 e4m3 cache (written by `rope_write_kv_e4m3`), on CUDA cores:
+/// each key's score times its K scale, its probability times its V scale where it meets V.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_decode_e4m3(
+    gpu: &Gpu,
+    shape: AttentionShape,
+    meta: &DeviceAttentionMeta,
+    q: &CudaView<bf16>,
+    cache: E4m3KvCache,
+    workspace: &mut DecodeWorkspace,
+    n_splits: usize,
+    out: &mut CudaViewMut<bf16>,
+) -> Result<()> {
+    const KERNEL: &str = "attention_decode_e4m3";
+    let mut p = params(gpu, KERNEL, shape, meta, q, cache.k_codes, cache.v_codes, out)?;
+    let scales = meta.n_cache_blocks * meta.block_size * shape.n_kv_heads;
+    vector_buffer(&gpu.stream, KERNEL, "k_scales", cache.k_scales, scales)?;
+    vector_buffer(&gpu.stream, KERNEL, "v_scales", cache.v_scales, scales)?;
+    p.k_scales = address(&gpu.stream, cache.k_scales);
+    p.v_scales = address(&gpu.stream, cache.v_scales);
+    launch_decode(gpu, DecodeKernel::CudaCores, shape, meta, p, DecodeRope::default(), workspace, n_splits, true)
 }
 
 /// `attention_decode_with` that also does `rope_write_kv`'s work for each sequence's new token
@@ -498,7 +552,7 @@ pub fn attention_decode_rope(
         max_positions: as_i32(name, "max_positions", table.max_positions)?,
         rotate_half: (layout == RopeLayout::RotateHalf) as i32,
     };
-    launch_decode(gpu, kernel, shape, meta, p, rope, workspace, n_splits)
+    launch_decode(gpu, kernel, shape, meta, p, rope, workspace, n_splits, false)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -511,11 +565,12 @@ fn launch_decode(
     rope: DecodeRope,
     workspace: &mut DecodeWorkspace,
     n_splits: usize,
+    e4m3: bool,
 ) -> Result<()> {
-    let name = kernel.name();
+    let name = if e4m3 { "attention_decode_e4m3" } else { kernel.name() };
     ensure(meta.max_q_len == 1, name, || format!("decode takes 1 new token per sequence, got up to {}", meta.max_q_len))?;
     let group = shape.n_heads / shape.n_kv_heads;
-    let func = decode_kernel(&gpu.kernels, kernel, shape.head_dim, group)
+    let func = if e4m3 { decode_kernel_e4m3(&gpu.kernels, shape.head_dim, group) } else { decode_kernel(&gpu.kernels, kernel, shape.head_dim, group) }
         .ok_or_else(|| GpuError::BadArgument { kernel: name, what: format!("no kernel for {group} query heads per KV head") })?;
     ensure(n_splits >= 1 && meta.n_seqs * shape.n_heads * n_splits <= workspace.capacity, name, || {
         format!("{n_splits} splits exceed the workspace")

@@ -4,7 +4,7 @@
 
 use super::gemm_wgmma::emu_tensor_map;
 use super::{addr, in_both_async_modes, load, PrimaryOutputs};
-use crate::attention::{build, shapes, Case};
+use crate::attention::{build, shapes, to_e4m3, Case, E4m3Case};
 use crate::common::*;
 use half::bf16;
 use nemo_engine::gpu::kernels::attention_wgmma::{self, cache_map_spec, PrefillWgmmaParams, WgmmaSchedule};
@@ -35,6 +35,8 @@ fn params(shape: AttentionShape, case: &Case, out: &mut [bf16]) -> AttentionPara
         n_seqs: m.ctx_lens.len() as i32,
         n_splits: 1,
         scale_log2: scale_log2(shape.head_dim),
+        k_scales: 0,
+        v_scales: 0,
     }
 }
 
@@ -297,6 +299,67 @@ fn decode_rope_equals_separate(kernel: DecodeKernel, test: &str) {
                 assert!(same(&fused.v_cache, &separate.v_cache), "{what}: V caches differ");
                 assert!(same(&fused.q, &case.q), "{what}: the fused kernel wrote qkv");
             });
+        }
+    }
+}
+
+/// attention_decode_e4m3 over `e`'s FP8 cache (`case` gives q and the metadata), run twice on one
+/// workspace like `run_decode`; `dependent`: its inputs poison until its wait.
+fn run_decode_e4m3(shape: AttentionShape, case: &Case, e: &E4m3Case, dependent: bool, splits: Option<usize>) -> Vec<f32> {
+    let n_seqs = case.meta.ctx_lens.len();
+    let max_ctx = *case.meta.ctx_lens.iter().max().unwrap() as usize;
+    let splits = splits.unwrap_or_else(|| decode_splits(132, n_seqs, shape.n_kv_heads, max_ctx));
+    let mut partial_o = vec![f32::NAN; n_seqs * shape.n_heads * splits * shape.head_dim];
+    let mut partial_ml = vec![f32::NAN; n_seqs * shape.n_heads * splits * 2];
+    let mut counters = vec![0i32; n_seqs * shape.n_kv_heads];
+    let cfg = decode_config(DecodeKernel::CudaCores, shape, splits, n_seqs);
+    let decode = format!("attention_decode_e4m3_hd{}_g{}", shape.head_dim, shape.n_heads / shape.n_kv_heads);
+    let inputs = PrimaryOutputs::of(&[&case.q[..]]);
+    let mut outs = Vec::new();
+    for _ in 0..2 {
+        let mut out = vec![POISON; n_out(shape, case)];
+        let mut p = params(shape, case, &mut out);
+        p.k_cache = addr(&e.k_codes);
+        p.v_cache = addr(&e.v_codes);
+        p.k_scales = addr(&e.k_scales);
+        p.v_scales = addr(&e.v_scales);
+        p.partial_o = partial_o.as_mut_ptr() as u64;
+        p.partial_ml = partial_ml.as_mut_ptr() as u64;
+        p.split_counters = counters.as_mut_ptr() as u64;
+        p.n_splits = splits as i32;
+        let r = DecodeRope::default();
+        // SAFETY: the parameter block's buffers are live host buffers of the kernel's sizes.
+        load("attention_decode")
+            .launch_args_after(&decode, cfg, dependent.then_some(&inputs), |k: unsafe extern "C" fn(AttentionParams, DecodeRope)| unsafe { k(p, r) })
+            .unwrap();
+        assert!(counters.iter().all(|&c| c == 0), "{decode}: arrival counts left at {counters:?}");
+        outs.push(to_f32(&out));
+    }
+    let second = outs.pop().unwrap();
+    let first = outs.pop().unwrap();
+    assert!(first.iter().zip(&second).all(|(a, b)| a.to_bits() == b.to_bits()), "{decode}: a second launch differs");
+    first
+}
+
+/// The FP8 cache's decode against cpu::attention over the values its codes stand for: the same
+/// contexts as the bf16 kernel's test (partial tiles, empty splits, one split, dependent launch);
+/// free slots hold NaN codes and NaN scales, which must be masked, not weighted by zero.
+#[test]
+fn emulated_attention_decode_e4m3_matches_cpu() {
+    let mut rng = Rng::fresh("emulated_attention_decode_e4m3");
+    for shape in shapes() {
+        for seqs in [vec![(1, 1)], vec![(1, 1500)], vec![(1, 1), (1, 100), (1, 333), (1, 700)]] {
+            let case = build(&mut rng, shape, &seqs);
+            let e = to_e4m3(shape, &case);
+            for (splits, dependent, how) in [(None, false, ""), (Some(1), false, ", one split"), (None, true, ", dependent launch")] {
+                let got = run_decode_e4m3(shape, &case, &e, dependent, splits);
+                assert_close(&format!("emulated attention_decode_e4m3 hd {} {seqs:?}{how}", shape.head_dim), &got, &e.want, 2e-2, 2e-2);
+            }
+            // The FP8 rounding is there: against the bf16 cache's answer the error is larger.
+            let got = run_decode_e4m3(shape, &case, &e, false, None);
+            let c = nemo_engine::lab::Check::compare(&got, &case.want, 0.0, 0.0);
+            let own = nemo_engine::lab::Check::compare(&got, &e.want, 0.0, 0.0);
+            assert!(c.max_abs > 2.0 * own.max_abs, "fp8 {:e} vs its reference {:e}", c.max_abs, own.max_abs);
         }
     }
 }
