@@ -6,8 +6,9 @@
 //! `cargo bench --bench kernels [-- NAME...]` runs the sections whose name contains any NAME.
 
 use half::bf16;
+use nemo_engine::gpu::kernels::attention_e4m3::{attention_decode_e4m3, E4m3KvCache};
 use nemo_engine::gpu::kernels::attention::{
-    attention_decode_e4m3, attention_decode_rope, attention_decode_with, E4m3KvCache, attention_prefill, decode_splits, DecodeKernel, AttentionMeta, AttentionShape,
+    attention_decode_rope, attention_decode_with, attention_prefill, decode_splits, DecodeKernel, AttentionMeta, AttentionShape,
     DecodeWorkspace,
 };
 use nemo_engine::gpu::kernels::embedding::embedding_gather;

@@ -45,8 +45,12 @@ struct DecodeRope {
     bf16* v_cache;          // p.v_cache, writable: and its V
     int32_t max_positions;  // positions (ctx_len - 1) at or past it trap
     int32_t rotate_half;    // 0: interleaved pairs, 1: rotate-half pairs
+    // An FP8 cache (the *_e4m3 kernels): k_cache and v_cache hold codes, and the new rows'
+    // scales go here (p.k_scales and p.v_scales, writable); null for bf16.
+    float* k_scales;        // [n_slots, n_kv_heads]
+    float* v_scales;        // [n_slots, n_kv_heads]
 };
-static_assert(sizeof(DecodeRope) == 32, "mirror of DecodeRope in attention.rs");
+static_assert(sizeof(DecodeRope) == 48, "mirror of DecodeRope in attention.rs");
 
 
 // The KV row of `kv_head` for position `pos` of sequence `seq`.

@@ -25,11 +25,11 @@
 // attention_decode_e4m3_hd{128,64}: the same over an FP8 e4m3 cache (docs/fp8-kv.md): K rows of
 // codes read as 16-byte loads of 16 values (half the loads), V chunks as 8-byte loads; each
 // lane's score times its key's K scale, and the probability times the key's V scale where it
-// meets V (the softmax sum keeps the plain probability). No fused RoPE yet: rope_write_kv_e4m3
-// writes the new token first.
+// meets V (the softmax sum keeps the plain probability). With a DecodeRope it writes the new
+// token's codes and scales as rope_write_kv_e4m3 does (write_new_kv_e4m3: the same row writer).
 #include "attention_common.cuh"
-#include "fp8.cuh"
 #include "grid_dependency.cuh"
+#include "kv_e4m3.cuh"
 
 
 namespace {
@@ -71,6 +71,27 @@ template <> struct DecodeLoads<true> {
     }
 };
 
+// write_new_kv for an FP8 cache: the new token's K and V rows of `kv_head` quantised by warp 0,
+// head_dim / 8 lanes a row (K on the first, V on the next), as rope_write_kv_e4m3 does. The
+// caller's __syncthreads orders the writes before the block reads them.
+template <int HD>
+__device__ __forceinline__ void write_new_kv_e4m3(const AttentionParams& p, const DecodeRope& r, int seq, int kv_head,
+                                                  int token, int pos, const float2* cs) {
+    constexpr int LANES = HD / 8;  // per row; 2 rows fit a warp for head_dim <= 128
+    static_assert(2 * LANES <= 32, "a K and a V row in one warp");
+    if (threadIdx.x >= 32) return;
+    const bf16* k_row = p.q + (size_t)token * p.q_stride + p.n_heads * HD;  // [n_kv_heads][HD]
+    const bf16* v_row = k_row + p.n_kv_heads * HD;
+    const int which = threadIdx.x / LANES, lane = threadIdx.x % LANES;  // 0: K, 1: V, 2+: idle
+    const bool active = which < 2;
+    float x[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+    const int row = which * p.n_kv_heads + kv_head;  // kv_lane_values's row numbering
+    if (active) kv_lane_values(k_row, v_row, cs, row, p.n_kv_heads, HD, lane, r.rotate_half, x);
+    const size_t at = kv_row_offset(p, seq, pos, kv_head, HD);  // in values; the scale's index is at / HD
+    uint8_t* codes = reinterpret_cast<uint8_t*>(which == 0 ? r.k_cache : r.v_cache) + at;
+    store_row_e4m3(x, lane, LANES, active, which == 0 && r.rotate_half, HD / 2, codes, (which == 0 ? r.k_scales : r.v_scales) + at / HD);
+}
+
 template <int HD, int G, bool FP8 = false>
 __device__ void attention_decode(const AttentionParams& p, const DecodeRope& r) {
     using L = DecodeLoads<FP8>;
@@ -100,8 +121,7 @@ __device__ void attention_decode(const AttentionParams& p, const DecodeRope& r) 
     const int key_begin = split * per_split, key_end = min(ctx, key_begin + per_split);
 
     const bf16* q_row = p.q + (size_t)token * p.q_stride + kv_head * G * HD;  // [G][HD]
-    if (FP8 && r.cos_sin != nullptr) __trap();  // not built yet: the wrapper never asks
-    if (!FP8 && r.cos_sin != nullptr) {
+    if (r.cos_sin != nullptr) {
         // bf16 bits as uint16_t: a trivially constructible shared array (the CPU emulator makes
         // __shared__ a static, which must not need a guarded constructor).
         __shared__ __align__(16) uint16_t rotated_bits[G * HD];
@@ -112,7 +132,10 @@ __device__ void attention_decode(const AttentionParams& p, const DecodeRope& r) 
         const float2* cs = r.cos_sin + (size_t)pos * (HD / 2);
         for (int w = threadIdx.x; w < G * QUADS; w += WARPS * 32)
             rope_quad(q_row + (w / QUADS) * HD, rotated + (w / QUADS) * HD, cs, (w % QUADS) * 4, HD / 2, r.rotate_half);
-        if (key_begin <= pos && pos < key_end) write_new_kv<HD>(p, r, seq, kv_head, token, pos, cs);
+        if (key_begin <= pos && pos < key_end) {
+            if constexpr (FP8) write_new_kv_e4m3<HD>(p, r, seq, kv_head, token, pos, cs);
+            else write_new_kv<HD>(p, r, seq, kv_head, token, pos, cs);
+        }
         __syncthreads();  // the rotated q, and the new K/V row before this block's steps read it
         for (int i = threadIdx.x; i < G * HD; i += WARPS * 32) sq[i / HD][i % HD] = __bfloat162float(rotated[i]) * p.scale_log2;
     } else {

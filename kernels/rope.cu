@@ -14,9 +14,8 @@
 // rope_write_kv_e4m3 writes an FP8 cache instead (docs/fp8-kv.md): each KV head row of a token as
 // e4m3 codes with one f32 scale (the row's largest magnitude maps to 448), quantised from the f32
 // rotation (K) or the bf16 values (V). Half the cache bytes; the work is the same.
-#include "fp8.cuh"
 #include "grid_dependency.cuh"
-#include "rope_common.cuh"
+#include "kv_e4m3.cuh"
 
 // Mirrored by `RopeKvParams` in src/gpu/kernels/rope.rs; sizes asserted on both sides.
 struct RopeKvParams {
@@ -120,26 +119,10 @@ extern "C" __global__ void rope_write_kv_e4m3(const __grid_constant__ RopeKvE4m3
         const bool is_k = r < p.n_kv_heads, active = r < rows;
         const int head = is_k ? r : r - p.n_kv_heads;
         float x[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
-        if (active && is_k) rope_quad_f32(k_row + head * hd, cs, lane * 4, half, p.rotate_half, x);
-        if (active && !is_k) unpack8(ld8(v_row + head * hd + 8 * lane), x);
-        float amax = 0.f;
-#pragma unroll
-        for (int j = 0; j < 8; ++j) amax = fmaxf(amax, fabsf(x[j]));
-        for (int offset = quads / 2; offset > 0; offset >>= 1)
-            amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, offset));
-        if (!active) continue;
-        const float inv = amax > 0.f ? E4M3_MAX / amax : 0.f;
-#pragma unroll
-        for (int j = 0; j < 8; ++j) x[j] *= inv;
-        const uint32_t lo = e4m3x4_from_f32(x), hi = e4m3x4_from_f32(x + 4);
-        uint8_t* dst = (is_k ? p.k_codes : p.v_codes) + (size_t)slot * kv_width + head * hd;
-        if (is_k && p.rotate_half) {  // x[0..4) at pair i0, x[4..8) half a head further
-            *reinterpret_cast<uint32_t*>(dst + lane * 4) = lo;
-            *reinterpret_cast<uint32_t*>(dst + lane * 4 + half) = hi;
-        } else {  // 8 consecutive values: interleaved K pairs 2 i0.., or V
-            *reinterpret_cast<uint2*>(dst + 8 * lane) = make_uint2(lo, hi);
-        }
-        if (lane == 0) (is_k ? p.k_scales : p.v_scales)[(size_t)slot * p.n_kv_heads + head] = amax / E4M3_MAX;
+        if (active) kv_lane_values(k_row, v_row, cs, r, p.n_kv_heads, hd, lane, p.rotate_half, x);
+        const size_t at = (size_t)slot * p.n_kv_heads + head;
+        store_row_e4m3(x, lane, quads, active, is_k && p.rotate_half, half, (is_k ? p.k_codes : p.v_codes) + at * hd,
+                       (is_k ? p.k_scales : p.v_scales) + at);
     }
 }
 

@@ -5,14 +5,14 @@ use crate::common::*;
 use half::bf16;
 use nemo_engine::cpu::attention::{attention, AttentionShape as CpuShape};
 use nemo_engine::gpu::kernels::attention::{
-    attention_decode, attention_decode_e4m3, attention_decode_with, attention_prefill, decode_splits, DecodeKernel,
-    AttentionMeta, AttentionShape, DecodeWorkspace, DeviceAttentionMeta, E4m3KvCache,
+    attention_decode, attention_decode_with, attention_prefill, decode_splits, DecodeKernel,
+    AttentionMeta, AttentionShape, DecodeWorkspace, DeviceAttentionMeta,
 };
 use nemo_engine::gpu::kernels::attention_wgmma::{attention_prefill_wgmma, WgmmaSchedule};
 use nemo_engine::lab::attention::{DecodeFn, PrefillFn};
 use nemo_engine::gpu::Gpu;
 
-const BLOCK: usize = 16;
+pub const BLOCK: usize = 16;
 
 /// A batch: per sequence (new tokens, context length); its K/V, q and the expected output.
 /// Shared with the emulator's tests (emulated/attention.rs).
@@ -78,56 +78,6 @@ pub fn build(rng: &mut Rng, shape: AttentionShape, seqs: &[(usize, usize)]) -> C
         v_cache[slot * kvd..(slot + 1) * kvd].fill(POISON);
     }
     Case { meta, n_cache_blocks, k_cache, v_cache, q, want }
-}
-
-/// `case`'s cache as an FP8 e4m3 cache would hold it (docs/fp8-kv.md): every slot's head rows
-/// quantised by `cpu::fp8::quantize_row_e4m3`, slots no sequence holds left as NaN codes and
-/// NaN scales; `want` recomputed by cpu::attention over the values the codes stand for.
-pub struct E4m3Case {
-    pub k_codes: Vec<u8>,
-    pub v_codes: Vec<u8>,
-    pub k_scales: Vec<f32>,
-    pub v_scales: Vec<f32>,
-    pub want: Vec<f32>,
-}
-
-pub fn to_e4m3(shape: AttentionShape, case: &Case) -> E4m3Case {
-    use nemo_engine::cpu::fp8::{e4m3_to_f32, quantize_row_e4m3};
-    let AttentionShape { n_heads, n_kv_heads, head_dim, q_stride } = shape;
-    let quantise = |cache: &[bf16]| {
-        let mut codes = vec![0u8; cache.len()];
-        let mut scales = vec![0f32; cache.len() / head_dim];
-        let mut values = vec![0f32; cache.len()];
-        for (r, row) in cache.chunks_exact(head_dim).enumerate() {
-            let at = r * head_dim..(r + 1) * head_dim;
-            if row[0].is_nan() {
-                codes[at.clone()].fill(POISON_E4M3);
-                scales[r] = f32::NAN;
-                values[at].fill(f32::NAN);
-                continue;
-            }
-            scales[r] = quantize_row_e4m3(&to_f32(row), &mut codes[at.clone()]);
-            for i in at {
-                values[i] = e4m3_to_f32(codes[i]) * scales[r];
-            }
-        }
-        (codes, scales, values)
-    };
-    let (k_codes, k_scales, k) = quantise(&case.k_cache);
-    let (v_codes, v_scales, v) = quantise(&case.v_cache);
-    let m = &case.meta;
-    let kvd = n_kv_heads * head_dim;
-    let mut want = Vec::new();
-    for s in 0..m.ctx_lens.len() {
-        let ctx = m.ctx_lens[s] as usize;
-        let (t0, t1) = (m.cu_seqlens_q[s] as usize, m.cu_seqlens_q[s + 1] as usize);
-        let slot = |pos: usize| m.block_tables[s * m.max_blocks + pos / BLOCK] as usize * BLOCK + pos % BLOCK;
-        let ks: Vec<f32> = (0..ctx).flat_map(|p| k[slot(p) * kvd..(slot(p) + 1) * kvd].to_vec()).collect();
-        let vs: Vec<f32> = (0..ctx).flat_map(|p| v[slot(p) * kvd..(slot(p) + 1) * kvd].to_vec()).collect();
-        let qs: Vec<f32> = (t0..t1).flat_map(|t| to_f32(&case.q[t * q_stride..t * q_stride + n_heads * head_dim])).collect();
-        want.extend(attention(&qs, &ks, &vs, ctx - (t1 - t0), CpuShape { n_heads, n_kv_heads, head_dim }));
-    }
-    E4m3Case { k_codes, v_codes, k_scales, v_scales, want }
 }
 
 /// Which wrapper `run` launches.
@@ -221,31 +171,6 @@ fn attention_decode_mma_matches_cpu() {
     decode_matches_cpu("attention_decode_mma_matches_cpu", |gpu, shape, meta, q, k, v, ws, splits, out| {
         attention_decode_with(gpu, DecodeKernel::Mma, shape, meta, q, k, v, ws, splits, out)
     });
-}
-
-/// The FP8 cache's decode (`attention_decode_e4m3`) against cpu::attention over the values its
-/// codes stand for (`to_e4m3`), at the bf16 test's contexts.
-#[test]
-fn attention_decode_e4m3_matches_cpu() {
-    let test = "attention_decode_e4m3_matches_cpu";
-    let Some(gpu) = gpu_or_skip(test) else { return };
-    let mut rng = Rng::fresh(test);
-    for shape in shapes() {
-        for seqs in [vec![(1, 1)], vec![(1, 32_768)], vec![(1, 1), (1, 100), (1, 4097), (1, 20_000)]] {
-            let case = build(&mut rng, shape, &seqs);
-            let e = to_e4m3(shape, &case);
-            let meta = case.meta.upload(&gpu, case.n_cache_blocks).unwrap();
-            let q = dev(&gpu, &case.q);
-            let (kc, vc) = (dev(&gpu, &e.k_codes), dev(&gpu, &e.v_codes));
-            let (ks, vs) = (dev(&gpu, &e.k_scales), dev(&gpu, &e.v_scales));
-            let mut out = poisoned(&gpu, meta.n_tokens * shape.n_heads * shape.head_dim);
-            let splits = decode_splits(132, meta.n_seqs, shape.n_kv_heads, meta.max_ctx);
-            let mut ws = DecodeWorkspace::new(&gpu, meta.n_seqs, shape.n_heads, splits, shape.head_dim).unwrap();
-            let cache = E4m3KvCache { k_codes: &kc.as_view(), v_codes: &vc.as_view(), k_scales: &ks.as_view(), v_scales: &vs.as_view() };
-            attention_decode_e4m3(&gpu, shape, &meta, &q.as_view(), cache, &mut ws, splits, &mut out.as_view_mut()).unwrap();
-            assert_close(&format!("{test} hd {} {:?}", shape.head_dim, seqs), &fetch(&gpu, &out), &e.want, 2e-2, 2e-2);
-        }
-    }
 }
 
 fn decode_matches_cpu(test: &str, decode: DecodeFn) {

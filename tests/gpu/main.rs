@@ -8,6 +8,7 @@ mod common;
 mod fixtures;
 
 mod attention;
+mod attention_e4m3;
 mod demo;
 mod embedding;
 mod emulated;

@@ -54,8 +54,11 @@ pub struct DecodeRope {
     pub v_cache: u64,
     pub max_positions: i32,
     pub rotate_half: i32,
+    /// FP8 caches only: where the new rows' scales go.
+    pub k_scales: u64,
+    pub v_scales: u64,
 }
-const _: () = assert!(std::mem::size_of::<DecodeRope>() == 32);
+const _: () = assert!(std::mem::size_of::<DecodeRope>() == 48);
 // SAFETY: plain old data with the C struct's layout (size asserted on both sides).
 unsafe impl DeviceRepr for DecodeRope {}
 
@@ -399,22 +402,6 @@ pub fn decode_splits(gpu_sms: usize, n_seqs: usize, n_kv_heads: usize, max_ctx: 
     for_occupancy.clamp(1, max_ctx.div_ceil(128).max(1))
 }
 
-fn decode_kernel_e4m3(kernels: &Kernels, head_dim: usize, group: usize) -> Option<&CudaFunction> {
-    Some(match (head_dim, group) {
-        (128, 1) => &kernels.attention_decode_e4m3_hd128_g1,
-        (128, 2) => &kernels.attention_decode_e4m3_hd128_g2,
-        (128, 3) => &kernels.attention_decode_e4m3_hd128_g3,
-        (128, 4) => &kernels.attention_decode_e4m3_hd128_g4,
-        (128, 8) => &kernels.attention_decode_e4m3_hd128_g8,
-        (64, 1) => &kernels.attention_decode_e4m3_hd64_g1,
-        (64, 2) => &kernels.attention_decode_e4m3_hd64_g2,
-        (64, 3) => &kernels.attention_decode_e4m3_hd64_g3,
-        (64, 4) => &kernels.attention_decode_e4m3_hd64_g4,
-        (64, 8) => &kernels.attention_decode_e4m3_hd64_g8,
-        _ => return None,
-    })
-}
-
 fn decode_kernel(kernels: &Kernels, kernel: DecodeKernel, head_dim: usize, group: usize) -> Option<&CudaFunction> {
     if kernel == DecodeKernel::Mma {
         return Some(match (head_dim, group) {
@@ -481,39 +468,6 @@ pub fn attention_decode_with(
     launch_decode(gpu, kernel, shape, meta, p, DecodeRope::default(), workspace, n_splits, false)
 }
 
-/// One layer's FP8 e4m3 cache as the decode kernel reads it (docs/fp8-kv.md): codes `[n_slots,
-/// n_kv_heads, head_dim]` and scales `[n_slots, n_kv_heads]` for K and V.
-#[derive(Clone, Copy)]
-pub struct E4m3KvCache<'a, 'b> {
-    pub k_codes: &'a CudaView<'b, u8>,
-    pub v_codes: &'a CudaView<'b, u8>,
-    pub k_scales: &'a CudaView<'b, f32>,
-    pub v_scales: &'a CudaView<'b, f32>,
-}
-
-/// `attention_decode` over an FP8 e4m3 cache (written by `rope_write_kv_e4m3`), on CUDA cores:
-/// each key's score times its K scale, its probability times its V scale where it meets V.
-#[allow(clippy::too_many_arguments)]
-pub fn attention_decode_e4m3(
-    gpu: &Gpu,
-    shape: AttentionShape,
-    meta: &DeviceAttentionMeta,
-    q: &CudaView<bf16>,
-    cache: E4m3KvCache,
-    workspace: &mut DecodeWorkspace,
-    n_splits: usize,
-    out: &mut CudaViewMut<bf16>,
-) -> Result<()> {
-    const KERNEL: &str = "attention_decode_e4m3";
-    let mut p = params(gpu, KERNEL, shape, meta, q, cache.k_codes, cache.v_codes, out)?;
-    let scales = meta.n_cache_blocks * meta.block_size * shape.n_kv_heads;
-    vector_buffer(&gpu.stream, KERNEL, "k_scales", cache.k_scales, scales)?;
-    vector_buffer(&gpu.stream, KERNEL, "v_scales", cache.v_scales, scales)?;
-    p.k_scales = address(&gpu.stream, cache.k_scales);
-    p.v_scales = address(&gpu.stream, cache.v_scales);
-    launch_decode(gpu, DecodeKernel::CudaCores, shape, meta, p, DecodeRope::default(), workspace, n_splits, true)
-}
-
 /// `attention_decode_with` that also does `rope_write_kv`'s work for each sequence's new token
 /// at position ctx_len - 1: `qkv` holds the step's q | k | v rows as the QKV
 /// projection wrote them, unrotated (`shape.q_stride` = their width, (n_heads + 2 n_kv_heads)
@@ -536,27 +490,46 @@ pub fn attention_decode_rope(
     out: &mut CudaViewMut<bf16>,
 ) -> Result<()> {
     let name = kernel.name();
+    // The q rows' length check covers k and v too: q_stride is the whole row.
+    let p = params(gpu, name, shape, meta, qkv, &k_cache.as_view(), &v_cache.as_view(), out)?;
+    let rope = decode_rope(gpu, name, shape, table, layout, meta, qkv, address(&gpu.stream, k_cache), address(&gpu.stream, v_cache))?;
+    launch_decode(gpu, kernel, shape, meta, p, rope, workspace, n_splits, false)
+}
+
+/// The `DecodeRope` of a decode kernel that rotates its own new tokens (`k_cache`, `v_cache`:
+/// the caches' device addresses), after checking `qkv` and the table against the step.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn decode_rope(
+    gpu: &Gpu,
+    name: &'static str,
+    shape: AttentionShape,
+    table: &RopeTable,
+    layout: RopeLayout,
+    meta: &DeviceAttentionMeta,
+    qkv: &CudaView<bf16>,
+    k_cache: u64,
+    v_cache: u64,
+) -> Result<DecodeRope> {
     let width = (shape.n_heads + 2 * shape.n_kv_heads) * shape.head_dim;
     ensure(shape.q_stride == width, name, || format!("q_stride {} is not the qkv row width {width}", shape.q_stride))?;
     ensure(table.head_dim == shape.head_dim, name, || format!("RoPE table for head_dim {}", table.head_dim))?;
     ensure(meta.max_ctx <= table.max_positions, name, || {
         format!("a context of {} passes the RoPE table's {} positions", meta.max_ctx, table.max_positions)
     })?;
-    // The q rows' length check covers k and v too: q_stride is the whole row.
-    let p = params(gpu, name, shape, meta, qkv, &k_cache.as_view(), &v_cache.as_view(), out)?;
     ensure(qkv.len() >= meta.n_tokens * width, name, || format!("qkv holds {} elements, needs {}", qkv.len(), meta.n_tokens * width))?;
-    let rope = DecodeRope {
+    Ok(DecodeRope {
         cos_sin: address(&gpu.stream, &table.cos_sin),
-        k_cache: address(&gpu.stream, k_cache),
-        v_cache: address(&gpu.stream, v_cache),
+        k_cache,
+        v_cache,
         max_positions: as_i32(name, "max_positions", table.max_positions)?,
         rotate_half: (layout == RopeLayout::RotateHalf) as i32,
-    };
-    launch_decode(gpu, kernel, shape, meta, p, rope, workspace, n_splits, false)
+        k_scales: 0,
+        v_scales: 0,
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
-fn launch_decode(
+pub(crate) fn launch_decode(
     gpu: &Gpu,
     kernel: DecodeKernel,
     shape: AttentionShape,
@@ -570,7 +543,7 @@ fn launch_decode(
     let name = if e4m3 { "attention_decode_e4m3" } else { kernel.name() };
     ensure(meta.max_q_len == 1, name, || format!("decode takes 1 new token per sequence, got up to {}", meta.max_q_len))?;
     let group = shape.n_heads / shape.n_kv_heads;
-    let func = if e4m3 { decode_kernel_e4m3(&gpu.kernels, shape.head_dim, group) } else { decode_kernel(&gpu.kernels, kernel, shape.head_dim, group) }
+    let func = if e4m3 { super::attention_e4m3::decode_kernel(&gpu.kernels, shape.head_dim, group) } else { decode_kernel(&gpu.kernels, kernel, shape.head_dim, group) }
         .ok_or_else(|| GpuError::BadArgument { kernel: name, what: format!("no kernel for {group} query heads per KV head") })?;
     ensure(n_splits >= 1 && meta.n_seqs * shape.n_heads * n_splits <= workspace.capacity, name, || {
         format!("{n_splits} splits exceed the workspace")

@@ -3,6 +3,7 @@
 //! `unsafe`.
 
 pub mod attention;
+pub mod attention_e4m3;
 pub mod attention_wgmma;
 mod check;
 pub mod embedding;

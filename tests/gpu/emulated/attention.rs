@@ -4,7 +4,8 @@
 
 use super::gemm_wgmma::emu_tensor_map;
 use super::{addr, in_both_async_modes, load, PrimaryOutputs};
-use crate::attention::{build, shapes, to_e4m3, Case, E4m3Case};
+use crate::attention::{build, shapes, Case};
+use crate::attention_e4m3::{to_e4m3, E4m3Case};
 use crate::common::*;
 use half::bf16;
 use nemo_engine::gpu::kernels::attention_wgmma::{self, cache_map_spec, PrefillWgmmaParams, WgmmaSchedule};
@@ -84,12 +85,13 @@ fn run_prefill_wgmma(shape: AttentionShape, case: &Case, schedule: WgmmaSchedule
 /// would choose on 132 SMs. Runs it twice on one workspace: the arrival counts must be back at
 /// zero after each launch, and the second launch must give the first's answer.
 fn run_decode(kernel: DecodeKernel, shape: AttentionShape, case: &Case, dependent: bool, splits: Option<usize>) -> Vec<f32> {
-    run_decode_with(kernel, shape, case, dependent, splits, None)
+    run_decode_with(kernel, shape, case, dependent, splits, None, None)
 }
 
 /// `run_decode`; with `rope` (the cos/sin table [positions, head_dim / 2] and the layout) the
-/// kernel rotates the new tokens itself and writes them into `case`'s caches, which
-/// it then holds as the kernel left them.
+/// kernel rotates the new tokens itself and writes them into the cache it reads, which then
+/// holds them as the kernel left them. With `e4m3` it runs the `_e4m3` kernel over that FP8
+/// cache (`case` still gives q and the metadata): only the CUDA-core kernel has one.
 fn run_decode_with(
     kernel: DecodeKernel,
     shape: AttentionShape,
@@ -97,6 +99,7 @@ fn run_decode_with(
     dependent: bool,
     splits: Option<usize>,
     rope: Option<(&[f32], RopeLayout)>,
+    e4m3: Option<&E4m3Case>,
 ) -> Vec<f32> {
     let n_seqs = case.meta.ctx_lens.len();
     let max_ctx = *case.meta.ctx_lens.iter().max().unwrap() as usize;
@@ -105,33 +108,45 @@ fn run_decode_with(
     let mut partial_ml = vec![f32::NAN; n_seqs * shape.n_heads * splits * 2];
     let mut counters = vec![0i32; n_seqs * shape.n_kv_heads];
     let cfg = decode_config(kernel, shape, splits, n_seqs);
-    let (file, name) = match kernel {
-        DecodeKernel::CudaCores => ("attention_decode", "attention_decode_bf16"),
-        DecodeKernel::Mma => ("attention_decode_mma", "attention_decode_mma_bf16"),
+    let (file, name) = match (kernel, e4m3.is_some()) {
+        (DecodeKernel::CudaCores, false) => ("attention_decode", "attention_decode_bf16"),
+        (DecodeKernel::CudaCores, true) => ("attention_decode", "attention_decode_e4m3"),
+        (DecodeKernel::Mma, false) => ("attention_decode_mma", "attention_decode_mma_bf16"),
+        (DecodeKernel::Mma, true) => panic!("no FP8 tensor-core decode kernel yet"),
     };
     let group = shape.n_heads / shape.n_kv_heads;
-    let rope_outputs = PrimaryOutputs::of(&[&case.q[..], &case.k_cache[..], &case.v_cache[..]]);
+    // The cache it reads (and with `rope` writes): (K, V, K scales, V scales), scales 0 for bf16.
+    let (k_cache, v_cache, k_scales, v_scales) = match e4m3 {
+        None => (addr(&case.k_cache), addr(&case.v_cache), 0, 0),
+        Some(e) => (addr(&e.k_codes), addr(&e.v_codes), addr(&e.k_scales), addr(&e.v_scales)),
+    };
+    let inputs = match e4m3 {
+        None => PrimaryOutputs::of(&[&case.q[..], &case.k_cache[..], &case.v_cache[..]]),
+        Some(e) => PrimaryOutputs::of(&[&case.q[..]]).and(&e.k_codes).and(&e.v_codes).and(&e.k_scales).and(&e.v_scales),
+    };
     let decode = format!("{name}_hd{}_g{group}", shape.head_dim);
     let mut outs = Vec::new();
     for _ in 0..2 {
         let mut out = vec![POISON; n_out(shape, case)];
         let mut p = params(shape, case, &mut out);
+        (p.k_cache, p.v_cache, p.k_scales, p.v_scales) = (k_cache, v_cache, k_scales, v_scales);
         p.partial_o = partial_o.as_mut_ptr() as u64;
         p.partial_ml = partial_ml.as_mut_ptr() as u64;
         p.split_counters = counters.as_mut_ptr() as u64;
         p.n_splits = splits as i32;
         let r = rope.map_or(DecodeRope::default(), |(cos_sin, layout)| DecodeRope {
             cos_sin: addr(cos_sin),
-            k_cache: addr(&case.k_cache),
-            v_cache: addr(&case.v_cache),
+            k_cache,
+            v_cache,
             max_positions: (cos_sin.len() / shape.head_dim) as i32,
             rotate_half: (layout == RopeLayout::RotateHalf) as i32,
+            k_scales,
+            v_scales,
         });
-        let primary = dependent.then_some(&rope_outputs);
         // SAFETY: the parameter blocks' buffers are live host buffers of the kernel's sizes (the
         // caches written through `r` are the case's, which the caller does not touch meanwhile).
         load(file)
-            .launch_args_after(&decode, cfg, primary, |k: unsafe extern "C" fn(AttentionParams, DecodeRope)| unsafe { k(p, r) })
+            .launch_args_after(&decode, cfg, dependent.then_some(&inputs), |k: unsafe extern "C" fn(AttentionParams, DecodeRope)| unsafe { k(p, r) })
             .unwrap();
         assert!(counters.iter().all(|&c| c == 0), "{decode}: arrival counts left at {counters:?}");
         outs.push(to_f32(&out));
@@ -293,7 +308,7 @@ fn decode_rope_equals_separate(kernel: DecodeKernel, test: &str) {
             assert!(want.iter().all(|x| x.is_finite()), "{what}: the separate launches gave non-finite outputs");
             in_both_async_modes(|| {
                 let fused = copy(&case);
-                let got = run_decode_with(kernel, shape, &fused, dependent, None, Some((&cos_sin, layout)));
+                let got = run_decode_with(kernel, shape, &fused, dependent, None, Some((&cos_sin, layout)), None);
                 assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "{what}: outputs differ");
                 assert!(same(&fused.k_cache, &separate.k_cache), "{what}: K caches differ");
                 assert!(same(&fused.v_cache, &separate.v_cache), "{what}: V caches differ");
@@ -303,42 +318,9 @@ fn decode_rope_equals_separate(kernel: DecodeKernel, test: &str) {
     }
 }
 
-/// attention_decode_e4m3 over `e`'s FP8 cache (`case` gives q and the metadata), run twice on one
-/// workspace like `run_decode`; `dependent`: its inputs poison until its wait.
+/// attention_decode_e4m3 over `e`'s FP8 cache (`case` gives q and the metadata), as `run_decode`.
 fn run_decode_e4m3(shape: AttentionShape, case: &Case, e: &E4m3Case, dependent: bool, splits: Option<usize>) -> Vec<f32> {
-    let n_seqs = case.meta.ctx_lens.len();
-    let max_ctx = *case.meta.ctx_lens.iter().max().unwrap() as usize;
-    let splits = splits.unwrap_or_else(|| decode_splits(132, n_seqs, shape.n_kv_heads, max_ctx));
-    let mut partial_o = vec![f32::NAN; n_seqs * shape.n_heads * splits * shape.head_dim];
-    let mut partial_ml = vec![f32::NAN; n_seqs * shape.n_heads * splits * 2];
-    let mut counters = vec![0i32; n_seqs * shape.n_kv_heads];
-    let cfg = decode_config(DecodeKernel::CudaCores, shape, splits, n_seqs);
-    let decode = format!("attention_decode_e4m3_hd{}_g{}", shape.head_dim, shape.n_heads / shape.n_kv_heads);
-    let inputs = PrimaryOutputs::of(&[&case.q[..]]);
-    let mut outs = Vec::new();
-    for _ in 0..2 {
-        let mut out = vec![POISON; n_out(shape, case)];
-        let mut p = params(shape, case, &mut out);
-        p.k_cache = addr(&e.k_codes);
-        p.v_cache = addr(&e.v_codes);
-        p.k_scales = addr(&e.k_scales);
-        p.v_scales = addr(&e.v_scales);
-        p.partial_o = partial_o.as_mut_ptr() as u64;
-        p.partial_ml = partial_ml.as_mut_ptr() as u64;
-        p.split_counters = counters.as_mut_ptr() as u64;
-        p.n_splits = splits as i32;
-        let r = DecodeRope::default();
-        // SAFETY: the parameter block's buffers are live host buffers of the kernel's sizes.
-        load("attention_decode")
-            .launch_args_after(&decode, cfg, dependent.then_some(&inputs), |k: unsafe extern "C" fn(AttentionParams, DecodeRope)| unsafe { k(p, r) })
-            .unwrap();
-        assert!(counters.iter().all(|&c| c == 0), "{decode}: arrival counts left at {counters:?}");
-        outs.push(to_f32(&out));
-    }
-    let second = outs.pop().unwrap();
-    let first = outs.pop().unwrap();
-    assert!(first.iter().zip(&second).all(|(a, b)| a.to_bits() == b.to_bits()), "{decode}: a second launch differs");
-    first
+    run_decode_with(DecodeKernel::CudaCores, shape, case, dependent, splits, None, Some(e))
 }
 
 /// The FP8 cache's decode against cpu::attention over the values its codes stand for: the same
@@ -360,6 +342,68 @@ fn emulated_attention_decode_e4m3_matches_cpu() {
             let c = nemo_engine::lab::Check::compare(&got, &case.want, 0.0, 0.0);
             let own = nemo_engine::lab::Check::compare(&got, &e.want, 0.0, 0.0);
             assert!(c.max_abs > 2.0 * own.max_abs, "fp8 {:e} vs its reference {:e}", c.max_abs, own.max_abs);
+        }
+    }
+}
+
+/// The FP8 decode kernel that rotates and writes its own new tokens (`attention_decode_rope_e4m3`)
+/// against rope_write_kv_e4m3 followed by the plain FP8 decode: the same output, codes and
+/// scales bit for bit (one row writer, kernels/kv_e4m3.cuh), and q left unrotated; both layouts,
+/// Nemo's and the demo's heads, batches, many splits, a dependent launch.
+#[test]
+fn emulated_attention_decode_e4m3_rope_equals_rope_write_kv_e4m3_then_decode() {
+    use crate::attention::{new_token_slots, qkv_shape};
+    use nemo_engine::cpu::rope::{rope_cos_sin, rope_inv_freq};
+    use nemo_engine::gpu::kernels::rope::RopeKvE4m3Params;
+    let mut rng = Rng::fresh("emulated_attention_decode_e4m3_rope");
+    for shape in shapes().map(qkv_shape) {
+        let max_positions = 1600;
+        let inv_freq = rope_inv_freq(shape.head_dim, 1e6);
+        let cos_sin: Vec<f32> = (0..max_positions).flat_map(|p| rope_cos_sin(p, &inv_freq)).flat_map(|(c, s)| [c, s]).collect();
+        for (layout, seqs, dependent) in [
+            (RopeLayout::RotateHalf, vec![(1, 1)], false),
+            (RopeLayout::Interleaved, vec![(1, 1500)], false),
+            (RopeLayout::RotateHalf, vec![(1, 1), (1, 100), (1, 333), (1, 700)], false),
+            (RopeLayout::Interleaved, vec![(1, 40), (1, 300)], true),
+        ] {
+            let case = build(&mut rng, shape, &seqs);
+            let e = to_e4m3(shape, &case);
+            let what = format!("emulated attention_decode_e4m3 with RoPE, {layout:?} hd {} {seqs:?}", shape.head_dim);
+            // rope_write_kv_e4m3, then the plain kernel.
+            let (positions, slots) = new_token_slots(&case);
+            let mut separate = Case { meta: case.meta.clone(), n_cache_blocks: case.n_cache_blocks, k_cache: Vec::new(), v_cache: Vec::new(), q: case.q.clone(), want: Vec::new() };
+            let mut sep = e.clone();
+            let p = RopeKvE4m3Params {
+                qkv: separate.q.as_mut_ptr() as u64,
+                k_codes: sep.k_codes.as_mut_ptr() as u64,
+                v_codes: sep.v_codes.as_mut_ptr() as u64,
+                k_scales: sep.k_scales.as_mut_ptr() as u64,
+                v_scales: sep.v_scales.as_mut_ptr() as u64,
+                cos_sin: addr(&cos_sin),
+                positions: addr(&positions),
+                slots: addr(&slots),
+                n_heads: shape.n_heads as i32,
+                n_kv_heads: shape.n_kv_heads as i32,
+                head_dim: shape.head_dim as i32,
+                max_positions: max_positions as i32,
+                n_slots: (case.n_cache_blocks * case.meta.block_size) as i32,
+                rotate_half: (layout == RopeLayout::RotateHalf) as i32,
+            };
+            let cfg = cudarc::driver::LaunchConfig { grid_dim: (positions.len() as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+            // SAFETY: the parameter block's buffers are live host buffers of the kernel's sizes.
+            load("rope").launch_args("rope_write_kv_e4m3", cfg, |k: unsafe extern "C" fn(RopeKvE4m3Params)| unsafe { k(p) }).unwrap();
+            let want = run_decode_with(DecodeKernel::CudaCores, shape, &separate, dependent, None, None, Some(&sep));
+            assert!(want.iter().all(|x| x.is_finite()), "{what}: the separate launches gave non-finite outputs");
+            // The new rows were written: no slot of a new token still holds the case's codes.
+            let kvd = shape.n_kv_heads * shape.head_dim;
+            let changed = slots.iter().any(|&s| sep.k_codes[s as usize * kvd..(s as usize + 1) * kvd] != e.k_codes[s as usize * kvd..(s as usize + 1) * kvd]);
+            assert!(changed, "{what}: rope_write_kv_e4m3 wrote nothing");
+            let fused = e.clone();
+            let got = run_decode_with(DecodeKernel::CudaCores, shape, &case, dependent, None, Some((&cos_sin, layout)), Some(&fused));
+            let same = |a: &[f32], b: &[f32]| a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
+            assert!(same(&got, &want), "{what}: outputs differ");
+            assert!(fused.k_codes == sep.k_codes && same(&fused.k_scales, &sep.k_scales), "{what}: K caches differ");
+            assert!(fused.v_codes == sep.v_codes && same(&fused.v_scales, &sep.v_scales), "{what}: V caches differ");
         }
     }
 }

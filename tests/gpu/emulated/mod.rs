@@ -304,6 +304,12 @@ impl PrimaryOutputs {
         PrimaryOutputs { regions, saved: std::cell::RefCell::new(None) }
     }
 
+    /// And `buffer` too (of another element type), on the same terms as `of`.
+    pub fn and<T: Copy>(mut self, buffer: &[T]) -> PrimaryOutputs {
+        self.regions.push((buffer.as_ptr() as *mut u8, std::mem::size_of_val(buffer)));
+        self
+    }
+
     /// Sets the contents aside and poisons them (0xff bytes: NaN in bf16 and f32).
     fn poison(&self) {
         self.restore();
