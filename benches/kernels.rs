@@ -6,7 +6,7 @@
 //! `cargo bench --bench kernels [-- NAME...]` runs the sections whose name contains any NAME.
 
 use half::bf16;
-use nemo_engine::gpu::kernels::attention_e4m3::{attention_decode_e4m3, E4m3KvCache};
+use nemo_engine::gpu::kernels::attention_e4m3::{attention_decode_e4m3, attention_prefill_e4m3, E4m3KvCache};
 use nemo_engine::gpu::kernels::attention::{
     attention_decode_rope, attention_decode_with, attention_prefill, decode_splits, DecodeKernel, AttentionMeta, AttentionShape,
     DecodeWorkspace,
@@ -240,6 +240,20 @@ fn bench_attention(b: &Bench) -> GpuResult<()> {
             let t = time_ms(&b.gpu, 3, 10, |_| prefill(&b.gpu, shape, &meta, &q.as_view(), &k.as_view(), &v.as_view(), &mut out.as_view_mut()))?;
             b.report_flops(name, &format!("causal {n} tokens, 32/8 heads x 128"), t.median_ms, flops);
         }
+        // Over an FP8 e4m3 cache: the mma.sync kernel with its conversion pass.
+        let name = "attention_prefill_e4m3";
+        if left_out(name) {
+            println!("{name:<22} left out (NEMO_BENCH_SKIP)");
+            continue;
+        }
+        let codes: Vec<u8> = (0..slots * c.kv_dim()).map(|i| ((i * 37) % 0x7e) as u8 | ((i % 2) << 7) as u8).collect();
+        let (kc, vc) = (upload(&b.gpu, &codes)?, upload(&b.gpu, &codes)?);
+        let scales = upload(&b.gpu, &vec![1.0f32 / 448.0; slots * c.n_kv_heads])?;
+        let t = time_ms(&b.gpu, 3, 10, |_| {
+            let cache = E4m3KvCache { k_codes: &kc.as_view(), v_codes: &vc.as_view(), k_scales: &scales.as_view(), v_scales: &scales.as_view() };
+            attention_prefill_e4m3(&b.gpu, shape, &meta, &q.as_view(), cache, &mut out.as_view_mut())
+        })?;
+        b.report_flops(name, &format!("causal {n} tokens, 32/8 heads x 128"), t.median_ms, flops);
     }
     // Batch 1 at three contexts; then 64 sequences of 2k, the serving regime of issue 6's
     // 1000-in / 1000-out benchmark (one split per sequence and KV head: 512 blocks).

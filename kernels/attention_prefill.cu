@@ -9,7 +9,16 @@
 // A block of 4 warps owns 64 rows = (64 / G) query positions x the G query heads of one KV head, so
 // the G heads share every K/V tile load (G = 4 for Nemo, 3 for SmolLM2). FlashAttention-3-style
 // wgmma/TMA with softmax overlapped is the [hopper] step.
+//
+// attention_prefill_e4m3_hd{128,64}: the same over an FP8 e4m3 cache (docs/fp8-kv.md). The
+// codes come by cp.async at half the bytes into a double-buffered staging area; once a tile has
+// landed the block converts it (exactly: every e4m3 value is a bf16 value) into the one bf16 K/V
+// tile the mma loop reads, and keeps the tile's 64 K and V scales in shared memory. A score is
+// multiplied by its key's K scale before the softmax, a probability by its V scale after the
+// row sums are taken, where it becomes an mma operand. The scales of tile t + 1 are loaded into
+// registers when its codes are requested, so their latency hides under tile t.
 #include "attention_common.cuh"
+#include "fp8.cuh"
 #include "mma.cuh"
 
 namespace {
@@ -37,11 +46,60 @@ __device__ __forceinline__ void load_kv_tile(const AttentionParams& p, uint32_t 
     }
 }
 
+// FP8: the codes of K/V tile `tile` into the staging buffers sKc, sVc ([KT][HD] bytes each,
+// unswizzled: the conversion reads them row by row), keys past n_keys zero-filled.
 template <int HD>
+__device__ __forceinline__ void load_kv_codes_tile(const AttentionParams& p, uint32_t sKc, uint32_t sVc, int seq,
+                                                   int kv_head, int tile, int n_keys) {
+    constexpr int CH = HD / 16;  // 16-byte chunks of 16 codes per row
+    const uint8_t* k_codes = reinterpret_cast<const uint8_t*>(p.k_cache);
+    const uint8_t* v_codes = reinterpret_cast<const uint8_t*>(p.v_cache);
+    for (int idx = threadIdx.x; idx < KT * CH; idx += THREADS) {
+        const int r = idx / CH, c = idx % CH;
+        const int pos = tile * KT + r;
+        const bool valid = pos < n_keys;
+        const size_t off = valid ? kv_row_offset(p, seq, pos, kv_head, HD) + c * 16 : 0;
+        cp_async16(sKc + r * HD + c * 16, k_codes + off, valid);
+        cp_async16(sVc + r * HD + c * 16, v_codes + off, valid);
+    }
+}
+
+// FP8: the K and V scales of key `r` of tile `tile` (0 past n_keys: such a key's probability
+// is 0, and 0 x a free slot's NaN scale would not be).
+__device__ __forceinline__ float2 kv_scales(const AttentionParams& p, int seq, int kv_head, int tile, int r, int n_keys,
+                                            int head_dim) {
+    const int pos = tile * KT + r;
+    if (r >= KT || pos >= n_keys) return make_float2(0.f, 0.f);
+    const size_t at = kv_row_offset(p, seq, pos, kv_head, head_dim) / head_dim;
+    return make_float2(p.k_scales[at], p.v_scales[at]);
+}
+
+// FP8: staged codes ([KT][HD] bytes at `codes`) to the swizzled bf16 tile at `tile`, exactly.
+template <int HD>
+__device__ __forceinline__ void convert_codes_tile(const unsigned char* codes, unsigned char* tile) {
+    constexpr int CH = HD / 16;
+    for (int idx = threadIdx.x; idx < KT * CH; idx += THREADS) {
+        const int r = idx / CH, c = idx % CH;
+        const uint4 w = *reinterpret_cast<const uint4*>(codes + r * HD + c * 16);
+        float x[16];
+        e4m3x4_to_f32(w.x, x); e4m3x4_to_f32(w.y, x + 4); e4m3x4_to_f32(w.z, x + 8); e4m3x4_to_f32(w.w, x + 12);
+        *reinterpret_cast<bf16x8*>(tile + swz<HD>(r, 2 * c)) = pack8(x);
+        *reinterpret_cast<bf16x8*>(tile + swz<HD>(r, 2 * c + 1)) = pack8(x + 8);
+    }
+}
+
+// Shared memory: Q (ROWS x HD bf16), then bf16: K and V tiles, 2 stages each; FP8: the staged
+// codes (K and V, 2 stages each, KT x HD bytes) and one bf16 K and V tile. Equal sizes.
+template <int HD, bool FP8 = false>
 __device__ void attention_prefill(const AttentionParams& p) {
-    constexpr int CH = HD / 8, TILE_BYTES = KT * HD * 2;
+    constexpr int CH = HD / 8, TILE_BYTES = KT * HD * 2, CODES_BYTES = KT * HD;
     DYNAMIC_SHARED(unsigned char, smem);
-    const uint32_t sQ = smem_addr(smem), sK = sQ + ROWS * HD * 2, sV = sK + 2 * TILE_BYTES;
+    const uint32_t sQ = smem_addr(smem);
+    // bf16: stage s of K at sK + s * TILE_BYTES. FP8: sK, sV single tiles after the staging.
+    const uint32_t sKc = sQ + ROWS * HD * 2, sVc = sKc + 2 * CODES_BYTES;
+    const uint32_t sK = FP8 ? sVc + 2 * CODES_BYTES : sQ + ROWS * HD * 2;
+    const uint32_t sV = FP8 ? sK + TILE_BYTES : sK + 2 * TILE_BYTES;
+    __shared__ float s_kscale[KT], s_vscale[KT];  // FP8: the current tile's scales
 
     const int seq = blockIdx.z, kv_head = blockIdx.y;
     const int q0 = p.cu_seqlens_q[seq], q_len = p.cu_seqlens_q[seq + 1] - q0;
@@ -65,7 +123,13 @@ __device__ void attention_prefill(const AttentionParams& p) {
         }
         cp_async16(sQ + swz<HD>(r, c), src, valid);
     }
-    load_kv_tile<HD>(p, sK, sV, seq, kv_head, 0, n_keys);
+    float2 scales = make_float2(0.f, 0.f);  // FP8: this thread's key's scales, one tile ahead
+    if constexpr (FP8) {
+        load_kv_codes_tile<HD>(p, sKc, sVc, seq, kv_head, 0, n_keys);
+        scales = kv_scales(p, seq, kv_head, 0, threadIdx.x, n_keys, HD);
+    } else {
+        load_kv_tile<HD>(p, sK, sV, seq, kv_head, 0, n_keys);
+    }
     cp_async_commit();
 
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -88,21 +152,41 @@ __device__ void attention_prefill(const AttentionParams& p) {
 
     for (int tile = 0; tile < n_tiles; ++tile) {
         const int stage = tile & 1;
+        float2 next_scales = make_float2(0.f, 0.f);
         if (tile + 1 < n_tiles) {
-            load_kv_tile<HD>(p, sK + (stage ^ 1) * TILE_BYTES, sV + (stage ^ 1) * TILE_BYTES, seq, kv_head,
-                             tile + 1, n_keys);
+            if constexpr (FP8) {
+                load_kv_codes_tile<HD>(p, sKc + (stage ^ 1) * CODES_BYTES, sVc + (stage ^ 1) * CODES_BYTES, seq, kv_head,
+                                       tile + 1, n_keys);
+                next_scales = kv_scales(p, seq, kv_head, tile + 1, threadIdx.x, n_keys, HD);
+            } else {
+                load_kv_tile<HD>(p, sK + (stage ^ 1) * TILE_BYTES, sV + (stage ^ 1) * TILE_BYTES, seq, kv_head,
+                                 tile + 1, n_keys);
+            }
             cp_async_commit();
             cp_async_wait<1>();
         } else {
             cp_async_wait<0>();
         }
         __syncthreads();
+        if constexpr (FP8) {
+            // The landed codes into the one bf16 tile (free: the last tile's loop ended in a
+            // __syncthreads), and the tile's scales beside it.
+            const unsigned char* staged = smem + (sKc - sQ) + stage * CODES_BYTES;
+            convert_codes_tile<HD>(staged, smem + (sK - sQ));
+            convert_codes_tile<HD>(staged + 2 * CODES_BYTES, smem + (sV - sQ));
+            if (threadIdx.x < KT) {
+                s_kscale[threadIdx.x] = scales.x;
+                s_vscale[threadIdx.x] = scales.y;
+            }
+            scales = next_scales;
+            __syncthreads();
+        }
         if (tile == 0) {
 #pragma unroll
             for (int kk = 0; kk < HD / 16; ++kk)
                 ldmatrix_x4(qf[kk], sQ + swz<HD>(warp * 16 + (lane & 15), kk * 2 + (lane >> 4)));
         }
-        const uint32_t k_tile = sK + stage * TILE_BYTES, v_tile = sV + stage * TILE_BYTES;
+        const uint32_t k_tile = FP8 ? sK : sK + stage * TILE_BYTES, v_tile = FP8 ? sV : sV + stage * TILE_BYTES;
 
         // S = Q K^T for this warp's 16 rows x 64 keys.
         float s[KT / 8][4];
@@ -123,8 +207,20 @@ __device__ void attention_prefill(const AttentionParams& p) {
 
         // Causal mask and online softmax (log2 domain). s[j][e]: row g + 8*(e/2), key
         // tile*64 + 8j + 2*t4 + e%2.
+        if constexpr (FP8) {  // key 8j + 2 t4 + e % 2 of the tile: its K scale
+#pragma unroll
+            for (int j = 0; j < KT / 8; ++j)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) s[j][e] *= s_kscale[8 * j + 2 * t4 + (e & 1)];
+        }
         float alpha[2];
         causal_online_softmax(s, tile * KT, row_pos, p.scale_log2, row_max, row_sum, alpha);
+        if constexpr (FP8) {  // the probabilities as V meets them (the row sums keep them plain)
+#pragma unroll
+            for (int j = 0; j < KT / 8; ++j)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) s[j][e] *= s_vscale[8 * j + 2 * t4 + (e & 1)];
+        }
 #pragma unroll
         for (int d = 0; d < HD / 8; ++d) {
             o[d][0] *= alpha[0];
@@ -180,4 +276,14 @@ attention_prefill_bf16_hd128(const __grid_constant__ AttentionParams p) {
 extern "C" __global__ void __launch_bounds__(THREADS)
 attention_prefill_bf16_hd64(const __grid_constant__ AttentionParams p) {
     attention_prefill<64>(p);
+}
+
+extern "C" __global__ void __launch_bounds__(THREADS)
+attention_prefill_e4m3_hd128(const __grid_constant__ AttentionParams p) {
+    attention_prefill<128, true>(p);
+}
+
+extern "C" __global__ void __launch_bounds__(THREADS)
+attention_prefill_e4m3_hd64(const __grid_constant__ AttentionParams p) {
+    attention_prefill<64, true>(p);
 }

@@ -7,7 +7,7 @@ use crate::common::*;
 use half::bf16;
 use nemo_engine::cpu::attention::{attention, AttentionShape as CpuShape};
 use nemo_engine::gpu::kernels::attention::{decode_splits, AttentionShape, DecodeWorkspace};
-use nemo_engine::gpu::kernels::attention_e4m3::{attention_decode_e4m3, attention_decode_rope_e4m3, E4m3KvCache};
+use nemo_engine::gpu::kernels::attention_e4m3::{attention_decode_e4m3, attention_decode_rope_e4m3, attention_prefill_e4m3, E4m3KvCache};
 
 /// `case`'s cache as an FP8 e4m3 cache would hold it (docs/fp8-kv.md): every slot's head rows
 /// quantised by `cpu::fp8::quantize_row_e4m3`, slots no sequence holds left as NaN codes and
@@ -80,6 +80,37 @@ fn attention_decode_e4m3_matches_cpu() {
             let mut ws = DecodeWorkspace::new(&gpu, meta.n_seqs, shape.n_heads, splits, shape.head_dim).unwrap();
             let cache = E4m3KvCache { k_codes: &kc.as_view(), v_codes: &vc.as_view(), k_scales: &ks.as_view(), v_scales: &vs.as_view() };
             attention_decode_e4m3(&gpu, shape, &meta, &q.as_view(), cache, &mut ws, splits, &mut out.as_view_mut()).unwrap();
+            assert_close(&format!("{test} hd {} {:?}", shape.head_dim, seqs), &fetch(&gpu, &out), &e.want, 2e-2, 2e-2);
+        }
+    }
+}
+
+/// The FP8 prefill (`attention_prefill_e4m3`) against cpu::attention over the values its codes
+/// stand for, at the bf16 prefill test's prompts: awkward lengths, one past 4k, a chunk over a
+/// cached prefix, a batch.
+#[test]
+fn attention_prefill_e4m3_matches_cpu() {
+    let test = "attention_prefill_e4m3_matches_cpu";
+    let Some(gpu) = gpu_or_skip(test) else { return };
+    let mut rng = Rng::fresh(test);
+    for shape in shapes() {
+        for seqs in [
+            vec![(1, 1)],
+            vec![(17, 17)],
+            vec![(100, 100)],
+            vec![(4100, 4100)],
+            vec![(200, 700)],
+            vec![(5, 5), (64, 300), (129, 129), (1, 1000)],
+        ] {
+            let case = build(&mut rng, shape, &seqs);
+            let e = to_e4m3(shape, &case);
+            let meta = case.meta.upload(&gpu, case.n_cache_blocks).unwrap();
+            let q = dev(&gpu, &case.q);
+            let (kc, vc) = (dev(&gpu, &e.k_codes), dev(&gpu, &e.v_codes));
+            let (ks, vs) = (dev(&gpu, &e.k_scales), dev(&gpu, &e.v_scales));
+            let mut out = poisoned(&gpu, meta.n_tokens * shape.n_heads * shape.head_dim);
+            let cache = E4m3KvCache { k_codes: &kc.as_view(), v_codes: &vc.as_view(), k_scales: &ks.as_view(), v_scales: &vs.as_view() };
+            attention_prefill_e4m3(&gpu, shape, &meta, &q.as_view(), cache, &mut out.as_view_mut()).unwrap();
             assert_close(&format!("{test} hd {} {:?}", shape.head_dim, seqs), &fetch(&gpu, &out), &e.want, 2e-2, 2e-2);
         }
     }

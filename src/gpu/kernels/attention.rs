@@ -65,6 +65,8 @@ unsafe impl DeviceRepr for DecodeRope {}
 const PREFILL_ROWS: usize = 64;
 const PREFILL_KEYS: usize = 64;
 
+/// The same for the bf16 and the FP8 kernel (attention_prefill.cu: staged codes plus one bf16
+/// tile take what two bf16 stages do).
 fn prefill_smem_bytes(head_dim: usize) -> usize {
     (PREFILL_ROWS + 4 * PREFILL_KEYS) * head_dim * 2
 }
@@ -72,7 +74,12 @@ fn prefill_smem_bytes(head_dim: usize) -> usize {
 /// Raises the prefill and tensor-core decode kernels' dynamic shared-memory limits (once, at
 /// start-up).
 pub(crate) fn configure(kernels: &Kernels) -> Result<()> {
-    for (f, hd) in [(&kernels.attention_prefill_bf16_hd128, 128), (&kernels.attention_prefill_bf16_hd64, 64)] {
+    for (f, hd) in [
+        (&kernels.attention_prefill_bf16_hd128, 128),
+        (&kernels.attention_prefill_bf16_hd64, 64),
+        (&kernels.attention_prefill_e4m3_hd128, 128),
+        (&kernels.attention_prefill_e4m3_hd64, 64),
+    ] {
         allow_dynamic_smem(f, "attention_prefill", prefill_smem_bytes(hd))?;
     }
     for hd in [128, 64] {

@@ -1,12 +1,15 @@
 //! Attention over an FP8 e4m3 KV cache (docs/fp8-kv.md): the `_e4m3` variants of the kernels in
-//! kernels/attention_decode.cu, read through the same parameter block as the bf16 ones plus the
-//! per-row scales (`AttentionParams::k_scales`, `v_scales`).
+//! kernels/attention_decode.cu and kernels/attention_prefill.cu, read through the same parameter
+//! block as the bf16 ones plus the per-row scales (`AttentionParams::k_scales`, `v_scales`).
 
-use cudarc::driver::{CudaFunction, CudaView, CudaViewMut};
+use cudarc::driver::{CudaFunction, CudaView, CudaViewMut, PushKernelArg};
 use half::bf16;
 
-use super::attention::{decode_rope, launch_decode, params, AttentionParams, AttentionShape, DecodeKernel, DecodeRope, DecodeWorkspace, DeviceAttentionMeta};
-use super::check::{address, vector_buffer};
+use super::attention::{
+    decode_rope, launch_decode, params, prefill_config, AttentionParams, AttentionShape, DecodeKernel, DecodeRope, DecodeWorkspace,
+    DeviceAttentionMeta,
+};
+use super::check::{address, ensure, vector_buffer};
 use super::rope::{E4m3KvViews, RopeTable};
 use crate::gpu::error::Result;
 use crate::gpu::{Gpu, Kernels};
@@ -102,4 +105,36 @@ pub fn attention_decode_rope_e4m3(
     rope.k_scales = p.k_scales;
     rope.v_scales = p.v_scales;
     launch_decode(gpu, DecodeKernel::CudaCores, shape, meta, p, rope, workspace, n_splits, true)
+}
+
+/// `attention_prefill` over an FP8 e4m3 cache (written by `rope_write_kv_e4m3`): causal
+/// attention of every new token over its sequence's keys, codes converted to bf16 tiles in
+/// shared memory, scores times their K scales, probabilities times their V scales. Shapes as
+/// for `attention_prefill`.
+pub fn attention_prefill_e4m3(
+    gpu: &Gpu,
+    shape: AttentionShape,
+    meta: &DeviceAttentionMeta,
+    q: &CudaView<bf16>,
+    cache: E4m3KvCache,
+    out: &mut CudaViewMut<bf16>,
+) -> Result<()> {
+    const KERNEL: &str = "attention_prefill_e4m3";
+    let p = e4m3_params(gpu, KERNEL, shape, meta, q, cache, out)?;
+    let group = shape.n_heads / shape.n_kv_heads;
+    ensure(group <= 64, KERNEL, || format!("{group} query heads per KV head > 64"))?;
+    let func = if shape.head_dim == 128 {
+        &gpu.kernels.attention_prefill_e4m3_hd128
+    } else {
+        &gpu.kernels.attention_prefill_e4m3_hd64
+    };
+    let cfg = prefill_config(shape, meta.max_q_len, meta.n_seqs);
+    // SAFETY: as for `attention_prefill` (metadata validated by `AttentionMeta::upload`, q, the
+    // code buffers and out of the lengths checked in `params`), plus the scale buffers holding
+    // n_slots x n_kv_heads floats (`e4m3_params`); the shared-memory limit was raised in
+    // `attention::configure`.
+    // An ordinary launch: the kernel has no grid-dependency wait.
+    let mut launch = gpu.stream.launch_builder(func);
+    launch.arg(&p);
+    gpu.launched(KERNEL, unsafe { launch.launch(cfg) }.map(|_| ()))
 }
