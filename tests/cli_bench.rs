@@ -34,6 +34,24 @@ fn throughput_and_sweep_modes_report_every_configuration() {
     assert!(std::fs::read_to_string(path).unwrap().contains("<polyline"));
 }
 
+/// `--kv-cache-dtype fp8` on the CPU: the reference's cache rounds its values through e4m3 (the
+/// header says so), and every request still completes; an unknown dtype is refused by name.
+#[test]
+fn throughput_runs_with_an_fp8_kv_cache_and_refuses_unknown_dtypes() {
+    let model = "tests/fixtures/tiny-s0/hf";
+    let (ok, stdout, stderr) = nemo(&[
+        "bench", "--mode", "throughput", "--device", "cpu", "--model", model, "--io", "32/8", "--requests", "4", "--max-batch", "4",
+        "--kv-cache-dtype", "fp8", "--json",
+    ]);
+    assert!(ok, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert!(v["device"].as_str().unwrap().contains("rounded through fp8 e4m3"), "{v}");
+    assert_eq!(v["throughput"][0]["output_tokens"], 4 * 8);
+    let (ok, _, stderr) = nemo(&["bench", "--mode", "throughput", "--device", "cpu", "--model", model, "--kv-cache-dtype", "fp8_e5m2"]);
+    assert!(!ok);
+    assert!(stderr.contains("unknown KV cache dtype \"fp8_e5m2\""), "{stderr}");
+}
+
 #[test]
 fn bad_io_pairs_are_refused() {
     let (ok, _, stderr) = nemo(&["bench", "--mode", "throughput", "--device", "cpu", "--io", "32x8"]);

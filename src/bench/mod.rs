@@ -123,7 +123,7 @@ pub fn run(backend: &mut CudaBackend, opts: &BenchOptions) -> Result<BenchReport
             backend.forward(&[(step % config.vocab_size) as u32])?;
         }
         let ms = start.elapsed().as_secs_f64() * 1e3 / opts.decode_steps as f64;
-        let kv_read = config.kv_bytes_per_token() * ctx;
+        let kv_read = backend.model.kv.dtype.gpu_bytes_per_token(&config) * ctx;
         let gbs = (weights_bytes + kv_read) as f64 / (ms * 1e-3) / 1e9;
         report.decode.push(DecodeRow {
             context: ctx,

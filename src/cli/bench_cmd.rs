@@ -9,7 +9,7 @@ use serde_json::json;
 
 use nemo_engine::bench::serving::{self, ServingOptions, SweepRow, ThroughputReport};
 use nemo_engine::bench::{self, BenchOptions};
-use nemo_engine::engine::{BatchBackend, CpuBatchBackend, CpuBatchOptions, CudaBackend, CudaBatchBackend};
+use nemo_engine::engine::{BatchBackend, CpuBatchBackend, CpuBatchOptions, CudaBackend, CudaBatchBackend, CudaOptions, KvCacheDtype};
 use nemo_engine::gpu::model::{CudaModel, GpuWeights};
 use nemo_engine::gpu::{self, Gpu};
 use nemo_engine::model::{ModelConfig, ModelWeights};
@@ -37,12 +37,13 @@ fn latency(args: &BenchArgs) -> anyhow::Result<()> {
     let mut backend = match args.source.preset {
         Some(preset) => {
             let config = preset.config();
-            CudaBackend::dummy(&config, 0, cuda_options(&config, args.source.kv_tokens))
+            CudaBackend::dummy(&config, 0, CudaOptions { kv_dtype: args.kv_cache_dtype, ..cuda_options(&config, args.source.kv_tokens) })
         }
         None => {
             check_source(&args.source)?;
             let weights = Model::open(args.source.model.as_deref())?.load_weights()?;
-            CudaBackend::from_weights(&weights, cuda_options(&weights.config, args.source.kv_tokens))
+            let opts = CudaOptions { kv_dtype: args.kv_cache_dtype, ..cuda_options(&weights.config, args.source.kv_tokens) };
+            CudaBackend::from_weights(&weights, opts)
         }
     }
     .with_context(|| format!("opening the CUDA backend on {}", info.name))?;
@@ -89,11 +90,20 @@ fn measure<B: BatchBackend>(
         }
     } else {
         let batches: Vec<usize> = args.batches.iter().copied().filter(|&b| b <= args.max_batch).collect();
-        sweep = serving::decode_sweep(make()?, &batches, 128, args.steps, weights_bytes, config.kv_bytes_per_token())
+        let kv_bytes = args.kv_cache_dtype.gpu_bytes_per_token(config);
+        sweep = serving::decode_sweep(make()?, &batches, 128, args.steps, weights_bytes, kv_bytes)
             .map_err(anyhow::Error::msg)
             .context("decode sweep")?;
     }
     Ok((throughput, sweep))
+}
+
+/// What the CPU reference's cache keeps of each value (it stores f32 either way).
+pub fn cpu_kv_label(dtype: KvCacheDtype) -> &'static str {
+    match dtype {
+        KvCacheDtype::Auto => "f32",
+        KvCacheDtype::Fp8E4m3 => "rounded through fp8 e4m3",
+    }
 }
 
 fn serving_modes(args: &BenchArgs) -> anyhow::Result<()> {
@@ -108,8 +118,9 @@ fn serving_modes(args: &BenchArgs) -> anyhow::Result<()> {
             let tokens = cpu_kv_tokens(args.source.kv_tokens)?.unwrap_or(c.max_context.min(65_536));
             let opts = CpuBatchOptions { block_size: 16, num_blocks: tokens.div_ceil(16), max_step_tokens: 2048 };
             let bytes = weights_bytes(&weights);
-            let (t, s) = measure(args, &mut || Ok(CpuBatchBackend::new(&weights, opts)), bytes, &c)?;
-            ("cpu".to_string(), t, s)
+            let dtype = args.kv_cache_dtype;
+            let (t, s) = measure(args, &mut || Ok(CpuBatchBackend::new(&weights, opts).with_kv_cache_dtype(dtype)), bytes, &c)?;
+            (format!("cpu | KV cache values {}", cpu_kv_label(dtype)), t, s)
         }
         _ => {
             let info = gpu::probe().context("--device cuda")?;
@@ -134,7 +145,7 @@ fn serving_modes(args: &BenchArgs) -> anyhow::Result<()> {
                     Some(w) => GpuWeights::upload(&gpu, w)?,
                     None => GpuWeights::dummy(&gpu, &config, 0)?,
                 };
-                let mut model = CudaModel::new(gpu, weights, kv, 4096, args.max_batch)?;
+                let mut model = CudaModel::with_kv_dtype(gpu, weights, kv, args.kv_cache_dtype, 4096, args.max_batch)?;
                 capture_decode_graphs(&mut model)?;
                 settings = model.settings();
                 Ok(CudaBatchBackend { model })

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 
-use nemo_engine::engine::{BatchBackend, CpuBatchBackend, CpuBatchOptions, CudaBatchBackend};
+use nemo_engine::engine::{BatchBackend, CpuBatchBackend, CpuBatchOptions, CudaBatchBackend, KvCacheDtype};
 use nemo_engine::gpu::model::{CudaModel, GpuWeights, KvSize};
 use nemo_engine::gpu::Gpu;
 use nemo_engine::model::{ModelConfig, ModelWeights};
@@ -67,6 +67,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         admission: args.admission.policy(),
     };
     let kv_tokens = args.kv_tokens;
+    let kv_dtype = args.kv_cache_dtype;
     let cpu_kv = match device {
         Device::Cpu => device::cpu_kv_tokens(kv_tokens)?,
         Device::Cuda(_) => None,
@@ -76,12 +77,15 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     let build = move |ctx: LoopContext| match device {
         Device::Cpu => {
             let opts = cpu_options(&weights.config, cpu_kv, engine_opts.max_step_tokens);
-            announce_cache("CPU (f32 reference)", opts.num_blocks * BLOCK_SIZE, cpu_kv_bytes(&weights.config));
-            run_engine(ctx, CpuBatchBackend::new(&weights, opts), engine_opts, max_waiting)
+            let device = format!("CPU (f32 reference; KV cache values {})", super::bench_cmd::cpu_kv_label(kv_dtype));
+            announce_cache(&device, opts.num_blocks * BLOCK_SIZE, cpu_kv_bytes(&weights.config));
+            run_engine(ctx, CpuBatchBackend::new(&weights, opts).with_kv_cache_dtype(kv_dtype), engine_opts, max_waiting)
         }
-        Device::Cuda(info) => match cuda_backend(&weights, kv_tokens, engine_opts.max_running) {
+        Device::Cuda(info) => match cuda_backend(&weights, kv_tokens, kv_dtype, engine_opts.max_running) {
             Ok(backend) => {
-                announce_cache(&info.name, backend.num_blocks() * backend.block_size(), weights.config.kv_bytes_per_token());
+                let bytes = kv_dtype.gpu_bytes_per_token(&weights.config);
+                let device = format!("{} ({} KV cache)", info.name, kv_dtype.gpu_label());
+                announce_cache(&device, backend.num_blocks() * backend.block_size(), bytes);
                 drop(weights); // on the GPU now
                 run_engine(ctx, backend, engine_opts, max_waiting)
             }
@@ -115,15 +119,15 @@ fn cpu_options(c: &ModelConfig, kv_tokens: Option<usize>, max_step_tokens: usize
     CpuBatchOptions { block_size: BLOCK_SIZE, num_blocks: tokens.div_ceil(BLOCK_SIZE).max(1), max_step_tokens }
 }
 
-fn cuda_backend(weights: &ModelWeights, kv_tokens: Option<KvSize>, max_seqs: usize) -> anyhow::Result<CudaBatchBackend> {
+fn cuda_backend(weights: &ModelWeights, kv_tokens: Option<KvSize>, kv_dtype: KvCacheDtype, max_seqs: usize) -> anyhow::Result<CudaBatchBackend> {
     let kv = cuda_options(&weights.config, kv_tokens).kv;
     let kv_text = match kv {
-        KvSize::Tokens(n) => format!("{n} tokens ({:.1} GB)", (n * weights.config.kv_bytes_per_token()) as f64 / 1e9),
+        KvSize::Tokens(n) => format!("{n} tokens ({:.1} GB)", (n * kv_dtype.gpu_bytes_per_token(&weights.config)) as f64 / 1e9),
         fill => fill.to_string(),
     };
     let gpu = Gpu::new().context("opening the GPU")?;
     let uploaded = GpuWeights::upload(&gpu, weights).context("uploading the weights to the GPU")?;
-    let mut model = CudaModel::new(gpu, uploaded, kv, CUDA_MAX_CHUNK, max_seqs).with_context(|| {
+    let mut model = CudaModel::with_kv_dtype(gpu, uploaded, kv, kv_dtype, CUDA_MAX_CHUNK, max_seqs).with_context(|| {
         format!(
             "allocating the activations for {max_seqs} sequences and the KV cache of {kv_text} on the GPU; \
              lower --kv-tokens (or --max-batch) to need less memory"

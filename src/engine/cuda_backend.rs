@@ -1,7 +1,7 @@
 //! The CUDA engine as a backend (`--device cuda`): one sequence over the preallocated KV cache,
 //! prompts longer than a chunk prefilled chunk by chunk.
 
-use super::{check_tokens, Backend, EngineError};
+use super::{check_tokens, Backend, EngineError, KvCacheDtype};
 use crate::gpu::model::{CudaModel, GpuWeights, KvSize, SeqChunk, BLOCK_SIZE};
 use crate::sampling::SamplingParams;
 use crate::gpu::Gpu;
@@ -16,11 +16,13 @@ pub struct CudaOptions {
     pub max_chunk: usize,
     /// Most sequences per step.
     pub max_seqs: usize,
+    /// How the cache stores K and V (`--kv-cache-dtype`; bf16 unless told).
+    pub kv_dtype: KvCacheDtype,
 }
 
 impl CudaOptions {
     pub fn for_config(config: &ModelConfig) -> Self {
-        CudaOptions { kv: KvSize::Tokens(config.max_context), max_chunk: 4096, max_seqs: 256 }
+        CudaOptions { kv: KvSize::Tokens(config.max_context), max_chunk: 4096, max_seqs: 256, kv_dtype: KvCacheDtype::Auto }
     }
 }
 
@@ -47,7 +49,7 @@ impl CudaBackend {
     fn with_weights(gpu: Gpu, weights: GpuWeights, opts: CudaOptions) -> Result<CudaBackend, EngineError> {
         // One sequence never uses more than the context.
         let kv = opts.kv.at_most(weights.config.max_context);
-        let model = CudaModel::new(gpu, weights, kv, opts.max_chunk.min(kv.upper_bound()).max(1), opts.max_seqs)?;
+        let model = CudaModel::with_kv_dtype(gpu, weights, kv, opts.kv_dtype, opts.max_chunk.min(kv.upper_bound()).max(1), opts.max_seqs)?;
         Ok(CudaBackend { model, held: 0 })
     }
 

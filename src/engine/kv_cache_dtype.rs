@@ -2,6 +2,8 @@
 
 use std::str::FromStr;
 
+use crate::model::ModelConfig;
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum KvCacheDtype {
     /// The model's dtype: bf16 on the GPU; the CPU reference keeps f32.
@@ -17,6 +19,23 @@ impl KvCacheDtype {
         match self {
             KvCacheDtype::Auto => "auto",
             KvCacheDtype::Fp8E4m3 => "fp8",
+        }
+    }
+
+    /// Bytes of K and V a token takes in a GPU cache, all layers: bf16 for `Auto`; for FP8 one
+    /// byte a value plus one f32 scale per KV head row (52 % of bf16 at head_dim 128).
+    pub fn gpu_bytes_per_token(self, config: &ModelConfig) -> usize {
+        match self {
+            KvCacheDtype::Auto => config.kv_bytes_per_token(),
+            KvCacheDtype::Fp8E4m3 => 2 * config.n_layers * (config.kv_dim() + 4 * config.n_kv_heads),
+        }
+    }
+
+    /// What the GPU cache stores, for start-up lines and benchmark headers.
+    pub fn gpu_label(self) -> &'static str {
+        match self {
+            KvCacheDtype::Auto => "bf16",
+            KvCacheDtype::Fp8E4m3 => "fp8 e4m3",
         }
     }
 }
@@ -35,6 +54,13 @@ impl FromStr for KvCacheDtype {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fp8_takes_52_percent_of_bf16_at_nemos_shape() {
+        let c = ModelConfig::nemo_12b();
+        assert_eq!(KvCacheDtype::Auto.gpu_bytes_per_token(&c), 40 * 2 * 1024 * 2);
+        assert_eq!(KvCacheDtype::Fp8E4m3.gpu_bytes_per_token(&c), 40 * 2 * (1024 + 32));
+    }
 
     #[test]
     fn parses_vllms_names_and_refuses_others_by_name() {

@@ -45,7 +45,7 @@ fn demo_model_answers_the_same_on_gpu_and_cpu() {
     let file = GgufFile::open(DEMO_MODEL_PATH).unwrap();
     let weights = load_llama(&file).unwrap();
     let mut cpu = CpuBackend::new(&weights);
-    let mut gpu = CudaBackend::from_weights(&weights, CudaOptions { kv: 8192.into(), max_chunk: 4096, max_seqs: 8 }).unwrap();
+    let mut gpu = CudaBackend::from_weights(&weights, CudaOptions { kv: 8192.into(), max_chunk: 4096, max_seqs: 8, kv_dtype: Default::default() }).unwrap();
     let n = 24;
     let (cpu_tokens, cpu_margins, _) = greedy(&mut cpu, &fixture.prompt_ids, n);
     let (gpu_tokens, _, gpu_first) = greedy(&mut gpu, &fixture.prompt_ids, n);

@@ -13,6 +13,7 @@ mod demo;
 mod embedding;
 mod emulated;
 mod engine;
+mod fp8_cache;
 mod gemm;
 mod model;
 mod rmsnorm;

@@ -39,7 +39,7 @@ fn errors(got: &[f32], want: &[f32]) -> (f32, f32) {
 }
 
 fn backend(weights: &ModelWeights, max_chunk: usize) -> CudaBackend {
-    CudaBackend::from_weights(weights, CudaOptions { kv: 8192.into(), max_chunk, max_seqs: 8 }).unwrap()
+    CudaBackend::from_weights(weights, CudaOptions { kv: 8192.into(), max_chunk, max_seqs: 8, kv_dtype: Default::default() }).unwrap()
 }
 
 #[test]
@@ -223,7 +223,7 @@ fn gpu_matches_cpu_on_a_full_size_nemo_shaped_model() {
     let prompt: Vec<u32> = vec![1, 22, 4_000, 131_071, 77_777, 12];
     let mut cache = KvCache::new(&weights.config);
     let want = forward_last(&weights, &prompt, &mut cache).unwrap();
-    let mut gpu = CudaBackend::from_weights(&weights, CudaOptions { kv: 4096.into(), max_chunk: 4096, max_seqs: 8 }).unwrap();
+    let mut gpu = CudaBackend::from_weights(&weights, CudaOptions { kv: 4096.into(), max_chunk: 4096, max_seqs: 8, kv_dtype: Default::default() }).unwrap();
     let got = gpu.forward(&prompt).unwrap();
     let (mean, max) = errors(&got, &want);
     let scale = rms(&want);

@@ -16,6 +16,7 @@ mod serve;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+pub use nemo_engine::engine::KvCacheDtype;
 pub use nemo_engine::gpu::model::KvSize;
 
 pub use chat::{ChatArgs, TokenizeArgs};
@@ -77,6 +78,11 @@ pub struct ModelSource {
     /// the context for one sequence; no limit for `bench --mode throughput|sweep`).
     #[arg(long, value_name = "N|max", value_parser = parse_kv_tokens, allow_negative_numbers = true)]
     pub kv_tokens: Option<KvSize>,
+}
+
+/// `--kv-cache-dtype auto | fp8` (vLLM's names; `bf16` and `fp8_e4m3` accepted too).
+pub fn parse_kv_cache_dtype(s: &str) -> Result<KvCacheDtype, String> {
+    s.trim().parse()
 }
 
 /// `--kv-tokens N | max`.
@@ -166,6 +172,12 @@ pub struct BenchArgs {
     /// Sequences running at once (throughput) and the largest batch (sweep).
     #[arg(long, value_name = "N", default_value_t = 256)]
     pub max_batch: usize,
+
+    /// How the GPU's KV cache stores K and V: auto (bf16) or fp8 (e4m3, one scale per token and
+    /// KV head: half the bytes a token, so twice the tokens; docs/fp8-kv.md). On the CPU, fp8
+    /// rounds the reference's values as the GPU would store them.
+    #[arg(long, value_name = "auto|fp8", default_value = "auto", value_parser = parse_kv_cache_dtype)]
+    pub kv_cache_dtype: KvCacheDtype,
 
     /// Sweep mode: also write the throughput/latency plot here (SVG).
     #[arg(long, value_name = "FILE")]

@@ -30,6 +30,12 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N|max", value_parser = super::parse_kv_tokens, allow_negative_numbers = true)]
     pub kv_tokens: Option<super::KvSize>,
 
+    /// How the KV cache stores K and V: auto (bf16 on the GPU) or fp8 (e4m3, one scale per token
+    /// and KV head: half the bytes a token, so twice the tokens; docs/fp8-kv.md). On the CPU,
+    /// fp8 rounds the reference's f32 values as the GPU would store them.
+    #[arg(long, value_name = "auto|fp8", default_value = "auto", value_parser = super::parse_kv_cache_dtype)]
+    pub kv_cache_dtype: super::KvCacheDtype,
+
     /// Most sequences generating at once; more requests wait in a queue.
     #[arg(long, value_name = "N", default_value_t = 64)]
     pub max_batch: usize,

@@ -27,6 +27,21 @@ fn kv_tokens_are_a_count_or_max() {
 }
 
 #[test]
+fn kv_cache_dtype_takes_vllms_names_on_serve_and_bench() {
+    let cli = Cli::try_parse_from(["nemo", "serve", "--model", "m", "--kv-cache-dtype", "fp8"]).unwrap();
+    let Command::Serve(s) = cli.command else { panic!() };
+    assert_eq!(s.kv_cache_dtype, KvCacheDtype::Fp8E4m3);
+    let cli = Cli::try_parse_from(["nemo", "serve", "--model", "m"]).unwrap();
+    let Command::Serve(s) = cli.command else { panic!() };
+    assert_eq!(s.kv_cache_dtype, KvCacheDtype::Auto);
+    let cli = Cli::try_parse_from(["nemo", "bench", "--preset", "nemo-12b", "--dummy-weights", "--kv-cache-dtype", "fp8_e4m3"]).unwrap();
+    let Command::Bench(b) = cli.command else { panic!() };
+    assert_eq!(b.kv_cache_dtype, KvCacheDtype::Fp8E4m3);
+    let e = Cli::try_parse_from(["nemo", "serve", "--model", "m", "--kv-cache-dtype", "int8"]).unwrap_err().to_string();
+    assert!(e.contains("unknown KV cache dtype \"int8\""), "{e}");
+}
+
+#[test]
 fn clap_accepts_the_documented_command_lines() {
     let cli = Cli::try_parse_from([
         "nemo",

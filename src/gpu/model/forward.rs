@@ -5,12 +5,15 @@
 use cudarc::driver::{CudaSlice, CudaView, CudaViewMut};
 use half::bf16;
 
+use super::kv_cache::{KvLayer, KvLayerMut};
 use super::{GpuKvCache, GpuWeights, KvSize, BLOCK_SIZE};
+use crate::engine::KvCacheDtype;
+use crate::gpu::kernels::attention_e4m3::{attention_decode_e4m3, attention_decode_rope_e4m3, attention_prefill_e4m3};
 use crate::gpu::error::{GpuError, Result};
 use super::graphs::{graph_batch, ladder_up_to, DecodeGraphs, GraphReport};
 use super::profile::{mark, Breakdown, StepProfiler};
 use super::step_layout::{step_layout, StepLayout};
-use super::kernel_choice::{decode_kernel_from_env, rope_in_decode_from_env, GemmKernel, PrefillKernel};
+use super::kernel_choice::{check_kv_dtype_kernels, decode_kernel_from_env, rope_in_decode_from_env, GemmKernel, PrefillKernel};
 use crate::gpu::kernels::attention_wgmma::attention_prefill_wgmma;
 use crate::gpu::kernels::attention::{
     attention_decode_rope, attention_decode_with, attention_prefill, decode_splits, AttentionShape, DecodeKernel,
@@ -21,7 +24,7 @@ use crate::gpu::kernels::gemm::{gemm, gemm_f32, gemm_split_k_with, split_k_works
 use crate::gpu::kernels::gemm_wgmma::{gemm_wgmma, gemm_wgmma_f32};
 use crate::gpu::kernels::gemv::{gemv_f32, gemv_normed, RowNorm, MAX_M};
 use crate::gpu::kernels::rmsnorm::rmsnorm;
-use crate::gpu::kernels::rope::{rope_cos_sin_table, rope_write_kv, RopeShape, RopeTable};
+use crate::gpu::kernels::rope::{rope_cos_sin_table, rope_write_kv, rope_write_kv_e4m3, RopeShape, RopeTable};
 use crate::gpu::kernels::sampling::{sample_tokens, SampleParams, Sampled};
 use crate::gpu::{download, Gpu};
 use crate::sampling::{sample_at, SamplingError, SamplingParams};
@@ -135,8 +138,27 @@ impl Drop for CudaModel {
 
 impl CudaModel {
     /// Allocates scratch for steps of up to `max_chunk` tokens from up to `max_seqs` sequences,
-    /// then the KV cache `kv` asks for (a token count, or all the memory left).
+    /// then the bf16 KV cache `kv` asks for (a token count, or all the memory left).
     pub fn new(gpu: Gpu, weights: GpuWeights, kv: impl Into<KvSize>, max_chunk: usize, max_seqs: usize) -> Result<CudaModel> {
+        Self::with_kv_dtype(gpu, weights, kv, KvCacheDtype::Auto, max_chunk, max_seqs)
+    }
+
+    /// `new` with the KV cache stored as `kv_dtype` says (`--kv-cache-dtype`). An FP8 cache
+    /// refuses, by name, the kernel choices that have no FP8 variant yet (the tensor-core decode
+    /// kernel, the wgmma prefill kernels): no silent fallback.
+    pub fn with_kv_dtype(
+        gpu: Gpu,
+        weights: GpuWeights,
+        kv: impl Into<KvSize>,
+        kv_dtype: KvCacheDtype,
+        max_chunk: usize,
+        max_seqs: usize,
+    ) -> Result<CudaModel> {
+        let gemm = GemmKernel::from_env()?;
+        let decode = decode_kernel_from_env()?;
+        let prefill = PrefillKernel::from_env()?;
+        let rope_in_decode = rope_in_decode_from_env()?;
+        check_kv_dtype_kernels(kv_dtype, decode, prefill)?;
         let max_seqs = max_seqs.clamp(1, max_chunk);
         let c = weights.config.clone();
         let t = max_chunk;
@@ -167,12 +189,8 @@ impl CudaModel {
         let max_decode_splits = 2 * gpu.info.multiprocessors;
         let decode_workspace = DecodeWorkspace::new(&gpu, max_seqs, c.n_heads, max_decode_splits, c.head_dim)?;
         // Last of the large allocations, so that filling the free memory leaves the rest theirs.
-        let kv = GpuKvCache::new(&gpu, &c, kv.into())?;
+        let kv = GpuKvCache::new(&gpu, &c, kv.into(), kv_dtype)?;
         let rope = rope_cos_sin_table(&gpu, kv.n_slots.min(c.max_context), c.head_dim, c.rope_theta)?;
-        let gemm = GemmKernel::from_env()?;
-        let decode = decode_kernel_from_env()?;
-        let prefill = PrefillKernel::from_env()?;
-        let rope_in_decode = rope_in_decode_from_env()?;
         let graphs = if gpu.cuda_graphs {
             // Rows as wide as one sequence's whole capacity, for up to max_seqs sequences.
             let rows = rope.max_positions.div_ceil(BLOCK_SIZE);
@@ -191,13 +209,14 @@ impl CudaModel {
     pub fn settings(&self) -> String {
         let on = |b: bool| if b { "on" } else { "off" };
         format!(
-            "GEMM {:?} | prefill attention {:?} | decode attention {:?} | CUDA graphs {} | PDL {} | KV cache {} tokens ({:.1} GB)",
+            "GEMM {:?} | prefill attention {:?} | decode attention {:?} | CUDA graphs {} | PDL {} | KV cache {} tokens {} ({:.1} GB)",
             self.gemm,
             self.prefill,
             self.decode,
             on(self.graphs.is_some()),
             on(self.gpu.pdl),
             self.kv.n_slots,
+            self.kv.dtype.gpu_label(),
             self.kv.bytes() as f64 / 1e9
         )
     }
@@ -436,32 +455,47 @@ impl CudaModel {
             let mut attn = s.attn.slice_mut(0..n * c.q_dim());
             if all_decode && rope_in_decode {
                 // RoPE and the cache write of the new tokens happen inside the attention kernel.
-                let (mut k_cache, mut v_cache) = self.kv.layer_mut(l);
                 let qkv = s.qkv.slice(0..n * qkv_w);
                 let ws = &mut self.decode_workspace;
-                attention_decode_rope(
-                    gpu, self.decode, attn_shape, &self.rope, w.rope_layout, meta, &qkv, &mut k_cache, &mut v_cache, ws, splits,
-                    &mut attn,
-                )?;
+                match self.kv.layer_mut(l) {
+                    KvLayerMut::Bf16 { mut k, mut v } => attention_decode_rope(
+                        gpu, self.decode, attn_shape, &self.rope, w.rope_layout, meta, &qkv, &mut k, &mut v, ws, splits, &mut attn,
+                    )?,
+                    mut fp8 => {
+                        let cache = fp8.e4m3().expect("not bf16");
+                        attention_decode_rope_e4m3(gpu, attn_shape, &self.rope, w.rope_layout, meta, &qkv, cache, ws, splits, &mut attn)?
+                    }
+                }
             } else {
                 {
-                    let (mut k_cache, mut v_cache) = self.kv.layer_mut(l);
-                    rope_write_kv(
-                        gpu, rope_shape, &self.rope, &mut s.qkv.slice_mut(0..n * qkv_w), &s.positions.slice(0..n),
-                        &s.slots.slice(0..n), &mut k_cache, &mut v_cache,
-                    )?;
+                    let (mut qkv, positions, slots) = (s.qkv.slice_mut(0..n * qkv_w), s.positions.slice(0..n), s.slots.slice(0..n));
+                    match self.kv.layer_mut(l) {
+                        KvLayerMut::Bf16 { mut k, mut v } => {
+                            rope_write_kv(gpu, rope_shape, &self.rope, &mut qkv, &positions, &slots, &mut k, &mut v)?
+                        }
+                        mut fp8 => {
+                            let cache = fp8.e4m3().expect("not bf16");
+                            rope_write_kv_e4m3(gpu, rope_shape, &self.rope, &mut qkv, &positions, &slots, cache)?
+                        }
+                    }
                 }
                 mark(profiler, gpu, "rope_write_kv")?;
-                let (k_cache, v_cache) = self.kv.layer(l);
                 let q = s.qkv.slice(0..n * qkv_w);
-                if all_decode {
-                    let ws = &mut self.decode_workspace;
-                    attention_decode_with(gpu, self.decode, attn_shape, meta, &q, &k_cache, &v_cache, ws, splits, &mut attn)?;
-                } else {
-                    match self.prefill.wgmma_schedule() {
-                        None => attention_prefill(gpu, attn_shape, meta, &q, &k_cache, &v_cache, &mut attn)?,
-                        Some(schedule) => attention_prefill_wgmma(gpu, schedule, attn_shape, meta, &q, &k_cache, &v_cache, &mut attn)?,
+                match (self.kv.layer(l), all_decode) {
+                    (KvLayer::Bf16 { k, v }, true) => {
+                        let ws = &mut self.decode_workspace;
+                        attention_decode_with(gpu, self.decode, attn_shape, meta, &q, &k, &v, ws, splits, &mut attn)?;
                     }
+                    (KvLayer::Bf16 { k, v }, false) => match self.prefill.wgmma_schedule() {
+                        None => attention_prefill(gpu, attn_shape, meta, &q, &k, &v, &mut attn)?,
+                        Some(schedule) => attention_prefill_wgmma(gpu, schedule, attn_shape, meta, &q, &k, &v, &mut attn)?,
+                    },
+                    // (`with_kv_dtype` refused the kernel choices without an FP8 variant.)
+                    (fp8, true) => {
+                        let ws = &mut self.decode_workspace;
+                        attention_decode_e4m3(gpu, attn_shape, meta, &q, fp8.e4m3().expect("not bf16"), ws, splits, &mut attn)?;
+                    }
+                    (fp8, false) => attention_prefill_e4m3(gpu, attn_shape, meta, &q, fp8.e4m3().expect("not bf16"), &mut attn)?,
                 }
             }
             mark(profiler, gpu, if all_decode { "attention (decode)" } else { "attention (prefill)" })?;

@@ -2,6 +2,7 @@
 //! not yet checked on a GPU stay off by default, and an unknown value is an error, not a silent
 //! default (docs/architecture.md, "Opt-in GPU paths").
 
+use crate::engine::KvCacheDtype;
 use crate::gpu::error::{GpuError, Result};
 use crate::gpu::kernels::attention::DecodeKernel;
 use crate::gpu::kernels::attention_wgmma::WgmmaSchedule;
@@ -100,6 +101,43 @@ impl PrefillKernel {
                 kernel: "attention_prefill",
                 what: format!("NEMO_PREFILL_ATTENTION={other:?}: expected mma, wgmma, wgmma-overlap or wgmma-pingpong"),
             }),
+        }
+    }
+}
+
+/// An FP8 KV cache with kernel choices that have no FP8 variant yet (the tensor-core decode
+/// kernel, the wgmma prefill kernels) is refused by name at start-up: no silent fallback.
+pub fn check_kv_dtype_kernels(dtype: KvCacheDtype, decode: DecodeKernel, prefill: PrefillKernel) -> Result<()> {
+    if dtype != KvCacheDtype::Fp8E4m3 {
+        return Ok(());
+    }
+    let refuse = |kernel, what: String| GpuError::BadArgument {
+        kernel,
+        what: format!("{what} has no FP8 KV cache variant yet (docs/fp8-kv.md): unset it, or use --kv-cache-dtype auto"),
+    };
+    if decode != DecodeKernel::CudaCores {
+        return Err(refuse("attention_decode", format!("NEMO_DECODE_ATTENTION ({decode:?})")));
+    }
+    if prefill != PrefillKernel::MmaSync {
+        return Err(refuse("attention_prefill", format!("NEMO_PREFILL_ATTENTION ({prefill:?})")));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_fp8_cache_refuses_the_kernels_without_an_fp8_variant_by_name() {
+        let fp8 = KvCacheDtype::Fp8E4m3;
+        assert!(check_kv_dtype_kernels(fp8, DecodeKernel::CudaCores, PrefillKernel::MmaSync).is_ok());
+        let e = check_kv_dtype_kernels(fp8, DecodeKernel::Mma, PrefillKernel::MmaSync).unwrap_err().to_string();
+        assert!(e.contains("NEMO_DECODE_ATTENTION (Mma)") && e.contains("--kv-cache-dtype auto"), "{e}");
+        for prefill in [PrefillKernel::Wgmma, PrefillKernel::WgmmaOverlap, PrefillKernel::WgmmaPingPong] {
+            let e = check_kv_dtype_kernels(fp8, DecodeKernel::CudaCores, prefill).unwrap_err().to_string();
+            assert!(e.contains("NEMO_PREFILL_ATTENTION") && e.contains("no FP8 KV cache variant"), "{e}");
+            assert!(check_kv_dtype_kernels(KvCacheDtype::Auto, DecodeKernel::Mma, prefill).is_ok());
         }
     }
 }

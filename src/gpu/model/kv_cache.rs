@@ -4,7 +4,10 @@
 use cudarc::driver::{CudaSlice, CudaView, CudaViewMut};
 use half::bf16;
 
+use crate::engine::KvCacheDtype;
 use crate::gpu::error::{GpuError, Result};
+use crate::gpu::kernels::attention_e4m3::E4m3KvCache;
+use crate::gpu::kernels::rope::E4m3KvViews;
 use crate::gpu::Gpu;
 use crate::model::ModelConfig;
 
@@ -12,11 +15,52 @@ use crate::model::ModelConfig;
 pub const BLOCK_SIZE: usize = 16;
 
 pub struct GpuKvCache {
-    /// `[n_layers, 2 (k, v), n_slots, kv_dim]`
-    buf: CudaSlice<bf16>,
+    storage: Storage,
+    pub dtype: KvCacheDtype,
     pub n_layers: usize,
     pub n_slots: usize,
     pub kv_dim: usize,
+    pub n_kv_heads: usize,
+}
+
+enum Storage {
+    /// `[n_layers, 2 (k, v), n_slots, kv_dim]`
+    Bf16(CudaSlice<bf16>),
+    /// docs/fp8-kv.md: codes `[n_layers, 2, n_slots, kv_dim]`, scales `[n_layers, 2, n_slots,
+    /// n_kv_heads]` (a value is its code times its row's scale).
+    E4m3 { codes: CudaSlice<u8>, scales: CudaSlice<f32> },
+}
+
+/// One layer of the cache, read-only, as the attention kernels take it.
+pub enum KvLayer<'a> {
+    Bf16 { k: CudaView<'a, bf16>, v: CudaView<'a, bf16> },
+    E4m3 { k_codes: CudaView<'a, u8>, v_codes: CudaView<'a, u8>, k_scales: CudaView<'a, f32>, v_scales: CudaView<'a, f32> },
+}
+
+impl KvLayer<'_> {
+    /// The FP8 layer as the `_e4m3` kernels take it (None for a bf16 layer).
+    pub fn e4m3(&self) -> Option<E4m3KvCache<'_, '_>> {
+        match self {
+            KvLayer::Bf16 { .. } => None,
+            KvLayer::E4m3 { k_codes, v_codes, k_scales, v_scales } => Some(E4m3KvCache { k_codes, v_codes, k_scales, v_scales }),
+        }
+    }
+}
+
+/// One layer of the cache, writable (the RoPE write and the decode kernels' fused write).
+pub enum KvLayerMut<'a> {
+    Bf16 { k: CudaViewMut<'a, bf16>, v: CudaViewMut<'a, bf16> },
+    E4m3 { k_codes: CudaViewMut<'a, u8>, v_codes: CudaViewMut<'a, u8>, k_scales: CudaViewMut<'a, f32>, v_scales: CudaViewMut<'a, f32> },
+}
+
+impl<'a> KvLayerMut<'a> {
+    /// The FP8 layer as `rope_write_kv_e4m3` takes it (None for a bf16 layer).
+    pub fn e4m3<'s>(&'s mut self) -> Option<E4m3KvViews<'s, 'a>> {
+        match self {
+            KvLayerMut::Bf16 { .. } => None,
+            KvLayerMut::E4m3 { k_codes, v_codes, k_scales, v_scales } => Some(E4m3KvViews { k_codes, v_codes, k_scales, v_scales }),
+        }
+    }
 }
 
 /// Bytes of GPU memory left free beside the KV cache: the RoPE table and the CUDA graphs'
@@ -114,26 +158,30 @@ pub fn resolve_kv_tokens(size: KvSize, free: usize, per_token: usize) -> std::re
 }
 
 impl GpuKvCache {
-    /// Bytes of a cache holding `tokens` tokens for `config`.
-    pub fn bytes_for(config: &ModelConfig, tokens: usize) -> usize {
-        config.kv_bytes_per_token() * tokens.next_multiple_of(BLOCK_SIZE)
+    /// Bytes of a `dtype` cache holding `tokens` tokens for `config`.
+    pub fn bytes_for(config: &ModelConfig, dtype: KvCacheDtype, tokens: usize) -> usize {
+        dtype.gpu_bytes_per_token(config) * tokens.next_multiple_of(BLOCK_SIZE)
     }
 
     /// Allocates the cache `size` asks for (whole blocks), from the memory free now: allocate it
     /// after the activations, so that `KvSize::FillFreeMemory` leaves them their room.
-    pub fn new(gpu: &Gpu, config: &ModelConfig, size: KvSize) -> Result<GpuKvCache> {
+    pub fn new(gpu: &Gpu, config: &ModelConfig, size: KvSize, dtype: KvCacheDtype) -> Result<GpuKvCache> {
         // cudarc allocates and frees stream-ordered: after a synchronisation the activations
         // just allocated are counted and an earlier model's freed buffers are back (the default
         // pool keeps nothing past a sync), so the free memory is what this cache may take.
         gpu.ctx.synchronize().map_err(GpuError::driver("synchronising before sizing the KV cache"))?;
         let (free, _total) = gpu.ctx.mem_get_info().map_err(GpuError::driver("querying free memory"))?;
-        let n_slots = resolve_kv_tokens(size, free, config.kv_bytes_per_token()).map_err(GpuError::OutOfMemory)?;
-        let bytes = Self::bytes_for(config, n_slots);
-        let buf = gpu
-            .stream
-            .alloc_zeros::<bf16>(bytes / 2)
-            .map_err(GpuError::driver(format!("allocating the {n_slots}-token KV cache")))?;
-        Ok(GpuKvCache { buf, n_layers: config.n_layers, n_slots, kv_dim: config.kv_dim() })
+        let n_slots = resolve_kv_tokens(size, free, dtype.gpu_bytes_per_token(config)).map_err(GpuError::OutOfMemory)?;
+        let what = || GpuError::driver(format!("allocating the {n_slots}-token KV cache"));
+        let values = config.n_layers * 2 * n_slots * config.kv_dim();
+        let storage = match dtype {
+            KvCacheDtype::Auto => Storage::Bf16(gpu.stream.alloc_zeros::<bf16>(values).map_err(what())?),
+            KvCacheDtype::Fp8E4m3 => Storage::E4m3 {
+                codes: gpu.stream.alloc_zeros::<u8>(values).map_err(what())?,
+                scales: gpu.stream.alloc_zeros::<f32>(config.n_layers * 2 * n_slots * config.n_kv_heads).map_err(what())?,
+            },
+        };
+        Ok(GpuKvCache { storage, dtype, n_layers: config.n_layers, n_slots, kv_dim: config.kv_dim(), n_kv_heads: config.n_kv_heads })
     }
 
     pub fn n_blocks(&self) -> usize {
@@ -141,27 +189,51 @@ impl GpuKvCache {
     }
 
     pub fn bytes(&self) -> usize {
-        self.buf.len() * 2
+        match &self.storage {
+            Storage::Bf16(buf) => buf.len() * 2,
+            Storage::E4m3 { codes, scales } => codes.len() + scales.len() * 4,
+        }
     }
 
-    fn range(&self, layer: usize, which: usize) -> std::ops::Range<usize> {
-        let per = self.n_slots * self.kv_dim;
+    /// The element range of `layer`'s K (which = 0) or V (1) in a buffer of `per` elements a
+    /// (layer, K or V).
+    fn range(layer: usize, which: usize, per: usize) -> std::ops::Range<usize> {
         let start = (layer * 2 + which) * per;
         start..start + per
     }
 
-    /// K and V of `layer`, each `[n_slots, kv_dim]`.
-    pub fn layer(&self, layer: usize) -> (CudaView<'_, bf16>, CudaView<'_, bf16>) {
-        (self.buf.slice(self.range(layer, 0)), self.buf.slice(self.range(layer, 1)))
+    /// K and V of `layer`, each `[n_slots, kv_dim]` (and FP8's scales `[n_slots, n_kv_heads]`).
+    pub fn layer(&self, layer: usize) -> KvLayer<'_> {
+        let (values, rows) = (self.n_slots * self.kv_dim, self.n_slots * self.n_kv_heads);
+        match &self.storage {
+            Storage::Bf16(buf) => KvLayer::Bf16 { k: buf.slice(Self::range(layer, 0, values)), v: buf.slice(Self::range(layer, 1, values)) },
+            Storage::E4m3 { codes, scales } => KvLayer::E4m3 {
+                k_codes: codes.slice(Self::range(layer, 0, values)),
+                v_codes: codes.slice(Self::range(layer, 1, values)),
+                k_scales: scales.slice(Self::range(layer, 0, rows)),
+                v_scales: scales.slice(Self::range(layer, 1, rows)),
+            },
+        }
     }
 
-    /// Mutable K and V of `layer`.
-    pub fn layer_mut(&mut self, layer: usize) -> (CudaViewMut<'_, bf16>, CudaViewMut<'_, bf16>) {
-        let per = self.n_slots * self.kv_dim;
-        let mut halves = self.buf.as_view_mut().chunks_exact_mut(per).skip(2 * layer);
-        let k = halves.next().expect("layer within the cache");
-        let v = halves.next().expect("layer within the cache");
-        (k, v)
+    /// `layer`, writable.
+    pub fn layer_mut(&mut self, layer: usize) -> KvLayerMut<'_> {
+        fn halves<T>(buf: &mut CudaSlice<T>, per: usize, layer: usize) -> (CudaViewMut<'_, T>, CudaViewMut<'_, T>) {
+            let mut it = buf.as_view_mut().chunks_exact_mut(per).skip(2 * layer);
+            (it.next().expect("layer within the cache"), it.next().expect("layer within the cache"))
+        }
+        let (values, rows) = (self.n_slots * self.kv_dim, self.n_slots * self.n_kv_heads);
+        match &mut self.storage {
+            Storage::Bf16(buf) => {
+                let (k, v) = halves(buf, values, layer);
+                KvLayerMut::Bf16 { k, v }
+            }
+            Storage::E4m3 { codes, scales } => {
+                let (k_codes, v_codes) = halves(codes, values, layer);
+                let (k_scales, v_scales) = halves(scales, rows, layer);
+                KvLayerMut::E4m3 { k_codes, v_codes, k_scales, v_scales }
+            }
+        }
     }
 }
 
