@@ -215,6 +215,13 @@ fn left_out(kernel: &str) -> bool {
     std::env::var("NEMO_BENCH_SKIP").is_ok_and(|v| v.split(',').any(|k| k.trim() == kernel))
 }
 
+/// An FP8 e4m3 cache of `slots` slots at `c`'s shape for timing: K and V codes (finite, both
+/// signs) and one scale per row, shared by K and V.
+fn fp8_cache(b: &Bench, slots: usize, c: &ModelConfig) -> GpuResult<(cudarc::driver::CudaSlice<u8>, cudarc::driver::CudaSlice<u8>, cudarc::driver::CudaSlice<f32>)> {
+    let codes: Vec<u8> = (0..slots * c.kv_dim()).map(|i| ((i * 37) % 0x7e) as u8 | ((i % 2) << 7) as u8).collect();
+    Ok((upload(&b.gpu, &codes)?, upload(&b.gpu, &codes)?, upload(&b.gpu, &vec![1.0f32 / 448.0; slots * c.n_kv_heads])?))
+}
+
 fn bench_attention(b: &Bench) -> GpuResult<()> {
     let c = ModelConfig::nemo_12b();
     let shape = AttentionShape { n_heads: c.n_heads, n_kv_heads: c.n_kv_heads, head_dim: c.head_dim, q_stride: c.q_dim() };
@@ -246,9 +253,7 @@ fn bench_attention(b: &Bench) -> GpuResult<()> {
             println!("{name:<22} left out (NEMO_BENCH_SKIP)");
             continue;
         }
-        let codes: Vec<u8> = (0..slots * c.kv_dim()).map(|i| ((i * 37) % 0x7e) as u8 | ((i % 2) << 7) as u8).collect();
-        let (kc, vc) = (upload(&b.gpu, &codes)?, upload(&b.gpu, &codes)?);
-        let scales = upload(&b.gpu, &vec![1.0f32 / 448.0; slots * c.n_kv_heads])?;
+        let (kc, vc, scales) = fp8_cache(b, slots, &c)?;
         let t = time_ms(&b.gpu, 3, 10, |_| {
             let cache = E4m3KvCache { k_codes: &kc.as_view(), v_codes: &vc.as_view(), k_scales: &scales.as_view(), v_scales: &scales.as_view() };
             attention_prefill_e4m3(&b.gpu, shape, &meta, &q.as_view(), cache, &mut out.as_view_mut())
@@ -301,9 +306,7 @@ fn bench_attention(b: &Bench) -> GpuResult<()> {
             println!("{name:<22} left out (NEMO_BENCH_SKIP)");
             continue;
         }
-        let codes: Vec<u8> = (0..slots * c.kv_dim()).map(|i| ((i * 37) % 0x7e) as u8 | ((i % 2) << 7) as u8).collect();
-        let (kc, vc) = (upload(&b.gpu, &codes)?, upload(&b.gpu, &codes)?);
-        let scales = upload(&b.gpu, &vec![1.0f32 / 448.0; slots * c.n_kv_heads])?;
+        let (kc, vc, scales) = fp8_cache(b, slots, &c)?;
         let t = time_ms(&b.gpu, 3, 20, |_| {
             let cache = E4m3KvCache { k_codes: &kc.as_view(), v_codes: &vc.as_view(), k_scales: &scales.as_view(), v_scales: &scales.as_view() };
             attention_decode_e4m3(&b.gpu, shape, &meta, &q.as_view(), cache, &mut ws, splits, &mut out.as_view_mut())

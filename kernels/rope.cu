@@ -17,6 +17,17 @@
 #include "grid_dependency.cuh"
 #include "kv_e4m3.cuh"
 
+// The scalars both RoPE writes take. Mirrored by `RopeDims` in src/gpu/kernels/rope.rs.
+struct RopeDims {
+    int32_t n_heads;
+    int32_t n_kv_heads;
+    int32_t head_dim;         // bf16: a multiple of 16; e4m3: a power of two in [16, 256]
+    int32_t max_positions;
+    int32_t n_slots;
+    int32_t rotate_half;      // 0: interleaved pairs, 1: rotate-half pairs
+};
+static_assert(sizeof(RopeDims) == 24, "mirror of RopeDims in rope.rs");
+
 // Mirrored by `RopeKvParams` in src/gpu/kernels/rope.rs; sizes asserted on both sides.
 struct RopeKvParams {
     bf16* qkv;                // [n_tokens, (n_heads + 2 * n_kv_heads) * head_dim]: q | k | v
@@ -25,50 +36,9 @@ struct RopeKvParams {
     const float2* cos_sin;    // [max_positions, head_dim / 2]: (cos, sin)
     const int32_t* positions; // [n_tokens], each in [0, max_positions)
     const int32_t* slots;     // [n_tokens], each in [0, n_slots)
-    int32_t n_heads;
-    int32_t n_kv_heads;
-    int32_t head_dim;         // multiple of 16
-    int32_t max_positions;
-    int32_t n_slots;
-    int32_t rotate_half;      // 0: interleaved pairs, 1: rotate-half pairs
+    RopeDims d;
 };
 static_assert(sizeof(RopeKvParams) == 72, "mirror of RopeKvParams in rope.rs");
-
-// One block per token. Work items: (n_heads + n_kv_heads) * head_dim/8 rotations of 4 pairs,
-// then n_kv_heads * head_dim/8 copies of 8 v values.
-extern "C" __global__ void rope_write_kv_bf16(const __grid_constant__ RopeKvParams p) {
-    grid_dependents_may_launch();
-    grid_dependency_wait();  // qkv comes from the GEMV just before (grid_dependency.cuh)
-    const int t = blockIdx.x;
-    const int pos = p.positions[t], slot = p.slots[t];
-    if (pos < 0 || pos >= p.max_positions || slot < 0 || slot >= p.n_slots) __trap();
-    const int hd = p.head_dim, half = hd / 2, quads = hd / 8;
-    const int kv_width = p.n_kv_heads * hd;
-    bf16* row = p.qkv + (size_t)t * (p.n_heads * hd + 2 * kv_width);
-    const bf16* k_row = row + p.n_heads * hd;
-    const bf16* v_row = k_row + kv_width;
-    bf16* k_dst = p.k_cache + (size_t)slot * kv_width;
-    bf16* v_dst = p.v_cache + (size_t)slot * kv_width;
-    const float2* cs = p.cos_sin + (size_t)pos * half;
-
-    const int n_rot = (p.n_heads + p.n_kv_heads) * quads;
-    const int n_copy = kv_width / 8;
-    for (int w = threadIdx.x; w < n_rot + n_copy; w += blockDim.x) {
-        if (w < n_rot) {
-            const int head = w / quads, i0 = (w % quads) * 4;
-            if (head < p.n_heads) {
-                bf16* q = row + head * hd;
-                rope_quad(q, q, cs, i0, half, p.rotate_half);
-            } else {
-                const int kh = head - p.n_heads;
-                rope_quad(k_row + kh * hd, k_dst + kh * hd, cs, i0, half, p.rotate_half);
-            }
-        } else {
-            const int i = w - n_rot;
-            st8(v_dst + 8 * i, ld8(v_row + 8 * i));
-        }
-    }
-}
 
 // Mirrored by `RopeKvE4m3Params` in src/gpu/kernels/rope.rs; sizes asserted on both sides.
 struct RopeKvE4m3Params {
@@ -80,14 +50,61 @@ struct RopeKvE4m3Params {
     const float2* cos_sin;    // [max_positions, head_dim / 2]: (cos, sin)
     const int32_t* positions; // [n_tokens], each in [0, max_positions)
     const int32_t* slots;     // [n_tokens], each in [0, n_slots)
-    int32_t n_heads;
-    int32_t n_kv_heads;
-    int32_t head_dim;         // a power of two in [16, 256]: a row's lanes tile a warp
-    int32_t max_positions;
-    int32_t n_slots;
-    int32_t rotate_half;      // 0: interleaved pairs, 1: rotate-half pairs
+    RopeDims d;
 };
 static_assert(sizeof(RopeKvE4m3Params) == 88, "mirror of RopeKvE4m3Params in rope.rs");
+
+// The block's token (blockIdx.x): its qkv row, its K and V inside it, its position's cos/sin
+// row and its cache slot. A position outside the table or a slot outside the cache traps.
+struct RopeToken {
+    bf16* row;          // q | k | v
+    const bf16* k_row;  // [n_kv_heads, head_dim]
+    const bf16* v_row;  // [n_kv_heads, head_dim]
+    const float2* cs;   // [head_dim / 2]
+    int slot;
+};
+
+__device__ __forceinline__ RopeToken rope_token(bf16* qkv, const float2* cos_sin, const int32_t* positions, const int32_t* slots,
+                                                const RopeDims& d) {
+    const int t = blockIdx.x;
+    const int pos = positions[t], slot = slots[t];
+    if (pos < 0 || pos >= d.max_positions || slot < 0 || slot >= d.n_slots) __trap();
+    const int kv_width = d.n_kv_heads * d.head_dim;
+    bf16* row = qkv + (size_t)t * (d.n_heads * d.head_dim + 2 * kv_width);
+    const bf16* k_row = row + d.n_heads * d.head_dim;
+    return RopeToken{row, k_row, k_row + kv_width, cos_sin + (size_t)pos * (d.head_dim / 2), slot};
+}
+
+// One block per token. Work items: (n_heads + n_kv_heads) * head_dim/8 rotations of 4 pairs,
+// then n_kv_heads * head_dim/8 copies of 8 v values.
+extern "C" __global__ void rope_write_kv_bf16(const __grid_constant__ RopeKvParams p) {
+    grid_dependents_may_launch();
+    grid_dependency_wait();  // qkv comes from the GEMV just before (grid_dependency.cuh)
+    const RopeDims& d = p.d;
+    const RopeToken tok = rope_token(p.qkv, p.cos_sin, p.positions, p.slots, d);
+    const int hd = d.head_dim, half = hd / 2, quads = hd / 8;
+    const int kv_width = d.n_kv_heads * hd;
+    bf16* k_dst = p.k_cache + (size_t)tok.slot * kv_width;
+    bf16* v_dst = p.v_cache + (size_t)tok.slot * kv_width;
+
+    const int n_rot = (d.n_heads + d.n_kv_heads) * quads;
+    const int n_copy = kv_width / 8;
+    for (int w = threadIdx.x; w < n_rot + n_copy; w += blockDim.x) {
+        if (w < n_rot) {
+            const int head = w / quads, i0 = (w % quads) * 4;
+            if (head < d.n_heads) {
+                bf16* q = tok.row + head * hd;
+                rope_quad(q, q, tok.cs, i0, half, d.rotate_half);
+            } else {
+                const int kh = head - d.n_heads;
+                rope_quad(tok.k_row + kh * hd, k_dst + kh * hd, tok.cs, i0, half, d.rotate_half);
+            }
+        } else {
+            const int i = w - n_rot;
+            st8(v_dst + 8 * i, ld8(tok.v_row + 8 * i));
+        }
+    }
+}
 
 // One block per token. First the q heads' rotations (as rope_write_kv_bf16); then the
 // 2 * n_kv_heads rows of K and V, each taken by head_dim/8 consecutive lanes holding 8 values
@@ -95,33 +112,27 @@ static_assert(sizeof(RopeKvE4m3Params) == 88, "mirror of RopeKvE4m3Params in rop
 extern "C" __global__ void rope_write_kv_e4m3(const __grid_constant__ RopeKvE4m3Params p) {
     grid_dependents_may_launch();
     grid_dependency_wait();  // qkv comes from the GEMV just before (grid_dependency.cuh)
-    const int t = blockIdx.x;
-    const int pos = p.positions[t], slot = p.slots[t];
-    if (pos < 0 || pos >= p.max_positions || slot < 0 || slot >= p.n_slots) __trap();
-    const int hd = p.head_dim, half = hd / 2, quads = hd / 8;
-    const int kv_width = p.n_kv_heads * hd;
-    bf16* row = p.qkv + (size_t)t * (p.n_heads * hd + 2 * kv_width);
-    const bf16* k_row = row + p.n_heads * hd;
-    const bf16* v_row = k_row + kv_width;
-    const float2* cs = p.cos_sin + (size_t)pos * half;
+    const RopeDims& d = p.d;
+    const RopeToken tok = rope_token(p.qkv, p.cos_sin, p.positions, p.slots, d);
+    const int hd = d.head_dim, half = hd / 2, quads = hd / 8;
 
-    for (int w = threadIdx.x; w < p.n_heads * quads; w += blockDim.x) {
-        bf16* q = row + (w / quads) * hd;
-        rope_quad(q, q, cs, (w % quads) * 4, half, p.rotate_half);
+    for (int w = threadIdx.x; w < d.n_heads * quads; w += blockDim.x) {
+        bf16* q = tok.row + (w / quads) * hd;
+        rope_quad(q, q, tok.cs, (w % quads) * 4, half, d.rotate_half);
     }
 
     // Rows go to groups of `quads` lanes; every lane runs every round (the shuffles need the
     // whole warp), a lane past the last row with zeros.
     const int group = threadIdx.x / quads, lane = threadIdx.x % quads, groups = blockDim.x / quads;
-    const int rows = 2 * p.n_kv_heads;
+    const int rows = 2 * d.n_kv_heads;
     for (int base = 0; base < rows; base += groups) {
         const int r = base + group;
-        const bool is_k = r < p.n_kv_heads, active = r < rows;
-        const int head = is_k ? r : r - p.n_kv_heads;
+        const bool is_k = r < d.n_kv_heads, active = r < rows;
+        const int head = is_k ? r : r - d.n_kv_heads;
         float x[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
-        if (active) kv_lane_values(k_row, v_row, cs, r, p.n_kv_heads, hd, lane, p.rotate_half, x);
-        const size_t at = (size_t)slot * p.n_kv_heads + head;
-        store_row_e4m3(x, lane, quads, active, is_k && p.rotate_half, half, (is_k ? p.k_codes : p.v_codes) + at * hd,
+        if (active) kv_lane_values(tok.k_row, tok.v_row, tok.cs, r, d.n_kv_heads, hd, lane, d.rotate_half, x);
+        const size_t at = (size_t)tok.slot * d.n_kv_heads + head;
+        store_row_e4m3(x, lane, quads, active, is_k && d.rotate_half, half, (is_k ? p.k_codes : p.v_codes) + at * hd,
                        (is_k ? p.k_scales : p.v_scales) + at);
     }
 }

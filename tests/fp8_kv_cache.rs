@@ -9,7 +9,7 @@ mod common;
 use std::path::Path;
 
 use common::reference::*;
-use nemo_engine::engine::{BatchBackend, CpuBatchBackend, CpuBatchOptions, KvCacheDtype, StepEntry};
+use nemo_engine::engine::{CpuBatchBackend, CpuBatchOptions, KvCacheDtype};
 use nemo_engine::model::load;
 
 const BLOCK: usize = 16;
@@ -50,14 +50,8 @@ fn measure(cache: Cache) -> Errors {
             Cache::Bf16 => backend.with_bf16_kv_cache(),
             Cache::Fp8 => backend.with_kv_cache_dtype(KvCacheDtype::Fp8E4m3),
         };
-        // Blocks in reverse order: nothing depends on a table being the identity.
-        let table: Vec<u32> = (0..blocks as u32).rev().collect();
         let theirs = &tensors[&format!("logits.{}", p.name)].1;
-        let mut start = 0;
-        for (i, &pos) in p.logit_positions.iter().enumerate() {
-            let entry = StepEntry { tokens: &p.tokens[start..=pos], ctx_len: pos + 1, block_table: &table, want_logits: true };
-            let ours = backend.step(&[entry]).unwrap().pop().unwrap().unwrap();
-            let theirs = &theirs[i * vocab..(i + 1) * vocab];
+        step_at_logit_positions(&mut backend, p, theirs, BLOCK, |ours, theirs| {
             for (a, b) in ours.iter().zip(theirs) {
                 let d = (a - b).abs();
                 sum += d as f64;
@@ -68,11 +62,10 @@ fn measure(cache: Cache) -> Errors {
             let argmax = |l: &[f32]| (0..l.len()).max_by(|&x, &y| l[x].total_cmp(&l[y])).unwrap();
             let top = argmax(theirs);
             let second = theirs.iter().enumerate().filter(|&(t, _)| t != top).map(|(_, &v)| v).fold(f32::MIN, f32::max);
-            if argmax(&ours) != top && theirs[top] - second > 0.1 {
+            if argmax(ours) != top && theirs[top] - second > 0.1 {
                 flips += 1;
             }
-            start = pos + 1;
-        }
+        });
         per_prompt.push((p.name.clone(), ((sum - sum_before) / (count - count_before) as f64) as f32));
     }
     Errors { mean_abs: (sum / count as f64) as f32, max_abs, argmax_flips: flips, positions, per_prompt }

@@ -101,3 +101,25 @@ pub fn argmax(logits: &[f32]) -> u32 {
     }
     best as u32
 }
+
+/// Runs prompt `p` through a batch backend in chunks that end at its recorded logit positions
+/// (so most steps read almost all of their keys back from the cache; its blocks in reverse order,
+/// so nothing depends on a table being the identity), calling `each(ours, theirs)` with the
+/// logits at each position; `theirs`: transformers' logits of `p`, a row per position.
+pub fn step_at_logit_positions<B: nemo_engine::engine::BatchBackend>(
+    backend: &mut B,
+    p: &Prompt,
+    theirs: &[f32],
+    block_size: usize,
+    mut each: impl FnMut(&[f32], &[f32]),
+) {
+    let vocab = backend.config().vocab_size;
+    let table: Vec<u32> = (0..p.tokens.len().div_ceil(block_size) as u32).rev().collect();
+    let mut start = 0;
+    for (i, &pos) in p.logit_positions.iter().enumerate() {
+        let entry = nemo_engine::engine::StepEntry { tokens: &p.tokens[start..=pos], ctx_len: pos + 1, block_table: &table, want_logits: true };
+        let ours = backend.step(&[entry]).unwrap().pop().unwrap().unwrap();
+        each(&ours, &theirs[i * vocab..(i + 1) * vocab]);
+        start = pos + 1;
+    }
+}

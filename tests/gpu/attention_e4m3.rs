@@ -6,7 +6,10 @@ use crate::attention::{build, new_token_slots, qkv_shape, shapes, Case, BLOCK};
 use crate::common::*;
 use half::bf16;
 use nemo_engine::cpu::attention::{attention, AttentionShape as CpuShape};
-use nemo_engine::gpu::kernels::attention::{decode_splits, AttentionShape, DecodeWorkspace};
+use cudarc::driver::{CudaSlice, CudaView, CudaViewMut};
+use nemo_engine::gpu::kernels::attention::{decode_splits, AttentionShape, DecodeWorkspace, DeviceAttentionMeta};
+use nemo_engine::gpu::kernels::rope::E4m3KvViews;
+use nemo_engine::gpu::Gpu;
 use nemo_engine::gpu::kernels::attention_e4m3::{attention_decode_e4m3, attention_decode_rope_e4m3, attention_prefill_e4m3, E4m3KvCache};
 
 /// `case`'s cache as an FP8 e4m3 cache would hold it (docs/fp8-kv.md): every slot's head rows
@@ -60,6 +63,52 @@ pub fn to_e4m3(shape: AttentionShape, case: &Case) -> E4m3Case {
     E4m3Case { k_codes, v_codes, k_scales, v_scales, want }
 }
 
+/// An `E4m3Case`'s cache on the device.
+struct DeviceE4m3 {
+    k_codes: CudaSlice<u8>,
+    v_codes: CudaSlice<u8>,
+    k_scales: CudaSlice<f32>,
+    v_scales: CudaSlice<f32>,
+}
+
+impl DeviceE4m3 {
+    fn upload(gpu: &Gpu, e: &E4m3Case) -> DeviceE4m3 {
+        DeviceE4m3 { k_codes: dev(gpu, &e.k_codes), v_codes: dev(gpu, &e.v_codes), k_scales: dev(gpu, &e.k_scales), v_scales: dev(gpu, &e.v_scales) }
+    }
+
+    /// `f` over the cache as the readers take it.
+    fn read<R>(&self, f: impl FnOnce(E4m3KvCache) -> R) -> R {
+        let (kc, vc, ks, vs) = (self.k_codes.as_view(), self.v_codes.as_view(), self.k_scales.as_view(), self.v_scales.as_view());
+        f(E4m3KvCache { k_codes: &kc, v_codes: &vc, k_scales: &ks, v_scales: &vs })
+    }
+
+    /// `f` over the cache as the writers take it.
+    fn write<R>(&mut self, f: impl FnOnce(E4m3KvViews) -> R) -> R {
+        let (mut kc, mut vc) = (self.k_codes.as_view_mut(), self.v_codes.as_view_mut());
+        let (mut ks, mut vs) = (self.k_scales.as_view_mut(), self.v_scales.as_view_mut());
+        f(E4m3KvViews { k_codes: &mut kc, v_codes: &mut vc, k_scales: &mut ks, v_scales: &mut vs })
+    }
+
+    /// Codes and scales, back on the host.
+    fn download(&self, gpu: &Gpu) -> (Vec<u8>, Vec<u8>, Vec<f32>, Vec<f32>) {
+        let d = |b| nemo_engine::gpu::download(gpu, b).unwrap();
+        let f = |b| nemo_engine::gpu::download(gpu, b).unwrap();
+        (d(&self.k_codes), d(&self.v_codes), f(&self.k_scales), f(&self.v_scales))
+    }
+}
+
+/// `attention` (an FP8 reader) on `case`'s q and metadata over `e`'s cache, against `e.want`.
+fn reader_matches_cpu(gpu: &Gpu, test: &str, shape: AttentionShape, seqs: &[(usize, usize)], case: &Case, e: &E4m3Case, attention: ReadFn) {
+    let meta = case.meta.upload(gpu, case.n_cache_blocks).unwrap();
+    let q = dev(gpu, &case.q);
+    let cache = DeviceE4m3::upload(gpu, e);
+    let mut out = poisoned(gpu, meta.n_tokens * shape.n_heads * shape.head_dim);
+    cache.read(|c| attention(gpu, shape, &meta, &q.as_view(), c, &mut out.as_view_mut()));
+    assert_close(&format!("{test} hd {} {seqs:?}", shape.head_dim), &fetch(gpu, &out), &e.want, 2e-2, 2e-2);
+}
+
+type ReadFn = fn(&Gpu, AttentionShape, &DeviceAttentionMeta, &CudaView<bf16>, E4m3KvCache, &mut CudaViewMut<bf16>);
+
 /// The FP8 cache's decode (`attention_decode_e4m3`) against cpu::attention over the values its
 /// codes stand for (`to_e4m3`), at the bf16 test's contexts.
 #[test]
@@ -70,17 +119,11 @@ fn attention_decode_e4m3_matches_cpu() {
     for shape in shapes() {
         for seqs in [vec![(1, 1)], vec![(1, 32_768)], vec![(1, 1), (1, 100), (1, 4097), (1, 20_000)]] {
             let case = build(&mut rng, shape, &seqs);
-            let e = to_e4m3(shape, &case);
-            let meta = case.meta.upload(&gpu, case.n_cache_blocks).unwrap();
-            let q = dev(&gpu, &case.q);
-            let (kc, vc) = (dev(&gpu, &e.k_codes), dev(&gpu, &e.v_codes));
-            let (ks, vs) = (dev(&gpu, &e.k_scales), dev(&gpu, &e.v_scales));
-            let mut out = poisoned(&gpu, meta.n_tokens * shape.n_heads * shape.head_dim);
-            let splits = decode_splits(132, meta.n_seqs, shape.n_kv_heads, meta.max_ctx);
-            let mut ws = DecodeWorkspace::new(&gpu, meta.n_seqs, shape.n_heads, splits, shape.head_dim).unwrap();
-            let cache = E4m3KvCache { k_codes: &kc.as_view(), v_codes: &vc.as_view(), k_scales: &ks.as_view(), v_scales: &vs.as_view() };
-            attention_decode_e4m3(&gpu, shape, &meta, &q.as_view(), cache, &mut ws, splits, &mut out.as_view_mut()).unwrap();
-            assert_close(&format!("{test} hd {} {:?}", shape.head_dim, seqs), &fetch(&gpu, &out), &e.want, 2e-2, 2e-2);
+            reader_matches_cpu(&gpu, test, shape, &seqs, &case, &to_e4m3(shape, &case), |gpu, shape, meta, q, cache, out| {
+                let splits = decode_splits(132, meta.n_seqs, shape.n_kv_heads, meta.max_ctx);
+                let mut ws = DecodeWorkspace::new(gpu, meta.n_seqs, shape.n_heads, splits, shape.head_dim).unwrap();
+                attention_decode_e4m3(gpu, shape, meta, q, cache, &mut ws, splits, out).unwrap()
+            });
         }
     }
 }
@@ -103,15 +146,9 @@ fn attention_prefill_e4m3_matches_cpu() {
             vec![(5, 5), (64, 300), (129, 129), (1, 1000)],
         ] {
             let case = build(&mut rng, shape, &seqs);
-            let e = to_e4m3(shape, &case);
-            let meta = case.meta.upload(&gpu, case.n_cache_blocks).unwrap();
-            let q = dev(&gpu, &case.q);
-            let (kc, vc) = (dev(&gpu, &e.k_codes), dev(&gpu, &e.v_codes));
-            let (ks, vs) = (dev(&gpu, &e.k_scales), dev(&gpu, &e.v_scales));
-            let mut out = poisoned(&gpu, meta.n_tokens * shape.n_heads * shape.head_dim);
-            let cache = E4m3KvCache { k_codes: &kc.as_view(), v_codes: &vc.as_view(), k_scales: &ks.as_view(), v_scales: &vs.as_view() };
-            attention_prefill_e4m3(&gpu, shape, &meta, &q.as_view(), cache, &mut out.as_view_mut()).unwrap();
-            assert_close(&format!("{test} hd {} {:?}", shape.head_dim, seqs), &fetch(&gpu, &out), &e.want, 2e-2, 2e-2);
+            reader_matches_cpu(&gpu, test, shape, &seqs, &case, &to_e4m3(shape, &case), |gpu, shape, meta, q, cache, out| {
+                attention_prefill_e4m3(gpu, shape, meta, q, cache, out).unwrap()
+            });
         }
     }
 }
@@ -121,7 +158,7 @@ fn attention_prefill_e4m3_matches_cpu() {
 /// for bit, the qkv rows left unrotated; both layouts, single and batched sequences.
 #[test]
 fn attention_decode_e4m3_rope_equals_rope_write_kv_e4m3_then_decode() {
-    use nemo_engine::gpu::kernels::rope::{rope_cos_sin_table, rope_write_kv_e4m3, E4m3KvViews, RopeShape};
+    use nemo_engine::gpu::kernels::rope::{rope_cos_sin_table, rope_write_kv_e4m3, RopeShape};
     use nemo_engine::model::RopeLayout;
     let test = "attention_decode_e4m3_rope_equals_rope_write_kv_e4m3_then_decode";
     let Some(gpu) = gpu_or_skip(test) else { return };
@@ -141,27 +178,27 @@ fn attention_decode_e4m3_rope_equals_rope_write_kv_e4m3_then_decode() {
                 let mut ws = DecodeWorkspace::new(&gpu, meta.n_seqs, shape.n_heads, splits, shape.head_dim).unwrap();
                 // Separate launches.
                 let mut qkv = dev(&gpu, &case.q);
-                let (mut kc, mut vc, mut ks, mut vs) = (dev(&gpu, &e.k_codes), dev(&gpu, &e.v_codes), dev(&gpu, &e.k_scales), dev(&gpu, &e.v_scales));
+                let mut separate = DeviceE4m3::upload(&gpu, &e);
                 let (pos_dev, slots_dev) = (dev(&gpu, &positions), dev(&gpu, &slots));
-                let views = E4m3KvViews { k_codes: &mut kc.as_view_mut(), v_codes: &mut vc.as_view_mut(), k_scales: &mut ks.as_view_mut(), v_scales: &mut vs.as_view_mut() };
-                rope_write_kv_e4m3(&gpu, rope_shape, &table, &mut qkv.as_view_mut(), &pos_dev.as_view(), &slots_dev.as_view(), views).unwrap();
+                separate
+                    .write(|c| rope_write_kv_e4m3(&gpu, rope_shape, &table, &mut qkv.as_view_mut(), &pos_dev.as_view(), &slots_dev.as_view(), c))
+                    .unwrap();
                 let mut want = poisoned(&gpu, n_out);
-                let cache = E4m3KvCache { k_codes: &kc.as_view(), v_codes: &vc.as_view(), k_scales: &ks.as_view(), v_scales: &vs.as_view() };
-                attention_decode_e4m3(&gpu, shape, &meta, &qkv.as_view(), cache, &mut ws, splits, &mut want.as_view_mut()).unwrap();
+                separate.read(|c| attention_decode_e4m3(&gpu, shape, &meta, &qkv.as_view(), c, &mut ws, splits, &mut want.as_view_mut())).unwrap();
                 // Fused.
                 let qkv_f = dev(&gpu, &case.q);
-                let (mut kc_f, mut vc_f, mut ks_f, mut vs_f) = (dev(&gpu, &e.k_codes), dev(&gpu, &e.v_codes), dev(&gpu, &e.k_scales), dev(&gpu, &e.v_scales));
-                let views = E4m3KvViews { k_codes: &mut kc_f.as_view_mut(), v_codes: &mut vc_f.as_view_mut(), k_scales: &mut ks_f.as_view_mut(), v_scales: &mut vs_f.as_view_mut() };
+                let mut fused = DeviceE4m3::upload(&gpu, &e);
                 let mut got = poisoned(&gpu, n_out);
-                attention_decode_rope_e4m3(&gpu, shape, &table, layout, &meta, &qkv_f.as_view(), views, &mut ws, splits, &mut got.as_view_mut()).unwrap();
-                let host = |b: &cudarc::driver::CudaSlice<u8>| nemo_engine::gpu::download(&gpu, b).unwrap();
-                let host_f32 = |b: &cudarc::driver::CudaSlice<f32>| nemo_engine::gpu::download(&gpu, b).unwrap();
+                fused
+                    .write(|c| attention_decode_rope_e4m3(&gpu, shape, &table, layout, &meta, &qkv_f.as_view(), c, &mut ws, splits, &mut got.as_view_mut()))
+                    .unwrap();
                 let same = |a: &[f32], b: &[f32]| a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
+                let ((kc_f, vc_f, ks_f, vs_f), (kc, vc, ks, vs)) = (fused.download(&gpu), separate.download(&gpu));
                 let (got_o, want_o) = (fetch(&gpu, &got), fetch(&gpu, &want));
                 assert!(want_o.iter().all(|x| x.is_finite()), "{what}: the separate launches gave non-finite outputs");
                 assert!(same(&got_o, &want_o), "{what}: outputs differ");
-                assert!(host(&kc_f) == host(&kc) && same(&host_f32(&ks_f), &host_f32(&ks)), "{what}: K caches differ");
-                assert!(host(&vc_f) == host(&vc) && same(&host_f32(&vs_f), &host_f32(&vs)), "{what}: V caches differ");
+                assert!(kc_f == kc && same(&ks_f, &ks), "{what}: K caches differ");
+                assert!(vc_f == vc && same(&vs_f, &vs), "{what}: V caches differ");
                 assert!(same(&fetch(&gpu, &qkv_f), &to_f32(&case.q)), "{what}: the fused kernel wrote qkv");
             }
         }

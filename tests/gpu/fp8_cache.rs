@@ -4,13 +4,13 @@
 //! prefill kernel reads a cached prefix of codes and p64's one-token steps take the decode kernel
 //! with its fused RoPE write. The GPU's error may exceed the CPU fp8 cache's by the bf16 budget.
 
-use nemo_engine::engine::{BatchBackend, CpuBatchBackend, CpuBatchOptions, CudaBatchBackend, KvCacheDtype, StepEntry};
+use nemo_engine::engine::{BatchBackend, CpuBatchBackend, CpuBatchOptions, CudaBatchBackend, KvCacheDtype};
 use nemo_engine::gpu::model::{CudaModel, GpuWeights};
 use nemo_engine::gpu::Gpu;
 use nemo_engine::model::load;
 
 use crate::common::*;
-use crate::fixtures::reference::{fixture_dir, reference_tensors, Reference};
+use crate::fixtures::reference::{fixture_dir, reference_tensors, step_at_logit_positions, Reference};
 
 /// issue 5's bound for bf16 GPU logits against fp32 ones: what the GPU may add to the CPU's error.
 const BF16_BUDGET: f32 = 0.03;
@@ -23,26 +23,18 @@ fn measure<B: BatchBackend>(fresh: &mut dyn FnMut(usize) -> B) -> (f32, f32, usi
     let tensors = reference_tensors();
     let (mut sum, mut count, mut max_abs, mut positions) = (0f64, 0usize, 0f32, 0);
     for p in &reference.prompts {
-        let blocks = p.tokens.len().div_ceil(BLOCK);
-        let mut backend = fresh(blocks);
-        let vocab = backend.config().vocab_size;
-        // Blocks in reverse order: nothing depends on a table being the identity.
-        let table: Vec<u32> = (0..blocks as u32).rev().collect();
+        let mut backend = fresh(p.tokens.len().div_ceil(BLOCK));
         let theirs = &tensors[&format!("logits.{}", p.name)].1;
-        let mut start = 0;
-        for (i, &pos) in p.logit_positions.iter().enumerate() {
-            let entry = StepEntry { tokens: &p.tokens[start..=pos], ctx_len: pos + 1, block_table: &table, want_logits: true };
-            let ours = backend.step(&[entry]).unwrap().pop().unwrap().unwrap();
-            for (a, b) in ours.iter().zip(&theirs[i * vocab..(i + 1) * vocab]) {
+        step_at_logit_positions(&mut backend, p, theirs, BLOCK, |ours, theirs| {
+            for (a, b) in ours.iter().zip(theirs) {
                 let d = (a - b).abs();
-                assert!(d.is_finite(), "{} position {pos}: non-finite logit", p.name);
+                assert!(d.is_finite(), "{}: non-finite logit", p.name);
                 sum += d as f64;
                 max_abs = max_abs.max(d);
             }
-            count += vocab;
+            count += theirs.len();
             positions += 1;
-            start = pos + 1;
-        }
+        });
     }
     ((sum / count as f64) as f32, max_abs, positions)
 }

@@ -20,6 +20,16 @@ pub struct RopeKvParams {
     pub cos_sin: u64,
     pub positions: u64,
     pub slots: u64,
+    pub d: RopeDims,
+}
+const _: () = assert!(std::mem::size_of::<RopeKvParams>() == 72);
+// SAFETY: plain old data with the same layout as the C struct (size asserted on both sides).
+unsafe impl DeviceRepr for RopeKvParams {}
+
+/// Mirror of `RopeDims` in kernels/rope.cu: the scalars both RoPE writes take.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct RopeDims {
     pub n_heads: i32,
     pub n_kv_heads: i32,
     pub head_dim: i32,
@@ -27,9 +37,21 @@ pub struct RopeKvParams {
     pub n_slots: i32,
     pub rotate_half: i32,
 }
-const _: () = assert!(std::mem::size_of::<RopeKvParams>() == 72);
-// SAFETY: plain old data with the same layout as the C struct (size asserted on both sides).
-unsafe impl DeviceRepr for RopeKvParams {}
+const _: () = assert!(std::mem::size_of::<RopeDims>() == 24);
+
+impl RopeDims {
+    /// `shape` over a table of `max_positions` positions and a cache of `n_slots` slots.
+    pub fn new(kernel: &'static str, shape: RopeShape, max_positions: usize, n_slots: usize) -> Result<RopeDims> {
+        Ok(RopeDims {
+            n_heads: as_i32(kernel, "n_heads", shape.n_heads)?,
+            n_kv_heads: as_i32(kernel, "n_kv_heads", shape.n_kv_heads)?,
+            head_dim: as_i32(kernel, "head_dim", shape.head_dim)?,
+            max_positions: as_i32(kernel, "max_positions", max_positions)?,
+            n_slots: as_i32(kernel, "n_slots", n_slots)?,
+            rotate_half: (shape.layout == RopeLayout::RotateHalf) as i32,
+        })
+    }
+}
 
 /// The cos/sin table `[max_positions, head_dim / 2]` of (cos, sin) pairs as f32, built on the
 /// device in double precision.
@@ -83,7 +105,7 @@ pub fn rope_write_kv(
     v_cache: &mut CudaViewMut<bf16>,
 ) -> Result<()> {
     const KERNEL: &str = "rope_write_kv_bf16";
-    let RopeShape { n_heads, n_kv_heads, head_dim, layout } = shape;
+    let RopeShape { n_heads, n_kv_heads, head_dim, .. } = shape;
     ensure(head_dim == table.head_dim, KERNEL, || format!("head_dim {head_dim} != table's {}", table.head_dim))?;
     ensure(head_dim % 16 == 0, KERNEL, || format!("head_dim {head_dim} is not a multiple of 16"))?;
     ensure(n_heads > 0 && n_kv_heads > 0, KERNEL, || "no heads".into())?;
@@ -104,12 +126,7 @@ pub fn rope_write_kv(
         cos_sin: address(&gpu.stream, &table.cos_sin),
         positions: address(&gpu.stream, positions),
         slots: address(&gpu.stream, slots),
-        n_heads: as_i32(KERNEL, "n_heads", n_heads)?,
-        n_kv_heads: as_i32(KERNEL, "n_kv_heads", n_kv_heads)?,
-        head_dim: head_dim as i32,
-        max_positions: as_i32(KERNEL, "max_positions", table.max_positions)?,
-        n_slots: as_i32(KERNEL, "n_slots", n_slots)?,
-        rotate_half: (layout == RopeLayout::RotateHalf) as i32,
+        d: RopeDims::new(KERNEL, shape, table.max_positions, n_slots)?,
     };
     let cfg = LaunchConfig {
         grid_dim: (as_i32(KERNEL, "n_tokens", n_tokens)? as u32, 1, 1),
@@ -135,12 +152,7 @@ pub struct RopeKvE4m3Params {
     pub cos_sin: u64,
     pub positions: u64,
     pub slots: u64,
-    pub n_heads: i32,
-    pub n_kv_heads: i32,
-    pub head_dim: i32,
-    pub max_positions: i32,
-    pub n_slots: i32,
-    pub rotate_half: i32,
+    pub d: RopeDims,
 }
 const _: () = assert!(std::mem::size_of::<RopeKvE4m3Params>() == 88);
 // SAFETY: plain old data with the same layout as the C struct (size asserted on both sides).
@@ -168,7 +180,7 @@ pub fn rope_write_kv_e4m3(
     cache: E4m3KvViews,
 ) -> Result<()> {
     const KERNEL: &str = "rope_write_kv_e4m3";
-    let RopeShape { n_heads, n_kv_heads, head_dim, layout } = shape;
+    let RopeShape { n_heads, n_kv_heads, head_dim, .. } = shape;
     ensure(head_dim == table.head_dim, KERNEL, || format!("head_dim {head_dim} != table's {}", table.head_dim))?;
     ensure(head_dim.is_power_of_two() && (16..=256).contains(&head_dim), KERNEL, || {
         format!("head_dim {head_dim} is not a power of two in [16, 256]")
@@ -195,12 +207,7 @@ pub fn rope_write_kv_e4m3(
         cos_sin: address(&gpu.stream, &table.cos_sin),
         positions: address(&gpu.stream, positions),
         slots: address(&gpu.stream, slots),
-        n_heads: as_i32(KERNEL, "n_heads", n_heads)?,
-        n_kv_heads: as_i32(KERNEL, "n_kv_heads", n_kv_heads)?,
-        head_dim: head_dim as i32,
-        max_positions: as_i32(KERNEL, "max_positions", table.max_positions)?,
-        n_slots: as_i32(KERNEL, "n_slots", n_slots)?,
-        rotate_half: (layout == RopeLayout::RotateHalf) as i32,
+        d: RopeDims::new(KERNEL, shape, table.max_positions, n_slots)?,
     };
     let cfg = LaunchConfig {
         grid_dim: (as_i32(KERNEL, "n_tokens", n_tokens)? as u32, 1, 1),

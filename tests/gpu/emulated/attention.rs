@@ -12,6 +12,7 @@ use nemo_engine::gpu::kernels::attention_wgmma::{self, cache_map_spec, PrefillWg
 use nemo_engine::gpu::kernels::attention::{
     decode_config, decode_splits, prefill_config, scale_log2, AttentionParams, AttentionShape, DecodeKernel, DecodeRope,
 };
+use nemo_engine::gpu::kernels::rope::{RopeDims, RopeShape};
 use nemo_engine::model::RopeLayout;
 
 /// The parameter block the wrappers build, over host buffers.
@@ -317,12 +318,7 @@ fn decode_rope_equals_separate(kernel: DecodeKernel, test: &str) {
                 cos_sin: addr(&cos_sin),
                 positions: addr(&positions),
                 slots: addr(&slots),
-                n_heads: shape.n_heads as i32,
-                n_kv_heads: shape.n_kv_heads as i32,
-                head_dim: shape.head_dim as i32,
-                max_positions: max_positions as i32,
-                n_slots: (case.n_cache_blocks * case.meta.block_size) as i32,
-                rotate_half: (layout == RopeLayout::RotateHalf) as i32,
+                d: rope_dims(shape, layout, max_positions, &case),
             };
             let cfg = cudarc::driver::LaunchConfig { grid_dim: (positions.len() as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
             // SAFETY: the parameter block's buffers are live host buffers of the kernel's sizes.
@@ -342,6 +338,12 @@ fn decode_rope_equals_separate(kernel: DecodeKernel, test: &str) {
             });
         }
     }
+}
+
+/// The RoPE write's scalars for `case`'s cache and a table of `max_positions` positions.
+fn rope_dims(shape: AttentionShape, layout: RopeLayout, max_positions: usize, case: &Case) -> RopeDims {
+    let rope = RopeShape { n_heads: shape.n_heads, n_kv_heads: shape.n_kv_heads, head_dim: shape.head_dim, layout };
+    RopeDims::new("emulated", rope, max_positions, case.n_cache_blocks * case.meta.block_size).unwrap()
 }
 
 /// attention_decode_e4m3 over `e`'s FP8 cache (`case` gives q and the metadata), as `run_decode`.
@@ -408,12 +410,7 @@ fn emulated_attention_decode_e4m3_rope_equals_rope_write_kv_e4m3_then_decode() {
                 cos_sin: addr(&cos_sin),
                 positions: addr(&positions),
                 slots: addr(&slots),
-                n_heads: shape.n_heads as i32,
-                n_kv_heads: shape.n_kv_heads as i32,
-                head_dim: shape.head_dim as i32,
-                max_positions: max_positions as i32,
-                n_slots: (case.n_cache_blocks * case.meta.block_size) as i32,
-                rotate_half: (layout == RopeLayout::RotateHalf) as i32,
+                d: rope_dims(shape, layout, max_positions, &case),
             };
             let cfg = cudarc::driver::LaunchConfig { grid_dim: (positions.len() as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
             // SAFETY: the parameter block's buffers are live host buffers of the kernel's sizes.

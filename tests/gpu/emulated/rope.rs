@@ -8,7 +8,7 @@ use crate::common::*;
 use cudarc::driver::LaunchConfig;
 use half::bf16;
 use nemo_engine::cpu::rope::{rope, rope_cos_sin, rope_inv_freq};
-use nemo_engine::gpu::kernels::rope::{RopeKvE4m3Params, RopeKvParams};
+use nemo_engine::gpu::kernels::rope::{RopeDims, RopeKvE4m3Params, RopeKvParams, RopeShape};
 use nemo_engine::model::RopeLayout;
 
 const MAX_POS: usize = 131_072;
@@ -64,12 +64,7 @@ fn emulated_rope_write_kv_matches_cpu() {
                 cos_sin: addr(&cos_sin),
                 positions: addr(&positions),
                 slots: addr(&slots),
-                n_heads: n_heads as i32,
-                n_kv_heads: n_kv_heads as i32,
-                head_dim: head_dim as i32,
-                max_positions: MAX_POS as i32,
-                n_slots: n_slots as i32,
-                rotate_half: (layout == RopeLayout::RotateHalf) as i32,
+                d: RopeDims::new("emulated", RopeShape { n_heads, n_kv_heads, head_dim, layout }, MAX_POS, n_slots).unwrap(),
             };
             let cfg = LaunchConfig { grid_dim: (n as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
             let gemv_output = PrimaryOutputs::of(&[&qkv[..]]);
@@ -130,12 +125,7 @@ fn emulated_rope_write_kv_e4m3_matches_cpu() {
                 cos_sin: addr(&cos_sin),
                 positions: addr(&positions),
                 slots: addr(&slots_i32),
-                n_heads: n_heads as i32,
-                n_kv_heads: n_kv_heads as i32,
-                head_dim: head_dim as i32,
-                max_positions: MAX_POS as i32,
-                n_slots: n_slots as i32,
-                rotate_half: (layout == RopeLayout::RotateHalf) as i32,
+                d: RopeDims::new("emulated", RopeShape { n_heads, n_kv_heads, head_dim, layout }, MAX_POS, n_slots).unwrap(),
             };
             let cfg = LaunchConfig { grid_dim: (n as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
             let gemv_output = PrimaryOutputs::of(&[&qkv[..]]);
