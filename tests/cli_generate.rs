@@ -239,3 +239,20 @@ fn device_auto_falls_back_to_the_cpu_with_a_notice_when_there_is_no_gpu() {
     );
     assert!(run.stderr.contains("running on the CPU"), "{}", run.stderr);
 }
+
+/// `--kv-cache-dtype fp8`: the cache rounds K and V through e4m3 (docs/fp8-kv.md), so the
+/// logprobs move off the f32 run's, but by no more than that rounding explains (the tiny model's
+/// worst logit error with an fp8 cache is 0.41, tests/fp8_kv_cache.rs). On the CPU, and on the
+/// GPU with NEMO_CLI_DEVICE=cuda.
+#[test]
+fn an_fp8_kv_cache_moves_the_logprobs_by_its_rounding_only() {
+    let reference = Reference::load(&oracle_dir());
+    let prompt = &reference.prompt("p64").tokens;
+    let plain = greedy_json("hf", prompt, &[]);
+    let fp8 = greedy_json("hf", prompt, &["--kv-cache-dtype", "fp8"]);
+    let (a, b) = (&plain.logprobs.unwrap()[0], &fp8.logprobs.unwrap()[0]);
+    assert_eq!(a.token, b.token, "the first greedy token");
+    let moved = a.top.iter().zip(&b.top).map(|(x, y)| (x.logprob - y.logprob).abs()).fold(0f64, f64::max);
+    assert!(moved > 1e-5, "the fp8 cache changed nothing: the flag did not reach the cache");
+    assert!(moved < 0.5, "top logprobs moved by {moved}");
+}

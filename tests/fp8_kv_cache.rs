@@ -95,3 +95,30 @@ fn fp8_kv_cache_logits_stay_close_to_transformers_fp32() {
     // trained one: 6 of 444 positions flipped at that commit.
     assert!(fp8.argmax_flips * 50 <= fp8.positions, "{} argmax flips", fp8.argmax_flips);
 }
+
+/// The single-sequence CPU backend (`nemo generate`/`chat --device cpu --kv-cache-dtype fp8`)
+/// stores its cache as the batch backend does: the same logits bit for bit, chunk after chunk,
+/// and not those of the f32 cache.
+#[test]
+fn the_single_sequence_backend_rounds_its_cache_like_the_batch_backend() {
+    use nemo_engine::engine::{Backend, BatchBackend, CpuBackend, StepEntry};
+    let model = load(&fixture_dir().join("hf")).unwrap();
+    let w = &model.weights;
+    let p = Reference::load().prompt("p300").tokens.clone();
+    let fp8 = KvCacheDtype::Fp8E4m3;
+    let mut single = CpuBackend::new(w).with_kv_cache_dtype(fp8);
+    let mut plain = CpuBackend::new(w);
+    let blocks = p.len().div_ceil(BLOCK);
+    let mut batch = CpuBatchBackend::new(w, CpuBatchOptions { block_size: BLOCK, num_blocks: blocks, max_step_tokens: 4096 }).with_kv_cache_dtype(fp8);
+    let table: Vec<u32> = (0..blocks as u32).collect();
+    let mut start = 0;
+    for end in [100, 101, 250, p.len()] {
+        let ours = single.forward(&p[start..end]).unwrap();
+        let entry = StepEntry { tokens: &p[start..end], ctx_len: end, block_table: &table, want_logits: true };
+        let theirs = batch.step(&[entry]).unwrap().pop().unwrap().unwrap();
+        assert!(ours.iter().zip(&theirs).all(|(a, b)| a.to_bits() == b.to_bits()), "chunk ending at {end}");
+        let f32_logits = plain.forward(&p[start..end]).unwrap();
+        assert!(ours != f32_logits, "chunk ending at {end}: the fp8 cache rounded nothing");
+        start = end;
+    }
+}

@@ -9,13 +9,13 @@ use serde_json::json;
 
 use nemo_engine::bench::serving::{self, ServingOptions, SweepRow, ThroughputReport};
 use nemo_engine::bench::{self, BenchOptions};
-use nemo_engine::engine::{BatchBackend, CpuBatchBackend, CpuBatchOptions, CudaBackend, CudaBatchBackend, CudaOptions, KvCacheDtype};
+use nemo_engine::engine::{BatchBackend, CpuBatchBackend, CpuBatchOptions, CudaBackend, CudaBatchBackend, KvCacheDtype};
 use nemo_engine::gpu::model::{CudaModel, GpuWeights};
 use nemo_engine::gpu::{self, Gpu};
 use nemo_engine::model::{ModelConfig, ModelWeights};
 
 use super::args::{BenchArgs, BenchLab, BenchMode, DeviceChoice};
-use super::device::{capture_decode_graphs, cpu_kv_tokens, cuda_options};
+use super::device::{capture_decode_graphs, cpu_kv_tokens, cuda_options, source_cuda_options};
 use super::generate_cmd::check_source;
 use super::loaded::Model;
 
@@ -37,13 +37,12 @@ fn latency(args: &BenchArgs) -> anyhow::Result<()> {
     let mut backend = match args.source.preset {
         Some(preset) => {
             let config = preset.config();
-            CudaBackend::dummy(&config, 0, CudaOptions { kv_dtype: args.kv_cache_dtype, ..cuda_options(&config, args.source.kv_tokens) })
+            CudaBackend::dummy(&config, 0, source_cuda_options(&config, &args.source))
         }
         None => {
             check_source(&args.source)?;
             let weights = Model::open(args.source.model.as_deref())?.load_weights()?;
-            let opts = CudaOptions { kv_dtype: args.kv_cache_dtype, ..cuda_options(&weights.config, args.source.kv_tokens) };
-            CudaBackend::from_weights(&weights, opts)
+            CudaBackend::from_weights(&weights, source_cuda_options(&weights.config, &args.source))
         }
     }
     .with_context(|| format!("opening the CUDA backend on {}", info.name))?;
@@ -90,7 +89,7 @@ fn measure<B: BatchBackend>(
         }
     } else {
         let batches: Vec<usize> = args.batches.iter().copied().filter(|&b| b <= args.max_batch).collect();
-        let kv_bytes = args.kv_cache_dtype.gpu_bytes_per_token(config);
+        let kv_bytes = args.source.kv_cache_dtype.gpu_bytes_per_token(config);
         sweep = serving::decode_sweep(make()?, &batches, 128, args.steps, weights_bytes, kv_bytes)
             .map_err(anyhow::Error::msg)
             .context("decode sweep")?;
@@ -118,7 +117,7 @@ fn serving_modes(args: &BenchArgs) -> anyhow::Result<()> {
             let tokens = cpu_kv_tokens(args.source.kv_tokens)?.unwrap_or(c.max_context.min(65_536));
             let opts = CpuBatchOptions { block_size: 16, num_blocks: tokens.div_ceil(16), max_step_tokens: 2048 };
             let bytes = weights_bytes(&weights);
-            let dtype = args.kv_cache_dtype;
+            let dtype = args.source.kv_cache_dtype;
             let (t, s) = measure(args, &mut || Ok(CpuBatchBackend::new(&weights, opts).with_kv_cache_dtype(dtype)), bytes, &c)?;
             (format!("cpu | KV cache values {}", cpu_kv_label(dtype)), t, s)
         }
@@ -145,7 +144,7 @@ fn serving_modes(args: &BenchArgs) -> anyhow::Result<()> {
                     Some(w) => GpuWeights::upload(&gpu, w)?,
                     None => GpuWeights::dummy(&gpu, &config, 0)?,
                 };
-                let mut model = CudaModel::with_kv_dtype(gpu, weights, kv, args.kv_cache_dtype, 4096, args.max_batch)?;
+                let mut model = CudaModel::with_kv_dtype(gpu, weights, kv, args.source.kv_cache_dtype, 4096, args.max_batch)?;
                 capture_decode_graphs(&mut model)?;
                 settings = model.settings();
                 Ok(CudaBatchBackend { model })

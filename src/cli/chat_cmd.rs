@@ -32,7 +32,7 @@ pub fn run(args: &ChatArgs) -> anyhow::Result<()> {
     let device = device::select(args.device)?;
     let weights = model.load_weights()?;
     model.stop.announce();
-    let mut backend = device::open(&device, &weights, args.source.kv_tokens)?;
+    let mut backend = device::open(&device, &weights, &args.source)?;
     let mut session = ChatSession::new(format, text, args.system.clone());
 
     let interactive = io::stdin().is_terminal();

@@ -10,7 +10,7 @@ use nemo_engine::gpu::model::CudaModel;
 use nemo_engine::gpu::{self, GpuInfo};
 use nemo_engine::model::{ModelConfig, ModelWeights};
 
-use super::args::{DeviceChoice, KvSize};
+use super::args::{DeviceChoice, KvSize, ModelSource};
 
 /// What the probe decided, before the model is loaded (so `--device cuda` on a machine without
 /// a GPU fails at once).
@@ -48,6 +48,11 @@ pub fn cuda_options(config: &ModelConfig, kv_tokens: Option<KvSize>) -> CudaOpti
     opts
 }
 
+/// The CUDA sizes and KV dtype a command's model source asks for.
+pub fn source_cuda_options(config: &ModelConfig, source: &ModelSource) -> CudaOptions {
+    CudaOptions { kv_dtype: source.kv_cache_dtype, ..cuda_options(config, source.kv_tokens) }
+}
+
 /// `--kv-tokens` for a CPU backend: a count (None: the command's default); `max` is refused,
 /// as it sizes a GPU's cache.
 pub fn cpu_kv_tokens(kv_tokens: Option<KvSize>) -> anyhow::Result<Option<usize>> {
@@ -60,13 +65,9 @@ pub fn cpu_kv_tokens(kv_tokens: Option<KvSize>) -> anyhow::Result<Option<usize>>
     }
 }
 
-pub fn open<'w>(
-    device: &Device,
-    weights: &'w ModelWeights,
-    kv_tokens: Option<KvSize>,
-) -> anyhow::Result<Box<dyn Backend + 'w>> {
+pub fn open<'w>(device: &Device, weights: &'w ModelWeights, source: &ModelSource) -> anyhow::Result<Box<dyn Backend + 'w>> {
     match device {
-        Device::Cpu => Ok(Box::new(CpuBackend::new(weights))),
+        Device::Cpu => Ok(Box::new(CpuBackend::new(weights).with_kv_cache_dtype(source.kv_cache_dtype))),
         Device::Cuda(info) => {
             eprintln!(
                 "nemo: GPU: {} (sm_{}{}, {:.1} GiB)",
@@ -75,12 +76,13 @@ pub fn open<'w>(
                 info.compute_capability.1,
                 info.total_memory as f64 / (1u64 << 30) as f64
             );
-            let backend = CudaBackend::from_weights(weights, cuda_options(&weights.config, kv_tokens))
+            let backend = CudaBackend::from_weights(weights, source_cuda_options(&weights.config, source))
                 .with_context(|| format!("opening the CUDA backend on {}", info.name))?;
             eprintln!(
-                "nemo: weights on the GPU in {:.2} s; KV cache {} tokens ({:.1} GB)",
+                "nemo: weights on the GPU in {:.2} s; KV cache {} tokens {} ({:.1} GB)",
                 backend.model.weights.load_seconds,
                 backend.model.capacity(),
+                backend.model.kv.dtype.gpu_label(),
                 backend.model.kv.bytes() as f64 / 1e9
             );
             Ok(Box::new(backend))

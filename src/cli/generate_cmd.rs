@@ -52,7 +52,7 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
     let stop = StopCriteria::new(args.max_tokens, eos_ids, args.stop_tokens.clone())?;
     let request = GenerateRequest { prompt, params, stop, logprobs: args.logprobs };
 
-    let mut backend = device::open(&device, &weights, args.source.kv_tokens)?;
+    let mut backend = device::open(&device, &weights, &args.source)?;
     let with_tools = args.tools.is_some();
     let text = model.text.as_ref();
     let generation = run_loop(backend.as_mut(), &request, text, with_tools, args.json)?;
@@ -139,7 +139,7 @@ fn run_dummy(args: &GenerateArgs, preset: Preset, device: &device::Device, param
     if let Some(&id) = prompt.0.iter().chain(&args.stop_tokens).find(|&&id| id as usize >= config.vocab_size) {
         bail!("token {id} is outside the vocabulary (size {})", config.vocab_size);
     }
-    let opts = device::cuda_options(&config, args.source.kv_tokens);
+    let opts = device::source_cuda_options(&config, &args.source);
     let mut backend = CudaBackend::dummy(&config, args.sampling.seed, opts).with_context(|| format!("opening the CUDA backend on {}", info.name))?;
     eprintln!(
         "nemo: {preset:?} with dummy weights ({:.1} GB filled in {:.2} s) on {}",

@@ -2,6 +2,7 @@
 //! `[len, n_kv_heads, head_dim]`, grown as tokens arrive. K stays in the checkpoint's own q/k
 //! row order: attention scores are invariant to a permutation applied to both q and k.
 
+use crate::cpu::fp8::round_row_through_e4m3;
 use crate::model::ModelConfig;
 
 pub struct KvCache {
@@ -10,6 +11,9 @@ pub struct KvCache {
     len: usize,
     /// Per layer: (k, v), each `[len, kv_dim]`.
     layers: Vec<(Vec<f32>, Vec<f32>)>,
+    /// Rows of this many values (a KV head of a token) are rounded through FP8 e4m3 with their
+    /// own scale as they arrive ([`KvCache::store_fp8_e4m3`]); None keeps f32.
+    fp8_rows: Option<usize>,
 }
 
 impl KvCache {
@@ -20,7 +24,15 @@ impl KvCache {
             max_len: config.max_context,
             len: 0,
             layers: vec![(Vec::new(), Vec::new()); config.n_layers],
+            fp8_rows: None,
         }
+    }
+
+    /// From now on, K and V are stored as an FP8 e4m3 cache with one scale per `head_dim`
+    /// values stores them (docs/fp8-kv.md), as `--kv-cache-dtype fp8` asks.
+    pub fn store_fp8_e4m3(&mut self, head_dim: usize) {
+        assert!(head_dim > 0 && self.kv_dim % head_dim == 0, "head_dim {head_dim} must divide kv_dim {}", self.kv_dim);
+        self.fp8_rows = Some(head_dim);
     }
 
     /// Tokens held (the position of the next token).
@@ -69,8 +81,13 @@ impl KvCache {
             self.len * self.kv_dim,
             "layer {layer} appended twice"
         );
+        let (k_start, v_start) = (kc.len(), vc.len());
         kc.extend_from_slice(k);
         vc.extend_from_slice(v);
+        if let Some(head_dim) = self.fp8_rows {
+            kc[k_start..].chunks_exact_mut(head_dim).for_each(round_row_through_e4m3);
+            vc[v_start..].chunks_exact_mut(head_dim).for_each(round_row_through_e4m3);
+        }
         (kc, vc)
     }
 

@@ -78,6 +78,12 @@ pub struct ModelSource {
     /// the context for one sequence; no limit for `bench --mode throughput|sweep`).
     #[arg(long, value_name = "N|max", value_parser = parse_kv_tokens, allow_negative_numbers = true)]
     pub kv_tokens: Option<KvSize>,
+
+    /// How the GPU's KV cache stores K and V: auto (bf16) or fp8 (e4m3, one scale per token and
+    /// KV head: half the bytes a token, so twice the tokens; docs/fp8-kv.md). On the CPU, fp8
+    /// rounds the reference's values as the GPU would store them.
+    #[arg(long, value_name = "auto|fp8", default_value = "auto", value_parser = parse_kv_cache_dtype)]
+    pub kv_cache_dtype: KvCacheDtype,
 }
 
 /// `--kv-cache-dtype auto | fp8` (vLLM's names; `bf16` and `fp8_e4m3` accepted too).
@@ -172,12 +178,6 @@ pub struct BenchArgs {
     /// Sequences running at once (throughput) and the largest batch (sweep).
     #[arg(long, value_name = "N", default_value_t = 256)]
     pub max_batch: usize,
-
-    /// How the GPU's KV cache stores K and V: auto (bf16) or fp8 (e4m3, one scale per token and
-    /// KV head: half the bytes a token, so twice the tokens; docs/fp8-kv.md). On the CPU, fp8
-    /// rounds the reference's values as the GPU would store them.
-    #[arg(long, value_name = "auto|fp8", default_value = "auto", value_parser = parse_kv_cache_dtype)]
-    pub kv_cache_dtype: KvCacheDtype,
 
     /// Sweep mode: also write the throughput/latency plot here (SVG).
     #[arg(long, value_name = "FILE")]

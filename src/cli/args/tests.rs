@@ -36,7 +36,7 @@ fn kv_cache_dtype_takes_vllms_names_on_serve_and_bench() {
     assert_eq!(s.kv_cache_dtype, KvCacheDtype::Auto);
     let cli = Cli::try_parse_from(["nemo", "bench", "--preset", "nemo-12b", "--dummy-weights", "--kv-cache-dtype", "fp8_e4m3"]).unwrap();
     let Command::Bench(b) = cli.command else { panic!() };
-    assert_eq!(b.kv_cache_dtype, KvCacheDtype::Fp8E4m3);
+    assert_eq!(b.source.kv_cache_dtype, KvCacheDtype::Fp8E4m3);
     let e = Cli::try_parse_from(["nemo", "serve", "--model", "m", "--kv-cache-dtype", "int8"]).unwrap_err().to_string();
     assert!(e.contains("unknown KV cache dtype \"int8\""), "{e}");
 }
