@@ -301,18 +301,20 @@ fn bench_attention(b: &Bench) -> GpuResult<()> {
             b.report_bytes(name, &format!("batch {n_seqs}, context {ctx}, {splits} splits"), t.median_ms, bytes as f64);
         }
         // Over an FP8 e4m3 cache (docs/fp8-kv.md): finite codes, one scale per row.
-        let name = "attention_decode_e4m3";
-        if left_out(name) {
-            println!("{name:<22} left out (NEMO_BENCH_SKIP)");
-            continue;
-        }
         let (kc, vc, scales) = fp8_cache(b, slots, &c)?;
-        let t = time_ms(&b.gpu, 3, 20, |_| {
-            let cache = E4m3KvCache { k_codes: &kc.as_view(), v_codes: &vc.as_view(), k_scales: &scales.as_view(), v_scales: &scales.as_view() };
-            attention_decode_e4m3(&b.gpu, shape, &meta, &q.as_view(), cache, &mut ws, splits, &mut out.as_view_mut())
-        })?;
-        let fp8_bytes = n_seqs * 2 * ctx * (c.kv_dim() + 4 * c.n_kv_heads);
-        b.report_bytes(name, &format!("batch {n_seqs}, context {ctx}, {splits} splits"), t.median_ms, fp8_bytes as f64);
+        for kernel in [DecodeKernel::CudaCores, DecodeKernel::Mma] {
+            let name = kernel.e4m3_name();
+            if left_out(name) {
+                println!("{name:<22} left out (NEMO_BENCH_SKIP)");
+                continue;
+            }
+            let t = time_ms(&b.gpu, 3, 20, |_| {
+                let cache = E4m3KvCache { k_codes: &kc.as_view(), v_codes: &vc.as_view(), k_scales: &scales.as_view(), v_scales: &scales.as_view() };
+                attention_decode_e4m3(&b.gpu, kernel, shape, &meta, &q.as_view(), cache, &mut ws, splits, &mut out.as_view_mut())
+            })?;
+            let fp8_bytes = n_seqs * 2 * ctx * (c.kv_dim() + 4 * c.n_kv_heads);
+            b.report_bytes(name, &format!("batch {n_seqs}, context {ctx}, {splits} splits"), t.median_ms, fp8_bytes as f64);
+        }
     }
     Ok(())
 }

@@ -27,9 +27,8 @@
 // lane's score times its key's K scale, and the probability times the key's V scale where it
 // meets V (the softmax sum keeps the plain probability). With a DecodeRope it writes the new
 // token's codes and scales as rope_write_kv_e4m3 does (write_new_kv_e4m3: the same row writer).
-#include "attention_common.cuh"
+#include "attention_e4m3.cuh"
 #include "grid_dependency.cuh"
-#include "kv_e4m3.cuh"
 
 
 namespace {
@@ -70,27 +69,6 @@ template <> struct DecodeLoads<true> {
         e4m3x4_to_f32(c.x, out); e4m3x4_to_f32(c.y, out + 4);
     }
 };
-
-// write_new_kv for an FP8 cache: the new token's K and V rows of `kv_head` quantised by warp 0,
-// head_dim / 8 lanes a row (K on the first, V on the next), as rope_write_kv_e4m3 does. The
-// caller's __syncthreads orders the writes before the block reads them.
-template <int HD>
-__device__ __forceinline__ void write_new_kv_e4m3(const AttentionParams& p, const DecodeRope& r, int seq, int kv_head,
-                                                  int token, int pos, const float2* cs) {
-    constexpr int LANES = HD / 8;  // per row; 2 rows fit a warp for head_dim <= 128
-    static_assert(2 * LANES <= 32, "a K and a V row in one warp");
-    if (threadIdx.x >= 32) return;
-    const bf16* k_row = p.q + (size_t)token * p.q_stride + p.n_heads * HD;  // [n_kv_heads][HD]
-    const bf16* v_row = k_row + p.n_kv_heads * HD;
-    const int which = threadIdx.x / LANES, lane = threadIdx.x % LANES;  // 0: K, 1: V, 2+: idle
-    const bool active = which < 2;
-    float x[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
-    const int row = which * p.n_kv_heads + kv_head;  // kv_lane_values's row numbering
-    if (active) kv_lane_values(k_row, v_row, cs, row, p.n_kv_heads, HD, lane, r.rotate_half, x);
-    const size_t at = kv_row_offset(p, seq, pos, kv_head, HD);  // in values; the scale's index is at / HD
-    uint8_t* codes = reinterpret_cast<uint8_t*>(which == 0 ? r.k_cache : r.v_cache) + at;
-    store_row_e4m3(x, lane, LANES, active, which == 0 && r.rotate_half, HD / 2, codes, (which == 0 ? r.k_scales : r.v_scales) + at / HD);
-}
 
 template <int HD, int G, bool FP8 = false>
 __device__ void attention_decode(const AttentionParams& p, const DecodeRope& r) {

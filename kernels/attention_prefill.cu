@@ -17,19 +17,10 @@
 // multiplied by its key's K scale before the softmax, a probability by its V scale after the
 // row sums are taken, where it becomes an mma operand. The scales of tile t + 1 are loaded into
 // registers when its codes are requested, so their latency hides under tile t.
-#include "attention_common.cuh"
-#include "fp8.cuh"
-#include "mma.cuh"
+#include "attention_e4m3.cuh"
 
 namespace {
 constexpr int ROWS = 64, KT = 64, THREADS = 128;
-}
-
-// Byte offset of 16-byte chunk `chunk` of row `row` in a tile with HD bf16 per row, XOR-swizzled
-// so that 8 consecutive rows at one logical chunk fall in 8 distinct bank groups.
-template <int HD>
-__device__ __forceinline__ uint32_t swz(int row, int chunk) {
-    return row * (HD * 2) + ((chunk ^ (row & 7)) << 4);
 }
 
 template <int HD>
@@ -41,50 +32,8 @@ __device__ __forceinline__ void load_kv_tile(const AttentionParams& p, uint32_t 
         const int pos = tile * KT + r;
         const bool valid = pos < n_keys;
         const size_t off = valid ? kv_row_offset(p, seq, pos, kv_head, HD) + c * 8 : 0;
-        cp_async16(sK + swz<HD>(r, c), p.k_cache + off, valid);
-        cp_async16(sV + swz<HD>(r, c), p.v_cache + off, valid);
-    }
-}
-
-// FP8: the codes of K/V tile `tile` into the staging buffers sKc, sVc ([KT][HD] bytes each,
-// unswizzled: the conversion reads them row by row), keys past n_keys zero-filled.
-template <int HD>
-__device__ __forceinline__ void load_kv_codes_tile(const AttentionParams& p, uint32_t sKc, uint32_t sVc, int seq,
-                                                   int kv_head, int tile, int n_keys) {
-    constexpr int CH = HD / 16;  // 16-byte chunks of 16 codes per row
-    const uint8_t* k_codes = reinterpret_cast<const uint8_t*>(p.k_cache);
-    const uint8_t* v_codes = reinterpret_cast<const uint8_t*>(p.v_cache);
-    for (int idx = threadIdx.x; idx < KT * CH; idx += THREADS) {
-        const int r = idx / CH, c = idx % CH;
-        const int pos = tile * KT + r;
-        const bool valid = pos < n_keys;
-        const size_t off = valid ? kv_row_offset(p, seq, pos, kv_head, HD) + c * 16 : 0;
-        cp_async16(sKc + r * HD + c * 16, k_codes + off, valid);
-        cp_async16(sVc + r * HD + c * 16, v_codes + off, valid);
-    }
-}
-
-// FP8: the K and V scales of key `r` of tile `tile` (0 past n_keys: such a key's probability
-// is 0, and 0 x a free slot's NaN scale would not be).
-__device__ __forceinline__ float2 kv_scales(const AttentionParams& p, int seq, int kv_head, int tile, int r, int n_keys,
-                                            int head_dim) {
-    const int pos = tile * KT + r;
-    if (r >= KT || pos >= n_keys) return make_float2(0.f, 0.f);
-    const size_t at = kv_row_offset(p, seq, pos, kv_head, head_dim) / head_dim;
-    return make_float2(p.k_scales[at], p.v_scales[at]);
-}
-
-// FP8: staged codes ([KT][HD] bytes at `codes`) to the swizzled bf16 tile at `tile`, exactly.
-template <int HD>
-__device__ __forceinline__ void convert_codes_tile(const unsigned char* codes, unsigned char* tile) {
-    constexpr int CH = HD / 16;
-    for (int idx = threadIdx.x; idx < KT * CH; idx += THREADS) {
-        const int r = idx / CH, c = idx % CH;
-        const uint4 w = *reinterpret_cast<const uint4*>(codes + r * HD + c * 16);
-        float x[16];
-        e4m3x4_to_f32(w.x, x); e4m3x4_to_f32(w.y, x + 4); e4m3x4_to_f32(w.z, x + 8); e4m3x4_to_f32(w.w, x + 12);
-        *reinterpret_cast<bf16x8*>(tile + swz<HD>(r, 2 * c)) = pack8(x);
-        *reinterpret_cast<bf16x8*>(tile + swz<HD>(r, 2 * c + 1)) = pack8(x + 8);
+        cp_async16(sK + kv_tile_swz<HD>(r, c), p.k_cache + off, valid);
+        cp_async16(sV + kv_tile_swz<HD>(r, c), p.v_cache + off, valid);
     }
 }
 
@@ -121,12 +70,12 @@ __device__ void attention_prefill(const AttentionParams& p) {
             const int local = local_begin + r / group, head = kv_head * group + r % group;
             src = p.q + (size_t)(q0 + local) * p.q_stride + head * HD + c * 8;
         }
-        cp_async16(sQ + swz<HD>(r, c), src, valid);
+        cp_async16(sQ + kv_tile_swz<HD>(r, c), src, valid);
     }
     float2 scales = make_float2(0.f, 0.f);  // FP8: this thread's key's scales, one tile ahead
     if constexpr (FP8) {
-        load_kv_codes_tile<HD>(p, sKc, sVc, seq, kv_head, 0, n_keys);
-        scales = kv_scales(p, seq, kv_head, 0, threadIdx.x, n_keys, HD);
+        load_codes_tile<HD, KT, THREADS>(p, sKc, sVc, seq, kv_head, 0, n_keys);
+        if (threadIdx.x < KT) scales = key_scales(p, seq, kv_head, threadIdx.x, n_keys, HD);
     } else {
         load_kv_tile<HD>(p, sK, sV, seq, kv_head, 0, n_keys);
     }
@@ -155,9 +104,9 @@ __device__ void attention_prefill(const AttentionParams& p) {
         float2 next_scales = make_float2(0.f, 0.f);
         if (tile + 1 < n_tiles) {
             if constexpr (FP8) {
-                load_kv_codes_tile<HD>(p, sKc + (stage ^ 1) * CODES_BYTES, sVc + (stage ^ 1) * CODES_BYTES, seq, kv_head,
-                                       tile + 1, n_keys);
-                next_scales = kv_scales(p, seq, kv_head, tile + 1, threadIdx.x, n_keys, HD);
+                load_codes_tile<HD, KT, THREADS>(p, sKc + (stage ^ 1) * CODES_BYTES, sVc + (stage ^ 1) * CODES_BYTES, seq,
+                                                 kv_head, (tile + 1) * KT, n_keys);
+                if (threadIdx.x < KT) next_scales = key_scales(p, seq, kv_head, (tile + 1) * KT + threadIdx.x, n_keys, HD);
             } else {
                 load_kv_tile<HD>(p, sK + (stage ^ 1) * TILE_BYTES, sV + (stage ^ 1) * TILE_BYTES, seq, kv_head,
                                  tile + 1, n_keys);
@@ -172,8 +121,8 @@ __device__ void attention_prefill(const AttentionParams& p) {
             // The landed codes into the one bf16 tile (free: the last tile's loop ended in a
             // __syncthreads), and the tile's scales beside it.
             const unsigned char* staged = smem + (sKc - sQ) + stage * CODES_BYTES;
-            convert_codes_tile<HD>(staged, smem + (sK - sQ));
-            convert_codes_tile<HD>(staged + 2 * CODES_BYTES, smem + (sV - sQ));
+            convert_codes_tile<HD, KT, THREADS>(staged, smem + (sK - sQ));
+            convert_codes_tile<HD, KT, THREADS>(staged + 2 * CODES_BYTES, smem + (sV - sQ));
             if (threadIdx.x < KT) {
                 s_kscale[threadIdx.x] = scales.x;
                 s_vscale[threadIdx.x] = scales.y;
@@ -184,7 +133,7 @@ __device__ void attention_prefill(const AttentionParams& p) {
         if (tile == 0) {
 #pragma unroll
             for (int kk = 0; kk < HD / 16; ++kk)
-                ldmatrix_x4(qf[kk], sQ + swz<HD>(warp * 16 + (lane & 15), kk * 2 + (lane >> 4)));
+                ldmatrix_x4(qf[kk], sQ + kv_tile_swz<HD>(warp * 16 + (lane & 15), kk * 2 + (lane >> 4)));
         }
         const uint32_t k_tile = FP8 ? sK : sK + stage * TILE_BYTES, v_tile = FP8 ? sV : sV + stage * TILE_BYTES;
 
@@ -199,7 +148,7 @@ __device__ void attention_prefill(const AttentionParams& p) {
 #pragma unroll
             for (int j = 0; j < KT / 16; ++j) {
                 uint32_t b[4];
-                ldmatrix_x4(b, k_tile + swz<HD>(j * 16 + (lane & 7) + ((lane >> 4) << 3), kk * 2 + ((lane >> 3) & 1)));
+                ldmatrix_x4(b, k_tile + kv_tile_swz<HD>(j * 16 + (lane & 7) + ((lane >> 4) << 3), kk * 2 + ((lane >> 3) & 1)));
                 mma_bf16(s[2 * j], qf[kk], b[0], b[1]);
                 mma_bf16(s[2 * j + 1], qf[kk], b[2], b[3]);
             }
@@ -240,7 +189,7 @@ __device__ void attention_prefill(const AttentionParams& p) {
 #pragma unroll
             for (int dp = 0; dp < HD / 16; ++dp) {
                 uint32_t b[4];
-                ldmatrix_x4_trans(b, v_tile + swz<HD>(kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8, dp * 2 + (lane >> 4)));
+                ldmatrix_x4_trans(b, v_tile + kv_tile_swz<HD>(kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8, dp * 2 + (lane >> 4)));
                 mma_bf16(o[2 * dp], pa, b[0], b[1]);
                 mma_bf16(o[2 * dp + 1], pa, b[2], b[3]);
             }

@@ -50,7 +50,10 @@ kernel_table! {
         attention_decode_mma_bf16_hd128_g1, attention_decode_mma_bf16_hd128_g2, attention_decode_mma_bf16_hd128_g3,
         attention_decode_mma_bf16_hd128_g4, attention_decode_mma_bf16_hd128_g8, attention_decode_mma_bf16_hd64_g1,
         attention_decode_mma_bf16_hd64_g2, attention_decode_mma_bf16_hd64_g3, attention_decode_mma_bf16_hd64_g4,
-        attention_decode_mma_bf16_hd64_g8,
+        attention_decode_mma_bf16_hd64_g8, attention_decode_mma_e4m3_hd128_g1, attention_decode_mma_e4m3_hd128_g2,
+        attention_decode_mma_e4m3_hd128_g3, attention_decode_mma_e4m3_hd128_g4, attention_decode_mma_e4m3_hd128_g8,
+        attention_decode_mma_e4m3_hd64_g1, attention_decode_mma_e4m3_hd64_g2, attention_decode_mma_e4m3_hd64_g3,
+        attention_decode_mma_e4m3_hd64_g4, attention_decode_mma_e4m3_hd64_g8,
     ],
     "attention_prefill" => [
         attention_prefill_bf16_hd128, attention_prefill_bf16_hd64, attention_prefill_e4m3_hd128, attention_prefill_e4m3_hd64,

@@ -7,7 +7,7 @@ use crate::common::*;
 use half::bf16;
 use nemo_engine::cpu::attention::{attention, AttentionShape as CpuShape};
 use cudarc::driver::{CudaSlice, CudaView, CudaViewMut};
-use nemo_engine::gpu::kernels::attention::{decode_splits, AttentionShape, DecodeWorkspace, DeviceAttentionMeta};
+use nemo_engine::gpu::kernels::attention::{decode_splits, AttentionShape, DecodeKernel, DecodeWorkspace, DeviceAttentionMeta};
 use nemo_engine::gpu::kernels::rope::E4m3KvViews;
 use nemo_engine::gpu::Gpu;
 use nemo_engine::gpu::kernels::attention_e4m3::{attention_decode_e4m3, attention_decode_rope_e4m3, attention_prefill_e4m3, E4m3KvCache};
@@ -113,17 +113,30 @@ type ReadFn = fn(&Gpu, AttentionShape, &DeviceAttentionMeta, &CudaView<bf16>, E4
 /// codes stand for (`to_e4m3`), at the bf16 test's contexts.
 #[test]
 fn attention_decode_e4m3_matches_cpu() {
-    let test = "attention_decode_e4m3_matches_cpu";
+    decode_matches_cpu("attention_decode_e4m3_matches_cpu", |gpu, shape, meta, q, cache, out| {
+        let splits = decode_splits(132, meta.n_seqs, shape.n_kv_heads, meta.max_ctx);
+        let mut ws = DecodeWorkspace::new(gpu, meta.n_seqs, shape.n_heads, splits, shape.head_dim).unwrap();
+        attention_decode_e4m3(gpu, DecodeKernel::CudaCores, shape, meta, q, cache, &mut ws, splits, out).unwrap()
+    });
+}
+
+/// The same on the tensor-core kernel (`NEMO_DECODE_ATTENTION=mma`).
+#[test]
+fn attention_decode_mma_e4m3_matches_cpu() {
+    decode_matches_cpu("attention_decode_mma_e4m3_matches_cpu", |gpu, shape, meta, q, cache, out| {
+        let splits = decode_splits(132, meta.n_seqs, shape.n_kv_heads, meta.max_ctx);
+        let mut ws = DecodeWorkspace::new(gpu, meta.n_seqs, shape.n_heads, splits, shape.head_dim).unwrap();
+        attention_decode_e4m3(gpu, DecodeKernel::Mma, shape, meta, q, cache, &mut ws, splits, out).unwrap()
+    });
+}
+
+fn decode_matches_cpu(test: &str, decode: ReadFn) {
     let Some(gpu) = gpu_or_skip(test) else { return };
     let mut rng = Rng::fresh(test);
     for shape in shapes() {
         for seqs in [vec![(1, 1)], vec![(1, 32_768)], vec![(1, 1), (1, 100), (1, 4097), (1, 20_000)]] {
             let case = build(&mut rng, shape, &seqs);
-            reader_matches_cpu(&gpu, test, shape, &seqs, &case, &to_e4m3(shape, &case), |gpu, shape, meta, q, cache, out| {
-                let splits = decode_splits(132, meta.n_seqs, shape.n_kv_heads, meta.max_ctx);
-                let mut ws = DecodeWorkspace::new(gpu, meta.n_seqs, shape.n_heads, splits, shape.head_dim).unwrap();
-                attention_decode_e4m3(gpu, shape, meta, q, cache, &mut ws, splits, out).unwrap()
-            });
+            reader_matches_cpu(&gpu, test, shape, &seqs, &case, &to_e4m3(shape, &case), decode);
         }
     }
 }
@@ -158,9 +171,18 @@ fn attention_prefill_e4m3_matches_cpu() {
 /// for bit, the qkv rows left unrotated; both layouts, single and batched sequences.
 #[test]
 fn attention_decode_e4m3_rope_equals_rope_write_kv_e4m3_then_decode() {
+    decode_rope_equals_separate("attention_decode_e4m3_rope_equals_rope_write_kv_e4m3_then_decode", DecodeKernel::CudaCores);
+}
+
+/// The same on the tensor-core kernel.
+#[test]
+fn attention_decode_mma_e4m3_rope_equals_rope_write_kv_e4m3_then_decode() {
+    decode_rope_equals_separate("attention_decode_mma_e4m3_rope_equals_rope_write_kv_e4m3_then_decode", DecodeKernel::Mma);
+}
+
+fn decode_rope_equals_separate(test: &str, kernel: DecodeKernel) {
     use nemo_engine::gpu::kernels::rope::{rope_cos_sin_table, rope_write_kv_e4m3, RopeShape};
     use nemo_engine::model::RopeLayout;
-    let test = "attention_decode_e4m3_rope_equals_rope_write_kv_e4m3_then_decode";
     let Some(gpu) = gpu_or_skip(test) else { return };
     let mut rng = Rng::fresh(test);
     for shape in shapes().map(qkv_shape) {
@@ -173,7 +195,7 @@ fn attention_decode_e4m3_rope_equals_rope_write_kv_e4m3_then_decode() {
                 let (positions, slots) = new_token_slots(&case);
                 let splits = decode_splits(132, meta.n_seqs, shape.n_kv_heads, meta.max_ctx);
                 let n_out = meta.n_seqs * shape.n_heads * shape.head_dim;
-                let what = format!("attention_decode_e4m3 {layout:?} hd {} {seqs:?}", shape.head_dim);
+                let what = format!("{} {layout:?} hd {} {seqs:?}", kernel.e4m3_name(), shape.head_dim);
                 let rope_shape = RopeShape { n_heads: shape.n_heads, n_kv_heads: shape.n_kv_heads, head_dim: shape.head_dim, layout };
                 let mut ws = DecodeWorkspace::new(&gpu, meta.n_seqs, shape.n_heads, splits, shape.head_dim).unwrap();
                 // Separate launches.
@@ -184,13 +206,13 @@ fn attention_decode_e4m3_rope_equals_rope_write_kv_e4m3_then_decode() {
                     .write(|c| rope_write_kv_e4m3(&gpu, rope_shape, &table, &mut qkv.as_view_mut(), &pos_dev.as_view(), &slots_dev.as_view(), c))
                     .unwrap();
                 let mut want = poisoned(&gpu, n_out);
-                separate.read(|c| attention_decode_e4m3(&gpu, shape, &meta, &qkv.as_view(), c, &mut ws, splits, &mut want.as_view_mut())).unwrap();
+                separate.read(|c| attention_decode_e4m3(&gpu, kernel, shape, &meta, &qkv.as_view(), c, &mut ws, splits, &mut want.as_view_mut())).unwrap();
                 // Fused.
                 let qkv_f = dev(&gpu, &case.q);
                 let mut fused = DeviceE4m3::upload(&gpu, &e);
                 let mut got = poisoned(&gpu, n_out);
                 fused
-                    .write(|c| attention_decode_rope_e4m3(&gpu, shape, &table, layout, &meta, &qkv_f.as_view(), c, &mut ws, splits, &mut got.as_view_mut()))
+                    .write(|c| attention_decode_rope_e4m3(&gpu, kernel, shape, &table, layout, &meta, &qkv_f.as_view(), c, &mut ws, splits, &mut got.as_view_mut()))
                     .unwrap();
                 let same = |a: &[f32], b: &[f32]| a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
                 let ((kc_f, vc_f, ks_f, vs_f), (kc, vc, ks, vs)) = (fused.download(&gpu), separate.download(&gpu));

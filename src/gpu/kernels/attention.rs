@@ -85,7 +85,9 @@ pub(crate) fn configure(kernels: &Kernels) -> Result<()> {
     for hd in [128, 64] {
         for group in [1, 2, 3, 4, 8] {
             let f = decode_kernel(kernels, DecodeKernel::Mma, hd, group).expect("every (head_dim, G) pair is declared");
-            allow_dynamic_smem(f, "attention_decode_mma", DecodeKernel::Mma.smem_bytes(hd))?;
+            allow_dynamic_smem(f, "attention_decode_mma", DecodeKernel::Mma.smem_bytes(hd, false))?;
+            let f = super::attention_e4m3::decode_kernel(kernels, DecodeKernel::Mma, hd, group).expect("every (head_dim, G) pair is declared");
+            allow_dynamic_smem(f, "attention_decode_mma_e4m3", DecodeKernel::Mma.smem_bytes(hd, true))?;
         }
     }
     Ok(())
@@ -323,22 +325,33 @@ impl DecodeKernel {
         }
     }
 
-    /// Dynamic shared memory per block: the mma kernel's Q tile (16 rows) and 3 stages of
-    /// 64-key K and V tiles.
-    pub fn smem_bytes(self, head_dim: usize) -> usize {
+    /// The name of its kernel over an FP8 e4m3 cache.
+    pub fn e4m3_name(self) -> &'static str {
         match self {
-            DecodeKernel::CudaCores => 0,
-            DecodeKernel::Mma => (16 + 2 * 3 * 64) * head_dim * 2,
+            DecodeKernel::CudaCores => "attention_decode_e4m3",
+            DecodeKernel::Mma => "attention_decode_mma_e4m3",
+        }
+    }
+
+    /// Dynamic shared memory per block: the mma kernel's Q tile (16 rows) and 3 stages of
+    /// 64-key K and V tiles; over an FP8 cache (`e4m3`) 3 stages of their codes and one bf16
+    /// K and V tile.
+    pub fn smem_bytes(self, head_dim: usize, e4m3: bool) -> usize {
+        match (self, e4m3) {
+            (DecodeKernel::CudaCores, _) => 0,
+            (DecodeKernel::Mma, false) => (16 + 2 * 3 * 64) * head_dim * 2,
+            (DecodeKernel::Mma, true) => (16 * 2 + 2 * 3 * 64 + 2 * 64 * 2) * head_dim,
         }
     }
 }
 
-/// `attention_decode`'s launch: one block per (split, KV head, sequence).
-pub fn decode_config(kernel: DecodeKernel, shape: AttentionShape, n_splits: usize, n_seqs: usize) -> LaunchConfig {
+/// `attention_decode`'s launch: one block per (split, KV head, sequence); `e4m3`: over an FP8
+/// cache.
+pub fn decode_config(kernel: DecodeKernel, shape: AttentionShape, n_splits: usize, n_seqs: usize, e4m3: bool) -> LaunchConfig {
     LaunchConfig {
         grid_dim: (n_splits as u32, shape.n_kv_heads as u32, n_seqs as u32),
         block_dim: (128, 1, 1),
-        shared_mem_bytes: kernel.smem_bytes(shape.head_dim) as u32,
+        shared_mem_bytes: kernel.smem_bytes(shape.head_dim, e4m3) as u32,
     }
 }
 
@@ -547,10 +560,10 @@ pub(crate) fn launch_decode(
     n_splits: usize,
     e4m3: bool,
 ) -> Result<()> {
-    let name = if e4m3 { "attention_decode_e4m3" } else { kernel.name() };
+    let name = if e4m3 { kernel.e4m3_name() } else { kernel.name() };
     ensure(meta.max_q_len == 1, name, || format!("decode takes 1 new token per sequence, got up to {}", meta.max_q_len))?;
     let group = shape.n_heads / shape.n_kv_heads;
-    let func = if e4m3 { super::attention_e4m3::decode_kernel(&gpu.kernels, shape.head_dim, group) } else { decode_kernel(&gpu.kernels, kernel, shape.head_dim, group) }
+    let func = if e4m3 { super::attention_e4m3::decode_kernel(&gpu.kernels, kernel, shape.head_dim, group) } else { decode_kernel(&gpu.kernels, kernel, shape.head_dim, group) }
         .ok_or_else(|| GpuError::BadArgument { kernel: name, what: format!("no kernel for {group} query heads per KV head") })?;
     ensure(n_splits >= 1 && meta.n_seqs * shape.n_heads * n_splits <= workspace.capacity, name, || {
         format!("{n_splits} splits exceed the workspace")
@@ -562,7 +575,7 @@ pub(crate) fn launch_decode(
     p.partial_ml = address(&gpu.stream, &workspace.partial_ml);
     p.split_counters = address(&gpu.stream, &workspace.split_counters);
     p.n_splits = n_splits as i32;
-    let cfg = decode_config(kernel, shape, n_splits, meta.n_seqs);
+    let cfg = decode_config(kernel, shape, n_splits, meta.n_seqs, e4m3);
     // SAFETY: as for `attention_prefill`, plus the workspace holding n_seqs * n_heads * n_splits
     // partials and n_seqs * n_kv_heads arrival counts, all zero between launches (checked above;
     // the last block of each count resets it); the mma kernel's shared-memory limit was raised

@@ -25,7 +25,22 @@ pub struct E4m3KvCache<'a, 'b> {
     pub v_scales: &'a CudaView<'b, f32>,
 }
 
-pub(crate) fn decode_kernel(kernels: &Kernels, head_dim: usize, group: usize) -> Option<&CudaFunction> {
+pub(crate) fn decode_kernel(kernels: &Kernels, kernel: DecodeKernel, head_dim: usize, group: usize) -> Option<&CudaFunction> {
+    if kernel == DecodeKernel::Mma {
+        return Some(match (head_dim, group) {
+            (128, 1) => &kernels.attention_decode_mma_e4m3_hd128_g1,
+            (128, 2) => &kernels.attention_decode_mma_e4m3_hd128_g2,
+            (128, 3) => &kernels.attention_decode_mma_e4m3_hd128_g3,
+            (128, 4) => &kernels.attention_decode_mma_e4m3_hd128_g4,
+            (128, 8) => &kernels.attention_decode_mma_e4m3_hd128_g8,
+            (64, 1) => &kernels.attention_decode_mma_e4m3_hd64_g1,
+            (64, 2) => &kernels.attention_decode_mma_e4m3_hd64_g2,
+            (64, 3) => &kernels.attention_decode_mma_e4m3_hd64_g3,
+            (64, 4) => &kernels.attention_decode_mma_e4m3_hd64_g4,
+            (64, 8) => &kernels.attention_decode_mma_e4m3_hd64_g8,
+            _ => return None,
+        });
+    }
     Some(match (head_dim, group) {
         (128, 1) => &kernels.attention_decode_e4m3_hd128_g1,
         (128, 2) => &kernels.attention_decode_e4m3_hd128_g2,
@@ -62,11 +77,13 @@ fn e4m3_params(
     Ok(p)
 }
 
-/// `attention_decode` over an FP8 e4m3 cache (written by `rope_write_kv_e4m3`), on CUDA cores:
-/// each key's score times its K scale, its probability times its V scale where it meets V.
+/// `attention_decode_with` over an FP8 e4m3 cache (written by `rope_write_kv_e4m3`) on the
+/// chosen kernel: each key's score times its K scale, its probability times its V scale where it
+/// meets V.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_decode_e4m3(
     gpu: &Gpu,
+    kernel: DecodeKernel,
     shape: AttentionShape,
     meta: &DeviceAttentionMeta,
     q: &CudaView<bf16>,
@@ -75,17 +92,18 @@ pub fn attention_decode_e4m3(
     n_splits: usize,
     out: &mut CudaViewMut<bf16>,
 ) -> Result<()> {
-    let p = e4m3_params(gpu, "attention_decode_e4m3", shape, meta, q, cache, out)?;
-    launch_decode(gpu, DecodeKernel::CudaCores, shape, meta, p, DecodeRope::default(), workspace, n_splits, true)
+    let p = e4m3_params(gpu, kernel.e4m3_name(), shape, meta, q, cache, out)?;
+    launch_decode(gpu, kernel, shape, meta, p, DecodeRope::default(), workspace, n_splits, true)
 }
 
-/// `attention_decode_e4m3` that also does `rope_write_kv_e4m3`'s work for each sequence's new
+/// `attention_decode_e4m3` (either kernel) that also does `rope_write_kv_e4m3`'s work for each sequence's new
 /// token, as `attention_decode_rope` does for a bf16 cache: q rotated in the kernel (qkv not
 /// written), the new K (rotated) and V rows quantised into their slot's codes and scales by the
 /// same row writer as `rope_write_kv_e4m3` (kernels/kv_e4m3.cuh).
 #[allow(clippy::too_many_arguments)]
 pub fn attention_decode_rope_e4m3(
     gpu: &Gpu,
+    kernel: DecodeKernel,
     shape: AttentionShape,
     table: &RopeTable,
     layout: RopeLayout,
@@ -96,15 +114,15 @@ pub fn attention_decode_rope_e4m3(
     n_splits: usize,
     out: &mut CudaViewMut<bf16>,
 ) -> Result<()> {
-    const KERNEL: &str = "attention_decode_e4m3";
+    let name = kernel.e4m3_name();
     let (kc, vc, ks, vs) = (cache.k_codes.as_view(), cache.v_codes.as_view(), cache.k_scales.as_view(), cache.v_scales.as_view());
     let views = E4m3KvCache { k_codes: &kc, v_codes: &vc, k_scales: &ks, v_scales: &vs };
     // The q rows' length check covers k and v too: q_stride is the whole row.
-    let p = e4m3_params(gpu, KERNEL, shape, meta, qkv, views, out)?;
-    let mut rope = decode_rope(gpu, KERNEL, shape, table, layout, meta, qkv, p.k_cache, p.v_cache)?;
+    let p = e4m3_params(gpu, name, shape, meta, qkv, views, out)?;
+    let mut rope = decode_rope(gpu, name, shape, table, layout, meta, qkv, p.k_cache, p.v_cache)?;
     rope.k_scales = p.k_scales;
     rope.v_scales = p.v_scales;
-    launch_decode(gpu, DecodeKernel::CudaCores, shape, meta, p, rope, workspace, n_splits, true)
+    launch_decode(gpu, kernel, shape, meta, p, rope, workspace, n_splits, true)
 }
 
 /// `attention_prefill` over an FP8 e4m3 cache (written by `rope_write_kv_e4m3`): causal

@@ -144,8 +144,8 @@ impl CudaModel {
     }
 
     /// `new` with the KV cache stored as `kv_dtype` says (`--kv-cache-dtype`). An FP8 cache
-    /// refuses, by name, the kernel choices that have no FP8 variant yet (the tensor-core decode
-    /// kernel, the wgmma prefill kernels): no silent fallback.
+    /// refuses, by name, the kernel choices that have no FP8 variant yet (the wgmma prefill
+    /// kernels): no silent fallback.
     pub fn with_kv_dtype(
         gpu: Gpu,
         weights: GpuWeights,
@@ -158,7 +158,7 @@ impl CudaModel {
         let decode = decode_kernel_from_env()?;
         let prefill = PrefillKernel::from_env()?;
         let rope_in_decode = rope_in_decode_from_env()?;
-        check_kv_dtype_kernels(kv_dtype, decode, prefill)?;
+        check_kv_dtype_kernels(kv_dtype, prefill)?;
         let max_seqs = max_seqs.clamp(1, max_chunk);
         let c = weights.config.clone();
         let t = max_chunk;
@@ -463,7 +463,7 @@ impl CudaModel {
                     )?,
                     mut fp8 => {
                         let cache = fp8.e4m3().expect("not bf16");
-                        attention_decode_rope_e4m3(gpu, attn_shape, &self.rope, w.rope_layout, meta, &qkv, cache, ws, splits, &mut attn)?
+                        attention_decode_rope_e4m3(gpu, self.decode, attn_shape, &self.rope, w.rope_layout, meta, &qkv, cache, ws, splits, &mut attn)?
                     }
                 }
             } else {
@@ -490,10 +490,10 @@ impl CudaModel {
                         None => attention_prefill(gpu, attn_shape, meta, &q, &k, &v, &mut attn)?,
                         Some(schedule) => attention_prefill_wgmma(gpu, schedule, attn_shape, meta, &q, &k, &v, &mut attn)?,
                     },
-                    // (`with_kv_dtype` refused the kernel choices without an FP8 variant.)
+                    // (`with_kv_dtype` refused the prefill kernels without an FP8 variant.)
                     (fp8, true) => {
                         let ws = &mut self.decode_workspace;
-                        attention_decode_e4m3(gpu, attn_shape, meta, &q, fp8.e4m3().expect("not bf16"), ws, splits, &mut attn)?;
+                        attention_decode_e4m3(gpu, self.decode, attn_shape, meta, &q, fp8.e4m3().expect("not bf16"), ws, splits, &mut attn)?;
                     }
                     (fp8, false) => attention_prefill_e4m3(gpu, attn_shape, meta, &q, fp8.e4m3().expect("not bf16"), &mut attn)?,
                 }

@@ -96,7 +96,7 @@ fn run_decode(kernel: DecodeKernel, shape: AttentionShape, case: &Case, dependen
 /// `run_decode`; with `rope` (the cos/sin table [positions, head_dim / 2] and the layout) the
 /// kernel rotates the new tokens itself and writes them into the cache it reads, which then
 /// holds them as the kernel left them. With `e4m3` it runs the `_e4m3` kernel over that FP8
-/// cache (`case` still gives q and the metadata): only the CUDA-core kernel has one.
+/// cache (`case` still gives q and the metadata).
 fn run_decode_with(
     kernel: DecodeKernel,
     shape: AttentionShape,
@@ -112,12 +112,12 @@ fn run_decode_with(
     let mut partial_o = vec![f32::NAN; n_seqs * shape.n_heads * splits * shape.head_dim];
     let mut partial_ml = vec![f32::NAN; n_seqs * shape.n_heads * splits * 2];
     let mut counters = vec![0i32; n_seqs * shape.n_kv_heads];
-    let cfg = decode_config(kernel, shape, splits, n_seqs);
+    let cfg = decode_config(kernel, shape, splits, n_seqs, e4m3.is_some());
     let (file, name) = match (kernel, e4m3.is_some()) {
         (DecodeKernel::CudaCores, false) => ("attention_decode", "attention_decode_bf16"),
         (DecodeKernel::CudaCores, true) => ("attention_decode", "attention_decode_e4m3"),
         (DecodeKernel::Mma, false) => ("attention_decode_mma", "attention_decode_mma_bf16"),
-        (DecodeKernel::Mma, true) => panic!("no FP8 tensor-core decode kernel yet"),
+        (DecodeKernel::Mma, true) => ("attention_decode_mma", "attention_decode_mma_e4m3"),
     };
     let group = shape.n_heads / shape.n_kv_heads;
     // The cache it reads (and with `rope` writes): (K, V, K scales, V scales), scales 0 for bf16.
@@ -346,9 +346,9 @@ fn rope_dims(shape: AttentionShape, layout: RopeLayout, max_positions: usize, ca
     RopeDims::new("emulated", rope, max_positions, case.n_cache_blocks * case.meta.block_size).unwrap()
 }
 
-/// attention_decode_e4m3 over `e`'s FP8 cache (`case` gives q and the metadata), as `run_decode`.
-fn run_decode_e4m3(shape: AttentionShape, case: &Case, e: &E4m3Case, dependent: bool, splits: Option<usize>) -> Vec<f32> {
-    run_decode_with(DecodeKernel::CudaCores, shape, case, dependent, splits, None, Some(e))
+/// A decode kernel over `e`'s FP8 cache (`case` gives q and the metadata), as `run_decode`.
+fn run_decode_e4m3(kernel: DecodeKernel, shape: AttentionShape, case: &Case, e: &E4m3Case, dependent: bool, splits: Option<usize>) -> Vec<f32> {
+    run_decode_with(kernel, shape, case, dependent, splits, None, Some(e))
 }
 
 /// The FP8 cache's decode against cpu::attention over the values its codes stand for: the same
@@ -356,17 +356,26 @@ fn run_decode_e4m3(shape: AttentionShape, case: &Case, e: &E4m3Case, dependent: 
 /// free slots hold NaN codes and NaN scales, which must be masked, not weighted by zero.
 #[test]
 fn emulated_attention_decode_e4m3_matches_cpu() {
-    let mut rng = Rng::fresh("emulated_attention_decode_e4m3");
+    decode_e4m3_matches_cpu(DecodeKernel::CudaCores, "emulated_attention_decode_e4m3");
+}
+
+#[test]
+fn emulated_attention_decode_mma_e4m3_matches_cpu() {
+    decode_e4m3_matches_cpu(DecodeKernel::Mma, "emulated_attention_decode_mma_e4m3");
+}
+
+fn decode_e4m3_matches_cpu(kernel: DecodeKernel, test: &str) {
+    let mut rng = Rng::fresh(test);
     for shape in shapes() {
         for seqs in [vec![(1, 1)], vec![(1, 1500)], vec![(1, 1), (1, 100), (1, 333), (1, 700)]] {
             let case = build(&mut rng, shape, &seqs);
             let e = to_e4m3(shape, &case);
             for (splits, dependent, how) in [(None, false, ""), (Some(1), false, ", one split"), (None, true, ", dependent launch")] {
-                let got = run_decode_e4m3(shape, &case, &e, dependent, splits);
-                assert_close(&format!("emulated attention_decode_e4m3 hd {} {seqs:?}{how}", shape.head_dim), &got, &e.want, 2e-2, 2e-2);
+                let got = run_decode_e4m3(kernel, shape, &case, &e, dependent, splits);
+                assert_close(&format!("{test} hd {} {seqs:?}{how}", shape.head_dim), &got, &e.want, 2e-2, 2e-2);
             }
             // The FP8 rounding is there: against the bf16 cache's answer the error is larger.
-            let got = run_decode_e4m3(shape, &case, &e, false, None);
+            let got = run_decode_e4m3(kernel, shape, &case, &e, false, None);
             let c = nemo_engine::lab::Check::compare(&got, &case.want, 0.0, 0.0);
             let own = nemo_engine::lab::Check::compare(&got, &e.want, 0.0, 0.0);
             assert!(c.max_abs > 2.0 * own.max_abs, "fp8 {:e} vs its reference {:e}", c.max_abs, own.max_abs);
@@ -380,10 +389,19 @@ fn emulated_attention_decode_e4m3_matches_cpu() {
 /// Nemo's and the demo's heads, batches, many splits, a dependent launch.
 #[test]
 fn emulated_attention_decode_e4m3_rope_equals_rope_write_kv_e4m3_then_decode() {
+    decode_e4m3_rope_equals_separate(DecodeKernel::CudaCores, "emulated_attention_decode_e4m3_rope");
+}
+
+#[test]
+fn emulated_attention_decode_mma_e4m3_rope_equals_rope_write_kv_e4m3_then_decode() {
+    decode_e4m3_rope_equals_separate(DecodeKernel::Mma, "emulated_attention_decode_mma_e4m3_rope");
+}
+
+fn decode_e4m3_rope_equals_separate(kernel: DecodeKernel, test: &str) {
     use crate::attention::{new_token_slots, qkv_shape};
     use nemo_engine::cpu::rope::{rope_cos_sin, rope_inv_freq};
     use nemo_engine::gpu::kernels::rope::RopeKvE4m3Params;
-    let mut rng = Rng::fresh("emulated_attention_decode_e4m3_rope");
+    let mut rng = Rng::fresh(test);
     for shape in shapes().map(qkv_shape) {
         let max_positions = 1600;
         let inv_freq = rope_inv_freq(shape.head_dim, 1e6);
@@ -396,7 +414,7 @@ fn emulated_attention_decode_e4m3_rope_equals_rope_write_kv_e4m3_then_decode() {
         ] {
             let case = build(&mut rng, shape, &seqs);
             let e = to_e4m3(shape, &case);
-            let what = format!("emulated attention_decode_e4m3 with RoPE, {layout:?} hd {} {seqs:?}", shape.head_dim);
+            let what = format!("emulated {} with RoPE, {layout:?} hd {} {seqs:?}", kernel.e4m3_name(), shape.head_dim);
             // rope_write_kv_e4m3, then the plain kernel.
             let (positions, slots) = new_token_slots(&case);
             let mut separate = Case { meta: case.meta.clone(), n_cache_blocks: case.n_cache_blocks, k_cache: Vec::new(), v_cache: Vec::new(), q: case.q.clone(), want: Vec::new() };
@@ -415,18 +433,22 @@ fn emulated_attention_decode_e4m3_rope_equals_rope_write_kv_e4m3_then_decode() {
             let cfg = cudarc::driver::LaunchConfig { grid_dim: (positions.len() as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
             // SAFETY: the parameter block's buffers are live host buffers of the kernel's sizes.
             load("rope").launch_args("rope_write_kv_e4m3", cfg, |k: unsafe extern "C" fn(RopeKvE4m3Params)| unsafe { k(p) }).unwrap();
-            let want = run_decode_with(DecodeKernel::CudaCores, shape, &separate, dependent, None, None, Some(&sep));
+            let want = run_decode_with(kernel, shape, &separate, dependent, None, None, Some(&sep));
             assert!(want.iter().all(|x| x.is_finite()), "{what}: the separate launches gave non-finite outputs");
             // The new rows were written: no slot of a new token still holds the case's codes.
             let kvd = shape.n_kv_heads * shape.head_dim;
             let changed = slots.iter().any(|&s| sep.k_codes[s as usize * kvd..(s as usize + 1) * kvd] != e.k_codes[s as usize * kvd..(s as usize + 1) * kvd]);
             assert!(changed, "{what}: rope_write_kv_e4m3 wrote nothing");
-            let fused = e.clone();
-            let got = run_decode_with(DecodeKernel::CudaCores, shape, &case, dependent, None, Some((&cos_sin, layout)), Some(&fused));
-            let same = |a: &[f32], b: &[f32]| a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
-            assert!(same(&got, &want), "{what}: outputs differ");
-            assert!(fused.k_codes == sep.k_codes && same(&fused.k_scales, &sep.k_scales), "{what}: K caches differ");
-            assert!(fused.v_codes == sep.v_codes && same(&fused.v_scales, &sep.v_scales), "{what}: V caches differ");
+            // One launch, in both of the emulator's async modes (the mma kernel's cp.async of the
+            // new key's tile must come after the block wrote it).
+            in_both_async_modes(|| {
+                let fused = e.clone();
+                let got = run_decode_with(kernel, shape, &case, dependent, None, Some((&cos_sin, layout)), Some(&fused));
+                let same = |a: &[f32], b: &[f32]| a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
+                assert!(same(&got, &want), "{what}: outputs differ");
+                assert!(fused.k_codes == sep.k_codes && same(&fused.k_scales, &sep.k_scales), "{what}: K caches differ");
+                assert!(fused.v_codes == sep.v_codes && same(&fused.v_scales, &sep.v_scales), "{what}: V caches differ");
+            });
         }
     }
 }
