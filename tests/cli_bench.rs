@@ -71,7 +71,9 @@ fn kernel_lab_lists_families_variants_and_shapes() {
     let gemm_variants: Vec<&str> = kernels[0]["variants"].as_array().unwrap().iter().map(|x| x.as_str().unwrap()).collect();
     assert_eq!(gemm_variants, ["mma", "mma-n-major", "wgmma", "mma-split-k", "wgmma-split-k", "gemv"]);
     let prefill_variants: Vec<&str> = kernels[1]["variants"].as_array().unwrap().iter().map(|x| x.as_str().unwrap()).collect();
-    assert_eq!(prefill_variants, ["mma-flash", "wgmma", "wgmma-overlap", "wgmma-pingpong"]);
+    assert_eq!(prefill_variants, ["mma-flash", "wgmma", "wgmma-overlap", "wgmma-pingpong", "mma-flash-e4m3"]);
+    let decode_variants: Vec<&str> = kernels[2]["variants"].as_array().unwrap().iter().map(|x| x.as_str().unwrap()).collect();
+    assert_eq!(decode_variants, ["split-k", "mma-split-k", "split-k-e4m3", "mma-split-k-e4m3"]);
     assert!(kernels.iter().all(|k| !k["default_shapes"].as_array().unwrap().is_empty()));
 }
 

@@ -6,7 +6,7 @@
 use cudarc::driver::{CudaSlice, CudaView, CudaViewMut};
 use half::bf16;
 
-use super::{check_and_time, random_bf16, sample_rows, Check, Expected, Lab, Row, POISON};
+use super::{attention_e4m3 as e4m3, check_and_time, random_bf16, sample_rows, Check, Expected, Lab, Row, POISON};
 use crate::cpu::attention::{attention, AttentionShape as CpuShape};
 use crate::gpu::kernels::attention_wgmma::{attention_prefill_wgmma, WgmmaSchedule};
 use crate::gpu::kernels::attention::{
@@ -53,9 +53,9 @@ pub const DECODE_VARIANTS: &[(&str, DecodeFn)] = &[
 pub const PREFILL_SHAPES: &[&str] = &["2048", "8192", "16384"];
 pub const DECODE_SHAPES: &[&str] = &["1x1024", "1x32768", "1x131072", "32x4096", "64x8192"];
 
-const HEADS: usize = 32;
-const KV_HEADS: usize = 8;
-const HEAD_DIM: usize = 128;
+pub(super) const HEADS: usize = 32;
+pub(super) const KV_HEADS: usize = 8;
+pub(super) const HEAD_DIM: usize = 128;
 const BLOCK: usize = 16;
 
 pub fn parse_prefill(s: &str) -> Result<usize, String> {
@@ -75,7 +75,7 @@ pub fn parse_decode(s: &str) -> Result<(usize, usize), String> {
     Ok((b, c))
 }
 
-fn shape() -> AttentionShape {
+pub(super) fn shape() -> AttentionShape {
     AttentionShape { n_heads: HEADS, n_kv_heads: KV_HEADS, head_dim: HEAD_DIM, q_stride: HEADS * HEAD_DIM }
 }
 
@@ -99,13 +99,20 @@ fn reference(q: &[bf16], k: &[bf16], v: &[bf16], slot0: usize, ctx: usize, q_len
     let kv_row = KV_HEADS * HEAD_DIM;
     let to_f32 = |s: &[bf16]| s.iter().map(|x| x.to_f32()).collect::<Vec<f32>>();
     let (kf, vf) = (to_f32(&k[slot0 * kv_row..(slot0 + ctx) * kv_row]), to_f32(&v[slot0 * kv_row..(slot0 + ctx) * kv_row]));
+    reference_f32(q, &kf, &vf, ctx, q_len, rows)
+}
+
+/// `reference` over one sequence's K and V given as values, `[ctx, n_kv_heads * head_dim]`.
+pub(super) fn reference_f32(q: &[bf16], kf: &[f32], vf: &[f32], ctx: usize, q_len: usize, rows: &[usize]) -> Vec<f32> {
+    let kv_row = KV_HEADS * HEAD_DIM;
     let cpu = CpuShape { n_heads: HEADS, n_kv_heads: KV_HEADS, head_dim: HEAD_DIM };
     let q_row = HEADS * HEAD_DIM;
     rows.iter()
         .flat_map(|&r| {
             let pos = ctx - q_len + r;
+            let q: Vec<f32> = q[r * q_row..(r + 1) * q_row].iter().map(|x| x.to_f32()).collect();
             // Keys up to the query's own position: the CPU reference attends 0..=pos.
-            attention(&to_f32(&q[r * q_row..(r + 1) * q_row]), &kf[..(pos + 1) * kv_row], &vf[..(pos + 1) * kv_row], pos, cpu)
+            attention(&q, &kf[..(pos + 1) * kv_row], &vf[..(pos + 1) * kv_row], pos, cpu)
         })
         .collect()
 }
@@ -147,6 +154,8 @@ pub fn run_prefill(lab: &Lab, only: Option<&str>, shape_text: &str, rows: &mut V
         let mut run = |out: &mut CudaSlice<bf16>| launch(gpu, shape(), &meta, &q_dev.as_view(), &k_dev.as_view(), &v_dev.as_view(), &mut out.as_view_mut());
         check_and_time(lab, name, &mut out, &mut run, &expected, &row, rows);
     }
+    let inputs = e4m3::Inputs { q: &q, q_dev: &q_dev, k: &k, v: &v, meta: &meta, ctx: t, q_len: t };
+    e4m3::prefill_rows(lab, only, &inputs, &picked, &row, rows)?;
     match &peer {
         Ok(tflops) => rows.push(Row { of_ceiling: Some(1.0), ..row("pytorch sdpa (peer)".into(), flops / (*tflops * 1e12) * 1e3, None) }),
         Err(why) => rows.push(row(format!("pytorch sdpa (peer unavailable: {why})"), f64::NAN, None)),
@@ -192,6 +201,8 @@ pub fn run_decode(lab: &Lab, only: Option<&str>, shape_text: &str, rows: &mut Ve
         };
         check_and_time(lab, &format!("{name} ({splits} splits)"), &mut out, &mut run, &expected, &row, rows);
     }
+    let inputs = e4m3::Inputs { q: &q, q_dev: &q_dev, k: &k, v: &v, meta: &meta, ctx, q_len: 1 };
+    e4m3::decode_rows(lab, only, &inputs, &checked_seqs, per_seq_slots, &mut workspace, splits, shape_text, rows)?;
     rows.push(Row { ms: f64::NAN, rate: lab.copy_gbs, of_ceiling: Some(1.0), ..row("device-to-device copy (ceiling)".into(), f64::NAN, None) });
     Ok(())
 }

@@ -6,6 +6,7 @@
 //! (`kernels/*.cu` + its wrapper in `src/gpu/kernels/`) plus one line in that table.
 
 pub mod attention;
+pub mod attention_e4m3;
 pub mod gemm;
 pub mod peers;
 
@@ -32,8 +33,8 @@ pub fn shape_syntax(family: &str) -> &'static str {
 pub fn variants(family: &str) -> Vec<&'static str> {
     match family {
         "gemm" => gemm::VARIANTS.iter().map(|v| v.0).collect(),
-        "attention_prefill" => attention::PREFILL_VARIANTS.iter().map(|v| v.0).collect(),
-        "attention_decode" => attention::DECODE_VARIANTS.iter().map(|v| v.0).collect(),
+        "attention_prefill" => attention::PREFILL_VARIANTS.iter().map(|v| v.0).chain(attention_e4m3::PREFILL_VARIANTS.iter().map(|v| v.0)).collect(),
+        "attention_decode" => attention::DECODE_VARIANTS.iter().map(|v| v.0).chain(attention_e4m3::DECODE_VARIANTS.iter().map(|v| v.0)).collect(),
         _ => Vec::new(),
     }
 }
