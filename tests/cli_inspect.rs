@@ -73,14 +73,14 @@ fn check(dir: &Path, layout: &str, config: &Value, keys: [&str; 6], files: &[&Pa
             .any(|w| w.ends_with(&format!("({bytes} bytes)"))),
         "{out}"
     );
-    // bf16 K and V, every layer, 131072 tokens.
+    // bf16 K and V, every layer, 131072 tokens; as FP8, a byte a value and an f32 scale per KV
+    // head row.
     let kv = 2 * layers * kv_heads * head_dim * 2 * 131072;
+    let fp8 = 2 * layers * kv_heads * (head_dim + 4) * 131072;
+    let gib = |b: u64| format!("{:.2} GiB ({b} bytes)", b as f64 / (1u64 << 30) as f64);
     assert_eq!(
         field(out, "KV cache"),
-        [format!(
-            "{:.2} GiB ({kv} bytes) for 131072 tokens (bf16)",
-            kv as f64 / (1u64 << 30) as f64
-        )]
+        [format!("{} for 131072 tokens (bf16; {} with --kv-cache-dtype fp8)", gib(kv), gib(fp8))]
     );
 }
 

@@ -88,6 +88,8 @@ fn inspect_summarises_layout_sizes_and_kv_bytes() {
     let params = 50 * 64 * 2 + 64 + 2 * (2 * 64 + 128 * 64 * 2 + 64 * 64 * 2 + 3 * 96 * 64);
     assert_eq!(s.tensor_bytes, params * 2);
     assert_eq!(s.kv_bytes_128k, 131_072 * 2 * 2 * 64 * 2);
+    // fp8: a byte a value and 4 bytes of scale per KV head row (2 heads of 32).
+    assert_eq!(s.kv_bytes_128k_fp8, 131_072 * 2 * 2 * (64 + 2 * 4));
     let text = s.to_string();
     for f in [
         "Mistral",

@@ -66,7 +66,8 @@ fn gguf_summary(path: &Path) -> anyhow::Result<String> {
         None => "none (no tokenizer.chat_template)".into(),
     });
     config_lines(c, &mut line);
-    line("KV cache", format!("{} for {} tokens (bf16)", gib(c.kv_bytes_per_token() * c.max_context), c.max_context));
+    let fp8 = nemo_engine::engine::KvCacheDtype::Fp8E4m3.gpu_bytes_per_token(c) * c.max_context;
+    line("KV cache", format!("{} for {} tokens (bf16; {} with --kv-cache-dtype fp8)", gib(c.kv_bytes_per_token() * c.max_context), c.max_context, gib(fp8)));
     Ok(out)
 }
 

@@ -22,6 +22,8 @@ pub struct InspectSummary {
     pub tensor_bytes: usize,
     /// bf16 K and V for all layers at the default 131072-token context.
     pub kv_bytes_128k: usize,
+    /// The same as an FP8 e4m3 cache (`--kv-cache-dtype fp8`: codes and one f32 scale a row).
+    pub kv_bytes_128k_fp8: usize,
     pub warnings: Vec<String>,
 }
 
@@ -39,6 +41,7 @@ impl InspectSummary {
             tensor_count: model.tensor_count,
             tensor_bytes: model.tensor_bytes,
             kv_bytes_128k: model.weights.config.kv_bytes_per_token() * DEFAULT_MAX_CONTEXT,
+            kv_bytes_128k_fp8: crate::engine::KvCacheDtype::Fp8E4m3.gpu_bytes_per_token(&model.weights.config) * DEFAULT_MAX_CONTEXT,
             warnings: model.warnings.clone(),
         }
     }
@@ -90,8 +93,9 @@ impl fmt::Display for InspectSummary {
         writeln!(f, "weights:      {}", gib(self.tensor_bytes))?;
         write!(
             f,
-            "KV cache:     {} for {DEFAULT_MAX_CONTEXT} tokens (bf16)",
-            gib(self.kv_bytes_128k)
+            "KV cache:     {} for {DEFAULT_MAX_CONTEXT} tokens (bf16; {} with --kv-cache-dtype fp8)",
+            gib(self.kv_bytes_128k),
+            gib(self.kv_bytes_128k_fp8)
         )?;
         for w in &self.warnings {
             write!(f, "\nwarning:      {w}")?;
