@@ -291,10 +291,17 @@ fn emulated_attention_decode_mma_rope_equals_rope_write_kv_then_decode() {
 }
 
 fn decode_rope_equals_separate(kernel: DecodeKernel, test: &str) {
+    rope_in_decode_equals_separate(kernel, test, false);
+}
+
+/// The decode kernel rotating and writing its own new tokens (`DecodeRope`) against the RoPE
+/// write (rope_write_kv, or rope_write_kv_e4m3 with `fp8`) followed by the plain kernel: the
+/// same output and caches bit for bit, qkv left unrotated.
+fn rope_in_decode_equals_separate(kernel: DecodeKernel, test: &str, fp8: bool) {
     use crate::attention::{new_token_slots, qkv_shape};
     use nemo_engine::cpu::rope::{rope_cos_sin, rope_inv_freq};
-    use nemo_engine::gpu::kernels::rope::RopeKvParams;
     let mut rng = Rng::fresh(test);
+    let name = if fp8 { kernel.e4m3_name() } else { kernel.name() };
     for shape in shapes().map(qkv_shape) {
         let max_positions = 1600;
         let inv_freq = rope_inv_freq(shape.head_dim, 1e6);
@@ -304,38 +311,85 @@ fn decode_rope_equals_separate(kernel: DecodeKernel, test: &str) {
             (RopeLayout::Interleaved, vec![(1, 1500)], false),
             (RopeLayout::RotateHalf, vec![(1, 1), (1, 100), (1, 333), (1, 700)], false),
             (RopeLayout::RotateHalf, vec![(1, 40), (1, 300)], true),
+            (RopeLayout::Interleaved, vec![(1, 40), (1, 300)], true),
         ] {
             let case = build(&mut rng, shape, &seqs);
-            let what = format!("emulated {} with RoPE, {layout:?} hd {} {seqs:?}", kernel.name(), shape.head_dim);
-            // rope_write_kv, then the plain kernel.
+            let e = fp8.then(|| to_e4m3(shape, &case));
+            let what = format!("emulated {name} with RoPE, {layout:?} hd {} {seqs:?}", shape.head_dim);
+            // The RoPE write, then the plain kernel.
             let (positions, slots) = new_token_slots(&case);
             let copy = |c: &Case| Case { meta: c.meta.clone(), n_cache_blocks: c.n_cache_blocks, k_cache: c.k_cache.clone(), v_cache: c.v_cache.clone(), q: c.q.clone(), want: Vec::new() };
-            let mut separate = copy(&case);
-            let p = RopeKvParams {
-                qkv: separate.q.as_mut_ptr() as u64,
-                k_cache: separate.k_cache.as_mut_ptr() as u64,
-                v_cache: separate.v_cache.as_mut_ptr() as u64,
-                cos_sin: addr(&cos_sin),
-                positions: addr(&positions),
-                slots: addr(&slots),
-                d: rope_dims(shape, layout, max_positions, &case),
-            };
-            let cfg = cudarc::driver::LaunchConfig { grid_dim: (positions.len() as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
-            // SAFETY: the parameter block's buffers are live host buffers of the kernel's sizes.
-            load("rope").launch_args("rope_write_kv_bf16", cfg, |k: unsafe extern "C" fn(RopeKvParams)| unsafe { k(p) }).unwrap();
-            let want = run_decode(kernel, shape, &separate, dependent, None);
+            let (mut separate, mut sep_e) = (copy(&case), e.clone());
+            let rope = RopeWrite { shape, layout, cos_sin: &cos_sin, max_positions, positions: &positions, slots: &slots };
+            rope.launch(&mut separate, sep_e.as_mut());
+            let want = run_decode_with(kernel, shape, &separate, dependent, None, None, sep_e.as_ref());
+            assert!(want.iter().all(|x| x.is_finite()), "{what}: the separate launches gave non-finite outputs");
+            // The write happened: every new token's K row differs from what the case held there.
+            let kvd = shape.n_kv_heads * shape.head_dim;
+            for &slot in &slots {
+                let rows = slot as usize * kvd..(slot as usize + 1) * kvd;
+                let changed = match (&sep_e, &e) {
+                    (Some(s), Some(e)) => s.k_codes[rows.clone()] != e.k_codes[rows],
+                    _ => separate.k_cache[rows.clone()].iter().zip(&case.k_cache[rows]).any(|(a, b)| a.to_bits() != b.to_bits()),
+                };
+                assert!(changed, "{what}: the RoPE write left slot {slot} as it was");
+            }
+            let same = |a: &[f32], b: &[f32]| a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
+            let same_bf16 = |a: &[bf16], b: &[bf16]| a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
             // One launch, in both of the emulator's async modes (the mma kernel's cp.async of the
             // new key's tile must come after the block wrote it).
-            let same = |a: &[bf16], b: &[bf16]| a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
-            assert!(want.iter().all(|x| x.is_finite()), "{what}: the separate launches gave non-finite outputs");
             in_both_async_modes(|| {
-                let fused = copy(&case);
-                let got = run_decode_with(kernel, shape, &fused, dependent, None, Some((&cos_sin, layout)), None);
-                assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "{what}: outputs differ");
-                assert!(same(&fused.k_cache, &separate.k_cache), "{what}: K caches differ");
-                assert!(same(&fused.v_cache, &separate.v_cache), "{what}: V caches differ");
-                assert!(same(&fused.q, &case.q), "{what}: the fused kernel wrote qkv");
+                let (fused, fused_e) = (copy(&case), e.clone());
+                let got = run_decode_with(kernel, shape, &fused, dependent, None, Some((&cos_sin, layout)), fused_e.as_ref());
+                assert!(same(&got, &want), "{what}: outputs differ");
+                match (&fused_e, &sep_e) {
+                    (Some(f), Some(s)) => {
+                        assert!(f.k_codes == s.k_codes && same(&f.k_scales, &s.k_scales), "{what}: K caches differ");
+                        assert!(f.v_codes == s.v_codes && same(&f.v_scales, &s.v_scales), "{what}: V caches differ");
+                    }
+                    _ => {
+                        assert!(same_bf16(&fused.k_cache, &separate.k_cache), "{what}: K caches differ");
+                        assert!(same_bf16(&fused.v_cache, &separate.v_cache), "{what}: V caches differ");
+                    }
+                }
+                assert!(same_bf16(&fused.q, &case.q), "{what}: the fused kernel wrote qkv");
             });
+        }
+    }
+}
+
+/// One rope_write_kv launch over a case's cache (bf16, or its FP8 form).
+struct RopeWrite<'a> {
+    shape: AttentionShape,
+    layout: RopeLayout,
+    cos_sin: &'a [f32],
+    max_positions: usize,
+    positions: &'a [i32],
+    slots: &'a [i32],
+}
+
+impl RopeWrite<'_> {
+    /// Rotates `case.q` in place and writes the new tokens into `case`'s caches, or into `e4m3`'s.
+    fn launch(&self, case: &mut Case, e4m3: Option<&mut E4m3Case>) {
+        use nemo_engine::gpu::kernels::rope::{RopeKvE4m3Params, RopeKvParams};
+        let cfg = cudarc::driver::LaunchConfig { grid_dim: (self.positions.len() as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+        let d = rope_dims(self.shape, self.layout, self.max_positions, case);
+        let (cos_sin, positions, slots) = (addr(self.cos_sin), addr(self.positions), addr(self.slots));
+        let qkv = case.q.as_mut_ptr() as u64;
+        match e4m3 {
+            None => {
+                let (k_cache, v_cache) = (case.k_cache.as_mut_ptr() as u64, case.v_cache.as_mut_ptr() as u64);
+                let p = RopeKvParams { qkv, k_cache, v_cache, cos_sin, positions, slots, d };
+                // SAFETY: the parameter block's buffers are live host buffers of the kernel's sizes.
+                load("rope").launch_args("rope_write_kv_bf16", cfg, |k: unsafe extern "C" fn(RopeKvParams)| unsafe { k(p) }).unwrap();
+            }
+            Some(e) => {
+                let (k_codes, v_codes) = (e.k_codes.as_mut_ptr() as u64, e.v_codes.as_mut_ptr() as u64);
+                let (k_scales, v_scales) = (e.k_scales.as_mut_ptr() as u64, e.v_scales.as_mut_ptr() as u64);
+                let p = RopeKvE4m3Params { qkv, k_codes, v_codes, k_scales, v_scales, cos_sin, positions, slots, d };
+                // SAFETY: as above.
+                load("rope").launch_args("rope_write_kv_e4m3", cfg, |k: unsafe extern "C" fn(RopeKvE4m3Params)| unsafe { k(p) }).unwrap();
+            }
         }
     }
 }
@@ -398,57 +452,5 @@ fn emulated_attention_decode_mma_e4m3_rope_equals_rope_write_kv_e4m3_then_decode
 }
 
 fn decode_e4m3_rope_equals_separate(kernel: DecodeKernel, test: &str) {
-    use crate::attention::{new_token_slots, qkv_shape};
-    use nemo_engine::cpu::rope::{rope_cos_sin, rope_inv_freq};
-    use nemo_engine::gpu::kernels::rope::RopeKvE4m3Params;
-    let mut rng = Rng::fresh(test);
-    for shape in shapes().map(qkv_shape) {
-        let max_positions = 1600;
-        let inv_freq = rope_inv_freq(shape.head_dim, 1e6);
-        let cos_sin: Vec<f32> = (0..max_positions).flat_map(|p| rope_cos_sin(p, &inv_freq)).flat_map(|(c, s)| [c, s]).collect();
-        for (layout, seqs, dependent) in [
-            (RopeLayout::RotateHalf, vec![(1, 1)], false),
-            (RopeLayout::Interleaved, vec![(1, 1500)], false),
-            (RopeLayout::RotateHalf, vec![(1, 1), (1, 100), (1, 333), (1, 700)], false),
-            (RopeLayout::Interleaved, vec![(1, 40), (1, 300)], true),
-        ] {
-            let case = build(&mut rng, shape, &seqs);
-            let e = to_e4m3(shape, &case);
-            let what = format!("emulated {} with RoPE, {layout:?} hd {} {seqs:?}", kernel.e4m3_name(), shape.head_dim);
-            // rope_write_kv_e4m3, then the plain kernel.
-            let (positions, slots) = new_token_slots(&case);
-            let mut separate = Case { meta: case.meta.clone(), n_cache_blocks: case.n_cache_blocks, k_cache: Vec::new(), v_cache: Vec::new(), q: case.q.clone(), want: Vec::new() };
-            let mut sep = e.clone();
-            let p = RopeKvE4m3Params {
-                qkv: separate.q.as_mut_ptr() as u64,
-                k_codes: sep.k_codes.as_mut_ptr() as u64,
-                v_codes: sep.v_codes.as_mut_ptr() as u64,
-                k_scales: sep.k_scales.as_mut_ptr() as u64,
-                v_scales: sep.v_scales.as_mut_ptr() as u64,
-                cos_sin: addr(&cos_sin),
-                positions: addr(&positions),
-                slots: addr(&slots),
-                d: rope_dims(shape, layout, max_positions, &case),
-            };
-            let cfg = cudarc::driver::LaunchConfig { grid_dim: (positions.len() as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
-            // SAFETY: the parameter block's buffers are live host buffers of the kernel's sizes.
-            load("rope").launch_args("rope_write_kv_e4m3", cfg, |k: unsafe extern "C" fn(RopeKvE4m3Params)| unsafe { k(p) }).unwrap();
-            let want = run_decode_with(kernel, shape, &separate, dependent, None, None, Some(&sep));
-            assert!(want.iter().all(|x| x.is_finite()), "{what}: the separate launches gave non-finite outputs");
-            // The new rows were written: no slot of a new token still holds the case's codes.
-            let kvd = shape.n_kv_heads * shape.head_dim;
-            let changed = slots.iter().any(|&s| sep.k_codes[s as usize * kvd..(s as usize + 1) * kvd] != e.k_codes[s as usize * kvd..(s as usize + 1) * kvd]);
-            assert!(changed, "{what}: rope_write_kv_e4m3 wrote nothing");
-            // One launch, in both of the emulator's async modes (the mma kernel's cp.async of the
-            // new key's tile must come after the block wrote it).
-            in_both_async_modes(|| {
-                let fused = e.clone();
-                let got = run_decode_with(kernel, shape, &case, dependent, None, Some((&cos_sin, layout)), Some(&fused));
-                let same = |a: &[f32], b: &[f32]| a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
-                assert!(same(&got, &want), "{what}: outputs differ");
-                assert!(fused.k_codes == sep.k_codes && same(&fused.k_scales, &sep.k_scales), "{what}: K caches differ");
-                assert!(fused.v_codes == sep.v_codes && same(&fused.v_scales, &sep.v_scales), "{what}: V caches differ");
-            });
-        }
-    }
+    rope_in_decode_equals_separate(kernel, test, true);
 }
