@@ -53,6 +53,12 @@ struct DecodeRope {
 static_assert(sizeof(DecodeRope) == 48, "mirror of DecodeRope in attention.rs");
 
 
+// Every (head_dim, G = query heads per KV head) the decode kernels are instantiated for, each
+// kernel as `<name>_hd<HD>_g<G>`; src/gpu/kernels/decode_table.rs loads them by that name from
+// the same list (DECODE_HEAD_DIMS, DECODE_GROUPS), and tests/ptx_resources.rs checks the two agree.
+#define FOR_EACH_DECODE_SHAPE(X) \
+    X(128, 1) X(128, 2) X(128, 3) X(128, 4) X(128, 8) X(64, 1) X(64, 2) X(64, 3) X(64, 4) X(64, 8)
+
 // The KV row of `kv_head` for position `pos` of sequence `seq`.
 __device__ __forceinline__ size_t kv_row_offset(const AttentionParams& p, int seq, int pos, int kv_head,
                                                 int head_dim) {

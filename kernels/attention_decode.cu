@@ -258,29 +258,11 @@ __device__ void attention_decode(const AttentionParams& p, const DecodeRope& r) 
         const __grid_constant__ AttentionParams p, const __grid_constant__ DecodeRope r) {         \
         attention_decode<HD, G>(p, r);                                                             \
     }
-DECODE_KERNEL(128, 1)
-DECODE_KERNEL(128, 2)
-DECODE_KERNEL(128, 3)
-DECODE_KERNEL(128, 4)
-DECODE_KERNEL(128, 8)
-DECODE_KERNEL(64, 1)
-DECODE_KERNEL(64, 2)
-DECODE_KERNEL(64, 3)
-DECODE_KERNEL(64, 4)
-DECODE_KERNEL(64, 8)
+FOR_EACH_DECODE_SHAPE(DECODE_KERNEL)
 
 #define DECODE_KERNEL_E4M3(HD, G)                                                                  \
     extern "C" __global__ void __launch_bounds__(WARPS * 32) attention_decode_e4m3_hd##HD##_g##G(  \
         const __grid_constant__ AttentionParams p, const __grid_constant__ DecodeRope r) {         \
         attention_decode<HD, G, true>(p, r);                                                       \
     }
-DECODE_KERNEL_E4M3(128, 1)
-DECODE_KERNEL_E4M3(128, 2)
-DECODE_KERNEL_E4M3(128, 3)
-DECODE_KERNEL_E4M3(128, 4)
-DECODE_KERNEL_E4M3(128, 8)
-DECODE_KERNEL_E4M3(64, 1)
-DECODE_KERNEL_E4M3(64, 2)
-DECODE_KERNEL_E4M3(64, 3)
-DECODE_KERNEL_E4M3(64, 4)
-DECODE_KERNEL_E4M3(64, 8)
+FOR_EACH_DECODE_SHAPE(DECODE_KERNEL_E4M3)

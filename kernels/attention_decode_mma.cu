@@ -260,16 +260,7 @@ __device__ void attention_decode_mma(const AttentionParams& p, const DecodeRope&
         const __grid_constant__ AttentionParams p, const __grid_constant__ DecodeRope r) {         \
         attention_decode_mma<HD, G>(p, r);                                                         \
     }
-DECODE_MMA_KERNEL(128, 1)
-DECODE_MMA_KERNEL(128, 2)
-DECODE_MMA_KERNEL(128, 3)
-DECODE_MMA_KERNEL(128, 4)
-DECODE_MMA_KERNEL(128, 8)
-DECODE_MMA_KERNEL(64, 1)
-DECODE_MMA_KERNEL(64, 2)
-DECODE_MMA_KERNEL(64, 3)
-DECODE_MMA_KERNEL(64, 4)
-DECODE_MMA_KERNEL(64, 8)
+FOR_EACH_DECODE_SHAPE(DECODE_MMA_KERNEL)
 
 // Grid as above; dynamic shared memory (16 * 2 + 2 * STAGES * 64 + 2 * 64 * 2) * head_dim bytes
 // (84 KiB at head_dim 128).
@@ -278,13 +269,4 @@ DECODE_MMA_KERNEL(64, 8)
         const __grid_constant__ AttentionParams p, const __grid_constant__ DecodeRope r) {         \
         attention_decode_mma<HD, G, true>(p, r);                                                   \
     }
-DECODE_MMA_KERNEL_E4M3(128, 1)
-DECODE_MMA_KERNEL_E4M3(128, 2)
-DECODE_MMA_KERNEL_E4M3(128, 3)
-DECODE_MMA_KERNEL_E4M3(128, 4)
-DECODE_MMA_KERNEL_E4M3(128, 8)
-DECODE_MMA_KERNEL_E4M3(64, 1)
-DECODE_MMA_KERNEL_E4M3(64, 2)
-DECODE_MMA_KERNEL_E4M3(64, 3)
-DECODE_MMA_KERNEL_E4M3(64, 4)
-DECODE_MMA_KERNEL_E4M3(64, 8)
+FOR_EACH_DECODE_SHAPE(DECODE_MMA_KERNEL_E4M3)

@@ -6,19 +6,23 @@ use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream, DriverEr
 use cudarc::nvrtc::Ptx;
 
 use super::error::{GpuError, Result};
+use super::kernels::decode_table::{DecodeInstance, DecodeKernels};
 use super::{probe, ptx, GpuInfo};
 
-/// Declares `Kernels`, one field per `extern "C"` kernel, grouped by the .cu module defining it.
+/// Declares `Kernels`, one field per `extern "C"` kernel, grouped by the .cu module defining it;
+/// the decode attention kernels, one per shape and dtype, sit in one table (`DecodeKernels`).
 macro_rules! kernel_table {
     ($($module:literal => [$($name:ident),* $(,)?]),* $(,)?) => {
         /// A handle for every kernel in `kernels/*.cu`, loaded once at start-up.
         pub struct Kernels {
             $($(pub $name: CudaFunction,)*)*
+            /// The decode attention kernels, one per (kernel, cache dtype, head_dim, G).
+            pub decode: DecodeKernels,
         }
 
         impl Kernels {
-            /// (module, kernels) as declared here; a test checks it against the PTX entries.
-            pub const DECLARED: &'static [(&'static str, &'static [&'static str])] =
+            /// (module, kernels) as declared here; `declared` adds the decode table.
+            const FIELDS: &'static [(&'static str, &'static [&'static str])] =
                 &[$(($module, &[$(stringify!($name)),*])),*];
 
             fn load(ctx: &Arc<CudaContext>) -> Result<Self> {
@@ -30,31 +34,14 @@ macro_rules! kernel_table {
                             .map_err(GpuError::driver(concat!("loading ", stringify!($name))))?;
                     )*
                 )*
-                Ok(Kernels { $($($name,)*)* })
+                let decode = DecodeKernels::load(ctx, load_module)?;
+                Ok(Kernels { $($($name,)*)* decode })
             }
         }
     };
 }
 
 kernel_table! {
-    "attention_decode" => [
-        attention_decode_bf16_hd128_g1, attention_decode_bf16_hd128_g2, attention_decode_bf16_hd128_g3,
-        attention_decode_bf16_hd128_g4, attention_decode_bf16_hd128_g8, attention_decode_bf16_hd64_g1,
-        attention_decode_bf16_hd64_g2, attention_decode_bf16_hd64_g3, attention_decode_bf16_hd64_g4,
-        attention_decode_bf16_hd64_g8, attention_decode_e4m3_hd128_g1, attention_decode_e4m3_hd128_g2,
-        attention_decode_e4m3_hd128_g3, attention_decode_e4m3_hd128_g4, attention_decode_e4m3_hd128_g8,
-        attention_decode_e4m3_hd64_g1, attention_decode_e4m3_hd64_g2, attention_decode_e4m3_hd64_g3,
-        attention_decode_e4m3_hd64_g4, attention_decode_e4m3_hd64_g8,
-    ],
-    "attention_decode_mma" => [
-        attention_decode_mma_bf16_hd128_g1, attention_decode_mma_bf16_hd128_g2, attention_decode_mma_bf16_hd128_g3,
-        attention_decode_mma_bf16_hd128_g4, attention_decode_mma_bf16_hd128_g8, attention_decode_mma_bf16_hd64_g1,
-        attention_decode_mma_bf16_hd64_g2, attention_decode_mma_bf16_hd64_g3, attention_decode_mma_bf16_hd64_g4,
-        attention_decode_mma_bf16_hd64_g8, attention_decode_mma_e4m3_hd128_g1, attention_decode_mma_e4m3_hd128_g2,
-        attention_decode_mma_e4m3_hd128_g3, attention_decode_mma_e4m3_hd128_g4, attention_decode_mma_e4m3_hd128_g8,
-        attention_decode_mma_e4m3_hd64_g1, attention_decode_mma_e4m3_hd64_g2, attention_decode_mma_e4m3_hd64_g3,
-        attention_decode_mma_e4m3_hd64_g4, attention_decode_mma_e4m3_hd64_g8,
-    ],
     "attention_prefill" => [
         attention_prefill_bf16_hd128, attention_prefill_bf16_hd64, attention_prefill_e4m3_hd128, attention_prefill_e4m3_hd64,
     ],
@@ -71,6 +58,21 @@ kernel_table! {
     "rmsnorm" => [rmsnorm_bf16, fused_add_rmsnorm_bf16],
     "rope" => [rope_write_kv_bf16, rope_write_kv_e4m3, rope_cos_sin_table_f32],
     "sampling" => [sample_tokens_f32],
+}
+
+impl Kernels {
+    /// Every kernel entry the engine loads, by module; a test checks it against the PTX entries.
+    pub fn declared() -> Vec<(&'static str, Vec<String>)> {
+        let mut out: Vec<(&'static str, Vec<String>)> =
+            Self::FIELDS.iter().map(|(m, names)| (*m, names.iter().map(|n| n.to_string()).collect())).collect();
+        for instance in DecodeInstance::all() {
+            match out.iter_mut().find(|(m, _)| *m == instance.module()) {
+                Some((_, names)) => names.push(instance.entry()),
+                None => out.push((instance.module(), vec![instance.entry()])),
+            }
+        }
+        out
+    }
 }
 
 fn load_module(ctx: &Arc<CudaContext>, name: &str) -> Result<Arc<CudaModule>> {

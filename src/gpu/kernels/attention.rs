@@ -2,9 +2,10 @@
 //! `attention_prefill` (flash-style, causal, for prompt chunks) and `attention_decode` (split-K
 //! flash-decoding, one new token per sequence).
 
-use cudarc::driver::{CudaFunction, CudaSlice, CudaView, CudaViewMut, DeviceRepr, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaSlice, CudaView, CudaViewMut, DeviceRepr, LaunchConfig, PushKernelArg};
 use half::bf16;
 
+use super::decode_table::DecodeInstance;
 use super::check::{address, allow_dynamic_smem, as_i32, ensure, vector_buffer};
 use super::rope::RopeTable;
 use crate::model::RopeLayout;
@@ -82,13 +83,10 @@ pub(crate) fn configure(kernels: &Kernels) -> Result<()> {
     ] {
         allow_dynamic_smem(f, "attention_prefill", prefill_smem_bytes(hd))?;
     }
-    for hd in [128, 64] {
-        for group in [1, 2, 3, 4, 8] {
-            let f = decode_kernel(kernels, DecodeKernel::Mma, hd, group).expect("every (head_dim, G) pair is declared");
-            allow_dynamic_smem(f, "attention_decode_mma", DecodeKernel::Mma.smem_bytes(hd, false))?;
-            let f = super::attention_e4m3::decode_kernel(kernels, DecodeKernel::Mma, hd, group).expect("every (head_dim, G) pair is declared");
-            allow_dynamic_smem(f, "attention_decode_mma_e4m3", DecodeKernel::Mma.smem_bytes(hd, true))?;
-        }
+    for instance in DecodeInstance::all().filter(|i| i.kernel == DecodeKernel::Mma) {
+        let f = kernels.decode.get(instance).expect("every instance is loaded");
+        let name = if instance.e4m3 { instance.kernel.e4m3_name() } else { instance.kernel.name() };
+        allow_dynamic_smem(f, name, instance.kernel.smem_bytes(instance.head_dim, instance.e4m3))?;
     }
     Ok(())
 }
@@ -422,37 +420,6 @@ pub fn decode_splits(gpu_sms: usize, n_seqs: usize, n_kv_heads: usize, max_ctx: 
     for_occupancy.clamp(1, max_ctx.div_ceil(128).max(1))
 }
 
-fn decode_kernel(kernels: &Kernels, kernel: DecodeKernel, head_dim: usize, group: usize) -> Option<&CudaFunction> {
-    if kernel == DecodeKernel::Mma {
-        return Some(match (head_dim, group) {
-            (128, 1) => &kernels.attention_decode_mma_bf16_hd128_g1,
-            (128, 2) => &kernels.attention_decode_mma_bf16_hd128_g2,
-            (128, 3) => &kernels.attention_decode_mma_bf16_hd128_g3,
-            (128, 4) => &kernels.attention_decode_mma_bf16_hd128_g4,
-            (128, 8) => &kernels.attention_decode_mma_bf16_hd128_g8,
-            (64, 1) => &kernels.attention_decode_mma_bf16_hd64_g1,
-            (64, 2) => &kernels.attention_decode_mma_bf16_hd64_g2,
-            (64, 3) => &kernels.attention_decode_mma_bf16_hd64_g3,
-            (64, 4) => &kernels.attention_decode_mma_bf16_hd64_g4,
-            (64, 8) => &kernels.attention_decode_mma_bf16_hd64_g8,
-            _ => return None,
-        });
-    }
-    Some(match (head_dim, group) {
-        (128, 1) => &kernels.attention_decode_bf16_hd128_g1,
-        (128, 2) => &kernels.attention_decode_bf16_hd128_g2,
-        (128, 3) => &kernels.attention_decode_bf16_hd128_g3,
-        (128, 4) => &kernels.attention_decode_bf16_hd128_g4,
-        (128, 8) => &kernels.attention_decode_bf16_hd128_g8,
-        (64, 1) => &kernels.attention_decode_bf16_hd64_g1,
-        (64, 2) => &kernels.attention_decode_bf16_hd64_g2,
-        (64, 3) => &kernels.attention_decode_bf16_hd64_g3,
-        (64, 4) => &kernels.attention_decode_bf16_hd64_g4,
-        (64, 8) => &kernels.attention_decode_bf16_hd64_g8,
-        _ => return None,
-    })
-}
-
 /// One new token per sequence (q_len = 1 each) over its whole context, split `n_splits` ways
 /// and merged, in one launch (on CUDA cores). Shapes as for `attention_prefill`.
 #[allow(clippy::too_many_arguments)]
@@ -563,7 +530,8 @@ pub(crate) fn launch_decode(
     let name = if e4m3 { kernel.e4m3_name() } else { kernel.name() };
     ensure(meta.max_q_len == 1, name, || format!("decode takes 1 new token per sequence, got up to {}", meta.max_q_len))?;
     let group = shape.n_heads / shape.n_kv_heads;
-    let func = if e4m3 { super::attention_e4m3::decode_kernel(&gpu.kernels, kernel, shape.head_dim, group) } else { decode_kernel(&gpu.kernels, kernel, shape.head_dim, group) }
+    let func = (gpu.kernels.decode)
+        .get(DecodeInstance { kernel, e4m3, head_dim: shape.head_dim, group })
         .ok_or_else(|| GpuError::BadArgument { kernel: name, what: format!("no kernel for {group} query heads per KV head") })?;
     ensure(n_splits >= 1 && meta.n_seqs * shape.n_heads * n_splits <= workspace.capacity, name, || {
         format!("{n_splits} splits exceed the workspace")

@@ -2,7 +2,7 @@
 //! kernels/attention_decode.cu and kernels/attention_prefill.cu, read through the same parameter
 //! block as the bf16 ones plus the per-row scales (`AttentionParams::k_scales`, `v_scales`).
 
-use cudarc::driver::{CudaFunction, CudaView, CudaViewMut, PushKernelArg};
+use cudarc::driver::{CudaView, CudaViewMut, PushKernelArg};
 use half::bf16;
 
 use super::attention::{
@@ -12,7 +12,7 @@ use super::attention::{
 use super::check::{address, ensure, vector_buffer};
 use super::rope::{E4m3KvViews, RopeTable};
 use crate::gpu::error::Result;
-use crate::gpu::{Gpu, Kernels};
+use crate::gpu::Gpu;
 use crate::model::RopeLayout;
 
 /// One layer's FP8 e4m3 cache as the kernels read it: codes `[n_slots, n_kv_heads, head_dim]`
@@ -23,37 +23,6 @@ pub struct E4m3KvCache<'a, 'b> {
     pub v_codes: &'a CudaView<'b, u8>,
     pub k_scales: &'a CudaView<'b, f32>,
     pub v_scales: &'a CudaView<'b, f32>,
-}
-
-pub(crate) fn decode_kernel(kernels: &Kernels, kernel: DecodeKernel, head_dim: usize, group: usize) -> Option<&CudaFunction> {
-    if kernel == DecodeKernel::Mma {
-        return Some(match (head_dim, group) {
-            (128, 1) => &kernels.attention_decode_mma_e4m3_hd128_g1,
-            (128, 2) => &kernels.attention_decode_mma_e4m3_hd128_g2,
-            (128, 3) => &kernels.attention_decode_mma_e4m3_hd128_g3,
-            (128, 4) => &kernels.attention_decode_mma_e4m3_hd128_g4,
-            (128, 8) => &kernels.attention_decode_mma_e4m3_hd128_g8,
-            (64, 1) => &kernels.attention_decode_mma_e4m3_hd64_g1,
-            (64, 2) => &kernels.attention_decode_mma_e4m3_hd64_g2,
-            (64, 3) => &kernels.attention_decode_mma_e4m3_hd64_g3,
-            (64, 4) => &kernels.attention_decode_mma_e4m3_hd64_g4,
-            (64, 8) => &kernels.attention_decode_mma_e4m3_hd64_g8,
-            _ => return None,
-        });
-    }
-    Some(match (head_dim, group) {
-        (128, 1) => &kernels.attention_decode_e4m3_hd128_g1,
-        (128, 2) => &kernels.attention_decode_e4m3_hd128_g2,
-        (128, 3) => &kernels.attention_decode_e4m3_hd128_g3,
-        (128, 4) => &kernels.attention_decode_e4m3_hd128_g4,
-        (128, 8) => &kernels.attention_decode_e4m3_hd128_g8,
-        (64, 1) => &kernels.attention_decode_e4m3_hd64_g1,
-        (64, 2) => &kernels.attention_decode_e4m3_hd64_g2,
-        (64, 3) => &kernels.attention_decode_e4m3_hd64_g3,
-        (64, 4) => &kernels.attention_decode_e4m3_hd64_g4,
-        (64, 8) => &kernels.attention_decode_e4m3_hd64_g8,
-        _ => return None,
-    })
 }
 
 /// The bf16 kernels' parameter block over the FP8 cache: codes where the bf16 cache would be,

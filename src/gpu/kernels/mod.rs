@@ -6,6 +6,7 @@ pub mod attention;
 pub mod attention_e4m3;
 pub mod attention_wgmma;
 mod check;
+pub mod decode_table;
 pub mod embedding;
 pub mod gemm;
 pub mod gemm_wgmma;
