@@ -271,7 +271,9 @@ fn bench_attention(b: &Bench) -> GpuResult<()> {
         let splits = decode_splits(b.gpu.info.multiprocessors, n_seqs, c.n_kv_heads, ctx);
         let mut ws = DecodeWorkspace::new(&b.gpu, n_seqs, c.n_heads, splits, c.head_dim)?;
         let bytes = n_seqs * 2 * ctx * c.kv_dim() * 2;
-        for (name, kernel) in [("attention_decode", DecodeKernel::CudaCores), ("attention_decode_mma", DecodeKernel::Mma)] {
+        // Every kernel of DECODE_KERNELS, by module name.
+        for kernel in DecodeKernel::all() {
+            let name = kernel.spec().module;
             if left_out(name) {
                 println!("{name:<22} left out (NEMO_BENCH_SKIP)");
                 continue;
@@ -287,7 +289,8 @@ fn bench_attention(b: &Bench) -> GpuResult<()> {
         let qkv = upload(&b.gpu, &random_bf16(n_seqs * width, 8, 1.0))?;
         let table = rope_cos_sin_table(&b.gpu, ctx, c.head_dim, c.rope_theta)?;
         let rope_shape = AttentionShape { q_stride: width, ..shape };
-        for (name, kernel) in [("attention_decode_rope", DecodeKernel::CudaCores), ("attention_decode_mma_rope", DecodeKernel::Mma)] {
+        for kernel in DecodeKernel::all() {
+            let name = &format!("{}_rope", kernel.spec().module);
             if left_out(name) {
                 println!("{name:<22} left out (NEMO_BENCH_SKIP)");
                 continue;
@@ -302,8 +305,8 @@ fn bench_attention(b: &Bench) -> GpuResult<()> {
         }
         // Over an FP8 e4m3 cache (docs/fp8-kv.md): finite codes, one scale per row.
         let (kc, vc, scales) = fp8_cache(b, slots, &c)?;
-        for kernel in [DecodeKernel::CudaCores, DecodeKernel::Mma] {
-            let name = kernel.e4m3_name();
+        for kernel in DecodeKernel::all().filter(|k| k.spec().e4m3.is_some()) {
+            let name = kernel.label(true);
             if left_out(name) {
                 println!("{name:<22} left out (NEMO_BENCH_SKIP)");
                 continue;

@@ -15,7 +15,7 @@ pub fn run(args: &KernelLabArgs) -> anyhow::Result<()> {
         None => FAMILIES.to_vec(),
     };
     if let (Some(family), Some(v)) = (families.first(), &args.variant) {
-        if !lab::variants(family).contains(&v.as_str()) {
+        if !lab::variants(family).contains(v) {
             bail!("`{family}` has no variant `{v}` (one of {})", lab::variants(family).join(", "));
         }
     }

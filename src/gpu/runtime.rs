@@ -66,9 +66,10 @@ impl Kernels {
         let mut out: Vec<(&'static str, Vec<String>)> =
             Self::FIELDS.iter().map(|(m, names)| (*m, names.iter().map(|n| n.to_string()).collect())).collect();
         for instance in DecodeInstance::all() {
-            match out.iter_mut().find(|(m, _)| *m == instance.module()) {
-                Some((_, names)) => names.push(instance.entry()),
-                None => out.push((instance.module(), vec![instance.entry()])),
+            let (module, entry) = (instance.kernel.spec().module, instance.entry().expect("a declared instance"));
+            match out.iter_mut().find(|(m, _)| *m == module) {
+                Some((_, names)) => names.push(entry),
+                None => out.push((module, vec![entry])),
             }
         }
         out

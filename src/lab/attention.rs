@@ -10,26 +10,12 @@ use super::{attention_e4m3 as e4m3, check_and_time, random_bf16, sample_rows, Ch
 use crate::cpu::attention::{attention, AttentionShape as CpuShape};
 use crate::gpu::kernels::attention_wgmma::{attention_prefill_wgmma, WgmmaSchedule};
 use crate::gpu::kernels::attention::{
-    attention_decode, attention_decode_with, attention_prefill, decode_splits, DecodeKernel, AttentionMeta, AttentionShape, DecodeWorkspace, DeviceAttentionMeta,
+    attention_decode_with, attention_prefill, decode_splits, DecodeKernel, AttentionMeta, AttentionShape, DecodeWorkspace, DeviceAttentionMeta,
 };
 use crate::gpu::{upload, Gpu, GpuResult};
 
 pub type PrefillFn =
     fn(&Gpu, AttentionShape, &DeviceAttentionMeta, &CudaView<bf16>, &CudaView<bf16>, &CudaView<bf16>, &mut CudaViewMut<bf16>) -> GpuResult<()>;
-
-/// Decode variants also get a workspace for split partials and the split count the engine
-/// would choose (`decode_splits`); a variant may ignore both.
-pub type DecodeFn = fn(
-    &Gpu,
-    AttentionShape,
-    &DeviceAttentionMeta,
-    &CudaView<bf16>,
-    &CudaView<bf16>,
-    &CudaView<bf16>,
-    &mut DecodeWorkspace,
-    usize,
-    &mut CudaViewMut<bf16>,
-) -> GpuResult<()>;
 
 /// Every prefill variant: (name, wrapper). A new one is one line here.
 pub const PREFILL_VARIANTS: &[(&str, PrefillFn)] = &[
@@ -41,14 +27,10 @@ pub const PREFILL_VARIANTS: &[(&str, PrefillFn)] = &[
     ("wgmma-pingpong", |g, s, m, q, k, v, o| attention_prefill_wgmma(g, WgmmaSchedule::PingPong, s, m, q, k, v, o)),
 ];
 
-/// Every decode variant: (name, wrapper). A new one is one line here.
-pub const DECODE_VARIANTS: &[(&str, DecodeFn)] = &[
-    ("split-k", attention_decode), // kernels/attention_decode.cu: flash-decoding, splits merged in-kernel
-    // kernels/attention_decode_mma.cu: tensor cores, cp.async pipeline
-    ("mma-split-k", |gpu, shape, meta, q, k, v, ws, splits, out| {
-        attention_decode_with(gpu, DecodeKernel::Mma, shape, meta, q, k, v, ws, splits, out)
-    }),
-];
+/// Every decode variant over a bf16 cache: the kernels of `DECODE_KERNELS`, by name.
+pub fn decode_variants() -> Vec<(String, DecodeKernel)> {
+    DecodeKernel::all().map(|k| (k.spec().name.to_string(), k)).collect()
+}
 
 pub const PREFILL_SHAPES: &[&str] = &["2048", "8192", "16384"];
 pub const DECODE_SHAPES: &[&str] = &["1x1024", "1x32768", "1x131072", "32x4096", "64x8192"];
@@ -194,10 +176,11 @@ pub fn run_decode(lab: &Lab, only: Option<&str>, shape_text: &str, rows: &mut Ve
         }
     };
     let expected = Expected { rows: &checked_seqs, row_len: q_row, want: &want, atol: 2e-2, rtol: 2e-2 };
-    for &(name, launch) in DECODE_VARIANTS.iter().filter(|(name, _)| only.is_none_or(|o| o == *name)) {
+    for (name, kernel) in decode_variants().into_iter().filter(|(name, _)| only.is_none_or(|o| o == name)) {
         let mut out = upload(gpu, &vec![POISON; batch * q_row])?;
         let mut run = |out: &mut CudaSlice<bf16>| {
-            launch(gpu, shape(), &meta, &q_dev.as_view(), &k_dev.as_view(), &v_dev.as_view(), &mut workspace, splits, &mut out.as_view_mut())
+            let (k, v) = (k_dev.as_view(), v_dev.as_view());
+            attention_decode_with(gpu, kernel, shape(), &meta, &q_dev.as_view(), &k, &v, &mut workspace, splits, &mut out.as_view_mut())
         };
         check_and_time(lab, &format!("{name} ({splits} splits)"), &mut out, &mut run, &expected, &row, rows);
     }

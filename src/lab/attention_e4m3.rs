@@ -15,21 +15,15 @@ use crate::gpu::{upload, Gpu, GpuResult};
 
 pub type PrefillE4m3Fn = fn(&Gpu, AttentionShape, &DeviceAttentionMeta, &CudaView<bf16>, E4m3KvCache, &mut CudaViewMut<bf16>) -> GpuResult<()>;
 
-pub type DecodeE4m3Fn =
-    fn(&Gpu, AttentionShape, &DeviceAttentionMeta, &CudaView<bf16>, E4m3KvCache, &mut DecodeWorkspace, usize, &mut CudaViewMut<bf16>) -> GpuResult<()>;
-
 /// Every FP8 prefill variant: (name, wrapper). A new one is one line here.
 pub const PREFILL_VARIANTS: &[(&str, PrefillE4m3Fn)] = &[
     ("mma-flash-e4m3", attention_prefill_e4m3), // attention_prefill.cu: codes staged, converted to bf16 tiles
 ];
 
-/// Every FP8 decode variant: (name, wrapper). A new one is one line here.
-pub const DECODE_VARIANTS: &[(&str, DecodeE4m3Fn)] = &[
-    // attention_decode.cu over codes: 16 a load
-    ("split-k-e4m3", |g, s, m, q, c, ws, n, o| attention_decode_e4m3(g, DecodeKernel::CudaCores, s, m, q, c, ws, n, o)),
-    // attention_decode_mma.cu: a ring of codes, converted to bf16 tiles
-    ("mma-split-k-e4m3", |g, s, m, q, c, ws, n, o| attention_decode_e4m3(g, DecodeKernel::Mma, s, m, q, c, ws, n, o)),
-];
+/// Every FP8 decode variant: the kernels of `DECODE_KERNELS` with FP8 entries, as `<name>-e4m3`.
+pub fn decode_variants() -> Vec<(String, DecodeKernel)> {
+    DecodeKernel::all().filter(|k| k.spec().e4m3.is_some()).map(|k| (format!("{}-e4m3", k.spec().name), k)).collect()
+}
 
 /// The bf16 variants' inputs: q on the host and the device, the caches on the host, the
 /// metadata; every sequence has `ctx` tokens, the last `q_len` of them new.
@@ -131,7 +125,7 @@ pub(super) fn decode_rows(
     shape_text: &str,
     rows: &mut Vec<Row>,
 ) -> GpuResult<()> {
-    let variants = selected(DECODE_VARIANTS, only);
+    let variants: Vec<(String, DecodeKernel)> = decode_variants().into_iter().filter(|(name, _)| only.is_none_or(|o| o == name)).collect();
     if variants.is_empty() {
         return Ok(());
     }
@@ -153,10 +147,10 @@ pub(super) fn decode_rows(
         Row { family: "attention_decode".into(), variant, shape: shape_text.into(), ms, rate, unit: "GB/s", of_ceiling: Some(rate / lab.copy_gbs), check }
     };
     let expected = Expected { rows: checked, row_len: q_row, want: &want, atol: 2e-2, rtol: 2e-2 };
-    for &(name, launch) in variants {
+    for (name, kernel) in variants {
         let mut out = upload(&lab.gpu, &vec![POISON; batch * q_row])?;
         let mut run = |out: &mut CudaSlice<bf16>| {
-            cache.with(|c| launch(&lab.gpu, shape(), inputs.meta, &inputs.q_dev.as_view(), c, workspace, splits, &mut out.as_view_mut()))
+            cache.with(|c| attention_decode_e4m3(&lab.gpu, kernel, shape(), inputs.meta, &inputs.q_dev.as_view(), c, workspace, splits, &mut out.as_view_mut()))
         };
         check_and_time(lab, &format!("{name} ({splits} splits)"), &mut out, &mut run, &expected, &row, rows);
     }

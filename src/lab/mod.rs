@@ -3,7 +3,9 @@
 //! (cuBLAS, PyTorch SDPA) at the same shapes on the same GPU.
 //!
 //! A family is a module here with a `VARIANTS` table: adding a variant is one new kernel file
-//! (`kernels/*.cu` + its wrapper in `src/gpu/kernels/`) plus one line in that table.
+//! (`kernels/*.cu` + its wrapper in `src/gpu/kernels/`) plus one line in that table. Decode
+//! attention needs no wrapper: its variants are the kernels of `DECODE_KERNELS`
+//! (src/gpu/kernels/decode_table.rs), so a new one is its `.cu` file plus one line there.
 
 pub mod attention;
 pub mod attention_e4m3;
@@ -30,11 +32,13 @@ pub fn shape_syntax(family: &str) -> &'static str {
 }
 
 /// The variants of `family` (names as `--variant` takes them).
-pub fn variants(family: &str) -> Vec<&'static str> {
+pub fn variants(family: &str) -> Vec<String> {
     match family {
-        "gemm" => gemm::VARIANTS.iter().map(|v| v.0).collect(),
-        "attention_prefill" => attention::PREFILL_VARIANTS.iter().map(|v| v.0).chain(attention_e4m3::PREFILL_VARIANTS.iter().map(|v| v.0)).collect(),
-        "attention_decode" => attention::DECODE_VARIANTS.iter().map(|v| v.0).chain(attention_e4m3::DECODE_VARIANTS.iter().map(|v| v.0)).collect(),
+        "gemm" => gemm::VARIANTS.iter().map(|v| v.0.to_string()).collect(),
+        "attention_prefill" => {
+            attention::PREFILL_VARIANTS.iter().map(|v| v.0).chain(attention_e4m3::PREFILL_VARIANTS.iter().map(|v| v.0)).map(String::from).collect()
+        }
+        "attention_decode" => attention::decode_variants().into_iter().chain(attention_e4m3::decode_variants()).map(|(name, _)| name).collect(),
         _ => Vec::new(),
     }
 }
@@ -131,7 +135,7 @@ pub fn run(lab: &Lab, family: &str, variant: Option<&str>, shapes: &[String]) ->
         return Err(format!("unknown kernel family `{family}` (one of {FAMILIES:?})"));
     }
     if let Some(v) = variant {
-        if !known.contains(&v) {
+        if !known.iter().any(|k| k == v) {
             return Err(format!("`{family}` has no variant `{v}` (one of {known:?})"));
         }
     }

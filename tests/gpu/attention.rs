@@ -9,7 +9,7 @@ use nemo_engine::gpu::kernels::attention::{
     AttentionMeta, AttentionShape, DecodeWorkspace, DeviceAttentionMeta,
 };
 use nemo_engine::gpu::kernels::attention_wgmma::{attention_prefill_wgmma, WgmmaSchedule};
-use nemo_engine::lab::attention::{DecodeFn, PrefillFn};
+use nemo_engine::lab::attention::PrefillFn;
 use nemo_engine::gpu::Gpu;
 
 pub const BLOCK: usize = 16;
@@ -83,7 +83,7 @@ pub fn build(rng: &mut Rng, shape: AttentionShape, seqs: &[(usize, usize)]) -> C
 /// Which wrapper `run` launches.
 enum Kernel {
     Prefill(PrefillFn),
-    Decode(DecodeFn),
+    Decode(DecodeKernel),
 }
 use Kernel::{Decode, Prefill};
 
@@ -94,7 +94,7 @@ fn run(gpu: &Gpu, shape: AttentionShape, case: &Case, kernel: Kernel) -> Vec<f32
     if let Decode(decode) = kernel {
         let splits = decode_splits(132, meta.n_seqs, shape.n_kv_heads, meta.max_ctx);
         let mut ws = DecodeWorkspace::new(gpu, meta.n_seqs, shape.n_heads, splits, shape.head_dim).unwrap();
-        decode(gpu, shape, &meta, &q.as_view(), &k.as_view(), &v.as_view(), &mut ws, splits, &mut out.as_view_mut())
+        attention_decode_with(gpu, decode, shape, &meta, &q.as_view(), &k.as_view(), &v.as_view(), &mut ws, splits, &mut out.as_view_mut())
             .unwrap();
     } else if let Prefill(prefill) = kernel {
         prefill(gpu, shape, &meta, &q.as_view(), &k.as_view(), &v.as_view(), &mut out.as_view_mut()).unwrap();
@@ -161,19 +161,17 @@ fn prefill_matches_cpu(test: &str, prefill: PrefillFn) {
 
 #[test]
 fn attention_decode_matches_cpu() {
-    decode_matches_cpu("attention_decode_matches_cpu", attention_decode);
+    decode_matches_cpu("attention_decode_matches_cpu", DecodeKernel::CUDA_CORES);
 }
 
 /// The tensor-core variant on its own, so scripts/gpu-check can run it with the paths no GPU
 /// has checked yet.
 #[test]
 fn attention_decode_mma_matches_cpu() {
-    decode_matches_cpu("attention_decode_mma_matches_cpu", |gpu, shape, meta, q, k, v, ws, splits, out| {
-        attention_decode_with(gpu, DecodeKernel::Mma, shape, meta, q, k, v, ws, splits, out)
-    });
+    decode_matches_cpu("attention_decode_mma_matches_cpu", DecodeKernel::MMA);
 }
 
-fn decode_matches_cpu(test: &str, decode: DecodeFn) {
+fn decode_matches_cpu(test: &str, decode: DecodeKernel) {
     let Some(gpu) = gpu_or_skip(test) else { return };
     let mut rng = Rng::fresh(test);
     for shape in shapes() {
@@ -208,13 +206,13 @@ pub fn qkv_shape(shape: AttentionShape) -> AttentionShape {
 /// layouts, single and batched sequences, contexts across many splits.
 #[test]
 fn attention_decode_rope_equals_rope_write_kv_then_decode() {
-    decode_rope_equals_separate("attention_decode_rope_equals_rope_write_kv_then_decode", DecodeKernel::CudaCores);
+    decode_rope_equals_separate("attention_decode_rope_equals_rope_write_kv_then_decode", DecodeKernel::CUDA_CORES);
 }
 
-/// The same on the tensor-core kernel (`NEMO_DECODE_ATTENTION=mma`).
+/// The same on the tensor-core kernel (`NEMO_DECODE_ATTENTION=mma-split-k`).
 #[test]
 fn attention_decode_mma_rope_equals_rope_write_kv_then_decode() {
-    decode_rope_equals_separate("attention_decode_mma_rope_equals_rope_write_kv_then_decode", DecodeKernel::Mma);
+    decode_rope_equals_separate("attention_decode_mma_rope_equals_rope_write_kv_then_decode", DecodeKernel::MMA);
 }
 
 fn decode_rope_equals_separate(test: &str, kernel: DecodeKernel) {
@@ -232,7 +230,7 @@ fn decode_rope_equals_separate(test: &str, kernel: DecodeKernel) {
                 let (positions, slots) = new_token_slots(&case);
                 let splits = decode_splits(132, meta.n_seqs, shape.n_kv_heads, meta.max_ctx);
                 let n_out = meta.n_seqs * shape.n_heads * shape.head_dim;
-                let what = format!("{} {layout:?} hd {} {seqs:?}", kernel.name(), shape.head_dim);
+                let what = format!("{} {layout:?} hd {} {seqs:?}", kernel.label(false), shape.head_dim);
                 // Separate launches.
                 let (mut qkv, mut k, mut v) = (dev(&gpu, &case.q), dev(&gpu, &case.k_cache), dev(&gpu, &case.v_cache));
                 let rope_shape = RopeShape { n_heads: shape.n_heads, n_kv_heads: shape.n_kv_heads, head_dim: shape.head_dim, layout };

@@ -116,17 +116,17 @@ fn attention_decode_e4m3_matches_cpu() {
     decode_matches_cpu("attention_decode_e4m3_matches_cpu", |gpu, shape, meta, q, cache, out| {
         let splits = decode_splits(132, meta.n_seqs, shape.n_kv_heads, meta.max_ctx);
         let mut ws = DecodeWorkspace::new(gpu, meta.n_seqs, shape.n_heads, splits, shape.head_dim).unwrap();
-        attention_decode_e4m3(gpu, DecodeKernel::CudaCores, shape, meta, q, cache, &mut ws, splits, out).unwrap()
+        attention_decode_e4m3(gpu, DecodeKernel::CUDA_CORES, shape, meta, q, cache, &mut ws, splits, out).unwrap()
     });
 }
 
-/// The same on the tensor-core kernel (`NEMO_DECODE_ATTENTION=mma`).
+/// The same on the tensor-core kernel (`NEMO_DECODE_ATTENTION=mma-split-k`).
 #[test]
 fn attention_decode_mma_e4m3_matches_cpu() {
     decode_matches_cpu("attention_decode_mma_e4m3_matches_cpu", |gpu, shape, meta, q, cache, out| {
         let splits = decode_splits(132, meta.n_seqs, shape.n_kv_heads, meta.max_ctx);
         let mut ws = DecodeWorkspace::new(gpu, meta.n_seqs, shape.n_heads, splits, shape.head_dim).unwrap();
-        attention_decode_e4m3(gpu, DecodeKernel::Mma, shape, meta, q, cache, &mut ws, splits, out).unwrap()
+        attention_decode_e4m3(gpu, DecodeKernel::MMA, shape, meta, q, cache, &mut ws, splits, out).unwrap()
     });
 }
 
@@ -171,13 +171,13 @@ fn attention_prefill_e4m3_matches_cpu() {
 /// for bit, the qkv rows left unrotated; both layouts, single and batched sequences.
 #[test]
 fn attention_decode_e4m3_rope_equals_rope_write_kv_e4m3_then_decode() {
-    decode_rope_equals_separate("attention_decode_e4m3_rope_equals_rope_write_kv_e4m3_then_decode", DecodeKernel::CudaCores);
+    decode_rope_equals_separate("attention_decode_e4m3_rope_equals_rope_write_kv_e4m3_then_decode", DecodeKernel::CUDA_CORES);
 }
 
 /// The same on the tensor-core kernel.
 #[test]
 fn attention_decode_mma_e4m3_rope_equals_rope_write_kv_e4m3_then_decode() {
-    decode_rope_equals_separate("attention_decode_mma_e4m3_rope_equals_rope_write_kv_e4m3_then_decode", DecodeKernel::Mma);
+    decode_rope_equals_separate("attention_decode_mma_e4m3_rope_equals_rope_write_kv_e4m3_then_decode", DecodeKernel::MMA);
 }
 
 fn decode_rope_equals_separate(test: &str, kernel: DecodeKernel) {
@@ -195,7 +195,7 @@ fn decode_rope_equals_separate(test: &str, kernel: DecodeKernel) {
                 let (positions, slots) = new_token_slots(&case);
                 let splits = decode_splits(132, meta.n_seqs, shape.n_kv_heads, meta.max_ctx);
                 let n_out = meta.n_seqs * shape.n_heads * shape.head_dim;
-                let what = format!("{} {layout:?} hd {} {seqs:?}", kernel.e4m3_name(), shape.head_dim);
+                let what = format!("{} {layout:?} hd {} {seqs:?}", kernel.label(true), shape.head_dim);
                 let rope_shape = RopeShape { n_heads: shape.n_heads, n_kv_heads: shape.n_kv_heads, head_dim: shape.head_dim, layout };
                 let mut ws = DecodeWorkspace::new(&gpu, meta.n_seqs, shape.n_heads, splits, shape.head_dim).unwrap();
                 // Separate launches.

@@ -5,6 +5,7 @@
 use cudarc::driver::{CudaSlice, CudaView, CudaViewMut, DeviceRepr, LaunchConfig, PushKernelArg};
 use half::bf16;
 
+pub use super::decode_table::DecodeKernel;
 use super::decode_table::DecodeInstance;
 use super::check::{address, allow_dynamic_smem, as_i32, ensure, vector_buffer};
 use super::rope::RopeTable;
@@ -83,10 +84,11 @@ pub(crate) fn configure(kernels: &Kernels) -> Result<()> {
     ] {
         allow_dynamic_smem(f, "attention_prefill", prefill_smem_bytes(hd))?;
     }
-    for instance in DecodeInstance::all().filter(|i| i.kernel == DecodeKernel::Mma) {
-        let f = kernels.decode.get(instance).expect("every instance is loaded");
-        let name = if instance.e4m3 { instance.kernel.e4m3_name() } else { instance.kernel.name() };
-        allow_dynamic_smem(f, name, instance.kernel.smem_bytes(instance.head_dim, instance.e4m3))?;
+    for (instance, f) in kernels.decode.iter() {
+        let bytes = instance.kernel.smem_bytes(instance.head_dim, instance.e4m3);
+        if bytes > 0 {
+            allow_dynamic_smem(f, instance.kernel.spec().module, bytes)?;
+        }
     }
     Ok(())
 }
@@ -305,50 +307,12 @@ pub fn prefill_config(shape: AttentionShape, max_q_len: usize, n_seqs: usize) ->
     }
 }
 
-/// The decode kernels: both end in `finish_split` (kernels/attention_common.cuh), whose last
-/// split block of each (sequence, KV head) merges the splits' partials.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DecodeKernel {
-    /// kernels/attention_decode.cu: CUDA cores, K and V read straight from global memory.
-    CudaCores,
-    /// kernels/attention_decode_mma.cu: mma.sync over K/V tiles streamed by a cp.async pipeline.
-    Mma,
-}
-
-impl DecodeKernel {
-    pub fn name(self) -> &'static str {
-        match self {
-            DecodeKernel::CudaCores => "attention_decode_bf16",
-            DecodeKernel::Mma => "attention_decode_mma_bf16",
-        }
-    }
-
-    /// The name of its kernel over an FP8 e4m3 cache.
-    pub fn e4m3_name(self) -> &'static str {
-        match self {
-            DecodeKernel::CudaCores => "attention_decode_e4m3",
-            DecodeKernel::Mma => "attention_decode_mma_e4m3",
-        }
-    }
-
-    /// Dynamic shared memory per block: the mma kernel's Q tile (16 rows) and 3 stages of
-    /// 64-key K and V tiles; over an FP8 cache (`e4m3`) 3 stages of their codes and one bf16
-    /// K and V tile.
-    pub fn smem_bytes(self, head_dim: usize, e4m3: bool) -> usize {
-        match (self, e4m3) {
-            (DecodeKernel::CudaCores, _) => 0,
-            (DecodeKernel::Mma, false) => (16 + 2 * 3 * 64) * head_dim * 2,
-            (DecodeKernel::Mma, true) => (16 * 2 + 2 * 3 * 64 + 2 * 64 * 2) * head_dim,
-        }
-    }
-}
-
 /// `attention_decode`'s launch: one block per (split, KV head, sequence); `e4m3`: over an FP8
 /// cache.
 pub fn decode_config(kernel: DecodeKernel, shape: AttentionShape, n_splits: usize, n_seqs: usize, e4m3: bool) -> LaunchConfig {
     LaunchConfig {
         grid_dim: (n_splits as u32, shape.n_kv_heads as u32, n_seqs as u32),
-        block_dim: (128, 1, 1),
+        block_dim: (kernel.spec().threads, 1, 1),
         shared_mem_bytes: kernel.smem_bytes(shape.head_dim, e4m3) as u32,
     }
 }
@@ -434,7 +398,7 @@ pub fn attention_decode(
     n_splits: usize,
     out: &mut CudaViewMut<bf16>,
 ) -> Result<()> {
-    attention_decode_with(gpu, DecodeKernel::CudaCores, shape, meta, q, k_cache, v_cache, workspace, n_splits, out)
+    attention_decode_with(gpu, DecodeKernel::CUDA_CORES, shape, meta, q, k_cache, v_cache, workspace, n_splits, out)
 }
 
 /// `attention_decode` on the chosen kernel (the merge of the splits is the same for both).
@@ -451,7 +415,7 @@ pub fn attention_decode_with(
     n_splits: usize,
     out: &mut CudaViewMut<bf16>,
 ) -> Result<()> {
-    let p = params(gpu, kernel.name(), shape, meta, q, k_cache, v_cache, out)?;
+    let p = params(gpu, kernel.label(false), shape, meta, q, k_cache, v_cache, out)?;
     launch_decode(gpu, kernel, shape, meta, p, DecodeRope::default(), workspace, n_splits, false)
 }
 
@@ -476,7 +440,7 @@ pub fn attention_decode_rope(
     n_splits: usize,
     out: &mut CudaViewMut<bf16>,
 ) -> Result<()> {
-    let name = kernel.name();
+    let name = kernel.label(false);
     // The q rows' length check covers k and v too: q_stride is the whole row.
     let p = params(gpu, name, shape, meta, qkv, &k_cache.as_view(), &v_cache.as_view(), out)?;
     let rope = decode_rope(gpu, name, shape, table, layout, meta, qkv, address(&gpu.stream, k_cache), address(&gpu.stream, v_cache))?;
@@ -527,12 +491,18 @@ pub(crate) fn launch_decode(
     n_splits: usize,
     e4m3: bool,
 ) -> Result<()> {
-    let name = if e4m3 { kernel.e4m3_name() } else { kernel.name() };
+    let name = kernel.label(e4m3);
     ensure(meta.max_q_len == 1, name, || format!("decode takes 1 new token per sequence, got up to {}", meta.max_q_len))?;
     let group = shape.n_heads / shape.n_kv_heads;
     let func = (gpu.kernels.decode)
         .get(DecodeInstance { kernel, e4m3, head_dim: shape.head_dim, group })
-        .ok_or_else(|| GpuError::BadArgument { kernel: name, what: format!("no kernel for {group} query heads per KV head") })?;
+        .ok_or_else(|| {
+            let what = match kernel.entry_prefix(e4m3) {
+                None => format!("decode kernel `{}` has no FP8 e4m3 entries", kernel.spec().name),
+                Some(_) => format!("no kernel for head_dim {} with {group} query heads per KV head", shape.head_dim),
+            };
+            GpuError::BadArgument { kernel: name, what }
+        })?;
     ensure(n_splits >= 1 && meta.n_seqs * shape.n_heads * n_splits <= workspace.capacity, name, || {
         format!("{n_splits} splits exceed the workspace")
     })?;

@@ -1,96 +1,155 @@
-//! Every decode attention kernel, indexed by (kernel, cache dtype, head_dim, G): one
-//! `<name>_hd<HD>_g<G>` PTX entry per point, instantiated in kernels/attention_decode.cu and
-//! kernels/attention_decode_mma.cu from `FOR_EACH_DECODE_SHAPE` (kernels/attention_common.cuh)
-//! and loaded here by that name. A new variant adds one arm to `DecodeKernel` or one entry to
-//! the shape lists below, never a field per instantiation.
+//! The decode attention kernels as data. Each is one `.cu` module whose entries
+//! `<entry prefix>_hd<HD>_g<G>` are instantiated from `FOR_EACH_DECODE_SHAPE`
+//! (kernels/attention_common.cuh) and all keep one contract: parameters (AttentionParams,
+//! DecodeRope), grid (n_splits, n_kv_heads, n_seqs), each (split, KV head, sequence) block ending
+//! in `finish_split`. So a new decode kernel is its `.cu` file plus one line in
+//! `DECODE_KERNELS`: it is then loaded at start-up, checked against the PTX entries
+//! (tests/ptx_resources.rs) and on the emulator against the CPU reference
+//! (tests/gpu/emulated/attention.rs), timed in the kernel lab (`nemo bench kernels --kernel
+//! attention_decode --variant NAME`) and served by the engine (`NEMO_DECODE_ATTENTION=NAME`).
 
 use std::sync::Arc;
 
 use cudarc::driver::{CudaContext, CudaFunction, CudaModule};
 
-use super::attention::DecodeKernel;
 use crate::gpu::error::{GpuError, Result};
+
+/// One decode attention kernel.
+#[derive(Debug)]
+pub struct DecodeKernelSpec {
+    /// Its name in the kernel lab and for `NEMO_DECODE_ATTENTION`; over an FP8 cache the lab
+    /// names it `<name>-e4m3`.
+    pub name: &'static str,
+    /// Its kernels/*.cu file's stem.
+    pub module: &'static str,
+    /// Entry prefix over a bf16 cache.
+    pub bf16: &'static str,
+    /// Entry prefix over an FP8 e4m3 cache (AttentionParams::k_scales, v_scales set), if it has one.
+    pub e4m3: Option<&'static str>,
+    /// Threads per block.
+    pub threads: u32,
+    /// Dynamic shared memory per block at (head_dim, over an FP8 cache).
+    pub smem_bytes: fn(usize, bool) -> usize,
+}
+
+/// Every decode attention kernel. The first is the engine's default.
+pub const DECODE_KERNELS: &[DecodeKernelSpec] = &[
+    // CUDA cores, K and V read straight from global memory; no dynamic shared memory.
+    DecodeKernelSpec { name: "split-k", module: "attention_decode", bf16: "attention_decode_bf16", e4m3: Some("attention_decode_e4m3"), threads: 128, smem_bytes: |_, _| 0 },
+    // mma.sync over K/V tiles streamed by a 3-stage cp.async pipeline: the Q tile (16 rows) and
+    // 3 stages of 64-key K and V tiles; over FP8, 3 stages of codes and one bf16 K and V tile.
+    DecodeKernelSpec {
+        name: "mma-split-k",
+        module: "attention_decode_mma",
+        bf16: "attention_decode_mma_bf16",
+        e4m3: Some("attention_decode_mma_e4m3"),
+        threads: 128,
+        smem_bytes: |hd, e4m3| if e4m3 { (16 * 2 + 2 * 3 * 64 + 2 * 64 * 2) * hd } else { (16 + 2 * 3 * 64) * hd * 2 },
+    },
+];
 
 /// The head dims and query heads per KV head (G) of `FOR_EACH_DECODE_SHAPE`, in its order.
 pub const DECODE_HEAD_DIMS: [usize; 2] = [128, 64];
 pub const DECODE_GROUPS: [usize; 5] = [1, 2, 3, 4, 8];
 
-const KERNELS: [DecodeKernel; 2] = [DecodeKernel::CudaCores, DecodeKernel::Mma];
+/// A decode kernel: an index into `DECODE_KERNELS`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DecodeKernel(usize);
 
-/// One point of the table: which kernel, over which cache, at which shape.
+impl DecodeKernel {
+    /// kernels/attention_decode.cu (the default).
+    pub const CUDA_CORES: DecodeKernel = DecodeKernel(0);
+    /// kernels/attention_decode_mma.cu.
+    pub const MMA: DecodeKernel = DecodeKernel(1);
+
+    pub fn all() -> impl Iterator<Item = DecodeKernel> {
+        (0..DECODE_KERNELS.len()).map(DecodeKernel)
+    }
+
+    pub fn by_name(name: &str) -> Option<DecodeKernel> {
+        DecodeKernel::all().find(|k| k.spec().name == name)
+    }
+
+    pub fn spec(self) -> &'static DecodeKernelSpec {
+        &DECODE_KERNELS[self.0]
+    }
+
+    /// Its entry prefix over a bf16 cache, or over an FP8 one (None if it has no FP8 entries).
+    pub fn entry_prefix(self, e4m3: bool) -> Option<&'static str> {
+        if e4m3 {
+            self.spec().e4m3
+        } else {
+            Some(self.spec().bf16)
+        }
+    }
+
+    /// Its name in errors: the entry prefix, or its module where it has none over that cache.
+    pub fn label(self, e4m3: bool) -> &'static str {
+        self.entry_prefix(e4m3).unwrap_or(self.spec().module)
+    }
+
+    pub fn smem_bytes(self, head_dim: usize, e4m3: bool) -> usize {
+        (self.spec().smem_bytes)(head_dim, e4m3)
+    }
+}
+
+/// One instantiation: which kernel, over which cache, at which shape.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DecodeInstance {
     pub kernel: DecodeKernel,
-    /// Over an FP8 e4m3 cache (the `_e4m3` kernels) rather than bf16.
+    /// Over an FP8 e4m3 cache rather than bf16.
     pub e4m3: bool,
     pub head_dim: usize,
     pub group: usize,
 }
 
 impl DecodeInstance {
-    /// Its PTX entry, e.g. `attention_decode_mma_e4m3_hd128_g4`.
-    pub fn entry(self) -> String {
-        let name = if self.e4m3 { self.kernel.e4m3_name() } else { self.kernel.name() };
-        format!("{name}_hd{}_g{}", self.head_dim, self.group)
+    /// Its PTX entry, e.g. `attention_decode_mma_e4m3_hd128_g4`; None where the kernel has no
+    /// entries over that cache.
+    pub fn entry(self) -> Option<String> {
+        let prefix = self.kernel.entry_prefix(self.e4m3)?;
+        Some(format!("{prefix}_hd{}_g{}", self.head_dim, self.group))
     }
 
-    /// Its PTX module (the .cu file defining it).
-    pub fn module(self) -> &'static str {
-        match self.kernel {
-            DecodeKernel::CudaCores => "attention_decode",
-            DecodeKernel::Mma => "attention_decode_mma",
-        }
-    }
-
-    /// Every instance, in the table's order.
+    /// Every instantiation the kernels declare (`FOR_EACH_DECODE_SHAPE` of each entry prefix).
     pub fn all() -> impl Iterator<Item = DecodeInstance> {
-        KERNELS.into_iter().flat_map(|kernel| {
-            [false, true].into_iter().flat_map(move |e4m3| {
+        DecodeKernel::all().flat_map(|kernel| {
+            [false, true].into_iter().filter(move |&e4m3| kernel.entry_prefix(e4m3).is_some()).flat_map(move |e4m3| {
                 DECODE_HEAD_DIMS.into_iter().flat_map(move |head_dim| {
                     DECODE_GROUPS.into_iter().map(move |group| DecodeInstance { kernel, e4m3, head_dim, group })
                 })
             })
         })
     }
-
-    /// Its slot in `all()`'s order; None for a shape with no instantiation.
-    fn index(self) -> Option<usize> {
-        let k = KERNELS.iter().position(|&k| k == self.kernel)?;
-        let h = DECODE_HEAD_DIMS.iter().position(|&h| h == self.head_dim)?;
-        let g = DECODE_GROUPS.iter().position(|&g| g == self.group)?;
-        Some(((k * 2 + self.e4m3 as usize) * DECODE_HEAD_DIMS.len() + h) * DECODE_GROUPS.len() + g)
-    }
 }
 
-/// The loaded handles, in `DecodeInstance::all()`'s order.
+/// The loaded handles, one per `DecodeInstance::all()`.
 pub struct DecodeKernels {
-    functions: Vec<CudaFunction>,
+    functions: Vec<(DecodeInstance, CudaFunction)>,
 }
 
 impl DecodeKernels {
     /// Loads every instance from its module (`load_module` gives the loaded PTX by name).
     pub(crate) fn load(ctx: &Arc<CudaContext>, load_module: impl Fn(&Arc<CudaContext>, &str) -> Result<Arc<CudaModule>>) -> Result<Self> {
-        let mut modules: Vec<(&str, Arc<CudaModule>)> = Vec::new();
         let mut functions = Vec::new();
-        for instance in DecodeInstance::all() {
-            let module = match modules.iter().find(|(name, _)| *name == instance.module()) {
-                Some((_, m)) => m.clone(),
-                None => {
-                    let m = load_module(ctx, instance.module())?;
-                    modules.push((instance.module(), m.clone()));
-                    m
-                }
-            };
-            let entry = instance.entry();
-            let f = module.load_function(&entry).map_err(GpuError::driver(format!("loading {entry}")))?;
-            functions.push(f);
+        for kernel in DecodeKernel::all() {
+            let module = load_module(ctx, kernel.spec().module)?;
+            for instance in DecodeInstance::all().filter(|i| i.kernel == kernel) {
+                let entry = instance.entry().expect("all() lists declared entries only");
+                let f = module.load_function(&entry).map_err(GpuError::driver(format!("loading {entry}")))?;
+                functions.push((instance, f));
+            }
         }
         Ok(DecodeKernels { functions })
     }
 
-    /// The kernel for this point, or None where (head_dim, G) has no instantiation.
+    /// The kernel for this point, or None where it has no instantiation.
     pub fn get(&self, instance: DecodeInstance) -> Option<&CudaFunction> {
-        instance.index().map(|i| &self.functions[i])
+        self.functions.iter().find(|(i, _)| *i == instance).map(|(_, f)| f)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &(DecodeInstance, CudaFunction)> {
+        self.functions.iter()
     }
 }
 
@@ -99,20 +158,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_instance_has_its_own_slot_and_entry() {
-        let all: Vec<DecodeInstance> = DecodeInstance::all().collect();
-        assert_eq!(all.len(), 2 * 2 * DECODE_HEAD_DIMS.len() * DECODE_GROUPS.len());
-        for (i, instance) in all.iter().enumerate() {
-            assert_eq!(instance.index(), Some(i), "{instance:?}");
+    fn every_kernel_has_one_name_module_and_entry_per_instance() {
+        let names: Vec<&str> = DECODE_KERNELS.iter().map(|k| k.name).collect();
+        for (i, name) in names.iter().enumerate() {
+            assert_eq!(DecodeKernel::by_name(name), Some(DecodeKernel(i)));
+            assert!(!names[..i].contains(name), "two decode kernels are named {name}");
         }
-        let mut entries: Vec<String> = all.iter().map(|i| i.entry()).collect();
+        assert_eq!(DecodeKernel::by_name("mma"), None);
+        let all: Vec<DecodeInstance> = DecodeInstance::all().collect();
+        let with_fp8 = DECODE_KERNELS.iter().filter(|k| k.e4m3.is_some()).count();
+        assert_eq!(all.len(), (DECODE_KERNELS.len() + with_fp8) * DECODE_HEAD_DIMS.len() * DECODE_GROUPS.len());
+        let mut entries: Vec<String> = all.iter().map(|i| i.entry().unwrap()).collect();
         entries.sort();
         entries.dedup();
         assert_eq!(entries.len(), all.len(), "two instances share an entry name");
-        let nemo = DecodeInstance { kernel: DecodeKernel::Mma, e4m3: true, head_dim: 128, group: 4 };
-        assert_eq!(nemo.entry(), "attention_decode_mma_e4m3_hd128_g4");
-        assert_eq!(nemo.module(), "attention_decode_mma");
-        assert_eq!(DecodeInstance { group: 5, ..nemo }.index(), None);
-        assert_eq!(DecodeInstance { head_dim: 96, ..nemo }.index(), None);
+        let nemo = DecodeInstance { kernel: DecodeKernel::MMA, e4m3: true, head_dim: 128, group: 4 };
+        assert_eq!(nemo.entry().as_deref(), Some("attention_decode_mma_e4m3_hd128_g4"));
+        assert_eq!(DecodeKernel::MMA.spec().module, "attention_decode_mma");
+        assert_eq!(DecodeKernel::CUDA_CORES.spec().name, "split-k");
+        assert!(!all.contains(&DecodeInstance { group: 5, ..nemo }));
     }
 }

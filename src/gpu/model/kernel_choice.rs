@@ -4,7 +4,7 @@
 
 use crate::engine::KvCacheDtype;
 use crate::gpu::error::{GpuError, Result};
-use crate::gpu::kernels::attention::DecodeKernel;
+use crate::gpu::kernels::decode_table::{DecodeKernel, DECODE_KERNELS};
 use crate::gpu::kernels::attention_wgmma::WgmmaSchedule;
 
 /// Which tensor-core GEMM serves M > 8 (`NEMO_GEMM=mma|wgmma|split-k|wgmma-split-k`, default mma).
@@ -36,15 +36,22 @@ impl GemmKernel {
     }
 }
 
-/// Which decode attention kernel serves decode steps (`NEMO_DECODE_ATTENTION=cuda-cores|mma`,
-/// default cuda-cores: the mma one becomes the default once a GPU run has checked and timed it).
+/// Which decode attention kernel serves decode steps: `NEMO_DECODE_ATTENTION=NAME`, a name in
+/// `DECODE_KERNELS` (split-k, mma-split-k, ...), default its first (split-k, on CUDA cores: the
+/// mma one becomes the default once a GPU run has checked and timed it).
 pub fn decode_kernel_from_env() -> Result<DecodeKernel> {
-    match std::env::var("NEMO_DECODE_ATTENTION").as_deref() {
-        Err(_) | Ok("") | Ok("cuda-cores") => Ok(DecodeKernel::CudaCores),
-        Ok("mma") => Ok(DecodeKernel::Mma),
-        Ok(other) => Err(GpuError::BadArgument {
+    decode_kernel_named(std::env::var("NEMO_DECODE_ATTENTION").ok().as_deref())
+}
+
+fn decode_kernel_named(value: Option<&str>) -> Result<DecodeKernel> {
+    match value {
+        None | Some("") => Ok(DecodeKernel::CUDA_CORES),
+        Some(name) => DecodeKernel::by_name(name).ok_or_else(|| GpuError::BadArgument {
             kernel: "attention_decode",
-            what: format!("NEMO_DECODE_ATTENTION={other:?}: expected cuda-cores or mma"),
+            what: format!(
+                "NEMO_DECODE_ATTENTION={name:?}: expected one of {:?}",
+                DECODE_KERNELS.iter().map(|k| k.name).collect::<Vec<_>>()
+            ),
         }),
     }
 }
@@ -122,6 +129,15 @@ pub fn check_kv_dtype_kernels(dtype: KvCacheDtype, prefill: PrefillKernel) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decode_kernels_are_chosen_by_their_table_name_and_others_refused() {
+        assert_eq!(decode_kernel_named(None).unwrap(), DecodeKernel::CUDA_CORES);
+        assert_eq!(decode_kernel_named(Some("split-k")).unwrap(), DecodeKernel::CUDA_CORES);
+        assert_eq!(decode_kernel_named(Some("mma-split-k")).unwrap(), DecodeKernel::MMA);
+        let e = decode_kernel_named(Some("mma")).unwrap_err().to_string();
+        assert!(e.contains("NEMO_DECODE_ATTENTION=\"mma\"") && e.contains("mma-split-k"), "{e}");
+    }
 
     #[test]
     fn an_fp8_cache_refuses_the_kernels_without_an_fp8_variant_by_name() {

@@ -12,6 +12,7 @@ use nemo_engine::gpu::kernels::attention_wgmma::{self, cache_map_spec, PrefillWg
 use nemo_engine::gpu::kernels::attention::{
     decode_config, decode_splits, prefill_config, scale_log2, AttentionParams, AttentionShape, DecodeKernel, DecodeRope,
 };
+use nemo_engine::gpu::kernels::decode_table::DecodeInstance;
 use nemo_engine::gpu::kernels::rope::{RopeDims, RopeShape};
 use nemo_engine::model::RopeLayout;
 
@@ -113,13 +114,10 @@ fn run_decode_with(
     let mut partial_ml = vec![f32::NAN; n_seqs * shape.n_heads * splits * 2];
     let mut counters = vec![0i32; n_seqs * shape.n_kv_heads];
     let cfg = decode_config(kernel, shape, splits, n_seqs, e4m3.is_some());
-    let (file, name) = match (kernel, e4m3.is_some()) {
-        (DecodeKernel::CudaCores, false) => ("attention_decode", "attention_decode_bf16"),
-        (DecodeKernel::CudaCores, true) => ("attention_decode", "attention_decode_e4m3"),
-        (DecodeKernel::Mma, false) => ("attention_decode_mma", "attention_decode_mma_bf16"),
-        (DecodeKernel::Mma, true) => ("attention_decode_mma", "attention_decode_mma_e4m3"),
-    };
     let group = shape.n_heads / shape.n_kv_heads;
+    let instance = DecodeInstance { kernel, e4m3: e4m3.is_some(), head_dim: shape.head_dim, group };
+    let decode = instance.entry().unwrap_or_else(|| panic!("{} has no entries over this cache", kernel.spec().name));
+    let file = kernel.spec().module;
     // The cache it reads (and with `rope` writes): (K, V, K scales, V scales), scales 0 for bf16.
     let (k_cache, v_cache, k_scales, v_scales) = match e4m3 {
         None => (addr(&case.k_cache), addr(&case.v_cache), 0, 0),
@@ -129,7 +127,6 @@ fn run_decode_with(
         None => PrimaryOutputs::of(&[&case.q[..], &case.k_cache[..], &case.v_cache[..]]),
         Some(e) => PrimaryOutputs::of(&[&case.q[..]]).and(&e.k_codes).and(&e.v_codes).and(&e.k_scales).and(&e.v_scales),
     };
-    let decode = format!("{name}_hd{}_g{group}", shape.head_dim);
     let mut outs = Vec::new();
     for _ in 0..2 {
         let mut out = vec![POISON; n_out(shape, case)];
@@ -238,14 +235,19 @@ fn prefill_wgmma_matches_cpu(schedule: WgmmaSchedule, test: &str) {
     }
 }
 
-#[test]
-fn emulated_attention_decode_matches_cpu() {
-    decode_matches_cpu(DecodeKernel::CudaCores, "emulated_attention_decode");
+/// Every kernel of `DECODE_KERNELS` (src/gpu/kernels/decode_table.rs), so a new one is checked
+/// here without a line of its own; over an FP8 cache, every one with FP8 entries.
+fn each_decode_kernel(e4m3: bool, check: impl Fn(DecodeKernel, &str), test: &str) {
+    let kernels: Vec<DecodeKernel> = DecodeKernel::all().filter(|k| k.entry_prefix(e4m3).is_some()).collect();
+    assert!(kernels.len() >= 2, "the split-k and mma-split-k kernels at least");
+    for kernel in kernels {
+        check(kernel, &format!("{test} {}", kernel.spec().name));
+    }
 }
 
 #[test]
-fn emulated_attention_decode_mma_matches_cpu() {
-    decode_matches_cpu(DecodeKernel::Mma, "emulated_attention_decode_mma");
+fn emulated_attention_decode_kernels_match_cpu() {
+    each_decode_kernel(false, decode_matches_cpu, "emulated_attention_decode");
 }
 
 /// One token per sequence over contexts that leave partial tiles, splits shorter than a tile
@@ -259,17 +261,17 @@ fn decode_matches_cpu(kernel: DecodeKernel, test: &str) {
             let case = build(&mut rng, shape, &seqs);
             in_both_async_modes(|| {
                 let got = run_decode(kernel, shape, &case, false, None);
-                let what = format!("emulated {} hd {} {:?}", kernel.name(), shape.head_dim, seqs);
+                let what = format!("emulated {} hd {} {:?}", kernel.label(false), shape.head_dim, seqs);
                 assert_close(&what, &got, &case.want, 2e-2, 2e-2);
             });
             if seqs.len() > 1 || seqs[0].1 > 1 {
                 let got = run_decode(kernel, shape, &case, false, Some(1));
-                let what = format!("emulated {} hd {} {:?}, one split", kernel.name(), shape.head_dim, seqs);
+                let what = format!("emulated {} hd {} {:?}, one split", kernel.label(false), shape.head_dim, seqs);
                 assert_close(&what, &got, &case.want, 2e-2, 2e-2);
             }
             // As dependent launches (NEMO_PDL=1): inputs poison until each kernel's wait.
             let got = run_decode(kernel, shape, &case, true, None);
-            let what = format!("emulated {} hd {} {:?}, dependent launches", kernel.name(), shape.head_dim, seqs);
+            let what = format!("emulated {} hd {} {:?}, dependent launches", kernel.label(false), shape.head_dim, seqs);
             assert_close(&what, &got, &case.want, 2e-2, 2e-2);
         }
     }
@@ -281,17 +283,8 @@ fn decode_matches_cpu(kernel: DecodeKernel, test: &str) {
 /// one new token's slot while the other splits of that sequence read other keys: the race check
 /// sees every access), and as a dependent launch.
 #[test]
-fn emulated_attention_decode_rope_equals_rope_write_kv_then_decode() {
-    decode_rope_equals_separate(DecodeKernel::CudaCores, "emulated_attention_decode_rope");
-}
-
-#[test]
-fn emulated_attention_decode_mma_rope_equals_rope_write_kv_then_decode() {
-    decode_rope_equals_separate(DecodeKernel::Mma, "emulated_attention_decode_mma_rope");
-}
-
-fn decode_rope_equals_separate(kernel: DecodeKernel, test: &str) {
-    rope_in_decode_equals_separate(kernel, test, false);
+fn emulated_attention_decode_kernels_rope_equals_rope_write_kv_then_decode() {
+    each_decode_kernel(false, |kernel, test| rope_in_decode_equals_separate(kernel, test, false), "emulated_attention_decode_rope");
 }
 
 /// The decode kernel rotating and writing its own new tokens (`DecodeRope`) against the RoPE
@@ -301,7 +294,7 @@ fn rope_in_decode_equals_separate(kernel: DecodeKernel, test: &str, fp8: bool) {
     use crate::attention::{new_token_slots, qkv_shape};
     use nemo_engine::cpu::rope::{rope_cos_sin, rope_inv_freq};
     let mut rng = Rng::fresh(test);
-    let name = if fp8 { kernel.e4m3_name() } else { kernel.name() };
+    let name = kernel.label(fp8);
     for shape in shapes().map(qkv_shape) {
         let max_positions = 1600;
         let inv_freq = rope_inv_freq(shape.head_dim, 1e6);
@@ -409,13 +402,8 @@ fn run_decode_e4m3(kernel: DecodeKernel, shape: AttentionShape, case: &Case, e: 
 /// contexts as the bf16 kernel's test (partial tiles, empty splits, one split, dependent launch);
 /// free slots hold NaN codes and NaN scales, which must be masked, not weighted by zero.
 #[test]
-fn emulated_attention_decode_e4m3_matches_cpu() {
-    decode_e4m3_matches_cpu(DecodeKernel::CudaCores, "emulated_attention_decode_e4m3");
-}
-
-#[test]
-fn emulated_attention_decode_mma_e4m3_matches_cpu() {
-    decode_e4m3_matches_cpu(DecodeKernel::Mma, "emulated_attention_decode_mma_e4m3");
+fn emulated_attention_decode_e4m3_kernels_match_cpu() {
+    each_decode_kernel(true, decode_e4m3_matches_cpu, "emulated_attention_decode_e4m3");
 }
 
 fn decode_e4m3_matches_cpu(kernel: DecodeKernel, test: &str) {
@@ -442,15 +430,6 @@ fn decode_e4m3_matches_cpu(kernel: DecodeKernel, test: &str) {
 /// scales bit for bit (one row writer, kernels/kv_e4m3.cuh), and q left unrotated; both layouts,
 /// Nemo's and the demo's heads, batches, many splits, a dependent launch.
 #[test]
-fn emulated_attention_decode_e4m3_rope_equals_rope_write_kv_e4m3_then_decode() {
-    decode_e4m3_rope_equals_separate(DecodeKernel::CudaCores, "emulated_attention_decode_e4m3_rope");
-}
-
-#[test]
-fn emulated_attention_decode_mma_e4m3_rope_equals_rope_write_kv_e4m3_then_decode() {
-    decode_e4m3_rope_equals_separate(DecodeKernel::Mma, "emulated_attention_decode_mma_e4m3_rope");
-}
-
-fn decode_e4m3_rope_equals_separate(kernel: DecodeKernel, test: &str) {
-    rope_in_decode_equals_separate(kernel, test, true);
+fn emulated_attention_decode_e4m3_kernels_rope_equals_rope_write_kv_e4m3_then_decode() {
+    each_decode_kernel(true, |kernel, test| rope_in_decode_equals_separate(kernel, test, true), "emulated_attention_decode_e4m3_rope");
 }
