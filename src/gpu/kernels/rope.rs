@@ -88,6 +88,19 @@ pub struct RopeShape {
     pub layout: RopeLayout,
 }
 
+/// Both RoPE writes' checks of the step's tokens; returns how many there are.
+fn check_tokens(kernel: &'static str, shape: RopeShape, positions: &CudaView<i32>, slots: &CudaView<i32>) -> Result<usize> {
+    ensure(shape.n_heads > 0 && shape.n_kv_heads > 0, kernel, || "no heads".into())?;
+    let n_tokens = positions.len();
+    ensure(slots.len() == n_tokens, kernel, || format!("{} slots for {n_tokens} positions", slots.len()))?;
+    Ok(n_tokens)
+}
+
+/// Both RoPE writes' launch: one block of 256 threads per token.
+fn token_grid(kernel: &'static str, n_tokens: usize) -> Result<LaunchConfig> {
+    Ok(LaunchConfig { grid_dim: (as_i32(kernel, "n_tokens", n_tokens)? as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 })
+}
+
 /// For every token t: rotates q[t] in place inside `qkv`, writes rope(k[t]) to
 /// `k_cache[slots[t]]` and v[t] to `v_cache[slots[t]]`.
 /// qkv: `[n_tokens, (n_heads + 2 n_kv_heads) head_dim]`; k_cache, v_cache: `[n_slots, n_kv_heads,
@@ -108,9 +121,7 @@ pub fn rope_write_kv(
     let RopeShape { n_heads, n_kv_heads, head_dim, .. } = shape;
     ensure(head_dim == table.head_dim, KERNEL, || format!("head_dim {head_dim} != table's {}", table.head_dim))?;
     ensure(head_dim % 16 == 0, KERNEL, || format!("head_dim {head_dim} is not a multiple of 16"))?;
-    ensure(n_heads > 0 && n_kv_heads > 0, KERNEL, || "no heads".into())?;
-    let n_tokens = positions.len();
-    ensure(slots.len() == n_tokens, KERNEL, || format!("{} slots for {n_tokens} positions", slots.len()))?;
+    let n_tokens = check_tokens(KERNEL, shape, positions, slots)?;
     let kv_width = n_kv_heads * head_dim;
     let n_slots = k_cache.len() / kv_width;
     vector_buffer(&gpu.stream, KERNEL, "qkv", qkv, n_tokens * (n_heads * head_dim + 2 * kv_width))?;
@@ -128,11 +139,7 @@ pub fn rope_write_kv(
         slots: address(&gpu.stream, slots),
         d: RopeDims::new(KERNEL, shape, table.max_positions, n_slots)?,
     };
-    let cfg = LaunchConfig {
-        grid_dim: (as_i32(KERNEL, "n_tokens", n_tokens)? as u32, 1, 1),
-        block_dim: (256, 1, 1),
-        shared_mem_bytes: 0,
-    };
+    let cfg = token_grid(KERNEL, n_tokens)?;
     // SAFETY: qkv, k_cache and v_cache have the lengths checked above and are 16-byte aligned;
     // positions and slots hold n_tokens entries, range-checked in the kernel (trap); the table
     // covers max_positions rows of head_dim/2 pairs; the kernel waits for the one before first.
@@ -185,9 +192,7 @@ pub fn rope_write_kv_e4m3(
     ensure(head_dim.is_power_of_two() && (16..=256).contains(&head_dim), KERNEL, || {
         format!("head_dim {head_dim} is not a power of two in [16, 256]")
     })?;
-    ensure(n_heads > 0 && n_kv_heads > 0, KERNEL, || "no heads".into())?;
-    let n_tokens = positions.len();
-    ensure(slots.len() == n_tokens, KERNEL, || format!("{} slots for {n_tokens} positions", slots.len()))?;
+    let n_tokens = check_tokens(KERNEL, shape, positions, slots)?;
     let kv_width = n_kv_heads * head_dim;
     let n_slots = cache.k_codes.len() / kv_width;
     vector_buffer(&gpu.stream, KERNEL, "qkv", qkv, n_tokens * (n_heads * head_dim + 2 * kv_width))?;
@@ -209,11 +214,7 @@ pub fn rope_write_kv_e4m3(
         slots: address(&gpu.stream, slots),
         d: RopeDims::new(KERNEL, shape, table.max_positions, n_slots)?,
     };
-    let cfg = LaunchConfig {
-        grid_dim: (as_i32(KERNEL, "n_tokens", n_tokens)? as u32, 1, 1),
-        block_dim: (256, 1, 1),
-        shared_mem_bytes: 0,
-    };
+    let cfg = token_grid(KERNEL, n_tokens)?;
     // SAFETY: every buffer is 16-byte aligned with the length checked above: the code buffers
     // n_slots rows of kv_width bytes (4- and 8-byte stores at multiples of 4 and 8 in a row), the
     // scale buffers n_slots x n_kv_heads floats;
