@@ -53,8 +53,15 @@ pub const DECODE_HEAD_DIMS: [usize; 2] = [128, 64];
 pub const DECODE_GROUPS: [usize; 5] = [1, 2, 3, 4, 8];
 
 /// A decode kernel: an index into `DECODE_KERNELS`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct DecodeKernel(usize);
+
+/// Its name, as benchmark headers and errors show it.
+impl std::fmt::Debug for DecodeKernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.spec().name)
+    }
+}
 
 impl DecodeKernel {
     /// kernels/attention_decode.cu (the default).
@@ -177,5 +184,6 @@ mod tests {
         assert_eq!(DecodeKernel::MMA.spec().module, "attention_decode_mma");
         assert_eq!(DecodeKernel::CUDA_CORES.spec().name, "split-k");
         assert!(!all.contains(&DecodeInstance { group: 5, ..nemo }));
+        assert_eq!(format!("{:?}", DecodeKernel::MMA), "mma-split-k");
     }
 }
