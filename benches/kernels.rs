@@ -8,7 +8,7 @@
 use half::bf16;
 use nemo_engine::gpu::kernels::attention_e4m3::{attention_decode_e4m3, attention_prefill_e4m3, E4m3KvCache};
 use nemo_engine::gpu::kernels::attention::{
-    attention_decode_rope, attention_decode_with, attention_prefill, decode_splits, DecodeKernel, AttentionMeta, AttentionShape,
+    attention_decode_rope, attention_decode_with, decode_splits, DecodeKernel, AttentionMeta, AttentionShape,
     DecodeWorkspace,
 };
 use nemo_engine::gpu::kernels::embedding::embedding_gather;
@@ -19,8 +19,7 @@ use nemo_engine::gpu::kernels::rmsnorm::{fused_add_rmsnorm, rmsnorm};
 use nemo_engine::gpu::kernels::rope::{rope_cos_sin_table, rope_write_kv, rope_write_kv_e4m3, E4m3KvViews, RopeShape};
 use nemo_engine::gpu::timing::{copy_bandwidth_gbs, time_ms};
 use nemo_engine::gpu::{upload, Gpu, GpuResult};
-use nemo_engine::gpu::kernels::attention_wgmma::{attention_prefill_wgmma, WgmmaSchedule};
-use nemo_engine::lab::attention::PrefillFn;
+use nemo_engine::gpu::kernels::prefill_table::{attention_prefill_using, FlashPrefill, PrefillKernel};
 use nemo_engine::model::{ModelConfig, RopeLayout};
 
 struct Bench {
@@ -233,32 +232,36 @@ fn bench_attention(b: &Bench) -> GpuResult<()> {
         let mut out = upload(&b.gpu, &vec![bf16::ZERO; n * c.q_dim()])?;
         // Causal: QK^T and PV over n^2/2 pairs, 2 FLOPs per multiply-add.
         let flops = 4.0 * (n as f64 * n as f64 / 2.0) * (c.head_dim * c.n_heads) as f64;
-        let variants: [(&str, PrefillFn); 4] = [
-            ("attention_prefill", attention_prefill),
-            ("attention_prefill_wgmma", |g, s, m, q, k, v, o| attention_prefill_wgmma(g, WgmmaSchedule::InOrder, s, m, q, k, v, o)),
-            ("attention_prefill_wgmma_overlap", |g, s, m, q, k, v, o| attention_prefill_wgmma(g, WgmmaSchedule::Overlap, s, m, q, k, v, o)),
-            ("attention_prefill_wgmma_pingpong", |g, s, m, q, k, v, o| attention_prefill_wgmma(g, WgmmaSchedule::PingPong, s, m, q, k, v, o)),
-        ];
-        for (name, prefill) in variants {
+        // Every prefill kernel: the flash ones by module name, the wgmma schedules as
+        // attention_prefill_wgmma[_overlap|_pingpong].
+        for kernel in PrefillKernel::all() {
+            let name = &match kernel {
+                PrefillKernel::Flash(k) => k.spec().module.to_string(),
+                PrefillKernel::Wgmma(s) => format!("attention_prefill_{}", s.name().replace('-', "_")),
+            };
             if left_out(name) {
                 println!("{name:<22} left out (NEMO_BENCH_SKIP)");
                 continue;
             }
-            let t = time_ms(&b.gpu, 3, 10, |_| prefill(&b.gpu, shape, &meta, &q.as_view(), &k.as_view(), &v.as_view(), &mut out.as_view_mut()))?;
+            let t = time_ms(&b.gpu, 3, 10, |_| {
+                attention_prefill_using(&b.gpu, kernel, shape, &meta, &q.as_view(), &k.as_view(), &v.as_view(), &mut out.as_view_mut())
+            })?;
             b.report_flops(name, &format!("causal {n} tokens, 32/8 heads x 128"), t.median_ms, flops);
         }
-        // Over an FP8 e4m3 cache: the mma.sync kernel with its conversion pass.
-        let name = "attention_prefill_e4m3";
-        if left_out(name) {
-            println!("{name:<22} left out (NEMO_BENCH_SKIP)");
-            continue;
-        }
+        // Over an FP8 e4m3 cache: the flash kernels with their conversion pass.
         let (kc, vc, scales) = fp8_cache(b, slots, &c)?;
-        let t = time_ms(&b.gpu, 3, 10, |_| {
-            let cache = E4m3KvCache { k_codes: &kc.as_view(), v_codes: &vc.as_view(), k_scales: &scales.as_view(), v_scales: &scales.as_view() };
-            attention_prefill_e4m3(&b.gpu, shape, &meta, &q.as_view(), cache, &mut out.as_view_mut())
-        })?;
-        b.report_flops(name, &format!("causal {n} tokens, 32/8 heads x 128"), t.median_ms, flops);
+        for kernel in FlashPrefill::all().filter(|k| k.spec().e4m3.is_some()) {
+            let name = kernel.label(true);
+            if left_out(name) {
+                println!("{name:<22} left out (NEMO_BENCH_SKIP)");
+                continue;
+            }
+            let t = time_ms(&b.gpu, 3, 10, |_| {
+                let cache = E4m3KvCache { k_codes: &kc.as_view(), v_codes: &vc.as_view(), k_scales: &scales.as_view(), v_scales: &scales.as_view() };
+                attention_prefill_e4m3(&b.gpu, kernel, shape, &meta, &q.as_view(), cache, &mut out.as_view_mut())
+            })?;
+            b.report_flops(name, &format!("causal {n} tokens, 32/8 heads x 128"), t.median_ms, flops);
+        }
     }
     // Batch 1 at three contexts; then 64 sequences of 2k, the serving regime of issue 6's
     // 1000-in / 1000-out benchmark (one split per sequence and KV head: 512 blocks).

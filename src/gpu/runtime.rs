@@ -7,10 +7,12 @@ use cudarc::nvrtc::Ptx;
 
 use super::error::{GpuError, Result};
 use super::kernels::decode_table::{DecodeInstance, DecodeKernels};
+use super::kernels::prefill_table::{FlashPrefill, PrefillKernels};
 use super::{probe, ptx, GpuInfo};
 
 /// Declares `Kernels`, one field per `extern "C"` kernel, grouped by the .cu module defining it;
-/// the decode attention kernels, one per shape and dtype, sit in one table (`DecodeKernels`).
+/// the decode and flash prefill attention kernels, one per shape and dtype, sit in tables loaded by
+/// name (`DecodeKernels`, `PrefillKernels`).
 macro_rules! kernel_table {
     ($($module:literal => [$($name:ident),* $(,)?]),* $(,)?) => {
         /// A handle for every kernel in `kernels/*.cu`, loaded once at start-up.
@@ -18,6 +20,8 @@ macro_rules! kernel_table {
             $($(pub $name: CudaFunction,)*)*
             /// The decode attention kernels, one per (kernel, cache dtype, head_dim, G).
             pub decode: DecodeKernels,
+            /// The flash prefill attention kernels, one per (kernel, cache dtype, head_dim).
+            pub prefill: PrefillKernels,
         }
 
         impl Kernels {
@@ -35,16 +39,14 @@ macro_rules! kernel_table {
                     )*
                 )*
                 let decode = DecodeKernels::load(ctx, load_module)?;
-                Ok(Kernels { $($($name,)*)* decode })
+                let prefill = PrefillKernels::load(ctx, load_module)?;
+                Ok(Kernels { $($($name,)*)* decode, prefill })
             }
         }
     };
 }
 
 kernel_table! {
-    "attention_prefill" => [
-        attention_prefill_bf16_hd128, attention_prefill_bf16_hd64, attention_prefill_e4m3_hd128, attention_prefill_e4m3_hd64,
-    ],
     "attention_prefill_wgmma" => [
         attention_prefill_wgmma_bf16_hd128, attention_prefill_wgmma_bf16_hd64,
         attention_prefill_wgmma_overlap_bf16_hd128, attention_prefill_wgmma_overlap_bf16_hd64,
@@ -65,8 +67,9 @@ impl Kernels {
     pub fn declared() -> Vec<(&'static str, Vec<String>)> {
         let mut out: Vec<(&'static str, Vec<String>)> =
             Self::FIELDS.iter().map(|(m, names)| (*m, names.iter().map(|n| n.to_string()).collect())).collect();
-        for instance in DecodeInstance::all() {
-            let (module, entry) = (instance.kernel.spec().module, instance.entry().expect("a declared instance"));
+        let decode = DecodeInstance::all().map(|i| (i.kernel.spec().module, i.entry().expect("a declared instance")));
+        let prefill = FlashPrefill::instances().map(|(k, e4m3, hd)| (k.spec().module, k.entry(e4m3, hd).expect("a declared instance")));
+        for (module, entry) in decode.chain(prefill) {
             match out.iter_mut().find(|(m, _)| *m == module) {
                 Some((_, names)) => names.push(entry),
                 None => out.push((module, vec![entry])),

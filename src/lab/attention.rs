@@ -3,29 +3,22 @@
 //! token per sequence. Checked on sampled query rows against `cpu::attention`; the prefill peer
 //! is PyTorch's SDPA (causal, GQA) when python3 with torch and a GPU is at hand.
 
-use cudarc::driver::{CudaSlice, CudaView, CudaViewMut};
+use cudarc::driver::CudaSlice;
 use half::bf16;
 
 use super::{attention_e4m3 as e4m3, check_and_time, random_bf16, sample_rows, Check, Expected, Lab, Row, POISON};
 use crate::cpu::attention::{attention, AttentionShape as CpuShape};
-use crate::gpu::kernels::attention_wgmma::{attention_prefill_wgmma, WgmmaSchedule};
+use crate::gpu::kernels::prefill_table::{attention_prefill_using, PrefillKernel};
 use crate::gpu::kernels::attention::{
-    attention_decode_with, attention_prefill, decode_splits, DecodeKernel, AttentionMeta, AttentionShape, DecodeWorkspace, DeviceAttentionMeta,
+    attention_decode_with, decode_splits, DecodeKernel, AttentionMeta, AttentionShape, DecodeWorkspace, DeviceAttentionMeta,
 };
-use crate::gpu::{upload, Gpu, GpuResult};
+use crate::gpu::{upload, GpuResult};
 
-pub type PrefillFn =
-    fn(&Gpu, AttentionShape, &DeviceAttentionMeta, &CudaView<bf16>, &CudaView<bf16>, &CudaView<bf16>, &mut CudaViewMut<bf16>) -> GpuResult<()>;
-
-/// Every prefill variant: (name, wrapper). A new one is one line here.
-pub const PREFILL_VARIANTS: &[(&str, PrefillFn)] = &[
-    ("mma-flash", attention_prefill), // kernels/attention_prefill.cu: mma.sync, online softmax
-    // kernels/attention_prefill_wgmma.cu: wgmma + TMA, warp-specialised; then S(t) issued with
-    // PV(t-1) (FA3's intra-warpgroup overlap); then that with the consumers taking turns (FA3 ping-pong)
-    ("wgmma", |g, s, m, q, k, v, o| attention_prefill_wgmma(g, WgmmaSchedule::InOrder, s, m, q, k, v, o)),
-    ("wgmma-overlap", |g, s, m, q, k, v, o| attention_prefill_wgmma(g, WgmmaSchedule::Overlap, s, m, q, k, v, o)),
-    ("wgmma-pingpong", |g, s, m, q, k, v, o| attention_prefill_wgmma(g, WgmmaSchedule::PingPong, s, m, q, k, v, o)),
-];
+/// Every prefill variant over a bf16 cache: the flash kernels of `FLASH_PREFILL_KERNELS`, then
+/// the wgmma schedules, by name.
+pub fn prefill_variants() -> Vec<(String, PrefillKernel)> {
+    PrefillKernel::all().map(|k| (k.name().to_string(), k)).collect()
+}
 
 /// Every decode variant over a bf16 cache: the kernels of `DECODE_KERNELS`, by name.
 pub fn decode_variants() -> Vec<(String, DecodeKernel)> {
@@ -131,10 +124,12 @@ pub fn run_prefill(lab: &Lab, only: Option<&str>, shape_text: &str, rows: &mut V
         }
     };
     let expected = Expected { rows: &picked, row_len: HEADS * HEAD_DIM, want: &want, atol: 2e-2, rtol: 2e-2 };
-    for &(name, launch) in PREFILL_VARIANTS.iter().filter(|(name, _)| only.is_none_or(|o| o == *name)) {
+    for (name, kernel) in prefill_variants().into_iter().filter(|(name, _)| only.is_none_or(|o| o == name)) {
         let mut out = upload(gpu, &vec![POISON; t * HEADS * HEAD_DIM])?;
-        let mut run = |out: &mut CudaSlice<bf16>| launch(gpu, shape(), &meta, &q_dev.as_view(), &k_dev.as_view(), &v_dev.as_view(), &mut out.as_view_mut());
-        check_and_time(lab, name, &mut out, &mut run, &expected, &row, rows);
+        let mut run = |out: &mut CudaSlice<bf16>| {
+            attention_prefill_using(gpu, kernel, shape(), &meta, &q_dev.as_view(), &k_dev.as_view(), &v_dev.as_view(), &mut out.as_view_mut())
+        };
+        check_and_time(lab, &name, &mut out, &mut run, &expected, &row, rows);
     }
     let inputs = e4m3::Inputs { q: &q, q_dev: &q_dev, k: &k, v: &v, meta: &meta, ctx: t, q_len: t };
     e4m3::prefill_rows(lab, only, &inputs, &picked, &row, rows)?;

@@ -3,22 +3,20 @@
 //! `cpu::fp8::quantize_row_e4m3` does (one scale per token and KV head), checked against the CPU
 //! reference over the values the codes stand for. Decode rates count the FP8 bytes read.
 
-use cudarc::driver::{CudaSlice, CudaView, CudaViewMut};
+use cudarc::driver::CudaSlice;
 use half::bf16;
 
 use super::attention::{reference_f32, shape, HEADS, HEAD_DIM, KV_HEADS};
 use super::{check_and_time, Check, Expected, Lab, Row, POISON};
 use crate::cpu::fp8::{e4m3_to_f32, quantize_row_e4m3};
-use crate::gpu::kernels::attention::{AttentionShape, DecodeKernel, DecodeWorkspace, DeviceAttentionMeta};
+use crate::gpu::kernels::attention::{DecodeKernel, DecodeWorkspace, DeviceAttentionMeta, FlashPrefill};
 use crate::gpu::kernels::attention_e4m3::{attention_decode_e4m3, attention_prefill_e4m3, E4m3KvCache};
 use crate::gpu::{upload, Gpu, GpuResult};
 
-pub type PrefillE4m3Fn = fn(&Gpu, AttentionShape, &DeviceAttentionMeta, &CudaView<bf16>, E4m3KvCache, &mut CudaViewMut<bf16>) -> GpuResult<()>;
-
-/// Every FP8 prefill variant: (name, wrapper). A new one is one line here.
-pub const PREFILL_VARIANTS: &[(&str, PrefillE4m3Fn)] = &[
-    ("mma-flash-e4m3", attention_prefill_e4m3), // attention_prefill.cu: codes staged, converted to bf16 tiles
-];
+/// Every FP8 prefill variant: the flash kernels with FP8 entries, as `<name>-e4m3`.
+pub fn prefill_variants() -> Vec<(String, FlashPrefill)> {
+    FlashPrefill::all().filter(|k| k.spec().e4m3.is_some()).map(|k| (format!("{}-e4m3", k.spec().name), k)).collect()
+}
 
 /// Every FP8 decode variant: the kernels of `DECODE_KERNELS` with FP8 entries, as `<name>-e4m3`.
 pub fn decode_variants() -> Vec<(String, DecodeKernel)> {
@@ -80,10 +78,6 @@ impl DeviceCache {
     }
 }
 
-fn selected<T>(variants: &'static [(&'static str, T)], only: Option<&str>) -> Vec<&'static (&'static str, T)> {
-    variants.iter().filter(|(name, _)| only.is_none_or(|o| o == *name)).collect()
-}
-
 /// The FP8 prefill variants' rows (one sequence, rows `picked` checked), in `row`'s terms.
 pub(super) fn prefill_rows(
     lab: &Lab,
@@ -93,7 +87,7 @@ pub(super) fn prefill_rows(
     row: &dyn Fn(String, f64, Option<Check>) -> Row,
     rows: &mut Vec<Row>,
 ) -> GpuResult<()> {
-    let variants = selected(PREFILL_VARIANTS, only);
+    let variants: Vec<(String, FlashPrefill)> = prefill_variants().into_iter().filter(|(name, _)| only.is_none_or(|o| o == name)).collect();
     if variants.is_empty() {
         return Ok(());
     }
@@ -101,12 +95,12 @@ pub(super) fn prefill_rows(
     let want = reference_f32(inputs.q, &k.values(0, inputs.ctx), &v.values(0, inputs.ctx), inputs.ctx, inputs.q_len, picked);
     let cache = DeviceCache::upload(&lab.gpu, &k, &v)?;
     let expected = Expected { rows: picked, row_len: HEADS * HEAD_DIM, want: &want, atol: 2e-2, rtol: 2e-2 };
-    for &(name, launch) in variants {
+    for (name, kernel) in variants {
         let mut out = upload(&lab.gpu, &vec![POISON; inputs.q_len * HEADS * HEAD_DIM])?;
         let mut run = |out: &mut CudaSlice<bf16>| {
-            cache.with(|c| launch(&lab.gpu, shape(), inputs.meta, &inputs.q_dev.as_view(), c, &mut out.as_view_mut()))
+            cache.with(|c| attention_prefill_e4m3(&lab.gpu, kernel, shape(), inputs.meta, &inputs.q_dev.as_view(), c, &mut out.as_view_mut()))
         };
-        check_and_time(lab, name, &mut out, &mut run, &expected, row, rows);
+        check_and_time(lab, &name, &mut out, &mut run, &expected, row, rows);
     }
     Ok(())
 }

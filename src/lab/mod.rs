@@ -35,9 +35,7 @@ pub fn shape_syntax(family: &str) -> &'static str {
 pub fn variants(family: &str) -> Vec<String> {
     match family {
         "gemm" => gemm::VARIANTS.iter().map(|v| v.0.to_string()).collect(),
-        "attention_prefill" => {
-            attention::PREFILL_VARIANTS.iter().map(|v| v.0).chain(attention_e4m3::PREFILL_VARIANTS.iter().map(|v| v.0)).map(String::from).collect()
-        }
+        "attention_prefill" => attention::prefill_variants().into_iter().map(|(name, _)| name).chain(attention_e4m3::prefill_variants().into_iter().map(|(name, _)| name)).collect(),
         "attention_decode" => attention::decode_variants().into_iter().chain(attention_e4m3::decode_variants()).map(|(name, _)| name).collect(),
         _ => Vec::new(),
     }

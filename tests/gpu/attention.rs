@@ -5,11 +5,11 @@ use crate::common::*;
 use half::bf16;
 use nemo_engine::cpu::attention::{attention, AttentionShape as CpuShape};
 use nemo_engine::gpu::kernels::attention::{
-    attention_decode, attention_decode_with, attention_prefill, decode_splits, DecodeKernel,
+    attention_decode, attention_decode_with, decode_splits, DecodeKernel,
     AttentionMeta, AttentionShape, DecodeWorkspace, DeviceAttentionMeta,
 };
-use nemo_engine::gpu::kernels::attention_wgmma::{attention_prefill_wgmma, WgmmaSchedule};
-use nemo_engine::lab::attention::PrefillFn;
+use nemo_engine::gpu::kernels::attention_wgmma::WgmmaSchedule;
+use nemo_engine::gpu::kernels::prefill_table::{attention_prefill_using, PrefillKernel};
 use nemo_engine::gpu::Gpu;
 
 pub const BLOCK: usize = 16;
@@ -82,7 +82,7 @@ pub fn build(rng: &mut Rng, shape: AttentionShape, seqs: &[(usize, usize)]) -> C
 
 /// Which wrapper `run` launches.
 enum Kernel {
-    Prefill(PrefillFn),
+    Prefill(PrefillKernel),
     Decode(DecodeKernel),
 }
 use Kernel::{Decode, Prefill};
@@ -97,7 +97,7 @@ fn run(gpu: &Gpu, shape: AttentionShape, case: &Case, kernel: Kernel) -> Vec<f32
         attention_decode_with(gpu, decode, shape, &meta, &q.as_view(), &k.as_view(), &v.as_view(), &mut ws, splits, &mut out.as_view_mut())
             .unwrap();
     } else if let Prefill(prefill) = kernel {
-        prefill(gpu, shape, &meta, &q.as_view(), &k.as_view(), &v.as_view(), &mut out.as_view_mut()).unwrap();
+        attention_prefill_using(gpu, prefill, shape, &meta, &q.as_view(), &k.as_view(), &v.as_view(), &mut out.as_view_mut()).unwrap();
     }
     fetch(gpu, &out)
 }
@@ -111,34 +111,28 @@ pub fn shapes() -> [AttentionShape; 2] {
 
 #[test]
 fn attention_prefill_matches_cpu() {
-    prefill_matches_cpu("attention_prefill_matches_cpu", attention_prefill);
+    prefill_matches_cpu("attention_prefill_matches_cpu", PrefillKernel::MMA_FLASH);
 }
 
 /// The Hopper variant on its own (scripts/gpu-check runs it with the paths no GPU has checked yet).
 #[test]
 fn attention_prefill_wgmma_matches_cpu() {
-    prefill_matches_cpu("attention_prefill_wgmma_matches_cpu", |g, s, m, q, k, v, o| {
-        attention_prefill_wgmma(g, WgmmaSchedule::InOrder, s, m, q, k, v, o)
-    });
+    prefill_matches_cpu("attention_prefill_wgmma_matches_cpu", PrefillKernel::Wgmma(WgmmaSchedule::InOrder));
 }
 
 /// Its overlap variant, likewise on its own (a step of its own in scripts/gpu-check).
 #[test]
 fn attention_prefill_wgmma_overlap_matches_cpu() {
-    prefill_matches_cpu("attention_prefill_wgmma_overlap_matches_cpu", |g, s, m, q, k, v, o| {
-        attention_prefill_wgmma(g, WgmmaSchedule::Overlap, s, m, q, k, v, o)
-    });
+    prefill_matches_cpu("attention_prefill_wgmma_overlap_matches_cpu", PrefillKernel::Wgmma(WgmmaSchedule::Overlap));
 }
 
 /// And its ping-pong variant (a step of its own too).
 #[test]
 fn attention_prefill_wgmma_pingpong_matches_cpu() {
-    prefill_matches_cpu("attention_prefill_wgmma_pingpong_matches_cpu", |g, s, m, q, k, v, o| {
-        attention_prefill_wgmma(g, WgmmaSchedule::PingPong, s, m, q, k, v, o)
-    });
+    prefill_matches_cpu("attention_prefill_wgmma_pingpong_matches_cpu", PrefillKernel::Wgmma(WgmmaSchedule::PingPong));
 }
 
-fn prefill_matches_cpu(test: &str, prefill: PrefillFn) {
+fn prefill_matches_cpu(test: &str, prefill: PrefillKernel) {
     let Some(gpu) = gpu_or_skip(test) else { return };
     let mut rng = Rng::fresh(test);
     for shape in shapes() {

@@ -7,7 +7,7 @@ use crate::common::*;
 use half::bf16;
 use nemo_engine::cpu::attention::{attention, AttentionShape as CpuShape};
 use cudarc::driver::{CudaSlice, CudaView, CudaViewMut};
-use nemo_engine::gpu::kernels::attention::{decode_splits, AttentionShape, DecodeKernel, DecodeWorkspace, DeviceAttentionMeta};
+use nemo_engine::gpu::kernels::attention::{decode_splits, AttentionShape, DecodeKernel, DecodeWorkspace, DeviceAttentionMeta, FlashPrefill};
 use nemo_engine::gpu::kernels::rope::E4m3KvViews;
 use nemo_engine::gpu::Gpu;
 use nemo_engine::gpu::kernels::attention_e4m3::{attention_decode_e4m3, attention_decode_rope_e4m3, attention_prefill_e4m3, E4m3KvCache};
@@ -160,7 +160,7 @@ fn attention_prefill_e4m3_matches_cpu() {
         ] {
             let case = build(&mut rng, shape, &seqs);
             reader_matches_cpu(&gpu, test, shape, &seqs, &case, &to_e4m3(shape, &case), |gpu, shape, meta, q, cache, out| {
-                attention_prefill_e4m3(gpu, shape, meta, q, cache, out).unwrap()
+                attention_prefill_e4m3(gpu, FlashPrefill::MMA, shape, meta, q, cache, out).unwrap()
             });
         }
     }

@@ -6,6 +6,7 @@ use half::bf16;
 use nemo_engine::cpu::forward_last;
 use nemo_engine::cpu::KvCache;
 use nemo_engine::engine::{Backend, CudaBackend, CudaOptions};
+use nemo_engine::gpu::kernels::attention_wgmma::WgmmaSchedule;
 use nemo_engine::gpu::model::{GemmKernel, PrefillKernel};
 use nemo_engine::model::{load, LayerWeights, ModelConfig, ModelWeights, RopeLayout, Tensor, TensorData};
 use rayon::prelude::*;
@@ -59,25 +60,25 @@ fn gpu_prefill_with_the_wgmma_gemm_matches_transformers() {
 #[test]
 fn gpu_prefill_with_the_wgmma_attention_matches_transformers() {
     let Some(_gpu) = gpu_or_skip("gpu_prefill_with_the_wgmma_attention_matches_transformers") else { return };
-    prefill_matches_transformers_with(GemmKernel::MmaSync, PrefillKernel::Wgmma);
+    prefill_matches_transformers_with(GemmKernel::MmaSync, PrefillKernel::Wgmma(WgmmaSchedule::InOrder));
 }
 
 /// And with its overlap variant.
 #[test]
 fn gpu_prefill_with_the_wgmma_overlap_attention_matches_transformers() {
     let Some(_gpu) = gpu_or_skip("gpu_prefill_with_the_wgmma_overlap_attention_matches_transformers") else { return };
-    prefill_matches_transformers_with(GemmKernel::MmaSync, PrefillKernel::WgmmaOverlap);
+    prefill_matches_transformers_with(GemmKernel::MmaSync, PrefillKernel::Wgmma(WgmmaSchedule::Overlap));
 }
 
 /// And with its ping-pong variant.
 #[test]
 fn gpu_prefill_with_the_wgmma_pingpong_attention_matches_transformers() {
     let Some(_gpu) = gpu_or_skip("gpu_prefill_with_the_wgmma_pingpong_attention_matches_transformers") else { return };
-    prefill_matches_transformers_with(GemmKernel::MmaSync, PrefillKernel::WgmmaPingPong);
+    prefill_matches_transformers_with(GemmKernel::MmaSync, PrefillKernel::Wgmma(WgmmaSchedule::PingPong));
 }
 
 fn prefill_matches_transformers(gemm: GemmKernel) {
-    prefill_matches_transformers_with(gemm, PrefillKernel::MmaSync);
+    prefill_matches_transformers_with(gemm, PrefillKernel::MMA_FLASH);
 }
 
 fn prefill_matches_transformers_with(gemm: GemmKernel, prefill: PrefillKernel) {

@@ -6,6 +6,7 @@ use cudarc::driver::{CudaSlice, CudaView, CudaViewMut, DeviceRepr, LaunchConfig,
 use half::bf16;
 
 pub use super::decode_table::DecodeKernel;
+pub use super::prefill_table::FlashPrefill;
 use super::decode_table::DecodeInstance;
 use super::check::{address, allow_dynamic_smem, as_i32, ensure, vector_buffer};
 use super::rope::RopeTable;
@@ -64,25 +65,14 @@ const _: () = assert!(std::mem::size_of::<DecodeRope>() == 48);
 // SAFETY: plain old data with the C struct's layout (size asserted on both sides).
 unsafe impl DeviceRepr for DecodeRope {}
 
-const PREFILL_ROWS: usize = 64;
-const PREFILL_KEYS: usize = 64;
-
-/// The same for the bf16 and the FP8 kernel (attention_prefill.cu: staged codes plus one bf16
-/// tile take what two bf16 stages do).
-fn prefill_smem_bytes(head_dim: usize) -> usize {
-    (PREFILL_ROWS + 4 * PREFILL_KEYS) * head_dim * 2
-}
-
 /// Raises the prefill and tensor-core decode kernels' dynamic shared-memory limits (once, at
 /// start-up).
 pub(crate) fn configure(kernels: &Kernels) -> Result<()> {
-    for (f, hd) in [
-        (&kernels.attention_prefill_bf16_hd128, 128),
-        (&kernels.attention_prefill_bf16_hd64, 64),
-        (&kernels.attention_prefill_e4m3_hd128, 128),
-        (&kernels.attention_prefill_e4m3_hd64, 64),
-    ] {
-        allow_dynamic_smem(f, "attention_prefill", prefill_smem_bytes(hd))?;
+    for ((kernel, e4m3, hd), f) in kernels.prefill.iter() {
+        let bytes = (kernel.spec().smem_bytes)(*hd, *e4m3);
+        if bytes > 0 {
+            allow_dynamic_smem(f, kernel.spec().module, bytes)?;
+        }
     }
     for (instance, f) in kernels.decode.iter() {
         let bytes = instance.kernel.smem_bytes(instance.head_dim, instance.e4m3);
@@ -297,13 +287,15 @@ pub fn scale_log2(head_dim: usize) -> f32 {
     (1.0 / (head_dim as f64).sqrt() * std::f64::consts::LOG2_E) as f32
 }
 
-/// `attention_prefill`'s launch: one block per (64 / G positions x G heads, KV head, sequence).
-pub fn prefill_config(shape: AttentionShape, max_q_len: usize, n_seqs: usize) -> LaunchConfig {
+/// A flash prefill kernel's launch: one block per (rows / G positions x G heads, KV head,
+/// sequence); `e4m3`: over an FP8 cache.
+pub fn prefill_config(kernel: FlashPrefill, shape: AttentionShape, max_q_len: usize, n_seqs: usize, e4m3: bool) -> LaunchConfig {
+    let spec = kernel.spec();
     let group = shape.n_heads / shape.n_kv_heads;
     LaunchConfig {
-        grid_dim: (max_q_len.div_ceil(PREFILL_ROWS / group) as u32, shape.n_kv_heads as u32, n_seqs as u32),
-        block_dim: (128, 1, 1),
-        shared_mem_bytes: prefill_smem_bytes(shape.head_dim) as u32,
+        grid_dim: (max_q_len.div_ceil(spec.rows / group) as u32, shape.n_kv_heads as u32, n_seqs as u32),
+        block_dim: (spec.threads, 1, 1),
+        shared_mem_bytes: (spec.smem_bytes)(shape.head_dim, e4m3) as u32,
     }
 }
 
@@ -318,8 +310,9 @@ pub fn decode_config(kernel: DecodeKernel, shape: AttentionShape, n_splits: usiz
 }
 
 /// Causal attention of every new token over its sequence's cached keys (its prefix and the new
-/// tokens, already written by `rope_write_kv`). q: `[n_tokens, q_stride]`; k_cache, v_cache:
-/// `[n_slots, n_kv_heads, head_dim]`; out: `[n_tokens, n_heads * head_dim]`.
+/// tokens, already written by `rope_write_kv`), on the default flash kernel. q: `[n_tokens,
+/// q_stride]`; k_cache, v_cache: `[n_slots, n_kv_heads, head_dim]`; out: `[n_tokens, n_heads *
+/// head_dim]`.
 pub fn attention_prefill(
     gpu: &Gpu,
     shape: AttentionShape,
@@ -329,22 +322,46 @@ pub fn attention_prefill(
     v_cache: &CudaView<bf16>,
     out: &mut CudaViewMut<bf16>,
 ) -> Result<()> {
-    const KERNEL: &str = "attention_prefill_bf16";
-    let p = params(gpu, KERNEL, shape, meta, q, k_cache, v_cache, out)?;
-    let group = shape.n_heads / shape.n_kv_heads;
-    ensure(group <= PREFILL_ROWS, KERNEL, || format!("{group} query heads per KV head > {PREFILL_ROWS}"))?;
-    let func = if shape.head_dim == 128 {
-        &gpu.kernels.attention_prefill_bf16_hd128
-    } else {
-        &gpu.kernels.attention_prefill_bf16_hd64
-    };
-    let cfg = prefill_config(shape, meta.max_q_len, meta.n_seqs);
+    attention_prefill_with(gpu, FlashPrefill::MMA, shape, meta, q, k_cache, v_cache, out)
+}
+
+/// `attention_prefill` on any flash kernel of `FLASH_PREFILL_KERNELS`.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_prefill_with(
+    gpu: &Gpu,
+    kernel: FlashPrefill,
+    shape: AttentionShape,
+    meta: &DeviceAttentionMeta,
+    q: &CudaView<bf16>,
+    k_cache: &CudaView<bf16>,
+    v_cache: &CudaView<bf16>,
+    out: &mut CudaViewMut<bf16>,
+) -> Result<()> {
+    let p = params(gpu, kernel.label(false), shape, meta, q, k_cache, v_cache, out)?;
+    launch_prefill(gpu, kernel, shape, meta, p, false)
+}
+
+/// Launches a flash prefill kernel with a checked parameter block (`params` or `e4m3_params`).
+pub(crate) fn launch_prefill(gpu: &Gpu, kernel: FlashPrefill, shape: AttentionShape, meta: &DeviceAttentionMeta, p: AttentionParams, e4m3: bool) -> Result<()> {
+    let name = kernel.label(e4m3);
+    let (group, rows) = (shape.n_heads / shape.n_kv_heads, kernel.spec().rows);
+    ensure(group <= rows, name, || format!("{group} query heads per KV head > {rows} rows a block"))?;
+    let func = (gpu.kernels.prefill).get(kernel, e4m3, shape.head_dim).ok_or_else(|| {
+        let what = match kernel.entry_prefix(e4m3) {
+            None => format!("prefill kernel `{}` has no FP8 e4m3 entries", kernel.spec().name),
+            Some(_) => format!("no kernel for head_dim {}", shape.head_dim),
+        };
+        GpuError::BadArgument { kernel: name, what }
+    })?;
+    let cfg = prefill_config(kernel, shape, meta.max_q_len, meta.n_seqs, e4m3);
     let mut launch = gpu.stream.launch_builder(func);
     launch.arg(&p);
     // SAFETY: the metadata was validated against the cache by `AttentionMeta::upload` (every
-    // block id in range, q_len <= ctx, ctx within the block table); q, the caches and out have
-    // the lengths checked in `params`; the shared-memory limit was raised in `configure`.
-    gpu.launched(KERNEL, unsafe { launch.launch(cfg) }.map(|_| ()))
+    // block id in range, q_len <= ctx, ctx within the block table); q, the caches (bf16, or codes
+    // and scales of n_slots x n_kv_heads floats: `e4m3_params`) and out have the lengths checked
+    // by the caller's `params`; the shared-memory limit was raised in `configure`. An ordinary
+    // launch: the flash kernels have no grid-dependency wait.
+    gpu.launched(name, unsafe { launch.launch(cfg) }.map(|_| ()))
 }
 
 /// Per-split partial results of `attention_decode`, sized for a batch, and the split blocks'

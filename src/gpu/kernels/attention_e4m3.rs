@@ -2,14 +2,14 @@
 //! kernels/attention_decode.cu and kernels/attention_prefill.cu, read through the same parameter
 //! block as the bf16 ones plus the per-row scales (`AttentionParams::k_scales`, `v_scales`).
 
-use cudarc::driver::{CudaView, CudaViewMut, PushKernelArg};
+use cudarc::driver::{CudaView, CudaViewMut};
 use half::bf16;
 
 use super::attention::{
-    decode_rope, launch_decode, params, prefill_config, AttentionParams, AttentionShape, DecodeKernel, DecodeRope, DecodeWorkspace,
+    decode_rope, launch_decode, launch_prefill, params, AttentionParams, FlashPrefill, AttentionShape, DecodeKernel, DecodeRope, DecodeWorkspace,
     DeviceAttentionMeta,
 };
-use super::check::{address, ensure, vector_buffer};
+use super::check::{address, vector_buffer};
 use super::rope::{E4m3KvViews, RopeTable};
 use crate::gpu::error::Result;
 use crate::gpu::Gpu;
@@ -94,34 +94,19 @@ pub fn attention_decode_rope_e4m3(
     launch_decode(gpu, kernel, shape, meta, p, rope, workspace, n_splits, true)
 }
 
-/// `attention_prefill` over an FP8 e4m3 cache (written by `rope_write_kv_e4m3`): causal
+/// `attention_prefill_with` over an FP8 e4m3 cache (written by `rope_write_kv_e4m3`): causal
 /// attention of every new token over its sequence's keys, codes converted to bf16 tiles in
 /// shared memory, scores times their K scales, probabilities times their V scales. Shapes as
 /// for `attention_prefill`.
 pub fn attention_prefill_e4m3(
     gpu: &Gpu,
+    kernel: FlashPrefill,
     shape: AttentionShape,
     meta: &DeviceAttentionMeta,
     q: &CudaView<bf16>,
     cache: E4m3KvCache,
     out: &mut CudaViewMut<bf16>,
 ) -> Result<()> {
-    const KERNEL: &str = "attention_prefill_e4m3";
-    let p = e4m3_params(gpu, KERNEL, shape, meta, q, cache, out)?;
-    let group = shape.n_heads / shape.n_kv_heads;
-    ensure(group <= 64, KERNEL, || format!("{group} query heads per KV head > 64"))?;
-    let func = if shape.head_dim == 128 {
-        &gpu.kernels.attention_prefill_e4m3_hd128
-    } else {
-        &gpu.kernels.attention_prefill_e4m3_hd64
-    };
-    let cfg = prefill_config(shape, meta.max_q_len, meta.n_seqs);
-    // SAFETY: as for `attention_prefill` (metadata validated by `AttentionMeta::upload`, q, the
-    // code buffers and out of the lengths checked in `params`), plus the scale buffers holding
-    // n_slots x n_kv_heads floats (`e4m3_params`); the shared-memory limit was raised in
-    // `attention::configure`.
-    // An ordinary launch: the kernel has no grid-dependency wait.
-    let mut launch = gpu.stream.launch_builder(func);
-    launch.arg(&p);
-    gpu.launched(KERNEL, unsafe { launch.launch(cfg) }.map(|_| ()))
+    let p = e4m3_params(gpu, kernel.label(true), shape, meta, q, cache, out)?;
+    launch_prefill(gpu, kernel, shape, meta, p, true)
 }

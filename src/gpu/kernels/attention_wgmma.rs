@@ -26,6 +26,15 @@ pub enum WgmmaSchedule {
 }
 
 impl WgmmaSchedule {
+    /// Its name in the kernel lab and for `NEMO_PREFILL_ATTENTION`.
+    pub fn name(self) -> &'static str {
+        match self {
+            WgmmaSchedule::InOrder => "wgmma",
+            WgmmaSchedule::Overlap => "wgmma-overlap",
+            WgmmaSchedule::PingPong => "wgmma-pingpong",
+        }
+    }
+
     fn kernel(self) -> &'static str {
         match self {
             WgmmaSchedule::InOrder => "attention_prefill_wgmma_bf16",

@@ -13,10 +13,10 @@ use crate::gpu::error::{GpuError, Result};
 use super::graphs::{graph_batch, ladder_up_to, DecodeGraphs, GraphReport};
 use super::profile::{mark, Breakdown, StepProfiler};
 use super::step_layout::{step_layout, StepLayout};
-use super::kernel_choice::{check_kv_dtype_kernels, decode_kernel_from_env, rope_in_decode_from_env, GemmKernel, PrefillKernel};
-use crate::gpu::kernels::attention_wgmma::attention_prefill_wgmma;
+use super::kernel_choice::{check_kv_dtype_kernels, decode_kernel_from_env, prefill_kernel_from_env, rope_in_decode_from_env, GemmKernel, PrefillKernel};
+use crate::gpu::kernels::prefill_table::attention_prefill_using;
 use crate::gpu::kernels::attention::{
-    attention_decode_rope, attention_decode_with, attention_prefill, decode_splits, AttentionShape, DecodeKernel,
+    attention_decode_rope, attention_decode_with, decode_splits, AttentionShape, DecodeKernel,
     DecodeWorkspace, DeviceAttentionMeta,
 };
 use crate::gpu::kernels::embedding::embedding_gather;
@@ -156,9 +156,9 @@ impl CudaModel {
     ) -> Result<CudaModel> {
         let gemm = GemmKernel::from_env()?;
         let decode = decode_kernel_from_env()?;
-        let prefill = PrefillKernel::from_env()?;
+        let prefill = prefill_kernel_from_env()?;
         let rope_in_decode = rope_in_decode_from_env()?;
-        check_kv_dtype_kernels(kv_dtype, prefill)?;
+        check_kv_dtype_kernels(kv_dtype, prefill, decode)?;
         let max_seqs = max_seqs.clamp(1, max_chunk);
         let c = weights.config.clone();
         let t = max_chunk;
@@ -205,7 +205,7 @@ impl CudaModel {
     }
 
     /// The kernel choices this model runs with (`kernel_choice.rs`, `GpuOptions`), for every
-    /// benchmark's header: "GEMM MmaSync | prefill attention MmaSync | ...".
+    /// benchmark's header: "GEMM MmaSync | prefill attention mma-flash | decode attention split-k | ...".
     pub fn settings(&self) -> String {
         let on = |b: bool| if b { "on" } else { "off" };
         format!(
@@ -486,16 +486,16 @@ impl CudaModel {
                         let ws = &mut self.decode_workspace;
                         attention_decode_with(gpu, self.decode, attn_shape, meta, &q, &k, &v, ws, splits, &mut attn)?;
                     }
-                    (KvLayer::Bf16 { k, v }, false) => match self.prefill.wgmma_schedule() {
-                        None => attention_prefill(gpu, attn_shape, meta, &q, &k, &v, &mut attn)?,
-                        Some(schedule) => attention_prefill_wgmma(gpu, schedule, attn_shape, meta, &q, &k, &v, &mut attn)?,
-                    },
-                    // (`with_kv_dtype` refused the prefill kernels without an FP8 variant.)
+                    (KvLayer::Bf16 { k, v }, false) => attention_prefill_using(gpu, self.prefill, attn_shape, meta, &q, &k, &v, &mut attn)?,
+                    // (`with_kv_dtype` refused the kernels without an FP8 variant.)
                     (fp8, true) => {
                         let ws = &mut self.decode_workspace;
                         attention_decode_e4m3(gpu, self.decode, attn_shape, meta, &q, fp8.e4m3().expect("not bf16"), ws, splits, &mut attn)?;
                     }
-                    (fp8, false) => attention_prefill_e4m3(gpu, attn_shape, meta, &q, fp8.e4m3().expect("not bf16"), &mut attn)?,
+                    (fp8, false) => match self.prefill {
+                        PrefillKernel::Flash(kernel) => attention_prefill_e4m3(gpu, kernel, attn_shape, meta, &q, fp8.e4m3().expect("not bf16"), &mut attn)?,
+                        PrefillKernel::Wgmma(_) => check_kv_dtype_kernels(self.kv.dtype, self.prefill, self.decode)?,
+                    },
                 }
             }
             mark(profiler, gpu, if all_decode { "attention (decode)" } else { "attention (prefill)" })?;

@@ -5,7 +5,7 @@
 use crate::engine::KvCacheDtype;
 use crate::gpu::error::{GpuError, Result};
 use crate::gpu::kernels::decode_table::{DecodeKernel, DECODE_KERNELS};
-use crate::gpu::kernels::attention_wgmma::WgmmaSchedule;
+pub use crate::gpu::kernels::prefill_table::PrefillKernel;
 
 /// Which tensor-core GEMM serves M > 8 (`NEMO_GEMM=mma|wgmma|split-k|wgmma-split-k`, default mma).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,56 +70,46 @@ pub fn rope_in_decode_from_env() -> Result<bool> {
     }
 }
 
-/// Which prefill attention kernel serves prompt chunks (`NEMO_PREFILL_ATTENTION=mma|wgmma|
-/// wgmma-overlap|wgmma-pingpong`, default mma: a wgmma one becomes the default once a GPU run has checked and
-/// timed it).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PrefillKernel {
-    /// kernels/attention_prefill.cu: mma.sync; checked on an H100.
-    MmaSync,
-    /// kernels/attention_prefill_wgmma.cu: wgmma + TMA, warp-specialised.
-    Wgmma,
-    /// The same file's overlap variant: S of tile t issued with PV of tile t-1 (FA3's
-    /// intra-warpgroup pipelining).
-    WgmmaOverlap,
-    /// The overlap variant with FA3's ping-pong of the two consumer warpgroups.
-    WgmmaPingPong,
+/// Which prefill attention kernel serves prompt chunks: `NEMO_PREFILL_ATTENTION=NAME`, a flash
+/// kernel of `FLASH_PREFILL_KERNELS` (mma-flash, the default) or a wgmma schedule (wgmma,
+/// wgmma-overlap, wgmma-pingpong: one becomes the default once a GPU run has checked and timed
+/// it). An unknown value is an error, not a silent default.
+pub fn prefill_kernel_from_env() -> Result<PrefillKernel> {
+    prefill_kernel_named(std::env::var("NEMO_PREFILL_ATTENTION").ok().as_deref())
 }
 
-impl PrefillKernel {
-    /// The wgmma kernel's schedule, or None for the mma.sync kernel.
-    pub fn wgmma_schedule(self) -> Option<WgmmaSchedule> {
-        match self {
-            PrefillKernel::MmaSync => None,
-            PrefillKernel::Wgmma => Some(WgmmaSchedule::InOrder),
-            PrefillKernel::WgmmaOverlap => Some(WgmmaSchedule::Overlap),
-            PrefillKernel::WgmmaPingPong => Some(WgmmaSchedule::PingPong),
-        }
-    }
-
-    /// From `NEMO_PREFILL_ATTENTION`; an unknown value is an error, not a silent default.
-    pub fn from_env() -> Result<PrefillKernel> {
-        match std::env::var("NEMO_PREFILL_ATTENTION").as_deref() {
-            Err(_) | Ok("") | Ok("mma") => Ok(PrefillKernel::MmaSync),
-            Ok("wgmma") => Ok(PrefillKernel::Wgmma),
-            Ok("wgmma-overlap") => Ok(PrefillKernel::WgmmaOverlap),
-            Ok("wgmma-pingpong") => Ok(PrefillKernel::WgmmaPingPong),
-            Ok(other) => Err(GpuError::BadArgument {
-                kernel: "attention_prefill",
-                what: format!("NEMO_PREFILL_ATTENTION={other:?}: expected mma, wgmma, wgmma-overlap or wgmma-pingpong"),
-            }),
-        }
+fn prefill_kernel_named(value: Option<&str>) -> Result<PrefillKernel> {
+    match value {
+        None | Some("") => Ok(PrefillKernel::MMA_FLASH),
+        Some(name) => PrefillKernel::by_name(name).ok_or_else(|| GpuError::BadArgument {
+            kernel: "attention_prefill",
+            what: format!(
+                "NEMO_PREFILL_ATTENTION={name:?}: expected one of {:?}",
+                PrefillKernel::all().map(|k| k.name()).collect::<Vec<_>>()
+            ),
+        }),
     }
 }
 
-/// An FP8 KV cache with kernel choices that have no FP8 variant yet (the wgmma prefill kernels;
-/// both decode kernels have one) is refused by name at start-up: no silent fallback.
-pub fn check_kv_dtype_kernels(dtype: KvCacheDtype, prefill: PrefillKernel) -> Result<()> {
-    if dtype == KvCacheDtype::Fp8E4m3 && prefill != PrefillKernel::MmaSync {
+/// An FP8 KV cache with attention kernels that have no FP8 variant (the wgmma prefill kernels
+/// today) is refused by name at start-up: no silent fallback.
+pub fn check_kv_dtype_kernels(dtype: KvCacheDtype, prefill: PrefillKernel, decode: DecodeKernel) -> Result<()> {
+    if dtype != KvCacheDtype::Fp8E4m3 {
+        return Ok(());
+    }
+    if !prefill.has_e4m3() {
         return Err(GpuError::BadArgument {
             kernel: "attention_prefill",
             what: format!(
                 "NEMO_PREFILL_ATTENTION ({prefill:?}) has no FP8 KV cache variant yet (docs/fp8-kv.md): unset it, or use --kv-cache-dtype auto"
+            ),
+        });
+    }
+    if decode.spec().e4m3.is_none() {
+        return Err(GpuError::BadArgument {
+            kernel: "attention_decode",
+            what: format!(
+                "NEMO_DECODE_ATTENTION ({decode:?}) has no FP8 KV cache variant (docs/fp8-kv.md): unset it, or use --kv-cache-dtype auto"
             ),
         });
     }
@@ -140,13 +130,26 @@ mod tests {
     }
 
     #[test]
+    fn prefill_kernels_are_chosen_by_name_and_others_refused() {
+        assert_eq!(prefill_kernel_named(None).unwrap(), PrefillKernel::MMA_FLASH);
+        for name in ["mma-flash", "wgmma", "wgmma-overlap", "wgmma-pingpong"] {
+            assert_eq!(prefill_kernel_named(Some(name)).unwrap().name(), name);
+        }
+        let e = prefill_kernel_named(Some("mma")).unwrap_err().to_string();
+        assert!(e.contains("NEMO_PREFILL_ATTENTION=\"mma\"") && e.contains("mma-flash") && e.contains("wgmma-pingpong"), "{e}");
+    }
+
+    #[test]
     fn an_fp8_cache_refuses_the_kernels_without_an_fp8_variant_by_name() {
         let fp8 = KvCacheDtype::Fp8E4m3;
-        assert!(check_kv_dtype_kernels(fp8, PrefillKernel::MmaSync).is_ok());
-        for prefill in [PrefillKernel::Wgmma, PrefillKernel::WgmmaOverlap, PrefillKernel::WgmmaPingPong] {
-            let e = check_kv_dtype_kernels(fp8, prefill).unwrap_err().to_string();
-            assert!(e.contains("NEMO_PREFILL_ATTENTION") && e.contains("no FP8 KV cache variant") && e.contains("--kv-cache-dtype auto"), "{e}");
-            assert!(check_kv_dtype_kernels(KvCacheDtype::Auto, prefill).is_ok());
+        for decode in DecodeKernel::all() {
+            assert!(check_kv_dtype_kernels(fp8, PrefillKernel::MMA_FLASH, decode).is_ok());
         }
+        for prefill in PrefillKernel::all().filter(|k| !k.has_e4m3()) {
+            let e = check_kv_dtype_kernels(fp8, prefill, DecodeKernel::CUDA_CORES).unwrap_err().to_string();
+            assert!(e.contains("NEMO_PREFILL_ATTENTION") && e.contains("no FP8 KV cache variant") && e.contains("--kv-cache-dtype auto"), "{e}");
+            assert!(check_kv_dtype_kernels(KvCacheDtype::Auto, prefill, DecodeKernel::CUDA_CORES).is_ok());
+        }
+        assert_eq!(PrefillKernel::all().filter(|k| !k.has_e4m3()).count(), 3, "the wgmma schedules");
     }
 }

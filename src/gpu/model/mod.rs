@@ -10,7 +10,7 @@ mod step_layout;
 mod weights;
 
 pub use forward::{CudaModel, SeqChunk};
-pub use kernel_choice::{decode_kernel_from_env, rope_in_decode_from_env, GemmKernel, PrefillKernel};
+pub use kernel_choice::{decode_kernel_from_env, prefill_kernel_from_env, rope_in_decode_from_env, GemmKernel, PrefillKernel};
 pub use graphs::GraphReport;
 pub use profile::{Breakdown, BreakdownRow};
 pub use step_layout::{step_layout, StepLayout};

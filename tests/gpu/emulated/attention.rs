@@ -10,7 +10,7 @@ use crate::common::*;
 use half::bf16;
 use nemo_engine::gpu::kernels::attention_wgmma::{self, cache_map_spec, PrefillWgmmaParams, WgmmaSchedule};
 use nemo_engine::gpu::kernels::attention::{
-    decode_config, decode_splits, prefill_config, scale_log2, AttentionParams, AttentionShape, DecodeKernel, DecodeRope,
+    decode_config, decode_splits, prefill_config, scale_log2, AttentionParams, AttentionShape, DecodeKernel, DecodeRope, FlashPrefill,
 };
 use nemo_engine::gpu::kernels::decode_table::DecodeInstance;
 use nemo_engine::gpu::kernels::rope::{RopeDims, RopeShape};
@@ -47,8 +47,8 @@ fn n_out(shape: AttentionShape, case: &Case) -> usize {
     *case.meta.cu_seqlens_q.last().unwrap() as usize * shape.n_heads * shape.head_dim
 }
 
-/// attention_prefill over `case`'s cache, or with `e4m3` the FP8 kernel over that cache.
-fn run_prefill(shape: AttentionShape, case: &Case, e4m3: Option<&E4m3Case>) -> Vec<f32> {
+/// A flash prefill kernel over `case`'s cache, or with `e4m3` its FP8 entry over that cache.
+fn run_prefill(kernel: FlashPrefill, shape: AttentionShape, case: &Case, e4m3: Option<&E4m3Case>) -> Vec<f32> {
     let mut out = vec![POISON; n_out(shape, case)];
     let mut p = params(shape, case, &mut out);
     if let Some(e) = e4m3 {
@@ -59,14 +59,9 @@ fn run_prefill(shape: AttentionShape, case: &Case, e4m3: Option<&E4m3Case>) -> V
         .cu_seqlens_q
         .windows(2)
         .map(|w| (w[1] - w[0]) as usize);
-    let cfg = prefill_config(shape, q_lens.max().unwrap(), case.meta.ctx_lens.len());
-    load("attention_prefill")
-        .launch(
-            &format!("attention_prefill_{}_hd{}", if e4m3.is_some() { "e4m3" } else { "bf16" }, shape.head_dim),
-            cfg,
-            p,
-        )
-        .unwrap();
+    let cfg = prefill_config(kernel, shape, q_lens.max().unwrap(), case.meta.ctx_lens.len(), e4m3.is_some());
+    let entry = kernel.entry(e4m3.is_some(), shape.head_dim).unwrap_or_else(|| panic!("{kernel:?} has no entry here"));
+    load(kernel.spec().module).launch(&entry, cfg, p).unwrap();
     to_f32(&out)
 }
 
@@ -159,9 +154,23 @@ fn run_decode_with(
     first
 }
 
+/// Every flash kernel of `FLASH_PREFILL_KERNELS` (so a new one is checked here without a line of
+/// its own); over an FP8 cache, every one with FP8 entries.
+fn each_flash_prefill(e4m3: bool, check: impl Fn(FlashPrefill, &str), test: &str) {
+    let kernels: Vec<FlashPrefill> = FlashPrefill::all().filter(|k| k.entry_prefix(e4m3).is_some()).collect();
+    assert!(!kernels.is_empty(), "the mma-flash kernel at least");
+    for kernel in kernels {
+        check(kernel, &format!("{test} {}", kernel.spec().name));
+    }
+}
+
 #[test]
 fn emulated_attention_prefill_matches_cpu() {
-    let mut rng = Rng::fresh("emulated_attention_prefill");
+    each_flash_prefill(false, prefill_matches_cpu, "emulated_attention_prefill");
+}
+
+fn prefill_matches_cpu(kernel: FlashPrefill, test: &str) {
+    let mut rng = Rng::fresh(test);
     for shape in shapes() {
         // Whole prompts of awkward lengths; a chunk over a cached prefix; a batch.
         for seqs in [
@@ -173,8 +182,8 @@ fn emulated_attention_prefill_matches_cpu() {
         ] {
             let case = build(&mut rng, shape, &seqs);
             in_both_async_modes(|| {
-                let got = run_prefill(shape, &case, None);
-                let what = format!("emulated prefill hd {} {:?}", shape.head_dim, seqs);
+                let got = run_prefill(kernel, shape, &case, None);
+                let what = format!("emulated {kernel:?} hd {} {:?}", shape.head_dim, seqs);
                 assert_close(&what, &got, &case.want, 2e-2, 2e-2);
             });
         }
@@ -185,17 +194,21 @@ fn emulated_attention_prefill_matches_cpu() {
 /// prompts, chunks and batch (free slots NaN codes and NaN scales), in both async modes.
 #[test]
 fn emulated_attention_prefill_e4m3_matches_cpu() {
-    let mut rng = Rng::fresh("emulated_attention_prefill_e4m3");
+    each_flash_prefill(true, prefill_e4m3_matches_cpu, "emulated_attention_prefill_e4m3");
+}
+
+fn prefill_e4m3_matches_cpu(kernel: FlashPrefill, test: &str) {
+    let mut rng = Rng::fresh(test);
     for shape in shapes() {
         for seqs in [vec![(1, 1)], vec![(17, 17)], vec![(100, 100)], vec![(40, 300)], vec![(5, 5), (64, 130), (1, 77)]] {
             let case = build(&mut rng, shape, &seqs);
             let e = to_e4m3(shape, &case);
             in_both_async_modes(|| {
-                let got = run_prefill(shape, &case, Some(&e));
-                assert_close(&format!("emulated prefill e4m3 hd {} {seqs:?}", shape.head_dim), &got, &e.want, 2e-2, 2e-2);
+                let got = run_prefill(kernel, shape, &case, Some(&e));
+                assert_close(&format!("emulated {kernel:?} e4m3 hd {} {seqs:?}", shape.head_dim), &got, &e.want, 2e-2, 2e-2);
             });
             // The FP8 rounding is there: against the bf16 cache's answer the error is larger.
-            let got = run_prefill(shape, &case, Some(&e));
+            let got = run_prefill(kernel, shape, &case, Some(&e));
             let c = nemo_engine::lab::Check::compare(&got, &case.want, 0.0, 0.0);
             let own = nemo_engine::lab::Check::compare(&got, &e.want, 0.0, 0.0);
             assert!(c.max_abs > 2.0 * own.max_abs, "fp8 {:e} vs its reference {:e}", c.max_abs, own.max_abs);
