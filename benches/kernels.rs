@@ -236,7 +236,7 @@ fn bench_attention(b: &Bench) -> GpuResult<()> {
         // attention_prefill_wgmma[_overlap|_pingpong].
         for kernel in PrefillKernel::all() {
             let name = &match kernel {
-                PrefillKernel::Flash(k) => k.spec().module.to_string(),
+                PrefillKernel::Flash(k) => k.names().module.to_string(),
                 PrefillKernel::Wgmma(s) => format!("attention_prefill_{}", s.name().replace('-', "_")),
             };
             if left_out(name) {
@@ -250,8 +250,8 @@ fn bench_attention(b: &Bench) -> GpuResult<()> {
         }
         // Over an FP8 e4m3 cache: the flash kernels with their conversion pass.
         let (kc, vc, scales) = fp8_cache(b, slots, &c)?;
-        for kernel in FlashPrefill::all().filter(|k| k.spec().e4m3.is_some()) {
-            let name = kernel.label(true);
+        for kernel in FlashPrefill::all().filter(|k| k.names().e4m3.is_some()) {
+            let name = kernel.names().label(true);
             if left_out(name) {
                 println!("{name:<22} left out (NEMO_BENCH_SKIP)");
                 continue;
@@ -276,7 +276,7 @@ fn bench_attention(b: &Bench) -> GpuResult<()> {
         let bytes = n_seqs * 2 * ctx * c.kv_dim() * 2;
         // Every kernel of DECODE_KERNELS, by module name.
         for kernel in DecodeKernel::all() {
-            let name = kernel.spec().module;
+            let name = kernel.names().module;
             if left_out(name) {
                 println!("{name:<22} left out (NEMO_BENCH_SKIP)");
                 continue;
@@ -293,7 +293,7 @@ fn bench_attention(b: &Bench) -> GpuResult<()> {
         let table = rope_cos_sin_table(&b.gpu, ctx, c.head_dim, c.rope_theta)?;
         let rope_shape = AttentionShape { q_stride: width, ..shape };
         for kernel in DecodeKernel::all() {
-            let name = &format!("{}_rope", kernel.spec().module);
+            let name = &format!("{}_rope", kernel.names().module);
             if left_out(name) {
                 println!("{name:<22} left out (NEMO_BENCH_SKIP)");
                 continue;
@@ -308,8 +308,8 @@ fn bench_attention(b: &Bench) -> GpuResult<()> {
         }
         // Over an FP8 e4m3 cache (docs/fp8-kv.md): finite codes, one scale per row.
         let (kc, vc, scales) = fp8_cache(b, slots, &c)?;
-        for kernel in DecodeKernel::all().filter(|k| k.spec().e4m3.is_some()) {
-            let name = kernel.label(true);
+        for kernel in DecodeKernel::all().filter(|k| k.names().e4m3.is_some()) {
+            let name = kernel.names().label(true);
             if left_out(name) {
                 println!("{name:<22} left out (NEMO_BENCH_SKIP)");
                 continue;

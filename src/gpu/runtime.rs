@@ -67,8 +67,8 @@ impl Kernels {
     pub fn declared() -> Vec<(&'static str, Vec<String>)> {
         let mut out: Vec<(&'static str, Vec<String>)> =
             Self::FIELDS.iter().map(|(m, names)| (*m, names.iter().map(|n| n.to_string()).collect())).collect();
-        let decode = DecodeInstance::all().map(|i| (i.kernel.spec().module, i.entry().expect("a declared instance")));
-        let prefill = FlashPrefill::instances().map(|(k, e4m3, hd)| (k.spec().module, k.entry(e4m3, hd).expect("a declared instance")));
+        let decode = DecodeInstance::all().map(|i| (i.kernel.names().module, i.entry().expect("a declared instance")));
+        let prefill = FlashPrefill::instances().map(|(k, e4m3, hd)| (k.names().module, k.entry(e4m3, hd).expect("a declared instance")));
         for (module, entry) in decode.chain(prefill) {
             match out.iter_mut().find(|(m, _)| *m == module) {
                 Some((_, names)) => names.push(entry),

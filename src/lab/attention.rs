@@ -22,7 +22,7 @@ pub fn prefill_variants() -> Vec<(String, PrefillKernel)> {
 
 /// Every decode variant over a bf16 cache: the kernels of `DECODE_KERNELS`, by name.
 pub fn decode_variants() -> Vec<(String, DecodeKernel)> {
-    DecodeKernel::all().map(|k| (k.spec().name.to_string(), k)).collect()
+    DecodeKernel::all().map(|k| (k.names().name.to_string(), k)).collect()
 }
 
 pub const PREFILL_SHAPES: &[&str] = &["2048", "8192", "16384"];

@@ -15,12 +15,12 @@ use crate::gpu::{upload, Gpu, GpuResult};
 
 /// Every FP8 prefill variant: the flash kernels with FP8 entries, as `<name>-e4m3`.
 pub fn prefill_variants() -> Vec<(String, FlashPrefill)> {
-    FlashPrefill::all().filter(|k| k.spec().e4m3.is_some()).map(|k| (format!("{}-e4m3", k.spec().name), k)).collect()
+    FlashPrefill::all().filter(|k| k.names().e4m3.is_some()).map(|k| (format!("{}-e4m3", k.names().name), k)).collect()
 }
 
 /// Every FP8 decode variant: the kernels of `DECODE_KERNELS` with FP8 entries, as `<name>-e4m3`.
 pub fn decode_variants() -> Vec<(String, DecodeKernel)> {
-    DecodeKernel::all().filter(|k| k.spec().e4m3.is_some()).map(|k| (format!("{}-e4m3", k.spec().name), k)).collect()
+    DecodeKernel::all().filter(|k| k.names().e4m3.is_some()).map(|k| (format!("{}-e4m3", k.names().name), k)).collect()
 }
 
 /// The bf16 variants' inputs: q on the host and the device, the caches on the host, the

@@ -224,7 +224,7 @@ fn decode_rope_equals_separate(test: &str, kernel: DecodeKernel) {
                 let (positions, slots) = new_token_slots(&case);
                 let splits = decode_splits(132, meta.n_seqs, shape.n_kv_heads, meta.max_ctx);
                 let n_out = meta.n_seqs * shape.n_heads * shape.head_dim;
-                let what = format!("{} {layout:?} hd {} {seqs:?}", kernel.label(false), shape.head_dim);
+                let what = format!("{} {layout:?} hd {} {seqs:?}", kernel.names().label(false), shape.head_dim);
                 // Separate launches.
                 let (mut qkv, mut k, mut v) = (dev(&gpu, &case.q), dev(&gpu, &case.k_cache), dev(&gpu, &case.v_cache));
                 let rope_shape = RopeShape { n_heads: shape.n_heads, n_kv_heads: shape.n_kv_heads, head_dim: shape.head_dim, layout };

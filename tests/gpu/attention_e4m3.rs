@@ -195,7 +195,7 @@ fn decode_rope_equals_separate(test: &str, kernel: DecodeKernel) {
                 let (positions, slots) = new_token_slots(&case);
                 let splits = decode_splits(132, meta.n_seqs, shape.n_kv_heads, meta.max_ctx);
                 let n_out = meta.n_seqs * shape.n_heads * shape.head_dim;
-                let what = format!("{} {layout:?} hd {} {seqs:?}", kernel.label(true), shape.head_dim);
+                let what = format!("{} {layout:?} hd {} {seqs:?}", kernel.names().label(true), shape.head_dim);
                 let rope_shape = RopeShape { n_heads: shape.n_heads, n_kv_heads: shape.n_kv_heads, head_dim: shape.head_dim, layout };
                 let mut ws = DecodeWorkspace::new(&gpu, meta.n_seqs, shape.n_heads, splits, shape.head_dim).unwrap();
                 // Separate launches.

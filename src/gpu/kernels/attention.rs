@@ -71,13 +71,13 @@ pub(crate) fn configure(kernels: &Kernels) -> Result<()> {
     for ((kernel, e4m3, hd), f) in kernels.prefill.iter() {
         let bytes = (kernel.spec().smem_bytes)(*hd, *e4m3);
         if bytes > 0 {
-            allow_dynamic_smem(f, kernel.spec().module, bytes)?;
+            allow_dynamic_smem(f, kernel.names().module, bytes)?;
         }
     }
     for (instance, f) in kernels.decode.iter() {
         let bytes = instance.kernel.smem_bytes(instance.head_dim, instance.e4m3);
         if bytes > 0 {
-            allow_dynamic_smem(f, instance.kernel.spec().module, bytes)?;
+            allow_dynamic_smem(f, instance.kernel.names().module, bytes)?;
         }
     }
     Ok(())
@@ -337,18 +337,18 @@ pub fn attention_prefill_with(
     v_cache: &CudaView<bf16>,
     out: &mut CudaViewMut<bf16>,
 ) -> Result<()> {
-    let p = params(gpu, kernel.label(false), shape, meta, q, k_cache, v_cache, out)?;
+    let p = params(gpu, kernel.names().label(false), shape, meta, q, k_cache, v_cache, out)?;
     launch_prefill(gpu, kernel, shape, meta, p, false)
 }
 
 /// Launches a flash prefill kernel with a checked parameter block (`params` or `e4m3_params`).
 pub(crate) fn launch_prefill(gpu: &Gpu, kernel: FlashPrefill, shape: AttentionShape, meta: &DeviceAttentionMeta, p: AttentionParams, e4m3: bool) -> Result<()> {
-    let name = kernel.label(e4m3);
+    let name = kernel.names().label(e4m3);
     let (group, rows) = (shape.n_heads / shape.n_kv_heads, kernel.spec().rows);
     ensure(group <= rows, name, || format!("{group} query heads per KV head > {rows} rows a block"))?;
     let func = (gpu.kernels.prefill).get(kernel, e4m3, shape.head_dim).ok_or_else(|| {
-        let what = match kernel.entry_prefix(e4m3) {
-            None => format!("prefill kernel `{}` has no FP8 e4m3 entries", kernel.spec().name),
+        let what = match kernel.names().entry_prefix(e4m3) {
+            None => format!("prefill kernel `{}` has no FP8 e4m3 entries", kernel.names().name),
             Some(_) => format!("no kernel for head_dim {}", shape.head_dim),
         };
         GpuError::BadArgument { kernel: name, what }
@@ -432,7 +432,7 @@ pub fn attention_decode_with(
     n_splits: usize,
     out: &mut CudaViewMut<bf16>,
 ) -> Result<()> {
-    let p = params(gpu, kernel.label(false), shape, meta, q, k_cache, v_cache, out)?;
+    let p = params(gpu, kernel.names().label(false), shape, meta, q, k_cache, v_cache, out)?;
     launch_decode(gpu, kernel, shape, meta, p, DecodeRope::default(), workspace, n_splits, false)
 }
 
@@ -457,7 +457,7 @@ pub fn attention_decode_rope(
     n_splits: usize,
     out: &mut CudaViewMut<bf16>,
 ) -> Result<()> {
-    let name = kernel.label(false);
+    let name = kernel.names().label(false);
     // The q rows' length check covers k and v too: q_stride is the whole row.
     let p = params(gpu, name, shape, meta, qkv, &k_cache.as_view(), &v_cache.as_view(), out)?;
     let rope = decode_rope(gpu, name, shape, table, layout, meta, qkv, address(&gpu.stream, k_cache), address(&gpu.stream, v_cache))?;
@@ -508,14 +508,14 @@ pub(crate) fn launch_decode(
     n_splits: usize,
     e4m3: bool,
 ) -> Result<()> {
-    let name = kernel.label(e4m3);
+    let name = kernel.names().label(e4m3);
     ensure(meta.max_q_len == 1, name, || format!("decode takes 1 new token per sequence, got up to {}", meta.max_q_len))?;
     let group = shape.n_heads / shape.n_kv_heads;
     let func = (gpu.kernels.decode)
         .get(DecodeInstance { kernel, e4m3, head_dim: shape.head_dim, group })
         .ok_or_else(|| {
-            let what = match kernel.entry_prefix(e4m3) {
-                None => format!("decode kernel `{}` has no FP8 e4m3 entries", kernel.spec().name),
+            let what = match kernel.names().entry_prefix(e4m3) {
+                None => format!("decode kernel `{}` has no FP8 e4m3 entries", kernel.names().name),
                 Some(_) => format!("no kernel for head_dim {} with {group} query heads per KV head", shape.head_dim),
             };
             GpuError::BadArgument { kernel: name, what }

@@ -61,7 +61,7 @@ pub fn attention_decode_e4m3(
     n_splits: usize,
     out: &mut CudaViewMut<bf16>,
 ) -> Result<()> {
-    let p = e4m3_params(gpu, kernel.label(true), shape, meta, q, cache, out)?;
+    let p = e4m3_params(gpu, kernel.names().label(true), shape, meta, q, cache, out)?;
     launch_decode(gpu, kernel, shape, meta, p, DecodeRope::default(), workspace, n_splits, true)
 }
 
@@ -83,7 +83,7 @@ pub fn attention_decode_rope_e4m3(
     n_splits: usize,
     out: &mut CudaViewMut<bf16>,
 ) -> Result<()> {
-    let name = kernel.label(true);
+    let name = kernel.names().label(true);
     let (kc, vc, ks, vs) = (cache.k_codes.as_view(), cache.v_codes.as_view(), cache.k_scales.as_view(), cache.v_scales.as_view());
     let views = E4m3KvCache { k_codes: &kc, v_codes: &vc, k_scales: &ks, v_scales: &vs };
     // The q rows' length check covers k and v too: q_stride is the whole row.
@@ -107,6 +107,6 @@ pub fn attention_prefill_e4m3(
     cache: E4m3KvCache,
     out: &mut CudaViewMut<bf16>,
 ) -> Result<()> {
-    let p = e4m3_params(gpu, kernel.label(true), shape, meta, q, cache, out)?;
+    let p = e4m3_params(gpu, kernel.names().label(true), shape, meta, q, cache, out)?;
     launch_prefill(gpu, kernel, shape, meta, p, true)
 }

@@ -12,20 +12,13 @@ use std::sync::Arc;
 
 use cudarc::driver::{CudaContext, CudaFunction, CudaModule};
 
+use super::kernel_names::KernelNames;
 use crate::gpu::error::{GpuError, Result};
 
 /// One decode attention kernel.
 #[derive(Debug)]
 pub struct DecodeKernelSpec {
-    /// Its name in the kernel lab and for `NEMO_DECODE_ATTENTION`; over an FP8 cache the lab
-    /// names it `<name>-e4m3`.
-    pub name: &'static str,
-    /// Its kernels/*.cu file's stem.
-    pub module: &'static str,
-    /// Entry prefix over a bf16 cache.
-    pub bf16: &'static str,
-    /// Entry prefix over an FP8 e4m3 cache (AttentionParams::k_scales, v_scales set), if it has one.
-    pub e4m3: Option<&'static str>,
+    pub names: KernelNames,
     /// Threads per block.
     pub threads: u32,
     /// Dynamic shared memory per block at (head_dim, over an FP8 cache).
@@ -35,14 +28,20 @@ pub struct DecodeKernelSpec {
 /// Every decode attention kernel. The first is the engine's default.
 pub const DECODE_KERNELS: &[DecodeKernelSpec] = &[
     // CUDA cores, K and V read straight from global memory; no dynamic shared memory.
-    DecodeKernelSpec { name: "split-k", module: "attention_decode", bf16: "attention_decode_bf16", e4m3: Some("attention_decode_e4m3"), threads: 128, smem_bytes: |_, _| 0 },
+    DecodeKernelSpec {
+        names: KernelNames { name: "split-k", module: "attention_decode", bf16: "attention_decode_bf16", e4m3: Some("attention_decode_e4m3") },
+        threads: 128,
+        smem_bytes: |_, _| 0,
+    },
     // mma.sync over K/V tiles streamed by a 3-stage cp.async pipeline: the Q tile (16 rows) and
     // 3 stages of 64-key K and V tiles; over FP8, 3 stages of codes and one bf16 K and V tile.
     DecodeKernelSpec {
-        name: "mma-split-k",
-        module: "attention_decode_mma",
-        bf16: "attention_decode_mma_bf16",
-        e4m3: Some("attention_decode_mma_e4m3"),
+        names: KernelNames {
+            name: "mma-split-k",
+            module: "attention_decode_mma",
+            bf16: "attention_decode_mma_bf16",
+            e4m3: Some("attention_decode_mma_e4m3"),
+        },
         threads: 128,
         smem_bytes: |hd, e4m3| if e4m3 { (16 * 2 + 2 * 3 * 64 + 2 * 64 * 2) * hd } else { (16 + 2 * 3 * 64) * hd * 2 },
     },
@@ -59,7 +58,7 @@ pub struct DecodeKernel(usize);
 /// Its name, as benchmark headers and errors show it.
 impl std::fmt::Debug for DecodeKernel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.spec().name)
+        f.write_str(self.names().name)
     }
 }
 
@@ -74,25 +73,15 @@ impl DecodeKernel {
     }
 
     pub fn by_name(name: &str) -> Option<DecodeKernel> {
-        DecodeKernel::all().find(|k| k.spec().name == name)
+        DecodeKernel::all().find(|k| k.names().name == name)
     }
 
     pub fn spec(self) -> &'static DecodeKernelSpec {
         &DECODE_KERNELS[self.0]
     }
 
-    /// Its entry prefix over a bf16 cache, or over an FP8 one (None if it has no FP8 entries).
-    pub fn entry_prefix(self, e4m3: bool) -> Option<&'static str> {
-        if e4m3 {
-            self.spec().e4m3
-        } else {
-            Some(self.spec().bf16)
-        }
-    }
-
-    /// Its name in errors: the entry prefix, or its module where it has none over that cache.
-    pub fn label(self, e4m3: bool) -> &'static str {
-        self.entry_prefix(e4m3).unwrap_or(self.spec().module)
+    pub fn names(self) -> &'static KernelNames {
+        &self.spec().names
     }
 
     pub fn smem_bytes(self, head_dim: usize, e4m3: bool) -> usize {
@@ -114,14 +103,14 @@ impl DecodeInstance {
     /// Its PTX entry, e.g. `attention_decode_mma_e4m3_hd128_g4`; None where the kernel has no
     /// entries over that cache.
     pub fn entry(self) -> Option<String> {
-        let prefix = self.kernel.entry_prefix(self.e4m3)?;
+        let prefix = self.kernel.names().entry_prefix(self.e4m3)?;
         Some(format!("{prefix}_hd{}_g{}", self.head_dim, self.group))
     }
 
     /// Every instantiation the kernels declare (`FOR_EACH_DECODE_SHAPE` of each entry prefix).
     pub fn all() -> impl Iterator<Item = DecodeInstance> {
         DecodeKernel::all().flat_map(|kernel| {
-            [false, true].into_iter().filter(move |&e4m3| kernel.entry_prefix(e4m3).is_some()).flat_map(move |e4m3| {
+            [false, true].into_iter().filter(move |&e4m3| kernel.names().entry_prefix(e4m3).is_some()).flat_map(move |e4m3| {
                 DECODE_HEAD_DIMS.into_iter().flat_map(move |head_dim| {
                     DECODE_GROUPS.into_iter().map(move |group| DecodeInstance { kernel, e4m3, head_dim, group })
                 })
@@ -140,7 +129,7 @@ impl DecodeKernels {
     pub(crate) fn load(ctx: &Arc<CudaContext>, load_module: impl Fn(&Arc<CudaContext>, &str) -> Result<Arc<CudaModule>>) -> Result<Self> {
         let mut functions = Vec::new();
         for kernel in DecodeKernel::all() {
-            let module = load_module(ctx, kernel.spec().module)?;
+            let module = load_module(ctx, kernel.names().module)?;
             for instance in DecodeInstance::all().filter(|i| i.kernel == kernel) {
                 let entry = instance.entry().expect("all() lists declared entries only");
                 let f = module.load_function(&entry).map_err(GpuError::driver(format!("loading {entry}")))?;
@@ -166,14 +155,14 @@ mod tests {
 
     #[test]
     fn every_kernel_has_one_name_module_and_entry_per_instance() {
-        let names: Vec<&str> = DECODE_KERNELS.iter().map(|k| k.name).collect();
+        let names: Vec<&str> = DECODE_KERNELS.iter().map(|k| k.names.name).collect();
         for (i, name) in names.iter().enumerate() {
             assert_eq!(DecodeKernel::by_name(name), Some(DecodeKernel(i)));
             assert!(!names[..i].contains(name), "two decode kernels are named {name}");
         }
         assert_eq!(DecodeKernel::by_name("mma"), None);
         let all: Vec<DecodeInstance> = DecodeInstance::all().collect();
-        let with_fp8 = DECODE_KERNELS.iter().filter(|k| k.e4m3.is_some()).count();
+        let with_fp8 = DECODE_KERNELS.iter().filter(|k| k.names.e4m3.is_some()).count();
         assert_eq!(all.len(), (DECODE_KERNELS.len() + with_fp8) * DECODE_HEAD_DIMS.len() * DECODE_GROUPS.len());
         let mut entries: Vec<String> = all.iter().map(|i| i.entry().unwrap()).collect();
         entries.sort();
@@ -181,8 +170,8 @@ mod tests {
         assert_eq!(entries.len(), all.len(), "two instances share an entry name");
         let nemo = DecodeInstance { kernel: DecodeKernel::MMA, e4m3: true, head_dim: 128, group: 4 };
         assert_eq!(nemo.entry().as_deref(), Some("attention_decode_mma_e4m3_hd128_g4"));
-        assert_eq!(DecodeKernel::MMA.spec().module, "attention_decode_mma");
-        assert_eq!(DecodeKernel::CUDA_CORES.spec().name, "split-k");
+        assert_eq!(DecodeKernel::MMA.names().module, "attention_decode_mma");
+        assert_eq!(DecodeKernel::CUDA_CORES.names().name, "split-k");
         assert!(!all.contains(&DecodeInstance { group: 5, ..nemo }));
         assert_eq!(format!("{:?}", DecodeKernel::MMA), "mma-split-k");
     }

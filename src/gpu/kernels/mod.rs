@@ -11,6 +11,7 @@ pub mod embedding;
 pub mod gemm;
 pub mod gemm_wgmma;
 pub mod gemv;
+pub mod kernel_names;
 pub mod prefill_table;
 pub mod random;
 pub mod rmsnorm;

@@ -17,20 +17,13 @@ use half::bf16;
 use super::attention::{attention_prefill_with, AttentionShape, DeviceAttentionMeta};
 use super::attention_wgmma::{attention_prefill_wgmma, WgmmaSchedule};
 use crate::gpu::Gpu;
+use super::kernel_names::KernelNames;
 use crate::gpu::error::{GpuError, Result};
 
 /// One flash prefill kernel.
 #[derive(Debug)]
 pub struct FlashPrefillSpec {
-    /// Its name in the kernel lab and for `NEMO_PREFILL_ATTENTION`; over an FP8 cache the lab
-    /// names it `<name>-e4m3`.
-    pub name: &'static str,
-    /// Its kernels/*.cu file's stem.
-    pub module: &'static str,
-    /// Entry prefix over a bf16 cache.
-    pub bf16: &'static str,
-    /// Entry prefix over an FP8 e4m3 cache, if it has one.
-    pub e4m3: Option<&'static str>,
+    pub names: KernelNames,
     pub threads: u32,
     /// Query rows per block (positions x heads of one KV head).
     pub rows: usize,
@@ -43,10 +36,12 @@ pub const FLASH_PREFILL_KERNELS: &[FlashPrefillSpec] = &[
     // mma.sync, online softmax, cp.async double buffer: a 64-row Q tile and 2 stages of 64-key K
     // and V tiles; over FP8, staged codes plus one bf16 tile take what two bf16 stages do.
     FlashPrefillSpec {
-        name: "mma-flash",
-        module: "attention_prefill",
-        bf16: "attention_prefill_bf16",
-        e4m3: Some("attention_prefill_e4m3"),
+        names: KernelNames {
+            name: "mma-flash",
+            module: "attention_prefill",
+            bf16: "attention_prefill_bf16",
+            e4m3: Some("attention_prefill_e4m3"),
+        },
         threads: 128,
         rows: 64,
         smem_bytes: |hd, _| (64 + 4 * 64) * hd * 2,
@@ -62,7 +57,7 @@ pub struct FlashPrefill(usize);
 
 impl std::fmt::Debug for FlashPrefill {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.spec().name)
+        f.write_str(self.names().name)
     }
 }
 
@@ -78,23 +73,13 @@ impl FlashPrefill {
         &FLASH_PREFILL_KERNELS[self.0]
     }
 
-    /// Its entry prefix over a bf16 or an FP8 cache (None if it has no FP8 entries).
-    pub fn entry_prefix(self, e4m3: bool) -> Option<&'static str> {
-        if e4m3 {
-            self.spec().e4m3
-        } else {
-            Some(self.spec().bf16)
-        }
-    }
-
-    /// Its name in errors: the entry prefix, or its module where it has none over that cache.
-    pub fn label(self, e4m3: bool) -> &'static str {
-        self.entry_prefix(e4m3).unwrap_or(self.spec().module)
+    pub fn names(self) -> &'static KernelNames {
+        &self.spec().names
     }
 
     /// Its entry at `head_dim`, if declared.
     pub fn entry(self, e4m3: bool, head_dim: usize) -> Option<String> {
-        let prefix = self.entry_prefix(e4m3)?;
+        let prefix = self.names().entry_prefix(e4m3)?;
         PREFILL_HEAD_DIMS.contains(&head_dim).then(|| format!("{prefix}_hd{head_dim}"))
     }
 
@@ -103,7 +88,7 @@ impl FlashPrefill {
         FlashPrefill::all().flat_map(|k| {
             [false, true]
                 .into_iter()
-                .filter(move |&e| k.entry_prefix(e).is_some())
+                .filter(move |&e| k.names().entry_prefix(e).is_some())
                 .flat_map(move |e| PREFILL_HEAD_DIMS.into_iter().map(move |hd| (k, e, hd)))
         })
     }
@@ -136,7 +121,7 @@ impl PrefillKernel {
     /// Its name in the kernel lab and for `NEMO_PREFILL_ATTENTION`.
     pub fn name(self) -> &'static str {
         match self {
-            PrefillKernel::Flash(k) => k.spec().name,
+            PrefillKernel::Flash(k) => k.names().name,
             PrefillKernel::Wgmma(s) => s.name(),
         }
     }
@@ -147,7 +132,7 @@ impl PrefillKernel {
 
     /// Whether it reads an FP8 e4m3 cache.
     pub fn has_e4m3(self) -> bool {
-        matches!(self, PrefillKernel::Flash(k) if k.spec().e4m3.is_some())
+        matches!(self, PrefillKernel::Flash(k) if k.names().e4m3.is_some())
     }
 }
 
@@ -178,7 +163,7 @@ impl PrefillKernels {
     pub(crate) fn load(ctx: &Arc<CudaContext>, load_module: impl Fn(&Arc<CudaContext>, &str) -> Result<Arc<CudaModule>>) -> Result<Self> {
         let mut functions = Vec::new();
         for kernel in FlashPrefill::all() {
-            let module = load_module(ctx, kernel.spec().module)?;
+            let module = load_module(ctx, kernel.names().module)?;
             for instance @ (_, e4m3, hd) in FlashPrefill::instances().filter(|i| i.0 == kernel) {
                 let entry = kernel.entry(e4m3, hd).expect("instances() lists declared entries only");
                 let f = module.load_function(&entry).map_err(GpuError::driver(format!("loading {entry}")))?;
@@ -215,7 +200,7 @@ mod tests {
         assert_eq!(FlashPrefill::MMA.entry(false, 96), None);
         assert!(PrefillKernel::MMA_FLASH.has_e4m3() && !PrefillKernel::Wgmma(WgmmaSchedule::Overlap).has_e4m3());
         assert_eq!(format!("{:?}", PrefillKernel::Wgmma(WgmmaSchedule::PingPong)), "wgmma-pingpong");
-        let with_fp8 = FLASH_PREFILL_KERNELS.iter().filter(|k| k.e4m3.is_some()).count();
+        let with_fp8 = FLASH_PREFILL_KERNELS.iter().filter(|k| k.names.e4m3.is_some()).count();
         assert_eq!(FlashPrefill::instances().count(), (FLASH_PREFILL_KERNELS.len() + with_fp8) * PREFILL_HEAD_DIMS.len());
     }
 }

@@ -4,7 +4,7 @@
 
 use crate::engine::KvCacheDtype;
 use crate::gpu::error::{GpuError, Result};
-use crate::gpu::kernels::decode_table::{DecodeKernel, DECODE_KERNELS};
+use crate::gpu::kernels::decode_table::DecodeKernel;
 pub use crate::gpu::kernels::prefill_table::PrefillKernel;
 
 /// Which tensor-core GEMM serves M > 8 (`NEMO_GEMM=mma|wgmma|split-k|wgmma-split-k`, default mma).
@@ -23,16 +23,13 @@ pub enum GemmKernel {
 impl GemmKernel {
     /// From `NEMO_GEMM`; an unknown value is an error, not a silent default.
     pub fn from_env() -> Result<GemmKernel> {
-        match std::env::var("NEMO_GEMM").as_deref() {
-            Err(_) | Ok("") | Ok("mma") => Ok(GemmKernel::MmaSync),
-            Ok("wgmma") => Ok(GemmKernel::Wgmma),
-            Ok("split-k") => Ok(GemmKernel::MmaSplitK),
-            Ok("wgmma-split-k") => Ok(GemmKernel::WgmmaSplitK),
-            Ok(other) => Err(GpuError::BadArgument {
-                kernel: "gemm",
-                what: format!("NEMO_GEMM={other:?}: expected mma, wgmma, split-k or wgmma-split-k"),
-            }),
-        }
+        let kernels = [
+            ("mma", GemmKernel::MmaSync),
+            ("wgmma", GemmKernel::Wgmma),
+            ("split-k", GemmKernel::MmaSplitK),
+            ("wgmma-split-k", GemmKernel::WgmmaSplitK),
+        ];
+        named("NEMO_GEMM", "gemm", std::env::var("NEMO_GEMM").ok().as_deref(), GemmKernel::MmaSync, kernels.into_iter())
     }
 }
 
@@ -44,16 +41,23 @@ pub fn decode_kernel_from_env() -> Result<DecodeKernel> {
 }
 
 fn decode_kernel_named(value: Option<&str>) -> Result<DecodeKernel> {
-    match value {
-        None | Some("") => Ok(DecodeKernel::CUDA_CORES),
-        Some(name) => DecodeKernel::by_name(name).ok_or_else(|| GpuError::BadArgument {
-            kernel: "attention_decode",
-            what: format!(
-                "NEMO_DECODE_ATTENTION={name:?}: expected one of {:?}",
-                DECODE_KERNELS.iter().map(|k| k.name).collect::<Vec<_>>()
-            ),
-        }),
-    }
+    named("NEMO_DECODE_ATTENTION", "attention_decode", value, DecodeKernel::CUDA_CORES, DecodeKernel::all().map(|k| (k.names().name, k)))
+}
+
+/// The kernel `value` names among `kernels`, `default` when unset or empty; an unknown name is
+/// an error that lists the known ones.
+fn named<K>(var: &str, family: &'static str, value: Option<&str>, default: K, kernels: impl Iterator<Item = (&'static str, K)>) -> Result<K> {
+    let name = match value {
+        None | Some("") => return Ok(default),
+        Some(name) => name,
+    };
+    let kernels: Vec<(&str, K)> = kernels.collect();
+    let known: Vec<&str> = kernels.iter().map(|(n, _)| *n).collect();
+    kernels
+        .into_iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, k)| k)
+        .ok_or_else(|| GpuError::BadArgument { kernel: family, what: format!("{var}={name:?}: expected one of {known:?}") })
 }
 
 /// Whether the decode attention (either kernel) rotates its own new tokens and writes them into
@@ -79,16 +83,7 @@ pub fn prefill_kernel_from_env() -> Result<PrefillKernel> {
 }
 
 fn prefill_kernel_named(value: Option<&str>) -> Result<PrefillKernel> {
-    match value {
-        None | Some("") => Ok(PrefillKernel::MMA_FLASH),
-        Some(name) => PrefillKernel::by_name(name).ok_or_else(|| GpuError::BadArgument {
-            kernel: "attention_prefill",
-            what: format!(
-                "NEMO_PREFILL_ATTENTION={name:?}: expected one of {:?}",
-                PrefillKernel::all().map(|k| k.name()).collect::<Vec<_>>()
-            ),
-        }),
-    }
+    named("NEMO_PREFILL_ATTENTION", "attention_prefill", value, PrefillKernel::MMA_FLASH, PrefillKernel::all().map(|k| (k.name(), k)))
 }
 
 /// An FP8 KV cache with attention kernels that have no FP8 variant (the wgmma prefill kernels
@@ -105,7 +100,7 @@ pub fn check_kv_dtype_kernels(dtype: KvCacheDtype, prefill: PrefillKernel, decod
             ),
         });
     }
-    if decode.spec().e4m3.is_none() {
+    if decode.names().e4m3.is_none() {
         return Err(GpuError::BadArgument {
             kernel: "attention_decode",
             what: format!(

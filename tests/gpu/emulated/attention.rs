@@ -61,7 +61,7 @@ fn run_prefill(kernel: FlashPrefill, shape: AttentionShape, case: &Case, e4m3: O
         .map(|w| (w[1] - w[0]) as usize);
     let cfg = prefill_config(kernel, shape, q_lens.max().unwrap(), case.meta.ctx_lens.len(), e4m3.is_some());
     let entry = kernel.entry(e4m3.is_some(), shape.head_dim).unwrap_or_else(|| panic!("{kernel:?} has no entry here"));
-    load(kernel.spec().module).launch(&entry, cfg, p).unwrap();
+    load(kernel.names().module).launch(&entry, cfg, p).unwrap();
     to_f32(&out)
 }
 
@@ -111,8 +111,8 @@ fn run_decode_with(
     let cfg = decode_config(kernel, shape, splits, n_seqs, e4m3.is_some());
     let group = shape.n_heads / shape.n_kv_heads;
     let instance = DecodeInstance { kernel, e4m3: e4m3.is_some(), head_dim: shape.head_dim, group };
-    let decode = instance.entry().unwrap_or_else(|| panic!("{} has no entries over this cache", kernel.spec().name));
-    let file = kernel.spec().module;
+    let decode = instance.entry().unwrap_or_else(|| panic!("{} has no entries over this cache", kernel.names().name));
+    let file = kernel.names().module;
     // The cache it reads (and with `rope` writes): (K, V, K scales, V scales), scales 0 for bf16.
     let (k_cache, v_cache, k_scales, v_scales) = match e4m3 {
         None => (addr(&case.k_cache), addr(&case.v_cache), 0, 0),
@@ -157,10 +157,10 @@ fn run_decode_with(
 /// Every flash kernel of `FLASH_PREFILL_KERNELS` (so a new one is checked here without a line of
 /// its own); over an FP8 cache, every one with FP8 entries.
 fn each_flash_prefill(e4m3: bool, check: impl Fn(FlashPrefill, &str), test: &str) {
-    let kernels: Vec<FlashPrefill> = FlashPrefill::all().filter(|k| k.entry_prefix(e4m3).is_some()).collect();
+    let kernels: Vec<FlashPrefill> = FlashPrefill::all().filter(|k| k.names().entry_prefix(e4m3).is_some()).collect();
     assert!(!kernels.is_empty(), "the mma-flash kernel at least");
     for kernel in kernels {
-        check(kernel, &format!("{test} {}", kernel.spec().name));
+        check(kernel, &format!("{test} {}", kernel.names().name));
     }
 }
 
@@ -251,10 +251,10 @@ fn prefill_wgmma_matches_cpu(schedule: WgmmaSchedule, test: &str) {
 /// Every kernel of `DECODE_KERNELS` (src/gpu/kernels/decode_table.rs), so a new one is checked
 /// here without a line of its own; over an FP8 cache, every one with FP8 entries.
 fn each_decode_kernel(e4m3: bool, check: impl Fn(DecodeKernel, &str), test: &str) {
-    let kernels: Vec<DecodeKernel> = DecodeKernel::all().filter(|k| k.entry_prefix(e4m3).is_some()).collect();
+    let kernels: Vec<DecodeKernel> = DecodeKernel::all().filter(|k| k.names().entry_prefix(e4m3).is_some()).collect();
     assert!(kernels.len() >= 2, "the split-k and mma-split-k kernels at least");
     for kernel in kernels {
-        check(kernel, &format!("{test} {}", kernel.spec().name));
+        check(kernel, &format!("{test} {}", kernel.names().name));
     }
 }
 
@@ -274,17 +274,17 @@ fn decode_matches_cpu(kernel: DecodeKernel, test: &str) {
             let case = build(&mut rng, shape, &seqs);
             in_both_async_modes(|| {
                 let got = run_decode(kernel, shape, &case, false, None);
-                let what = format!("emulated {} hd {} {:?}", kernel.label(false), shape.head_dim, seqs);
+                let what = format!("emulated {} hd {} {:?}", kernel.names().label(false), shape.head_dim, seqs);
                 assert_close(&what, &got, &case.want, 2e-2, 2e-2);
             });
             if seqs.len() > 1 || seqs[0].1 > 1 {
                 let got = run_decode(kernel, shape, &case, false, Some(1));
-                let what = format!("emulated {} hd {} {:?}, one split", kernel.label(false), shape.head_dim, seqs);
+                let what = format!("emulated {} hd {} {:?}, one split", kernel.names().label(false), shape.head_dim, seqs);
                 assert_close(&what, &got, &case.want, 2e-2, 2e-2);
             }
             // As dependent launches (NEMO_PDL=1): inputs poison until each kernel's wait.
             let got = run_decode(kernel, shape, &case, true, None);
-            let what = format!("emulated {} hd {} {:?}, dependent launches", kernel.label(false), shape.head_dim, seqs);
+            let what = format!("emulated {} hd {} {:?}, dependent launches", kernel.names().label(false), shape.head_dim, seqs);
             assert_close(&what, &got, &case.want, 2e-2, 2e-2);
         }
     }
@@ -307,7 +307,7 @@ fn rope_in_decode_equals_separate(kernel: DecodeKernel, test: &str, fp8: bool) {
     use crate::attention::{new_token_slots, qkv_shape};
     use nemo_engine::cpu::rope::{rope_cos_sin, rope_inv_freq};
     let mut rng = Rng::fresh(test);
-    let name = kernel.label(fp8);
+    let name = kernel.names().label(fp8);
     for shape in shapes().map(qkv_shape) {
         let max_positions = 1600;
         let inv_freq = rope_inv_freq(shape.head_dim, 1e6);
