@@ -8,7 +8,7 @@
 use half::bf16;
 use nemo_engine::gpu::kernels::attention_e4m3::{attention_decode_e4m3, attention_prefill_e4m3, E4m3KvCache};
 use nemo_engine::gpu::kernels::attention::{
-    attention_decode_rope, attention_decode_with, decode_splits, DecodeKernel, AttentionMeta, AttentionShape,
+    attention_decode_rope, attention_decode_with, attention_prefill, decode_splits, DecodeKernel, AttentionMeta, AttentionShape,
     DecodeWorkspace,
 };
 use nemo_engine::gpu::kernels::embedding::embedding_gather;
@@ -19,7 +19,7 @@ use nemo_engine::gpu::kernels::rmsnorm::{fused_add_rmsnorm, rmsnorm};
 use nemo_engine::gpu::kernels::rope::{rope_cos_sin_table, rope_write_kv, rope_write_kv_e4m3, E4m3KvViews, RopeShape};
 use nemo_engine::gpu::timing::{copy_bandwidth_gbs, time_ms};
 use nemo_engine::gpu::{upload, Gpu, GpuResult};
-use nemo_engine::gpu::kernels::prefill_table::{attention_prefill_using, FlashPrefill, PrefillKernel};
+use nemo_engine::gpu::kernels::prefill_table::{FlashPrefill, PrefillKernel};
 use nemo_engine::model::{ModelConfig, RopeLayout};
 
 struct Bench {
@@ -244,7 +244,7 @@ fn bench_attention(b: &Bench) -> GpuResult<()> {
                 continue;
             }
             let t = time_ms(&b.gpu, 3, 10, |_| {
-                attention_prefill_using(&b.gpu, kernel, shape, &meta, &q.as_view(), &k.as_view(), &v.as_view(), &mut out.as_view_mut())
+                attention_prefill(&b.gpu, kernel, shape, &meta, &q.as_view(), &k.as_view(), &v.as_view(), &mut out.as_view_mut())
             })?;
             b.report_flops(name, &format!("causal {n} tokens, 32/8 heads x 128"), t.median_ms, flops);
         }

@@ -8,9 +8,9 @@ use half::bf16;
 
 use super::{attention_e4m3 as e4m3, check_and_time, random_bf16, sample_rows, Check, Expected, Lab, Row, POISON};
 use crate::cpu::attention::{attention, AttentionShape as CpuShape};
-use crate::gpu::kernels::prefill_table::{attention_prefill_using, PrefillKernel};
+use crate::gpu::kernels::prefill_table::PrefillKernel;
 use crate::gpu::kernels::attention::{
-    attention_decode_with, decode_splits, DecodeKernel, AttentionMeta, AttentionShape, DecodeWorkspace, DeviceAttentionMeta,
+    attention_decode_with, attention_prefill, decode_splits, DecodeKernel, AttentionMeta, AttentionShape, DecodeWorkspace, DeviceAttentionMeta,
 };
 use crate::gpu::{upload, GpuResult};
 
@@ -127,7 +127,7 @@ pub fn run_prefill(lab: &Lab, only: Option<&str>, shape_text: &str, rows: &mut V
     for (name, kernel) in prefill_variants().into_iter().filter(|(name, _)| only.is_none_or(|o| o == name)) {
         let mut out = upload(gpu, &vec![POISON; t * HEADS * HEAD_DIM])?;
         let mut run = |out: &mut CudaSlice<bf16>| {
-            attention_prefill_using(gpu, kernel, shape(), &meta, &q_dev.as_view(), &k_dev.as_view(), &v_dev.as_view(), &mut out.as_view_mut())
+            attention_prefill(gpu, kernel, shape(), &meta, &q_dev.as_view(), &k_dev.as_view(), &v_dev.as_view(), &mut out.as_view_mut())
         };
         check_and_time(lab, &name, &mut out, &mut run, &expected, &row, rows);
     }

@@ -5,11 +5,11 @@ use crate::common::*;
 use half::bf16;
 use nemo_engine::cpu::attention::{attention, AttentionShape as CpuShape};
 use nemo_engine::gpu::kernels::attention::{
-    attention_decode, attention_decode_with, decode_splits, DecodeKernel,
+    attention_decode, attention_decode_with, attention_prefill, decode_splits, DecodeKernel,
     AttentionMeta, AttentionShape, DecodeWorkspace, DeviceAttentionMeta,
 };
 use nemo_engine::gpu::kernels::attention_wgmma::WgmmaSchedule;
-use nemo_engine::gpu::kernels::prefill_table::{attention_prefill_using, PrefillKernel};
+use nemo_engine::gpu::kernels::prefill_table::PrefillKernel;
 use nemo_engine::gpu::Gpu;
 
 pub const BLOCK: usize = 16;
@@ -97,7 +97,7 @@ fn run(gpu: &Gpu, shape: AttentionShape, case: &Case, kernel: Kernel) -> Vec<f32
         attention_decode_with(gpu, decode, shape, &meta, &q.as_view(), &k.as_view(), &v.as_view(), &mut ws, splits, &mut out.as_view_mut())
             .unwrap();
     } else if let Prefill(prefill) = kernel {
-        attention_prefill_using(gpu, prefill, shape, &meta, &q.as_view(), &k.as_view(), &v.as_view(), &mut out.as_view_mut()).unwrap();
+        attention_prefill(gpu, prefill, shape, &meta, &q.as_view(), &k.as_view(), &v.as_view(), &mut out.as_view_mut()).unwrap();
     }
     fetch(gpu, &out)
 }

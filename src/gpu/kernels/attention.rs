@@ -6,7 +6,8 @@ use cudarc::driver::{CudaSlice, CudaView, CudaViewMut, DeviceRepr, LaunchConfig,
 use half::bf16;
 
 pub use super::decode_table::DecodeKernel;
-pub use super::prefill_table::FlashPrefill;
+pub use super::prefill_table::{FlashPrefill, PrefillKernel};
+use super::attention_wgmma::attention_prefill_wgmma;
 use super::decode_table::DecodeInstance;
 use super::check::{address, allow_dynamic_smem, as_i32, ensure, vector_buffer};
 use super::rope::RopeTable;
@@ -310,11 +311,14 @@ pub fn decode_config(kernel: DecodeKernel, shape: AttentionShape, n_splits: usiz
 }
 
 /// Causal attention of every new token over its sequence's cached keys (its prefix and the new
-/// tokens, already written by `rope_write_kv`), on the default flash kernel. q: `[n_tokens,
+/// tokens, already written by `rope_write_kv`), on `kernel`: a flash kernel of
+/// `FLASH_PREFILL_KERNELS` or a wgmma schedule (`attention_prefill_wgmma`). q: `[n_tokens,
 /// q_stride]`; k_cache, v_cache: `[n_slots, n_kv_heads, head_dim]`; out: `[n_tokens, n_heads *
 /// head_dim]`.
+#[allow(clippy::too_many_arguments)]
 pub fn attention_prefill(
     gpu: &Gpu,
+    kernel: PrefillKernel,
     shape: AttentionShape,
     meta: &DeviceAttentionMeta,
     q: &CudaView<bf16>,
@@ -322,23 +326,13 @@ pub fn attention_prefill(
     v_cache: &CudaView<bf16>,
     out: &mut CudaViewMut<bf16>,
 ) -> Result<()> {
-    attention_prefill_with(gpu, FlashPrefill::MMA, shape, meta, q, k_cache, v_cache, out)
-}
-
-/// `attention_prefill` on any flash kernel of `FLASH_PREFILL_KERNELS`.
-#[allow(clippy::too_many_arguments)]
-pub fn attention_prefill_with(
-    gpu: &Gpu,
-    kernel: FlashPrefill,
-    shape: AttentionShape,
-    meta: &DeviceAttentionMeta,
-    q: &CudaView<bf16>,
-    k_cache: &CudaView<bf16>,
-    v_cache: &CudaView<bf16>,
-    out: &mut CudaViewMut<bf16>,
-) -> Result<()> {
-    let p = params(gpu, kernel.names().label(false), shape, meta, q, k_cache, v_cache, out)?;
-    launch_prefill(gpu, kernel, shape, meta, p, false)
+    match kernel {
+        PrefillKernel::Flash(flash) => {
+            let p = params(gpu, flash.names().label(false), shape, meta, q, k_cache, v_cache, out)?;
+            launch_prefill(gpu, flash, shape, meta, p, false)
+        }
+        PrefillKernel::Wgmma(schedule) => attention_prefill_wgmma(gpu, schedule, shape, meta, q, k_cache, v_cache, out),
+    }
 }
 
 /// Launches a flash prefill kernel with a checked parameter block (`params` or `e4m3_params`).

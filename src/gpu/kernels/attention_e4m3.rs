@@ -94,7 +94,7 @@ pub fn attention_decode_rope_e4m3(
     launch_decode(gpu, kernel, shape, meta, p, rope, workspace, n_splits, true)
 }
 
-/// `attention_prefill_with` over an FP8 e4m3 cache (written by `rope_write_kv_e4m3`): causal
+/// `attention_prefill` on a flash kernel over an FP8 e4m3 cache (written by `rope_write_kv_e4m3`): causal
 /// attention of every new token over its sequence's keys, codes converted to bf16 tiles in
 /// shared memory, scores times their K scales, probabilities times their V scales. Shapes as
 /// for `attention_prefill`.

@@ -11,12 +11,9 @@
 
 use std::sync::Arc;
 
-use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaView, CudaViewMut};
-use half::bf16;
+use cudarc::driver::{CudaContext, CudaFunction, CudaModule};
 
-use super::attention::{attention_prefill_with, AttentionShape, DeviceAttentionMeta};
-use super::attention_wgmma::{attention_prefill_wgmma, WgmmaSchedule};
-use crate::gpu::Gpu;
+use super::attention_wgmma::WgmmaSchedule;
 use super::kernel_names::KernelNames;
 use crate::gpu::error::{GpuError, Result};
 
@@ -133,24 +130,6 @@ impl PrefillKernel {
     /// Whether it reads an FP8 e4m3 cache.
     pub fn has_e4m3(self) -> bool {
         matches!(self, PrefillKernel::Flash(k) if k.names().e4m3.is_some())
-    }
-}
-
-/// Causal prefill attention (shapes as for `attention_prefill`) on whichever kernel `kernel` is.
-#[allow(clippy::too_many_arguments)]
-pub fn attention_prefill_using(
-    gpu: &Gpu,
-    kernel: PrefillKernel,
-    shape: AttentionShape,
-    meta: &DeviceAttentionMeta,
-    q: &CudaView<bf16>,
-    k_cache: &CudaView<bf16>,
-    v_cache: &CudaView<bf16>,
-    out: &mut CudaViewMut<bf16>,
-) -> Result<()> {
-    match kernel {
-        PrefillKernel::Flash(k) => attention_prefill_with(gpu, k, shape, meta, q, k_cache, v_cache, out),
-        PrefillKernel::Wgmma(s) => attention_prefill_wgmma(gpu, s, shape, meta, q, k_cache, v_cache, out),
     }
 }
 

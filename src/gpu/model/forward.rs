@@ -14,9 +14,8 @@ use super::graphs::{graph_batch, ladder_up_to, DecodeGraphs, GraphReport};
 use super::profile::{mark, Breakdown, StepProfiler};
 use super::step_layout::{step_layout, StepLayout};
 use super::kernel_choice::{check_kv_dtype_kernels, decode_kernel_from_env, prefill_kernel_from_env, rope_in_decode_from_env, GemmKernel, PrefillKernel};
-use crate::gpu::kernels::prefill_table::attention_prefill_using;
 use crate::gpu::kernels::attention::{
-    attention_decode_rope, attention_decode_with, decode_splits, AttentionShape, DecodeKernel,
+    attention_decode_rope, attention_decode_with, attention_prefill, decode_splits, AttentionShape, DecodeKernel,
     DecodeWorkspace, DeviceAttentionMeta,
 };
 use crate::gpu::kernels::embedding::embedding_gather;
@@ -486,7 +485,7 @@ impl CudaModel {
                         let ws = &mut self.decode_workspace;
                         attention_decode_with(gpu, self.decode, attn_shape, meta, &q, &k, &v, ws, splits, &mut attn)?;
                     }
-                    (KvLayer::Bf16 { k, v }, false) => attention_prefill_using(gpu, self.prefill, attn_shape, meta, &q, &k, &v, &mut attn)?,
+                    (KvLayer::Bf16 { k, v }, false) => attention_prefill(gpu, self.prefill, attn_shape, meta, &q, &k, &v, &mut attn)?,
                     // (`with_kv_dtype` refused the kernels without an FP8 variant.)
                     (fp8, true) => {
                         let ws = &mut self.decode_workspace;
