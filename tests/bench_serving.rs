@@ -31,8 +31,9 @@ fn offline_throughput_counts_every_token_once() {
     assert!(json["itl_ms"]["p90"].is_number());
 }
 
-/// One 48-token system prompt for every request: requests admitted after the first step find
-/// its three blocks of 16 cached; with prefix caching off, none do. Output counts are unchanged.
+/// One 48-token system prompt for every request: every request but the first finds its three
+/// blocks of 16 cached, those admitted beside the first too; with prefix caching off, none do.
+/// Output counts are unchanged.
 #[test]
 fn a_shared_prompt_start_is_computed_once_when_prefix_caching_is_on() {
     let model = load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-s0/hf")).unwrap();
@@ -41,8 +42,9 @@ fn a_shared_prompt_start_is_computed_once_when_prefix_caching_is_on() {
         throughput(backend, &ServingOptions { shared_prefix: 48, prefix_caching, ..eight_requests(4) }).unwrap()
     };
     let (on, off) = (run(true), run(false));
-    // Step 1 admits two 64-token prompts (the budget), registering nothing yet; the other six hit.
-    assert_eq!(on.cached_prompt_tokens, 6 * 48);
+    // Step 1 computes the first 64-token prompt and the last 16 tokens of the next four (the
+    // budget of 128), which read the 48 the first one writes in that step; the last three hit too.
+    assert_eq!(on.cached_prompt_tokens, 7 * 48);
     assert_eq!(off.cached_prompt_tokens, 0);
     assert_eq!((on.output_tokens, off.output_tokens), (8 * 4, 8 * 4));
     assert!(on.steps <= off.steps, "{} steps with the cache, {} without", on.steps, off.steps);

@@ -49,7 +49,10 @@ pub trait BatchBackend {
     fn max_step_tokens(&self) -> usize;
     /// Runs the step; returns, in entry order, the f32 logits `[vocab]` of every entry that wants
     /// them (None for the others). Writes K/V of the new tokens into their slots; reads the
-    /// cached prefix from the blocks. Entries never share a block that either writes.
+    /// cached prefix from the blocks. No two entries write one block. An entry may read a block
+    /// another entry fills in this step (prefix caching shares it as it is computed) when some
+    /// entry has more than one token (`check_batch`): every entry's K/V of a layer must then be
+    /// written before any attention of that layer reads the cache.
     fn step(&mut self, batch: &[StepEntry<'_>]) -> Result<Vec<Option<Vec<f32>>>, EngineError>;
     /// Runs the step and draws the next token of every entry that wants logits (`specs`: one per
     /// such entry, in entry order); returns, in entry order, `Some(draw)` for those entries. The

@@ -25,6 +25,16 @@ pub enum BatchError {
     RepeatedBlock { entry: usize, block: u32 },
     #[error("block {block} is written by batch entry {writer} and also used by entry {other}")]
     SharedWrittenBlock { block: u32, writer: usize, other: usize },
+    #[error(
+        "block {block} is read by batch entry {reader} as its block {index}, but entry {writer} does not fill \
+         that block whole in this step"
+    )]
+    ReadUnfilledBlock { block: u32, writer: usize, reader: usize, index: usize },
+    #[error(
+        "block {block} is written by batch entry {writer} and read by entry {reader} in a step of single tokens \
+         (such a step may write K/V inside its attention kernel)"
+    )]
+    ReadInSingleTokenStep { block: u32, writer: usize, reader: usize },
     #[error("the step carries {tokens} tokens, more than the backend's limit of {max}")]
     TooManyTokens { tokens: usize, max: usize },
 }
@@ -84,31 +94,45 @@ fn written_blocks<'a>(e: &StepEntry<'a>, block_size: usize) -> &'a [u32] {
     &e.block_table[first..e.ctx_len.div_ceil(block_size)]
 }
 
-/// A block written by one entry must appear in no other entry's table (read-only sharing, as
-/// prefix caching will do, is allowed), and no entry may list a block twice.
+/// No two entries write one block, and no entry lists a block twice. An entry may read a block
+/// another entry writes in the same step (prefix caching shares a block as the step completes
+/// it) only when the writer fills that block whole at the same position in its table, and some
+/// entry of the step has more than one token: backends write every entry's K/V of a layer before
+/// any attention of that layer reads the cache, except that a step of single tokens may write
+/// them inside its attention kernel (the CUDA backend does), where another entry's read races.
 fn check_no_shared_written_block(shape: CacheShape, batch: &[StepEntry<'_>]) -> Result<(), BatchError> {
     const NONE: u32 = u32::MAX;
-    let mut writer = vec![NONE; shape.num_blocks];
+    // `[num_blocks]`: the entry writing each block and the block's index in that entry's table.
+    let mut writer = vec![(NONE, 0usize); shape.num_blocks];
     for (entry, e) in batch.iter().enumerate() {
-        for &b in written_blocks(e, shape.block_size) {
-            match writer[b as usize] {
-                NONE => writer[b as usize] = entry as u32,
+        let first = (e.ctx_len - e.tokens.len()) / shape.block_size;
+        for (index, &b) in written_blocks(e, shape.block_size).iter().enumerate() {
+            match writer[b as usize].0 {
+                NONE => writer[b as usize] = (entry as u32, first + index),
                 w if w as usize == entry => return Err(BatchError::RepeatedBlock { entry, block: b }),
                 w => return Err(BatchError::SharedWrittenBlock { block: b, writer: w as usize, other: entry }),
             }
         }
     }
+    let multi_token = batch.iter().any(|e| e.tokens.len() > 1);
     // Reads: `seen` marks this entry's blocks so that a repeat within one table is caught too.
     let mut seen = vec![NONE; shape.num_blocks];
-    for (entry, e) in batch.iter().enumerate() {
-        for &b in &e.block_table[..e.ctx_len.div_ceil(shape.block_size)] {
-            if seen[b as usize] == entry as u32 {
-                return Err(BatchError::RepeatedBlock { entry, block: b });
+    for (reader, e) in batch.iter().enumerate() {
+        for (index, &b) in e.block_table[..e.ctx_len.div_ceil(shape.block_size)].iter().enumerate() {
+            if seen[b as usize] == reader as u32 {
+                return Err(BatchError::RepeatedBlock { entry: reader, block: b });
             }
-            seen[b as usize] = entry as u32;
-            let w = writer[b as usize];
-            if w != NONE && w as usize != entry {
-                return Err(BatchError::SharedWrittenBlock { block: b, writer: w as usize, other: entry });
+            seen[b as usize] = reader as u32;
+            let (w, w_index) = writer[b as usize];
+            if w == NONE || w as usize == reader {
+                continue;
+            }
+            let writer = w as usize;
+            if !multi_token {
+                return Err(BatchError::ReadInSingleTokenStep { block: b, writer, reader });
+            }
+            if w_index != index || batch[writer].ctx_len < (index + 1) * shape.block_size {
+                return Err(BatchError::ReadUnfilledBlock { block: b, writer, reader, index });
             }
         }
     }
@@ -168,9 +192,9 @@ mod tests {
             check(&[entry(&[1], 1, &[3]), entry(&[1], 2, &[3])]),
             Err(BatchError::SharedWrittenBlock { block: 3, writer: 0, other: 1 })
         );
-        // Entry 1 reads block 0, which entry 0 writes.
+        // A reader writing the block too.
         assert_eq!(
-            check(&[entry(&[1], 1, &[0]), entry(&[1], 5, &[0, 1])]),
+            check(&[entry(&[1; 4], 4, &[0]), entry(&[1; 2], 2, &[0])]),
             Err(BatchError::SharedWrittenBlock { block: 0, writer: 0, other: 1 })
         );
         // One table naming a block twice, written or only read.
@@ -178,5 +202,32 @@ mod tests {
         assert_eq!(check(&[entry(&[1], 9, &[2, 2, 5])]), Err(BatchError::RepeatedBlock { entry: 0, block: 2 }));
         // Blocks past ctx_len are ignored.
         assert_eq!(check(&[entry(&[1], 1, &[0, 0, 99])]), Ok(()));
+    }
+
+    #[test]
+    fn a_block_the_step_fills_may_be_read_by_another_entry_of_a_multi_token_step() {
+        let c = config();
+        let check = |batch: &[StepEntry<'_>]| check_batch(&c, SHAPE, batch);
+        // Entry 0 fills blocks 0 and 1 (positions 0..8); entry 1 reads both and writes block 2.
+        assert_eq!(check(&[entry(&[1; 8], 8, &[0, 1]), entry(&[1], 9, &[0, 1, 2])]), Ok(()));
+        // The reader may come first: the order of entries does not matter.
+        assert_eq!(check(&[entry(&[1], 9, &[0, 1, 2]), entry(&[1; 8], 8, &[0, 1])]), Ok(()));
+        // Entry 0 fills block 0 only part way (positions 0..3).
+        assert_eq!(
+            check(&[entry(&[1; 3], 3, &[0]), entry(&[1], 5, &[0, 2])]),
+            Err(BatchError::ReadUnfilledBlock { block: 0, writer: 0, reader: 1, index: 0 })
+        );
+        // Entry 1 reads entry 0's block 1 as its block 0 (other positions).
+        assert_eq!(
+            check(&[entry(&[1; 8], 8, &[0, 1]), entry(&[1], 5, &[1, 2])]),
+            Err(BatchError::ReadUnfilledBlock { block: 1, writer: 0, reader: 1, index: 0 })
+        );
+        // Entry 0 decodes position 3, completing block 0, and every entry has one token.
+        assert_eq!(
+            check(&[entry(&[1], 4, &[0]), entry(&[1], 5, &[0, 1])]),
+            Err(BatchError::ReadInSingleTokenStep { block: 0, writer: 0, reader: 1 })
+        );
+        // With a third, multi-token entry in the step, the same read is allowed.
+        assert_eq!(check(&[entry(&[1], 4, &[0]), entry(&[1], 5, &[0, 1]), entry(&[1; 2], 2, &[3])]), Ok(()));
     }
 }

@@ -246,3 +246,22 @@ fn unusable_options_are_refused() {
     // The budget is the smaller of the two limits.
     assert_eq!(Engine::new(fake(4, 8), opts(1, 100)).unwrap().scheduler().config().max_step_tokens, 8);
 }
+
+/// Requests arriving together with one prompt start: the first fills its blocks in the step that
+/// admits both, and the second reads them there (the fake backend checks what each reads).
+#[test]
+fn a_request_admitted_beside_another_reads_the_start_it_fills() {
+    let mut e = engine(4, 16, 64, 4);
+    let system = request(9, 3, 0);
+    let mut longer = system.clone();
+    longer.prompt.extend([5, 6, 7]);
+    let ids = [e.add_request(system.clone()).unwrap(), e.add_request(longer.clone()).unwrap()];
+    let mut out = BTreeMap::new();
+    drain(&mut e, &mut out);
+    assert_eq!(e.backend.stats.steps_reading_fresh_slots, 1);
+    for (id, r) in ids.iter().zip([&system, &longer]) {
+        assert_eq!(out[id].tokens, fake_solo_run(r, VOCAB).0);
+    }
+    let cached: Vec<usize> = ids.iter().map(|id| out[id].finished.clone().unwrap().1.cached_tokens).collect();
+    assert_eq!(cached, vec![0, 8]);
+}

@@ -42,6 +42,9 @@ pub struct FakeStats {
     pub most_tokens_in_a_step: usize,
     pub most_entries_in_a_step: usize,
     pub tokens_run: usize,
+    /// Steps in which an entry read a slot another entry of the step wrote (prefix caching
+    /// sharing a block as it is filled).
+    pub steps_reading_fresh_slots: usize,
 }
 
 pub struct FakeBackend {
@@ -116,13 +119,20 @@ impl BatchBackend for FakeBackend {
             self.failed = true;
             return Err(EngineError::NoTokens); // any error: the engine must fail these entries
         }
-        for e in batch {
+        // Every entry writes before any reads, as the real backends do within a layer.
+        let mut writer = std::collections::HashMap::new();
+        for (entry, e) in batch.iter().enumerate() {
             let start = e.ctx_len - e.tokens.len();
             for (i, &token) in e.tokens.iter().enumerate() {
                 let slot = self.slot(e.block_table, start + i);
                 self.slots[slot] = Some((token, start + i));
+                writer.insert(slot, entry);
             }
         }
+        let fresh = batch.iter().enumerate().any(|(entry, e)| {
+            (0..e.ctx_len - e.tokens.len()).any(|pos| writer.get(&self.slot(e.block_table, pos)).is_some_and(|&w| w != entry))
+        });
+        self.stats.steps_reading_fresh_slots += fresh as usize;
         Ok(batch
             .iter()
             .map(|e| e.want_logits.then(|| fake_logits(&self.read_context(e.block_table, e.ctx_len), self.config.vocab_size)))

@@ -7,9 +7,11 @@
 //! (possibly itself), which loses its blocks and goes back to the front of the queue to be
 //! recomputed. No new request is admitted in a step that preempted. With prefix caching, an
 //! admitted request first shares the registered blocks that hold its leading tokens and starts
-//! its prefill after them; every block a sequence completes is registered for later requests.
+//! its prefill after them; every block a sequence completes is registered for later requests,
+//! as soon as a step that fills it is planned, so that requests admitted into that same step
+//! share it too.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 
 use super::admission::{Admission, ReserveRatio};
 use super::block_pool::{BlockPool, ContentId};
@@ -143,7 +145,8 @@ impl Scheduler {
         let seq = &mut self.running[i];
         seq.advance(n);
         if self.config.prefix_caching {
-            register_full_blocks(&mut self.pool, seq, self.config.block_size);
+            let computed = seq.computed();
+            register_full_blocks(&mut self.pool, seq, self.config.block_size, computed, None);
         }
     }
 
@@ -227,8 +230,7 @@ impl Scheduler {
                 let len = seq.remaining().min(*budget).min(room);
                 let need = (seq.computed() + len).div_ceil(bs) - seq.blocks.len();
                 assert!(self.pool.allocate_into(need, &mut seq.blocks), "room was counted from free blocks");
-                let want_logits = len == seq.remaining();
-                plan.chunks.push(ScheduledChunk { id: seq.id, start: seq.computed(), len, want_logits });
+                plan_chunk(plan, seq, len);
                 *budget -= len;
                 return true;
             }
@@ -261,10 +263,29 @@ impl Scheduler {
     fn admit(&mut self, plan: &mut StepPlan, budget: &mut usize) {
         let bs = self.config.block_size;
         let mut reserved = self.reserved_blocks();
+        // The blocks this step fills are registered now rather than after it, so a request
+        // admitted beside their writer shares them (as vLLM registers blocks when it schedules
+        // them): backends write every entry's K/V of a layer before any attention reads the
+        // cache, except in a step of single tokens (BatchBackend::step, `check_batch`).
+        let mut filling = HashSet::new();
+        if self.config.prefix_caching && !self.waiting.is_empty() {
+            for seq in &mut self.running {
+                let end = seq.planned_end;
+                register_full_blocks(&mut self.pool, seq, bs, end, Some(&mut filling));
+            }
+        }
+        let mut multi_token = plan.chunks.iter().any(|c| c.len > 1);
         while *budget > 0 && self.running.len() < self.config.max_running {
             let Some(seq) = self.waiting.front() else { break };
-            let hit = self.cached_prefix(seq);
-            let len = (seq.remaining() - hit.len() * bs).min(*budget);
+            let mut hit = self.cached_prefix(seq);
+            let mut len = (seq.remaining() - hit.len() * bs).min(*budget);
+            if len == 1 && !multi_token {
+                // The step would be all single tokens: share no block it fills.
+                if let Some(first) = hit.iter().position(|b| filling.contains(b)) {
+                    hit.truncate(first);
+                    len = (seq.remaining() - hit.len() * bs).min(*budget);
+                }
+            }
             // Cached blocks nobody holds are counted free: sharing them takes them off the list.
             let revived = hit.iter().filter(|&&b| !self.pool.is_allocated(b)).count();
             // With `Reserve`, room also for the running sequences' expected growth and this
@@ -290,8 +311,12 @@ impl Scheduler {
                 seq.resume_from_cache(hit, bs);
             }
             assert!(self.pool.allocate_into(len.div_ceil(bs), &mut seq.blocks));
-            let start = seq.computed();
-            plan.chunks.push(ScheduledChunk { id: seq.id, start, len, want_logits: len == seq.remaining() });
+            plan_chunk(plan, &mut seq, len);
+            if self.config.prefix_caching {
+                let end = seq.planned_end;
+                register_full_blocks(&mut self.pool, &mut seq, bs, end, Some(&mut filling));
+            }
+            multi_token |= len > 1;
             *budget -= len;
             let at = self.running.partition_point(|s| s.id < seq.id);
             self.running.insert(at, seq);
@@ -318,14 +343,16 @@ impl Scheduler {
 
     /// Checks the bookkeeping (for tests and debugging): each block's reference count is the
     /// number of running sequences holding it; a block a sequence may still write (not wholly
-    /// computed) is its alone and unregistered; waiting sequences hold none; blocks cover what
-    /// is computed; the pool's own lists agree.
+    /// computed) is its alone and unregistered, unless the step being planned or run fills it;
+    /// waiting sequences hold none; blocks cover what is computed and planned; the pool's own
+    /// lists agree.
     pub fn check_invariants(&self) -> Result<(), String> {
         let bs = self.config.block_size;
         let mut holders = vec![0u32; self.config.num_blocks];
         for s in &self.running {
-            if s.blocks.len() * bs < s.computed() {
-                return Err(format!("sequence {} holds {} blocks for {} positions", s.id, s.blocks.len(), s.computed()));
+            if s.blocks.len() * bs < s.planned_end.max(s.computed()) {
+                let positions = s.planned_end.max(s.computed());
+                return Err(format!("sequence {} holds {} blocks for {positions} positions", s.id, s.blocks.len()));
             }
             // A block listed twice by one sequence shows up as a count the pool disagrees with.
             for &b in &s.blocks {
@@ -336,7 +363,9 @@ impl Scheduler {
             }
         }
         for s in &self.running {
-            for (i, &b) in s.blocks.iter().enumerate().filter(|&(i, _)| (i + 1) * bs > s.computed()) {
+            // Blocks the step fills may already be registered and shared (see `admit`).
+            let unfilled = |i: usize| (i + 1) * bs > s.computed().max(s.planned_end);
+            for (i, &b) in s.blocks.iter().enumerate().filter(|&(i, _)| unfilled(i)) {
                 if holders[b as usize] > 1 {
                     let other = self.running.iter().find(|o| o.id != s.id && o.blocks.contains(&b)).expect("counted");
                     return Err(format!("block {b} held by sequences {} and {}, which writes it", other.id, s.id));
@@ -364,10 +393,18 @@ impl Scheduler {
     }
 }
 
-/// Registers the blocks `seq` has completed since the last call, each under its tokens and the
-/// block before it; stops where that chain is broken (after `forget_cached`).
-fn register_full_blocks(pool: &mut BlockPool, seq: &mut Sequence, bs: usize) {
-    while (seq.registered + 1) * bs <= seq.computed() {
+/// Plans `len` tokens of `seq` from its first uncomputed one.
+fn plan_chunk(plan: &mut StepPlan, seq: &mut Sequence, len: usize) {
+    let (start, want_logits) = (seq.computed(), len == seq.remaining());
+    plan.chunks.push(ScheduledChunk { id: seq.id, start, len, want_logits });
+    seq.planned_end = start + len;
+}
+
+/// Registers the blocks of `seq` wholly within its first `upto` positions not registered yet,
+/// each under its tokens and the block before it (adding them to `newly`); stops where that
+/// chain is broken (after `forget_cached`).
+fn register_full_blocks(pool: &mut BlockPool, seq: &mut Sequence, bs: usize, upto: usize, mut newly: Option<&mut HashSet<u32>>) {
+    while (seq.registered + 1) * bs <= upto {
         let r = seq.registered;
         let parent = match r {
             0 => ContentId::ROOT,
@@ -377,6 +414,9 @@ fn register_full_blocks(pool: &mut BlockPool, seq: &mut Sequence, bs: usize) {
             },
         };
         pool.register(seq.blocks[r], parent, &seq.tokens()[r * bs..(r + 1) * bs]);
+        if let Some(newly) = newly.as_deref_mut() {
+            newly.insert(seq.blocks[r]);
+        }
         seq.registered += 1;
     }
 }

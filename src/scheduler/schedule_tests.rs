@@ -220,6 +220,50 @@ fn a_prompt_starting_like_an_earlier_one_shares_its_whole_blocks_and_starts_afte
 }
 
 #[test]
+fn a_request_admitted_beside_the_writer_shares_the_blocks_the_step_fills() {
+    let mut s = caching(4, 10, 100, 4);
+    add_tokens(&mut s, 0, &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    add_tokens(&mut s, 1, &[1, 2, 3, 4, 5, 6, 7, 8, 20, 21]);
+    // 0's chunk fills its first two blocks in this step; 1 reads them there (the backend writes
+    // every entry's K/V of a layer before attention reads) and computes only its own tokens.
+    let plan = s.schedule();
+    assert_eq!(plan.chunks, vec![chunk(0, 0, 10, true), chunk(1, 8, 2, true)]);
+    s.check_invariants().unwrap();
+    let (a, b) = (&s.running(RequestId(0)).unwrap().blocks, &s.running(RequestId(1)).unwrap().blocks);
+    assert_eq!(&a[..2], &b[..2]);
+    assert_eq!((s.pool().refcount(a[0]), s.pool().refcount(a[2])), (2, 1));
+    assert_eq!(s.prefix_cache_stats(), PrefixCacheStats { queried_tokens: 20, hit_tokens: 8 });
+    run(&mut s, &plan);
+    // The same holds for a running sequence's chunk: 0's second chunk fills block 2.
+    let mut s = caching(4, 10, 8, 4);
+    add_tokens(&mut s, 0, &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
+    assert_eq!(schedule_and_run(&mut s).chunks, vec![chunk(0, 0, 8, false)]);
+    add_tokens(&mut s, 1, &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 40]);
+    assert_eq!(schedule_and_run(&mut s).chunks, vec![chunk(0, 8, 4, true), chunk(1, 12, 1, true)]);
+    assert_eq!(s.running(RequestId(0)).unwrap().blocks, s.running(RequestId(1)).unwrap().blocks[..3]);
+}
+
+#[test]
+fn a_step_of_single_tokens_shares_no_block_it_fills() {
+    let mut s = caching(4, 10, 100, 4);
+    add_tokens(&mut s, 0, &[1, 2, 3]);
+    schedule_and_run(&mut s); // 0 samples 7; its decode of position 3 will fill block 0
+    // 1 would run one token beside 0's one: a step whose K/V may be written inside attention,
+    // so 1 computes block 0's tokens itself.
+    add_tokens(&mut s, 1, &[1, 2, 3, 7, 9]);
+    assert_eq!(schedule_and_run(&mut s).chunks, vec![chunk(0, 3, 1, true), chunk(1, 0, 5, true)]);
+    assert_ne!(s.running(RequestId(0)).unwrap().blocks[0], s.running(RequestId(1)).unwrap().blocks[0]);
+    // With a multi-token chunk in the step (2's prompt), 3 shares the block 1's decode fills.
+    let mut s = caching(4, 10, 100, 4);
+    add_tokens(&mut s, 0, &[1, 2, 3]);
+    schedule_and_run(&mut s);
+    add_tokens(&mut s, 1, &[5, 5, 5]);
+    add_tokens(&mut s, 2, &[1, 2, 3, 7, 9]);
+    assert_eq!(schedule_and_run(&mut s).chunks, vec![chunk(0, 3, 1, true), chunk(1, 0, 3, true), chunk(2, 4, 1, true)]);
+    assert_eq!(s.running(RequestId(0)).unwrap().blocks[0], s.running(RequestId(2)).unwrap().blocks[0]);
+}
+
+#[test]
 fn the_last_prompt_token_is_always_computed_for_its_logits() {
     let mut s = caching(4, 10, 100, 4);
     add_tokens(&mut s, 0, &[1, 2, 3, 4, 5, 6, 7, 8]);

@@ -19,6 +19,9 @@ pub struct Sequence {
     pub blocks: Vec<u32>,
     /// Leading blocks registered in the prefix cache (or found there at admission).
     pub registered: usize,
+    /// Positions whose K/V are in the cache once the step being planned or run is done:
+    /// `computed` plus its chunk (equal to `computed` between steps).
+    pub planned_end: usize,
     /// Prompt tokens found in the prefix cache when first admitted (reported in the usage).
     pub cached_prompt_tokens: usize,
     pub preemptions: u32,
@@ -29,7 +32,7 @@ impl Sequence {
     pub fn new(id: RequestId, request: Request) -> Self {
         let stop = StopCriteria::new(request.max_tokens, Vec::new(), request.stop_token_ids.clone())
             .expect("validated requests have max_tokens >= 1");
-        Sequence { id, tokens: request.prompt.clone(), request, stop, computed: 0, blocks: Vec::new(), registered: 0, cached_prompt_tokens: 0, preemptions: 0 }
+        Sequence { id, tokens: request.prompt.clone(), request, stop, computed: 0, blocks: Vec::new(), registered: 0, planned_end: 0, cached_prompt_tokens: 0, preemptions: 0 }
     }
 
     pub fn tokens(&self) -> &[u32] {
@@ -67,13 +70,14 @@ impl Sequence {
         if self.preemptions == 0 {
             self.cached_prompt_tokens = computed.min(self.prompt_len());
         }
-        (self.computed, self.registered, self.blocks) = (computed, blocks.len(), blocks);
+        (self.computed, self.registered, self.planned_end, self.blocks) = (computed, blocks.len(), computed, blocks);
     }
 
     /// The K/V of `n` more tokens are now in the cache.
     pub fn advance(&mut self, n: usize) {
         assert!(self.computed + n <= self.tokens.len(), "advanced past the sequence's tokens");
         self.computed += n;
+        self.planned_end = self.planned_end.max(self.computed);
     }
 
     /// A newly sampled token (only once every token before it was computed).
@@ -87,6 +91,7 @@ impl Sequence {
         self.computed = 0;
         self.blocks.clear();
         self.registered = 0;
+        self.planned_end = 0;
         self.preemptions += 1;
     }
 }

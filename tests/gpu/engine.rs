@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use nemo_engine::engine::{CpuBatchBackend, CpuBatchOptions, CudaBatchBackend};
+use nemo_engine::engine::{CpuBatchBackend, CpuBatchOptions, CudaBatchBackend, StepEntry};
 use nemo_engine::engine::BatchBackend;
 use nemo_engine::gpu::model::{CudaModel, GpuWeights};
 use nemo_engine::gpu::Gpu;
@@ -83,4 +83,36 @@ fn gpu_engine_matches_the_cpu_engine() {
          prompt tokens cached cpu {cpu_cached}, gpu {gpu_cached}"
     );
     assert!(compared >= 20, "too few tokens above the margin to compare: {compared}");
+}
+
+/// Prefix caching shares a block in the step that fills it (docs/scheduler.md): on the GPU too,
+/// an entry reads the K/V another entry writes in the same step, though it comes first in the
+/// batch. The blocks first hold another prompt's K/V, so a read before the write is caught.
+#[test]
+fn gpu_entry_reads_the_blocks_another_fills_in_the_same_step() {
+    let Some(gpu) = gpu_or_skip("gpu_entry_reads_the_blocks_another_fills_in_the_same_step") else { return };
+    let model = load(&fixture_dir().join("hf")).unwrap();
+    let w = &model.weights;
+    let mut rng = Rng::seeded(11);
+    let vocab = w.config.vocab_size;
+    let mut tokens = |n: usize| (0..n).map(|_| 3 + rng.below(vocab - 3) as u32).collect::<Vec<u32>>();
+    let (stale, a, own) = (tokens(32), tokens(40), tokens(5));
+    let b = [&a[..32], &own[..]].concat();
+    // a fills blocks 3 and 6 and writes 8 positions of block 1; b reads 3 and 6 and writes block 4.
+    let (table_a, table_b) = ([3u32, 6, 1], [3u32, 6, 4]);
+    let weights = GpuWeights::upload(&gpu, w).unwrap();
+    let mut cuda = CudaBatchBackend { model: CudaModel::new(gpu, weights, 8 * 16, 64, 4).unwrap() };
+    let mut cpu = CpuBatchBackend::new(w, CpuBatchOptions { block_size: 16, num_blocks: 8, max_step_tokens: 64 });
+    let earlier = [StepEntry { tokens: &stale, ctx_len: 32, block_table: &table_a, want_logits: false }];
+    cuda.step(&earlier).unwrap();
+    let step = [
+        StepEntry { tokens: &b[32..], ctx_len: 37, block_table: &table_b, want_logits: true },
+        StepEntry { tokens: &a, ctx_len: 40, block_table: &table_a, want_logits: true },
+    ];
+    let (got, want) = (cuda.step(&step).unwrap(), cpu.step(&step).unwrap());
+    for (entry, (g, w)) in got.iter().zip(&want).enumerate() {
+        let (g, w) = (g.as_ref().unwrap(), w.as_ref().unwrap());
+        let mean = g.iter().zip(w).map(|(g, w)| (g - w).abs() as f64).sum::<f64>() / w.len() as f64;
+        assert!(mean.is_finite() && mean <= 0.03, "entry {entry}: mean abs logit error {mean} against the CPU");
+    }
 }

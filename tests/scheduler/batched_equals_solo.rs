@@ -67,6 +67,33 @@ fn batched_logits_equal_the_solo_forward_bit_for_bit() {
     ));
 }
 
+/// Prefix caching shares a block in the step that fills it: an entry reads the K/V another entry
+/// writes in the same step, whichever comes first in the batch (the backend writes every
+/// entry's K/V of a layer before attention reads), and both equal their solo runs bit for bit.
+#[test]
+fn an_entry_reads_the_blocks_another_fills_in_the_same_step() {
+    let w = tiny();
+    let vocab = w.config.vocab_size;
+    let mut backend = CpuBatchBackend::new(w, CpuBatchOptions { block_size: 16, num_blocks: 8, max_step_tokens: 64 });
+    // a fills blocks 3 and 6 (positions 0..32) and writes 8 more into block 1; b starts with the
+    // same 32 tokens, reads them from a's blocks and writes its own 5 into block 4.
+    let a = prompt(40, 1, vocab);
+    let b = [&a[..32], &prompt(5, 2, vocab)[..]].concat();
+    let (table_a, table_b) = ([3u32, 6, 1], [3u32, 6, 4]);
+    for reader_first in [true, false] {
+        let reader = StepEntry { tokens: &b[32..], ctx_len: 37, block_table: &table_b, want_logits: true };
+        let writer = StepEntry { tokens: &a, ctx_len: 40, block_table: &table_a, want_logits: true };
+        let (step, (ib, ia)) = match reader_first {
+            true => ([reader, writer], (0, 1)),
+            false => ([writer, reader], (1, 0)),
+        };
+        let out = backend.step(&step).unwrap();
+        let solo = |tokens: &[u32]| forward_last(w, tokens, &mut KvCache::new(&w.config)).unwrap();
+        assert_eq!(out[ib].as_deref(), Some(&solo(&b)[..]), "reader first: {reader_first}");
+        assert_eq!(out[ia].as_deref(), Some(&solo(&a)[..]), "reader first: {reader_first}");
+    }
+}
+
 /// One request run alone: `forward_last` over the prompt, then one token at a time.
 fn solo_run(w: &ModelWeights, r: &Request) -> (Vec<u32>, Vec<TokenLogprobs>, FinishReason) {
     let mut cache = KvCache::new(&w.config);

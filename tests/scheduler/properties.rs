@@ -86,6 +86,20 @@ fn scenario() -> impl Strategy<Value = Scenario> {
         })
 }
 
+/// Bursts: every request arrives in the first three steps, with a short question after a shared
+/// start, under budgets and pools that leave room beside the first: later ones are admitted in
+/// the step that fills their start's blocks and read them there.
+fn burst() -> impl Strategy<Value = Scenario> {
+    (scenario(), 16usize..=96, 24usize..=64, 2usize..=8).prop_map(|(mut s, budget, blocks, running)| {
+        (s.shape.max_step_tokens, s.shape.num_blocks, s.max_running, s.prefix_caching) = (budget, blocks, running, true);
+        for a in &mut s.arrivals {
+            a.at_step %= 3;
+            a.prompt.truncate(4);
+        }
+        s
+    })
+}
+
 fn to_request(s: &Scenario, a: &Arrival) -> Request {
     let start = a.prefix.map_or(&[][..], |p| &s.prefixes[p]);
     // A shared start alone repeats an earlier prompt exactly; without one, at least one token.
@@ -115,6 +129,8 @@ struct RunStats {
     cached_tokens: u64,
     /// Steps after which some block was held by two or more running sequences.
     shared_steps: u64,
+    /// Steps in which a sequence read a block another one filled in that step.
+    fresh_shared_steps: u64,
 }
 
 /// Runs the scenario to the end, checking per-step properties; returns each accepted request
@@ -185,6 +201,7 @@ fn run(s: &Scenario) -> Result<(Vec<(Request, Outcome)>, RunStats), TestCaseErro
     prop_assert!(stats.most_entries_in_a_step <= s.max_running, "{:?}", stats);
     prop_assert_eq!(engine.scheduler().pool().num_free(), s.shape.num_blocks, "blocks leaked");
     seen.preemptions = engine.scheduler().preemptions();
+    seen.fresh_shared_steps = stats.steps_reading_fresh_slots as u64;
     Ok((accepted.into_iter().map(|(id, (r, _))| (r, out.remove(&id).unwrap())).collect(), seen))
 }
 
@@ -216,6 +233,12 @@ proptest! {
 
     #[test]
     fn every_request_finishes_once_with_its_solo_tokens_and_no_block_leaks(s in scenario()) {
+        let (results, _) = run(&s)?;
+        check_outcomes(&results)?;
+    }
+
+    #[test]
+    fn bursts_sharing_prompt_starts_finish_with_their_solo_tokens(s in burst()) {
         let (results, _) = run(&s)?;
         check_outcomes(&results)?;
     }
@@ -289,6 +312,16 @@ fn the_random_scenarios_do_preempt_cancel_stop_and_share() {
     assert!(optimistic.1 > 10, "the optimistic scenarios should meet preemptions");
     assert!(cancelled > 10 && stopped > 10 && refused > 10);
     assert!(cached > 200 && shared > 50);
+    // Bursts: requests admitted beside the one filling their shared start read it in that step.
+    let (mut fresh, mut cached) = (0, 0);
+    for _ in 0..60 {
+        let s = burst().new_tree(&mut runner).unwrap().current();
+        let (results, stats) = run(&s).unwrap();
+        check_outcomes(&results).unwrap();
+        (fresh, cached) = (fresh + stats.fresh_shared_steps, cached + stats.cached_tokens);
+    }
+    eprintln!("60 bursts: {cached} prompt tokens from the prefix cache, {fresh} steps reading a block filled in them");
+    assert!(fresh > 10, "{fresh} steps");
 }
 
 /// `with_max_waiting`: the queue refuses the request past its bound (nothing else changes), takes

@@ -104,11 +104,14 @@ impl BatchBackend for CpuBatchBackend<'_> {
 
         let mut h = embedding(w.embedding.as_bf16(), c.dim, &tokens);
         decoder_layers(w, &mut h, &positions, &mut |_, _| {}, &mut |layer, q, k, v| {
+            // Every entry's K/V first: an entry may read a block another one fills in this step.
+            for (e, r) in batch.iter().zip(&rows) {
+                let kv = r.start * kv_dim..r.end * kv_dim;
+                cache.write(layer, e.block_table, e.ctx_len - e.tokens.len(), &k[kv.clone()], &v[kv]);
+            }
             let mut out = Vec::with_capacity(q.len());
             for (e, r) in batch.iter().zip(&rows) {
                 let start = e.ctx_len - e.tokens.len();
-                let kv = r.start * kv_dim..r.end * kv_dim;
-                cache.write(layer, e.block_table, start, &k[kv.clone()], &v[kv]);
                 let (k_all, v_all) = cache.gather(layer, e.block_table, e.ctx_len);
                 out.extend(attention(&q[r.start * q_dim..r.end * q_dim], &k_all, &v_all, start, shape));
             }
