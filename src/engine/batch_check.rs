@@ -103,12 +103,12 @@ fn written_blocks<'a>(e: &StepEntry<'a>, block_size: usize) -> &'a [u32] {
 fn check_no_shared_written_block(shape: CacheShape, batch: &[StepEntry<'_>]) -> Result<(), BatchError> {
     const NONE: u32 = u32::MAX;
     // `[num_blocks]`: the entry writing each block and the block's index in that entry's table.
-    let mut writer = vec![(NONE, 0usize); shape.num_blocks];
+    let mut writer = vec![(NONE, 0u32); shape.num_blocks];
     for (entry, e) in batch.iter().enumerate() {
         let first = (e.ctx_len - e.tokens.len()) / shape.block_size;
         for (index, &b) in written_blocks(e, shape.block_size).iter().enumerate() {
             match writer[b as usize].0 {
-                NONE => writer[b as usize] = (entry as u32, first + index),
+                NONE => writer[b as usize] = (entry as u32, (first + index) as u32),
                 w if w as usize == entry => return Err(BatchError::RepeatedBlock { entry, block: b }),
                 w => return Err(BatchError::SharedWrittenBlock { block: b, writer: w as usize, other: entry }),
             }
@@ -131,7 +131,7 @@ fn check_no_shared_written_block(shape: CacheShape, batch: &[StepEntry<'_>]) -> 
             if !multi_token {
                 return Err(BatchError::ReadInSingleTokenStep { block: b, writer, reader });
             }
-            if w_index != index || batch[writer].ctx_len < (index + 1) * shape.block_size {
+            if w_index as usize != index || batch[writer].ctx_len < (index + 1) * shape.block_size {
                 return Err(BatchError::ReadUnfilledBlock { block: b, writer, reader, index });
             }
         }
