@@ -154,8 +154,8 @@ impl CudaModel {
         max_seqs: usize,
     ) -> Result<CudaModel> {
         let gemm = GemmKernel::from_env()?;
-        let decode = decode_kernel_from_env()?;
-        let prefill = prefill_kernel_from_env()?;
+        let decode = decode_kernel_from_env(kv_dtype)?;
+        let prefill = prefill_kernel_from_env(kv_dtype)?;
         let rope_in_decode = rope_in_decode_from_env()?;
         check_kv_dtype_kernels(kv_dtype, prefill, decode)?;
         let max_seqs = max_seqs.clamp(1, max_chunk);

@@ -33,15 +33,45 @@ impl GemmKernel {
     }
 }
 
-/// Which decode attention kernel serves decode steps: `NEMO_DECODE_ATTENTION=NAME`, a name in
-/// `DECODE_KERNELS` (split-k, mma-split-k, ...), default its first (split-k, on CUDA cores: the
-/// mma one becomes the default once a GPU run has checked and timed it).
-pub fn decode_kernel_from_env() -> Result<DecodeKernel> {
-    decode_kernel_named(std::env::var("NEMO_DECODE_ATTENTION").ok().as_deref())
+/// The decode attention kernel when `NEMO_DECODE_ATTENTION` is unset (split-k, on CUDA cores:
+/// the mma one becomes the default once a GPU run has checked and timed it).
+pub const DEFAULT_DECODE: DecodeKernel = DecodeKernel::CUDA_CORES;
+
+/// The prefill attention kernel when `NEMO_PREFILL_ATTENTION` is unset (one of the wgmma
+/// schedules becomes the default once a GPU run has checked and timed it).
+pub const DEFAULT_PREFILL: PrefillKernel = PrefillKernel::MMA_FLASH;
+
+/// Which decode attention kernel serves decode steps over a cache of `dtype`:
+/// `NEMO_DECODE_ATTENTION=NAME`, a name in `DECODE_KERNELS` (split-k, mma-split-k, ...), else
+/// the default for that dtype (`default_decode`).
+pub fn decode_kernel_from_env(dtype: KvCacheDtype) -> Result<DecodeKernel> {
+    decode_kernel_named(std::env::var("NEMO_DECODE_ATTENTION").ok().as_deref(), dtype)
 }
 
-fn decode_kernel_named(value: Option<&str>) -> Result<DecodeKernel> {
-    named("NEMO_DECODE_ATTENTION", "attention_decode", value, DecodeKernel::CUDA_CORES, DecodeKernel::all().map(|k| (k.names().name, k)))
+fn decode_kernel_named(value: Option<&str>, dtype: KvCacheDtype) -> Result<DecodeKernel> {
+    let default = default_decode(dtype, DEFAULT_DECODE);
+    named("NEMO_DECODE_ATTENTION", "attention_decode", value, default, DecodeKernel::all().map(|k| (k.names().name, k)))
+}
+
+/// `preferred`, or for an FP8 cache when it has no FP8 entries the first table kernel that has.
+/// Only defaults are replaced so: a kernel named in the environment is taken or refused.
+fn default_decode(dtype: KvCacheDtype, preferred: DecodeKernel) -> DecodeKernel {
+    match dtype {
+        KvCacheDtype::Fp8E4m3 if preferred.names().e4m3.is_none() => {
+            DecodeKernel::all().find(|k| k.names().e4m3.is_some()).expect("a decode kernel reads an FP8 cache")
+        }
+        _ => preferred,
+    }
+}
+
+/// As `default_decode`, for prefill.
+fn default_prefill(dtype: KvCacheDtype, preferred: PrefillKernel) -> PrefillKernel {
+    match dtype {
+        KvCacheDtype::Fp8E4m3 if !preferred.has_e4m3() => {
+            PrefillKernel::all().find(|k| k.has_e4m3()).expect("a prefill kernel reads an FP8 cache")
+        }
+        _ => preferred,
+    }
 }
 
 /// The kernel `value` names among `kernels`, `default` when unset or empty; an unknown name is
@@ -74,20 +104,21 @@ pub fn rope_in_decode_from_env() -> Result<bool> {
     }
 }
 
-/// Which prefill attention kernel serves prompt chunks: `NEMO_PREFILL_ATTENTION=NAME`, a flash
-/// kernel of `FLASH_PREFILL_KERNELS` (mma-flash, the default) or a wgmma schedule (wgmma,
-/// wgmma-overlap, wgmma-pingpong: one becomes the default once a GPU run has checked and timed
-/// it). An unknown value is an error, not a silent default.
-pub fn prefill_kernel_from_env() -> Result<PrefillKernel> {
-    prefill_kernel_named(std::env::var("NEMO_PREFILL_ATTENTION").ok().as_deref())
+/// Which prefill attention kernel serves prompt chunks over a cache of `dtype`:
+/// `NEMO_PREFILL_ATTENTION=NAME`, a flash kernel of `FLASH_PREFILL_KERNELS` (mma-flash) or a
+/// wgmma schedule (wgmma, wgmma-overlap, wgmma-pingpong), else the default for that dtype
+/// (`default_prefill`). An unknown value is an error, not a silent default.
+pub fn prefill_kernel_from_env(dtype: KvCacheDtype) -> Result<PrefillKernel> {
+    prefill_kernel_named(std::env::var("NEMO_PREFILL_ATTENTION").ok().as_deref(), dtype)
 }
 
-fn prefill_kernel_named(value: Option<&str>) -> Result<PrefillKernel> {
-    named("NEMO_PREFILL_ATTENTION", "attention_prefill", value, PrefillKernel::MMA_FLASH, PrefillKernel::all().map(|k| (k.name(), k)))
+fn prefill_kernel_named(value: Option<&str>, dtype: KvCacheDtype) -> Result<PrefillKernel> {
+    let default = default_prefill(dtype, DEFAULT_PREFILL);
+    named("NEMO_PREFILL_ATTENTION", "attention_prefill", value, default, PrefillKernel::all().map(|k| (k.name(), k)))
 }
 
 /// An FP8 KV cache with attention kernels that have no FP8 variant (the wgmma prefill kernels
-/// today) is refused by name at start-up: no silent fallback.
+/// today), named in the environment, is refused by name at start-up: no silent fallback.
 pub fn check_kv_dtype_kernels(dtype: KvCacheDtype, prefill: PrefillKernel, decode: DecodeKernel) -> Result<()> {
     if dtype != KvCacheDtype::Fp8E4m3 {
         return Ok(());
@@ -117,20 +148,22 @@ mod tests {
 
     #[test]
     fn decode_kernels_are_chosen_by_their_table_name_and_others_refused() {
-        assert_eq!(decode_kernel_named(None).unwrap(), DecodeKernel::CUDA_CORES);
-        assert_eq!(decode_kernel_named(Some("split-k")).unwrap(), DecodeKernel::CUDA_CORES);
-        assert_eq!(decode_kernel_named(Some("mma-split-k")).unwrap(), DecodeKernel::MMA);
-        let e = decode_kernel_named(Some("mma")).unwrap_err().to_string();
+        let bf16 = KvCacheDtype::Auto;
+        assert_eq!(decode_kernel_named(None, bf16).unwrap(), DecodeKernel::CUDA_CORES);
+        assert_eq!(decode_kernel_named(Some("split-k"), bf16).unwrap(), DecodeKernel::CUDA_CORES);
+        assert_eq!(decode_kernel_named(Some("mma-split-k"), bf16).unwrap(), DecodeKernel::MMA);
+        let e = decode_kernel_named(Some("mma"), bf16).unwrap_err().to_string();
         assert!(e.contains("NEMO_DECODE_ATTENTION=\"mma\"") && e.contains("mma-split-k"), "{e}");
     }
 
     #[test]
     fn prefill_kernels_are_chosen_by_name_and_others_refused() {
-        assert_eq!(prefill_kernel_named(None).unwrap(), PrefillKernel::MMA_FLASH);
+        let bf16 = KvCacheDtype::Auto;
+        assert_eq!(prefill_kernel_named(None, bf16).unwrap(), PrefillKernel::MMA_FLASH);
         for name in ["mma-flash", "wgmma", "wgmma-overlap", "wgmma-pingpong"] {
-            assert_eq!(prefill_kernel_named(Some(name)).unwrap().name(), name);
+            assert_eq!(prefill_kernel_named(Some(name), bf16).unwrap().name(), name);
         }
-        let e = prefill_kernel_named(Some("mma")).unwrap_err().to_string();
+        let e = prefill_kernel_named(Some("mma"), bf16).unwrap_err().to_string();
         assert!(e.contains("NEMO_PREFILL_ATTENTION=\"mma\"") && e.contains("mma-flash") && e.contains("wgmma-pingpong"), "{e}");
     }
 
@@ -146,5 +179,26 @@ mod tests {
             assert!(check_kv_dtype_kernels(KvCacheDtype::Auto, prefill, DecodeKernel::CUDA_CORES).is_ok());
         }
         assert_eq!(PrefillKernel::all().filter(|k| !k.has_e4m3()).count(), 3, "the wgmma schedules");
+    }
+
+    /// The defaults serve both cache dtypes, and stay valid for an FP8 cache when a later session
+    /// makes a kernel without FP8 entries the bf16 default (a wgmma schedule); a kernel named in
+    /// the environment is still refused.
+    #[test]
+    fn the_default_kernels_serve_an_fp8_cache_whatever_the_bf16_default() {
+        let fp8 = KvCacheDtype::Fp8E4m3;
+        let (prefill, decode) = (prefill_kernel_named(None, fp8).unwrap(), decode_kernel_named(None, fp8).unwrap());
+        assert!(check_kv_dtype_kernels(fp8, prefill, decode).is_ok());
+        for preferred in PrefillKernel::all() {
+            let chosen = default_prefill(fp8, preferred);
+            assert!(chosen.has_e4m3(), "{preferred:?} -> {chosen:?}");
+            assert_eq!(chosen == preferred, preferred.has_e4m3(), "{preferred:?}");
+            assert_eq!(default_prefill(KvCacheDtype::Auto, preferred), preferred);
+        }
+        for preferred in DecodeKernel::all() {
+            assert!(default_decode(fp8, preferred).names().e4m3.is_some(), "{preferred:?}");
+        }
+        let named = prefill_kernel_named(Some("wgmma-pingpong"), fp8).unwrap();
+        assert!(check_kv_dtype_kernels(fp8, named, decode).is_err(), "an explicit choice is not replaced");
     }
 }
