@@ -36,8 +36,9 @@ pub struct ServeArgs {
     #[arg(long, value_name = "auto|fp8", default_value = "auto", value_parser = super::parse_kv_cache_dtype)]
     pub kv_cache_dtype: super::KvCacheDtype,
 
-    /// Most sequences generating at once; more requests wait in a queue.
-    #[arg(long, value_name = "N", default_value_t = 64)]
+    /// Most sequences generating at once; more requests wait in a queue. The default is the
+    /// throughput benchmark's (`nemo bench --mode throughput`), as vLLM's max_num_seqs.
+    #[arg(long, value_name = "N", default_value_t = 256)]
     pub max_batch: usize,
 
     /// Most requests waiting for a place in the batch (preempted ones included); more are
@@ -57,8 +58,9 @@ pub struct ServeArgs {
     #[arg(long, value_enum, default_value_t = super::AdmissionChoice::Reserve)]
     pub admission: super::AdmissionChoice,
 
-    /// Most tokens one engine step carries (long prompts are prefilled in chunks of this).
-    #[arg(long, value_name = "N", default_value_t = 2048)]
+    /// Most tokens one engine step carries (long prompts are prefilled in chunks of this; the
+    /// CUDA backend's limit and the throughput benchmark's budget).
+    #[arg(long, value_name = "N", default_value_t = 4096)]
     pub max_step_tokens: usize,
 
     /// Require `Authorization: Bearer KEY` on /v1/* (also read from $NEMO_API_KEY, which
