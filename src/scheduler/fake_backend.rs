@@ -77,17 +77,6 @@ impl FakeBackend {
     fn slot(&self, table: &[u32], pos: usize) -> usize {
         table[pos / self.shape.block_size] as usize * self.shape.block_size + pos % self.shape.block_size
     }
-
-    /// The tokens at positions `0..len`, read back from the cache; panics on a slot that holds
-    /// another position or nothing (a block-table bug).
-    fn read_context(&self, table: &[u32], len: usize) -> Vec<u32> {
-        (0..len)
-            .map(|pos| match self.slots[self.slot(table, pos)] {
-                Some((token, p)) if p == pos => token,
-                other => panic!("position {pos} reads slot holding {other:?}: wrong or stale block"),
-            })
-            .collect()
-    }
 }
 
 impl BatchBackend for FakeBackend {
@@ -119,24 +108,43 @@ impl BatchBackend for FakeBackend {
             self.failed = true;
             return Err(EngineError::NoTokens); // any error: the engine must fail these entries
         }
-        // Every entry writes before any reads, as the real backends do within a layer.
-        let mut writer = std::collections::HashMap::new();
+        // Every entry writes before any reads, as the real backends do within a layer; but in a
+        // step of single tokens another entry's write is not seen (the CUDA backend writes those
+        // K/V inside its attention kernel): such a read finds what the slot held before.
+        let single_tokens = batch.iter().all(|e| e.tokens.len() == 1);
+        let mut written = std::collections::HashMap::new(); // slot -> (writer, what it held before)
         for (entry, e) in batch.iter().enumerate() {
             let start = e.ctx_len - e.tokens.len();
             for (i, &token) in e.tokens.iter().enumerate() {
                 let slot = self.slot(e.block_table, start + i);
-                self.slots[slot] = Some((token, start + i));
-                writer.insert(slot, entry);
+                let before = std::mem::replace(&mut self.slots[slot], Some((token, start + i)));
+                written.insert(slot, (entry, before));
             }
         }
-        let fresh = batch.iter().enumerate().any(|(entry, e)| {
-            (0..e.ctx_len - e.tokens.len()).any(|pos| writer.get(&self.slot(e.block_table, pos)).is_some_and(|&w| w != entry))
-        });
+        // Every entry reads its whole context back, logits wanted or not; a slot that holds
+        // another position or nothing is a block-table bug.
+        let mut fresh = false;
+        let mut contexts = Vec::with_capacity(batch.len());
+        for (entry, e) in batch.iter().enumerate() {
+            let mut context = Vec::with_capacity(e.ctx_len);
+            for pos in 0..e.ctx_len {
+                let slot = self.slot(e.block_table, pos);
+                let held = match written.get(&slot) {
+                    Some(&(writer, before)) if writer != entry => {
+                        fresh = true;
+                        if single_tokens { before } else { self.slots[slot] }
+                    }
+                    _ => self.slots[slot],
+                };
+                match held {
+                    Some((token, p)) if p == pos => context.push(token),
+                    other => panic!("entry {entry}, position {pos} reads a slot holding {other:?}: wrong or stale block"),
+                }
+            }
+            contexts.push(context);
+        }
         self.stats.steps_reading_fresh_slots += fresh as usize;
-        Ok(batch
-            .iter()
-            .map(|e| e.want_logits.then(|| fake_logits(&self.read_context(e.block_table, e.ctx_len), self.config.vocab_size)))
-            .collect())
+        Ok(batch.iter().zip(contexts).map(|(e, context)| e.want_logits.then(|| fake_logits(&context, self.config.vocab_size))).collect())
     }
 
     fn device(&self) -> &'static str {

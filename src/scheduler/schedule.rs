@@ -143,6 +143,9 @@ impl Scheduler {
     pub fn advance(&mut self, id: RequestId, n: usize) {
         let i = self.running_index(id).expect("advancing a running sequence");
         let seq = &mut self.running[i];
+        // Blocks a planned chunk fills may already be registered and shared (`admit`), so a
+        // chunk is recorded whole or its sequence ends (as the engine does on a failed step).
+        assert!(seq.computed() + n >= seq.planned_end, "sequence {} advanced by {n} short of its planned chunk", seq.id);
         seq.advance(n);
         if self.config.prefix_caching {
             let computed = seq.computed();
