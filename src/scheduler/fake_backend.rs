@@ -117,7 +117,7 @@ impl BatchBackend for FakeBackend {
             let start = e.ctx_len - e.tokens.len();
             for (i, &token) in e.tokens.iter().enumerate() {
                 let slot = self.slot(e.block_table, start + i);
-                let before = std::mem::replace(&mut self.slots[slot], Some((token, start + i)));
+                let before = self.slots[slot].replace((token, start + i));
                 written.insert(slot, (entry, before));
             }
         }
