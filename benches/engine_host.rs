@@ -66,6 +66,7 @@ fn main() {
             shared_prefix: 0,
             prefix_caching: true,
             admission: Admission::Reserve,
+            request_rate: None,
         };
         let report = throughput(backend, &opts).expect("the host-only run");
         let stats = stats.lock().unwrap();

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use nemo_engine::bench::serving::{decode_sweep, sweep_svg, throughput, ServingOptions};
+use nemo_engine::bench::serving::{arrival_times, decode_sweep, sweep_svg, throughput, ServingOptions};
 use nemo_engine::engine::{CpuBatchBackend, CpuBatchOptions};
 use nemo_engine::model::load;
 use nemo_engine::scheduler::Admission;
@@ -11,7 +11,7 @@ use nemo_engine::scheduler::Admission;
 /// 8 requests of 64 tokens, at most 128 tokens a step, prefix caching on, no shared start.
 fn eight_requests(output_len: usize) -> ServingOptions {
     let (max_running, max_step_tokens) = (8, 128);
-    ServingOptions { requests: 8, input_len: 64, output_len, max_running, max_step_tokens, shared_prefix: 0, prefix_caching: true, admission: Admission::Reserve }
+    ServingOptions { requests: 8, input_len: 64, output_len, max_running, max_step_tokens, shared_prefix: 0, prefix_caching: true, admission: Admission::Reserve, request_rate: None }
 }
 
 #[test]
@@ -48,6 +48,30 @@ fn a_shared_prompt_start_is_computed_once_when_prefix_caching_is_on() {
     assert_eq!(off.cached_prompt_tokens, 0);
     assert_eq!((on.output_tokens, off.output_tokens), (8 * 4, 8 * 4));
     assert!(on.steps <= off.steps, "{} steps with the cache, {} without", on.steps, off.steps);
+}
+
+/// Poisson arrivals at 5 a second: requests join as they arrive, the run lasts until the last
+/// one has arrived and finished, and time to first token and request latency count from each
+/// request's own arrival (the tiny model serves one in far less than the ~0.2 s between them,
+/// where counting from the start would give the last one a latency of over a second).
+#[test]
+fn requests_arriving_at_a_rate_are_timed_from_their_arrival() {
+    let model = load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-s0/hf")).unwrap();
+    let backend = CpuBatchBackend::new(&model.weights, CpuBatchOptions { block_size: 16, num_blocks: 64, max_step_tokens: 128 });
+    let last = *arrival_times(8, Some(5.0)).last().unwrap();
+    assert!(last > 0.7, "seeded arrivals: the last at {last} s");
+    let r = throughput(backend, &ServingOptions { request_rate: Some(5.0), ..eight_requests(4) }).unwrap();
+    assert_eq!((r.output_tokens, r.request_rate), (8 * 4, Some(5.0)));
+    assert!(r.seconds >= last, "{} s, the last request arrives at {last} s", r.seconds);
+    assert!(r.ttft_ms.p99 <= r.latency_ms.p99 && r.latency_ms.p50 <= r.latency_ms.p99);
+    assert!(r.latency_ms.p99 < 0.5 * last * 1e3, "latency p99 {} ms: counted from the start?", r.latency_ms.p99);
+    let json = serde_json::to_value(&r).unwrap();
+    assert_eq!(json["request_rate"], 5.0);
+    assert!(json["latency_ms"]["p50"].is_number());
+    // Without a rate every request is queued at once and the field is null.
+    let backend = CpuBatchBackend::new(&model.weights, CpuBatchOptions { block_size: 16, num_blocks: 64, max_step_tokens: 128 });
+    let r = throughput(backend, &eight_requests(4)).unwrap();
+    assert!(serde_json::to_value(&r).unwrap()["request_rate"].is_null());
 }
 
 #[test]

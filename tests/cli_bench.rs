@@ -52,6 +52,29 @@ fn throughput_runs_with_an_fp8_kv_cache_and_refuses_unknown_dtypes() {
     assert!(stderr.contains("unknown KV cache dtype \"fp8_e5m2\""), "{stderr}");
 }
 
+/// `--request-rate`: Poisson arrivals; the table names the rate, the JSON carries it with the
+/// request latency; a rate that is not a positive number is refused.
+#[test]
+fn throughput_at_a_request_rate_reports_it_and_refuses_bad_rates() {
+    let model = "tests/fixtures/tiny-s0/hf";
+    let run = |extra: &[&str]| {
+        let args = [&["bench", "--mode", "throughput", "--device", "cpu", "--model", model, "--io", "16/4", "--requests", "3"][..], extra].concat();
+        nemo(&args)
+    };
+    let (ok, stdout, stderr) = run(&["--request-rate", "20", "--json"]);
+    assert!(ok, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!((&v["throughput"][0]["request_rate"], &v["throughput"][0]["output_tokens"]), (&serde_json::json!(20.0), &serde_json::json!(12)));
+    assert!(v["throughput"][0]["latency_ms"]["p99"].as_f64().unwrap() > 0.0);
+    let (ok, stdout, stderr) = run(&["--request-rate", "20"]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("rate/s") && stdout.lines().any(|l| l.split_whitespace().nth(1) == Some("20")), "{stdout}");
+    for bad in ["0", "-3", "nan", "inf", "fast"] {
+        let (ok, _, stderr) = run(&["--request-rate", bad]);
+        assert!(!ok && stderr.contains("is not a positive number of requests a second"), "{bad}: {stderr}");
+    }
+}
+
 #[test]
 fn bad_io_pairs_are_refused() {
     let (ok, _, stderr) = nemo(&["bench", "--mode", "throughput", "--device", "cpu", "--io", "32x8"]);

@@ -1,11 +1,13 @@
 //! `nemo bench` serving modes, over the scheduler's engine on any batch backend:
-//! - offline throughput: N requests of given input/output lengths all queued at once; output and
-//!   total tokens/s, time to first token and inter-token latency percentiles;
+//! - offline throughput: N requests of given input/output lengths all queued at once, or arriving
+//!   as a Poisson process at a given rate (vLLM's `benchmark_serving --request-rate`); output
+//!   and total tokens/s, time to first token (from each request's arrival), inter-token latency
+//!   and request latency percentiles;
 //! - decode batch sweep: B sequences decoding together after their prefill; ms per step,
 //!   tokens/s and the bandwidth the step achieves (weights + KV read) at each B.
 
 use std::collections::HashMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -24,6 +26,8 @@ pub struct ServingOptions {
     pub shared_prefix: usize,
     pub prefix_caching: bool,
     pub admission: Admission,
+    /// Requests a second, arriving as a seeded Poisson process from time 0; None: all at once.
+    pub request_rate: Option<f64>,
 }
 
 #[derive(Clone, Copy, Debug, Default, Serialize, PartialEq)]
@@ -54,8 +58,13 @@ pub struct ThroughputReport {
     pub output_tokens: usize,
     pub output_tokens_per_s: f64,
     pub total_tokens_per_s: f64,
+    /// Requests a second (Poisson arrivals), or null when all were queued at once.
+    pub request_rate: Option<f64>,
+    /// From each request's arrival to its first token.
     pub ttft_ms: Percentiles,
     pub itl_ms: Percentiles,
+    /// From each request's arrival to its last token.
+    pub latency_ms: Percentiles,
     pub steps: u64,
     /// Tokens the model ran: prompts (less cached blocks), decode tokens, and the recomputation
     /// of preempted sequences.
@@ -85,20 +94,50 @@ fn engine<B: BatchBackend>(backend: B, opts: EngineOptions) -> Result<Engine<B>,
     Engine::new(backend, opts).map_err(|e| e.to_string())
 }
 
-/// Queues every request at once and runs the engine dry; greedy, no stop tokens, so every
-/// request produces exactly `output_len` tokens.
+/// When each of `n` requests arrives, in seconds from the start: all at 0 without a rate, else
+/// a Poisson process of `rate` a second (exponential gaps, seeded), the first at 0.
+pub fn arrival_times(n: usize, rate: Option<f64>) -> Vec<f64> {
+    let Some(rate) = rate else { return vec![0.0; n] };
+    let mut t = 0.0;
+    (0..n as u64)
+        .map(|i| {
+            let at = t;
+            // u in (0, 1]: 53 random bits, never 0, so the gap is finite.
+            let u = ((splitmix64(0x5eed, i) >> 11) + 1) as f64 / (1u64 << 53) as f64;
+            t += -u.ln() / rate;
+            at
+        })
+        .collect()
+}
+
+/// Runs `opts.requests` requests through the engine until all finish: queued at once, or each
+/// added when its arrival time comes (`arrival_times`; the engine idles until the next one when
+/// it has nothing to do). Greedy, no stop tokens, so every request produces exactly
+/// `output_len` tokens.
 pub fn throughput<B: BatchBackend>(backend: B, opts: &ServingOptions) -> Result<ThroughputReport, String> {
     let vocab = backend.config().vocab_size;
     let (max_running, max_step_tokens, prefix_caching) = (opts.max_running, opts.max_step_tokens, opts.prefix_caching);
     let mut engine = engine(backend, EngineOptions { max_running, max_step_tokens, prefix_caching, admission: opts.admission })?;
+    let arrivals = arrival_times(opts.requests, opts.request_rate);
     let start = Instant::now();
+    let mut arrived: HashMap<RequestId, Instant> = HashMap::new();
     let mut last_token: HashMap<RequestId, Instant> = HashMap::new();
-    for r in 0..opts.requests {
-        let request = Request::new(prompt(opts.input_len, opts.shared_prefix, r as u64, vocab), opts.output_len);
-        engine.add_request(request).map_err(|e| format!("request {r}: {e}"))?;
-    }
-    let (mut ttft, mut itl, mut output_tokens, mut cached_prompt_tokens) = (Vec::new(), Vec::new(), 0, 0);
-    while engine.has_work() {
+    let (mut ttft, mut itl, mut latency, mut output_tokens, mut cached_prompt_tokens) = (Vec::new(), Vec::new(), Vec::new(), 0, 0);
+    let mut next = 0;
+    loop {
+        while next < arrivals.len() && start.elapsed().as_secs_f64() >= arrivals[next] {
+            let request = Request::new(prompt(opts.input_len, opts.shared_prefix, next as u64, vocab), opts.output_len);
+            let id = engine.add_request(request).map_err(|e| format!("request {next}: {e}"))?;
+            arrived.insert(id, start + Duration::from_secs_f64(arrivals[next]));
+            next += 1;
+        }
+        if !engine.has_work() {
+            match arrivals.get(next) {
+                Some(&at) => std::thread::sleep(Duration::from_secs_f64(at).saturating_sub(start.elapsed())),
+                None => break,
+            }
+            continue;
+        }
         let events = engine.step();
         let now = Instant::now();
         for event in events {
@@ -106,14 +145,17 @@ pub fn throughput<B: BatchBackend>(backend: B, opts: &ServingOptions) -> Result<
                 Event::Token { id, .. } => {
                     output_tokens += 1;
                     match last_token.insert(id, now) {
-                        None => ttft.push((now - start).as_secs_f64() * 1e3),
+                        None => ttft.push((now - arrived[&id]).as_secs_f64() * 1e3),
                         Some(prev) => itl.push((now - prev).as_secs_f64() * 1e3),
                     }
                 }
                 Event::Finished { id, reason, .. } if reason.as_str() == "error" => {
                     return Err(format!("request {id:?} failed: {reason:?}"));
                 }
-                Event::Finished { usage, .. } => cached_prompt_tokens += usage.cached_tokens as u64,
+                Event::Finished { id, usage, .. } => {
+                    cached_prompt_tokens += usage.cached_tokens as u64;
+                    latency.push((last_token[&id] - arrived[&id]).as_secs_f64() * 1e3);
+                }
             }
         }
     }
@@ -126,8 +168,10 @@ pub fn throughput<B: BatchBackend>(backend: B, opts: &ServingOptions) -> Result<
         output_tokens,
         output_tokens_per_s: output_tokens as f64 / seconds,
         total_tokens_per_s: (output_tokens + opts.requests * opts.input_len) as f64 / seconds,
+        request_rate: opts.request_rate,
         ttft_ms: Percentiles::of(ttft),
         itl_ms: Percentiles::of(itl),
+        latency_ms: Percentiles::of(latency),
         steps: engine.steps(),
         tokens_run: engine.tokens_run(),
         preemptions: engine.scheduler().preemptions(),
@@ -206,5 +250,20 @@ mod tests {
         assert_eq!(Percentiles::of(v), Percentiles { p50: 50.0, p90: 90.0, p99: 99.0 });
         assert_eq!(Percentiles::of(vec![7.0]), Percentiles { p50: 7.0, p90: 7.0, p99: 7.0 });
         assert_eq!(Percentiles::of(Vec::new()), Percentiles::default());
+    }
+
+    #[test]
+    fn arrivals_are_all_at_once_or_a_poisson_process_of_the_rate() {
+        assert_eq!(arrival_times(3, None), vec![0.0; 3]);
+        let t = arrival_times(20_000, Some(50.0));
+        assert_eq!(t[0], 0.0);
+        assert!(t.windows(2).all(|w| w[0] <= w[1] && w[1].is_finite()));
+        // Exponential gaps of mean 1/50 s: the mean and the spread of a memoryless process.
+        let gaps: Vec<f64> = t.windows(2).map(|w| w[1] - w[0]).collect();
+        let mean = gaps.iter().sum::<f64>() / gaps.len() as f64;
+        let over_mean = gaps.iter().filter(|&&g| g > mean).count() as f64 / gaps.len() as f64;
+        assert!((mean * 50.0 - 1.0).abs() < 0.03, "mean gap {mean}");
+        assert!((over_mean - (-1f64).exp()).abs() < 0.02, "{over_mean} of the gaps exceed the mean (e^-1 expected)");
+        assert_eq!(t, arrival_times(20_000, Some(50.0)), "seeded");
     }
 }

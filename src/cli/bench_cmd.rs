@@ -84,6 +84,7 @@ fn measure<B: BatchBackend>(
                 shared_prefix: args.shared_prefix.min(input_len),
                 prefix_caching: !args.no_prefix_caching,
                 admission: args.admission.policy(),
+                request_rate: args.request_rate,
             };
             throughput.push(serving::throughput(backend, &opts).map_err(anyhow::Error::msg).with_context(|| format!("throughput at {input_len}/{output_len}"))?);
         }
@@ -164,13 +165,17 @@ fn serving_modes(args: &BenchArgs) -> anyhow::Result<()> {
     }
     println!("device {label}");
     if !throughput.is_empty() {
-        println!("requests  in/out       seconds  out tok/s  total tok/s  TTFT p50/p90/p99 ms     ITL p50/p90/p99 ms   preempted  recomputed  cached prompt tok");
+        println!(
+            "requests  rate/s  in/out       seconds  out tok/s  total tok/s  TTFT p50/p90/p99 ms     ITL p50/p90/p99 ms   \
+             latency p50/p99 s  preempted  recomputed  cached prompt tok"
+        );
         for r in &throughput {
+            let rate = r.request_rate.map_or("all".to_string(), |rate| format!("{rate}"));
             println!(
-                "{:>8}  {:>5}/{:<5} {:>8.2} {:>10.0} {:>12.0}  {:>6.0}/{:>6.0}/{:>6.0}  {:>6.1}/{:>6.1}/{:>6.1} {:>8} {:>10.1}% {:>18}",
-                r.requests, r.input_len, r.output_len, r.seconds, r.output_tokens_per_s, r.total_tokens_per_s,
-                r.ttft_ms.p50, r.ttft_ms.p90, r.ttft_ms.p99, r.itl_ms.p50, r.itl_ms.p90, r.itl_ms.p99, r.preemptions,
-                100.0 * r.recomputed_fraction(), r.cached_prompt_tokens
+                "{:>8}  {:>6}  {:>5}/{:<5} {:>8.2} {:>10.0} {:>12.0}  {:>6.0}/{:>6.0}/{:>6.0}  {:>6.1}/{:>6.1}/{:>6.1}  {:>8.2}/{:<8.2} {:>8} {:>10.1}% {:>18}",
+                r.requests, rate, r.input_len, r.output_len, r.seconds, r.output_tokens_per_s, r.total_tokens_per_s,
+                r.ttft_ms.p50, r.ttft_ms.p90, r.ttft_ms.p99, r.itl_ms.p50, r.itl_ms.p90, r.itl_ms.p99,
+                r.latency_ms.p50 / 1e3, r.latency_ms.p99 / 1e3, r.preemptions, 100.0 * r.recomputed_fraction(), r.cached_prompt_tokens
             );
         }
     }

@@ -31,6 +31,7 @@ fn run(admission: Admission, requests: usize) -> Run {
         shared_prefix: 0,
         prefix_caching: false,
         admission,
+        request_rate: None,
     };
     let report = throughput(backend, &opts).unwrap();
     assert_eq!(report.output_tokens, requests * 1000, "{admission:?}: every request generates its 1000 tokens");

@@ -155,9 +155,16 @@ pub struct BenchArgs {
     #[arg(long, value_name = "IN/OUT,...", value_delimiter = ',', default_value = "128/128,1000/1000,2048/2048", value_parser = parse_io)]
     pub io: Vec<(usize, usize)>,
 
-    /// Throughput mode: requests per input/output pair, all queued at once.
+    /// Throughput mode: requests per input/output pair, all queued at once (or see
+    /// --request-rate).
     #[arg(long, value_name = "N", default_value_t = 256)]
     pub requests: usize,
+
+    /// Throughput mode: requests arrive as a Poisson process of this many a second (seeded, as
+    /// vLLM's benchmark_serving --request-rate) instead of all at once; TTFT and request
+    /// latency count from each arrival.
+    #[arg(long, value_name = "R", value_parser = parse_request_rate, allow_negative_numbers = true)]
+    pub request_rate: Option<f64>,
 
     /// Throughput mode: leading prompt tokens every request shares (one system prompt).
     #[arg(long, value_name = "N", default_value_t = 0)]
@@ -196,10 +203,18 @@ pub struct BenchArgs {
 pub enum BenchMode {
     /// Batch 1: load time, prefill tokens/s at --prefill lengths, decode ms/token at --contexts.
     Latency,
-    /// Offline throughput: --requests requests per --io pair; tokens/s, TTFT and ITL percentiles.
+    /// Offline throughput: --requests requests per --io pair (at once or at --request-rate);
+    /// tokens/s, TTFT, ITL and request latency percentiles.
     Throughput,
     /// Decode batch sweep over --batches: ms/step, tokens/s, achieved bandwidth.
     Sweep,
+}
+
+fn parse_request_rate(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
+        _ => Err(format!("`{s}` is not a positive number of requests a second (leave the flag out to queue all at once)")),
+    }
 }
 
 fn parse_io(s: &str) -> Result<(usize, usize), String> {
