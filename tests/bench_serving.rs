@@ -67,7 +67,8 @@ fn requests_arriving_at_a_rate_are_timed_from_their_arrival() {
     assert!(r.latency_ms.p99 < 0.5 * last * 1e3, "latency p99 {} ms: counted from the start?", r.latency_ms.p99);
     let json = serde_json::to_value(&r).unwrap();
     assert_eq!(json["request_rate"], 5.0);
-    assert!(json["latency_ms"]["p50"].is_number());
+    assert!(json["latency_ms"]["p50"].is_number() && json["ttft_ms"]["mean"].is_number());
+    assert!((r.requests_per_s * r.seconds - 8.0).abs() < 1e-9);
     // Without a rate every request is queued at once and the field is null.
     let backend = CpuBatchBackend::new(&model.weights, CpuBatchOptions { block_size: 16, num_blocks: 64, max_step_tokens: 128 });
     let r = throughput(backend, &eight_requests(4)).unwrap();

@@ -32,20 +32,22 @@ pub struct ServingOptions {
 
 #[derive(Clone, Copy, Debug, Default, Serialize, PartialEq)]
 pub struct Percentiles {
+    pub mean: f64,
     pub p50: f64,
     pub p90: f64,
     pub p99: f64,
 }
 
 impl Percentiles {
-    /// Nearest-rank percentiles of `v` (0 when empty).
+    /// The mean and nearest-rank percentiles of `v` (0 when empty).
     pub fn of(mut v: Vec<f64>) -> Percentiles {
         if v.is_empty() {
             return Percentiles::default();
         }
         v.sort_by(f64::total_cmp);
         let at = |q: f64| v[((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
-        Percentiles { p50: at(0.50), p90: at(0.90), p99: at(0.99) }
+        let mean = v.iter().sum::<f64>() / v.len() as f64;
+        Percentiles { mean, p50: at(0.50), p90: at(0.90), p99: at(0.99) }
     }
 }
 
@@ -56,6 +58,7 @@ pub struct ThroughputReport {
     pub output_len: usize,
     pub seconds: f64,
     pub output_tokens: usize,
+    pub requests_per_s: f64,
     pub output_tokens_per_s: f64,
     pub total_tokens_per_s: f64,
     /// Requests a second (Poisson arrivals), or null when all were queued at once.
@@ -166,6 +169,7 @@ pub fn throughput<B: BatchBackend>(backend: B, opts: &ServingOptions) -> Result<
         output_len: opts.output_len,
         seconds,
         output_tokens,
+        requests_per_s: opts.requests as f64 / seconds,
         output_tokens_per_s: output_tokens as f64 / seconds,
         total_tokens_per_s: (output_tokens + opts.requests * opts.input_len) as f64 / seconds,
         request_rate: opts.request_rate,
@@ -247,8 +251,8 @@ mod tests {
     #[test]
     fn nearest_rank_percentiles() {
         let v: Vec<f64> = (1..=100).map(f64::from).collect();
-        assert_eq!(Percentiles::of(v), Percentiles { p50: 50.0, p90: 90.0, p99: 99.0 });
-        assert_eq!(Percentiles::of(vec![7.0]), Percentiles { p50: 7.0, p90: 7.0, p99: 7.0 });
+        assert_eq!(Percentiles::of(v), Percentiles { mean: 50.5, p50: 50.0, p90: 90.0, p99: 99.0 });
+        assert_eq!(Percentiles::of(vec![7.0]), Percentiles { mean: 7.0, p50: 7.0, p90: 7.0, p99: 7.0 });
         assert_eq!(Percentiles::of(Vec::new()), Percentiles::default());
     }
 
