@@ -16,7 +16,10 @@
 //     ld.global.nc (ldg8, or `const __restrict__` pointers nvcc may turn into it): the
 //     non-coherent path is only for data no grid writes while this one runs.
 // Under NEMO_EMU the wait is where the emulator's dependency check swaps the primary's outputs
-// in (kernels/emu/emu.h): a read of them before the wait sees poison.
+// in (kernels/emu/emu.h): a read of them before the wait sees poison. It also reports a global
+// write before the wait, and a block that ends with none of its threads at the wait (a grid's
+// completion must imply its primary's: kernels read outputs of kernels two or more launches
+// back, safe only through that chain).
 #pragma once
 #include "common.cuh"
 

@@ -129,6 +129,9 @@ bool thread_done(int linear);
 // (Treating the wait as a block-wide meeting point is stricter than the GPU only for a kernel
 // that meets a __syncthreads before its wait on some threads: the emulator reports a deadlock.)
 void grid_dependency_wait();
+// In a dependent launch, the current block has not yet passed griddepcontrol.wait: the primary
+// may still be running, so a global write now could land under its reads.
+bool dependency_pending();
 
 void cp_async16(uint32_t smem, const void* gmem, bool valid);
 void cp_async_commit();

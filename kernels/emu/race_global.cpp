@@ -135,6 +135,10 @@ void global_access(int t, const void* p, size_t bytes, bool write) {
         const Place where{"global", u * 2};
         const bool foreign_write = g.writer_block >= 0 && !ordered(g.writer_block, g.writer_thread, g.writer_clock);
         if (write) {
+            if (dependency_pending()) {
+                report("a global write before griddepcontrol.wait in a dependent launch (the primary may still read "
+                       "or write that memory)");
+            }
             if (g.read_non_coherent) non_coherent_conflict(t, u * 2, false);
             if (foreign_write) cross_block_race("writes", t, g.writer_block, g.writer_thread, "wrote", u * 2, false);
             else if (g.reader_block >= 0 && (g.read_by_blocks || !ordered(g.reader_block, g.reader_thread, g.reader_clock)))

@@ -229,6 +229,11 @@ bool run_block(const dim3 bidx) {
         }
         current_thread = nullptr;
         if (remaining == 0) {
+            // A block of a dependent launch that ends without any thread at griddepcontrol.wait
+            // could complete before the primary, and then so could the grid: later kernels that
+            // read outputs of kernels further back rely on the chain (kernels/grid_dependency.cuh).
+            if (dependency.at_wait && !block.dependency_released)
+                report("a block of a dependent launch ended without reaching griddepcontrol.wait");
             for (int id = 1; id < 16; ++id)
                 if (block.named[id].arrived)
                     report(("named barrier " + std::to_string(id) + " has arrivals no bar.sync consumed when the block ends")
@@ -265,6 +270,8 @@ void report(const char* what) {
 }
 
 bool thread_done(int linear) { return block.threads[linear].done; }
+
+bool dependency_pending() { return dependency.at_wait && !block.dependency_released; }
 
 uint32_t shared_offset(const void* p) {
     const ptrdiff_t d = static_cast<const unsigned char*>(p) - shared_anchor;

@@ -1,6 +1,7 @@
 // Kernels that check the emulator itself (tests/gpu/emulated/selftest.rs); not part of the
 // engine (build.rs compiles kernels/*.cu only, not this folder).
 #include "common.cuh"
+#include "grid_dependency.cuh"
 #include "mma.cuh"
 #include "wgmma.cuh"
 
@@ -123,6 +124,21 @@ extern "C" __global__ void emu_selftest(const __grid_constant__ SelftestParams p
             if (tid == 0) p.scratch[0] = 6;
             __syncthreads();
             if (tid == 32) p.out[gid] = p.mode == 20 ? __ldg(&p.scratch[0]) : __ldcg(&p.scratch[0]);
+            break;
+        // Launched as a programmatic dependent (the test sets the dependency hooks):
+        case 22:  // a global write before griddepcontrol.wait: reported
+            p.out[gid] = 1;
+            grid_dependency_wait();
+            break;
+        case 23:  // a block whose threads all leave without the wait: reported
+            if (blockIdx.x == 1) return;
+            grid_dependency_wait();
+            p.out[gid] = 2;
+            break;
+        case 24:  // threads leaving early while the others wait, then write: passes
+            if (tid >= 32) return;
+            grid_dependency_wait();
+            p.out[gid] = 3;
             break;
         case 19:  // within a block: a global write read by another warp with no barrier between
             if (tid == 0) p.scratch[0] = 5;

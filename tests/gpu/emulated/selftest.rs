@@ -7,7 +7,7 @@
 //! memory shared by two blocks is reported unless a fence and an atomic order it, and so is a
 //! non-coherent load (__ldg) of memory the launch writes.
 
-use super::{in_deferred_mode, load};
+use super::{in_deferred_mode, load, PrimaryOutputs};
 use cudarc::driver::LaunchConfig;
 
 #[repr(C)]
@@ -21,6 +21,20 @@ struct SelftestParams {
 
 fn run(mode: i32, threads: u32, blocks: u32) -> (Result<(), String>, Vec<i32>) {
     run_with(mode, threads, blocks, &[])
+}
+
+/// `run`, as a programmatic dependent launch of a kernel that wrote `data` (poisoned until each
+/// block's griddepcontrol.wait).
+fn run_dependent(mode: i32, threads: u32, blocks: u32) -> (Result<(), String>, Vec<i32>) {
+    let data = vec![0i32; 4];
+    let primary = PrimaryOutputs::of(&[&data[..]]);
+    let mut out = vec![-1i32; (threads * blocks) as usize];
+    let mut scratch = vec![0i32; 1 + blocks as usize];
+    let cfg = LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 4096 };
+    let p = SelftestParams { out: out.as_mut_ptr() as u64, data: data.as_ptr() as u64, scratch: scratch.as_mut_ptr() as u64, mode };
+    let emu = load("emu/selftest");
+    let r = emu.launch_args_after("emu_selftest", cfg, Some(&primary), |k: unsafe extern "C" fn(SelftestParams)| unsafe { k(p) });
+    (r, out)
 }
 
 fn run_with(mode: i32, threads: u32, blocks: u32, data: &[i32]) -> (Result<(), String>, Vec<i32>) {
@@ -152,4 +166,24 @@ fn emulated_global_memory_races_are_reported_and_the_last_block_pattern_is_not()
         err.contains("global-memory race: thread 32 of block (0,0,0) reads global memory") && err.contains("which thread 0 wrote"),
         "{err}"
     );
+}
+
+/// Programmatic dependent launches (kernels/grid_dependency.cuh): a global write before
+/// griddepcontrol.wait could land under the still-running primary's accesses, and a block whose
+/// threads all leave without the wait could complete before the primary (later kernels rely on
+/// a grid's completion implying its primary's); both are reported. Threads that leave early
+/// while the rest of their block waits are fine.
+#[test]
+fn emulated_dependent_launches_that_write_early_or_never_wait_are_reported() {
+    let err = run_dependent(22, 64, 2).0.unwrap_err();
+    assert!(err.contains("a global write before griddepcontrol.wait in a dependent launch"), "{err}");
+    let err = run_dependent(23, 64, 2).0.unwrap_err();
+    assert!(err.contains("a block of a dependent launch ended without reaching griddepcontrol.wait") && err.contains("block (1,0,0)"), "{err}");
+    let (r, out) = run_dependent(24, 64, 2);
+    r.unwrap();
+    assert!(out.iter().enumerate().all(|(i, &v)| v == if i % 64 < 32 { 3 } else { -1 }), "{out:?}");
+    // Without the dependency hooks the same kernels are ordinary launches.
+    for mode in [22, 23] {
+        run(mode, 64, 2).0.unwrap();
+    }
 }
