@@ -209,3 +209,36 @@ extern "C" __global__ void __launch_bounds__(THREADS) sample_tokens_f32(
         if (count != -3) return;
     }
 }
+
+// Mirrored by `LogitEdit` in src/sampling/penalties.rs (the CPU reference, `LogitEdit::apply`).
+struct LogitEdit {
+    uint32_t token;
+    float bias;   // logit_bias
+    float scale;  // the repetition penalty if the token was seen, else 1
+    float sub;    // frequency * count + presence * (count > 0)
+};
+static_assert(sizeof(LogitEdit) == 16, "mirror of LogitEdit in penalties.rs");
+
+// logit_bias and the repetition, frequency and presence penalties, before sample_tokens_f32:
+// l = ((l + bias) / scale if positive, else * scale) - sub, in the CPU's order of rounded f32
+// operations (the _rn intrinsics are never fused into an FMA). One thread per edit; the wrapper
+// checks that no token appears twice within a row, so no two threads touch one logit. The raw
+// logit goes to `saved`, from which the host restores rows whose logprobs it reports.
+// A few thousand scattered 4-byte accesses per step: bound by launch latency, not bandwidth.
+extern "C" __global__ void __launch_bounds__(256) apply_logit_edits_f32(
+    float* __restrict__ logits,             // [n_rows, vocab]
+    const LogitEdit* __restrict__ edits,    // [n_edits], tokens < vocab
+    const int32_t* __restrict__ edit_rows,  // [n_edits], rows < n_rows
+    float* __restrict__ saved,              // [n_edits]
+    int n_edits,
+    int vocab) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n_edits) return;
+    const LogitEdit e = edits[i];
+    float* at = logits + (size_t)edit_rows[i] * vocab + e.token;
+    const float l = *at;
+    saved[i] = l;
+    float x = __fadd_rn(l, e.bias);
+    x = x > 0.f ? __fdiv_rn(x, e.scale) : __fmul_rn(x, e.scale);
+    *at = __fsub_rn(x, e.sub);
+}

@@ -272,6 +272,12 @@ using std::min;
 inline float __expf(float x) { return expf(x); }
 inline float __logf(float x) { return logf(x); }
 inline float __fdividef(float a, float b) { return a / b; }
+// The round-to-nearest operations nvcc never fuses into an FMA; x86-64 without -mfma has no
+// FMA to contract them into either.
+inline float __fadd_rn(float a, float b) { return a + b; }
+inline float __fsub_rn(float a, float b) { return a - b; }
+inline float __fmul_rn(float a, float b) { return a * b; }
+inline float __fdiv_rn(float a, float b) { return a / b; }
 inline float rsqrtf(float x) { return 1.f / sqrtf(x); }
 inline float __saturatef(float x) { return fminf(fmaxf(x, 0.f), 1.f); }
 inline int __popc(unsigned x) { return __builtin_popcount(x); }

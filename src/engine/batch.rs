@@ -3,7 +3,7 @@
 
 use super::EngineError;
 use crate::model::ModelConfig;
-use crate::sampling::{sample_at, token_logprobs, SamplingError, SamplingParams, TokenLogprobs};
+use crate::sampling::{apply_edits, sample_at, token_logprobs, LogitEdit, SamplingError, SamplingParams, TokenLogprobs};
 
 /// One sequence's part of a step.
 #[derive(Clone, Debug)]
@@ -22,8 +22,11 @@ pub struct StepEntry<'a> {
 
 /// How to draw the next token of an entry that wants one.
 #[derive(Clone, Copy, Debug)]
-pub struct SampleSpec {
+pub struct SampleSpec<'a> {
     pub params: SamplingParams,
+    /// Logit bias and penalties for this draw (`sampling::penalties`): distinct tokens in
+    /// ascending order; empty for most requests. Applied before sampling; logprobs stay raw.
+    pub edits: &'a [LogitEdit],
     /// The draw index (tokens generated so far), so a recomputed sequence draws what it would
     /// have drawn without the preemption.
     pub step: u64,
@@ -103,7 +106,13 @@ pub fn sample_on_host(
 
 /// One token from one row of logits.
 pub fn draw(spec: &SampleSpec, logits: &[f32]) -> Draw {
-    let token = sample_at(&spec.params, logits, spec.step)?;
+    let token = if spec.edits.is_empty() {
+        sample_at(&spec.params, logits, spec.step)?
+    } else {
+        let mut edited = logits.to_vec();
+        apply_edits(&mut edited, spec.edits)?;
+        sample_at(&spec.params, &edited, spec.step)?
+    };
     let logprobs = spec.logprobs.map(|k| token_logprobs(logits, token, k)).transpose()?;
     Ok(SampledToken { token, logprobs })
 }
@@ -116,8 +125,8 @@ mod tests {
         StepEntry { tokens: &[1], ctx_len: 1, block_table: &[0], want_logits }
     }
 
-    fn greedy(logprobs: Option<usize>) -> SampleSpec {
-        SampleSpec { params: SamplingParams::greedy(), step: 0, logprobs }
+    fn greedy(logprobs: Option<usize>) -> SampleSpec<'static> {
+        SampleSpec { params: SamplingParams::greedy(), edits: &[], step: 0, logprobs }
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The CUDA engine as a backend (`--device cuda`): one sequence over the preallocated KV cache,
 //! prompts longer than a chunk prefilled chunk by chunk.
 
-use super::{check_tokens, Backend, EngineError, KvCacheDtype};
+use super::{check_tokens, Backend, EngineError, KvCacheDtype, SampleSpec};
 use crate::gpu::model::{CudaModel, GpuWeights, KvSize, SeqChunk, BLOCK_SIZE};
 use crate::sampling::SamplingParams;
 use crate::gpu::Gpu;
@@ -87,7 +87,8 @@ impl Backend for CudaBackend {
             let ctx = self.held + chunk.len();
             let table: Vec<u32> = (0..ctx.div_ceil(BLOCK_SIZE) as u32).collect();
             let seq = SeqChunk { ids: chunk, ctx_len: ctx, block_table: &table, want_logits: last };
-            let wanted: &[(SamplingParams, u64)] = if last { &[(*params, step)] } else { &[] };
+            let spec = SampleSpec { params: *params, edits: &[], step, logprobs: None };
+            let wanted: &[SampleSpec] = if last { &[spec] } else { &[] };
             token = self.model.forward_batch_sampled(&[seq], wanted)?.pop().flatten().transpose()?;
             self.held = ctx;
         }

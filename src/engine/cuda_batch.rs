@@ -38,8 +38,7 @@ impl BatchBackend for CudaBatchBackend {
     /// their logits back too.
     fn step_sampled(&mut self, batch: &[StepEntry<'_>], specs: &[SampleSpec]) -> Result<Vec<Option<Draw>>, EngineError> {
         let ids = self.checked_ids(batch)?;
-        let params: Vec<_> = specs.iter().map(|s| (s.params, s.step)).collect();
-        let tokens = self.model.forward_batch_sampled(&chunks(batch, &ids), &params)?;
+        let tokens = self.model.forward_batch_sampled(&chunks(batch, &ids), specs)?;
         let mut specs = specs.iter();
         let mut row = 0;
         let mut draws = Vec::with_capacity(tokens.len());

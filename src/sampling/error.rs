@@ -10,6 +10,12 @@ pub enum SamplingError {
     InvalidTopP(f32),
     #[error("min_p must be in [0, 1] (0 = off), got {0}")]
     InvalidMinP(f32),
+    #[error("{name} must be in {range}, got {value}")]
+    InvalidPenalty { name: &'static str, value: f32, range: &'static str },
+    #[error("logit_bias names token {token}, outside the vocabulary of {vocab} tokens")]
+    LogitBiasOutOfVocabulary { token: u32, vocab: usize },
+    #[error("logit_bias lists token {token} twice or out of order")]
+    UnsortedLogitBias { token: u32 },
     #[error("max_tokens must be at least 1")]
     ZeroMaxTokens,
     #[error("the logits are empty: no token to choose from")]

@@ -17,6 +17,7 @@ pub mod filter;
 mod logits;
 pub mod logprobs;
 mod params;
+pub mod penalties;
 pub mod rng;
 mod stop;
 
@@ -25,6 +26,7 @@ pub use filter::{draw, filtered_distribution, Candidate, Distribution};
 pub use logits::argmax;
 pub use logprobs::{log_softmax, token_logprobs, top_logprobs, TokenLogprobs};
 pub use params::SamplingParams;
+pub use penalties::{apply_edits, LogitEdit, Penalties, PenaltyState};
 pub use stop::{FinishReason, StopCriteria};
 
 /// The token for step `step` of a run: a pure function of the parameters, the logits and the step.

@@ -241,9 +241,9 @@ fn entry<'a>(scheduler: &'a Scheduler, c: &ScheduledChunk) -> StepEntry<'a> {
 
 /// How to draw the chunk's next token: the draw index is the number of tokens generated so far,
 /// so a recomputed sequence draws exactly what it would have drawn without the preemption.
-fn sample_spec(scheduler: &Scheduler, c: &ScheduledChunk) -> SampleSpec {
+fn sample_spec<'a>(scheduler: &'a Scheduler, c: &ScheduledChunk) -> SampleSpec<'a> {
     let seq = scheduler.running(c.id).expect("planned sequences are running");
-    SampleSpec { params: seq.request.sampling, step: seq.generated().len() as u64, logprobs: seq.request.logprobs }
+    SampleSpec { params: seq.request.sampling, edits: seq.logit_edits(), step: seq.generated().len() as u64, logprobs: seq.request.logprobs }
 }
 
 fn finished(seq: &Sequence, reason: FinishReason) -> Event {

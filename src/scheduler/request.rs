@@ -1,6 +1,6 @@
 //! What a caller asks the engine for, and the up-front checks that refuse what can never run.
 
-use crate::sampling::{SamplingError, SamplingParams};
+use crate::sampling::{Penalties, SamplingError, SamplingParams};
 
 /// Assigned by the engine in arrival order: a larger id arrived later (the preemption policy
 /// uses this as the sequence's age).
@@ -20,6 +20,8 @@ impl std::fmt::Display for RequestId {
 pub struct Request {
     pub prompt: Vec<u32>,
     pub sampling: SamplingParams,
+    /// Logit bias and repetition, frequency and presence penalties (default: none).
+    pub penalties: Penalties,
     /// At least 1. The stop token, when one ends the run, counts and is emitted.
     pub max_tokens: usize,
     /// Token ids that end the run. The engine knows no EOS of its own: the caller lists the
@@ -32,7 +34,7 @@ pub struct Request {
 impl Request {
     /// Greedy, no stop tokens, no logprobs.
     pub fn new(prompt: Vec<u32>, max_tokens: usize) -> Self {
-        Request { prompt, sampling: SamplingParams::greedy(), max_tokens, stop_token_ids: Vec::new(), logprobs: None }
+        Request { prompt, sampling: SamplingParams::greedy(), penalties: Penalties::default(), max_tokens, stop_token_ids: Vec::new(), logprobs: None }
     }
 }
 
@@ -88,6 +90,7 @@ impl Request {
             return Err(SamplingError::ZeroMaxTokens.into());
         }
         self.sampling.validate()?;
+        self.penalties.validate(limits.vocab_size)?;
         let (prompt, max_tokens) = (self.prompt.len(), self.max_tokens);
         if prompt + max_tokens > limits.max_context {
             return Err(RequestError::ContextTooLong { prompt, max_tokens, max_context: limits.max_context });

@@ -2,7 +2,7 @@
 //! the cache, and the blocks holding those.
 
 use super::request::{Request, RequestId};
-use crate::sampling::StopCriteria;
+use crate::sampling::{LogitEdit, PenaltyState, StopCriteria};
 
 #[derive(Debug, Clone)]
 pub struct Sequence {
@@ -25,6 +25,9 @@ pub struct Sequence {
     /// Prompt tokens found in the prefix cache when first admitted (reported in the usage).
     pub cached_prompt_tokens: usize,
     pub preemptions: u32,
+    /// The logit edits of the request's bias and penalties, kept up to date with every
+    /// generated token (a preemption keeps them: the generated tokens stay generated).
+    penalties: Option<PenaltyState>,
 }
 
 impl Sequence {
@@ -32,7 +35,8 @@ impl Sequence {
     pub fn new(id: RequestId, request: Request) -> Self {
         let stop = StopCriteria::new(request.max_tokens, Vec::new(), request.stop_token_ids.clone())
             .expect("validated requests have max_tokens >= 1");
-        Sequence { id, tokens: request.prompt.clone(), request, stop, computed: 0, blocks: Vec::new(), registered: 0, planned_end: 0, cached_prompt_tokens: 0, preemptions: 0 }
+        let penalties = PenaltyState::new(&request.penalties, &request.prompt);
+        Sequence { id, tokens: request.prompt.clone(), request, stop, computed: 0, blocks: Vec::new(), registered: 0, planned_end: 0, cached_prompt_tokens: 0, preemptions: 0, penalties }
     }
 
     pub fn tokens(&self) -> &[u32] {
@@ -84,6 +88,14 @@ impl Sequence {
     pub fn push_generated(&mut self, token: u32) {
         assert_eq!(self.remaining(), 0, "sampled before the sequence's tokens were all run");
         self.tokens.push(token);
+        if let Some(p) = &mut self.penalties {
+            p.record(token);
+        }
+    }
+
+    /// What the next draw changes in the logits first (empty without bias or penalties).
+    pub fn logit_edits(&self) -> &[LogitEdit] {
+        self.penalties.as_ref().map_or(&[], |p| p.edits())
     }
 
     /// Forgets the cache state; the caller returns `blocks` to the pool first.

@@ -7,7 +7,7 @@ use std::hash::{BuildHasher, Hasher};
 use super::error::ApiError;
 use super::model::SamplingDefaults;
 use super::openai::request::SharedFields;
-use crate::sampling::SamplingParams;
+use crate::sampling::{Penalties, SamplingParams};
 use crate::scheduler::{max_kv_positions, Limits};
 
 /// More would make the per-token search a cost and a hostile request's lever; OpenAI allows 4.
@@ -16,10 +16,16 @@ pub const MAX_STOP_STRINGS: usize = 32;
 pub const MAX_STOP_STRING_BYTES: usize = 256;
 /// OpenAI's limit for `top_logprobs`.
 pub const MAX_TOP_LOGPROBS: i64 = 20;
+/// Tokens one `logit_bias` may name: each costs every step of the request an edit of its
+/// logits row (16 bytes uploaded on the GPU); 1024 covers banning or forcing any word list.
+pub const MAX_LOGIT_BIAS: usize = 1024;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct GenerationParams {
     pub sampling: SamplingParams,
+    /// `logit_bias` and the penalties; token ids are checked against the vocabulary when the
+    /// engine validates the request.
+    pub penalties: Penalties,
     /// `None`: as many as fit in the context and the KV cache.
     pub max_tokens: Option<usize>,
     pub stop_strings: Vec<String>,
@@ -71,7 +77,7 @@ pub fn generation_params(
     if let Some(n) = f.n.filter(|&n| n != 1) {
         return Err(ApiError::invalid_param("n", format!("only n = 1 is supported, got {n}")));
     }
-    refuse_unsupported(f)?;
+    let penalties = penalties(f)?;
     let stream = f.stream.unwrap_or(false);
     if f.stream_options.is_some() && !stream {
         return Err(ApiError::invalid_param("stream_options", "stream_options is only allowed when stream is true"));
@@ -84,6 +90,7 @@ pub fn generation_params(
     };
     Ok(GenerationParams {
         sampling: SamplingParams { temperature, top_k, top_p, min_p, seed },
+        penalties,
         max_tokens,
         stop_strings: stop_strings(f)?,
         ignore_eos: f.ignore_eos.unwrap_or(false),
@@ -92,20 +99,62 @@ pub fn generation_params(
     })
 }
 
-fn refuse_unsupported(f: &SharedFields) -> Result<(), ApiError> {
-    for (name, value, neutral) in [
-        ("frequency_penalty", f.frequency_penalty, 0.0),
-        ("presence_penalty", f.presence_penalty, 0.0),
-        ("repetition_penalty", f.repetition_penalty, 1.0),
+/// `frequency_penalty` and `presence_penalty` in [-2, 2] (OpenAI), `repetition_penalty` in
+/// [0.01, 100] (vLLM's extension; 1 = off), `logit_bias` as OpenAI's map of token id (a
+/// decimal string) to a bias in [-100, 100].
+fn penalties(f: &SharedFields) -> Result<Penalties, ApiError> {
+    let mut p = Penalties::default();
+    let limit = crate::sampling::penalties::PENALTY_LIMIT as f64;
+    for (name, value, out) in [
+        ("frequency_penalty", f.frequency_penalty, &mut p.frequency),
+        ("presence_penalty", f.presence_penalty, &mut p.presence),
     ] {
-        if let Some(v) = value.filter(|&v| v != neutral) {
-            return Err(ApiError::invalid_param(name, format!("{name} is not supported by this server (got {v}; only {neutral})")));
+        match value {
+            Some(v) if !(-limit..=limit).contains(&v) => {
+                return Err(ApiError::invalid_param(name, format!("{name} must be in [-2, 2], got {v}")))
+            }
+            Some(v) => *out = v as f32,
+            None => {}
         }
     }
-    if f.logit_bias.as_ref().is_some_and(|m| !m.is_empty()) {
-        return Err(ApiError::invalid_param("logit_bias", "logit_bias is not supported by this server"));
+    let (lo, hi) = crate::sampling::penalties::REPETITION_RANGE;
+    match f.repetition_penalty {
+        Some(r) if !(lo as f64..=hi as f64).contains(&r) => {
+            return Err(ApiError::invalid_param(
+                "repetition_penalty",
+                format!("repetition_penalty must be in [0.01, 100] (1 = off), got {r}"),
+            ))
+        }
+        Some(r) => p.repetition = r as f32,
+        None => {}
     }
-    Ok(())
+    if let Some(map) = &f.logit_bias {
+        p.logit_bias = logit_bias(map)?;
+    }
+    Ok(p)
+}
+
+fn logit_bias(map: &serde_json::Map<String, serde_json::Value>) -> Result<Vec<(u32, f32)>, ApiError> {
+    let bad = |what: String| Err(ApiError::invalid_param("logit_bias", what));
+    if map.len() > MAX_LOGIT_BIAS {
+        return bad(format!("logit_bias may name at most {MAX_LOGIT_BIAS} tokens, got {}", map.len()));
+    }
+    let mut out = Vec::with_capacity(map.len());
+    for (key, value) in map {
+        let Ok(token) = key.parse::<u32>() else {
+            return bad(format!("logit_bias keys must be token ids (decimal integers), got {key:?}"));
+        };
+        let bias = match value.as_f64() {
+            Some(b) if (-100.0..=100.0).contains(&b) => b as f32,
+            _ => return bad(format!("logit_bias[{key:?}] must be a number in [-100, 100], got {value}")),
+        };
+        out.push((token, bias));
+    }
+    out.sort_unstable_by_key(|&(t, _)| t);
+    if let Some(w) = out.windows(2).find(|w| w[0].0 == w[1].0) {
+        return bad(format!("logit_bias names token {} twice (as two spellings of one id)", w[0].0));
+    }
+    Ok(out)
 }
 
 fn stop_strings(f: &SharedFields) -> Result<Vec<String>, ApiError> {

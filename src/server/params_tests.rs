@@ -45,8 +45,15 @@ fn out_of_range_values_are_refused_by_name() {
         (r#"{"model": "m", "max_tokens": 0}"#, "max_tokens", "at least 1"),
         (r#"{"model": "m", "max_tokens": -5}"#, "max_tokens", "at least 1"),
         (r#"{"model": "m", "n": 2}"#, "n", "only n = 1"),
-        (r#"{"model": "m", "frequency_penalty": 0.5}"#, "frequency_penalty", "not supported"),
-        (r#"{"model": "m", "logit_bias": {"1": 5}}"#, "logit_bias", "not supported"),
+        (r#"{"model": "m", "frequency_penalty": 2.5}"#, "frequency_penalty", "[-2, 2]"),
+        (r#"{"model": "m", "presence_penalty": -3}"#, "presence_penalty", "[-2, 2]"),
+        (r#"{"model": "m", "repetition_penalty": 0}"#, "repetition_penalty", "[0.01, 100]"),
+        (r#"{"model": "m", "repetition_penalty": 1000}"#, "repetition_penalty", "[0.01, 100]"),
+        (r#"{"model": "m", "logit_bias": {"1": 101}}"#, "logit_bias", "[-100, 100]"),
+        (r#"{"model": "m", "logit_bias": {"1": "5"}}"#, "logit_bias", "a number"),
+        (r#"{"model": "m", "logit_bias": {"x": 5}}"#, "logit_bias", "token ids"),
+        (r#"{"model": "m", "logit_bias": {"-1": 5}}"#, "logit_bias", "token ids"),
+        (r#"{"model": "m", "logit_bias": {"7": 1, "07": 2}}"#, "logit_bias", "token 7 twice"),
         (r#"{"model": "m", "stream_options": {"include_usage": true}}"#, "stream_options", "stream is true"),
         (r#"{"model": "m", "stop": ["ok", ""]}"#, "stop[1]", "must not be empty"),
     ] {
@@ -86,4 +93,21 @@ fn max_tokens_is_checked_against_the_context_and_the_cache() {
     assert_eq!(resolve_max_tokens(None, 20, &roomy), Ok(80));
     assert!(resolve_max_tokens(None, 100, &roomy).is_err());
     assert_eq!(resolve_max_tokens(Some(usize::MAX), 20, &roomy).unwrap_err().code, Some("context_length_exceeded"));
+}
+
+#[test]
+fn penalties_and_logit_bias_are_taken_sorted_by_token() {
+    let p = params(
+        r#"{"model": "m", "frequency_penalty": -2, "presence_penalty": 1.5, "repetition_penalty": 1.2,
+            "logit_bias": {"30": -100, "2": 100, "11": 0.5}}"#,
+    )
+    .unwrap();
+    let want = Penalties { repetition: 1.2, frequency: -2.0, presence: 1.5, logit_bias: vec![(2, 100.0), (11, 0.5), (30, -100.0)] };
+    assert_eq!(p.penalties, want);
+    let neutral = params(r#"{"model": "m", "frequency_penalty": 0, "repetition_penalty": 1, "logit_bias": {}}"#).unwrap();
+    assert!(neutral.penalties.is_neutral());
+    assert!(params(r#"{"model": "m"}"#).unwrap().penalties.is_neutral());
+    let many: String = (0..=MAX_LOGIT_BIAS).map(|t| format!("\"{t}\": 1")).collect::<Vec<_>>().join(", ");
+    let e = refused(&format!(r#"{{"model": "m", "logit_bias": {{{many}}}}}"#));
+    assert!(e.message.contains("at most 1024 tokens"), "{e}");
 }

@@ -116,3 +116,60 @@ fn gpu_entry_reads_the_blocks_another_fills_in_the_same_step() {
         assert!(mean.is_finite() && mean <= 0.03, "entry {entry}: mean abs logit error {mean} against the CPU");
     }
 }
+
+/// Logit bias and penalties on the CUDA backend (`apply_logit_edits_f32` before the device
+/// sampler) against the CPU backend's host path: a +100 bias forces its token, a -100 bias
+/// bans the CPU's choice, a repetition penalty over the prompt picks as the CPU does where its
+/// edited margin allows, and logprobs stay those of the raw logits (the device keeps the raw
+/// values of the logits it edits).
+#[test]
+fn gpu_logit_bias_and_penalties_match_the_cpu_backend() {
+    use nemo_engine::engine::SampleSpec;
+    use nemo_engine::sampling::{apply_edits, Penalties, PenaltyState, SamplingParams};
+    let Some(gpu) = gpu_or_skip("gpu_logit_bias_and_penalties_match_the_cpu_backend") else { return };
+    let model = load(&fixture_dir().join("hf")).unwrap();
+    let w = &model.weights;
+    let mut rng = Rng::seeded(5);
+    let vocab = w.config.vocab_size;
+    let prompts: Vec<Vec<u32>> = (0..4).map(|i| (0..20 + 9 * i).map(|_| 3 + rng.below(vocab - 3) as u32).collect()).collect();
+    let tables: Vec<Vec<u32>> = (0..4u32).map(|i| vec![2 * i, 2 * i + 1, 8 + i]).collect();
+    let step: Vec<StepEntry> = prompts
+        .iter()
+        .zip(&tables)
+        .map(|(p, t)| StepEntry { tokens: p, ctx_len: p.len(), block_table: t, want_logits: true })
+        .collect();
+    let mut cpu = CpuBatchBackend::new(w, CpuBatchOptions { block_size: 16, num_blocks: 12, max_step_tokens: 256 });
+    let raw = cpu.step(&step).unwrap();
+    let cpu_choice = nemo_engine::sampling::argmax(raw[1].as_ref().unwrap()).unwrap();
+    let penalties = [
+        Penalties { logit_bias: vec![(17, 100.0)], ..Penalties::default() },
+        Penalties { logit_bias: vec![(cpu_choice, -100.0)], ..Penalties::default() },
+        Penalties { repetition: 1.6, presence: 0.5, ..Penalties::default() },
+        Penalties::default(),
+    ];
+    let states: Vec<Option<PenaltyState>> = penalties.iter().zip(&prompts).map(|(p, prompt)| PenaltyState::new(p, prompt)).collect();
+    let specs: Vec<SampleSpec> = states
+        .iter()
+        .map(|s| SampleSpec { params: SamplingParams::greedy(), edits: s.as_ref().map_or(&[], |s| s.edits()), step: 0, logprobs: Some(3) })
+        .collect();
+    let want = cpu.step_sampled(&step, &specs).unwrap();
+    let weights = GpuWeights::upload(&gpu, w).unwrap();
+    let mut cuda = CudaBatchBackend { model: CudaModel::new(gpu, weights, 16 * 16, 256, 4).unwrap() };
+    let got = cuda.step_sampled(&step, &specs).unwrap();
+    for (i, ((g, w), spec)) in got.iter().zip(&want).zip(&specs).enumerate() {
+        let (g, w) = (g.clone().unwrap().unwrap(), w.clone().unwrap().unwrap());
+        let mut edited = raw[i].clone().unwrap();
+        apply_edits(&mut edited, spec.edits).unwrap();
+        let mut sorted = edited.clone();
+        sorted.sort_by(|a, b| b.total_cmp(a));
+        if sorted[0] - sorted[1] > 0.05 {
+            assert_eq!(g.token, w.token, "entry {i}: the GPU drew another token than the CPU");
+        }
+        let (gl, wl) = (g.logprobs.unwrap(), w.logprobs.unwrap());
+        let diff = (gl.logprob - wl.logprob).abs();
+        assert!(diff < 0.05, "entry {i}: chosen token logprob {} on the GPU, {} on the CPU (raw logits expected)", gl.logprob, wl.logprob);
+    }
+    let token = |d: &Option<nemo_engine::engine::Draw>| d.clone().unwrap().unwrap().token;
+    assert_eq!(token(&got[0]), 17, "a +100 bias forces its token");
+    assert_ne!(token(&got[1]), cpu_choice, "a -100 bias bans its token");
+}

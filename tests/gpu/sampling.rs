@@ -1,9 +1,10 @@
 //! sample_tokens_f32 against the CPU sampler (sampling::sample_at): the same token for the same
-//! logits, parameters, seed and step.
+//! logits, parameters, seed and step; apply_logit_edits_f32 against `sampling::apply_edits`, bit
+//! for bit.
 
-use nemo_engine::gpu::kernels::sampling::{sample_tokens, SampleParams, Sampled};
+use nemo_engine::gpu::kernels::sampling::{sample_tokens, EditBatch, LogitEdits, SampleParams, Sampled};
 use nemo_engine::gpu::download;
-use nemo_engine::sampling::{sample_at, SamplingParams};
+use nemo_engine::sampling::{apply_edits, sample_at, LogitEdit, SamplingParams};
 
 use crate::common::*;
 
@@ -103,4 +104,84 @@ fn gpu_sampling_reports_bad_logits() {
     let mut out = dev(&gpu, &[0i32; 3]);
     sample_tokens(&gpu, &l_dev.as_view(), 64, &p_dev.as_view(), &mut out.as_view_mut()).unwrap();
     assert_eq!(download(&gpu, &out).unwrap(), vec![-1, -1, -1]);
+}
+
+/// Rows of logits with their edits: tokens at both ends of the vocabulary, rows without edits,
+/// logits positive, negative and zero, penalties below and above 1, biases to +-100. Shared with
+/// the emulator's test.
+pub fn logit_edit_rows(rng: &mut Rng, vocab: usize, n_rows: usize) -> (Vec<f32>, Vec<Vec<LogitEdit>>) {
+    let mut logits: Vec<f32> = (0..n_rows * vocab).map(|_| rng.normal(4.0)).collect();
+    let mut rows = Vec::new();
+    for r in 0..n_rows {
+        let n = [0, 1, 7, 300, vocab.min(2000)][r % 5];
+        let mut tokens: Vec<u32> = (0..n).map(|_| rng.below(vocab) as u32).chain([0, vocab as u32 - 1].into_iter().take(n.min(2))).collect();
+        tokens.sort_unstable();
+        tokens.dedup();
+        let edits = tokens
+            .iter()
+            .map(|&token| {
+                if rng.below(8) == 0 {
+                    logits[r * vocab + token as usize] = 0.0;
+                }
+                LogitEdit {
+                    token,
+                    bias: [0.0, 0.0, 1.5, -100.0, 100.0, rng.normal(3.0)][rng.below(6)],
+                    scale: [1.0, 1.0, 1.3, 0.7, 0.01, 100.0][rng.below(6)],
+                    sub: [0.0, 0.5, -2.0, rng.normal(2.0)][rng.below(4)],
+                }
+            })
+            .collect();
+        rows.push(edits);
+    }
+    (logits, rows)
+}
+
+/// The CPU reference: each row edited by `apply_edits`.
+pub fn edited_on_the_cpu(logits: &[f32], rows: &[Vec<LogitEdit>], vocab: usize) -> Vec<f32> {
+    let mut want = logits.to_vec();
+    for (row, edits) in want.chunks_exact_mut(vocab).zip(rows) {
+        apply_edits(row, edits).unwrap();
+    }
+    want
+}
+
+/// Bit for bit; the first differing index named.
+pub fn assert_same_bits(what: &str, got: &[f32], want: &[f32]) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    if let Some(i) = (0..got.len()).find(|&i| got[i].to_bits() != want[i].to_bits()) {
+        let bad = (0..got.len()).filter(|&i| got[i].to_bits() != want[i].to_bits()).count();
+        panic!("{what}: {bad} values differ, first at {i}: got {} want {}", got[i], want[i]);
+    }
+}
+
+#[test]
+fn gpu_logit_edits_match_the_cpu_bit_for_bit() {
+    let Some(gpu) = gpu_or_skip("gpu_logit_edits_match_the_cpu_bit_for_bit") else { return };
+    let mut rng = Rng::fresh("logit_edits");
+    let mut edits = LogitEdits::default();
+    for (vocab, n_rows) in [(131_072, 10), (1000, 7), (49_152, 3)] {
+        let (logits, rows) = logit_edit_rows(&mut rng, vocab, n_rows);
+        let mut l_dev = dev(&gpu, &logits);
+        let per_row: Vec<&[LogitEdit]> = rows.iter().map(|r| &r[..]).collect();
+        edits.apply(&gpu, &mut l_dev.as_view_mut(), vocab, EditBatch::new(&per_row, vocab).unwrap()).unwrap();
+        let got = download(&gpu, &l_dev).unwrap();
+        assert_same_bits(&format!("vocab {vocab}"), &got, &edited_on_the_cpu(&logits, &rows, vocab));
+        // The raw row comes back for logprobs.
+        for r in 0..n_rows {
+            let mut row = got[r * vocab..(r + 1) * vocab].to_vec();
+            edits.restore_row(&gpu, r, &mut row).unwrap();
+            assert_same_bits(&format!("vocab {vocab} row {r} restored"), &row, &logits[r * vocab..(r + 1) * vocab]);
+        }
+    }
+}
+
+#[test]
+fn logit_edit_batches_refuse_repeated_and_out_of_vocabulary_tokens() {
+    let e = |token| LogitEdit { token, bias: 1.0, scale: 1.0, sub: 0.0 };
+    let ok = EditBatch::new(&[&[e(0), e(9)], &[], &[e(3)]], 10).unwrap();
+    assert_eq!((ok.rows, ok.starts), (vec![0, 0, 2], vec![0, 2, 2, 3]));
+    let refused = |rows: &[&[LogitEdit]]| EditBatch::new(rows, 10).unwrap_err().to_string();
+    assert!(refused(&[&[e(10)]]).contains("token 10 outside the vocabulary of 10"));
+    assert!(refused(&[&[], &[e(4), e(4)]]).contains("row 1: tokens not strictly ascending"));
+    assert!(refused(&[&[e(5), e(2)]]).contains("not strictly ascending"));
 }

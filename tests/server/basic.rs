@@ -279,3 +279,33 @@ fn models_health_and_metrics() {
     }
     assert!(s.metric("process_resident_memory_bytes") > 1e6);
 }
+
+/// `logit_bias` +100 forces its token at every step, and the logprobs reported are the model's
+/// (raw logits, as vLLM reports them), not the biased ones; penalties are taken; a bias on a
+/// token outside the vocabulary is a 400 naming it.
+#[test]
+fn logit_bias_forces_its_token_and_penalties_are_taken() {
+    let s = TestServer::start(Options::default());
+    let body = json!({"model": "test-model", "prompt": "Once upon a time", "temperature": 0, "max_tokens": 4,
+                      "logprobs": 1, "logit_bias": {"1234": 100}});
+    let v = post_json(s.addr, "/v1/completions", &body).json();
+    let lp = &v["choices"][0]["logprobs"];
+    let tokens = lp["tokens"].as_array().unwrap();
+    assert_eq!(tokens.len(), 4, "{v}");
+    assert!(tokens.iter().all(|t| t == &tokens[0]), "one forced token: {tokens:?}");
+    for l in lp["token_logprobs"].as_array().unwrap() {
+        assert!(l.as_f64().unwrap() < -1.0, "raw logprobs expected, got {l}");
+    }
+    let unbiased = post_json(s.addr, "/v1/completions", &json!({"model": "test-model", "prompt": "Once upon a time", "temperature": 0, "max_tokens": 4})).json();
+    assert_ne!(unbiased["choices"][0]["text"], v["choices"][0]["text"], "the bias changed nothing");
+
+    let penalised = chat_body("Tell me a story.", json!({"temperature": 0, "max_tokens": 8, "repetition_penalty": 1.3,
+                                                       "frequency_penalty": 0.5, "presence_penalty": -0.5}));
+    let r = post_json(s.addr, "/v1/chat/completions", &penalised);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["usage"]["completion_tokens"], 8);
+
+    let r = post_json(s.addr, "/v1/completions", &json!({"model": "test-model", "prompt": "x", "logit_bias": {"131072": 5}}));
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("logit_bias names token 131072, outside the vocabulary of 131072"), "{}", r.text());
+}

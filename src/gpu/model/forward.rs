@@ -24,9 +24,10 @@ use crate::gpu::kernels::gemm_wgmma::{gemm_wgmma, gemm_wgmma_f32};
 use crate::gpu::kernels::gemv::{gemv_f32, gemv_normed, RowNorm, MAX_M};
 use crate::gpu::kernels::rmsnorm::rmsnorm;
 use crate::gpu::kernels::rope::{rope_cos_sin_table, rope_write_kv, rope_write_kv_e4m3, RopeShape, RopeTable};
-use crate::gpu::kernels::sampling::{sample_tokens, SampleParams, Sampled};
+use crate::gpu::kernels::sampling::{sample_tokens, EditBatch, LogitEdits, SampleParams, Sampled};
 use crate::gpu::{download, Gpu};
-use crate::sampling::{sample_at, SamplingError, SamplingParams};
+use crate::engine::SampleSpec;
+use crate::sampling::{sample_at, LogitEdit, SamplingError};
 
 /// Activation buffers for up to `max_chunk` tokens per forward call.
 struct Scratch {
@@ -80,6 +81,8 @@ pub struct CudaModel {
     graphs: Option<DecodeGraphs>,
     /// Set for the one step `profile_step` runs.
     profiler: Option<StepProfiler>,
+    /// Logit bias and penalties of the last sampled step (raw values kept for logprobs).
+    logit_edits: LogitEdits,
 }
 
 /// The RMSNorm before a linear layer: its weight and eps, and where the rows normalised by the
@@ -200,6 +203,7 @@ impl CudaModel {
         Ok(CudaModel {
             gpu, gemm, decode, prefill, rope_in_decode, graphs, weights, kv, rope, scratch, decode_workspace, max_decode_splits, max_chunk, max_seqs,
             profiler: None,
+            logit_edits: LogitEdits::default(),
         })
     }
 
@@ -304,16 +308,18 @@ impl CudaModel {
         Ok(out)
     }
 
-    /// As `forward_batch`, then draws each wanting entry's next token on the device with its
-    /// `params` (one per wanting entry, in order), copying back ids instead of logits. A row the
-    /// kernel leaves to the host (too many candidates) or reports bad is sampled on the host from
-    /// its logits, so each row's result or error is that of `sampling::sample_at`. The logits
-    /// stay on the device until the next step ([`Self::logits_row`]).
+    /// As `forward_batch`, then draws each wanting entry's next token on the device by its
+    /// `specs` (one per wanting entry, in order; their logit edits applied first), copying back
+    /// ids instead of logits. A row the kernel leaves to the host (too many candidates) or
+    /// reports bad is sampled on the host from its edited logits, so each row's result or error
+    /// is that of `engine::draw`. The logits stay on the device until the next step
+    /// ([`Self::logits_row`] gives them raw).
     pub fn forward_batch_sampled(
         &mut self,
         seqs: &[SeqChunk<'_>],
-        params: &[(SamplingParams, u64)],
+        specs: &[SampleSpec<'_>],
     ) -> std::result::Result<Vec<Option<std::result::Result<u32, SamplingError>>>, crate::engine::EngineError> {
+        let params = specs;
         let wanting = seqs.iter().filter(|s| s.want_logits).count();
         if params.len() != wanting {
             return Err(GpuError::BadArgument { kernel: "forward", what: format!("{} sampling parameters for {wanting} rows", params.len()) }.into());
@@ -325,14 +331,16 @@ impl CudaModel {
         if rows == 0 {
             return Ok(out);
         }
-        let padding = (SamplingParams::greedy(), 0);
+        let padding = SampleParams::new(&crate::sampling::SamplingParams::greedy(), 0);
         let dev_params: Vec<SampleParams> =
-            params.iter().chain(std::iter::repeat_n(&padding, rows - wanting)).map(|(p, step)| SampleParams::new(p, *step)).collect();
+            params.iter().map(|p| SampleParams::new(&p.params, p.step)).chain(std::iter::repeat_n(padding, rows - wanting)).collect();
         let gpu = &self.gpu;
         let s = &mut self.scratch;
         gpu.stream
             .memcpy_htod(&dev_params, &mut s.sample_params.slice_mut(0..rows))
             .map_err(GpuError::driver("uploading sampling parameters"))?;
+        let edits: Vec<&[LogitEdit]> = params.iter().map(|p| p.edits).chain(std::iter::repeat_n(&[][..], rows - wanting)).collect();
+        self.logit_edits.apply(gpu, &mut s.logits.slice_mut(0..rows * vocab), vocab, EditBatch::new(&edits, vocab)?)?;
         sample_tokens(gpu, &s.logits.slice(0..rows * vocab), vocab, &s.sample_params.slice(0..rows), &mut s.sampled.slice_mut(0..rows))?;
         let raw = download(gpu, &s.sampled.slice(0..rows))?;
         let mut row = 0;
@@ -343,9 +351,9 @@ impl CudaModel {
             *slot = Some(match Sampled::from_raw(raw[row]) {
                 Sampled::Token(t) => Ok(t),
                 Sampled::BadLogits | Sampled::HostFallback => {
+                    // Already edited on the device.
                     let logits = download(gpu, &s.logits.slice(row * vocab..(row + 1) * vocab))?;
-                    let (p, step) = &params[row];
-                    sample_at(p, &logits, *step)
+                    sample_at(&params[row].params, &logits, params[row].step)
                 }
             });
             row += 1;
@@ -353,16 +361,21 @@ impl CudaModel {
         Ok(out)
     }
 
-    /// Row `row` (counting the entries that wanted logits) of the last step's logits.
+    /// Row `row` (counting the entries that wanted logits) of the last step's logits, as the
+    /// model computed them (before any logit bias or penalty).
     pub fn logits_row(&self, row: usize) -> Result<Vec<f32>> {
         let vocab = self.weights.config.vocab_size;
-        download(&self.gpu, &self.scratch.logits.slice(row * vocab..(row + 1) * vocab))
+        let mut logits = download(&self.gpu, &self.scratch.logits.slice(row * vocab..(row + 1) * vocab))?;
+        self.logit_edits.restore_row(&self.gpu, row, &mut logits)?;
+        Ok(logits)
     }
 
     /// The layers and the LM head for `seqs`; the wanted rows' logits are left in
     /// `scratch.logits`, and their count is returned. A decode-only step replays the CUDA graph
     /// of its batch size when graphs are on (`Gpu::cuda_graphs`).
     fn run(&mut self, seqs: &[SeqChunk<'_>]) -> Result<usize> {
+        // The logits about to be written carry no edits until a sampled step applies some.
+        self.logit_edits.forget();
         let c = self.weights.config.clone();
         let bad = |what: String| GpuError::BadArgument { kernel: "forward", what };
         let n: usize = seqs.iter().map(|s| s.ids.len()).sum();

@@ -62,7 +62,7 @@ pub async fn start(
     }
     let max_tokens = resolve_max_tokens(params.max_tokens, prompt.len(), &state.engine.info().limits)?;
     let stop_token_ids = if params.ignore_eos { Vec::new() } else { state.model.stop_token_ids().to_vec() };
-    let request = Request { prompt, sampling: params.sampling, max_tokens, stop_token_ids, logprobs };
+    let request = Request { prompt, sampling: params.sampling, penalties: params.penalties.clone(), max_tokens, stop_token_ids, logprobs };
     match state.engine.submit(request, output, arrived).await {
         Ok(generation) => Ok(generation),
         Err(SubmitError::Rejected(e)) => Err(rejection(e)),

@@ -4,8 +4,9 @@
 
 use super::{addr, load};
 use crate::common::*;
-use crate::sampling::{bad_rows, sampling_rows};
-use nemo_engine::gpu::kernels::sampling::{launch_config, SampleParams};
+use crate::sampling::{assert_same_bits, bad_rows, edited_on_the_cpu, logit_edit_rows, sampling_rows};
+use nemo_engine::gpu::kernels::sampling::{launch_config, EditBatch, SampleParams};
+use nemo_engine::sampling::LogitEdit;
 
 type SampleTokens = unsafe extern "C" fn(u64, u64, u64, i32);
 
@@ -34,4 +35,31 @@ fn emulated_sampling_matches_the_cpu_sampler() {
     assert!(compared >= 24, "too few rows sampled by the kernel: {compared}");
     let (logits, p) = bad_rows();
     assert_eq!(run(&logits, &[p; 3], 64), vec![-1, -1, -1]);
+}
+
+type ApplyEdits = unsafe extern "C" fn(u64, u64, u64, u64, i32, i32);
+
+#[test]
+fn emulated_logit_edits_match_the_cpu_bit_for_bit() {
+    let mut rng = Rng::fresh("emulated_logit_edits");
+    for (vocab, n_rows) in [(4096, 6), (1000, 5)] {
+        let (logits, rows) = logit_edit_rows(&mut rng, vocab, n_rows);
+        let per_row: Vec<&[LogitEdit]> = rows.iter().map(|r| &r[..]).collect();
+        let batch = EditBatch::new(&per_row, vocab).unwrap();
+        let n = batch.edits.len();
+        let mut got = logits.clone();
+        let mut saved = vec![f32::NAN; n];
+        let (got_addr, saved_addr) = (got.as_mut_ptr() as u64, saved.as_mut_ptr() as u64);
+        let cfg = cudarc::driver::LaunchConfig { grid_dim: (n.div_ceil(256) as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+        // SAFETY: got holds n_rows rows of vocab; edits, rows and saved n entries, each edit's
+        // token below vocab and row below n_rows (EditBatch::new).
+        load("sampling")
+            .launch_args("apply_logit_edits_f32", cfg, |k: ApplyEdits| unsafe {
+                k(got_addr, addr(&batch.edits), addr(&batch.rows), saved_addr, n as i32, vocab as i32)
+            })
+            .unwrap();
+        assert_same_bits(&format!("vocab {vocab}"), &got, &edited_on_the_cpu(&logits, &rows, vocab));
+        let raw: Vec<f32> = batch.edits.iter().zip(&batch.rows).map(|(e, &r)| logits[r as usize * vocab + e.token as usize]).collect();
+        assert_same_bits("saved raw logits", &saved, &raw);
+    }
 }
