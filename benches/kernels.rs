@@ -17,6 +17,8 @@ use nemo_engine::gpu::kernels::gemm_wgmma::gemm_wgmma;
 use nemo_engine::gpu::kernels::gemv::{gemv, gemv_normed, RowNorm};
 use nemo_engine::gpu::kernels::rmsnorm::{fused_add_rmsnorm, rmsnorm};
 use nemo_engine::gpu::kernels::rope::{rope_cos_sin_table, rope_write_kv, rope_write_kv_e4m3, E4m3KvViews, RopeShape};
+use nemo_engine::gpu::kernels::sampling::{sample_tokens, EditBatch, LogitEdits, SampleParams};
+use nemo_engine::sampling::{LogitEdit, SamplingParams};
 use nemo_engine::gpu::timing::{copy_bandwidth_gbs, time_ms};
 use nemo_engine::gpu::{upload, Gpu, GpuResult};
 use nemo_engine::gpu::kernels::prefill_table::{FlashPrefill, PrefillKernel};
@@ -326,14 +328,42 @@ fn bench_attention(b: &Bench) -> GpuResult<()> {
 }
 
 type Section = (&'static str, fn(&Bench) -> GpuResult<()>);
-const SECTIONS: [Section; 6] = [
+const SECTIONS: [Section; 7] = [
     ("embedding", bench_embedding),
     ("rmsnorm", bench_rmsnorm),
     ("rope", bench_rope),
     ("gemm", bench_gemm),
     ("gemv", bench_gemv),
     ("attention", bench_attention),
+    ("sampling", bench_sampling),
 ];
+
+/// The sampler over Nemo's vocabulary at serving batch sizes (each row's logits read at least
+/// once: bytes are one read), and the logit edits of penalised requests before it.
+fn bench_sampling(b: &Bench) -> GpuResult<()> {
+    let vocab = 131_072;
+    for rows in [1usize, 64, 256] {
+        let logits: Vec<f32> = random_bf16(rows * vocab, rows as u64, 8.0).iter().map(|x| x.to_f32()).collect();
+        let logits = upload(&b.gpu, &logits)?;
+        let mut out = upload(&b.gpu, &vec![0i32; rows])?;
+        for (label, p) in [("greedy", SamplingParams::greedy()), ("T 0.7 top-p 0.9", SamplingParams { temperature: 0.7, top_p: 0.9, ..SamplingParams::default() })] {
+            let params = upload(&b.gpu, &vec![SampleParams::new(&p, 3); rows])?;
+            let t = time_ms(&b.gpu, 3, 20, |_| sample_tokens(&b.gpu, &logits.as_view(), vocab, &params.as_view(), &mut out.as_view_mut()))?;
+            b.report_bytes("sample_tokens", &format!("{rows} x {vocab}, {label}"), t.median_ms, (rows * vocab * 4) as f64);
+        }
+        // 2,000 distinct tokens a row (a repetition penalty over a long prompt): latency-bound.
+        let edits: Vec<Vec<LogitEdit>> = (0..rows)
+            .map(|r| (0..2000u32).map(|i| LogitEdit { token: i * 61 + r as u32 % 61, bias: 0.0, scale: 1.2, sub: 0.5 }).collect())
+            .collect();
+        let per_row: Vec<&[LogitEdit]> = edits.iter().map(|e| &e[..]).collect();
+        let mut logits = logits;
+        let mut state = LogitEdits::default();
+        let t = time_ms(&b.gpu, 3, 20, |_| state.apply(&b.gpu, &mut logits.as_view_mut(), vocab, EditBatch::new(&per_row, vocab)?))?;
+        let n = rows * 2000;
+        b.report_bytes("apply_logit_edits", &format!("{rows} rows x 2000 edits (+ upload)"), t.median_ms, (n * (16 + 4 + 4 + 8)) as f64);
+    }
+    Ok(())
+}
 
 fn main() {
     let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
