@@ -256,3 +256,23 @@ fn an_fp8_kv_cache_moves_the_logprobs_by_its_rounding_only() {
     assert!(moved > 1e-5, "the fp8 cache changed nothing: the flag did not reach the cache");
     assert!(moved < 0.5, "top logprobs moved by {moved}");
 }
+
+/// `--logit-bias ID=100` forces its token at every step while the logprobs stay the model's
+/// (raw logits); `--repetition-penalty` changes the greedy answer.
+#[test]
+fn a_logit_bias_forces_its_token_and_logprobs_stay_raw() {
+    let reference = Reference::load(&oracle_dir());
+    let prompt = &reference.prompt("p7").tokens;
+    let greedy = reference.greedy("p7");
+    let forced = (3..1000).find(|t| !greedy.tokens.contains(t)).unwrap();
+    let out = greedy_json("mistral", prompt, &["--logit-bias", &format!("{forced}=100")]);
+    assert!(out.tokens.iter().all(|&t| t == forced), "{:?}", out.tokens);
+    let first = &out.logprobs.unwrap()[0];
+    let want = greedy.logprobs[0].top.iter().find(|e| e.token == forced).map(|e| e.logprob);
+    assert!(first.logprob < first.top[0].logprob, "raw logprobs: the forced token is not the model's first choice");
+    if let Some(want) = want {
+        assert!((first.logprob - want).abs() < TOLERANCE, "forced token's logprob {} vs transformers' {want}", first.logprob);
+    }
+    let penalised = greedy_json("mistral", prompt, &["--repetition-penalty", "3", "--presence-penalty", "2"]);
+    assert_ne!(penalised.tokens, greedy.tokens, "the penalties changed nothing");
+}

@@ -113,6 +113,27 @@ fn bad_sampling_values() {
 }
 
 #[test]
+fn bad_penalties_and_logit_biases() {
+    let cases: [(&[&str], &str); 5] = [
+        (&["--repetition-penalty", "0"], "repetition_penalty must be in [0.01, 100]"),
+        (&["--frequency-penalty", "-2.5"], "frequency_penalty must be in [-2, 2]"),
+        (&["--presence-penalty", "nan"], "presence_penalty must be in [-2, 2]"),
+        (&["--logit-bias", "5=101"], "logit_bias must be in [-100, 100]"),
+        (&["--logit-bias", "5=1", "--logit-bias", "5=-1"], "--logit-bias names token 5 twice"),
+    ];
+    for (flags, needle) in cases {
+        let run = generate(&hf(), &[&["--prompt-tokens", "1"], flags].concat());
+        assert_refused(&run, RUNTIME, &[needle]);
+    }
+    let run = generate(&hf(), &["--prompt-tokens", "1", "--logit-bias", "99999=1"]);
+    assert_refused(&run, RUNTIME, &["logit_bias names token 99999, outside the vocabulary"]);
+    for bad in ["5", "x=1", "5=big"] {
+        let run = generate(&hf(), &["--prompt-tokens", "1", "--logit-bias", bad]);
+        assert_refused(&run, USAGE, &["--logit-bias"]);
+    }
+}
+
+#[test]
 fn prompt_text_without_a_tokenizer() {
     let run = generate(&hf(), &["--prompt", "hello"]);
     assert_refused(&run, RUNTIME, &["--prompt", "tokenizer", "--prompt-tokens"]);

@@ -29,6 +29,7 @@ pub fn run(args: &ChatArgs) -> anyhow::Result<()> {
     let text = model.text.as_ref().expect("a chat format implies a tokenizer");
     let params = model.recommended.apply(&args.sampling);
     params.validate().context("invalid sampling parameters")?;
+    let penalties = args.sampling.penalties().map_err(anyhow::Error::msg)?;
     let device = device::select(args.device)?;
     let weights = model.load_weights()?;
     model.stop.announce();
@@ -67,7 +68,7 @@ pub fn run(args: &ChatArgs) -> anyhow::Result<()> {
             stdout.write_all(s.as_bytes())?;
             stdout.flush()
         };
-        match session.turn(backend.as_mut(), line, params, &model.stop.ids, args.max_tokens, &mut write) {
+        match session.turn(backend.as_mut(), line, params, &penalties, &model.stop.ids, args.max_tokens, &mut write) {
             Ok(turn) => {
                 println!();
                 if turn.answer.trim().is_empty() {

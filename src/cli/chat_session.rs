@@ -10,7 +10,7 @@ use anyhow::{bail, Context};
 
 use nemo_engine::engine::Backend;
 use nemo_engine::generate::{generate, generate_after, GenerateRequest, Generation};
-use nemo_engine::sampling::{SamplingParams, StopCriteria};
+use nemo_engine::sampling::{Penalties, SamplingParams, StopCriteria};
 use nemo_engine::tokenizer::{ChatMessage, ChatRequest};
 
 use super::chat_format::ChatFormat;
@@ -62,6 +62,7 @@ impl<'m> ChatSession<'m> {
         backend: &mut dyn Backend,
         user: &str,
         params: SamplingParams,
+        penalties: &Penalties,
         stop_ids: &[u32],
         max_tokens: usize,
         out: &mut dyn FnMut(&str) -> io::Result<()>,
@@ -79,6 +80,7 @@ impl<'m> ChatSession<'m> {
         let request = GenerateRequest {
             prompt,
             params,
+            penalties: penalties.clone(),
             stop: StopCriteria::new(max_tokens, stop_ids.to_vec(), Vec::new())?,
             logprobs: None,
         };

@@ -111,7 +111,7 @@ mod tests {
     use super::*;
 
     fn args(temperature: Option<f32>, top_k: Option<usize>) -> SamplingArgs {
-        SamplingArgs { temperature, top_p: None, top_k, min_p: None, seed: 3 }
+        SamplingArgs { temperature, top_p: None, top_k, min_p: None, seed: 3, repetition_penalty: 1.0, frequency_penalty: 0.0, presence_penalty: 0.0, logit_bias: Vec::new() }
     }
 
     #[test]

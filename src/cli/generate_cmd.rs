@@ -7,7 +7,7 @@ use anyhow::{bail, Context};
 
 use nemo_engine::engine::{Backend, CudaBackend};
 use nemo_engine::generate::{generate, GenerateRequest, Generation};
-use nemo_engine::sampling::{SamplingParams, StopCriteria};
+use nemo_engine::sampling::{Penalties, SamplingParams, StopCriteria};
 use nemo_engine::tokenizer::{parse_tool_calls, ChatMessage, ChatRequest, Tool};
 
 use super::args::{GenerateArgs, ModelSource, Preset};
@@ -22,10 +22,11 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
         bail!("--max-tokens must be at least 1");
     }
     let tools = args.tools.as_deref().map(read_tools).transpose()?;
+    let penalties = args.sampling.penalties().map_err(anyhow::Error::msg)?;
     if let Some(preset) = args.source.preset {
         let params = checked(super::defaults::Recommended::default().apply(&args.sampling))?;
         let device = device::select(args.device)?;
-        return run_dummy(args, preset, &device, params);
+        return run_dummy(args, preset, &device, params, penalties);
     }
     check_source(&args.source)?;
     let model = Model::open(args.source.model.as_deref())?;
@@ -50,7 +51,7 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
         model.stop.ids.clone()
     };
     let stop = StopCriteria::new(args.max_tokens, eos_ids, args.stop_tokens.clone())?;
-    let request = GenerateRequest { prompt, params, stop, logprobs: args.logprobs };
+    let request = GenerateRequest { prompt, params, penalties, stop, logprobs: args.logprobs };
 
     let mut backend = device::open(&device, &weights, &args.source)?;
     let with_tools = args.tools.is_some();
@@ -128,7 +129,7 @@ fn run_loop(backend: &mut dyn Backend, request: &GenerateRequest, text: Option<&
 
 /// `--preset NAME --dummy-weights`: random weights of a built-in shape on the GPU; prompts are
 /// token ids (a preset has no tokenizer) and only --stop-token ids stop early.
-fn run_dummy(args: &GenerateArgs, preset: Preset, device: &device::Device, params: SamplingParams) -> anyhow::Result<()> {
+fn run_dummy(args: &GenerateArgs, preset: Preset, device: &device::Device, params: SamplingParams, penalties: Penalties) -> anyhow::Result<()> {
     let device::Device::Cuda(info) = device else {
         bail!("--dummy-weights runs on the GPU only (--device cuda or auto with a GPU)");
     };
@@ -150,6 +151,7 @@ fn run_dummy(args: &GenerateArgs, preset: Preset, device: &device::Device, param
     let request = GenerateRequest {
         prompt: prompt.0.clone(),
         params,
+        penalties,
         stop: StopCriteria::new(args.max_tokens, Vec::new(), args.stop_tokens.clone())?,
         logprobs: args.logprobs,
     };

@@ -3,7 +3,6 @@
 
 use super::{check_tokens, Backend, EngineError, KvCacheDtype, SampleSpec};
 use crate::gpu::model::{CudaModel, GpuWeights, KvSize, SeqChunk, BLOCK_SIZE};
-use crate::sampling::SamplingParams;
 use crate::gpu::Gpu;
 use crate::model::{ModelConfig, ModelWeights};
 
@@ -77,7 +76,7 @@ impl Backend for CudaBackend {
         Ok(logits.expect("the last chunk returns logits"))
     }
 
-    fn forward_sampled(&mut self, tokens: &[u32], params: &SamplingParams, step: u64) -> Result<u32, EngineError> {
+    fn forward_sampled(&mut self, tokens: &[u32], spec: &SampleSpec) -> Result<u32, EngineError> {
         check_tokens(self.config(), self.held, self.model.capacity(), tokens)?;
         let ids: Vec<i32> = tokens.iter().map(|&t| t as i32).collect();
         let chunks: Vec<&[i32]> = ids.chunks(self.model.max_chunk).collect();
@@ -87,7 +86,7 @@ impl Backend for CudaBackend {
             let ctx = self.held + chunk.len();
             let table: Vec<u32> = (0..ctx.div_ceil(BLOCK_SIZE) as u32).collect();
             let seq = SeqChunk { ids: chunk, ctx_len: ctx, block_table: &table, want_logits: last };
-            let spec = SampleSpec { params: *params, edits: &[], step, logprobs: None };
+            let spec = SampleSpec { logprobs: None, ..*spec };
             let wanted: &[SampleSpec] = if last { &[spec] } else { &[] };
             token = self.model.forward_batch_sampled(&[seq], wanted)?.pop().flatten().transpose()?;
             self.held = ctx;

@@ -45,12 +45,13 @@ pub enum EngineError {
 pub trait Backend {
     fn config(&self) -> &ModelConfig;
     fn forward(&mut self, tokens: &[u32]) -> Result<Vec<f32>, EngineError>;
-    /// `forward`, then the token of draw `step` by the sampler's rule. The CUDA backend samples
-    /// on the device and copies back one id instead of the logits; this default samples the
-    /// logits on the host. Both give the same token (see kernels/sampling.cu).
-    fn forward_sampled(&mut self, tokens: &[u32], params: &crate::sampling::SamplingParams, step: u64) -> Result<u32, EngineError> {
+    /// `forward`, then the token of draw `spec.step` by the sampler's rule, after the logit
+    /// edits of `spec` (`spec.logprobs` is not used). The CUDA backend samples on the device
+    /// and copies back one id instead of the logits; this default samples the logits on the
+    /// host. Both give the same token (see kernels/sampling.cu).
+    fn forward_sampled(&mut self, tokens: &[u32], spec: &SampleSpec) -> Result<u32, EngineError> {
         let logits = self.forward(tokens)?;
-        Ok(crate::sampling::sample_at(params, &logits, step)?)
+        Ok(batch::draw(&SampleSpec { logprobs: None, ..*spec }, &logits)?.token)
     }
     /// Tokens held (the position of the next token).
     fn len(&self) -> usize;

@@ -78,6 +78,7 @@ fn request(
     GenerateRequest {
         prompt: prompt.to_vec(),
         params: SamplingParams::greedy(),
+        penalties: Penalties::default(),
         stop: StopCriteria::new(max_tokens, vec![], stop.to_vec()).unwrap(),
         logprobs,
     }
@@ -325,4 +326,45 @@ fn reuse_must_match_what_the_backend_holds_and_leave_something_to_run() {
         assert!(matches!(err, GenerateError::BadReuse { held: 3, .. }), "{err:?}");
     }
     assert!(backend.calls.is_empty());
+}
+
+/// Logit bias and penalties in both paths (drawn by the backend, or here with logprobs): each
+/// token is the argmax of the logits after vLLM's dense formula over the prompt and the tokens
+/// so far, and the logprobs are those of the raw logits.
+#[test]
+fn penalties_edit_the_logits_of_every_draw_and_logprobs_stay_raw() {
+    let p = Penalties { repetition: 1.7, frequency: 0.6, presence: 0.4, logit_bias: vec![(2, 1.5), (9, -100.0)] };
+    let prompt = [1, 2, 3];
+    for logprobs in [None, Some(2)] {
+        let mut backend = FakeBackend::new(64);
+        let req = GenerateRequest { penalties: p.clone(), ..request(&prompt, 12, &[], logprobs) };
+        let (out, _) = run(&mut backend, &req);
+        let mut seq = prompt.to_vec();
+        for (i, &t) in out.tokens.iter().enumerate() {
+            let raw = fake_logits(&seq);
+            let mut want = raw.clone();
+            for &(tok, b) in &p.logit_bias {
+                want[tok as usize] += b;
+            }
+            let generated = &seq[prompt.len()..];
+            for (tok, l) in want.iter_mut().enumerate() {
+                let count = generated.iter().filter(|&&g| g as usize == tok).count() as f32;
+                if count > 0.0 || prompt.contains(&(tok as u32)) {
+                    *l = if *l > 0.0 { *l / p.repetition } else { *l * p.repetition };
+                }
+                *l -= p.frequency * count + if count > 0.0 { p.presence } else { 0.0 };
+            }
+            assert_eq!(t, argmax(&want), "token {i} with logprobs {logprobs:?}");
+            assert_ne!(t, 9, "a -100 bias bans its token");
+            if let Some(all) = &out.logprobs {
+                assert_eq!(all[i], crate::sampling::token_logprobs(&raw, t, 2).unwrap(), "raw logprobs");
+            }
+            seq.push(t);
+        }
+        let plain = run(&mut FakeBackend::new(64), &request(&prompt, 12, &[], logprobs)).0;
+        assert_ne!(plain.tokens, out.tokens, "the penalties changed nothing");
+    }
+    let bad = GenerateRequest { penalties: Penalties { logit_bias: vec![(16, 1.0)], ..Penalties::default() }, ..request(&prompt, 4, &[], None) };
+    let err = generate(&mut FakeBackend::new(64), &bad, &mut |_| Ok(())).unwrap_err();
+    assert!(matches!(err, GenerateError::Params(SamplingError::LogitBiasOutOfVocabulary { token: 16, vocab: 16 })), "{err:?}");
 }

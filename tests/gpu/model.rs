@@ -240,16 +240,20 @@ fn gpu_matches_cpu_on_a_full_size_nemo_shaped_model() {
 #[test]
 fn gpu_sampling_in_the_loop_equals_host_sampling() {
     use nemo_engine::generate::{generate, GenerateRequest};
-    use nemo_engine::sampling::{SamplingParams, StopCriteria};
+    use nemo_engine::sampling::{Penalties, SamplingParams, StopCriteria};
     let Some(_gpu) = gpu_or_skip("gpu_sampling_in_the_loop_equals_host_sampling") else { return };
     let reference = Reference::load();
     let model = load(&fixture_dir().join("hf")).unwrap();
     let mut gpu = backend(&model.weights, 4096);
-    for (temperature, top_p, top_k, seed) in [(0.0, 1.0, 0, 0), (0.8, 0.9, 0, 7), (1.2, 1.0, 40, 3), (0.5, 0.95, 0, 11)] {
+    // The last two with logit bias and penalties: applied on the device or on the host.
+    let penalised = Penalties { repetition: 1.3, frequency: 0.2, presence: 0.5, logit_bias: vec![(5, 3.0), (40, -100.0)] };
+    for (i, (temperature, top_p, top_k, seed)) in [(0.0, 1.0, 0, 0), (0.8, 0.9, 0, 7), (1.2, 1.0, 40, 3), (0.5, 0.95, 0, 11), (0.0, 1.0, 0, 0), (0.7, 1.0, 0, 5)].into_iter().enumerate() {
         let params = SamplingParams { temperature, top_p, top_k, min_p: 0.0, seed };
+        let penalties = if i >= 4 { penalised.clone() } else { Penalties::default() };
         let request = |logprobs| GenerateRequest {
             prompt: reference.prompt("p64").tokens.clone(),
             params,
+            penalties: penalties.clone(),
             stop: StopCriteria::new(24, Vec::new(), Vec::new()).unwrap(),
             logprobs,
         };

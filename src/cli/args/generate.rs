@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::{parse_token_ids, DeviceChoice, ModelSource, TokenIds};
+use nemo_engine::sampling::Penalties;
 
 #[derive(Args, Debug)]
 pub struct GenerateArgs {
@@ -61,7 +62,7 @@ pub struct GenerateArgs {
 
 /// How tokens are drawn. A flag left out takes the model's recommended value (see
 /// `cli::defaults`), else the neutral one.
-#[derive(Args, Debug, Clone, Copy)]
+#[derive(Args, Debug, Clone)]
 pub struct SamplingArgs {
     /// Softmax temperature; 0 = greedy (argmax, lowest id on ties). Default: the model's
     /// recommendation (Mistral-Nemo: 0.3).
@@ -83,6 +84,48 @@ pub struct SamplingArgs {
     /// Seed of the per-step draws: the same seed, prompt and settings give the same tokens.
     #[arg(long, value_name = "S", default_value_t = 0, allow_negative_numbers = true)]
     pub seed: u64,
+
+    /// Divide positive and multiply negative logits of every token already in the prompt or the
+    /// answer by R, in [0.01, 100]; 1 = off (llama.cpp's --repeat-penalty, vLLM's
+    /// repetition_penalty, over the whole prompt).
+    #[arg(long, value_name = "R", default_value_t = 1.0, allow_negative_numbers = true)]
+    pub repetition_penalty: f32,
+
+    /// Subtract F x (times the token appeared in the answer) from its logit, in [-2, 2]; 0 = off.
+    #[arg(long, value_name = "F", default_value_t = 0.0, allow_negative_numbers = true)]
+    pub frequency_penalty: f32,
+
+    /// Subtract P from the logit of every token already in the answer, in [-2, 2]; 0 = off.
+    #[arg(long, value_name = "P", default_value_t = 0.0, allow_negative_numbers = true)]
+    pub presence_penalty: f32,
+
+    /// Add BIAS, in [-100, 100], to token ID's logit before sampling (repeatable): `1234=-100`
+    /// bans token 1234, `1234=100` forces it.
+    #[arg(long = "logit-bias", value_name = "ID=BIAS", value_parser = parse_logit_bias, allow_hyphen_values = true)]
+    pub logit_bias: Vec<(u32, f32)>,
+}
+
+impl SamplingArgs {
+    /// The logit bias and penalties asked for, refused here (before any model is loaded) when
+    /// out of range or naming a token twice; token ids are checked against the vocabulary
+    /// once it is known.
+    pub fn penalties(&self) -> Result<Penalties, String> {
+        let mut logit_bias = self.logit_bias.clone();
+        logit_bias.sort_unstable_by_key(|&(t, _)| t);
+        if let Some(w) = logit_bias.windows(2).find(|w| w[0].0 == w[1].0) {
+            return Err(format!("--logit-bias names token {} twice", w[0].0));
+        }
+        let p = Penalties { repetition: self.repetition_penalty, frequency: self.frequency_penalty, presence: self.presence_penalty, logit_bias };
+        p.validate(usize::MAX).map_err(|e| format!("invalid sampling parameters: {e}"))?;
+        Ok(p)
+    }
+}
+
+fn parse_logit_bias(s: &str) -> Result<(u32, f32), String> {
+    let (id, bias) = s.split_once('=').ok_or_else(|| format!("`{s}` is not ID=BIAS (e.g. 1234=-100)"))?;
+    let id = id.trim().parse::<u32>().map_err(|_| format!("`{id}` is not a token id"))?;
+    let bias = bias.trim().parse::<f32>().map_err(|_| format!("`{bias}` is not a number"))?;
+    Ok((id, bias))
 }
 
 /// Exactly one of the two prompt forms.

@@ -157,3 +157,22 @@ fn text_values_may_start_with_a_hyphen() {
     let Command::Generate(g) = cli.command else { panic!() };
     assert_eq!((g.system.as_deref(), g.prompt.prompt.as_deref()), (Some("-s"), Some("-p")));
 }
+
+#[test]
+fn penalty_flags_parse_and_default_to_off() {
+    let cli = Cli::try_parse_from([
+        "nemo", "generate", "--prompt-tokens", "1", "--repetition-penalty", "1.1", "--frequency-penalty", "-0.5",
+        "--presence-penalty", "0.25", "--logit-bias", "30=-100", "--logit-bias", "4=2.5",
+    ])
+    .unwrap();
+    let Command::Generate(g) = cli.command else { panic!() };
+    let p = g.sampling.penalties().unwrap();
+    assert_eq!((p.repetition, p.frequency, p.presence), (1.1, -0.5, 0.25));
+    assert_eq!(p.logit_bias, vec![(4, 2.5), (30, -100.0)], "sorted by token");
+    let cli = Cli::try_parse_from(["nemo", "chat", "--logit-bias", "7=1"]).unwrap();
+    let Command::Chat(c) = cli.command else { panic!() };
+    assert_eq!(c.sampling.penalties().unwrap().logit_bias, vec![(7, 1.0)]);
+    let cli = Cli::try_parse_from(["nemo", "generate", "--prompt-tokens", "1"]).unwrap();
+    let Command::Generate(g) = cli.command else { panic!() };
+    assert!(g.sampling.penalties().unwrap().is_neutral());
+}
