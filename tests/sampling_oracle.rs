@@ -3,11 +3,14 @@
 //!   warpers keep, and their probabilities (scripts/fixtures/make_sampling_filters.py);
 //! - `tests/fixtures/tiny-s0`: the first greedy step of each recorded run, whose logits are the
 //!   last row of the prompt's logits, with torch's log_softmax top-5
-//!   (scripts/fixtures/make_tiny_mistral.py).
+//!   (scripts/fixtures/make_tiny_mistral.py);
+//! - `tests/fixtures/penalties.json`: logits after transformers' SequenceBias and
+//!   RepetitionPenalty processors and vLLM's frequency and presence subtractions
+//!   (scripts/fixtures/make_penalties.py).
 
 use std::path::{Path, PathBuf};
 
-use nemo_engine::sampling::{argmax, filtered_distribution, token_logprobs, SamplingParams};
+use nemo_engine::sampling::{apply_edits, argmax, filtered_distribution, token_logprobs, Penalties, PenaltyState, SamplingParams};
 use safetensors::{Dtype, SafeTensors};
 use serde_json::Value;
 
@@ -133,4 +136,42 @@ fn greedy_step_and_logprobs_match_transformers_on_the_tiny_model() {
             );
         }
     }
+}
+
+/// Our sparse, incremental edits against transformers' processors and vLLM's formula. vLLM
+/// subtracts the frequency and presence terms one after the other and we subtract their sum, so
+/// a value may differ in its last bit; the rest (which tokens, the sign rule at 0) is exact.
+#[test]
+fn penalties_and_logit_bias_match_transformers_processors() {
+    let doc = read_json(&fixtures().join("penalties.json"));
+    let cases = doc["cases"].as_array().unwrap();
+    assert!(cases.len() >= 48, "only {} cases", cases.len());
+    let ids = |v: &Value| v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect::<Vec<u32>>();
+    let (mut repeated, mut zero_touched) = (0, 0);
+    for (i, case) in cases.iter().enumerate() {
+        let logits = f32s(&case["logits"]);
+        let (prompt, generated) = (ids(&case["prompt"]), ids(&case["generated"]));
+        let logit_bias = case["logit_bias"].as_array().unwrap().iter().map(|e| (e[0].as_u64().unwrap() as u32, e[1].as_f64().unwrap() as f32)).collect();
+        let p = Penalties {
+            repetition: case["repetition"].as_f64().unwrap() as f32,
+            frequency: case["frequency"].as_f64().unwrap() as f32,
+            presence: case["presence"].as_f64().unwrap() as f32,
+            logit_bias,
+        };
+        p.validate(logits.len()).unwrap();
+        let mut row = logits.clone();
+        if let Some(mut state) = PenaltyState::new(&p, &prompt) {
+            for &t in &generated {
+                state.record(t);
+            }
+            apply_edits(&mut row, state.edits()).unwrap();
+        }
+        let want = f32s(&case["want"]);
+        for (t, (&got, &want)) in row.iter().zip(&want).enumerate() {
+            assert!((got - want).abs() <= 1e-6 * want.abs().max(1.0), "case {i} token {t}: {got} vs transformers/vLLM {want} ({p:?})");
+        }
+        repeated += generated.iter().any(|t| generated.iter().filter(|&g| g == t).count() > 1) as usize;
+        zero_touched += prompt.iter().any(|&t| logits[t as usize] == 0.0) as usize;
+    }
+    assert!(repeated >= 20 && zero_touched >= 1, "the fixture lacks repeats ({repeated}) or zero logits in the prompt ({zero_touched})");
 }
