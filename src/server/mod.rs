@@ -12,6 +12,7 @@
 //! - [`output`], [`stop_strings`]: generated ids -> text and tool calls, stop strings.
 //! - [`sse`]: streaming; [`metrics`]: Prometheus text; [`error`]: OpenAI-shaped errors.
 
+pub mod choices;
 pub mod engine_handle;
 pub mod engine_loop;
 pub mod error;

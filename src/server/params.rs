@@ -14,6 +14,8 @@ use crate::scheduler::{max_kv_positions, Limits};
 pub const MAX_STOP_STRINGS: usize = 32;
 /// Bytes per stop string.
 pub const MAX_STOP_STRING_BYTES: usize = 256;
+/// OpenAI's limit for `n` (choices per request; each is a sequence of its own in the engine).
+pub const MAX_CHOICES: i64 = 128;
 /// OpenAI's limit for `top_logprobs`.
 pub const MAX_TOP_LOGPROBS: i64 = 20;
 /// Tokens one `logit_bias` may name: each costs every step of the request an edit of its
@@ -29,6 +31,8 @@ pub struct GenerationParams {
     /// `None`: as many as fit in the context and the KV cache.
     pub max_tokens: Option<usize>,
     pub stop_strings: Vec<String>,
+    /// Choices to generate (OpenAI's `n`), at least 1.
+    pub n: usize,
     pub ignore_eos: bool,
     pub stream: bool,
     pub include_usage: bool,
@@ -74,9 +78,13 @@ pub fn generation_params(
         Some((_, n)) => Some(usize::try_from(n).unwrap_or(usize::MAX)),
         None => None,
     };
-    if let Some(n) = f.n.filter(|&n| n != 1) {
-        return Err(ApiError::invalid_param("n", format!("only n = 1 is supported, got {n}")));
-    }
+    let n = match f.n {
+        Some(n) if !(1..=MAX_CHOICES).contains(&n) => {
+            return Err(ApiError::invalid_param("n", format!("n must be in [1, {MAX_CHOICES}], got {n}")))
+        }
+        Some(n) => n as usize,
+        None => 1,
+    };
     let penalties = penalties(f)?;
     let stream = f.stream.unwrap_or(false);
     if f.stream_options.is_some() && !stream {
@@ -93,6 +101,7 @@ pub fn generation_params(
         penalties,
         max_tokens,
         stop_strings: stop_strings(f)?,
+        n,
         ignore_eos: f.ignore_eos.unwrap_or(false),
         stream,
         include_usage,

@@ -1,6 +1,6 @@
-//! Server-sent events: a [`Generation`]'s events as `data: {json}` frames, then
-//! `data: [DONE]`. The body owns the generation, so when the client goes away and hyper drops
-//! the body, the request is cancelled. While nothing is generated (a queued request) a
+//! Server-sent events: the events of a request's [`Choices`] as `data: {json}` frames, then
+//! `data: [DONE]`. The body owns the choices, so when the client goes away and hyper drops
+//! the body, every choice is cancelled. While nothing is generated (a queued request) a
 //! comment frame is sent now and then: clients ignore it, and writing it is what reveals a
 //! client that left.
 
@@ -11,15 +11,18 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::Response;
 use bytes::Bytes;
 
-use super::engine_handle::Generation;
+use super::choices::{ChoiceEvent, Choices};
 use super::engine_loop::GenEvent;
 
-/// Turns a generation's events into SSE `data` payloads (JSON texts).
+/// Turns the events of a request's choices into SSE `data` payloads (JSON texts).
 pub trait StreamFormat: Send + 'static {
-    /// Payloads sent before any token (e.g. the chat role chunk).
+    /// Payloads sent before any token (e.g. the chat role chunk of each choice).
     fn start(&mut self) -> Vec<String>;
-    /// Payloads for one event; `true` once the stream is complete.
-    fn event(&mut self, event: GenEvent) -> (Vec<String>, bool);
+    /// Payloads for one event of choice `index`; `true` when the stream must end now (an
+    /// error payload ends it; the other choices are then cancelled).
+    fn event(&mut self, index: usize, event: GenEvent) -> (Vec<String>, bool);
+    /// Payloads after every choice has finished (the usage chunk, if asked).
+    fn finish(&mut self) -> Vec<String>;
     /// The engine thread went away mid-stream: an error payload.
     fn engine_gone(&mut self) -> Vec<String> {
         vec![super::routes::generate::engine_gone().body_json()]
@@ -33,7 +36,7 @@ enum Phase {
 }
 
 struct State<F> {
-    generation: Generation,
+    choices: Choices,
     format: F,
     phase: Phase,
     keepalive: Duration,
@@ -52,8 +55,8 @@ fn frames(payloads: Vec<String>, done: bool) -> Bytes {
     Bytes::from(out)
 }
 
-pub fn sse_response<F: StreamFormat>(generation: Generation, format: F, keepalive: Duration) -> Response {
-    let state = State { generation, format, phase: Phase::Start, keepalive };
+pub fn sse_response<F: StreamFormat>(choices: Choices, format: F, keepalive: Duration) -> Response {
+    let state = State { choices, format, phase: Phase::Start, keepalive };
     let stream = futures_util::stream::unfold(state, |mut st| async move {
         match st.phase {
             Phase::Done => None,
@@ -64,10 +67,11 @@ pub fn sse_response<F: StreamFormat>(generation: Generation, format: F, keepaliv
             }
             Phase::Streaming => loop {
                 tokio::select! {
-                    event = st.generation.next() => {
+                    event = st.choices.next() => {
                         let (payloads, done) = match event {
-                            Some(event) => st.format.event(event),
-                            None => (st.format.engine_gone(), true),
+                            Some(ChoiceEvent::Event(index, event)) => st.format.event(index, event),
+                            Some(ChoiceEvent::EngineGone) => (st.format.engine_gone(), true),
+                            None => (st.format.finish(), true),
                         };
                         if done {
                             st.phase = Phase::Done;

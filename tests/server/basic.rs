@@ -309,3 +309,56 @@ fn logit_bias_forces_its_token_and_penalties_are_taken() {
     assert_eq!(r.status, 400, "{}", r.text());
     assert!(r.text().contains("logit_bias names token 131072, outside the vocabulary of 131072"), "{}", r.text());
 }
+
+/// OpenAI's `n`: several choices, each seeded with the seed + its index (vLLM's rule), whole and
+/// streamed alike; usage counts the prompt once and sums the completions.
+#[test]
+fn n_choices_whole_and_streamed_alike_with_the_prompt_counted_once() {
+    let s = TestServer::start(Options::default());
+    let body = chat_body("Tell me a story.", json!({"temperature": 1.0, "seed": 5, "max_tokens": 6, "n": 3, "logprobs": true}));
+    let v = post_json(s.addr, "/v1/chat/completions", &body).json();
+    let choices = v["choices"].as_array().unwrap();
+    assert_eq!(choices.len(), 3, "{v}");
+    let texts: Vec<&str> = choices.iter().map(|c| c["message"]["content"].as_str().unwrap()).collect();
+    for (i, c) in choices.iter().enumerate() {
+        assert_eq!(c["index"], i);
+        assert_eq!(c["finish_reason"], "length");
+        assert_eq!(c["logprobs"]["content"].as_array().unwrap().len(), 6);
+    }
+    assert!(texts[0] != texts[1] || texts[1] != texts[2], "three seeds gave one answer: {texts:?}");
+    let prompt_tokens = v["usage"]["prompt_tokens"].as_u64().unwrap();
+    assert_eq!(v["usage"]["completion_tokens"], 18);
+    assert_eq!(v["usage"]["total_tokens"], prompt_tokens + 18);
+    // Choice i is the single answer seeded with 5 + i.
+    let single = |seed: u64| {
+        let one = chat_body("Tell me a story.", json!({"temperature": 1.0, "seed": seed, "max_tokens": 6}));
+        post_json(s.addr, "/v1/chat/completions", &one).json()["choices"][0]["message"]["content"].as_str().unwrap().to_string()
+    };
+    assert_eq!(single(7), texts[2]);
+
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    streamed["stream_options"] = json!({"include_usage": true});
+    let (_, _, usage, chunks) = stream_chat(&s, &streamed);
+    let mut joined = vec![String::new(); 3];
+    let mut finished = [0; 3];
+    for c in &chunks {
+        if let Some(choice) = c["choices"].get(0) {
+            let i = choice["index"].as_u64().unwrap() as usize;
+            joined[i] += choice["delta"]["content"].as_str().unwrap_or("");
+            finished[i] += choice["finish_reason"].is_string() as usize;
+        }
+    }
+    assert_eq!(joined, texts, "streamed choices equal the whole ones");
+    assert_eq!(finished, [1, 1, 1], "one finish_reason per choice");
+    let roles = chunks.iter().filter(|c| c["choices"].get(0).is_some_and(|ch| ch["delta"]["role"] == "assistant")).count();
+    assert_eq!(roles, 3, "a role chunk per choice");
+    assert_eq!(usage.unwrap()["completion_tokens"], 18);
+
+    let v = post_json(s.addr, "/v1/completions", &json!({"model": "test-model", "prompt": "Once upon a time", "temperature": 1.0,
+                                                         "seed": 1, "max_tokens": 4, "n": 2, "logprobs": 1})).json();
+    let choices = v["choices"].as_array().unwrap();
+    assert_eq!((choices.len(), &choices[1]["index"]), (2, &json!(1)), "{v}");
+    assert_eq!(choices[1]["logprobs"]["tokens"].as_array().unwrap().len(), 4);
+    assert_eq!(v["usage"]["completion_tokens"], 8);
+}

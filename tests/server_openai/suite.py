@@ -209,13 +209,21 @@ def group_demo(args):
         parts = list(c.completions.create(model=s.name, prompt="The capital of France is", max_tokens=8, temperature=0, stream=True))
         check("".join(p.choices[0].text for p in parts if p.choices) == r.choices[0].text, "streamed completion")
 
+        # n choices, and a logit bias that forces one token (the client's own field types).
+        r = chat(c, s.name, q, n=2, seed=3, max_tokens=5)
+        check([ch.index for ch in r.choices] == [0, 1] and 2 <= r.usage.completion_tokens <= 10, f"n=2: {r}")
+        r = chat(c, s.name, q, temperature=0, max_tokens=4, logprobs=True, logit_bias={"28": 100}, frequency_penalty=0.0)
+        forced = {e.token for e in r.choices[0].logprobs.content}
+        check(len(forced) == 1 and r.usage.completion_tokens == 4, f"logit_bias: {r}")
+
         # Refusals: the client raises the matching exception with our message.
         expect_status(openai.BadRequestError, lambda: chat(c, s.name, q, temperature=5), "temperature must be in [0, 2]")
         expect_status(openai.BadRequestError, lambda: chat(c, s.name, q, max_tokens=10**7), "context")
         expect_status(openai.NotFoundError, lambda: chat(c, "gpt-4o", q), "does not exist")
         tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
         expect_status(openai.BadRequestError, lambda: chat(c, s.name, q, tools=tools), "tools")
-        expect_status(openai.BadRequestError, lambda: chat(c, s.name, q, n=2), "n = 1")
+        expect_status(openai.BadRequestError, lambda: chat(c, s.name, q, n=200), "n must be in [1, 128]")
+        expect_status(openai.BadRequestError, lambda: chat(c, s.name, q, presence_penalty=3), "presence_penalty")
         expect_status(openai.BadRequestError, lambda: chat(c, s.name, q, stop=[f"s{i}" for i in range(1000)]), "stop strings")
         status, body = s.raw("/v1/chat/completions", b'{"model": "x", "messages": [', {"Content-Type": "application/json"})
         check(status == 400 and "not valid JSON" in body["error"]["message"], f"{status} {body}")

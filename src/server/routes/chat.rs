@@ -12,7 +12,7 @@ use axum::Json;
 
 use super::generate::{check_model, engine_gone, finish_reason, read_body, start};
 use super::AppState;
-use crate::server::engine_handle::Generation;
+use crate::server::choices::{ChoiceEvent, Choices, UsageSum};
 use crate::server::engine_loop::GenEvent;
 use crate::server::error::ApiError;
 use crate::server::model::ServedModel;
@@ -58,18 +58,20 @@ pub async fn handle(State(state): State<AppState>, headers: HeaderMap, body: Bod
         .map_err(|e| ApiError::internal(format!("encoding the conversation failed: {e}")))?
         .map_err(ApiError::bad_request)?;
     let output = OutputSpec { stop_strings: params.stop_strings.clone(), tool_calls: has_tools };
-    let generation = start(&state, prompt, &params, logprobs, output, arrived).await?;
+    let choices = start(&state, prompt, &params, logprobs, output, arrived).await?;
     let format = ChatOutput {
         id: response_id("chatcmpl-"),
         created: unix_time(),
         model: state.model.clone(),
         include_usage: params.include_usage,
         logprobs: logprobs.is_some(),
+        n: params.n,
+        usage: UsageSum::default(),
     };
     if params.stream {
-        return Ok(sse_response(generation, format, state.config.keepalive));
+        return Ok(sse_response(choices, format, state.config.keepalive));
     }
-    Ok(Json(collect(generation, &format).await?).into_response())
+    Ok(Json(collect(choices, format).await?).into_response())
 }
 
 /// `logprobs` / `top_logprobs` -> how many alternatives per token, if any.
@@ -127,11 +129,14 @@ struct ChatOutput {
     model: Arc<dyn ServedModel>,
     include_usage: bool,
     logprobs: bool,
+    /// Choices (`n`).
+    n: usize,
+    usage: UsageSum,
 }
 
 impl ChatOutput {
-    fn chunk(&self, delta: Delta, logprobs: Option<ChatLogprobs>, finish_reason: Option<&'static str>) -> String {
-        let choice = ChunkChoice { index: 0, delta, logprobs, finish_reason };
+    fn chunk(&self, index: usize, delta: Delta, logprobs: Option<ChatLogprobs>, finish_reason: Option<&'static str>) -> String {
+        let choice = ChunkChoice { index, delta, logprobs, finish_reason };
         self.payload(vec![choice], None)
     }
 
@@ -173,11 +178,11 @@ fn delta(pieces: Vec<Piece>) -> Delta {
 
 impl StreamFormat for ChatOutput {
     fn start(&mut self) -> Vec<String> {
-        let first = Delta { role: Some("assistant"), content: Some(String::new()), tool_calls: Vec::new() };
-        vec![self.chunk(first, None, None)]
+        let first = || Delta { role: Some("assistant"), content: Some(String::new()), tool_calls: Vec::new() };
+        (0..self.n).map(|i| self.chunk(i, first(), None, None)).collect()
     }
 
-    fn event(&mut self, event: GenEvent) -> (Vec<String>, bool) {
+    fn event(&mut self, index: usize, event: GenEvent) -> (Vec<String>, bool) {
         match event {
             GenEvent::Token { logprobs, pieces, .. } => {
                 let delta = delta(pieces);
@@ -190,7 +195,7 @@ impl StreamFormat for ChatOutput {
                 if delta.content.is_none() && delta.tool_calls.is_empty() && logprobs.is_none() {
                     return (Vec::new(), false);
                 }
-                (vec![self.chunk(delta, logprobs, None)], false)
+                (vec![self.chunk(index, delta, logprobs, None)], false)
             }
             GenEvent::Finished { reason, usage, output } => {
                 let reason = match finish_reason(&reason, !output.tool_calls.is_empty()) {
@@ -199,33 +204,46 @@ impl StreamFormat for ChatOutput {
                 };
                 let mut out = Vec::new();
                 if !output.pieces.is_empty() {
-                    out.push(self.chunk(delta(output.pieces), None, None));
+                    out.push(self.chunk(index, delta(output.pieces), None, None));
                 }
-                out.push(self.chunk(Delta::default(), None, Some(reason)));
-                if self.include_usage {
-                    out.push(self.payload(Vec::new(), Some(usage.into())));
-                }
-                (out, true)
+                out.push(self.chunk(index, Delta::default(), None, Some(reason)));
+                self.usage.add(usage);
+                (out, false)
             }
             GenEvent::Accepted | GenEvent::Rejected(_) => (Vec::new(), false),
         }
     }
+
+    fn finish(&mut self) -> Vec<String> {
+        match self.include_usage {
+            true => vec![self.payload(Vec::new(), Some(self.usage.total().into()))],
+            false => Vec::new(),
+        }
+    }
 }
 
-async fn collect(mut generation: Generation, format: &ChatOutput) -> Result<ChatCompletion, ApiError> {
+async fn collect(mut choices: Choices, mut format: ChatOutput) -> Result<ChatCompletion, ApiError> {
     let tok = format.model.tokenizer();
-    let mut content = String::new();
-    let mut logprobs = format.logprobs.then(ChatLogprobs::default);
+    let mut contents = vec![String::new(); format.n];
+    let mut all_logprobs: Vec<Option<ChatLogprobs>> = (0..format.n).map(|_| format.logprobs.then(ChatLogprobs::default)).collect();
+    let mut done: Vec<ChatChoice> = Vec::with_capacity(format.n);
     loop {
-        match generation.next().await {
-            Some(GenEvent::Token { logprobs: lp, pieces, .. }) => {
-                push_text(&mut content, &pieces);
-                if let (Some(all), Some(lp)) = (logprobs.as_mut(), lp) {
+        let (index, event) = match choices.next().await {
+            Some(ChoiceEvent::Event(index, event)) => (index, event),
+            Some(ChoiceEvent::EngineGone) => return Err(engine_gone()),
+            None => break,
+        };
+        let content = &mut contents[index];
+        match event {
+            GenEvent::Token { logprobs: lp, pieces, .. } => {
+                push_text(content, &pieces);
+                if let (Some(all), Some(lp)) = (all_logprobs[index].as_mut(), lp) {
                     all.content.push(chat_logprob_entry(tok, &lp));
                 }
             }
-            Some(GenEvent::Finished { reason, usage, output }) => {
-                push_text(&mut content, &output.pieces);
+            GenEvent::Finished { reason, usage, output } => {
+                push_text(content, &output.pieces);
+                let content = std::mem::take(content);
                 let has_calls = !output.tool_calls.is_empty();
                 let finish_reason = finish_reason(&reason, has_calls)?;
                 let tool_calls: Vec<ToolCallOut> = output
@@ -239,19 +257,22 @@ async fn collect(mut generation: Generation, format: &ChatOutput) -> Result<Chat
                     .collect();
                 let content = if has_calls && content.is_empty() { None } else { Some(content) };
                 let message = AssistantMessage { role: "assistant", content, tool_calls };
-                return Ok(ChatCompletion {
-                    id: format.id.clone(),
-                    object: "chat.completion",
-                    created: format.created,
-                    model: format.model.name().to_string(),
-                    choices: vec![ChatChoice { index: 0, message, logprobs, finish_reason }],
-                    usage: usage.into(),
-                });
+                let logprobs = all_logprobs[index].take();
+                done.push(ChatChoice { index, message, logprobs, finish_reason });
+                format.usage.add(usage);
             }
-            Some(GenEvent::Accepted | GenEvent::Rejected(_)) => {}
-            None => return Err(engine_gone()),
+            GenEvent::Accepted | GenEvent::Rejected(_) => {}
         }
     }
+    done.sort_by_key(|c| c.index);
+    Ok(ChatCompletion {
+        id: format.id.clone(),
+        object: "chat.completion",
+        created: format.created,
+        model: format.model.name().to_string(),
+        choices: done,
+        usage: format.usage.total().into(),
+    })
 }
 
 fn push_text(content: &mut String, pieces: &[Piece]) {

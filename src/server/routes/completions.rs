@@ -12,7 +12,7 @@ use axum::Json;
 
 use super::generate::{check_model, engine_gone, finish_reason, read_body, start};
 use super::AppState;
-use crate::server::engine_handle::Generation;
+use crate::server::choices::{ChoiceEvent, Choices, UsageSum};
 use crate::server::engine_loop::GenEvent;
 use crate::server::error::ApiError;
 use crate::server::model::ServedModel;
@@ -53,19 +53,20 @@ pub async fn handle(State(state): State<AppState>, headers: HeaderMap, body: Bod
         Prompt::IdLists(v) => return Err(one_prompt(v.len())),
     };
     let output = OutputSpec { stop_strings: params.stop_strings.clone(), tool_calls: false };
-    let generation = start(&state, prompt, &params, logprobs, output, arrived).await?;
+    let choices = start(&state, prompt, &params, logprobs, output, arrived).await?;
     let format = CompletionOutput {
         id: response_id("cmpl-"),
         created: unix_time(),
         model: state.model.clone(),
         include_usage: params.include_usage,
         logprobs: logprobs.is_some(),
-        chars_sent: 0,
+        chars_sent: vec![0; params.n],
+        usage: UsageSum::default(),
     };
     if params.stream {
-        return Ok(sse_response(generation, format, state.config.keepalive));
+        return Ok(sse_response(choices, format, state.config.keepalive));
     }
-    Ok(Json(collect(generation, format).await?).into_response())
+    Ok(Json(collect(choices, format).await?).into_response())
 }
 
 fn refuse_unsupported(own: &CompletionFields) -> Result<(), ApiError> {
@@ -109,8 +110,9 @@ struct CompletionOutput {
     model: Arc<dyn ServedModel>,
     include_usage: bool,
     logprobs: bool,
-    /// Characters of text sent so far (the next token's `text_offset`).
-    chars_sent: usize,
+    /// Per choice, characters of text sent so far (the next token's `text_offset`).
+    chars_sent: Vec<usize>,
+    usage: UsageSum,
 }
 
 impl CompletionOutput {
@@ -136,23 +138,23 @@ impl StreamFormat for CompletionOutput {
         Vec::new()
     }
 
-    fn event(&mut self, event: GenEvent) -> (Vec<String>, bool) {
+    fn event(&mut self, index: usize, event: GenEvent) -> (Vec<String>, bool) {
         match event {
             GenEvent::Token { logprobs, pieces, .. } => {
                 let text = text_of(&pieces);
                 let logprobs = match (self.logprobs, logprobs) {
                     (true, Some(lp)) => {
                         let mut all = CompletionLogprobs::default();
-                        all.push(self.model.tokenizer(), &lp, self.chars_sent);
+                        all.push(self.model.tokenizer(), &lp, self.chars_sent[index]);
                         Some(all)
                     }
                     _ => None,
                 };
-                self.chars_sent += text.chars().count();
+                self.chars_sent[index] += text.chars().count();
                 if text.is_empty() && logprobs.is_none() {
                     return (Vec::new(), false);
                 }
-                let choice = CompletionChoice { index: 0, text, logprobs, finish_reason: None };
+                let choice = CompletionChoice { index, text, logprobs, finish_reason: None };
                 (vec![self.payload(vec![choice], None)], false)
             }
             GenEvent::Finished { reason, usage, output } => {
@@ -161,49 +163,60 @@ impl StreamFormat for CompletionOutput {
                     Err(e) => return (vec![e.body_json()], true),
                 };
                 let text = text_of(&output.pieces);
-                let choice = CompletionChoice { index: 0, text, logprobs: None, finish_reason: Some(reason) };
-                let mut out = vec![self.payload(vec![choice], None)];
-                if self.include_usage {
-                    out.push(self.payload(Vec::new(), Some(usage.into())));
-                }
-                (out, true)
+                let choice = CompletionChoice { index, text, logprobs: None, finish_reason: Some(reason) };
+                self.usage.add(usage);
+                (vec![self.payload(vec![choice], None)], false)
             }
             GenEvent::Accepted | GenEvent::Rejected(_) => (Vec::new(), false),
         }
     }
-}
 
-async fn collect(mut generation: Generation, format: CompletionOutput) -> Result<serde_json::Value, ApiError> {
-    let tok = format.model.tokenizer();
-    let mut text = String::new();
-    let mut chars = 0;
-    let mut logprobs = format.logprobs.then(CompletionLogprobs::default);
-    loop {
-        match generation.next().await {
-            Some(GenEvent::Token { logprobs: lp, pieces, .. }) => {
-                if let (Some(all), Some(lp)) = (logprobs.as_mut(), lp) {
-                    all.push(tok, &lp, chars);
-                }
-                let piece = text_of(&pieces);
-                chars += piece.chars().count();
-                text.push_str(&piece);
-            }
-            Some(GenEvent::Finished { reason, usage, output }) => {
-                text.push_str(&text_of(&output.pieces));
-                let finish_reason = Some(finish_reason(&reason, false)?);
-                let choice = CompletionChoice { index: 0, text, logprobs, finish_reason };
-                let body = Completion {
-                    id: &format.id,
-                    object: "text_completion",
-                    created: format.created,
-                    model: format.model.name(),
-                    choices: vec![choice],
-                    usage: Some(usage.into()),
-                };
-                return Ok(serde_json::to_value(&body).expect("completions serialise"));
-            }
-            Some(GenEvent::Accepted | GenEvent::Rejected(_)) => {}
-            None => return Err(engine_gone()),
+    fn finish(&mut self) -> Vec<String> {
+        match self.include_usage {
+            true => vec![self.payload(Vec::new(), Some(self.usage.total().into()))],
+            false => Vec::new(),
         }
     }
+}
+
+async fn collect(mut choices: Choices, mut format: CompletionOutput) -> Result<serde_json::Value, ApiError> {
+    let tok = format.model.tokenizer();
+    let mut texts = vec![String::new(); choices.n];
+    let mut all_logprobs: Vec<Option<CompletionLogprobs>> = (0..choices.n).map(|_| format.logprobs.then(CompletionLogprobs::default)).collect();
+    let mut done: Vec<CompletionChoice> = Vec::with_capacity(choices.n);
+    loop {
+        let (index, event) = match choices.next().await {
+            Some(ChoiceEvent::Event(index, event)) => (index, event),
+            Some(ChoiceEvent::EngineGone) => return Err(engine_gone()),
+            None => break,
+        };
+        let text = &mut texts[index];
+        match event {
+            GenEvent::Token { logprobs: lp, pieces, .. } => {
+                if let (Some(all), Some(lp)) = (all_logprobs[index].as_mut(), lp) {
+                    all.push(tok, &lp, format.chars_sent[index]);
+                }
+                let piece = text_of(&pieces);
+                format.chars_sent[index] += piece.chars().count();
+                text.push_str(&piece);
+            }
+            GenEvent::Finished { reason, usage, output } => {
+                text.push_str(&text_of(&output.pieces));
+                let finish_reason = Some(finish_reason(&reason, false)?);
+                done.push(CompletionChoice { index, text: std::mem::take(text), logprobs: all_logprobs[index].take(), finish_reason });
+                format.usage.add(usage);
+            }
+            GenEvent::Accepted | GenEvent::Rejected(_) => {}
+        }
+    }
+    done.sort_by_key(|c| c.index);
+    let body = Completion {
+        id: &format.id,
+        object: "text_completion",
+        created: format.created,
+        model: format.model.name(),
+        choices: done,
+        usage: Some(format.usage.total().into()),
+    };
+    Ok(serde_json::to_value(&body).expect("completions serialise"))
 }

@@ -8,7 +8,8 @@ use axum::http::{header, HeaderMap, StatusCode};
 
 use super::AppState;
 use crate::scheduler::{FinishReason, Request, RequestError};
-use crate::server::engine_handle::{Generation, SubmitError};
+use crate::server::choices::Choices;
+use crate::server::engine_handle::SubmitError;
 use crate::server::error::ApiError;
 use crate::server::output::OutputSpec;
 use crate::server::params::{resolve_max_tokens, GenerationParams};
@@ -48,7 +49,9 @@ pub fn check_model(state: &AppState, model: &str) -> Result<(), ApiError> {
         .with_code("model_not_found"))
 }
 
-/// Submits the generation; resolves once the engine has accepted it.
+/// Submits the request's `n` choices (choice `i` seeded with the seed + i, as vLLM does);
+/// resolves once the engine has accepted them all, or refused one (the others are then
+/// cancelled).
 pub async fn start(
     state: &AppState,
     prompt: Vec<u32>,
@@ -56,18 +59,28 @@ pub async fn start(
     logprobs: Option<usize>,
     output: OutputSpec,
     arrived: Instant,
-) -> Result<Generation, ApiError> {
+) -> Result<Choices, ApiError> {
     if prompt.is_empty() {
         return Err(ApiError::bad_request("the prompt is empty"));
     }
     let max_tokens = resolve_max_tokens(params.max_tokens, prompt.len(), &state.engine.info().limits)?;
     let stop_token_ids = if params.ignore_eos { Vec::new() } else { state.model.stop_token_ids().to_vec() };
     let request = Request { prompt, sampling: params.sampling, penalties: params.penalties.clone(), max_tokens, stop_token_ids, logprobs };
-    match state.engine.submit(request, output, arrived).await {
-        Ok(generation) => Ok(generation),
-        Err(SubmitError::Rejected(e)) => Err(rejection(e)),
-        Err(SubmitError::Stopped) => Err(ApiError::unavailable("the engine has stopped")),
+    // All at once, so that the engine takes them in the same loop turn.
+    let submissions = (0..params.n).map(|i| {
+        let mut request = request.clone();
+        request.sampling.seed = params.sampling.seed.wrapping_add(i as u64);
+        state.engine.submit(request, output.clone(), arrived)
+    });
+    let mut generations = Vec::with_capacity(params.n);
+    for submitted in futures_util::future::join_all(submissions).await {
+        match submitted {
+            Ok(generation) => generations.push(generation),
+            Err(SubmitError::Rejected(e)) => return Err(rejection(e)),
+            Err(SubmitError::Stopped) => return Err(ApiError::unavailable("the engine has stopped")),
+        }
     }
+    Ok(Choices::new(generations))
 }
 
 fn rejection(e: RequestError) -> ApiError {
