@@ -10,9 +10,9 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use super::generate::{check_model, engine_gone, finish_reason, read_body, start};
+use super::generate::{check_model, finish_reason, next_choice, read_body, start};
 use super::AppState;
-use crate::server::choices::{ChoiceEvent, Choices, UsageSum};
+use crate::server::choices::{Choices, UsageSum};
 use crate::server::engine_loop::GenEvent;
 use crate::server::error::ApiError;
 use crate::server::model::ServedModel;
@@ -227,12 +227,7 @@ async fn collect(mut choices: Choices, mut format: ChatOutput) -> Result<ChatCom
     let mut contents = vec![String::new(); format.n];
     let mut all_logprobs: Vec<Option<ChatLogprobs>> = (0..format.n).map(|_| format.logprobs.then(ChatLogprobs::default)).collect();
     let mut done: Vec<ChatChoice> = Vec::with_capacity(format.n);
-    loop {
-        let (index, event) = match choices.next().await {
-            Some(ChoiceEvent::Event(index, event)) => (index, event),
-            Some(ChoiceEvent::EngineGone) => return Err(engine_gone()),
-            None => break,
-        };
+    while let Some((index, event)) = next_choice(&mut choices).await? {
         let content = &mut contents[index];
         match event {
             GenEvent::Token { logprobs: lp, pieces, .. } => {

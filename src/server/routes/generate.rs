@@ -8,7 +8,8 @@ use axum::http::{header, HeaderMap, StatusCode};
 
 use super::AppState;
 use crate::scheduler::{FinishReason, Request, RequestError};
-use crate::server::choices::Choices;
+use crate::server::choices::{ChoiceEvent, Choices};
+use crate::server::engine_loop::GenEvent;
 use crate::server::engine_handle::SubmitError;
 use crate::server::error::ApiError;
 use crate::server::output::OutputSpec;
@@ -47,6 +48,16 @@ pub fn check_model(state: &AppState, model: &str) -> Result<(), ApiError> {
     }
     Err(ApiError::new(StatusCode::NOT_FOUND, format!("the model `{model}` does not exist; this server serves `{served}`"))
         .with_code("model_not_found"))
+}
+
+/// For a whole (not streamed) answer: the next event of any choice, `None` once every choice
+/// has finished, an error if the engine went away first.
+pub async fn next_choice(choices: &mut Choices) -> Result<Option<(usize, GenEvent)>, ApiError> {
+    match choices.next().await {
+        Some(ChoiceEvent::Event(index, event)) => Ok(Some((index, event))),
+        Some(ChoiceEvent::EngineGone) => Err(engine_gone()),
+        None => Ok(None),
+    }
 }
 
 /// Submits the request's `n` choices (choice `i` seeded with the seed + i, as vLLM does);
