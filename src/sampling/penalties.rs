@@ -7,6 +7,9 @@
 //! 2. if `t` is in the prompt or was generated: `l = l > 0 ? l / r : l * r` (repetition `r`);
 //! 3. `l -= frequency * c + presence * (c > 0)`.
 //!
+//! vLLM's `min_tokens` rides on the same edits: until that many tokens are generated, the stop
+//! tokens' bias is -infinity, so they cannot be drawn ([`PenaltyState::with_min_tokens`]).
+//!
 //! Only the tokens touched are edited, so a sequence carries a sparse, token-sorted list of
 //! [`LogitEdit`]s ([`PenaltyState`]), updated as it generates; the CPU applies it to a copy of
 //! the row ([`apply_edits`]), the GPU in place before its sampler (`apply_logit_edits`,
@@ -118,6 +121,11 @@ pub struct PenaltyState {
     edits: Vec<LogitEdit>,
     /// Generated occurrences of `edits[i].token`.
     counts: Vec<u32>,
+    /// Tokens generated so far.
+    generated: usize,
+    /// Stop tokens banned until `min_tokens` are generated, with their own (logit_bias) bias.
+    banned: Vec<(u32, f32)>,
+    min_tokens: usize,
 }
 
 impl PenaltyState {
@@ -140,23 +148,66 @@ impl PenaltyState {
             .map(|&t| LogitEdit { token: t, bias: bias(t), scale: if in_prompt(t) { p.repetition } else { 1.0 }, sub: 0.0 })
             .collect();
         let counts = vec![0; edits.len()];
-        Some(PenaltyState { repetition: p.repetition, frequency: p.frequency, presence: p.presence, edits, counts })
+        let (repetition, frequency, presence) = (p.repetition, p.frequency, p.presence);
+        Some(PenaltyState { repetition, frequency, presence, edits, counts, generated: 0, banned: Vec::new(), min_tokens: 0 })
     }
 
-    /// One more generated `token`.
-    pub fn record(&mut self, token: u32) {
-        let i = match self.edits.binary_search_by_key(&token, |e| e.token) {
+    /// `new`, plus vLLM's `min_tokens`: `stop_tokens` cannot be drawn before `min_tokens`
+    /// tokens are generated. `None` when nothing is edited at all.
+    pub fn with_min_tokens(p: &Penalties, prompt: &[u32], stop_tokens: &[u32], min_tokens: usize) -> Option<Self> {
+        if min_tokens == 0 || stop_tokens.is_empty() {
+            return Self::new(p, prompt);
+        }
+        let mut s = Self::new(p, prompt).unwrap_or(PenaltyState {
+            repetition: 1.0,
+            frequency: 0.0,
+            presence: 0.0,
+            edits: Vec::new(),
+            counts: Vec::new(),
+            generated: 0,
+            banned: Vec::new(),
+            min_tokens: 0,
+        });
+        s.min_tokens = min_tokens;
+        for &t in stop_tokens {
+            let i = s.slot(t);
+            if !s.banned.iter().any(|&(b, _)| b == t) {
+                s.banned.push((t, s.edits[i].bias));
+                s.edits[i].bias = f32::NEG_INFINITY;
+            }
+        }
+        Some(s)
+    }
+
+    /// The index of `token`'s edit, inserted (changing nothing) if it had none.
+    fn slot(&mut self, token: u32) -> usize {
+        match self.edits.binary_search_by_key(&token, |e| e.token) {
             Ok(i) => i,
             Err(i) => {
                 self.edits.insert(i, LogitEdit { token, bias: 0.0, scale: 1.0, sub: 0.0 });
                 self.counts.insert(i, 0);
                 i
             }
-        };
-        self.counts[i] += 1;
-        let e = &mut self.edits[i];
-        e.scale = self.repetition;
-        e.sub = self.frequency * self.counts[i] as f32 + self.presence;
+        }
+    }
+
+    /// One more generated `token`.
+    pub fn record(&mut self, token: u32) {
+        // Without penalties a generated token changes no logit (bias alone is fixed).
+        if self.repetition != 1.0 || self.frequency != 0.0 || self.presence != 0.0 {
+            let i = self.slot(token);
+            self.counts[i] += 1;
+            let e = &mut self.edits[i];
+            e.scale = self.repetition;
+            e.sub = self.frequency * self.counts[i] as f32 + self.presence;
+        }
+        self.generated += 1;
+        if self.generated == self.min_tokens {
+            for (t, bias) in std::mem::take(&mut self.banned) {
+                let i = self.slot(t);
+                self.edits[i].bias = bias;
+            }
+        }
     }
 
     /// Sorted by token, each token once.
@@ -238,6 +289,29 @@ mod tests {
         let edges = Penalties { repetition: 100.0, frequency: -2.0, presence: 2.0, logit_bias: vec![(0, -100.0), (9, 100.0)] };
         assert_eq!(edges.validate(10), Ok(()));
         assert_eq!(Penalties { repetition: 0.01, ..Default::default() }.validate(1), Ok(()));
+    }
+
+    #[test]
+    fn min_tokens_bans_the_stop_tokens_until_then_and_keeps_their_bias_after() {
+        let p = Penalties { logit_bias: vec![(2, 1.5)], ..Penalties::default() };
+        let mut s = PenaltyState::with_min_tokens(&p, &[9], &[2, 3, 2], 2).unwrap();
+        let row = |s: &PenaltyState| {
+            let mut r = vec![1.0f32; 5];
+            apply_edits(&mut r, s.edits()).unwrap();
+            r
+        };
+        assert_eq!(row(&s), [1.0, 1.0, f32::NEG_INFINITY, f32::NEG_INFINITY, 1.0]);
+        s.record(4);
+        assert_eq!(row(&s), [1.0, 1.0, f32::NEG_INFINITY, f32::NEG_INFINITY, 1.0], "one token is not two");
+        s.record(4);
+        assert_eq!(row(&s), [1.0, 1.0, 2.5, 1.0, 1.0], "banned no more; token 2 keeps its bias");
+        assert!(PenaltyState::with_min_tokens(&Penalties::default(), &[1], &[2], 0).is_none());
+        assert!(PenaltyState::with_min_tokens(&Penalties::default(), &[1], &[], 5).is_none());
+        // Penalties on top: the ban lifts, the penalties stay.
+        let p = Penalties { presence: 1.0, ..Penalties::default() };
+        let mut s = PenaltyState::with_min_tokens(&p, &[], &[0], 1).unwrap();
+        s.record(1);
+        assert_eq!(row(&s), [1.0, 0.0, 1.0, 1.0, 1.0]);
     }
 
     #[test]

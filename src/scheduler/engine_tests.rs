@@ -265,3 +265,24 @@ fn a_request_admitted_beside_another_reads_the_start_it_fills() {
     let cached: Vec<usize> = ids.iter().map(|id| out[id].finished.clone().unwrap().1.cached_tokens).collect();
     assert_eq!(cached, vec![0, 8]);
 }
+
+/// vLLM's min_tokens: the stop token the model would pick first cannot end the run before
+/// min_tokens tokens; after that it ends it as usual. More than max_tokens is refused.
+#[test]
+fn min_tokens_keeps_the_stop_tokens_out_until_then() {
+    let base = request(5, 12, 3);
+    let first = fake_solo_run(&base, VOCAB).0[0];
+    // Every token but 0 and 1 stops the run: only min_tokens keeps it going.
+    let all: Vec<u32> = (2..VOCAB as u32).collect();
+    let mut e = engine(4, 16, 8, 2);
+    let plain = e.add_request(Request { stop_token_ids: vec![first], ..base.clone() }).unwrap();
+    let held = e.add_request(Request { stop_token_ids: all.clone(), min_tokens: 4, ..base.clone() }).unwrap();
+    let mut out = BTreeMap::new();
+    drain(&mut e, &mut out);
+    assert_eq!(out[&plain].tokens, [first], "without min_tokens the first token stops");
+    let held = &out[&held].tokens;
+    assert!(held.len() >= 5 && held[..4].iter().all(|&t| t < 2), "4 tokens that could not stop first: {held:?}");
+    assert!(held[4..held.len() - 1].iter().all(|&t| t < 2) && *held.last().unwrap() >= 2, "then the first stop token ends it: {held:?}");
+    let refused = e.add_request(Request { min_tokens: 13, ..base }).unwrap_err();
+    assert_eq!(refused, RequestError::MinTokensAboveMax { min_tokens: 13, max_tokens: 12 });
+}

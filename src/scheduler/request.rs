@@ -24,6 +24,9 @@ pub struct Request {
     pub penalties: Penalties,
     /// At least 1. The stop token, when one ends the run, counts and is emitted.
     pub max_tokens: usize,
+    /// vLLM's `min_tokens`: the stop tokens cannot be drawn before this many are generated
+    /// (at most `max_tokens`; 0 = off).
+    pub min_tokens: usize,
     /// Token ids that end the run. The engine knows no EOS of its own: the caller lists the
     /// tokenizer's EOS here (unless the user asked to ignore it).
     pub stop_token_ids: Vec<u32>,
@@ -34,7 +37,7 @@ pub struct Request {
 impl Request {
     /// Greedy, no stop tokens, no logprobs.
     pub fn new(prompt: Vec<u32>, max_tokens: usize) -> Self {
-        Request { prompt, sampling: SamplingParams::greedy(), penalties: Penalties::default(), max_tokens, stop_token_ids: Vec::new(), logprobs: None }
+        Request { prompt, sampling: SamplingParams::greedy(), penalties: Penalties::default(), max_tokens, min_tokens: 0, stop_token_ids: Vec::new(), logprobs: None }
     }
 }
 
@@ -56,6 +59,8 @@ pub enum RequestError {
          but the whole cache has {num_blocks}; lower max_tokens or start the engine with a larger KV cache"
     )]
     TooLargeForCache { prompt: usize, max_tokens: usize, blocks: usize, block_size: usize, num_blocks: usize },
+    #[error("min_tokens {min_tokens} exceeds max_tokens {max_tokens}")]
+    MinTokensAboveMax { min_tokens: usize, max_tokens: usize },
     #[error("{waiting} requests are already waiting (the limit is {limit}); retry later")]
     QueueFull { waiting: usize, limit: usize },
     #[error("the engine cannot run any more steps ({0}); it must be restarted")]
@@ -91,6 +96,9 @@ impl Request {
         }
         self.sampling.validate()?;
         self.penalties.validate(limits.vocab_size)?;
+        if self.min_tokens > self.max_tokens {
+            return Err(RequestError::MinTokensAboveMax { min_tokens: self.min_tokens, max_tokens: self.max_tokens });
+        }
         let (prompt, max_tokens) = (self.prompt.len(), self.max_tokens);
         if prompt + max_tokens > limits.max_context {
             return Err(RequestError::ContextTooLong { prompt, max_tokens, max_context: limits.max_context });

@@ -35,7 +35,7 @@ impl Sequence {
     pub fn new(id: RequestId, request: Request) -> Self {
         let stop = StopCriteria::new(request.max_tokens, Vec::new(), request.stop_token_ids.clone())
             .expect("validated requests have max_tokens >= 1");
-        let penalties = PenaltyState::new(&request.penalties, &request.prompt);
+        let penalties = PenaltyState::with_min_tokens(&request.penalties, &request.prompt, &request.stop_token_ids, request.min_tokens);
         Sequence { id, tokens: request.prompt.clone(), request, stop, computed: 0, blocks: Vec::new(), registered: 0, planned_end: 0, cached_prompt_tokens: 0, preemptions: 0, penalties }
     }
 

@@ -17,6 +17,9 @@ pub struct OutputSpec {
     pub stop_strings: Vec<String>,
     /// Parse `[TOOL_CALLS]` output into calls (chat requests with tools).
     pub tool_calls: bool,
+    /// Stop strings are looked for only in the text of tokens after the first `min_tokens`
+    /// (vLLM's rule); text before passes through whole.
+    pub min_tokens: usize,
 }
 
 /// A piece of the answer, in the order the client gets them.
@@ -51,6 +54,8 @@ pub struct OutputProcessor<'t> {
     stops: StopMatcher,
     /// Bytes of message text the reader produced (before stop strings cut it).
     content_read: usize,
+    /// Tokens pushed before stop strings are looked for.
+    unchecked_tokens: usize,
 }
 
 impl<'t> OutputProcessor<'t> {
@@ -60,7 +65,7 @@ impl<'t> OutputProcessor<'t> {
         } else {
             Reader::Text(StreamDecoder::new(tokenizer, SpecialTokenPolicy::Ignore))
         };
-        OutputProcessor { reader, stops: StopMatcher::new(spec.stop_strings.clone()), content_read: 0 }
+        OutputProcessor { reader, stops: StopMatcher::new(spec.stop_strings.clone()), content_read: 0, unchecked_tokens: spec.min_tokens }
     }
 
     /// The pieces `token` completes, and whether a stop string was found (the caller then ends
@@ -68,6 +73,15 @@ impl<'t> OutputProcessor<'t> {
     pub fn push(&mut self, token: u32) -> Result<(Vec<Piece>, bool), TokenizerError> {
         let mut pieces = Vec::new();
         let mut stopped = false;
+        let checked = self.unchecked_tokens == 0;
+        self.unchecked_tokens = self.unchecked_tokens.saturating_sub(1);
+        let release = |stops: &mut StopMatcher, text: &str, pieces: &mut Vec<Piece>| match checked {
+            true => release(stops, text, pieces),
+            false => {
+                push_text(pieces, text.to_string());
+                false
+            }
+        };
         match &mut self.reader {
             Reader::Text(decoder) => {
                 let text = decoder.push(token)?;

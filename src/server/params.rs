@@ -33,6 +33,8 @@ pub struct GenerationParams {
     pub stop_strings: Vec<String>,
     /// Choices to generate (OpenAI's `n`), at least 1.
     pub n: usize,
+    /// vLLM's `min_tokens` (0 = off): checked against max_tokens once that is resolved.
+    pub min_tokens: usize,
     pub ignore_eos: bool,
     pub stream: bool,
     pub include_usage: bool,
@@ -86,6 +88,14 @@ pub fn generation_params(
         None => 1,
     };
     let penalties = penalties(f)?;
+    let min_tokens = match f.min_tokens {
+        Some(m) if m < 0 => return Err(ApiError::invalid_param("min_tokens", format!("min_tokens must be >= 0, got {m}"))),
+        Some(m) => usize::try_from(m).unwrap_or(usize::MAX),
+        None => 0,
+    };
+    if let Some(max) = max_tokens.filter(|&max| min_tokens > max) {
+        return Err(ApiError::invalid_param("min_tokens", format!("min_tokens {min_tokens} exceeds max_tokens {max}")));
+    }
     let stream = f.stream.unwrap_or(false);
     if f.stream_options.is_some() && !stream {
         return Err(ApiError::invalid_param("stream_options", "stream_options is only allowed when stream is true"));
@@ -102,6 +112,7 @@ pub fn generation_params(
         max_tokens,
         stop_strings: stop_strings(f)?,
         n,
+        min_tokens,
         ignore_eos: f.ignore_eos.unwrap_or(false),
         stream,
         include_usage,

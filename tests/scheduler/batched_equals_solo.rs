@@ -146,6 +146,7 @@ fn requests(sampling: impl Fn(usize) -> SamplingParams) -> Vec<Request> {
             sampling: sampling(i),
             penalties: Penalties::default(),
             max_tokens,
+            min_tokens: 0,
             stop_token_ids: vec![EOS],
             logprobs: Some(3),
         })

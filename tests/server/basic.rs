@@ -362,3 +362,29 @@ fn n_choices_whole_and_streamed_alike_with_the_prompt_counted_once() {
     assert_eq!(choices[1]["logprobs"]["tokens"].as_array().unwrap().len(), 4);
     assert_eq!(v["usage"]["completion_tokens"], 8);
 }
+
+/// vLLM's `min_tokens`: a stop string in the first min_tokens tokens does not end the answer;
+/// min_tokens above max_tokens, or negative, is refused.
+#[test]
+fn min_tokens_holds_off_stop_strings() {
+    let s = TestServer::start(Options::default());
+    let ask = |extra: Value| {
+        let mut body = json!({"model": "test-model", "prompt": "Once upon a time", "temperature": 0, "max_tokens": 12, "logprobs": 0});
+        body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        post_json(s.addr, "/v1/completions", &body)
+    };
+    let v = ask(json!({})).json();
+    let first = v["choices"][0]["logprobs"]["tokens"][0].as_str().unwrap().to_string();
+    assert!(!first.is_empty(), "{v}");
+    let stopped = ask(json!({"stop": [first.clone()]})).json();
+    assert_eq!(stopped["usage"]["completion_tokens"], 1, "the first token's text stops: {stopped}");
+    let held = ask(json!({"stop": [first], "min_tokens": 6})).json();
+    let n = held["usage"]["completion_tokens"].as_u64().unwrap();
+    assert!(n >= 6, "min_tokens 6 held the stop string off for {n} tokens: {held}");
+    let r = ask(json!({"min_tokens": 13}));
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("min_tokens 13 exceeds max_tokens 12"), "{}", r.text());
+    let r = ask(json!({"min_tokens": -1}));
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("min_tokens must be >= 0"), "{}", r.text());
+}

@@ -71,6 +71,10 @@ pub struct SharedFields {
     /// vLLM's extension: generate past EOS until `max_tokens` or a stop string.
     #[serde(default)]
     pub ignore_eos: Option<bool>,
+    /// vLLM's extension: no EOS, stop token or stop string ends the answer before this many
+    /// tokens.
+    #[serde(default)]
+    pub min_tokens: Option<i64>,
 }
 
 /// Fields of `/v1/chat/completions` only (messages and tools are read separately).

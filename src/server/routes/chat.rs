@@ -57,7 +57,7 @@ pub async fn handle(State(state): State<AppState>, headers: HeaderMap, body: Bod
         .await
         .map_err(|e| ApiError::internal(format!("encoding the conversation failed: {e}")))?
         .map_err(ApiError::bad_request)?;
-    let output = OutputSpec { stop_strings: params.stop_strings.clone(), tool_calls: has_tools };
+    let output = OutputSpec { stop_strings: params.stop_strings.clone(), tool_calls: has_tools, min_tokens: params.min_tokens };
     let choices = start(&state, prompt, &params, logprobs, output, arrived).await?;
     let format = ChatOutput {
         id: response_id("chatcmpl-"),

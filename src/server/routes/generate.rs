@@ -76,7 +76,8 @@ pub async fn start(
     }
     let max_tokens = resolve_max_tokens(params.max_tokens, prompt.len(), &state.engine.info().limits)?;
     let stop_token_ids = if params.ignore_eos { Vec::new() } else { state.model.stop_token_ids().to_vec() };
-    let request = Request { prompt, sampling: params.sampling, penalties: params.penalties.clone(), max_tokens, stop_token_ids, logprobs };
+    let min_tokens = params.min_tokens;
+    let request = Request { prompt, sampling: params.sampling, penalties: params.penalties.clone(), max_tokens, min_tokens, stop_token_ids, logprobs };
     // All at once, so that the engine takes them in the same loop turn.
     let submissions = (0..params.n).map(|i| {
         let mut request = request.clone();
