@@ -107,7 +107,8 @@ fn gpu_sampling_reports_bad_logits() {
 }
 
 /// Rows of logits with their edits: tokens at both ends of the vocabulary, rows without edits,
-/// logits positive, negative and zero, penalties below and above 1, biases to +-100. Shared with
+/// logits positive, negative and zero, penalties below and above 1, biases to +-100 and -inf
+/// (min_tokens' ban). Shared with
 /// the emulator's test.
 pub fn logit_edit_rows(rng: &mut Rng, vocab: usize, n_rows: usize) -> (Vec<f32>, Vec<Vec<LogitEdit>>) {
     let mut logits: Vec<f32> = (0..n_rows * vocab).map(|_| rng.normal(4.0)).collect();
@@ -125,7 +126,7 @@ pub fn logit_edit_rows(rng: &mut Rng, vocab: usize, n_rows: usize) -> (Vec<f32>,
                 }
                 LogitEdit {
                     token,
-                    bias: [0.0, 0.0, 1.5, -100.0, 100.0, rng.normal(3.0)][rng.below(6)],
+                    bias: [0.0, 0.0, 1.5, -100.0, 100.0, rng.normal(3.0), f32::NEG_INFINITY][rng.below(7)],
                     scale: [1.0, 1.0, 1.3, 0.7, 0.01, 100.0][rng.below(6)],
                     sub: [0.0, 0.5, -2.0, rng.normal(2.0)][rng.below(4)],
                 }
