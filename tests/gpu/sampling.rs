@@ -108,8 +108,7 @@ fn gpu_sampling_reports_bad_logits() {
 
 /// Rows of logits with their edits: tokens at both ends of the vocabulary, rows without edits,
 /// logits positive, negative and zero, penalties below and above 1, biases to +-100 and -inf
-/// (min_tokens' ban). Shared with
-/// the emulator's test.
+/// (min_tokens' ban). Shared with the emulator's test.
 pub fn logit_edit_rows(rng: &mut Rng, vocab: usize, n_rows: usize) -> (Vec<f32>, Vec<Vec<LogitEdit>>) {
     let mut logits: Vec<f32> = (0..n_rows * vocab).map(|_| rng.normal(4.0)).collect();
     let mut rows = Vec::new();
