@@ -20,6 +20,9 @@ pub struct OutputSpec {
     /// Stop strings are looked for only in the text of tokens after the first `min_tokens`
     /// (vLLM's rule); text before passes through whole.
     pub min_tokens: usize,
+    /// Ids at the end of the prompt that the answer is read as starting with: a forced tool
+    /// call's `[TOOL_CALLS]` (and function name). What they produce comes with the first token.
+    pub prefix: Vec<u32>,
 }
 
 /// A piece of the answer, in the order the client gets them.
@@ -56,6 +59,8 @@ pub struct OutputProcessor<'t> {
     content_read: usize,
     /// Tokens pushed before stop strings are looked for.
     unchecked_tokens: usize,
+    /// What reading `OutputSpec::prefix` produced, for the first push (or why it failed).
+    pending: Result<Vec<Piece>, String>,
 }
 
 impl<'t> OutputProcessor<'t> {
@@ -65,13 +70,29 @@ impl<'t> OutputProcessor<'t> {
         } else {
             Reader::Text(StreamDecoder::new(tokenizer, SpecialTokenPolicy::Ignore))
         };
-        OutputProcessor { reader, stops: StopMatcher::new(spec.stop_strings.clone()), content_read: 0, unchecked_tokens: spec.min_tokens }
+        let stops = StopMatcher::new(spec.stop_strings.clone());
+        let mut p = OutputProcessor { reader, stops, content_read: 0, unchecked_tokens: 0, pending: Ok(Vec::new()) };
+        let mut pending = Vec::new();
+        for &t in &spec.prefix {
+            match p.push(t) {
+                Ok((mut pieces, _)) => pending.append(&mut pieces),
+                Err(e) => {
+                    p.pending = Err(format!("the forced start of the answer could not be read: {e}"));
+                    break;
+                }
+            }
+        }
+        if p.pending.is_ok() {
+            p.pending = Ok(pending);
+        }
+        p.unchecked_tokens = spec.min_tokens;
+        p
     }
 
     /// The pieces `token` completes, and whether a stop string was found (the caller then ends
     /// the request; later tokens, if any, give nothing).
     pub fn push(&mut self, token: u32) -> Result<(Vec<Piece>, bool), TokenizerError> {
-        let mut pieces = Vec::new();
+        let mut pieces = std::mem::replace(&mut self.pending, Ok(Vec::new())).map_err(TokenizerError::Format)?;
         let mut stopped = false;
         let checked = self.unchecked_tokens == 0;
         self.unchecked_tokens = self.unchecked_tokens.saturating_sub(1);

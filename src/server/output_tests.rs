@@ -37,7 +37,7 @@ fn text_is_decoded_and_special_tokens_are_dropped() {
 
 #[test]
 fn a_stop_string_cuts_the_text_and_reports_the_stop() {
-    let spec = OutputSpec { stop_strings: vec!["wor".into()], tool_calls: false, min_tokens: 0 };
+    let spec = OutputSpec { stop_strings: vec!["wor".into()], tool_calls: false, min_tokens: 0, prefix: Vec::new() };
     let (pieces, stopped, fin) = run(&spec, &ids("Hello, world and more"));
     assert!(stopped);
     assert_eq!(text_of(&pieces), "Hello, ");
@@ -50,15 +50,15 @@ fn a_stop_string_cuts_the_text_and_reports_the_stop() {
 fn stop_strings_are_looked_for_only_after_min_tokens() {
     let tokens = ids("ab ab ab ab ab ab ab ab");
     let whole = run(&OutputSpec::default(), &tokens).0;
-    let first_ab = run(&OutputSpec { stop_strings: vec!["ab".into()], tool_calls: false, min_tokens: 0 }, &tokens);
+    let first_ab = run(&OutputSpec { stop_strings: vec!["ab".into()], tool_calls: false, min_tokens: 0, prefix: Vec::new() }, &tokens);
     assert!(first_ab.1 && text_of(&first_ab.0).is_empty(), "without min_tokens the first `ab` stops");
-    let spec = OutputSpec { stop_strings: vec!["ab".into()], tool_calls: false, min_tokens: 3 };
+    let spec = OutputSpec { stop_strings: vec!["ab".into()], tool_calls: false, min_tokens: 3, prefix: Vec::new() };
     let (pieces, stopped, _) = run(&spec, &tokens);
     assert!(stopped, "an `ab` after the first 3 tokens stops");
     let text = text_of(&pieces);
     assert!(!text.is_empty() && text.len() < text_of(&whole).len(), "{text:?}");
     assert!(text_of(&whole).starts_with(&text));
-    let spec = OutputSpec { stop_strings: vec!["ab".into()], tool_calls: false, min_tokens: tokens.len() };
+    let spec = OutputSpec { stop_strings: vec!["ab".into()], tool_calls: false, min_tokens: tokens.len(), prefix: Vec::new() };
     let (pieces, stopped, _) = run(&spec, &tokens);
     assert!(!stopped);
     assert_eq!(text_of(&pieces), text_of(&whole));
@@ -66,7 +66,7 @@ fn stop_strings_are_looked_for_only_after_min_tokens() {
 
 #[test]
 fn tool_calls_stream_as_pieces_and_parse_at_the_end() {
-    let spec = OutputSpec { stop_strings: vec!["never".into()], tool_calls: true, min_tokens: 0 };
+    let spec = OutputSpec { stop_strings: vec!["never".into()], tool_calls: true, min_tokens: 0, prefix: Vec::new() };
     let mut tokens = ids("Let me check.");
     tokens.push(tekken().special_id("[TOOL_CALLS]").unwrap());
     tokens.extend(ids(r#"[{"name": "get_weather", "arguments": {"city": "Paris"}}]"#));
@@ -90,7 +90,7 @@ fn tool_calls_stream_as_pieces_and_parse_at_the_end() {
 
 #[test]
 fn malformed_tool_calls_come_back_as_text() {
-    let spec = OutputSpec { stop_strings: vec![], tool_calls: true, min_tokens: 0 };
+    let spec = OutputSpec { stop_strings: vec![], tool_calls: true, min_tokens: 0, prefix: Vec::new() };
     let mut tokens = ids("Hi");
     tokens.push(tekken().special_id("[TOOL_CALLS]").unwrap());
     tokens.extend(ids("not json"));
@@ -102,7 +102,7 @@ fn malformed_tool_calls_come_back_as_text() {
 
 #[test]
 fn stop_strings_do_not_search_tool_call_json() {
-    let spec = OutputSpec { stop_strings: vec!["Paris".into()], tool_calls: true, min_tokens: 0 };
+    let spec = OutputSpec { stop_strings: vec!["Paris".into()], tool_calls: true, min_tokens: 0, prefix: Vec::new() };
     let mut tokens = vec![tekken().special_id("[TOOL_CALLS]").unwrap()];
     tokens.extend(ids(r#"[{"name": "f", "arguments": {"city": "Paris"}}]"#));
     let (_, stopped, fin) = run(&spec, &tokens);
@@ -114,7 +114,7 @@ fn stop_strings_do_not_search_tool_call_json() {
 fn an_unfinished_character_at_the_end_becomes_a_replacement_character() {
     let bytes_of_smile = ids("🙂");
     assert!(bytes_of_smile.len() > 1, "the emoji should span several byte tokens");
-    for spec in [OutputSpec::default(), OutputSpec { stop_strings: vec![], tool_calls: true, min_tokens: 0 }] {
+    for spec in [OutputSpec::default(), OutputSpec { stop_strings: vec![], tool_calls: true, min_tokens: 0, prefix: Vec::new() }] {
         let (pieces, _, _) = run(&spec, &bytes_of_smile[..1]);
         assert_eq!(text_of(&pieces), "\u{FFFD}", "{spec:?}");
     }

@@ -84,8 +84,10 @@ fn out_of_range_sampling_values_and_unsupported_features_are_refused() {
         (json!({"logit_bias": {"five": 1}}), "logit_bias keys must be token ids"),
         (json!({"logit_bias": {"999999999": 1}}), "outside the vocabulary"),
         (json!({"response_format": {"type": "json_object"}}), "response_format"),
-        (json!({"tool_choice": "required"}), "\"required\" is not supported"),
-        (json!({"tool_choice": {"type": "function", "function": {"name": "f"}}}), "not supported"),
+        (json!({"tool_choice": "required"}), "needs `tools`"),
+        (json!({"tool_choice": {"type": "function", "function": {"name": "f"}}}), "needs `tools`"),
+        (json!({"tool_choice": {"type": "function"}}), "a named tool_choice is"),
+        (json!({"tool_choice": "always"}), "tool_choice must be"),
         (json!({"functions": [{"name": "f"}]}), "use `tools`"),
         (json!({"stream_options": {"include_usage": true}}), "only allowed when stream is true"),
     ] {

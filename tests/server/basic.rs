@@ -388,3 +388,53 @@ fn min_tokens_holds_off_stop_strings() {
     assert_eq!(r.status, 400);
     assert!(r.text().contains("min_tokens must be >= 0"), "{}", r.text());
 }
+
+/// `tool_choice: required` and a named function: the answer is made to start with
+/// `[TOOL_CALLS]` (and the name), appended to the prompt and read by the parser first. The
+/// scripted model writes by position after `[/INST]`, so the forced tokens take the place of
+/// its first ones: with `auto` it writes text, with the forced start the same script is a call.
+#[test]
+fn a_required_or_named_tool_choice_starts_the_answer_with_the_call() {
+    let x = tekken().encode("x").unwrap();
+    let s = TestServer::start(Options { script: Some([&x[..], &tekken().encode(CALL).unwrap()].concat()), ..Options::default() });
+    let auto = post_json(s.addr, "/v1/chat/completions", &tool_body()).json();
+    assert_eq!(auto["choices"][0]["finish_reason"], "stop", "{auto}");
+    let mut required = tool_body();
+    required["tool_choice"] = json!("required");
+    let v = post_json(s.addr, "/v1/chat/completions", &required).json();
+    assert_eq!(v["choices"][0]["finish_reason"], "tool_calls", "{v}");
+    assert_eq!(v["choices"][0]["message"]["tool_calls"][0]["function"]["name"], "get_weather");
+    assert!(v["choices"][0]["message"]["content"].is_null(), "{v}");
+    let forced = v["usage"]["prompt_tokens"].as_u64().unwrap() - auto["usage"]["prompt_tokens"].as_u64().unwrap();
+    assert_eq!(forced, 1, "[TOOL_CALLS] is appended to the prompt");
+
+    // Named: the scripted model writes what follows `"arguments":`.
+    let head = 1 + tekken().encode(r#"[{"name": "get_weather", "arguments":"#).unwrap().len();
+    let script = [x.repeat(head), tekken().encode(r#" {"city": "Oslo"}}]"#).unwrap()].concat();
+    let s = TestServer::start(Options { script: Some(script), ..Options::default() });
+    let auto = post_json(s.addr, "/v1/chat/completions", &tool_body()).json();
+    assert_eq!(auto["choices"][0]["finish_reason"], "stop", "{auto}");
+    for stream in [false, true] {
+        let mut named = tool_body();
+        named["tool_choice"] = json!({"type": "function", "function": {"name": "get_weather"}});
+        named["stream"] = json!(stream);
+        let (name, args) = if stream {
+            let (_, finish, _, chunks) = stream_chat(&s, &named);
+            assert_eq!(finish, "tool_calls");
+            let deltas: Vec<&Value> = chunks.iter().filter_map(|c| c["choices"][0]["delta"]["tool_calls"].as_array()).flatten().collect();
+            let args: String = deltas.iter().map(|d| d["function"]["arguments"].as_str().unwrap_or("")).collect();
+            (deltas[0]["function"]["name"].clone(), args)
+        } else {
+            let v = post_json(s.addr, "/v1/chat/completions", &named).json();
+            let call = &v["choices"][0]["message"]["tool_calls"][0]["function"];
+            (call["name"].clone(), call["arguments"].as_str().unwrap().to_string())
+        };
+        assert_eq!(name, "get_weather", "stream {stream}");
+        assert_eq!(serde_json::from_str::<Value>(&args).unwrap(), json!({"city": "Oslo"}), "stream {stream}");
+    }
+    let mut unknown = tool_body();
+    unknown["tool_choice"] = json!({"type": "function", "function": {"name": "get_time"}});
+    let r = post_json(s.addr, "/v1/chat/completions", &unknown);
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("`get_time`, which is not among the tools"), "{}", r.text());
+}

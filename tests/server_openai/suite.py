@@ -297,7 +297,9 @@ def group_tools(args):
         # A malformed history is refused with 400.
         bad = messages + [{"role": "tool", "tool_call_id": "nope", "content": "1"}]
         expect_status(openai.BadRequestError, lambda: c.chat.completions.create(model=s.name, messages=bad, tools=TOOLS))
-        expect_status(openai.BadRequestError, lambda: c.chat.completions.create(model=s.name, messages=messages, tool_choice="required", tools=TOOLS), "required")
+        expect_status(openai.BadRequestError, lambda: c.chat.completions.create(model=s.name, messages=messages, tool_choice="required"), "needs `tools`")
+        named = {"type": "function", "function": {"name": "nope"}}
+        expect_status(openai.BadRequestError, lambda: c.chat.completions.create(model=s.name, messages=messages, tool_choice=named, tools=TOOLS), "not among the tools")
     finally:
         code = s.stop()
     check(code == 0, f"exit status {code}")

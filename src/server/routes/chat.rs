@@ -41,8 +41,8 @@ pub async fn handle(State(state): State<AppState>, headers: HeaderMap, body: Bod
     let params = generation_params(&shared, max_tokens, state.model.sampling_defaults())?;
     let logprobs = logprobs(&own)?;
     refuse_unsupported(&own)?;
-    let use_tools = tool_choice(&own)?;
-    if !use_tools {
+    let choice = tool_choice(&own)?;
+    if choice == ToolChoice::None {
         chat.tools = None; // `none`: the model is not shown the tools
     }
     let has_tools = chat.tools.as_ref().is_some_and(|t| !t.is_empty());
@@ -52,12 +52,14 @@ pub async fn handle(State(state): State<AppState>, headers: HeaderMap, body: Bod
             format!("the model `{}` has no chat format with tools (Mistral's v3 template renders them)", state.model.name()),
         ));
     }
+    let forced = forced_call_prefix(&choice, &chat, state.model.tokenizer())?;
     let model = state.model.clone();
-    let prompt = tokio::task::spawn_blocking(move || model.encode_chat(&chat))
+    let mut prompt = tokio::task::spawn_blocking(move || model.encode_chat(&chat))
         .await
         .map_err(|e| ApiError::internal(format!("encoding the conversation failed: {e}")))?
         .map_err(ApiError::bad_request)?;
-    let output = OutputSpec { stop_strings: params.stop_strings.clone(), tool_calls: has_tools, min_tokens: params.min_tokens };
+    prompt.extend_from_slice(&forced);
+    let output = OutputSpec { stop_strings: params.stop_strings.clone(), tool_calls: has_tools, min_tokens: params.min_tokens, prefix: forced };
     let choices = start(&state, prompt, &params, logprobs, output, arrived).await?;
     let format = ChatOutput {
         id: response_id("chatcmpl-"),
@@ -105,22 +107,58 @@ fn refuse_unsupported(own: &ChatFields) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// `tool_choice`: `auto` (the default) or `none`; false for `none`.
-fn tool_choice(own: &ChatFields) -> Result<bool, ApiError> {
+#[derive(Debug, PartialEq)]
+enum ToolChoice {
+    Auto,
+    None,
+    /// Some call: the answer starts with `[TOOL_CALLS]`.
+    Required,
+    /// This function: the answer starts with `[TOOL_CALLS][{"name": NAME, "arguments":`.
+    Function(String),
+}
+
+/// `tool_choice`: `auto` (the default), `none`, `required`, or
+/// `{"type": "function", "function": {"name": ...}}`.
+fn tool_choice(own: &ChatFields) -> Result<ToolChoice, ApiError> {
+    let bad = |what: String| Err(ApiError::invalid_param("tool_choice", what));
     match &own.tool_choice {
-        None | Some(serde_json::Value::Null) => Ok(true),
-        Some(serde_json::Value::String(s)) if s == "auto" => Ok(true),
-        Some(serde_json::Value::String(s)) if s == "none" => Ok(false),
-        Some(serde_json::Value::String(s)) if s == "required" => Err(ApiError::invalid_param(
-            "tool_choice",
-            "tool_choice \"required\" is not supported (the model cannot be forced to call); use \"auto\" or \"none\"",
-        )),
-        Some(serde_json::Value::Object(_)) => Err(ApiError::invalid_param(
-            "tool_choice",
-            "naming a function in tool_choice is not supported; use \"auto\" or \"none\"",
-        )),
-        Some(other) => Err(ApiError::invalid_param("tool_choice", format!("tool_choice must be \"auto\" or \"none\", got {other}"))),
+        None | Some(serde_json::Value::Null) => Ok(ToolChoice::Auto),
+        Some(serde_json::Value::String(s)) if s == "auto" => Ok(ToolChoice::Auto),
+        Some(serde_json::Value::String(s)) if s == "none" => Ok(ToolChoice::None),
+        Some(serde_json::Value::String(s)) if s == "required" => Ok(ToolChoice::Required),
+        Some(v @ serde_json::Value::Object(_)) => match (v.get("type").and_then(|t| t.as_str()), v.pointer("/function/name").and_then(|n| n.as_str())) {
+            (Some("function"), Some(name)) => Ok(ToolChoice::Function(name.to_string())),
+            _ => bad(format!("a named tool_choice is {{\"type\": \"function\", \"function\": {{\"name\": ...}}}}, got {v}")),
+        },
+        Some(other) => bad(format!("tool_choice must be \"auto\", \"none\", \"required\" or a named function, got {other}")),
     }
+}
+
+/// The tokens a `required` or named `tool_choice` puts at the start of the answer: appended to
+/// the prompt, and read by the output parser first, so that the model continues a tool call
+/// (no grammar: the model writes the rest, and a malformed call comes back as text, as ever).
+fn forced_call_prefix(choice: &ToolChoice, chat: &ChatRequest, tok: &crate::tokenizer::Tokenizer) -> Result<Vec<u32>, ApiError> {
+    let tools = chat.tools.as_deref().unwrap_or_default();
+    let bad = |what: String| Err(ApiError::invalid_param("tool_choice", what));
+    let name = match choice {
+        ToolChoice::Auto | ToolChoice::None => return Ok(Vec::new()),
+        _ if tools.is_empty() => return bad("tool_choice \"required\" or a named function needs `tools`".into()),
+        _ if chat.continue_final_message => return bad("a forced tool call cannot continue a final assistant message".into()),
+        ToolChoice::Required => None,
+        ToolChoice::Function(name) if tools.iter().any(|t| &t.function.name == name) => Some(name),
+        ToolChoice::Function(name) => return bad(format!("tool_choice names `{name}`, which is not among the tools")),
+    };
+    let Some(marker) = tok.special_id("[TOOL_CALLS]") else {
+        return bad("the model's tokenizer has no [TOOL_CALLS] token".into());
+    };
+    let mut ids = vec![marker];
+    if let Some(name) = name {
+        // As the template writes calls (Python's json.dumps); no trailing space, so that the
+        // model writes ` {` as one token as it would.
+        let head = format!("[{{\"name\": {}, \"arguments\":", crate::tokenizer::json_py::PyJson::Str(name.clone()).dumps());
+        ids.extend(tok.encode(&head).map_err(|e| ApiError::internal(format!("encoding the forced call failed: {e}")))?);
+    }
+    Ok(ids)
 }
 
 struct ChatOutput {

@@ -52,7 +52,7 @@ pub async fn handle(State(state): State<AppState>, headers: HeaderMap, body: Bod
         Prompt::Texts(v) => return Err(one_prompt(v.len())),
         Prompt::IdLists(v) => return Err(one_prompt(v.len())),
     };
-    let output = OutputSpec { stop_strings: params.stop_strings.clone(), tool_calls: false, min_tokens: params.min_tokens };
+    let output = OutputSpec { stop_strings: params.stop_strings.clone(), tool_calls: false, min_tokens: params.min_tokens, prefix: Vec::new() };
     let choices = start(&state, prompt, &params, logprobs, output, arrived).await?;
     let format = CompletionOutput {
         id: response_id("cmpl-"),
