@@ -438,3 +438,38 @@ fn a_required_or_named_tool_choice_starts_the_answer_with_the_call() {
     assert_eq!(r.status, 400);
     assert!(r.text().contains("`get_time`, which is not among the tools"), "{}", r.text());
 }
+
+/// vLLM's `/tokenize` and `/detokenize`: a prompt or a conversation to the ids a generation
+/// request runs (its usage says as many), and ids back to text; bad input is a 400.
+#[test]
+fn tokenize_and_detokenize_agree_with_the_generation_endpoints() {
+    let s = TestServer::start(Options::default());
+    let v = post_json(s.addr, "/tokenize", &json!({"model": "test-model", "prompt": "Once upon a time"})).json();
+    let tokens: Vec<u64> = v["tokens"].as_array().unwrap().iter().map(|t| t.as_u64().unwrap()).collect();
+    assert_eq!(v["count"], tokens.len());
+    assert_eq!(tokens[0], 1, "BOS first, as /v1/completions encodes it");
+    assert!(v["max_model_len"].as_u64().unwrap() > 0);
+    let done = post_json(s.addr, "/v1/completions", &json!({"model": "test-model", "prompt": "Once upon a time", "max_tokens": 1})).json();
+    assert_eq!(done["usage"]["prompt_tokens"], tokens.len());
+    let bare = post_json(s.addr, "/tokenize", &json!({"prompt": "Once upon a time", "add_special_tokens": false})).json();
+    assert_eq!(bare["tokens"].as_array().unwrap()[..], v["tokens"].as_array().unwrap()[1..]);
+    let text = post_json(s.addr, "/detokenize", &json!({"tokens": tokens})).json();
+    assert_eq!(text["prompt"], "<s>Once upon a time");
+
+    let chat = chat_body("Hello there", json!({}));
+    let v = post_json(s.addr, "/tokenize", &chat).json();
+    let done = post_json(s.addr, "/v1/chat/completions", &chat_body("Hello there", json!({"max_tokens": 1}))).json();
+    assert_eq!(v["count"], done["usage"]["prompt_tokens"], "{v}");
+
+    for (path, body, says) in [
+        ("/tokenize", json!({"prompt": "x", "messages": []}), "not both"),
+        ("/tokenize", json!({}), "give `prompt`"),
+        ("/tokenize", json!({"model": "gpt-4", "prompt": "x"}), "does not exist"),
+        ("/detokenize", json!({"tokens": [1, -5]}), "tokens[1]"),
+        ("/detokenize", json!({"tokens": [131072]}), "not a token id"),
+    ] {
+        let r = post_json(s.addr, path, &body);
+        assert!(r.status == 400 || r.status == 404, "{path} {body}: {}", r.status);
+        assert!(r.text().contains(says), "{path} {body}: {}", r.text());
+    }
+}
