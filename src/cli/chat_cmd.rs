@@ -9,7 +9,7 @@ use std::io::{self, BufRead, IsTerminal, Write};
 use anyhow::{bail, Context};
 
 use super::args::ChatArgs;
-use super::chat_session::ChatSession;
+use super::chat_session::{ChatSession, TurnSettings};
 use super::device;
 use super::generate_cmd::{check_source, report_timing};
 use super::loaded::Model;
@@ -68,7 +68,8 @@ pub fn run(args: &ChatArgs) -> anyhow::Result<()> {
             stdout.write_all(s.as_bytes())?;
             stdout.flush()
         };
-        match session.turn(backend.as_mut(), line, params, &penalties, &model.stop.ids, args.max_tokens, &mut write) {
+        let how = TurnSettings { params, penalties: &penalties, stop_ids: &model.stop.ids, max_tokens: args.max_tokens };
+        match session.turn(backend.as_mut(), line, &how, &mut write) {
             Ok(turn) => {
                 println!();
                 if turn.answer.trim().is_empty() {

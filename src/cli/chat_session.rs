@@ -16,6 +16,15 @@ use nemo_engine::tokenizer::{ChatMessage, ChatRequest};
 use super::chat_format::ChatFormat;
 use super::text::Text;
 
+/// How every turn of a chat is generated.
+pub struct TurnSettings<'a> {
+    pub params: SamplingParams,
+    pub penalties: &'a Penalties,
+    /// Ids that end the answer (EOS, end of turn).
+    pub stop_ids: &'a [u32],
+    pub max_tokens: usize,
+}
+
 pub struct ChatSession<'m> {
     format: &'m ChatFormat,
     text: &'m Text,
@@ -61,12 +70,11 @@ impl<'m> ChatSession<'m> {
         &mut self,
         backend: &mut dyn Backend,
         user: &str,
-        params: SamplingParams,
-        penalties: &Penalties,
-        stop_ids: &[u32],
-        max_tokens: usize,
+        how: &TurnSettings,
         out: &mut dyn FnMut(&str) -> io::Result<()>,
     ) -> anyhow::Result<Turn> {
+        let TurnSettings { params, penalties, stop_ids, max_tokens } = how;
+        let (params, max_tokens) = (*params, *max_tokens);
         let prompt = self.encode_with(user)?;
         let context = backend.config().max_context;
         if prompt.len() >= context {
@@ -80,7 +88,7 @@ impl<'m> ChatSession<'m> {
         let request = GenerateRequest {
             prompt,
             params,
-            penalties: penalties.clone(),
+            penalties: (*penalties).clone(),
             stop: StopCriteria::new(max_tokens, stop_ids.to_vec(), Vec::new())?,
             logprobs: None,
         };
