@@ -32,6 +32,7 @@ pub fn run(args: &ChatArgs) -> anyhow::Result<()> {
     let penalties = args.sampling.penalties().map_err(anyhow::Error::msg)?;
     let device = device::select(args.device)?;
     let weights = model.load_weights()?;
+    penalties.validate(weights.config.vocab_size).context("invalid sampling parameters")?;
     model.stop.announce();
     let mut backend = device::open(&device, &weights, &args.source)?;
     let mut session = ChatSession::new(format, text, args.system.clone());
