@@ -87,6 +87,11 @@ impl<B: BatchBackend> Engine<B> {
         self
     }
 
+    /// Requests that may wait at once (`usize::MAX`: unbounded).
+    pub fn max_waiting(&self) -> usize {
+        self.max_waiting
+    }
+
     /// Queues a request, or refuses it now if it could never complete.
     pub fn add_request(&mut self, request: Request) -> Result<RequestId, RequestError> {
         if let Some(why) = &self.unusable {

@@ -59,6 +59,8 @@ pub enum RequestError {
          but the whole cache has {num_blocks}; lower max_tokens or start the engine with a larger KV cache"
     )]
     TooLargeForCache { prompt: usize, max_tokens: usize, blocks: usize, block_size: usize, num_blocks: usize },
+    #[error("stop token {token} is outside the vocabulary (size {vocab_size})")]
+    StopTokenOutOfRange { token: u32, vocab_size: usize },
     #[error("min_tokens {min_tokens} exceeds max_tokens {max_tokens}")]
     MinTokensAboveMax { min_tokens: usize, max_tokens: usize },
     #[error("{waiting} requests are already waiting (the limit is {limit}); retry later")]
@@ -96,6 +98,9 @@ impl Request {
         }
         self.sampling.validate()?;
         self.penalties.validate(limits.vocab_size)?;
+        if let Some(&token) = self.stop_token_ids.iter().find(|&&t| t as usize >= limits.vocab_size) {
+            return Err(RequestError::StopTokenOutOfRange { token, vocab_size: limits.vocab_size });
+        }
         if self.min_tokens > self.max_tokens {
             return Err(RequestError::MinTokensAboveMax { min_tokens: self.min_tokens, max_tokens: self.max_tokens });
         }
@@ -140,6 +145,8 @@ mod tests {
         let mut hot = Request::new(vec![1], 1);
         hot.sampling.temperature = -1.0;
         assert_eq!(check(hot), RequestError::Sampling(SamplingError::InvalidTemperature(-1.0)));
+        let stop = Request { stop_token_ids: vec![3, 10], ..Request::new(vec![1], 1) };
+        assert_eq!(check(stop), RequestError::StopTokenOutOfRange { token: 10, vocab_size: 10 });
         let big = Limits { num_blocks: 100, ..LIMITS };
         assert_eq!(
             Request::new(vec![1; 30], 11).validate(&big),

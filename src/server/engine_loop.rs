@@ -58,6 +58,8 @@ pub struct EngineInfo {
     pub limits: Limits,
     pub max_running: usize,
     pub max_step_tokens: usize,
+    /// Requests that may wait at once (`--max-waiting`; `usize::MAX`: unbounded).
+    pub max_waiting: usize,
     pub device: &'static str,
 }
 
@@ -257,6 +259,7 @@ pub fn engine_info<B: BatchBackend>(engine: &Engine<B>) -> EngineInfo {
         },
         max_running: c.max_running,
         max_step_tokens: c.max_step_tokens,
+        max_waiting: engine.max_waiting(),
         device: engine.backend().device(),
     }
 }

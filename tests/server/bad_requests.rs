@@ -305,3 +305,15 @@ fn a_full_queue_gets_429_and_the_server_keeps_serving() {
     s.knobs.step_delay_us.store(0, Ordering::SeqCst);
     still_serves(&s);
 }
+
+/// More choices than requests may wait could never all be queued: a 400 naming the limit, not a
+/// 429 that invites a retry.
+#[test]
+fn more_choices_than_may_wait_is_a_400() {
+    let s = TestServer::start(Options { max_waiting: 2, ..Options::default() });
+    let r = post_json(s.addr, "/v1/chat/completions", &chat_body("hi", json!({"n": 3, "max_tokens": 2})));
+    expect_error(&r, 400, "n = 3 choices exceed the 2 requests this server lets wait (--max-waiting)");
+    let r = post_json(s.addr, "/v1/chat/completions", &chat_body("hi", json!({"n": 2, "max_tokens": 2})));
+    assert_eq!(r.status, 200, "{}", r.text());
+    still_serves(&s);
+}

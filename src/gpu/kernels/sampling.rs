@@ -160,15 +160,21 @@ impl LogitEdits {
         if n == 0 {
             return Ok(());
         }
-        let grow = |have: Option<usize>| have.is_none_or(|len| len < n);
-        if grow(self.edits.as_ref().map(|b| b.len())) {
+        let fits = |len: Option<usize>| len.is_some_and(|len| len >= n);
+        let (edits_len, rows_len, saved_len) =
+            (self.edits.as_ref().map(|b| b.len()), self.rows.as_ref().map(|b| b.len()), self.saved.as_ref().map(|b| b.len()));
+        if !(fits(edits_len) && fits(rows_len) && fits(saved_len)) {
+            // All three or none: a failed allocation leaves the old buffers, never a mix.
             let cap = n.next_power_of_two();
-            let alloc = GpuError::driver("allocating logit edits");
-            self.edits = Some(gpu.stream.alloc_zeros::<LogitEdit>(cap).map_err(alloc)?);
-            self.rows = Some(gpu.stream.alloc_zeros::<i32>(cap).map_err(GpuError::driver("allocating logit edits"))?);
-            self.saved = Some(gpu.stream.alloc_zeros::<f32>(cap).map_err(GpuError::driver("allocating logit edits"))?);
+            let alloc = || GpuError::driver("allocating logit edits");
+            let edits = gpu.stream.alloc_zeros::<LogitEdit>(cap).map_err(alloc())?;
+            let rows = gpu.stream.alloc_zeros::<i32>(cap).map_err(alloc())?;
+            let saved = gpu.stream.alloc_zeros::<f32>(cap).map_err(alloc())?;
+            (self.edits, self.rows, self.saved) = (Some(edits), Some(rows), Some(saved));
         }
-        let (edits, rows, saved) = (self.edits.as_mut().unwrap(), self.rows.as_mut().unwrap(), self.saved.as_mut().unwrap());
+        let (Some(edits), Some(rows), Some(saved)) = (self.edits.as_mut(), self.rows.as_mut(), self.saved.as_mut()) else {
+            unreachable!("allocated above")
+        };
         let upload = GpuError::driver("uploading logit edits");
         gpu.stream.memcpy_htod(&self.last.edits, &mut edits.slice_mut(0..n)).map_err(upload)?;
         gpu.stream.memcpy_htod(&self.last.rows, &mut rows.slice_mut(0..n)).map_err(GpuError::driver("uploading logit edits"))?;

@@ -75,6 +75,12 @@ pub async fn start(
         return Err(ApiError::bad_request("the prompt is empty"));
     }
     let max_tokens = resolve_max_tokens(params.max_tokens, prompt.len(), &state.engine.info().limits)?;
+    let max_waiting = state.engine.info().max_waiting;
+    if params.n > max_waiting {
+        // Its choices queue as requests of their own: more than may wait could never start.
+        let why = format!("n = {} choices exceed the {max_waiting} requests this server lets wait (--max-waiting)", params.n);
+        return Err(ApiError::invalid_param("n", why));
+    }
     let stop_token_ids = if params.ignore_eos { Vec::new() } else { state.model.stop_token_ids().to_vec() };
     let min_tokens = params.min_tokens;
     let request = Request { prompt, sampling: params.sampling, penalties: params.penalties.clone(), max_tokens, min_tokens, stop_token_ids, logprobs };
