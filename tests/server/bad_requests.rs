@@ -268,7 +268,10 @@ fn completions_refuse_bad_prompts() {
     expect_error(&post(json!({"prompt": [1, 2, -3]})), 400, "-3 is not a token id");
     expect_error(&post(json!({"prompt": [1, 5_000_000]})), 400, "outside the vocabulary");
     expect_error(&post(json!({"prompt": []})), 400, "the prompt is empty");
-    expect_error(&post(json!({"prompt": ["a", "b"]})), 400, "one prompt per request");
+    expect_error(&post(json!({"prompt": [[1, 2], []]})), 400, "the prompt is empty");
+    expect_error(&post(json!({"prompt": [[1, 2], [-1]]})), 400, "-1 is not a token id");
+    let many: Vec<&str> = vec!["a"; 600];
+    expect_error(&post(json!({"prompt": many, "n": 2})), 400, "600 prompts x n = 2 make 1200 choices; at most 1024");
     expect_error(&post(json!({"prompt": "a", "echo": true})), 400, "echo");
     expect_error(&post(json!({"prompt": "a", "logprobs": 99})), 400, "logprobs must be in [0, 20]");
     assert_eq!(post(json!({"prompt": "hello"})).status, 200);

@@ -473,3 +473,48 @@ fn tokenize_and_detokenize_agree_with_the_generation_endpoints() {
         assert!(r.text().contains(says), "{path} {body}: {}", r.text());
     }
 }
+
+/// `/v1/completions` with a list of prompts (as evaluation harnesses send them): `n` choices
+/// of each, prompt p's choice i at index p * n + i, each equal to that prompt asked alone, and
+/// the usage counting each prompt once.
+#[test]
+fn a_list_of_prompts_gets_n_choices_each() {
+    let s = TestServer::start(Options::default());
+    let ask = |prompt: Value, n: usize, stream: bool| {
+        let body = json!({"model": "test-model", "prompt": prompt, "n": n, "temperature": 0.8, "seed": 4, "max_tokens": 3,
+                          "ignore_eos": true, "stream": stream, "stream_options": if stream { json!({"include_usage": true}) } else { json!(null) }});
+        post_json(s.addr, "/v1/completions", &body)
+    };
+    let prompts = ["Once upon a time", "The capital of France is"];
+    let v = ask(json!(prompts), 2, false).json();
+    let choices = v["choices"].as_array().unwrap();
+    assert_eq!(choices.len(), 4, "{v}");
+    let texts: Vec<String> = choices.iter().map(|c| c["text"].as_str().unwrap().to_string()).collect();
+    let mut prompt_tokens = 0;
+    for (p, prompt) in prompts.iter().enumerate() {
+        let alone = ask(json!(prompt), 2, false).json();
+        prompt_tokens += alone["usage"]["prompt_tokens"].as_u64().unwrap();
+        for i in 0..2 {
+            assert_eq!(choices[p * 2 + i]["index"], p * 2 + i);
+            assert_eq!(alone["choices"][i]["text"].as_str().unwrap(), texts[p * 2 + i], "prompt {p} choice {i}");
+        }
+    }
+    assert_eq!(v["usage"]["prompt_tokens"].as_u64().unwrap(), prompt_tokens, "each prompt counted once");
+    assert_eq!(v["usage"]["completion_tokens"], 12);
+
+    let r = ask(json!(prompts), 2, true);
+    let payloads = sse_payloads(&r.text());
+    let mut joined = vec![String::new(); 4];
+    let mut usage = None;
+    for p in &payloads[..payloads.len() - 1] {
+        let c: Value = serde_json::from_str(p).unwrap();
+        if let Some(choice) = c["choices"].get(0) {
+            joined[choice["index"].as_u64().unwrap() as usize] += choice["text"].as_str().unwrap_or("");
+        }
+        if c["usage"].is_object() {
+            usage = Some(c["usage"].clone());
+        }
+    }
+    assert_eq!(joined, texts, "streamed equal to whole");
+    assert_eq!(usage.unwrap()["prompt_tokens"], v["usage"]["prompt_tokens"]);
+}

@@ -60,7 +60,7 @@ pub async fn handle(State(state): State<AppState>, headers: HeaderMap, body: Bod
         .map_err(ApiError::bad_request)?;
     prompt.extend_from_slice(&forced);
     let output = OutputSpec { stop_strings: params.stop_strings.clone(), tool_calls: has_tools, min_tokens: params.min_tokens, prefix: forced };
-    let choices = start(&state, prompt, &params, logprobs, output, arrived).await?;
+    let choices = start(&state, vec![prompt], &params, logprobs, output, arrived).await?;
     let format = ChatOutput {
         id: response_id("chatcmpl-"),
         created: unix_time(),
@@ -245,7 +245,7 @@ impl StreamFormat for ChatOutput {
                     out.push(self.chunk(index, delta(output.pieces), None, None));
                 }
                 out.push(self.chunk(index, Delta::default(), None, Some(reason)));
-                self.usage.add(usage);
+                self.usage.add(index, self.n, usage);
                 (out, false)
             }
             GenEvent::Accepted | GenEvent::Rejected(_) => (Vec::new(), false),
@@ -292,7 +292,7 @@ async fn collect(mut choices: Choices, mut format: ChatOutput) -> Result<ChatCom
                 let message = AssistantMessage { role: "assistant", content, tool_calls };
                 let logprobs = all_logprobs[index].take();
                 done.push(ChatChoice { index, message, logprobs, finish_reason });
-                format.usage.add(usage);
+                format.usage.add(index, format.n, usage);
             }
             GenEvent::Accepted | GenEvent::Rejected(_) => {}
         }

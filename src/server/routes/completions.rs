@@ -44,23 +44,30 @@ pub async fn handle(State(state): State<AppState>, headers: HeaderMap, body: Bod
         Some(k) => Some(k as usize),
         None => None,
     };
-    let prompt = match own.prompt {
-        Prompt::Text(text) => encode(&state, text).await?,
-        Prompt::Texts(mut texts) if texts.len() == 1 => encode(&state, texts.remove(0)).await?,
-        Prompt::Ids(ids) => token_ids(&ids)?,
-        Prompt::IdLists(lists) if lists.len() == 1 => token_ids(&lists[0])?,
-        Prompt::Texts(v) => return Err(one_prompt(v.len())),
-        Prompt::IdLists(v) => return Err(one_prompt(v.len())),
+    let prompts = match own.prompt {
+        Prompt::Text(text) => vec![encode(&state, text).await?],
+        Prompt::Ids(ids) => vec![token_ids(&ids)?],
+        Prompt::Texts(texts) if texts.is_empty() => return Err(no_prompt()),
+        Prompt::IdLists(lists) if lists.is_empty() => return Err(no_prompt()),
+        Prompt::Texts(texts) => {
+            let mut prompts = Vec::with_capacity(texts.len());
+            for text in texts {
+                prompts.push(encode(&state, text).await?);
+            }
+            prompts
+        }
+        Prompt::IdLists(lists) => lists.iter().map(|ids| token_ids(ids)).collect::<Result<_, _>>()?,
     };
     let output = OutputSpec { stop_strings: params.stop_strings.clone(), tool_calls: false, min_tokens: params.min_tokens, prefix: Vec::new() };
-    let choices = start(&state, prompt, &params, logprobs, output, arrived).await?;
+    let choices = start(&state, prompts, &params, logprobs, output, arrived).await?;
     let format = CompletionOutput {
         id: response_id("cmpl-"),
         created: unix_time(),
         model: state.model.clone(),
         include_usage: params.include_usage,
         logprobs: logprobs.is_some(),
-        chars_sent: vec![0; params.n],
+        chars_sent: vec![0; choices.len],
+        n: params.n,
         usage: UsageSum::default(),
     };
     if params.stream {
@@ -82,8 +89,8 @@ fn refuse_unsupported(own: &CompletionFields) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn one_prompt(n: usize) -> ApiError {
-    ApiError::invalid_param("prompt", format!("this server answers one prompt per request, got {n}"))
+fn no_prompt() -> ApiError {
+    ApiError::invalid_param("prompt", "the list of prompts is empty")
 }
 
 async fn encode(state: &AppState, text: String) -> Result<Vec<u32>, ApiError> {
@@ -112,6 +119,8 @@ struct CompletionOutput {
     logprobs: bool,
     /// Per choice, characters of text sent so far (the next token's `text_offset`).
     chars_sent: Vec<usize>,
+    /// Choices per prompt.
+    n: usize,
     usage: UsageSum,
 }
 
@@ -164,7 +173,7 @@ impl StreamFormat for CompletionOutput {
                 };
                 let text = text_of(&output.pieces);
                 let choice = CompletionChoice { index, text, logprobs: None, finish_reason: Some(reason) };
-                self.usage.add(usage);
+                self.usage.add(index, self.n, usage);
                 (vec![self.payload(vec![choice], None)], false)
             }
             GenEvent::Accepted | GenEvent::Rejected(_) => (Vec::new(), false),
@@ -181,9 +190,9 @@ impl StreamFormat for CompletionOutput {
 
 async fn collect(mut choices: Choices, mut format: CompletionOutput) -> Result<serde_json::Value, ApiError> {
     let tok = format.model.tokenizer();
-    let mut texts = vec![String::new(); choices.n];
-    let mut all_logprobs: Vec<Option<CompletionLogprobs>> = (0..choices.n).map(|_| format.logprobs.then(CompletionLogprobs::default)).collect();
-    let mut done: Vec<CompletionChoice> = Vec::with_capacity(choices.n);
+    let mut texts = vec![String::new(); choices.len];
+    let mut all_logprobs: Vec<Option<CompletionLogprobs>> = (0..choices.len).map(|_| format.logprobs.then(CompletionLogprobs::default)).collect();
+    let mut done: Vec<CompletionChoice> = Vec::with_capacity(choices.len);
     while let Some((index, event)) = next_choice(&mut choices).await? {
         let text = &mut texts[index];
         match event {
@@ -199,7 +208,7 @@ async fn collect(mut choices: Choices, mut format: CompletionOutput) -> Result<s
                 text.push_str(&text_of(&output.pieces));
                 let finish_reason = Some(finish_reason(&reason, false)?);
                 done.push(CompletionChoice { index, text: std::mem::take(text), logprobs: all_logprobs[index].take(), finish_reason });
-                format.usage.add(usage);
+                format.usage.add(index, choices.n, usage);
             }
             GenEvent::Accepted | GenEvent::Rejected(_) => {}
         }

@@ -60,37 +60,49 @@ pub async fn next_choice(choices: &mut Choices) -> Result<Option<(usize, GenEven
     }
 }
 
-/// Submits the request's `n` choices (choice `i` seeded with the seed + i, as vLLM does);
-/// resolves once the engine has accepted them all, or refused one (the others are then
-/// cancelled).
+/// Most choices one request may ask for (prompts x `n`).
+pub const MAX_REQUEST_CHOICES: usize = 1024;
+
+/// Submits `n` choices of each prompt (choice `i` seeded with the seed + i, as vLLM does;
+/// prompt `p`'s choice `i` is choice `p * n + i`); resolves once the engine has accepted them
+/// all, or refused one (the others are then cancelled).
 pub async fn start(
     state: &AppState,
-    prompt: Vec<u32>,
+    prompts: Vec<Vec<u32>>,
     params: &GenerationParams,
     logprobs: Option<usize>,
     output: OutputSpec,
     arrived: Instant,
 ) -> Result<Choices, ApiError> {
-    if prompt.is_empty() {
-        return Err(ApiError::bad_request("the prompt is empty"));
+    let total = prompts.len() * params.n;
+    if total > MAX_REQUEST_CHOICES {
+        let why = format!("{} prompts x n = {} make {total} choices; at most {MAX_REQUEST_CHOICES} a request", prompts.len(), params.n);
+        return Err(ApiError::invalid_param("n", why));
     }
-    let max_tokens = resolve_max_tokens(params.max_tokens, prompt.len(), &state.engine.info().limits)?;
     let max_waiting = state.engine.info().max_waiting;
-    if params.n > max_waiting {
+    if total > max_waiting {
         // Its choices queue as requests of their own: more than may wait could never start.
-        let why = format!("n = {} choices exceed the {max_waiting} requests this server lets wait (--max-waiting)", params.n);
+        let why = format!("n = {} choices exceed the {max_waiting} requests this server lets wait (--max-waiting)", total);
         return Err(ApiError::invalid_param("n", why));
     }
     let stop_token_ids = if params.ignore_eos { Vec::new() } else { state.model.stop_token_ids().to_vec() };
-    let min_tokens = params.min_tokens;
-    let request = Request { prompt, sampling: params.sampling, penalties: params.penalties.clone(), max_tokens, min_tokens, stop_token_ids, logprobs };
+    let mut requests = Vec::with_capacity(total);
+    for prompt in prompts {
+        if prompt.is_empty() {
+            return Err(ApiError::bad_request("the prompt is empty"));
+        }
+        let max_tokens = resolve_max_tokens(params.max_tokens, prompt.len(), &state.engine.info().limits)?;
+        let min_tokens = params.min_tokens;
+        let request = Request { prompt, sampling: params.sampling, penalties: params.penalties.clone(), max_tokens, min_tokens, stop_token_ids: stop_token_ids.clone(), logprobs };
+        for i in 0..params.n {
+            let mut request = request.clone();
+            request.sampling.seed = params.sampling.seed.wrapping_add(i as u64);
+            requests.push(request);
+        }
+    }
     // All at once, so that the engine takes them in the same loop turn.
-    let submissions = (0..params.n).map(|i| {
-        let mut request = request.clone();
-        request.sampling.seed = params.sampling.seed.wrapping_add(i as u64);
-        state.engine.submit(request, output.clone(), arrived)
-    });
-    let mut generations = Vec::with_capacity(params.n);
+    let submissions = requests.into_iter().map(|request| state.engine.submit(request, output.clone(), arrived));
+    let mut generations = Vec::with_capacity(total);
     for submitted in futures_util::future::join_all(submissions).await {
         match submitted {
             Ok(generation) => generations.push(generation),
@@ -98,7 +110,7 @@ pub async fn start(
             Err(SubmitError::Stopped) => return Err(ApiError::unavailable("the engine has stopped")),
         }
     }
-    Ok(Choices::new(generations))
+    Ok(Choices::new(generations, params.n))
 }
 
 fn rejection(e: RequestError) -> ApiError {
