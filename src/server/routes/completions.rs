@@ -10,7 +10,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use super::generate::{check_model, finish_reason, next_choice, read_body, start};
+use super::generate::{check_choice_count, check_model, finish_reason, next_choice, read_body, start};
 use super::AppState;
 use crate::server::choices::{Choices, UsageSum};
 use crate::server::engine_loop::GenEvent;
@@ -44,6 +44,13 @@ pub async fn handle(State(state): State<AppState>, headers: HeaderMap, body: Bod
         Some(k) => Some(k as usize),
         None => None,
     };
+    // Before any prompt is encoded: a body of a million tiny prompts costs nothing to refuse.
+    let count = match &own.prompt {
+        Prompt::Texts(v) => v.len(),
+        Prompt::IdLists(v) => v.len(),
+        Prompt::Text(_) | Prompt::Ids(_) => 1,
+    };
+    check_choice_count(count, params.n)?;
     let prompts = match own.prompt {
         Prompt::Text(text) => vec![encode(&state, text).await?],
         Prompt::Ids(ids) => vec![token_ids(&ids)?],

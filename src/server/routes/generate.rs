@@ -63,6 +63,16 @@ pub async fn next_choice(choices: &mut Choices) -> Result<Option<(usize, GenEven
 /// Most choices one request may ask for (prompts x `n`).
 pub const MAX_REQUEST_CHOICES: usize = 1024;
 
+/// Refuses more than [`MAX_REQUEST_CHOICES`] choices (`prompts` x `n`).
+pub fn check_choice_count(prompts: usize, n: usize) -> Result<(), ApiError> {
+    let total = prompts.saturating_mul(n);
+    if total > MAX_REQUEST_CHOICES {
+        let why = format!("{prompts} prompts x n = {n} make {total} choices; at most {MAX_REQUEST_CHOICES} a request");
+        return Err(ApiError::invalid_param("n", why));
+    }
+    Ok(())
+}
+
 /// Submits `n` choices of each prompt (choice `i` seeded with the seed + i, as vLLM does;
 /// prompt `p`'s choice `i` is choice `p * n + i`); resolves once the engine has accepted them
 /// all, or refused one (the others are then cancelled).
@@ -74,11 +84,8 @@ pub async fn start(
     output: OutputSpec,
     arrived: Instant,
 ) -> Result<Choices, ApiError> {
+    check_choice_count(prompts.len(), params.n)?;
     let total = prompts.len() * params.n;
-    if total > MAX_REQUEST_CHOICES {
-        let why = format!("{} prompts x n = {} make {total} choices; at most {MAX_REQUEST_CHOICES} a request", prompts.len(), params.n);
-        return Err(ApiError::invalid_param("n", why));
-    }
     let max_waiting = state.engine.info().max_waiting;
     if total > max_waiting {
         // Its choices queue as requests of their own: more than may wait could never start.

@@ -80,7 +80,8 @@ pub async fn detokenize(State(state): State<AppState>, headers: HeaderMap, body:
             _ => return Err(ApiError::invalid_param(format!("tokens[{i}]"), format!("{t} is not a token id of this model (vocabulary {vocab})"))),
         }
     }
-    let prompt = state.model.tokenizer().decode(&ids, SpecialTokenPolicy::Keep).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let model = state.model.clone();
+    let prompt = blocking(move || model.tokenizer().decode(&ids, SpecialTokenPolicy::Keep)).await?.map_err(|e| ApiError::bad_request(e.to_string()))?;
     Ok(Json(json!({"prompt": prompt})))
 }
 
