@@ -7,6 +7,7 @@
 //! - [`generate`]: the generation loop over any [`engine::Backend`].
 //! - [`scheduler`]: continuous batching over the paged KV cache; the request/event engine.
 //! - [`server`]: the OpenAI-compatible HTTP server over the scheduler's engine.
+//! - [`structured`]: JSON-schema, regex, choice and Lark constraints on the output (llguidance).
 //! - [`tokenizer`]: Tekken, the HF tokenizer, and the v3 chat template.
 //! - [`gguf`]: a native GGUF reader (the SmolLM2 demo model).
 //! - [`error_text`]: text from untrusted files made safe for a one-line error.
@@ -23,4 +24,5 @@ pub mod model;
 pub mod sampling;
 pub mod scheduler;
 pub mod server;
+pub mod structured;
 pub mod tokenizer;

@@ -26,6 +26,8 @@ pub enum SamplingError {
     InfiniteLogit { token: u32 },
     #[error("every one of the {vocab} logits is -infinity: no token can be chosen")]
     AllMasked { vocab: usize },
+    #[error("a token mask of {words} words does not cover {vocab} logits")]
+    MaskSize { words: usize, vocab: usize },
     #[error("token {token} is outside the vocabulary of {vocab} logits")]
     TokenOutOfRange { token: u32, vocab: usize },
 }

@@ -1,0 +1,253 @@
+//! Structured outputs (src/structured) over the real tokenizers: Nemo's tekken.json and the
+//! demo model's tokenizer.json. Each test walks a grammar with random logits, drawing only what
+//! the mask allows, and checks the finished text with an independent reader (serde_json, a
+//! regex engine, string equality), so a mask with a wrong bit order, a token consumed twice or
+//! a grammar stopped early fails here.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use nemo_engine::sampling::{apply_token_mask, is_allowed, sample_at, SamplingParams};
+use nemo_engine::structured::{Constraint, Grammar, GrammarError, Grammars};
+use nemo_engine::gguf::{build_tokenizer, GgufFile, DEMO_MODEL_PATH};
+use nemo_engine::tokenizer::{HfTokenizer, SpecialTokenPolicy, Tokenizer};
+use serde_json::{json, Value};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn tekken() -> Arc<Tokenizer> {
+    let path = std::env::var_os("NEMO_TEKKEN").map(PathBuf::from).unwrap_or_else(|| root().join("models/tekken/tekken.json"));
+    assert!(path.is_file(), "{} is missing: run scripts/setup.sh", path.display());
+    Arc::new(Tokenizer::from_path(&path).unwrap())
+}
+
+/// The demo model's byte-level BPE (49152 tokens), built from its GGUF file's metadata.
+fn smollm2() -> Arc<Tokenizer> {
+    let path = root().join(DEMO_MODEL_PATH);
+    assert!(path.is_file(), "{} is missing: run scripts/setup.sh", path.display());
+    let gguf = build_tokenizer(&GgufFile::open(&path).unwrap()).unwrap();
+    let (bos, eos) = (gguf.bos_id.unwrap(), gguf.eos_id.unwrap());
+    Arc::new(Tokenizer::Hf(Box::new(HfTokenizer::from_tokenizer(gguf.tokenizer, bos, eos))))
+}
+
+/// SplitMix64 logits: a different random ranking of the vocabulary at every step.
+fn random_logits(vocab: usize, seed: u64) -> Vec<f32> {
+    let mut state = seed;
+    (0..vocab)
+        .map(|_| {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            ((z ^ (z >> 31)) >> 40) as f32 / (1u64 << 24) as f32 * 8.0
+        })
+        .collect()
+}
+
+struct Walk {
+    text: String,
+    tokens: Vec<u32>,
+    ended_by_eos: bool,
+    mask_us: Vec<f64>,
+}
+
+/// Draws up to `max_tokens` tokens under the grammar, as the engine does: mask, sample, consume;
+/// the tokenizer's EOS or a finished grammar ends the walk.
+fn walk(tokenizer: &Tokenizer, vocab: usize, mut grammar: Grammar, seed: u64, max_tokens: usize) -> Walk {
+    let params = SamplingParams { temperature: 1.0, seed, ..SamplingParams::greedy() };
+    let (mut tokens, mut mask, mut mask_us) = (Vec::new(), Vec::new(), Vec::new());
+    let mut ended_by_eos = false;
+    for step in 0..max_tokens {
+        let start = Instant::now();
+        grammar.fill_mask(&mut mask).unwrap();
+        mask_us.push(start.elapsed().as_secs_f64() * 1e6);
+        let mut logits = random_logits(vocab, seed * 1000 + step as u64);
+        apply_token_mask(&mut logits, &mask).unwrap();
+        let token = sample_at(&params, &logits, step as u64).unwrap();
+        assert!(is_allowed(&mask, token), "drew {token}, which the mask forbids");
+        grammar.consume(token).unwrap();
+        if token == tokenizer.eos_id() {
+            ended_by_eos = true;
+            break;
+        }
+        tokens.push(token);
+        if grammar.is_finished() {
+            break;
+        }
+    }
+    let text = tokenizer.decode(&tokens, SpecialTokenPolicy::Raise).unwrap();
+    Walk { text, tokens, ended_by_eos, mask_us }
+}
+
+fn finished(w: &Walk) -> bool {
+    w.ended_by_eos || !w.tokens.is_empty()
+}
+
+#[test]
+fn json_schema_outputs_parse_and_follow_the_schema() {
+    let tokenizer = tekken();
+    let grammars = Grammars::new(tokenizer.clone(), 131_072).unwrap();
+    let schema = json!({
+        "type": "object",
+        "properties": {
+            "city": {"type": "string", "maxLength": 12},
+            "days": {"type": "integer", "minimum": 1, "maximum": 14},
+            "unit": {"enum": ["celsius", "fahrenheit"]},
+            "tags": {"type": "array", "items": {"type": "boolean"}, "maxItems": 3}
+        },
+        "required": ["city", "days", "unit", "tags"],
+        "additionalProperties": false,
+        "x-guidance": {"whitespace_flexible": false}
+    });
+    let grammar = grammars.compile(&Constraint::JsonSchema(schema)).unwrap();
+    let mut mask_us = Vec::new();
+    for seed in 0..8 {
+        let w = walk(&tokenizer, 131_072, grammar.clone(), seed, 200);
+        assert!(finished(&w) && (w.ended_by_eos || grammar_done(&w)), "seed {seed}: unfinished {:?}", w.text);
+        let v: Value = serde_json::from_str(&w.text).unwrap_or_else(|e| panic!("seed {seed}: {e}: {:?}", w.text));
+        let o = v.as_object().unwrap();
+        assert_eq!(o.len(), 4, "{v}");
+        assert!(o["city"].as_str().unwrap().chars().count() <= 12, "{v}");
+        assert!((1..=14).contains(&o["days"].as_i64().unwrap()), "{v}");
+        assert!(["celsius", "fahrenheit"].contains(&o["unit"].as_str().unwrap()), "{v}");
+        let tags = o["tags"].as_array().unwrap();
+        assert!(tags.len() <= 3 && tags.iter().all(Value::is_boolean), "{v}");
+        mask_us.extend(w.mask_us);
+    }
+    mask_us.sort_by(f64::total_cmp);
+    println!(
+        "tekken (131072 tokens), JSON schema: {} masks, median {:.0} us, p99 {:.0} us",
+        mask_us.len(),
+        mask_us[mask_us.len() / 2],
+        mask_us[mask_us.len() * 99 / 100]
+    );
+}
+
+/// The walk stopped because the grammar could take nothing more (not because it ran out).
+fn grammar_done(w: &Walk) -> bool {
+    w.tokens.len() < 200
+}
+
+#[test]
+fn any_json_object_is_an_object() {
+    let tokenizer = smollm2();
+    let vocab = tokenizer.vocab_size();
+    let grammars = Grammars::new(tokenizer.clone(), vocab).unwrap();
+    let grammar = grammars.compile(&Constraint::JsonObject).unwrap();
+    let mut complete = 0;
+    for seed in 0..6 {
+        let w = walk(&tokenizer, vocab, grammar.clone(), seed, 60);
+        // Random logits rarely close an open object within 60 tokens; whatever came must still
+        // be the start of one, and a finished one must parse.
+        assert!(w.text.trim_start().starts_with('{'), "seed {seed}: {:?}", w.text);
+        if w.ended_by_eos {
+            complete += 1;
+            assert!(serde_json::from_str::<Value>(&w.text).unwrap().is_object(), "{:?}", w.text);
+        }
+    }
+    println!("{complete} of 6 random walks closed their object");
+}
+
+#[test]
+fn regex_outputs_match_the_whole_pattern() {
+    let tokenizer = tekken();
+    let grammars = Grammars::new(tokenizer.clone(), 131_072).unwrap();
+    let pattern = r"[A-Z][a-z]{2,5}-[0-9]{3}( (yes|no))?";
+    let grammar = grammars.compile(&Constraint::Regex(pattern.into())).unwrap();
+    let full = fancy_regex::Regex::new(&format!("^(?:{pattern})$")).unwrap();
+    for seed in 0..10 {
+        let w = walk(&tokenizer, 131_072, grammar.clone(), seed, 40);
+        assert!(full.is_match(&w.text).unwrap(), "seed {seed}: {:?} does not match {pattern}", w.text);
+    }
+}
+
+#[test]
+fn a_choice_output_is_exactly_one_choice() {
+    let tokenizer = tekken();
+    let grammars = Grammars::new(tokenizer.clone(), 131_072).unwrap();
+    // Regex metacharacters, a shared prefix and non-ASCII text must all come out literally.
+    let choices: Vec<String> = ["positive", "positive (mostly)", "neg.*ative", "naïve ☃", "a|b"].map(String::from).to_vec();
+    let grammar = grammars.compile(&Constraint::Choice(choices.clone())).unwrap();
+    let mut seen = std::collections::BTreeSet::new();
+    for seed in 0..40 {
+        let w = walk(&tokenizer, 131_072, grammar.clone(), seed, 20);
+        assert!(choices.contains(&w.text), "seed {seed}: {:?} is not a choice", w.text);
+        seen.insert(w.text);
+    }
+    assert!(seen.len() >= 3, "random logits should reach several choices: {seen:?}");
+}
+
+#[test]
+fn a_lark_grammar_constrains_the_output() {
+    let tokenizer = smollm2();
+    let vocab = tokenizer.vocab_size();
+    let grammars = Grammars::new(tokenizer.clone(), vocab).unwrap();
+    let lark = r#"start: "call " NAME "(" NUMBER ("," NUMBER)* ")"
+NAME: /[a-z]{1,6}/
+NUMBER: /[0-9]{1,3}/
+"#;
+    let grammar = grammars.compile(&Constraint::Lark(lark.into())).unwrap();
+    let full = fancy_regex::Regex::new(r"^call [a-z]{1,6}\([0-9]{1,3}(,[0-9]{1,3})*\)$").unwrap();
+    let prefix = fancy_regex::Regex::new(r"^call [a-z]{0,6}(\([0-9]{0,3}(,[0-9]{0,3})*)?$").unwrap();
+    for seed in 0..8 {
+        let w = walk(&tokenizer, vocab, grammar.clone(), seed, 40);
+        let ok = if w.ended_by_eos || grammar_done_within(&w, 40) { full.is_match(&w.text) } else { prefix.is_match(&w.text) };
+        assert!(ok.unwrap(), "seed {seed}: {:?}", w.text);
+    }
+}
+
+fn grammar_done_within(w: &Walk, max: usize) -> bool {
+    w.tokens.len() < max
+}
+
+#[test]
+fn a_model_vocabulary_past_the_tokenizer_never_allows_the_padding_ids() {
+    let tokenizer = smollm2();
+    let vocab = tokenizer.vocab_size() + 77; // a padded embedding, as some checkpoints have
+    let grammars = Grammars::new(tokenizer.clone(), vocab).unwrap();
+    let mut grammar = grammars.compile(&Constraint::Regex(".{1,40}".into())).unwrap();
+    let mut mask = Vec::new();
+    grammar.fill_mask(&mut mask).unwrap();
+    assert_eq!(mask.len(), vocab.div_ceil(32));
+    assert!((tokenizer.vocab_size()..vocab).all(|t| !is_allowed(&mask, t as u32)));
+    assert!(is_allowed(&mask, tokenizer.encode("a").unwrap()[0]));
+}
+
+#[test]
+fn special_tokens_are_never_text() {
+    let tokenizer = tekken();
+    let grammars = Grammars::new(tokenizer.clone(), 131_072).unwrap();
+    let mut grammar = grammars.compile(&Constraint::Regex(r"[\[\]A-Z_]{0,20}".into())).unwrap();
+    let mut mask = Vec::new();
+    grammar.fill_mask(&mut mask).unwrap();
+    for name in ["[INST]", "[/INST]", "[TOOL_CALLS]", "<s>"] {
+        let id = tokenizer.special_id(name).unwrap();
+        assert!(!is_allowed(&mask, id), "{name} would be emitted as text");
+    }
+    assert!(is_allowed(&mask, tokenizer.eos_id()), "an empty match may end at once");
+}
+
+#[test]
+fn invalid_constraints_are_refused_with_the_reason() {
+    let grammars = Grammars::new(smollm2(), 49_152).unwrap();
+    let cases = [
+        Constraint::Regex("(unclosed".into()),
+        Constraint::Lark("start: undefined_rule".into()),
+        Constraint::JsonSchema(json!({"type": "no-such-type"})),
+        Constraint::JsonSchema(json!({"$ref": "#/$defs/missing"})),
+        Constraint::Choice(vec![]),
+    ];
+    for c in cases {
+        match grammars.compile(&c) {
+            Err(GrammarError::Invalid { kind, why }) => {
+                assert_eq!(kind, c.kind());
+                assert!(!why.is_empty());
+                println!("{kind}: {why}");
+            }
+            other => panic!("{c:?} compiled: {other:?}"),
+        }
+    }
+}
