@@ -10,8 +10,9 @@ use std::io;
 use std::time::{Duration, Instant};
 
 use crate::engine::{Backend, EngineError, SampleSpec};
+use crate::structured::{Grammar, GrammarError};
 use crate::sampling::{
-    apply_edits, sample_at, token_logprobs, FinishReason, Penalties, PenaltyState, SamplingError, SamplingParams,
+    apply_edits, apply_token_mask, sample_at, token_logprobs, FinishReason, Penalties, PenaltyState, SamplingError, SamplingParams,
     StopCriteria, TokenLogprobs,
 };
 
@@ -26,6 +27,9 @@ pub struct GenerateRequest {
     pub stop: StopCriteria,
     /// `Some(k)`: report each chosen token's logprob and the `k` most probable (k may be 0).
     pub logprobs: Option<usize>,
+    /// Structured output: only what this grammar allows is drawn, and the run stops once it is
+    /// complete. The request keeps its fresh state; each run advances a copy.
+    pub grammar: Option<Grammar>,
 }
 
 /// One generated token, as handed to the streaming callback.
@@ -112,6 +116,12 @@ pub enum GenerateError {
         #[source]
         source: SamplingError,
     },
+    #[error("generated token {step}")]
+    Grammar {
+        step: usize,
+        #[source]
+        source: GrammarError,
+    },
     #[error("streaming generated token {step}")]
     Output {
         step: usize,
@@ -170,6 +180,8 @@ pub fn generate_after(
     let mut tokens = Vec::with_capacity(max_tokens);
     let mut all_logprobs = request.logprobs.map(|_| Vec::with_capacity(max_tokens));
     let mut input = prompt[reused..].to_vec();
+    let mut grammar = request.grammar.clone();
+    let mut mask = Vec::new();
     let finish_reason = loop {
         let step = tokens.len();
         let t = Instant::now();
@@ -179,14 +191,21 @@ pub fn generate_after(
             source => GenerateError::Decode { step, device, source },
         };
         let edits = penalties.as_ref().map_or(&[][..], |p| p.edits());
+        if let Some(g) = &mut grammar {
+            g.fill_mask(&mut mask).map_err(|source| GenerateError::Grammar { step, source })?;
+        }
+        let mask = grammar.as_ref().map(|_| &mask[..]);
         let (token, logprobs) = match request.logprobs {
             None => {
-                let spec = SampleSpec { params: request.params, edits, step: step as u64, logprobs: None };
+                let spec = SampleSpec { params: request.params, mask, edits, step: step as u64, logprobs: None };
                 (backend.forward_sampled(&input, &spec).map_err(forward_error)?, None)
             }
             Some(k) => {
-                let logits = backend.forward(&input).map_err(forward_error)?;
+                let mut logits = backend.forward(&input).map_err(forward_error)?;
                 let sampling = |source| GenerateError::Sampling { step, source };
+                if let Some(mask) = mask {
+                    apply_token_mask(&mut logits, mask).map_err(sampling)?;
+                }
                 let token = if edits.is_empty() {
                     sample_at(&request.params, &logits, step as u64)
                 } else {
@@ -194,12 +213,15 @@ pub fn generate_after(
                     apply_edits(&mut edited, edits).and_then(|()| sample_at(&request.params, &edited, step as u64))
                 }
                 .map_err(sampling)?;
-                // Logprobs of the raw logits, as the server reports them.
+                // Logprobs of the raw (masked) logits, as the server reports them.
                 (token, Some(token_logprobs(&logits, token, k).map_err(sampling)?))
             }
         };
         if let Some(p) = &mut penalties {
             p.record(token);
+        }
+        if let Some(g) = &mut grammar {
+            g.consume(token).map_err(|source| GenerateError::Grammar { step, source })?;
         }
         if step == 0 {
             timing.prefill = t.elapsed();
@@ -215,6 +237,9 @@ pub fn generate_after(
         }
         if let Some(reason) = request.stop.check(token, tokens.len()) {
             break reason;
+        }
+        if grammar.as_ref().is_some_and(Grammar::is_finished) {
+            break FinishReason::Stop;
         }
         input = vec![token];
     };

@@ -4,50 +4,21 @@
 //! Expected ids and text are computed here from the tokenizers' own tables.
 
 mod cli_support;
+#[path = "common/tiny_tekken.rs"]
+mod tiny_tekken;
 
 use std::collections::HashMap;
 use std::path::Path;
 
-use base64::Engine as _;
 use cli_support::{copy_model, fixture_dir, nemo, parse_json, GenerateJson, Run};
-use serde_json::{json, Value};
-
-/// Two-character merges over this alphabet (all printable ASCII: the same in both formats).
-const PAIR_ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-
-fn pairs(n: usize) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    for &a in PAIR_ALPHABET {
-        for &b in PAIR_ALPHABET {
-            out.push(vec![a, b]);
-        }
-    }
-    out.truncate(n);
-    out
-}
+use serde_json::json;
+use tiny_tekken::{pairs, tiny_tekken_json, tiny_tekken_pieces};
 
 /// A v3 tekken.json: 20 default specials (ids 0..20, `<s>` = 1, `</s>` = 2), then 256 bytes and
 /// 748 pairs: 1024 ids. Returns the bytes of each ordinary id.
 fn write_tekken(dir: &Path) -> HashMap<u32, Vec<u8>> {
-    let mut pieces: Vec<Vec<u8>> = (0..=255u8).map(|b| vec![b]).collect();
-    pieces.extend(pairs(1024 - 20 - 256));
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let vocab: Vec<Value> = pieces
-        .iter()
-        .enumerate()
-        .map(|(rank, p)| json!({"rank": rank, "token_bytes": b64.encode(p), "token_str": null}))
-        .collect();
-    let file = json!({
-        "config": {"pattern": "[a-z0-9]+|[^a-z0-9]+", "default_vocab_size": 1024,
-                   "default_num_special_tokens": 20, "version": "v3"},
-        "vocab": vocab,
-    });
-    std::fs::write(dir.join("tekken.json"), file.to_string()).unwrap();
-    pieces
-        .into_iter()
-        .enumerate()
-        .map(|(i, p)| (i as u32 + 20, p))
-        .collect()
+    std::fs::write(dir.join("tekken.json"), tiny_tekken_json()).unwrap();
+    tiny_tekken_pieces().into_iter().enumerate().map(|(i, p)| (i as u32 + 20, p)).collect()
 }
 
 /// GPT-2's byte-level alphabet: byte -> char.

@@ -91,6 +91,7 @@ impl<'m> ChatSession<'m> {
             penalties: (*penalties).clone(),
             stop: StopCriteria::new(max_tokens, stop_ids.to_vec(), Vec::new())?,
             logprobs: None,
+            grammar: None,
         };
         let reusable = self.held.len() == backend.len()
             && self.held.len() < request.prompt.len()

@@ -51,7 +51,7 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
         model.stop.ids.clone()
     };
     let stop = StopCriteria::new(args.max_tokens, eos_ids, args.stop_tokens.clone())?;
-    let request = GenerateRequest { prompt, params, penalties, stop, logprobs: args.logprobs };
+    let request = GenerateRequest { prompt, params, penalties, stop, logprobs: args.logprobs, grammar: None };
 
     let mut backend = device::open(&device, &weights, &args.source)?;
     let with_tools = args.tools.is_some();
@@ -154,6 +154,7 @@ fn run_dummy(args: &GenerateArgs, preset: Preset, device: &device::Device, param
         penalties,
         stop: StopCriteria::new(args.max_tokens, Vec::new(), args.stop_tokens.clone())?,
         logprobs: args.logprobs,
+        grammar: None,
     };
     let generation = run_loop(&mut backend, &request, None, false, args.json)?;
     if args.json {

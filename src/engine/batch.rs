@@ -3,7 +3,7 @@
 
 use super::EngineError;
 use crate::model::ModelConfig;
-use crate::sampling::{apply_edits, sample_at, token_logprobs, LogitEdit, SamplingError, SamplingParams, TokenLogprobs};
+use crate::sampling::{apply_edits, apply_token_mask, sample_at, token_logprobs, LogitEdit, SamplingError, SamplingParams, TokenLogprobs};
 
 /// One sequence's part of a step.
 #[derive(Clone, Debug)]
@@ -24,6 +24,9 @@ pub struct StepEntry<'a> {
 #[derive(Clone, Copy, Debug)]
 pub struct SampleSpec<'a> {
     pub params: SamplingParams,
+    /// A grammar's token mask (`sampling::mask` layout, `vocab.div_ceil(32)` words), or None.
+    /// Applied to the logits first: logprobs, edits and the draw all see the masked row.
+    pub mask: Option<&'a [u32]>,
     /// Logit bias and penalties for this draw (`sampling::penalties`): distinct tokens in
     /// ascending order; empty for most requests. Applied before sampling; logprobs stay raw.
     pub edits: &'a [LogitEdit],
@@ -106,6 +109,16 @@ pub fn sample_on_host(
 
 /// One token from one row of logits.
 pub fn draw(spec: &SampleSpec, logits: &[f32]) -> Draw {
+    let masked;
+    let logits = match spec.mask {
+        None => logits,
+        Some(mask) => {
+            let mut row = logits.to_vec();
+            apply_token_mask(&mut row, mask)?;
+            masked = row;
+            &masked[..]
+        }
+    };
     let token = if spec.edits.is_empty() {
         sample_at(&spec.params, logits, spec.step)?
     } else {
@@ -126,7 +139,7 @@ mod tests {
     }
 
     fn greedy(logprobs: Option<usize>) -> SampleSpec<'static> {
-        SampleSpec { params: SamplingParams::greedy(), edits: &[], step: 0, logprobs }
+        SampleSpec { params: SamplingParams::greedy(), mask: None, edits: &[], step: 0, logprobs }
     }
 
     #[test]

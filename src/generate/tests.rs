@@ -81,6 +81,7 @@ fn request(
         penalties: Penalties::default(),
         stop: StopCriteria::new(max_tokens, vec![], stop.to_vec()).unwrap(),
         logprobs,
+        grammar: None,
     }
 }
 

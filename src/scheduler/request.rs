@@ -1,6 +1,7 @@
 //! What a caller asks the engine for, and the up-front checks that refuse what can never run.
 
 use crate::sampling::{Penalties, SamplingError, SamplingParams};
+use crate::structured::Grammar;
 
 /// Assigned by the engine in arrival order: a larger id arrived later (the preemption policy
 /// uses this as the sequence's age).
@@ -32,12 +33,15 @@ pub struct Request {
     pub stop_token_ids: Vec<u32>,
     /// `Some(k)`: every token event carries the chosen token's logprob and the top `k`.
     pub logprobs: Option<usize>,
+    /// Structured output: only tokens this grammar allows are drawn, and the request stops with
+    /// `Stop` once the grammar is complete (`crate::structured`).
+    pub grammar: Option<Grammar>,
 }
 
 impl Request {
     /// Greedy, no stop tokens, no logprobs.
     pub fn new(prompt: Vec<u32>, max_tokens: usize) -> Self {
-        Request { prompt, sampling: SamplingParams::greedy(), penalties: Penalties::default(), max_tokens, min_tokens: 0, stop_token_ids: Vec::new(), logprobs: None }
+        Request { prompt, sampling: SamplingParams::greedy(), penalties: Penalties::default(), max_tokens, min_tokens: 0, stop_token_ids: Vec::new(), logprobs: None, grammar: None }
     }
 }
 

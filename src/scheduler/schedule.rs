@@ -159,6 +159,12 @@ impl Scheduler {
     }
 
     /// A running sequence, to record the outcome of its chunk.
+    /// Every running sequence, for per-sequence work that leaves the scheduling state alone
+    /// (the engine's grammar masks).
+    pub(crate) fn running_all_mut(&mut self) -> &mut [Sequence] {
+        &mut self.running
+    }
+
     pub fn running_mut(&mut self, id: RequestId) -> Option<&mut Sequence> {
         self.running_index(id).map(|i| &mut self.running[i])
     }

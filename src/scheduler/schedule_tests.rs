@@ -20,7 +20,7 @@ fn run(s: &mut Scheduler, plan: &StepPlan) {
         s.advance(c.id, c.len);
         let seq = s.running_mut(c.id).unwrap();
         if c.want_logits {
-            seq.push_generated(7);
+            seq.push_generated(7).unwrap();
         }
     }
     s.check_invariants().unwrap();
@@ -139,7 +139,7 @@ fn preempting_an_already_planned_decode_refunds_its_tokens() {
     let mut b = Sequence::new(RequestId(1), Request::new(vec![1], 10));
     assert!(s.pool.allocate_into(1, &mut b.blocks));
     b.advance(1);
-    b.push_generated(7);
+    b.push_generated(7).unwrap();
     s.running = vec![a, b];
     s.check_invariants().unwrap();
     let plan = schedule_and_run(&mut s);

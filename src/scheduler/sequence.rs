@@ -3,6 +3,7 @@
 
 use super::request::{Request, RequestId};
 use crate::sampling::{LogitEdit, PenaltyState, StopCriteria};
+use crate::structured::{Grammar, GrammarError};
 
 #[derive(Debug, Clone)]
 pub struct Sequence {
@@ -28,15 +29,35 @@ pub struct Sequence {
     /// The logit edits of the request's bias and penalties, kept up to date with every
     /// generated token (a preemption keeps them: the generated tokens stay generated).
     penalties: Option<PenaltyState>,
+    /// The request's grammar (taken from it), advanced by every generated token.
+    grammar: Option<Grammar>,
+    /// The grammar's mask for the next draw, filled by `prepare_mask` before each step that
+    /// samples this sequence; or why the grammar could not give one.
+    mask: Result<Vec<u32>, GrammarError>,
 }
 
 impl Sequence {
     /// `request` was validated, so its max_tokens is at least 1.
-    pub fn new(id: RequestId, request: Request) -> Self {
+    pub fn new(id: RequestId, mut request: Request) -> Self {
         let stop = StopCriteria::new(request.max_tokens, Vec::new(), request.stop_token_ids.clone())
             .expect("validated requests have max_tokens >= 1");
         let penalties = PenaltyState::with_min_tokens(&request.penalties, &request.prompt, &request.stop_token_ids, request.min_tokens);
-        Sequence { id, tokens: request.prompt.clone(), request, stop, computed: 0, blocks: Vec::new(), registered: 0, planned_end: 0, cached_prompt_tokens: 0, preemptions: 0, penalties }
+        let grammar = request.grammar.take();
+        Sequence {
+            id,
+            tokens: request.prompt.clone(),
+            request,
+            stop,
+            computed: 0,
+            blocks: Vec::new(),
+            registered: 0,
+            planned_end: 0,
+            cached_prompt_tokens: 0,
+            preemptions: 0,
+            penalties,
+            grammar,
+            mask: Ok(Vec::new()),
+        }
     }
 
     pub fn tokens(&self) -> &[u32] {
@@ -84,13 +105,48 @@ impl Sequence {
         self.planned_end = self.planned_end.max(self.computed);
     }
 
-    /// A newly sampled token (only once every token before it was computed).
-    pub fn push_generated(&mut self, token: u32) {
+    /// A newly sampled token (only once every token before it was computed). Errs when the
+    /// grammar cannot take it; the token is kept either way.
+    pub fn push_generated(&mut self, token: u32) -> Result<(), GrammarError> {
         assert_eq!(self.remaining(), 0, "sampled before the sequence's tokens were all run");
         self.tokens.push(token);
         if let Some(p) = &mut self.penalties {
             p.record(token);
         }
+        match &mut self.grammar {
+            Some(g) => g.consume(token),
+            None => Ok(()),
+        }
+    }
+
+    pub fn has_grammar(&self) -> bool {
+        self.grammar.is_some()
+    }
+
+    /// The grammar is complete: it can take no more tokens.
+    pub fn grammar_finished(&self) -> bool {
+        self.grammar.as_ref().is_some_and(Grammar::is_finished)
+    }
+
+    /// Computes the grammar's mask for the next draw (nothing without a grammar).
+    pub fn prepare_mask(&mut self) {
+        if let Some(g) = &mut self.grammar {
+            let mut words = std::mem::take(self.mask.as_mut().unwrap_or(&mut Vec::new()));
+            self.mask = g.fill_mask(&mut words).map(|()| words);
+        }
+    }
+
+    /// The mask `prepare_mask` computed (None without a grammar, or when it failed).
+    pub fn token_mask(&self) -> Option<&[u32]> {
+        match (&self.grammar, &self.mask) {
+            (Some(_), Ok(words)) => Some(words),
+            _ => None,
+        }
+    }
+
+    /// Why the grammar could not give the last mask.
+    pub fn mask_error(&self) -> Option<&GrammarError> {
+        self.mask.as_ref().err()
     }
 
     /// What the next draw changes in the logits first (empty without bias or penalties).
@@ -120,7 +176,7 @@ mod tests {
         assert_eq!(s.slack(4), 4);
         s.advance(2);
         s.advance(1);
-        s.push_generated(9);
+        s.push_generated(9).unwrap();
         assert_eq!((s.remaining(), s.generated(), s.slack(4)), (1, &[9][..], 1));
         s.reset_for_recompute();
         assert_eq!((s.remaining(), s.tokens(), s.preemptions), (4, &[5, 6, 7, 9][..], 1));
@@ -132,7 +188,7 @@ mod tests {
         s.resume_from_cache(vec![8, 9], 2);
         assert_eq!((s.computed(), s.remaining(), s.registered, s.cached_prompt_tokens), (4, 2, 2, 4));
         s.advance(2);
-        s.push_generated(7);
+        s.push_generated(7).unwrap();
         s.reset_for_recompute();
         assert_eq!((s.registered, s.cached_prompt_tokens), (0, 4));
         // After a preemption the hit may cover generated tokens; the usage keeps the first count.
@@ -152,6 +208,6 @@ mod tests {
     fn sampling_mid_prefill_is_a_bug() {
         let mut s = Sequence::new(RequestId(0), Request::new(vec![1, 2], 4));
         s.advance(1);
-        s.push_generated(3);
+        s.push_generated(3).unwrap();
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod checkpoints;
 pub mod reference;
+pub mod tiny_tekken;
 
 use std::path::Path;
 

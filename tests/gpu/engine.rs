@@ -150,7 +150,7 @@ fn gpu_logit_bias_and_penalties_match_the_cpu_backend() {
     let states: Vec<Option<PenaltyState>> = penalties.iter().zip(&prompts).map(|(p, prompt)| PenaltyState::new(p, prompt)).collect();
     let specs: Vec<SampleSpec> = states
         .iter()
-        .map(|s| SampleSpec { params: SamplingParams::greedy(), edits: s.as_ref().map_or(&[], |s| s.edits()), step: 0, logprobs: Some(3) })
+        .map(|s| SampleSpec { params: SamplingParams::greedy(), mask: None, edits: s.as_ref().map_or(&[], |s| s.edits()), step: 0, logprobs: Some(3) })
         .collect();
     let want = cpu.step_sampled(&step, &specs).unwrap();
     let weights = GpuWeights::upload(&gpu, w).unwrap();

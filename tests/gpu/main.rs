@@ -19,3 +19,4 @@ mod model;
 mod rmsnorm;
 mod rope;
 mod sampling;
+mod structured;

@@ -256,6 +256,7 @@ fn gpu_sampling_in_the_loop_equals_host_sampling() {
             penalties: penalties.clone(),
             stop: StopCriteria::new(24, Vec::new(), Vec::new()).unwrap(),
             logprobs,
+            grammar: None,
         };
         // Without logprobs the token is drawn on the device; with them, on the host.
         let on_device = generate(&mut gpu, &request(None), &mut |_| Ok(())).unwrap();

@@ -1,10 +1,11 @@
 //! sample_tokens_f32 against the CPU sampler (sampling::sample_at): the same token for the same
 //! logits, parameters, seed and step; apply_logit_edits_f32 against `sampling::apply_edits`, bit
-//! for bit.
+//! for bit; apply_token_mask_f32 against `sampling::apply_token_mask`, bit for bit.
 
 use nemo_engine::gpu::kernels::sampling::{sample_tokens, EditBatch, LogitEdits, SampleParams, Sampled};
+use nemo_engine::gpu::kernels::token_mask::{MaskBatch, TokenMasks};
 use nemo_engine::gpu::download;
-use nemo_engine::sampling::{apply_edits, sample_at, LogitEdit, SamplingParams};
+use nemo_engine::sampling::{apply_edits, apply_token_mask, mask_words, sample_at, LogitEdit, SamplingParams};
 
 use crate::common::*;
 
@@ -173,6 +174,65 @@ fn gpu_logit_edits_match_the_cpu_bit_for_bit() {
             assert_same_bits(&format!("vocab {vocab} row {r} restored"), &row, &logits[r * vocab..(r + 1) * vocab]);
         }
     }
+}
+
+/// `n_rows` rows of logits and their masks, by row in turn: none, all allowed, one random
+/// token, a random third, only the last token, a sparse random set (odd vocabularies leave a
+/// partial last word).
+pub fn token_mask_rows(rng: &mut Rng, vocab: usize, n_rows: usize) -> (Vec<f32>, Vec<Option<Vec<u32>>>) {
+    let logits: Vec<f32> = (0..n_rows * vocab).map(|_| rng.normal(4.0)).collect();
+    let words = mask_words(vocab);
+    let set = |tokens: Vec<usize>| {
+        let mut m = vec![0u32; words];
+        for t in tokens {
+            m[t / 32] |= 1 << (t % 32);
+        }
+        Some(m)
+    };
+    let masks = (0..n_rows)
+        .map(|r| match r % 6 {
+            0 => None,
+            1 => set((0..vocab).collect()),
+            2 => set(vec![rng.below(vocab)]),
+            3 => set((0..vocab).filter(|_| rng.below(3) == 0).collect()),
+            4 => set(vec![vocab - 1]),
+            _ => set((0..vocab).filter(|_| rng.below(97) == 0).collect()),
+        })
+        .collect();
+    (logits, masks)
+}
+
+pub fn masked_on_the_cpu(logits: &[f32], masks: &[Option<Vec<u32>>], vocab: usize) -> Vec<f32> {
+    let mut want = logits.to_vec();
+    for (row, mask) in want.chunks_exact_mut(vocab).zip(masks) {
+        if let Some(mask) = mask {
+            apply_token_mask(row, mask).unwrap();
+        }
+    }
+    want
+}
+
+#[test]
+fn gpu_token_masks_match_the_cpu_bit_for_bit() {
+    let Some(gpu) = gpu_or_skip("gpu_token_masks_match_the_cpu_bit_for_bit") else { return };
+    let mut rng = Rng::fresh("token_masks");
+    let mut masks = TokenMasks::default();
+    for (vocab, n_rows) in [(131_072, 12), (1000, 7), (49_152, 3), (131_072, 1)] {
+        let (logits, per_row) = token_mask_rows(&mut rng, vocab, n_rows);
+        let mut l_dev = dev(&gpu, &logits);
+        let views: Vec<Option<&[u32]>> = per_row.iter().map(|m| m.as_deref()).collect();
+        masks.apply(&gpu, &mut l_dev.as_view_mut(), n_rows, vocab, &MaskBatch::new(&views, vocab).unwrap()).unwrap();
+        let got = download(&gpu, &l_dev).unwrap();
+        assert_same_bits(&format!("vocab {vocab}, {n_rows} rows"), &got, &masked_on_the_cpu(&logits, &per_row, vocab));
+    }
+}
+
+#[test]
+fn mask_batches_refuse_masks_of_the_wrong_size() {
+    let ok = MaskBatch::new(&[None, Some(&[7, 1][..]), Some(&[0, 0][..])], 40).unwrap();
+    assert_eq!((ok.masks, ok.rows), (vec![7, 1, 0, 0], vec![1, 2]));
+    let err = MaskBatch::new(&[Some(&[u32::MAX][..])], 40).unwrap_err().to_string();
+    assert!(err.contains("row 0's mask has 1 words, 40 logits need 2"), "{err}");
 }
 
 #[test]

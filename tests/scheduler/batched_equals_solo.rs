@@ -4,7 +4,8 @@
 //! token budget and sequences preempted by a small KV pool, generate exactly the solo tokens
 //! and logprobs, greedy or seeded sampling, and with prefix caching when requests share a system
 //! prompt (the shared blocks' K/V equal what each request would compute, bit for bit), and with
-//! logit bias and repetition, frequency and presence penalties (against their dense formula).
+//! logit bias and repetition, frequency and presence penalties (against their dense formula),
+//! and with grammars (tests/scheduler/structured.rs).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -15,12 +16,12 @@ use nemo_engine::cpu::{forward_last, KvCache};
 use nemo_engine::engine::{BatchBackend, BatchError, CpuBatchBackend, CpuBatchOptions, EngineError, StepEntry};
 use nemo_engine::model::{load, LoadedModel, ModelWeights};
 use nemo_engine::sampling::rng::splitmix64;
-use nemo_engine::sampling::{sample_at, token_logprobs, Penalties, SamplingParams, TokenLogprobs};
+use nemo_engine::sampling::{apply_token_mask, sample_at, token_logprobs, Penalties, SamplingParams, TokenLogprobs};
 use nemo_engine::scheduler::{Admission, Engine, EngineOptions, Event, FinishReason, Request, RequestId};
 
 const EOS: u32 = 2;
 
-fn tiny() -> &'static ModelWeights {
+pub fn tiny() -> &'static ModelWeights {
     static MODEL: OnceLock<LoadedModel> = OnceLock::new();
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-s0/hf");
     &MODEL.get_or_init(|| load(&dir).unwrap()).weights
@@ -113,21 +114,33 @@ fn penalised(logits: &[f32], p: &Penalties, prompt: &[u32], generated: &[u32]) -
     out
 }
 
-/// One request run alone: `forward_last` over the prompt, then one token at a time.
-fn solo_run(w: &ModelWeights, r: &Request) -> (Vec<u32>, Vec<TokenLogprobs>, FinishReason) {
+/// One request run alone: `forward_last` over the prompt, then one token at a time; a grammar
+/// masks the logits first (logprobs included) and ends the run once complete.
+pub fn solo_run(w: &ModelWeights, r: &Request) -> (Vec<u32>, Vec<TokenLogprobs>, FinishReason) {
     let mut cache = KvCache::new(&w.config);
     let mut logits = forward_last(w, &r.prompt, &mut cache).unwrap();
     let (mut tokens, mut logprobs) = (Vec::new(), Vec::new());
+    let (mut grammar, mut mask) = (r.grammar.clone(), Vec::new());
     loop {
+        if let Some(g) = &mut grammar {
+            g.fill_mask(&mut mask).unwrap();
+            apply_token_mask(&mut logits, &mask).unwrap();
+        }
         let edited = penalised(&logits, &r.penalties, &r.prompt, &tokens);
         let token = sample_at(&r.sampling, &edited, tokens.len() as u64).unwrap();
         logprobs.push(token_logprobs(&logits, token, r.logprobs.unwrap_or(0)).unwrap());
         tokens.push(token);
+        if let Some(g) = &mut grammar {
+            g.consume(token).unwrap();
+        }
         if r.stop_token_ids.contains(&token) {
             return (tokens, logprobs, FinishReason::Stop);
         }
         if tokens.len() == r.max_tokens {
             return (tokens, logprobs, FinishReason::Length);
+        }
+        if grammar.as_ref().is_some_and(|g| g.is_finished()) {
+            return (tokens, logprobs, FinishReason::Stop);
         }
         logits = forward_last(w, &[token], &mut cache).unwrap();
     }
@@ -136,7 +149,7 @@ fn solo_run(w: &ModelWeights, r: &Request) -> (Vec<u32>, Vec<TokenLogprobs>, Fin
 /// 12 requests, prompts of 1..300 tokens, max_tokens 5..40; half arrive at the start, the rest
 /// while the first are running. Block size 16, a 64-token step budget (prompts are chunked) and
 /// 26 blocks (416 tokens) for requests that need up to 339 positions each (preemption).
-fn requests(sampling: impl Fn(usize) -> SamplingParams) -> Vec<Request> {
+pub fn requests(sampling: impl Fn(usize) -> SamplingParams) -> Vec<Request> {
     let lens = [(1, 40), (300, 5), (17, 33), (150, 21), (64, 12), (2, 40), (233, 17), (40, 29), (99, 8), (5, 37), (180, 26), (31, 19)];
     let vocab = tiny().config.vocab_size;
     lens.iter()
@@ -149,13 +162,14 @@ fn requests(sampling: impl Fn(usize) -> SamplingParams) -> Vec<Request> {
             min_tokens: 0,
             stop_token_ids: vec![EOS],
             logprobs: Some(3),
+            grammar: None,
         })
         .collect()
 }
 
 /// Runs `requests` through the engine and checks each against its solo run; returns the prompt
 /// tokens the prefix cache supplied.
-fn batched_run_matches_solo(requests: Vec<Request>, admission: Admission) -> usize {
+pub fn batched_run_matches_solo(requests: Vec<Request>, admission: Admission) -> usize {
     let w = tiny();
     let start = Instant::now();
     let backend = CpuBatchBackend::new(w, CpuBatchOptions { block_size: 16, num_blocks: 26, max_step_tokens: 64 });

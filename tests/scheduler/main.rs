@@ -4,3 +4,6 @@
 mod admission;
 mod batched_equals_solo;
 mod properties;
+mod structured;
+#[path = "../common/tiny_tekken.rs"]
+mod tiny_tekken;

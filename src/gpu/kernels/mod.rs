@@ -17,3 +17,5 @@ pub mod random;
 pub mod rmsnorm;
 pub mod rope;
 pub mod sampling;
+/// `apply_token_mask_f32`, the third kernel of kernels/sampling.cu.
+pub mod token_mask;

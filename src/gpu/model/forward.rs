@@ -25,6 +25,7 @@ use crate::gpu::kernels::gemv::{gemv_f32, gemv_normed, RowNorm, MAX_M};
 use crate::gpu::kernels::rmsnorm::rmsnorm;
 use crate::gpu::kernels::rope::{rope_cos_sin_table, rope_write_kv, rope_write_kv_e4m3, RopeShape, RopeTable};
 use crate::gpu::kernels::sampling::{sample_tokens, EditBatch, LogitEdits, SampleParams, Sampled};
+use crate::gpu::kernels::token_mask::{MaskBatch, TokenMasks};
 use crate::gpu::{download, Gpu};
 use crate::engine::SampleSpec;
 use crate::sampling::{sample_at, LogitEdit, SamplingError};
@@ -83,6 +84,7 @@ pub struct CudaModel {
     profiler: Option<StepProfiler>,
     /// Logit bias and penalties of the last sampled step (raw values kept for logprobs).
     logit_edits: LogitEdits,
+    token_masks: TokenMasks,
 }
 
 /// The RMSNorm before a linear layer: its weight and eps, and where the rows normalised by the
@@ -204,6 +206,7 @@ impl CudaModel {
             gpu, gemm, decode, prefill, rope_in_decode, graphs, weights, kv, rope, scratch, decode_workspace, max_decode_splits, max_chunk, max_seqs,
             profiler: None,
             logit_edits: LogitEdits::default(),
+            token_masks: TokenMasks::default(),
         })
     }
 
@@ -339,6 +342,9 @@ impl CudaModel {
         gpu.stream
             .memcpy_htod(&dev_params, &mut s.sample_params.slice_mut(0..rows))
             .map_err(GpuError::driver("uploading sampling parameters"))?;
+        // Grammar masks first: the edits, the sampler and the logprobs all see the masked rows.
+        let masks: Vec<Option<&[u32]>> = params.iter().map(|p| p.mask).collect();
+        self.token_masks.apply(gpu, &mut s.logits.slice_mut(0..rows * vocab), rows, vocab, &MaskBatch::new(&masks, vocab)?)?;
         let edits: Vec<&[LogitEdit]> = params.iter().map(|p| p.edits).chain(std::iter::repeat_n(&[][..], rows - wanting)).collect();
         self.logit_edits.apply(gpu, &mut s.logits.slice_mut(0..rows * vocab), vocab, EditBatch::new(&edits, vocab)?)?;
         sample_tokens(gpu, &s.logits.slice(0..rows * vocab), vocab, &s.sample_params.slice(0..rows), &mut s.sampled.slice_mut(0..rows))?;
@@ -362,7 +368,7 @@ impl CudaModel {
     }
 
     /// Row `row` (counting the entries that wanted logits) of the last step's logits, as the
-    /// model computed them (before any logit bias or penalty).
+    /// model computed them (before any logit bias or penalty; after a grammar's mask).
     pub fn logits_row(&self, row: usize) -> Result<Vec<f32>> {
         let vocab = self.weights.config.vocab_size;
         let mut logits = download(&self.gpu, &self.scratch.logits.slice(row * vocab..(row + 1) * vocab))?;

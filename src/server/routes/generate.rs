@@ -100,7 +100,7 @@ pub async fn start(
         }
         let max_tokens = resolve_max_tokens(params.max_tokens, prompt.len(), &state.engine.info().limits)?;
         let min_tokens = params.min_tokens;
-        let request = Request { prompt, sampling: params.sampling, penalties: params.penalties.clone(), max_tokens, min_tokens, stop_token_ids: stop_token_ids.clone(), logprobs };
+        let request = Request { prompt, sampling: params.sampling, penalties: params.penalties.clone(), max_tokens, min_tokens, stop_token_ids: stop_token_ids.clone(), logprobs, grammar: None };
         for i in 0..params.n {
             let mut request = request.clone();
             request.sampling.seed = params.sampling.seed.wrapping_add(i as u64);

@@ -4,8 +4,10 @@
 
 use super::{addr, load};
 use crate::common::*;
-use crate::sampling::{assert_same_bits, bad_rows, edited_on_the_cpu, logit_edit_rows, sampling_rows};
+use crate::sampling::{assert_same_bits, bad_rows, edited_on_the_cpu, logit_edit_rows, masked_on_the_cpu, sampling_rows, token_mask_rows};
 use nemo_engine::gpu::kernels::sampling::{launch_config, EditBatch, SampleParams};
+use nemo_engine::gpu::kernels::token_mask::{self, MaskBatch};
+use nemo_engine::sampling::mask_words;
 use nemo_engine::sampling::LogitEdit;
 
 type SampleTokens = unsafe extern "C" fn(u64, u64, u64, i32);
@@ -61,5 +63,28 @@ fn emulated_logit_edits_match_the_cpu_bit_for_bit() {
         assert_same_bits(&format!("vocab {vocab}"), &got, &edited_on_the_cpu(&logits, &rows, vocab));
         let raw: Vec<f32> = batch.edits.iter().zip(&batch.rows).map(|(e, &r)| logits[r as usize * vocab + e.token as usize]).collect();
         assert_same_bits("saved raw logits", &saved, &raw);
+    }
+}
+
+type ApplyMask = unsafe extern "C" fn(u64, u64, u64, i32, i32);
+
+#[test]
+fn emulated_token_masks_match_the_cpu_bit_for_bit() {
+    let mut rng = Rng::fresh("emulated_token_masks");
+    for (vocab, n_rows) in [(4096, 7), (1000, 6), (33, 2)] {
+        let (logits, per_row) = token_mask_rows(&mut rng, vocab, n_rows);
+        let views: Vec<Option<&[u32]>> = per_row.iter().map(|m| m.as_deref()).collect();
+        let batch = MaskBatch::new(&views, vocab).unwrap();
+        let mut got = logits.clone();
+        let got_addr = got.as_mut_ptr() as u64;
+        let cfg = token_mask::launch_config(vocab, batch.rows.len()).unwrap();
+        // SAFETY: got holds n_rows rows of vocab; masks hold one mask of mask_words(vocab) words
+        // per entry of rows, each row below n_rows (MaskBatch::new).
+        load("sampling")
+            .launch_args("apply_token_mask_f32", cfg, |k: ApplyMask| unsafe {
+                k(got_addr, addr(&batch.masks), addr(&batch.rows), vocab as i32, mask_words(vocab) as i32)
+            })
+            .unwrap();
+        assert_same_bits(&format!("vocab {vocab}"), &got, &masked_on_the_cpu(&logits, &per_row, vocab));
     }
 }
