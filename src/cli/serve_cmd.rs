@@ -15,6 +15,7 @@ use nemo_engine::gpu::Gpu;
 use nemo_engine::model::{ModelConfig, ModelWeights};
 use nemo_engine::scheduler::{Engine, EngineOptions};
 use nemo_engine::server::{self, LoopContext, SamplingDefaults, ServedModel, ServerConfig};
+use nemo_engine::structured::Grammars;
 use nemo_engine::tokenizer::{ChatRequest, Tokenizer};
 
 use super::args::ServeArgs;
@@ -44,7 +45,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     let device = device::select(args.device)?;
     let weights = model.load_weights()?;
     model.stop.announce();
-    let served = served_model(&mut model, args)?;
+    let served = served_model(&mut model, args, weights.config.vocab_size)?;
     eprintln!(
         "nemo: chat template: {}; sampling defaults: {}",
         served.chat.as_ref().map_or("none (only /v1/completions)", ChatFormat::describe),
@@ -148,12 +149,13 @@ fn announce_cache(device: &str, tokens: usize, bytes_per_token: usize) {
 struct CliModel {
     name: String,
     text: Text,
+    grammars: Option<Grammars>,
     chat: Option<ChatFormat>,
     stop: Vec<u32>,
     defaults: SamplingDefaults,
 }
 
-fn served_model(model: &mut Model, args: &ServeArgs) -> anyhow::Result<CliModel> {
+fn served_model(model: &mut Model, args: &ServeArgs, vocab: usize) -> anyhow::Result<CliModel> {
     let Some(text) = model.text.take() else {
         bail!(
             "{} has no tokenizer (tekken.json or tokenizer.json): the server needs one to read and write text",
@@ -165,8 +167,20 @@ fn served_model(model: &mut Model, args: &ServeArgs) -> anyhow::Result<CliModel>
         Some(n) => n.clone(),
         None => default_name(model.path.path()),
     };
+    let started = std::time::Instant::now();
+    let grammars = match Grammars::new(text.shared_tokenizer(), vocab) {
+        Ok(g) => {
+            eprintln!("nemo: structured outputs: token trie of {} tokens built in {:.2} s", text.tokenizer().vocab_size(), started.elapsed().as_secs_f64());
+            Some(g)
+        }
+        Err(e) => {
+            eprintln!("nemo: warning: structured outputs (response_format, guided_*) are unavailable: {e}");
+            None
+        }
+    };
     Ok(CliModel {
         name,
+        grammars,
         text,
         chat: model.chat.take(),
         stop: model.stop.ids.clone(),
@@ -223,5 +237,9 @@ impl ServedModel for CliModel {
 
     fn sampling_defaults(&self) -> SamplingDefaults {
         self.defaults
+    }
+
+    fn grammars(&self) -> Option<&Grammars> {
+        self.grammars.as_ref()
     }
 }

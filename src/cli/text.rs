@@ -8,13 +8,16 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 
 use nemo_engine::gguf::GgufTokenizer;
+use std::sync::Arc;
+
 use nemo_engine::tokenizer::{HfTokenizer, SpecialTokenPolicy, StreamDecoder, Tokenizer};
 
 /// Generated text drops special tokens (EOS, control tokens), as mistral_common and vLLM do.
 const OUTPUT_POLICY: SpecialTokenPolicy = SpecialTokenPolicy::Ignore;
 
 pub struct Text {
-    tokenizer: Tokenizer,
+    /// Shared with the structured-output compiler (`nemo serve`).
+    tokenizer: Arc<Tokenizer>,
     /// Where it was read from, for messages.
     pub source: PathBuf,
     bos: Option<u32>,
@@ -32,7 +35,7 @@ impl Text {
         Ok(Text {
             bos: Some(tokenizer.bos_id()),
             eos: Some(tokenizer.eos_id()),
-            tokenizer,
+            tokenizer: Arc::new(tokenizer),
             source: path.to_path_buf(),
             prompt_bos: true,
         })
@@ -48,7 +51,7 @@ impl Text {
             eos.or(bos).unwrap_or(0),
         );
         Text {
-            tokenizer: Tokenizer::Hf(Box::new(hf)),
+            tokenizer: Arc::new(Tokenizer::Hf(Box::new(hf))),
             source: path.to_path_buf(),
             bos,
             eos,
@@ -58,6 +61,10 @@ impl Text {
 
     pub fn tokenizer(&self) -> &Tokenizer {
         &self.tokenizer
+    }
+
+    pub fn shared_tokenizer(&self) -> Arc<Tokenizer> {
+        self.tokenizer.clone()
     }
 
     /// Warns when the tokenizer and the model disagree on the vocabulary size.

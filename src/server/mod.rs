@@ -10,6 +10,7 @@
 //! - [`model`]: what the server needs from the model besides the engine ([`ServedModel`]).
 //! - [`openai`]: request and response shapes; [`params`]: request fields -> engine request.
 //! - [`output`], [`stop_strings`]: generated ids -> text and tool calls, stop strings.
+//! - [`structured`]: `response_format` and vLLM's guided fields -> a grammar.
 //! - [`sse`]: streaming; [`metrics`]: Prometheus text; [`error`]: OpenAI-shaped errors.
 
 pub mod choices;
@@ -26,6 +27,7 @@ pub mod params;
 pub mod routes;
 pub mod sse;
 pub mod stop_strings;
+pub mod structured;
 /// Nemo's tokenizer loaded once, for the server's unit and integration tests (not an API).
 #[doc(hidden)]
 pub mod test_support;

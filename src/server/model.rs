@@ -3,6 +3,7 @@
 //! the sampling values it recommends. The command line implements this over its model loading
 //! (`nemo serve`); tests implement it over a bare tokenizer.
 
+use crate::structured::Grammars;
 use crate::tokenizer::{ChatRequest, Tokenizer};
 
 /// Sampling values used when a request leaves them out.
@@ -39,4 +40,7 @@ pub trait ServedModel: Send + Sync + 'static {
     /// Ids that end generation (EOS, end of turn).
     fn stop_token_ids(&self) -> &[u32];
     fn sampling_defaults(&self) -> SamplingDefaults;
+    /// The structured-output compiler over this tokenizer and the model's vocabulary; None when
+    /// it could not be built (the server said why at start-up; such requests get a 400).
+    fn grammars(&self) -> Option<&Grammars>;
 }

@@ -7,6 +7,7 @@ use std::hash::{BuildHasher, Hasher};
 use super::error::ApiError;
 use super::model::SamplingDefaults;
 use super::openai::request::SharedFields;
+use super::structured::{requested, Requested};
 use crate::sampling::{Penalties, SamplingParams};
 use crate::scheduler::{max_kv_positions, Limits};
 
@@ -38,6 +39,8 @@ pub struct GenerationParams {
     pub ignore_eos: bool,
     pub stream: bool,
     pub include_usage: bool,
+    /// A structured-output constraint (`server::structured`), compiled when the request starts.
+    pub constraint: Option<Requested>,
 }
 
 /// Checks the shared fields; `max_tokens` is the endpoint's choice of field.
@@ -116,6 +119,7 @@ pub fn generation_params(
         ignore_eos: f.ignore_eos.unwrap_or(false),
         stream,
         include_usage,
+        constraint: requested(f)?,
     })
 }
 

@@ -83,7 +83,7 @@ fn out_of_range_sampling_values_and_unsupported_features_are_refused() {
         (json!({"logit_bias": {"5": -101}}), "logit_bias[\"5\"] must be a number in [-100, 100]"),
         (json!({"logit_bias": {"five": 1}}), "logit_bias keys must be token ids"),
         (json!({"logit_bias": {"999999999": 1}}), "outside the vocabulary"),
-        (json!({"response_format": {"type": "json_object"}}), "response_format"),
+        (json!({"response_format": {"type": "json_object", "x": 1}, "guided_regex": "a"}), "give one structured-output constraint"),
         (json!({"tool_choice": "required"}), "needs `tools`"),
         (json!({"tool_choice": {"type": "function", "function": {"name": "f"}}}), "needs `tools`"),
         (json!({"tool_choice": {"type": "function"}}), "a named tool_choice is"),
@@ -344,10 +344,14 @@ fn random_sampling_fields_never_get_a_5xx() {
         json!(-1e300), json!(9_223_372_036_854_775_807i64), json!(131_072), json!("1"), json!(""), json!([]), json!([1, 2]),
         json!({}), json!({"5": 100}), json!({"5": -100, "131071": 1}), json!({"x": 1}), json!({"-1": 1}), json!({"5": "a"}),
         json!({"5": 1e10}), json!("required"), json!("none"), json!({"type": "function", "function": {"name": "f"}}),
+        json!({"type": "json_object"}), json!({"type": "json_schema", "json_schema": {"schema": {"type": "integer"}}}),
+        json!({"type": "string", "maxLength": 3}), json!("[a-c]{1,3}"), json!(["a", "b"]), json!("(("), json!({"regex": "x?"}),
+        json!("start: \"a\""),
     ];
     let fields = [
         "temperature", "top_p", "top_k", "min_p", "seed", "n", "max_tokens", "min_tokens", "logit_bias", "frequency_penalty",
         "presence_penalty", "repetition_penalty", "logprobs", "top_logprobs", "tool_choice", "ignore_eos", "stop", "stream",
+        "response_format", "guided_json", "guided_regex", "guided_choice", "guided_grammar", "structured_outputs",
     ];
     let s = TestServer::start(Options::default());
     let mut by_status = std::collections::BTreeMap::new();

@@ -21,7 +21,8 @@ pub const INST_END: u32 = 4;
 pub const TOOL_CALLS: u32 = 9;
 pub const EOS: u32 = 2;
 
-pub use nemo_engine::server::test_support::tekken;
+pub use nemo_engine::server::test_support::{tekken, tekken_grammars};
+use nemo_engine::structured::Grammars;
 
 /// Nemo's tokenizer and v3 template, served under the name "test-model".
 pub struct TestModel {
@@ -49,6 +50,9 @@ impl ServedModel for TestModel {
     }
     fn sampling_defaults(&self) -> SamplingDefaults {
         SamplingDefaults::default()
+    }
+    fn grammars(&self) -> Option<&Grammars> {
+        Some(tekken_grammars())
     }
 }
 

@@ -10,3 +10,4 @@ mod faults;
 mod harness;
 mod http_client;
 mod shutdown;
+mod structured;

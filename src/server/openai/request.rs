@@ -75,6 +75,20 @@ pub struct SharedFields {
     /// tokens.
     #[serde(default)]
     pub min_tokens: Option<i64>,
+    /// Structured outputs (`server::structured`): OpenAI's, on both endpoints as in vLLM.
+    #[serde(default)]
+    pub response_format: Option<serde_json::Value>,
+    /// vLLM's structured-output extensions.
+    #[serde(default)]
+    pub guided_json: Option<serde_json::Value>,
+    #[serde(default)]
+    pub guided_regex: Option<serde_json::Value>,
+    #[serde(default)]
+    pub guided_choice: Option<serde_json::Value>,
+    #[serde(default)]
+    pub guided_grammar: Option<serde_json::Value>,
+    #[serde(default)]
+    pub structured_outputs: Option<serde_json::Value>,
 }
 
 /// Fields of `/v1/chat/completions` only (messages and tools are read separately).
@@ -88,8 +102,6 @@ pub struct ChatFields {
     pub logprobs: Option<bool>,
     #[serde(default)]
     pub top_logprobs: Option<i64>,
-    #[serde(default)]
-    pub response_format: Option<serde_json::Value>,
     #[serde(default)]
     pub parallel_tool_calls: Option<bool>,
     /// The pre-tools API (`functions` / `function_call`): refused with a pointer to `tools`.

@@ -96,14 +96,6 @@ fn refuse_unsupported(own: &ChatFields) -> Result<(), ApiError> {
         let field = if own.functions.is_some() { "functions" } else { "function_call" };
         return Err(ApiError::invalid_param(field, "the deprecated `functions` API is not supported: use `tools`"));
     }
-    if let Some(format) = &own.response_format {
-        if format.get("type").and_then(|t| t.as_str()) != Some("text") {
-            return Err(ApiError::invalid_param(
-                "response_format",
-                "only response_format {\"type\": \"text\"} is supported (no JSON mode or schemas)",
-            ));
-        }
-    }
     Ok(())
 }
 

@@ -14,6 +14,7 @@ use crate::server::engine_handle::SubmitError;
 use crate::server::error::ApiError;
 use crate::server::output::OutputSpec;
 use crate::server::params::{resolve_max_tokens, GenerationParams};
+use crate::server::structured::compile;
 
 /// The body, refused with 413 past `--max-body-bytes` (by its Content-Length before reading
 /// any of it, or while reading when it has none).
@@ -93,6 +94,11 @@ pub async fn start(
         return Err(ApiError::invalid_param("n", why));
     }
     let stop_token_ids = if params.ignore_eos { Vec::new() } else { state.model.stop_token_ids().to_vec() };
+    // Compiled once; each choice starts from a copy of the fresh state.
+    let grammar = match &params.constraint {
+        Some(requested) => Some(compile(state.model.grammars(), requested.clone()).await?),
+        None => None,
+    };
     let mut requests = Vec::with_capacity(total);
     for prompt in prompts {
         if prompt.is_empty() {
@@ -100,7 +106,7 @@ pub async fn start(
         }
         let max_tokens = resolve_max_tokens(params.max_tokens, prompt.len(), &state.engine.info().limits)?;
         let min_tokens = params.min_tokens;
-        let request = Request { prompt, sampling: params.sampling, penalties: params.penalties.clone(), max_tokens, min_tokens, stop_token_ids: stop_token_ids.clone(), logprobs, grammar: None };
+        let request = Request { prompt, sampling: params.sampling, penalties: params.penalties.clone(), max_tokens, min_tokens, stop_token_ids: stop_token_ids.clone(), logprobs, grammar: grammar.clone() };
         for i in 0..params.n {
             let mut request = request.clone();
             request.sampling.seed = params.sampling.seed.wrapping_add(i as u64);

@@ -1,0 +1,154 @@
+//! Structured-output fields -> one [`Constraint`]: OpenAI's `response_format` (`text`,
+//! `json_object`, `json_schema`), vLLM's `guided_json` / `guided_regex` / `guided_choice` /
+//! `guided_grammar` and their newer `structured_outputs` object. At most one may be given; each
+//! is checked for shape here and compiled (which finds a bad schema, regex or grammar) before
+//! the request reaches the engine, so every mistake is a 400 naming the field.
+
+use serde_json::Value;
+
+use super::error::ApiError;
+use super::openai::request::SharedFields;
+use crate::structured::{Constraint, GrammarError, Grammars};
+
+/// The constraint a request asks for, with the field that asked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Requested {
+    pub field: &'static str,
+    pub constraint: Constraint,
+}
+
+/// Reads the structured-output fields; None when the output is free text.
+pub fn requested(f: &SharedFields) -> Result<Option<Requested>, ApiError> {
+    let mut found: Vec<Requested> = Vec::new();
+    let mut add = |field: &'static str, constraint: Constraint| found.push(Requested { field, constraint });
+    if let Some(format) = &f.response_format {
+        if let Some(c) = response_format(format)? {
+            add("response_format", c);
+        }
+    }
+    if let Some(v) = &f.guided_json {
+        add("guided_json", json_schema("guided_json", v)?);
+    }
+    if let Some(v) = &f.guided_regex {
+        add("guided_regex", Constraint::Regex(string("guided_regex", v)?));
+    }
+    if let Some(v) = &f.guided_choice {
+        add("guided_choice", Constraint::Choice(choices("guided_choice", v)?));
+    }
+    if let Some(v) = &f.guided_grammar {
+        add("guided_grammar", Constraint::Lark(string("guided_grammar", v)?));
+    }
+    if let Some(v) = &f.structured_outputs {
+        if let Some(c) = structured_outputs(v)? {
+            add("structured_outputs", c);
+        }
+    }
+    match found.len() {
+        0 | 1 => Ok(found.pop()),
+        _ => {
+            let fields: Vec<&str> = found.iter().map(|r| r.field).collect();
+            Err(ApiError::invalid_param(found[1].field, format!("give one structured-output constraint, not {}", fields.join(" and "))))
+        }
+    }
+}
+
+/// `{"type": "text"}`, `{"type": "json_object"}` or `{"type": "json_schema", "json_schema":
+/// {"name": ..., "schema": {...}, "strict": ...}}` (a missing schema allows any JSON value).
+fn response_format(v: &Value) -> Result<Option<Constraint>, ApiError> {
+    let bad = |why: String| Err(ApiError::invalid_param("response_format", why));
+    match v.get("type").and_then(Value::as_str) {
+        Some("text") => Ok(None),
+        Some("json_object") => Ok(Some(Constraint::JsonObject)),
+        Some("json_schema") => match v.get("json_schema") {
+            Some(Value::Object(spec)) => match spec.get("schema") {
+                None | Some(Value::Null) => Ok(Some(Constraint::JsonSchema(serde_json::json!({})))),
+                Some(schema) => json_schema("response_format", schema).map(Some),
+            },
+            _ => bad("response_format of type json_schema needs a `json_schema` object holding the `schema`".into()),
+        },
+        _ => bad(format!("response_format type must be \"text\", \"json_object\" or \"json_schema\", got {}", v.get("type").unwrap_or(v))),
+    }
+}
+
+/// vLLM's `structured_outputs`: exactly one of `json`, `regex`, `choice`, `grammar`,
+/// `json_object: true`.
+fn structured_outputs(v: &Value) -> Result<Option<Constraint>, ApiError> {
+    const FIELD: &str = "structured_outputs";
+    let Value::Object(o) = v else {
+        return Err(ApiError::invalid_param(FIELD, format!("structured_outputs must be an object, got {v}")));
+    };
+    let mut found = Vec::new();
+    for (key, value) in o.iter().filter(|(_, v)| !v.is_null()) {
+        let c = match key.as_str() {
+            "json" => json_schema(FIELD, value)?,
+            "regex" => Constraint::Regex(string(FIELD, value)?),
+            "choice" => Constraint::Choice(choices(FIELD, value)?),
+            "grammar" => Constraint::Lark(string(FIELD, value)?),
+            "json_object" if value == &Value::Bool(true) => Constraint::JsonObject,
+            "json_object" if value == &Value::Bool(false) => continue,
+            other => {
+                let why = format!("structured_outputs.{other} is not supported (json, regex, choice, grammar or json_object)");
+                return Err(ApiError::invalid_param(FIELD, why));
+            }
+        };
+        found.push(c);
+    }
+    match found.len() {
+        0 | 1 => Ok(found.pop()),
+        n => Err(ApiError::invalid_param(FIELD, format!("structured_outputs sets {n} constraints; give one"))),
+    }
+}
+
+/// A schema object (or `true`), or a string holding one, as vLLM accepts `guided_json`.
+fn json_schema(field: &'static str, v: &Value) -> Result<Constraint, ApiError> {
+    match v {
+        Value::Object(_) | Value::Bool(true) => Ok(Constraint::JsonSchema(v.clone())),
+        Value::String(text) => match serde_json::from_str::<Value>(text) {
+            Ok(schema @ (Value::Object(_) | Value::Bool(true))) => Ok(Constraint::JsonSchema(schema)),
+            Ok(other) => Err(ApiError::invalid_param(field, format!("the JSON schema must be an object, got {other}"))),
+            Err(e) => Err(ApiError::invalid_param(field, format!("the JSON schema string is not JSON: {e}"))),
+        },
+        other => Err(ApiError::invalid_param(field, format!("the JSON schema must be an object, got {other}"))),
+    }
+}
+
+fn string(field: &'static str, v: &Value) -> Result<String, ApiError> {
+    match v {
+        Value::String(s) if !s.is_empty() => Ok(s.clone()),
+        other => Err(ApiError::invalid_param(field, format!("{field} must be a non-empty string, got {other}"))),
+    }
+}
+
+/// Most choices a choice list may hold (each is an alternative of the grammar).
+pub const MAX_CHOICES: usize = 4096;
+
+fn choices(field: &'static str, v: &Value) -> Result<Vec<String>, ApiError> {
+    let bad = |why: String| Err(ApiError::invalid_param(field, why));
+    let Value::Array(items) = v else { return bad(format!("{field} must be a list of strings, got {v}")) };
+    if items.is_empty() || items.len() > MAX_CHOICES {
+        return bad(format!("{field} must hold 1 to {MAX_CHOICES} strings, got {}", items.len()));
+    }
+    items
+        .iter()
+        .map(|i| match i {
+            Value::String(s) if !s.is_empty() => Ok(s.clone()),
+            other => Err(ApiError::invalid_param(field, format!("{field} items must be non-empty strings, got {other}"))),
+        })
+        .collect()
+}
+
+/// Compiles off the async workers (a large schema takes milliseconds); a constraint the
+/// grammar compiler refuses is the request's fault.
+pub async fn compile(grammars: Option<&Grammars>, requested: Requested) -> Result<crate::structured::Grammar, ApiError> {
+    let Some(grammars) = grammars.cloned() else {
+        return Err(ApiError::invalid_param(requested.field, "structured outputs are unavailable for this model (the server log says why)"));
+    };
+    let Requested { field, constraint } = requested;
+    let compiled = tokio::task::spawn_blocking(move || grammars.compile(&constraint))
+        .await
+        .map_err(|e| ApiError::internal(format!("compiling the {field} constraint failed: {e}")))?;
+    compiled.map_err(|e| match e {
+        GrammarError::Invalid { .. } => ApiError::invalid_param(field, e.to_string()),
+        other => ApiError::internal(other.to_string()),
+    })
+}

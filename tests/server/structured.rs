@@ -1,0 +1,117 @@
+//! Structured outputs over HTTP: `response_format` and vLLM's guided fields constrain what the
+//! (random) fake model writes, whole and streamed, for every choice; bad constraints are 400s
+//! naming their field.
+
+use serde_json::{json, Value};
+
+use crate::harness::{chat_body, Options, TestServer};
+use crate::http_client::*;
+
+fn schema() -> Value {
+    json!({
+        "type": "object",
+        "properties": {"city": {"type": "string", "maxLength": 10}, "days": {"type": "integer", "minimum": 1, "maximum": 9},
+                       "unit": {"enum": ["C", "F"]}},
+        "required": ["city", "days", "unit"], "additionalProperties": false,
+        "x-guidance": {"whitespace_flexible": false}
+    })
+}
+
+fn follows_schema(text: &str) {
+    let v: Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text:?}"));
+    let o = v.as_object().unwrap_or_else(|| panic!("not an object: {text:?}"));
+    assert_eq!(o.len(), 3, "{text:?}");
+    assert!(o["city"].as_str().unwrap().chars().count() <= 10, "{text:?}");
+    assert!((1..=9).contains(&o["days"].as_i64().unwrap()), "{text:?}");
+    assert!(["C", "F"].contains(&o["unit"].as_str().unwrap()), "{text:?}");
+}
+
+#[test]
+fn a_json_schema_response_format_gives_json_that_follows_it_whole_and_streamed() {
+    let s = TestServer::start(Options::default());
+    let format = json!({"type": "json_schema", "json_schema": {"name": "weather", "schema": schema(), "strict": true}});
+    let body = chat_body("Weather?", json!({"temperature": 0.8, "seed": 4, "n": 3, "max_tokens": 200, "response_format": format}));
+    let r = post_json(s.addr, "/v1/chat/completions", &body);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    for choice in v["choices"].as_array().unwrap() {
+        assert_eq!(choice["finish_reason"], "stop", "{choice}");
+        follows_schema(choice["message"]["content"].as_str().unwrap());
+    }
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    let r = post_json(s.addr, "/v1/chat/completions", &streamed);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let mut content = vec![String::new(); 3];
+    for p in sse_payloads(&r.text()).iter().filter(|p| *p != "[DONE]") {
+        let c: Value = serde_json::from_str(p).unwrap();
+        for choice in c["choices"].as_array().unwrap() {
+            content[choice["index"].as_u64().unwrap() as usize] += choice["delta"]["content"].as_str().unwrap_or("");
+        }
+    }
+    for (i, text) in content.iter().enumerate() {
+        follows_schema(text);
+        assert_eq!(text, v["choices"][i]["message"]["content"].as_str().unwrap(), "choice {i}: streamed differs from whole");
+    }
+}
+
+#[test]
+fn vllm_guided_fields_constrain_completions() {
+    let s = TestServer::start(Options::default());
+    let completion = |extra: Value| {
+        let mut body = json!({"model": "test-model", "prompt": "Answer:", "max_tokens": 40, "temperature": 1.0, "seed": 9, "n": 4});
+        body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        let r = post_json(s.addr, "/v1/completions", &body);
+        assert_eq!(r.status, 200, "{extra}: {}", r.text());
+        let v = r.json();
+        v["choices"].as_array().unwrap().iter().map(|c| (c["text"].as_str().unwrap().to_string(), c["finish_reason"].clone())).collect::<Vec<_>>()
+    };
+    let choices = ["yes", "no", "maybe later"];
+    for (text, finish) in completion(json!({"guided_choice": choices})) {
+        assert!(choices.contains(&text.as_str()) && finish == "stop", "{text:?} {finish}");
+    }
+    let full = fancy_regex::Regex::new(r"^[A-Z]{3}-[0-9]{2,4}$").unwrap();
+    for (text, finish) in completion(json!({"guided_regex": "[A-Z]{3}-[0-9]{2,4}"})) {
+        assert!(full.is_match(&text).unwrap() && finish == "stop", "{text:?} {finish}");
+    }
+    for (text, _) in completion(json!({"structured_outputs": {"json": schema()}, "max_tokens": 200})) {
+        follows_schema(&text);
+    }
+    let lark = "start: \"go \" DIR\nDIR: \"north\" | \"south\"\n";
+    for (text, finish) in completion(json!({"guided_grammar": lark})) {
+        assert!(["go north", "go south"].contains(&text.as_str()) && finish == "stop", "{text:?}");
+    }
+    // json_object: whatever comes must open an object (the random model rarely closes one).
+    for (text, _) in completion(json!({"response_format": {"type": "json_object"}})) {
+        assert!(text.trim_start().starts_with('{'), "{text:?}");
+    }
+}
+
+#[test]
+fn bad_constraints_are_refused_naming_the_field() {
+    let s = TestServer::start(Options::default());
+    let cases = [
+        (json!({"response_format": {"type": "xml"}}), "response_format"),
+        (json!({"response_format": {"type": "json_schema"}}), "response_format"),
+        (json!({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "bogus"}}}}), "response_format"),
+        (json!({"guided_json": "{not json"}), "guided_json"),
+        (json!({"guided_json": 7}), "guided_json"),
+        (json!({"guided_regex": "(unclosed"}), "guided_regex"),
+        (json!({"guided_regex": ""}), "guided_regex"),
+        (json!({"guided_choice": []}), "guided_choice"),
+        (json!({"guided_choice": ["a", 3]}), "guided_choice"),
+        (json!({"guided_grammar": "start: nowhere"}), "guided_grammar"),
+        (json!({"guided_regex": "a+", "guided_choice": ["a"]}), "guided_choice"),
+        (json!({"structured_outputs": {"regex": "a", "choice": ["b"]}}), "structured_outputs"),
+        (json!({"structured_outputs": {"xml": "<a/>"}}), "structured_outputs"),
+        (json!({"structured_outputs": "json"}), "structured_outputs"),
+    ];
+    for (extra, field) in cases {
+        let r = post_json(s.addr, "/v1/chat/completions", &chat_body("Hi", extra.clone()));
+        assert_eq!(r.status, 400, "{extra}: {}", r.text());
+        assert_eq!(r.json()["error"]["param"], field, "{extra}: {}", r.text());
+    }
+    // The server still serves.
+    let r = post_json(s.addr, "/v1/chat/completions", &chat_body("Hi", json!({"max_tokens": 2, "response_format": {"type": "text"}})));
+    assert_eq!(r.status, 200, "{}", r.text());
+}
