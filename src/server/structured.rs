@@ -9,6 +9,8 @@ use serde_json::Value;
 use super::error::ApiError;
 use super::openai::request::SharedFields;
 use crate::structured::{Constraint, GrammarError, Grammars};
+use crate::tokenizer::json_py::PyJson;
+use crate::tokenizer::Tool;
 
 /// The constraint a request asks for, with the field that asked.
 #[derive(Debug, Clone, PartialEq)]
@@ -151,4 +153,66 @@ pub async fn compile(grammars: Option<&Grammars>, requested: Requested) -> Resul
         GrammarError::Invalid { .. } => ApiError::invalid_param(field, e.to_string()),
         other => ApiError::internal(other.to_string()),
     })
+}
+
+/// The grammar of a forced tool call's continuation, so that the call is well formed and its
+/// arguments follow the tool's `parameters` schema: after `[TOOL_CALLS]` (`required`) a JSON
+/// list of calls of the given tools; after `[TOOL_CALLS][{"name": NAME, "arguments":` (a named
+/// function, `name`) that function's arguments and the closing `}]`. `single`: OpenAI's
+/// `parallel_tool_calls: false`, at most one call in the list. The JSON is laid out as
+/// the template writes calls (Python's `json.dumps`: `", "` and `": "`, no other whitespace), so
+/// the model writes what it was trained on and cannot pad an answer with whitespace forever.
+pub fn forced_call(tools: &[Tool], name: Option<&str>, single: bool) -> Result<Requested, ApiError> {
+    let lark = match name {
+        Some(name) => {
+            let tool = tools.iter().find(|t| t.function.name == name);
+            let tool = tool.ok_or_else(|| ApiError::invalid_param("tool_choice", format!("`{name}` is not among the tools")))?;
+            // The prefix ends with `"arguments":`; the template's space follows.
+            format!("start: \" \" %json {} \"}}]\"\n", python_layout(parameters(tool)?))
+        }
+        None => {
+            let calls = tools
+                .iter()
+                .map(|t| {
+                    // Mistral's call ids are 9 letters or digits; nothing else may follow.
+                    Ok(serde_json::json!({
+                        "type": "object",
+                        "properties": {"name": {"const": t.function.name}, "arguments": parameters(t)?,
+                                       "id": {"type": "string", "pattern": "^[a-zA-Z0-9]{9}$"}},
+                        "required": ["name", "arguments"],
+                        "additionalProperties": false,
+                    }))
+                })
+                .collect::<Result<Vec<Value>, ApiError>>()?;
+            let mut list = serde_json::json!({"type": "array", "minItems": 1, "items": {"anyOf": calls}});
+            if single {
+                list["maxItems"] = 1.into();
+            }
+            format!("start: %json {}\n", python_layout(list))
+        }
+    };
+    Ok(Requested { field: "tools", constraint: Constraint::Lark(lark) })
+}
+
+/// llguidance's layout options at the schema's top: `json.dumps` separators, no free whitespace.
+fn python_layout(mut schema: Value) -> Value {
+    let layout = serde_json::json!({"whitespace_flexible": false, "item_separator": ", ", "key_separator": ": "});
+    match &mut schema {
+        Value::Object(o) => {
+            o.insert("x-guidance".into(), layout);
+            schema
+        }
+        // `true` or another non-object schema: wrap it.
+        other => serde_json::json!({"allOf": [other.clone()], "x-guidance": layout}),
+    }
+}
+
+/// A tool's `parameters` as a schema for its arguments (an object when it gives none).
+fn parameters(tool: &Tool) -> Result<Value, ApiError> {
+    match &tool.function.parameters {
+        None | Some(PyJson::Null) => Ok(serde_json::json!({"type": "object"})),
+        Some(p) => serde_json::from_str(&p.dumps()).map_err(|e| {
+            ApiError::invalid_param("tools", format!("the parameters of `{}` are not plain JSON: {e}", tool.function.name))
+        }),
+    }
 }

@@ -4,7 +4,7 @@
 
 use serde_json::{json, Value};
 
-use crate::harness::{chat_body, Options, TestServer};
+use crate::harness::{chat_body, tekken, Options, TestServer};
 use crate::http_client::*;
 
 fn schema() -> Value {
@@ -114,4 +114,42 @@ fn bad_constraints_are_refused_naming_the_field() {
     // The server still serves.
     let r = post_json(s.addr, "/v1/chat/completions", &chat_body("Hi", json!({"max_tokens": 2, "response_format": {"type": "text"}})));
     assert_eq!(r.status, 200, "{}", r.text());
+}
+
+/// A forced tool call is generated under its grammar: the scripted model writes a malformed call
+/// (a wrong key, a number for a string, no closing bracket), and what comes back is a call whose
+/// arguments follow the tool's schema, named or `required`.
+#[test]
+fn a_forced_tool_call_follows_the_tool_schema_even_when_the_model_does_not() {
+    let tools = json!([
+        {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object",
+            "properties": {"city": {"enum": ["Oslo", "Paris"]}}, "required": ["city"], "additionalProperties": false}}},
+        {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object",
+            "properties": {"zone": {"enum": ["UTC", "CET"]}}, "required": ["zone"], "additionalProperties": false}}}
+    ]);
+    let malformed = tekken().encode(r#" {"town": 5, "#).unwrap();
+    let s = TestServer::start(Options { script: Some(malformed.repeat(4)), ..Options::default() });
+    // `parallel_tool_calls: false` bounds `required` to one call (this model would go on).
+    for (choice, names) in [
+        (json!({"type": "function", "function": {"name": "get_time"}}), &["get_time"][..]),
+        (json!("required"), &["get_weather", "get_time"][..]),
+    ] {
+        let body = chat_body("Weather?", json!({"tools": tools, "tool_choice": choice, "max_tokens": 60, "parallel_tool_calls": false}));
+        let v = post_json(s.addr, "/v1/chat/completions", &body).json();
+        assert_eq!(v["choices"][0]["finish_reason"], "tool_calls", "{choice}: {v}");
+        let calls = v["choices"][0]["message"]["tool_calls"].as_array().unwrap_or_else(|| panic!("{v}"));
+        assert_eq!(calls.len(), 1, "{v}");
+        for call in calls {
+            let name = call["function"]["name"].as_str().unwrap();
+            assert!(names.contains(&name), "{choice}: {call}");
+            let args: Value = serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+            let (key, allowed) = if name == "get_time" { ("zone", ["UTC", "CET"]) } else { ("city", ["Oslo", "Paris"]) };
+            assert_eq!(args.as_object().unwrap().len(), 1, "{call}");
+            assert!(allowed.contains(&args[key].as_str().unwrap()), "{call}");
+        }
+    }
+    // A constraint of the client's own cannot be combined with a forced call.
+    let body = chat_body("Hi", json!({"tools": tools, "tool_choice": "required", "guided_regex": "a"}));
+    let r = post_json(s.addr, "/v1/chat/completions", &body);
+    assert_eq!((r.status, r.json()["error"]["param"].clone()), (400, json!("guided_regex")), "{}", r.text());
 }

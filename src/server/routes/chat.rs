@@ -22,6 +22,7 @@ use crate::server::openai::response::*;
 use crate::server::openai::{response_id, unix_time};
 use crate::server::output::{OutputSpec, Piece};
 use crate::server::params::{generation_params, MAX_TOP_LOGPROBS};
+use crate::server::structured::forced_call;
 use crate::server::sse::{sse_response, StreamFormat};
 use crate::tokenizer::ChatRequest;
 
@@ -38,7 +39,7 @@ pub async fn handle(State(state): State<AppState>, headers: HeaderMap, body: Bod
         (None, Some(n)) => Some(("max_tokens", n)),
         (None, None) => None,
     };
-    let params = generation_params(&shared, max_tokens, state.model.sampling_defaults())?;
+    let mut params = generation_params(&shared, max_tokens, state.model.sampling_defaults())?;
     let logprobs = logprobs(&own)?;
     refuse_unsupported(&own)?;
     let choice = tool_choice(&own)?;
@@ -53,6 +54,18 @@ pub async fn handle(State(state): State<AppState>, headers: HeaderMap, body: Bod
         ));
     }
     let forced = forced_call_prefix(&choice, &chat, state.model.tokenizer())?;
+    if !forced.is_empty() {
+        // The call's grammar: well-formed JSON whose arguments follow the tool's schema.
+        if let Some(other) = &params.constraint {
+            return Err(ApiError::invalid_param(other.field, "a structured-output constraint cannot be combined with a forced tool call"));
+        }
+        let name = match &choice {
+            ToolChoice::Function(name) => Some(name.as_str()),
+            _ => None,
+        };
+        let single = own.parallel_tool_calls == Some(false);
+        params.constraint = Some(forced_call(chat.tools.as_deref().unwrap_or_default(), name, single)?);
+    }
     let model = state.model.clone();
     let mut prompt = tokio::task::spawn_blocking(move || model.encode_chat(&chat))
         .await
@@ -128,7 +141,7 @@ fn tool_choice(own: &ChatFields) -> Result<ToolChoice, ApiError> {
 
 /// The tokens a `required` or named `tool_choice` puts at the start of the answer: appended to
 /// the prompt, and read by the output parser first, so that the model continues a tool call
-/// (no grammar: the model writes the rest, and a malformed call comes back as text, as ever).
+/// (under the call's grammar, `server::structured::forced_call`).
 fn forced_call_prefix(choice: &ToolChoice, chat: &ChatRequest, tok: &crate::tokenizer::Tokenizer) -> Result<Vec<u32>, ApiError> {
     let tools = chat.tools.as_deref().unwrap_or_default();
     let bad = |what: String| Err(ApiError::invalid_param("tool_choice", what));
