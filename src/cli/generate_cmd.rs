@@ -8,6 +8,7 @@ use anyhow::{bail, Context};
 use nemo_engine::engine::{Backend, CudaBackend};
 use nemo_engine::generate::{generate, GenerateRequest, Generation};
 use nemo_engine::sampling::{Penalties, SamplingParams, StopCriteria};
+use nemo_engine::structured::{Constraint, Grammar, Grammars};
 use nemo_engine::tokenizer::{parse_tool_calls, ChatMessage, ChatRequest, Tool};
 
 use super::args::{GenerateArgs, ModelSource, Preset};
@@ -23,7 +24,11 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
     }
     let tools = args.tools.as_deref().map(read_tools).transpose()?;
     let penalties = args.sampling.penalties().map_err(anyhow::Error::msg)?;
+    let constraint = args.constraint.constraint().map_err(anyhow::Error::msg)?;
     if let Some(preset) = args.source.preset {
+        if constraint.is_some() {
+            bail!("a preset has no tokenizer, which a structured-output constraint needs");
+        }
         let params = checked(super::defaults::Recommended::default().apply(&args.sampling))?;
         let device = device::select(args.device)?;
         return run_dummy(args, preset, &device, params, penalties);
@@ -51,7 +56,8 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
         model.stop.ids.clone()
     };
     let stop = StopCriteria::new(args.max_tokens, eos_ids, args.stop_tokens.clone())?;
-    let request = GenerateRequest { prompt, params, penalties, stop, logprobs: args.logprobs, grammar: None };
+    let grammar = constraint.map(|c| compile(model.text.as_ref(), &c, vocab_size)).transpose()?;
+    let request = GenerateRequest { prompt, params, penalties, stop, logprobs: args.logprobs, grammar };
 
     let mut backend = device::open(&device, &weights, &args.source)?;
     let with_tools = args.tools.is_some();
@@ -69,6 +75,13 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
         write_json(&mut io::stdout().lock(), &generation, output).context("writing the JSON output")?;
     }
     Ok(())
+}
+
+/// A constraint's grammar over the model's tokenizer (which it needs) and vocabulary.
+fn compile(text: Option<&Text>, constraint: &Constraint, vocab: usize) -> anyhow::Result<Grammar> {
+    let text = text.context("a structured-output constraint needs the model's tokenizer (tekken.json or tokenizer.json)")?;
+    let grammars = Grammars::new(text.shared_tokenizer(), vocab)?;
+    Ok(grammars.compile(constraint)?)
 }
 
 fn checked(params: SamplingParams) -> anyhow::Result<SamplingParams> {

@@ -6,6 +6,7 @@ use clap::Args;
 
 use super::{parse_token_ids, DeviceChoice, ModelSource, TokenIds};
 use nemo_engine::sampling::Penalties;
+use nemo_engine::structured::Constraint;
 
 #[derive(Args, Debug)]
 pub struct GenerateArgs {
@@ -36,6 +37,9 @@ pub struct GenerateArgs {
 
     #[command(flatten)]
     pub sampling: SamplingArgs,
+
+    #[command(flatten)]
+    pub constraint: ConstraintArgs,
 
     /// Report each generated token's logprob and the K most probable tokens' (natural log of
     /// the softmax of the raw logits, before temperature). 0 = the chosen token's only.
@@ -126,6 +130,53 @@ fn parse_logit_bias(s: &str) -> Result<(u32, f32), String> {
     let id = id.trim().parse::<u32>().map_err(|_| format!("`{id}` is not a token id"))?;
     let bias = bias.trim().parse::<f32>().map_err(|_| format!("`{bias}` is not a number"))?;
     Ok((id, bias))
+}
+
+/// Structured output: at most one constraint on what the answer may be (src/structured,
+/// docs/structured.md). The answer ends once the constraint is complete.
+#[derive(Args, Debug, Clone, Default)]
+#[group(multiple = false)]
+pub struct ConstraintArgs {
+    /// The answer is JSON valid under this JSON Schema file (llguidance's subset of the spec).
+    #[arg(long, value_name = "FILE")]
+    pub json_schema: Option<PathBuf>,
+
+    /// The answer is a JSON object.
+    #[arg(long)]
+    pub json_object: bool,
+
+    /// The answer matches this regular expression (Rust `regex` syntax) as a whole.
+    #[arg(long, value_name = "RX", allow_hyphen_values = true)]
+    pub regex: Option<String>,
+
+    /// The answer is exactly one of these strings (repeat the flag for each).
+    #[arg(long = "choice", value_name = "TEXT", allow_hyphen_values = true)]
+    pub choices: Vec<String>,
+
+    /// The answer follows this grammar file, in llguidance's Lark syntax.
+    #[arg(long, value_name = "FILE")]
+    pub grammar: Option<PathBuf>,
+}
+
+impl ConstraintArgs {
+    /// The constraint asked for, with its file read and (for a schema) parsed.
+    pub fn constraint(&self) -> Result<Option<Constraint>, String> {
+        let read = |flag: &str, path: &PathBuf| std::fs::read_to_string(path).map_err(|e| format!("{flag} {}: {e}", path.display()));
+        if let Some(path) = &self.json_schema {
+            let schema = serde_json::from_str(&read("--json-schema", path)?)
+                .map_err(|e| format!("--json-schema {}: not JSON: {e}", path.display()))?;
+            return Ok(Some(Constraint::JsonSchema(schema)));
+        }
+        if let Some(path) = &self.grammar {
+            return Ok(Some(Constraint::Lark(read("--grammar", path)?)));
+        }
+        Ok(match (&self.regex, self.choices.is_empty()) {
+            (Some(rx), _) => Some(Constraint::Regex(rx.clone())),
+            (None, false) => Some(Constraint::Choice(self.choices.clone())),
+            _ if self.json_object => Some(Constraint::JsonObject),
+            _ => None,
+        })
+    }
 }
 
 /// Exactly one of the two prompt forms.
