@@ -251,3 +251,28 @@ fn invalid_constraints_are_refused_with_the_reason() {
         }
     }
 }
+
+/// Constraints built to exhaust the compiler are refused (or compile) within llguidance's
+/// fuel limits, never hang or panic: each must come back within a few seconds.
+#[test]
+fn hostile_constraints_are_refused_or_compiled_quickly() {
+    let grammars = Grammars::new(tekken(), 131_072).unwrap();
+    let deep = (0..2000).fold(json!({"type": "integer"}), |inner, _| json!({"type": "array", "items": inner}));
+    let many_props: serde_json::Map<String, Value> = (0..5000).map(|i| (format!("p{i}"), json!({"type": "string", "pattern": "[a-z]{1,50}"}))).collect();
+    let cases = [
+        ("nested repetition", Constraint::Regex("((a{1,100}){1,100}){1,100}".into())),
+        ("huge counted repetition", Constraint::Regex("x{100000}".into())),
+        ("blown-up alternation", Constraint::Regex(format!("({})*z", (0..3000).map(|i| format!("a{i}b")).collect::<Vec<_>>().join("|")))),
+        ("2000 nested arrays", Constraint::JsonSchema(deep)),
+        ("5000 properties", Constraint::JsonSchema(json!({"type": "object", "properties": many_props, "required": ["p0", "p4999"]}))),
+        ("left recursion", Constraint::Lark("start: start \"a\" | \"b\"\n".into())),
+        ("20000 choices", Constraint::Choice((0..20000).map(|i| format!("choice number {i}")).collect())),
+    ];
+    for (what, c) in cases {
+        let started = Instant::now();
+        let outcome = grammars.compile(&c).and_then(|mut g| g.fill_mask(&mut Vec::new()));
+        let took = started.elapsed();
+        println!("{what}: {} in {took:.2?}", match &outcome { Ok(()) => "compiled".to_string(), Err(e) => format!("refused ({e})").chars().take(120).collect() });
+        assert!(took.as_secs_f64() < 10.0, "{what} took {took:?}");
+    }
+}

@@ -43,6 +43,13 @@ impl Constraint {
     }
 
     fn to_grammar(&self) -> Result<TopLevelGrammar, GrammarError> {
+        if let Constraint::JsonSchema(schema) = self {
+            let depth = json_depth(schema);
+            if depth > MAX_SCHEMA_DEPTH {
+                let why = format!("the schema nests {depth} levels deep; at most {MAX_SCHEMA_DEPTH}");
+                return Err(GrammarError::Invalid { kind: "json_schema", why });
+            }
+        }
         Ok(match self {
             Constraint::JsonObject => TopLevelGrammar::from_json_schema(serde_json::json!({"type": "object"})),
             Constraint::JsonSchema(schema) => TopLevelGrammar::from_json_schema(schema.clone()),
@@ -57,6 +64,29 @@ impl Constraint {
             Constraint::Lark(text) => TopLevelGrammar::from_lark(text.clone()),
         })
     }
+}
+
+/// Deepest nesting of arrays and objects a JSON schema may have. llguidance's schema compiler
+/// recurses per level and overflowed a 2 MiB thread stack (tokio's blocking threads' size) at
+/// 1000 levels in our probe, fine at 600; JSON read from text stops at 128 (serde_json), so only
+/// a schema built in code can come near this.
+pub const MAX_SCHEMA_DEPTH: usize = 256;
+
+/// Nesting depth of a JSON value, counted without recursion (a deep value must not overflow
+/// the stack that checks it).
+fn json_depth(v: &serde_json::Value) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(v, 1usize)];
+    while let Some((v, d)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = &serde_json::Value>> = match v {
+            serde_json::Value::Array(a) => Box::new(a.iter()),
+            serde_json::Value::Object(o) => Box::new(o.values()),
+            _ => continue,
+        };
+        deepest = deepest.max(d);
+        stack.extend(children.map(|c| (c, d + 1)));
+    }
+    deepest
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
