@@ -32,10 +32,12 @@ import subprocess
 import sys
 import threading
 import time
+import typing
 import urllib.error
 import urllib.request
 
 import openai
+import pydantic
 
 
 class Failure(Exception):
@@ -215,6 +217,19 @@ def group_demo(args):
         r = chat(c, s.name, q, temperature=0, max_tokens=4, logprobs=True, logit_bias={"28": 100}, frequency_penalty=0.0)
         forced = {e.token for e in r.choices[0].logprobs.content}
         check(len(forced) == 1 and r.usage.completion_tokens == 4, f"logit_bias: {r}")
+
+        # Structured outputs: the client's own parse() with a pydantic model (it sends a strict
+        # json_schema response_format and validates what comes back), and vLLM's guided_choice.
+        class City(pydantic.BaseModel):
+            name: str
+            country: typing.Literal["France", "Italy", "Spain"]
+            has_river: bool
+        r = c.chat.completions.parse(model=s.name, messages=[{"role": "user", "content": "Describe Paris as JSON."}],
+                                     response_format=City, temperature=0, max_tokens=80)
+        check(r.choices[0].finish_reason == "stop" and isinstance(r.choices[0].message.parsed, City), f"parse: {r}")
+        r = chat(c, s.name, q, temperature=0.8, seed=5, max_tokens=10, n=3, extra_body={"guided_choice": ["Paris", "Lyon"]})
+        check(all(ch.message.content in ("Paris", "Lyon") for ch in r.choices), f"guided_choice: {r}")
+        expect_status(openai.BadRequestError, lambda: chat(c, s.name, q, response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "bogus"}}}), "invalid json_schema")
 
         # Refusals: the client raises the matching exception with our message.
         expect_status(openai.BadRequestError, lambda: chat(c, s.name, q, temperature=5), "temperature must be in [0, 2]")
