@@ -18,7 +18,8 @@ use nemo_engine::gpu::kernels::gemv::{gemv, gemv_normed, RowNorm};
 use nemo_engine::gpu::kernels::rmsnorm::{fused_add_rmsnorm, rmsnorm};
 use nemo_engine::gpu::kernels::rope::{rope_cos_sin_table, rope_write_kv, rope_write_kv_e4m3, E4m3KvViews, RopeShape};
 use nemo_engine::gpu::kernels::sampling::{sample_tokens, EditBatch, LogitEdits, SampleParams};
-use nemo_engine::sampling::{LogitEdit, SamplingParams};
+use nemo_engine::gpu::kernels::token_mask::{MaskBatch, TokenMasks};
+use nemo_engine::sampling::{mask_words, LogitEdit, SamplingParams};
 use nemo_engine::gpu::timing::{copy_bandwidth_gbs, time_ms};
 use nemo_engine::gpu::{upload, Gpu, GpuResult};
 use nemo_engine::gpu::kernels::prefill_table::{FlashPrefill, PrefillKernel};
@@ -339,7 +340,8 @@ const SECTIONS: [Section; 7] = [
 ];
 
 /// The sampler over Nemo's vocabulary at serving batch sizes (each row's logits read at least
-/// once: bytes are one read), and the logit edits of penalised requests before it.
+/// once: bytes are one read), and the logit edits of penalised requests and the token masks of
+/// constrained ones before it.
 fn bench_sampling(b: &Bench) -> GpuResult<()> {
     let vocab = 131_072;
     for rows in [1usize, 64, 256] {
@@ -361,6 +363,15 @@ fn bench_sampling(b: &Bench) -> GpuResult<()> {
         let t = time_ms(&b.gpu, 3, 20, |_| state.apply(&b.gpu, &mut logits.as_view_mut(), vocab, EditBatch::new(&per_row, vocab)?))?;
         let n = rows * 2000;
         b.report_bytes("apply_logit_edits", &format!("{rows} rows x 2000 edits (+ upload)"), t.median_ms, (n * (16 + 4 + 4 + 8)) as f64);
+        // A grammar's mask on every row, a third of the vocabulary allowed: the upload (16 KiB a
+        // row) and a read-modify-write of the masked logits.
+        let words = mask_words(vocab);
+        let masks: Vec<Vec<u32>> = (0..rows).map(|r| (0..words).map(|w| 0x9249_2492u32.rotate_left((r + w) as u32)).collect()).collect();
+        let per_row: Vec<Option<&[u32]>> = masks.iter().map(|m| Some(&m[..])).collect();
+        let batch = MaskBatch::new(&per_row, vocab)?;
+        let mut state = TokenMasks::default();
+        let t = time_ms(&b.gpu, 3, 20, |_| state.apply(&b.gpu, &mut logits.as_view_mut(), rows, vocab, &batch))?;
+        b.report_bytes("apply_token_mask", &format!("{rows} x {vocab} (+ upload)"), t.median_ms, (rows * (words * 4 + vocab * 8)) as f64);
     }
     Ok(())
 }

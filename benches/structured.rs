@@ -1,0 +1,94 @@
+//! The host's cost of structured outputs at Nemo's vocabulary (tekken.json, 131072 tokens):
+//! building the token trie once, compiling a constraint per request, and the per-token mask a
+//! constrained sequence needs before every draw, alone and for a batch of sequences computed in
+//! parallel as `Engine::prepare_masks` does (on this machine's cores, while the GPU waits).
+//!
+//! `cargo bench --bench structured` (needs models/tekken/tekken.json, or NEMO_TEKKEN).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use nemo_engine::sampling::is_allowed;
+use nemo_engine::structured::{Constraint, Grammar, Grammars};
+use nemo_engine::tokenizer::Tokenizer;
+use rayon::prelude::*;
+use serde_json::json;
+
+const VOCAB: usize = 131_072;
+
+/// Draws up to `n` tokens the mask allows (a seeded pick among them), timing each mask.
+fn walk(mut g: Grammar, seed: u64, n: usize) -> Vec<f64> {
+    let (mut mask, mut times) = (Vec::new(), Vec::new());
+    let mut state = seed;
+    for _ in 0..n {
+        let t = Instant::now();
+        if g.fill_mask(&mut mask).is_err() {
+            break;
+        }
+        times.push(t.elapsed().as_secs_f64() * 1e6);
+        let allowed: Vec<u32> = (0..VOCAB as u32).filter(|&t| is_allowed(&mask, t) && t != 2).collect();
+        if allowed.is_empty() {
+            break;
+        }
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        if g.consume(allowed[(state >> 33) as usize % allowed.len()]).is_err() || g.is_finished() {
+            break;
+        }
+    }
+    times
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * p) as usize]
+}
+
+fn main() {
+    let path = std::env::var_os("NEMO_TEKKEN").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("models/tekken/tekken.json"));
+    let tokenizer = Arc::new(Tokenizer::from_path(&path).unwrap_or_else(|e| panic!("{}: {e} (run scripts/setup.sh)", path.display())));
+    let t = Instant::now();
+    let grammars = Grammars::new(tokenizer, VOCAB).unwrap();
+    println!("structured outputs on the host, tekken.json ({VOCAB} tokens), {} threads", rayon::current_num_threads());
+    println!("token trie + parser factory: {:.0} ms (once per server)", t.elapsed().as_secs_f64() * 1e3);
+    let names: Vec<String> = (0..100).map(|i| format!("customer name {i}")).collect();
+    let cases = [
+        ("json_schema", Constraint::JsonSchema(json!({"type": "object", "properties": {
+            "city": {"type": "string"}, "days": {"type": "integer"}, "unit": {"enum": ["celsius", "fahrenheit"]},
+            "tags": {"type": "array", "items": {"type": "string"}}}, "required": ["city", "days", "unit", "tags"]}))),
+        ("json_object", Constraint::JsonObject),
+        ("regex", Constraint::Regex(r"[A-Z][a-z]{2,12}( [A-Z][a-z]{2,12}){0,3}, [0-9]{1,5} [a-z ]{3,40}".into())),
+        ("choice x100", Constraint::Choice(names)),
+    ];
+    println!("{:<12} {:>10} {:>8} {:>11} {:>11} {:>11}   batch of B masks in parallel, us/step (B = 16 / 64 / 256)", "constraint", "compile ms", "masks", "median us", "p99 us", "mean us");
+    for (label, c) in cases {
+        let t = Instant::now();
+        let g = grammars.compile(&c).unwrap();
+        let compile_ms = t.elapsed().as_secs_f64() * 1e3;
+        let mut times: Vec<f64> = (0..8).flat_map(|seed| walk(g.clone(), seed, 64)).collect();
+        times.sort_by(f64::total_cmp);
+        let mean = times.iter().sum::<f64>() / times.len() as f64;
+        // A step's masks for B sequences at the start of their outputs (5 steps timed).
+        let batch_us: Vec<String> = [16usize, 64, 256]
+            .iter()
+            .map(|&b| {
+                let mut seqs: Vec<Grammar> = (0..b).map(|_| g.clone()).collect();
+                let mut masks: Vec<Vec<u32>> = vec![Vec::new(); b];
+                let t = Instant::now();
+                let rounds = 5;
+                for _ in 0..rounds {
+                    seqs.par_iter_mut().zip(masks.par_iter_mut()).for_each(|(g, m)| {
+                        let _ = g.fill_mask(m);
+                    });
+                }
+                format!("{:.0}", t.elapsed().as_secs_f64() * 1e6 / rounds as f64)
+            })
+            .collect();
+        println!(
+            "{label:<12} {compile_ms:>10.1} {:>8} {:>11.1} {:>11.1} {mean:>11.1}   {}",
+            times.len(),
+            percentile(&times, 0.5),
+            percentile(&times, 0.99),
+            batch_us.join(" / ")
+        );
+    }
+}
