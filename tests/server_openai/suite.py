@@ -517,9 +517,18 @@ def group_soak(args):
                     check(finish in ("stop", "length") and 1 <= usage.completion_tokens <= max_tokens, f"{finish} {usage}")
                     count("ok")
                 elif roll < 0.6:
+                    # A third of these under a grammar (docs/structured.md): what stops is valid.
+                    guided = rng.choice([None, None, ("guided_choice", ["yes", "no", "naïve 日本語"]), ("guided_regex", "[a-z]{1,8}( [0-9]{1,3})?")])
+                    if guided:
+                        kw["extra_body"] = {guided[0]: guided[1]}
+                        kw.pop("stop", None)
                     r = chat(c, s.name, prompt, logprobs=rng.random() < 0.3, **kw)
                     check(r.choices[0].finish_reason in ("stop", "length"), f"{r}")
                     check(1 <= r.usage.completion_tokens <= max_tokens, f"{r.usage}")
+                    text = r.choices[0].message.content
+                    if guided and r.choices[0].finish_reason == "stop":
+                        ok = text in guided[1] if guided[0] == "guided_choice" else re.fullmatch(guided[1], text)
+                        check(ok, f"{guided}: {text!r}")
                     count("ok")
                 elif roll < 0.72:
                     r = c.completions.create(model=s.name, prompt=prompt, **kw)
@@ -527,7 +536,10 @@ def group_soak(args):
                     count("ok")
                 elif roll < 0.85:
                     # Cancel mid-stream after a few chunks.
-                    stream = chat(c, s.name, prompt, stream=True, max_tokens=2000, extra_body={"ignore_eos": True})
+                    body = {"ignore_eos": True}
+                    if rng.random() < 0.3:
+                        body["guided_regex"] = "[a-z ]{1,4000}"  # cancelled under a grammar
+                    stream = chat(c, s.name, prompt, stream=True, max_tokens=2000, extra_body=body)
                     keep = rng.randint(1, 8)
                     for n, _ in enumerate(stream):
                         if n >= keep:
