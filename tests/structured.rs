@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
+use nemo_engine::sampling::rng::splitmix64;
 use nemo_engine::sampling::{apply_token_mask, is_allowed, sample_at, SamplingParams};
 use nemo_engine::structured::{Constraint, Grammar, GrammarError, Grammars};
 use nemo_engine::gguf::{build_tokenizer, GgufFile, DEMO_MODEL_PATH};
@@ -33,18 +34,9 @@ fn smollm2() -> Arc<Tokenizer> {
     Arc::new(Tokenizer::Hf(Box::new(HfTokenizer::from_tokenizer(gguf.tokenizer, bos, eos))))
 }
 
-/// SplitMix64 logits: a different random ranking of the vocabulary at every step.
+/// Logits in [0, 8): a different random ranking of the vocabulary at every step.
 fn random_logits(vocab: usize, seed: u64) -> Vec<f32> {
-    let mut state = seed;
-    (0..vocab)
-        .map(|_| {
-            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            ((z ^ (z >> 31)) >> 40) as f32 / (1u64 << 24) as f32 * 8.0
-        })
-        .collect()
+    (0..vocab as u64).map(|t| (splitmix64(seed, t) >> 40) as f32 / (1u64 << 24) as f32 * 8.0).collect()
 }
 
 struct Walk {

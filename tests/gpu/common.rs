@@ -172,3 +172,27 @@ pub fn awkward_qkv(rng: &mut Rng, n: usize, n_heads: usize, n_kv_heads: usize, h
     edit(3, qd + 2 * kvd - head_dim, &|x| x * 1e-6);
     qkv
 }
+
+/// Four prompts of random ids above the special tokens, `base + stride * i` long, each in its
+/// own blocks of 16 and wanting its next token: one prefill step for comparing `step_sampled`
+/// on the CUDA and CPU backends.
+pub struct FourPrompts {
+    pub prompts: Vec<Vec<u32>>,
+    pub tables: Vec<Vec<u32>>,
+}
+
+impl FourPrompts {
+    pub fn new(rng: &mut Rng, vocab: usize, base: usize, stride: usize) -> Self {
+        let prompts = (0..4).map(|i| (0..base + stride * i).map(|_| 3 + rng.below(vocab - 3) as u32).collect()).collect();
+        let tables = (0..4u32).map(|i| vec![2 * i, 2 * i + 1, 8 + i]).collect();
+        FourPrompts { prompts, tables }
+    }
+
+    pub fn step(&self) -> Vec<nemo_engine::engine::StepEntry<'_>> {
+        self.prompts
+            .iter()
+            .zip(&self.tables)
+            .map(|(p, t)| nemo_engine::engine::StepEntry { tokens: p, ctx_len: p.len(), block_table: t, want_logits: true })
+            .collect()
+    }
+}

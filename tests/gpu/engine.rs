@@ -131,13 +131,8 @@ fn gpu_logit_bias_and_penalties_match_the_cpu_backend() {
     let w = &model.weights;
     let mut rng = Rng::seeded(5);
     let vocab = w.config.vocab_size;
-    let prompts: Vec<Vec<u32>> = (0..4).map(|i| (0..20 + 9 * i).map(|_| 3 + rng.below(vocab - 3) as u32).collect()).collect();
-    let tables: Vec<Vec<u32>> = (0..4u32).map(|i| vec![2 * i, 2 * i + 1, 8 + i]).collect();
-    let step: Vec<StepEntry> = prompts
-        .iter()
-        .zip(&tables)
-        .map(|(p, t)| StepEntry { tokens: p, ctx_len: p.len(), block_table: t, want_logits: true })
-        .collect();
+    let four = FourPrompts::new(&mut rng, vocab, 20, 9);
+    let (prompts, step) = (&four.prompts, four.step());
     let mut cpu = CpuBatchBackend::new(w, CpuBatchOptions { block_size: 16, num_blocks: 12, max_step_tokens: 256 });
     let raw = cpu.step(&step).unwrap();
     let cpu_choice = nemo_engine::sampling::argmax(raw[1].as_ref().unwrap()).unwrap();
@@ -147,7 +142,7 @@ fn gpu_logit_bias_and_penalties_match_the_cpu_backend() {
         Penalties { repetition: 1.6, presence: 0.5, ..Penalties::default() },
         Penalties::default(),
     ];
-    let states: Vec<Option<PenaltyState>> = penalties.iter().zip(&prompts).map(|(p, prompt)| PenaltyState::new(p, prompt)).collect();
+    let states: Vec<Option<PenaltyState>> = penalties.iter().zip(prompts).map(|(p, prompt)| PenaltyState::new(p, prompt)).collect();
     let specs: Vec<SampleSpec> = states
         .iter()
         .map(|s| SampleSpec { params: SamplingParams::greedy(), mask: None, edits: s.as_ref().map_or(&[], |s| s.edits()), step: 0, logprobs: Some(3) })

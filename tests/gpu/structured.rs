@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use nemo_engine::engine::{BatchBackend, CpuBatchBackend, CpuBatchOptions, CudaBatchBackend, SampleSpec, StepEntry};
+use nemo_engine::engine::{BatchBackend, CpuBatchBackend, CpuBatchOptions, CudaBatchBackend, SampleSpec};
 use nemo_engine::gpu::model::{CudaModel, GpuWeights};
 use nemo_engine::model::load;
 use nemo_engine::sampling::{apply_token_mask, is_allowed, mask_words, LogitEdit, SamplingParams};
@@ -31,13 +31,8 @@ fn gpu_token_masks_in_a_step_match_the_cpu_backend() {
     let w = &model.weights;
     let vocab = w.config.vocab_size;
     let mut rng = Rng::seeded(9);
-    let prompts: Vec<Vec<u32>> = (0..4).map(|i| (0..15 + 11 * i).map(|_| 3 + rng.below(vocab - 3) as u32).collect()).collect();
-    let tables: Vec<Vec<u32>> = (0..4u32).map(|i| vec![2 * i, 2 * i + 1, 8 + i]).collect();
-    let step: Vec<StepEntry> = prompts
-        .iter()
-        .zip(&tables)
-        .map(|(p, t)| StepEntry { tokens: p, ctx_len: p.len(), block_table: t, want_logits: true })
-        .collect();
+    let four = FourPrompts::new(&mut rng, vocab, 15, 11);
+    let step = four.step();
     let mut cpu = CpuBatchBackend::new(w, CpuBatchOptions { block_size: 16, num_blocks: 12, max_step_tokens: 256 });
     let raw = cpu.step(&step).unwrap();
     let third: Vec<bool> = (0..vocab).map(|_| rng.below(3) == 0).collect();
