@@ -47,7 +47,7 @@ fn main() {
     let path = std::env::var_os("NEMO_TEKKEN").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("models/tekken/tekken.json"));
     let tokenizer = Arc::new(Tokenizer::from_path(&path).unwrap_or_else(|e| panic!("{}: {e} (run scripts/setup.sh)", path.display())));
     let t = Instant::now();
-    let grammars = Grammars::new(tokenizer, VOCAB).unwrap();
+    let grammars = Grammars::new(tokenizer, VOCAB, &[]).unwrap();
     println!("structured outputs on the host, tekken.json ({VOCAB} tokens), {} threads", rayon::current_num_threads());
     println!("token trie + parser factory: {:.0} ms (once per server)", t.elapsed().as_secs_f64() * 1e3);
     let names: Vec<String> = (0..100).map(|i| format!("customer name {i}")).collect();

@@ -220,9 +220,7 @@ pub fn generate_after(
         if let Some(p) = &mut penalties {
             p.record(token);
         }
-        if let Some(g) = &mut grammar {
-            g.consume(token).map_err(|source| GenerateError::Grammar { step, source })?;
-        }
+        let consumed = grammar.as_mut().map_or(Ok(()), |g| g.consume(token));
         if step == 0 {
             timing.prefill = t.elapsed();
         } else {
@@ -235,11 +233,13 @@ pub fn generate_after(
         if let (Some(all), Some(lp)) = (all_logprobs.as_mut(), generated.logprobs) {
             all.push(lp);
         }
-        if let Some(reason) = request.stop.check(token, tokens.len()) {
-            break reason;
-        }
-        if grammar.as_ref().is_some_and(Grammar::is_finished) {
-            break FinishReason::Stop;
+        // As the engine: a stop token, then the grammar (complete: `Stop`), then the length.
+        match request.stop.check(token, tokens.len()) {
+            Some(FinishReason::Stop) => break FinishReason::Stop,
+            _ if consumed.is_err() => return Err(GenerateError::Grammar { step, source: consumed.unwrap_err() }),
+            _ if grammar.as_ref().is_some_and(Grammar::is_finished) => break FinishReason::Stop,
+            Some(reason) => break reason,
+            None => {}
         }
         input = vec![token];
     };

@@ -81,7 +81,7 @@ fn finished(w: &Walk) -> bool {
 #[test]
 fn json_schema_outputs_parse_and_follow_the_schema() {
     let tokenizer = tekken();
-    let grammars = Grammars::new(tokenizer.clone(), 131_072).unwrap();
+    let grammars = Grammars::new(tokenizer.clone(), 131_072, &[]).unwrap();
     let schema = json!({
         "type": "object",
         "properties": {
@@ -127,7 +127,7 @@ fn grammar_done(w: &Walk) -> bool {
 fn any_json_object_is_an_object() {
     let tokenizer = smollm2();
     let vocab = tokenizer.vocab_size();
-    let grammars = Grammars::new(tokenizer.clone(), vocab).unwrap();
+    let grammars = Grammars::new(tokenizer.clone(), vocab, &[]).unwrap();
     let grammar = grammars.compile(&Constraint::JsonObject).unwrap();
     let mut complete = 0;
     for seed in 0..6 {
@@ -146,7 +146,7 @@ fn any_json_object_is_an_object() {
 #[test]
 fn regex_outputs_match_the_whole_pattern() {
     let tokenizer = tekken();
-    let grammars = Grammars::new(tokenizer.clone(), 131_072).unwrap();
+    let grammars = Grammars::new(tokenizer.clone(), 131_072, &[]).unwrap();
     let pattern = r"[A-Z][a-z]{2,5}-[0-9]{3}( (yes|no))?";
     let grammar = grammars.compile(&Constraint::Regex(pattern.into())).unwrap();
     let full = fancy_regex::Regex::new(&format!("^(?:{pattern})$")).unwrap();
@@ -159,7 +159,7 @@ fn regex_outputs_match_the_whole_pattern() {
 #[test]
 fn a_choice_output_is_exactly_one_choice() {
     let tokenizer = tekken();
-    let grammars = Grammars::new(tokenizer.clone(), 131_072).unwrap();
+    let grammars = Grammars::new(tokenizer.clone(), 131_072, &[]).unwrap();
     // Regex metacharacters, a shared prefix and non-ASCII text must all come out literally.
     let choices: Vec<String> = ["positive", "positive (mostly)", "neg.*ative", "naïve ☃", "a|b"].map(String::from).to_vec();
     let grammar = grammars.compile(&Constraint::Choice(choices.clone())).unwrap();
@@ -176,7 +176,7 @@ fn a_choice_output_is_exactly_one_choice() {
 fn a_lark_grammar_constrains_the_output() {
     let tokenizer = smollm2();
     let vocab = tokenizer.vocab_size();
-    let grammars = Grammars::new(tokenizer.clone(), vocab).unwrap();
+    let grammars = Grammars::new(tokenizer.clone(), vocab, &[]).unwrap();
     let lark = r#"start: "call " NAME "(" NUMBER ("," NUMBER)* ")"
 NAME: /[a-z]{1,6}/
 NUMBER: /[0-9]{1,3}/
@@ -199,7 +199,7 @@ fn grammar_done_within(w: &Walk, max: usize) -> bool {
 fn a_model_vocabulary_past_the_tokenizer_never_allows_the_padding_ids() {
     let tokenizer = smollm2();
     let vocab = tokenizer.vocab_size() + 77; // a padded embedding, as some checkpoints have
-    let grammars = Grammars::new(tokenizer.clone(), vocab).unwrap();
+    let grammars = Grammars::new(tokenizer.clone(), vocab, &[]).unwrap();
     let mut grammar = grammars.compile(&Constraint::Regex(".{1,40}".into())).unwrap();
     let mut mask = Vec::new();
     grammar.fill_mask(&mut mask).unwrap();
@@ -211,7 +211,7 @@ fn a_model_vocabulary_past_the_tokenizer_never_allows_the_padding_ids() {
 #[test]
 fn special_tokens_are_never_text() {
     let tokenizer = tekken();
-    let grammars = Grammars::new(tokenizer.clone(), 131_072).unwrap();
+    let grammars = Grammars::new(tokenizer.clone(), 131_072, &[]).unwrap();
     let mut grammar = grammars.compile(&Constraint::Regex(r"[\[\]A-Z_]{0,20}".into())).unwrap();
     let mut mask = Vec::new();
     grammar.fill_mask(&mut mask).unwrap();
@@ -224,7 +224,7 @@ fn special_tokens_are_never_text() {
 
 #[test]
 fn invalid_constraints_are_refused_with_the_reason() {
-    let grammars = Grammars::new(smollm2(), 49_152).unwrap();
+    let grammars = Grammars::new(smollm2(), 49_152, &[]).unwrap();
     let cases = [
         Constraint::Regex("(unclosed".into()),
         Constraint::Lark("start: undefined_rule".into()),
@@ -244,11 +244,28 @@ fn invalid_constraints_are_refused_with_the_reason() {
     }
 }
 
+fn rule_chain(n: usize) -> String {
+    let mut lark = String::from("start: r0\n");
+    for i in 0..n {
+        lark += &format!("r{i}: r{} \"a\"\n", i + 1);
+    }
+    lark + &format!("r{n}: \"b\"\n")
+}
+
+fn ref_chain(n: usize) -> Value {
+    let mut defs = serde_json::Map::new();
+    for i in 0..n {
+        defs.insert(format!("d{i}"), json!({"type": "array", "items": {"$ref": format!("#/$defs/d{}", i + 1)}}));
+    }
+    defs.insert(format!("d{n}"), json!({"type": "integer"}));
+    json!({"$defs": defs, "$ref": "#/$defs/d0"})
+}
+
 /// Constraints built to exhaust the compiler are refused (or compile) within llguidance's
 /// fuel limits, never hang or panic: each must come back within a few seconds.
 #[test]
 fn hostile_constraints_are_refused_or_compiled_quickly() {
-    let grammars = Grammars::new(tekken(), 131_072).unwrap();
+    let grammars = Grammars::new(tekken(), 131_072, &[]).unwrap();
     let deep = (0..2000).fold(json!({"type": "integer"}), |inner, _| json!({"type": "array", "items": inner}));
     let many_props: serde_json::Map<String, Value> = (0..5000).map(|i| (format!("p{i}"), json!({"type": "string", "pattern": "[a-z]{1,50}"}))).collect();
     let cases = [
@@ -258,7 +275,12 @@ fn hostile_constraints_are_refused_or_compiled_quickly() {
         ("2000 nested arrays", Constraint::JsonSchema(deep)),
         ("5000 properties", Constraint::JsonSchema(json!({"type": "object", "properties": many_props, "required": ["p0", "p4999"]}))),
         ("left recursion", Constraint::Lark("start: start \"a\" | \"b\"\n".into())),
-        ("20000 choices", Constraint::Choice((0..20000).map(|i| format!("choice number {i}")).collect())),
+        ("20000 choices", Constraint::Choice((0..20000).map(|i| format!("choice {i}")).collect())),
+        // Chains the compiler follows by recursion: 1000 links overflowed a 2 MiB stack (a
+        // process abort) before compiling moved to a thread of its own.
+        ("a 6000-rule Lark chain", Constraint::Lark(rule_chain(6000))),
+        ("a 2500-link $ref chain", Constraint::JsonSchema(ref_chain(2500))),
+        ("a 20000-rule Lark chain (over the size limit)", Constraint::Lark(rule_chain(20000))),
     ];
     for (what, c) in cases {
         let started = Instant::now();
@@ -267,4 +289,24 @@ fn hostile_constraints_are_refused_or_compiled_quickly() {
         println!("{what}: {} in {took:.2?}", match &outcome { Ok(()) => "compiled".to_string(), Err(e) => format!("refused ({e})").chars().take(120).collect() });
         assert!(took.as_secs_f64() < 10.0, "{what} took {took:?}");
     }
+}
+
+/// A complete (or completable) grammar allows the model's stop ids, not only the tokenizer's
+/// EOS: an HF chat model ends its turn with its own token.
+#[test]
+fn the_model_stop_ids_end_a_grammar() {
+    let tokenizer = smollm2();
+    let (eos, other) = (tokenizer.eos_id(), tokenizer.special_id("<|endoftext|>").unwrap());
+    assert_ne!(eos, other);
+    let mut mask = Vec::new();
+    let mut first_mask = |ends: &[u32]| {
+        let mut g = Grammars::new(tokenizer.clone(), 49_152, ends).unwrap().compile(&Constraint::Regex("[a-z]{0,3}".into())).unwrap();
+        g.fill_mask(&mut mask).unwrap();
+        (is_allowed(&mask, eos), is_allowed(&mask, other))
+    };
+    assert_eq!(first_mask(&[]), (true, false), "the tokenizer's EOS by default");
+    assert_eq!(first_mask(&[other, eos]), (true, true));
+    assert_eq!(first_mask(&[other]), (false, true));
+    let err = Grammars::new(tokenizer.clone(), 49_152, &[60_000]).unwrap_err();
+    assert!(matches!(err, GrammarError::EosOutsideVocabulary { eos: 60_000, .. }), "{err}");
 }

@@ -56,7 +56,7 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
         model.stop.ids.clone()
     };
     let stop = StopCriteria::new(args.max_tokens, eos_ids, args.stop_tokens.clone())?;
-    let grammar = constraint.map(|c| compile(model.text.as_ref(), &c, vocab_size)).transpose()?;
+    let grammar = constraint.map(|c| compile(model.text.as_ref(), &c, vocab_size, &model.stop.ids)).transpose()?;
     let request = GenerateRequest { prompt, params, penalties, stop, logprobs: args.logprobs, grammar };
 
     let mut backend = device::open(&device, &weights, &args.source)?;
@@ -78,9 +78,10 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
 }
 
 /// A constraint's grammar over the model's tokenizer (which it needs) and vocabulary.
-fn compile(text: Option<&Text>, constraint: &Constraint, vocab: usize) -> anyhow::Result<Grammar> {
+/// A complete grammar allows the model's stop ids (`ends`).
+fn compile(text: Option<&Text>, constraint: &Constraint, vocab: usize, ends: &[u32]) -> anyhow::Result<Grammar> {
     let text = text.context("a structured-output constraint needs the model's tokenizer (tekken.json or tokenizer.json)")?;
-    let grammars = Grammars::new(text.shared_tokenizer(), vocab)?;
+    let grammars = Grammars::new(text.shared_tokenizer(), vocab, ends)?;
     Ok(grammars.compile(constraint)?)
 }
 

@@ -168,7 +168,8 @@ fn served_model(model: &mut Model, args: &ServeArgs, vocab: usize) -> anyhow::Re
         None => default_name(model.path.path()),
     };
     let started = std::time::Instant::now();
-    let grammars = match Grammars::new(text.shared_tokenizer(), vocab) {
+    // A complete grammar allows the model's own stop ids (EOS, end of turn).
+    let grammars = match Grammars::new(text.shared_tokenizer(), vocab, &model.stop.ids) {
         Ok(g) => {
             eprintln!("nemo: structured outputs: token trie of {} tokens built in {:.2} s", text.tokenizer().vocab_size(), started.elapsed().as_secs_f64());
             Some(g)

@@ -202,17 +202,17 @@ impl<B: BatchBackend> Engine<B> {
                     let consumed = seq.push_generated(token);
                     let grammar_done = seq.grammar_finished();
                     events.push(Event::Token { id: seq.id, index, token, logprobs });
-                    if let Some(reason) = seq.stop.check(token, index + 1) {
-                        let reason = match reason {
-                            sampling::FinishReason::Stop => FinishReason::Stop,
-                            sampling::FinishReason::Length => FinishReason::Length,
-                        };
+                    // A stop token first; then the grammar (a complete output is a `Stop` even on
+                    // the last allowed token); then the length.
+                    let reason = match (seq.stop.check(token, index + 1), consumed) {
+                        (Some(sampling::FinishReason::Stop), _) => Some(FinishReason::Stop),
+                        (_, Err(e)) => Some(FinishReason::Error(e.to_string())),
+                        _ if grammar_done => Some(FinishReason::Stop),
+                        (Some(sampling::FinishReason::Length), _) => Some(FinishReason::Length),
+                        (None, Ok(())) => None,
+                    };
+                    if let Some(reason) = reason {
                         events.push(self.finish(chunk.id, reason));
-                    } else if let Err(e) = consumed {
-                        events.push(self.finish(chunk.id, FinishReason::Error(e.to_string())));
-                    } else if grammar_done {
-                        // The output is complete: the grammar allows nothing after it.
-                        events.push(self.finish(chunk.id, FinishReason::Stop));
                     }
                 }
                 Err(msg) => events.push(self.finish(chunk.id, FinishReason::Error(msg))),

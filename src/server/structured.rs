@@ -171,20 +171,25 @@ pub fn forced_call(tools: &[Tool], name: Option<&str>, single: bool) -> Result<R
             format!("start: \" \" %json {} \"}}]\"\n", python_layout(parameters(tool)?))
         }
         None => {
-            let calls = tools
-                .iter()
-                .map(|t| {
-                    // Mistral's call ids are 9 letters or digits; nothing else may follow.
-                    Ok(serde_json::json!({
-                        "type": "object",
-                        "properties": {"name": {"const": t.function.name}, "arguments": parameters(t)?,
-                                       "id": {"type": "string", "pattern": "^[a-zA-Z0-9]{9}$"}},
-                        "required": ["name", "arguments"],
-                        "additionalProperties": false,
-                    }))
-                })
-                .collect::<Result<Vec<Value>, ApiError>>()?;
-            let mut list = serde_json::json!({"type": "array", "minItems": 1, "items": {"anyOf": calls}});
+            // Each tool's parameters become `$defs/tool{i}` of the list's schema, their local
+            // `$ref`s rebased onto it (a ref resolves from the document's root).
+            let mut defs = serde_json::Map::new();
+            let mut calls = Vec::with_capacity(tools.len());
+            for (i, t) in tools.iter().enumerate() {
+                let name = format!("tool{i}");
+                let mut params = parameters(t)?;
+                rebase_refs(&mut params, &format!("#/$defs/{name}"));
+                defs.insert(name.clone(), params);
+                // Mistral's call ids are 9 letters or digits; nothing else may follow.
+                calls.push(serde_json::json!({
+                    "type": "object",
+                    "properties": {"name": {"const": t.function.name}, "arguments": {"$ref": format!("#/$defs/{name}")},
+                                   "id": {"type": "string", "pattern": "^[a-zA-Z0-9]{9}$"}},
+                    "required": ["name", "arguments"],
+                    "additionalProperties": false,
+                }));
+            }
+            let mut list = serde_json::json!({"$defs": defs, "type": "array", "minItems": 1, "items": {"anyOf": calls}});
             if single {
                 list["maxItems"] = 1.into();
             }
@@ -194,9 +199,31 @@ pub fn forced_call(tools: &[Tool], name: Option<&str>, single: bool) -> Result<R
     Ok(Requested { field: "tools", constraint: Constraint::Lark(lark) })
 }
 
-/// llguidance's layout options at the schema's top: `json.dumps` separators, no free whitespace.
+/// `$ref`s into a schema that now sits at `base` of a larger document: `#` becomes `base`,
+/// `#/x/y` becomes `base/x/y`. Walked without recursion (the schema is the client's).
+fn rebase_refs(schema: &mut Value, base: &str) {
+    let mut stack = vec![schema];
+    while let Some(v) = stack.pop() {
+        match v {
+            Value::Object(o) => {
+                for (key, child) in o.iter_mut() {
+                    match child {
+                        Value::String(r) if key == "$ref" && (r == "#" || r.starts_with("#/")) => *r = format!("{base}{}", &r[1..]),
+                        _ => stack.push(child),
+                    }
+                }
+            }
+            Value::Array(a) => stack.extend(a.iter_mut()),
+            _ => {}
+        }
+    }
+}
+
+/// llguidance's layout options at the schema's top: `json.dumps` separators, no free whitespace;
+/// `lenient`: keywords it does not implement (`uniqueItems`, `not`, unknown formats, which tool
+/// schemas from pydantic carry) are ignored rather than refused, so every tool can be forced.
 fn python_layout(mut schema: Value) -> Value {
-    let layout = serde_json::json!({"whitespace_flexible": false, "item_separator": ", ", "key_separator": ": "});
+    let layout = serde_json::json!({"whitespace_flexible": false, "item_separator": ", ", "key_separator": ": ", "lenient": true});
     match &mut schema {
         Value::Object(o) => {
             o.insert("x-guidance".into(), layout);

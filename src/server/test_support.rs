@@ -26,5 +26,5 @@ pub fn tekken() -> &'static Tokenizer {
 /// Grammars over Nemo's tokenizer and a model of its 131072 ids.
 pub fn tekken_grammars() -> &'static Grammars {
     static GRAMMARS: OnceLock<Grammars> = OnceLock::new();
-    GRAMMARS.get_or_init(|| Grammars::new(tekken_shared().clone(), tekken().vocab_size()).expect("grammars over tekken.json"))
+    GRAMMARS.get_or_init(|| Grammars::new(tekken_shared().clone(), tekken().vocab_size(), &[]).expect("grammars over tekken.json"))
 }

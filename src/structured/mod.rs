@@ -42,12 +42,26 @@ impl Constraint {
         }
     }
 
+    /// The source's size in bytes (a schema as compact JSON).
+    fn source_bytes(&self) -> usize {
+        match self {
+            Constraint::JsonObject => 0,
+            Constraint::JsonSchema(schema) => serde_json::to_string(schema).map_or(usize::MAX, |s| s.len()),
+            Constraint::Regex(text) | Constraint::Lark(text) => text.len(),
+            Constraint::Choice(choices) => choices.iter().map(|c| c.len() + 1).sum(),
+        }
+    }
+
     fn to_grammar(&self) -> Result<TopLevelGrammar, GrammarError> {
+        let invalid = |why: String| Err(GrammarError::Invalid { kind: self.kind(), why });
+        let bytes = self.source_bytes();
+        if bytes > MAX_SOURCE_BYTES {
+            return invalid(format!("the constraint is {bytes} bytes; at most {MAX_SOURCE_BYTES}"));
+        }
         if let Constraint::JsonSchema(schema) = self {
             let depth = json_depth(schema);
             if depth > MAX_SCHEMA_DEPTH {
-                let why = format!("the schema nests {depth} levels deep; at most {MAX_SCHEMA_DEPTH}");
-                return Err(GrammarError::Invalid { kind: "json_schema", why });
+                return invalid(format!("the schema nests {depth} levels deep; at most {MAX_SCHEMA_DEPTH}"));
             }
         }
         Ok(match self {
@@ -66,11 +80,19 @@ impl Constraint {
     }
 }
 
-/// Deepest nesting of arrays and objects a JSON schema may have. llguidance's schema compiler
-/// recurses per level and overflowed a 2 MiB thread stack (tokio's blocking threads' size) at
-/// 1000 levels in our probe, fine at 600; JSON read from text stops at 128 (serde_json), so only
-/// a schema built in code can come near this.
+/// Deepest nesting of arrays and objects a JSON schema may have (JSON read from text stops at
+/// 128 levels anyway, serde_json's limit).
 pub const MAX_SCHEMA_DEPTH: usize = 256;
+
+/// Largest constraint source (a schema as compact JSON, a regex, a Lark grammar, the choices).
+/// llguidance's compiler recurses along chains of rules and `$ref`s: on a 2 MiB stack a chain of
+/// 1000 overflowed (which aborts the process), so compiling runs on a thread of
+/// [`COMPILE_STACK_BYTES`], where a 20,000-rule chain (300 KB) compiled and a 100,000-rule one
+/// (1.5 MB) overflowed. This bound keeps every source well inside that stack.
+pub const MAX_SOURCE_BYTES: usize = 256 * 1024;
+
+/// The stack of the thread that compiles (address space: pages are touched only as used).
+pub const COMPILE_STACK_BYTES: usize = 256 << 20;
 
 /// Nesting depth of a JSON value, counted without recursion (a deep value must not overflow
 /// the stack that checks it).
@@ -95,8 +117,10 @@ pub enum GrammarError {
     Invalid { kind: &'static str, why: String },
     #[error("the {kind} constraint failed during generation: {why}")]
     Failed { kind: &'static str, why: String },
-    #[error("structured outputs need token {eos} (the tokenizer's EOS) inside the model's vocabulary of {vocab}")]
+    #[error("structured outputs need end token {eos} inside the vocabulary ({vocab} tokens in both the model and the tokenizer)")]
     EosOutsideVocabulary { eos: u32, vocab: usize },
+    #[error("building the token trie failed: {0}")]
+    Trie(String),
 }
 
 /// Compiles constraints for one tokenizer and model; built once at start-up (the token trie
@@ -115,13 +139,25 @@ impl std::fmt::Debug for Grammars {
 }
 
 impl Grammars {
-    pub fn new(tokenizer: Arc<Tokenizer>, model_vocab: usize) -> Result<Self, GrammarError> {
-        let eos = tokenizer.eos_id();
-        if eos as usize >= model_vocab {
-            return Err(GrammarError::EosOutsideVocabulary { eos, vocab: model_vocab });
+    /// `end_tokens`: the ids that end an answer (the model's stop ids), which a grammar allows
+    /// once it is complete; empty means the tokenizer's EOS.
+    pub fn new(tokenizer: Arc<Tokenizer>, model_vocab: usize, end_tokens: &[u32]) -> Result<Self, GrammarError> {
+        let ends = if end_tokens.is_empty() { vec![tokenizer.eos_id()] } else { end_tokens.to_vec() };
+        let vocab = model_vocab.min(tokenizer.vocab_size());
+        if let Some(&eos) = ends.iter().find(|&&t| t as usize >= vocab) {
+            return Err(GrammarError::EosOutsideVocabulary { eos, vocab });
         }
-        let env: toktrie::TokEnv = Arc::new(NemoTokEnv::new(tokenizer));
-        let mut factory = ParserFactory::new_simple(&env).map_err(|e| GrammarError::Invalid { kind: "tokenizer", why: e.to_string() })?;
+        // toktrie asserts on what it cannot hold (a token past its length limit): a tokenizer
+        // file is untrusted, so a panic here is an error, not a crash.
+        let built = std::panic::catch_unwind(move || {
+            let env: toktrie::TokEnv = Arc::new(NemoTokEnv::new(tokenizer, &ends));
+            ParserFactory::new_simple(&env)
+        });
+        let mut factory = match built {
+            Ok(Ok(f)) => f,
+            Ok(Err(e)) => return Err(GrammarError::Trie(e.to_string())),
+            Err(_) => return Err(GrammarError::Trie("the tokenizer's vocabulary cannot be put in a token trie".into())),
+        };
         factory.quiet();
         // Errors go back to the client: the reason, not the parser's whole state.
         *factory.limits_mut() = ParserLimits { verbose_errors: false, ..ParserLimits::default() };
@@ -129,24 +165,45 @@ impl Grammars {
     }
 
     /// A fresh matcher for one output; an invalid constraint is refused here, before any step.
+    /// Runs on a thread of its own with a large stack (llguidance recurses along the source,
+    /// see [`MAX_SOURCE_BYTES`]), and computes the first mask there, so the lexer states it
+    /// needs are built before the engine thread asks.
     pub fn compile(&self, constraint: &Constraint) -> Result<Grammar, GrammarError> {
         let kind = constraint.kind();
-        let parser = self.factory.create_parser(constraint.to_grammar()?);
-        let matcher = Matcher::new(parser);
-        if let Some(why) = matcher.get_error() {
-            return Err(GrammarError::Invalid { kind, why });
-        }
-        Ok(Grammar { matcher, kind, vocab: self.vocab, consumed: 0 })
+        let source = constraint.to_grammar()?;
+        let compile = || {
+            let matcher = Matcher::new(self.factory.create_parser(source));
+            if let Some(why) = matcher.get_error() {
+                return Err(GrammarError::Invalid { kind, why });
+            }
+            let mut grammar = Grammar { matcher, kind, vocab: self.vocab, consumed: 0 };
+            grammar.fill_mask(&mut Vec::new()).map_err(|e| GrammarError::Invalid { kind, why: e.to_string() })?;
+            Ok(grammar)
+        };
+        std::thread::scope(|s| {
+            let thread = std::thread::Builder::new().name("nemo-grammar".into()).stack_size(COMPILE_STACK_BYTES);
+            match thread.spawn_scoped(s, compile) {
+                Ok(handle) => handle.join().unwrap_or_else(|_| Err(GrammarError::Invalid { kind, why: "the grammar compiler panicked".into() })),
+                Err(e) => Err(GrammarError::Failed { kind, why: format!("no thread to compile on: {e}") }),
+            }
+        })
     }
 }
 
 /// One output's grammar state: which tokens may come next, advanced by each drawn token.
-#[derive(Clone)]
 pub struct Grammar {
     matcher: Matcher,
     kind: &'static str,
     vocab: usize,
     consumed: usize,
+}
+
+/// An independent copy: llguidance's own `clone` shares the lexer behind a lock, which would
+/// make the copies' masks (the `n` choices of one request) wait for each other.
+impl Clone for Grammar {
+    fn clone(&self) -> Self {
+        Grammar { matcher: self.matcher.deep_clone(), kind: self.kind, vocab: self.vocab, consumed: self.consumed }
+    }
 }
 
 impl std::fmt::Debug for Grammar {

@@ -13,8 +13,9 @@ pub struct NemoTokEnv {
 
 impl NemoTokEnv {
     /// The trie over the tokenizer's ids; ids the tokenizer does not know (a model whose
-    /// vocabulary is padded past it) get no bytes, so no grammar ever allows them.
-    pub fn new(tokenizer: std::sync::Arc<Tokenizer>) -> Self {
+    /// vocabulary is padded past it) get no bytes, so no grammar ever allows them. `ends`: the
+    /// ids a complete grammar allows (checked by the caller to be inside the vocabulary).
+    pub fn new(tokenizer: std::sync::Arc<Tokenizer>, ends: &[TokenId]) -> Self {
         let vocab = tokenizer.vocab_size();
         let words: Vec<Vec<u8>> = (0..vocab as u32)
             .map(|id| match tokenizer.token_bytes(id) {
@@ -25,8 +26,8 @@ impl NemoTokEnv {
                 },
             })
             .collect();
-        let info = TokRxInfo::new(vocab as u32, tokenizer.eos_id());
-        NemoTokEnv { trie: TokTrie::from(&info, &words), tokenizer }
+        let info = TokRxInfo::new(vocab as u32, ends[0]);
+        NemoTokEnv { trie: TokTrie::from(&info, &words).with_eos_tokens(ends), tokenizer }
     }
 }
 

@@ -94,7 +94,7 @@ fn cpu_engine_runs_constrained_requests_to_outputs_the_grammar_accepts() {
 fn run_constrained<B: BatchBackend>(backend: B) {
     let vocab = backend.config().vocab_size;
     let tokenizer = Arc::new(Tokenizer::Tekken(Box::new(Tekken::from_slice(tiny_tekken_json().as_bytes()).unwrap())));
-    let grammars = Grammars::new(tokenizer.clone(), vocab).unwrap();
+    let grammars = Grammars::new(tokenizer.clone(), vocab, &[]).unwrap();
     let regex = r"[a-z]{2,6}-[0-9]{2}";
     let choices = ["north", "south west", "east"].map(String::from).to_vec();
     let mut engine = Engine::new(backend, EngineOptions { max_running: 16, max_step_tokens: 96, prefix_caching: true, admission: Admission::Optimistic }).unwrap();

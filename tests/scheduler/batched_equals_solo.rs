@@ -133,14 +133,12 @@ pub fn solo_run(w: &ModelWeights, r: &Request) -> (Vec<u32>, Vec<TokenLogprobs>,
         if let Some(g) = &mut grammar {
             g.consume(token).unwrap();
         }
-        if r.stop_token_ids.contains(&token) {
+        // A stop token, a complete grammar, then the length.
+        if r.stop_token_ids.contains(&token) || grammar.as_ref().is_some_and(|g| g.is_finished()) {
             return (tokens, logprobs, FinishReason::Stop);
         }
         if tokens.len() == r.max_tokens {
             return (tokens, logprobs, FinishReason::Length);
-        }
-        if grammar.as_ref().is_some_and(|g| g.is_finished()) {
-            return (tokens, logprobs, FinishReason::Stop);
         }
         logits = forward_last(w, &[token], &mut cache).unwrap();
     }

@@ -36,7 +36,7 @@ fn constraint(i: usize) -> Option<Constraint> {
 fn grammars_in_the_batch_equal_the_solo_runs() {
     let tekken = Tekken::from_slice(tiny_tekken_json().as_bytes()).unwrap();
     let tokenizer = Arc::new(Tokenizer::Tekken(Box::new(tekken)));
-    let grammars = Grammars::new(tokenizer.clone(), tiny().config.vocab_size).unwrap();
+    let grammars = Grammars::new(tokenizer.clone(), tiny().config.vocab_size, &[]).unwrap();
     let mut constrained = requests(|i| SamplingParams { temperature: if i % 3 == 0 { 0.0 } else { 0.9 }, seed: 5 + i as u64, ..SamplingParams::default() });
     for (i, r) in constrained.iter_mut().enumerate() {
         r.grammar = constraint(i).map(|c| grammars.compile(&c).unwrap());
@@ -65,4 +65,36 @@ fn grammars_in_the_batch_equal_the_solo_runs() {
         }
     }
     assert!(completed >= 6, "only {completed} of 9 constrained requests completed their grammar");
+}
+
+/// A grammar completed by the last token `max_tokens` allows ends with `Stop`, not `Length`:
+/// the output is whole.
+#[test]
+fn a_grammar_completed_on_the_last_allowed_token_is_a_stop() {
+    use nemo_engine::engine::{CpuBatchBackend, CpuBatchOptions};
+    use nemo_engine::scheduler::{Engine, EngineOptions, Event, Request};
+    let tekken = Tekken::from_slice(tiny_tekken_json().as_bytes()).unwrap();
+    let tokenizer = Arc::new(Tokenizer::Tekken(Box::new(tekken)));
+    let grammars = Grammars::new(tokenizer.clone(), tiny().config.vocab_size, &[]).unwrap();
+    // One choice: the grammar forces its canonical tokens, so their count is the answer's length.
+    let exact = tokenizer.encode("alpha beta").unwrap().len();
+    let backend = CpuBatchBackend::new(tiny(), CpuBatchOptions { block_size: 16, num_blocks: 8, max_step_tokens: 64 });
+    let mut engine = Engine::new(backend, EngineOptions { max_running: 2, max_step_tokens: 64, prefix_caching: false, admission: Admission::Optimistic }).unwrap();
+    for max_tokens in [exact, exact + 3] {
+        let grammar = grammars.compile(&Constraint::Choice(vec!["alpha beta".into()])).unwrap();
+        let id = engine.add_request(Request { stop_token_ids: vec![2], grammar: Some(grammar), ..Request::new(vec![20, 21, 22], max_tokens) }).unwrap();
+        let mut tokens = Vec::new();
+        let mut reason = None;
+        while engine.has_work() {
+            for event in engine.step() {
+                match event {
+                    Event::Token { id: i, token, .. } if i == id => tokens.push(token),
+                    Event::Finished { id: i, reason: r, .. } if i == id => reason = Some(r),
+                    _ => {}
+                }
+            }
+        }
+        assert_eq!(tokenizer.decode(&tokens, SpecialTokenPolicy::Ignore).unwrap(), "alpha beta", "max_tokens {max_tokens}");
+        assert_eq!((tokens.len(), reason), (exact, Some(FinishReason::Stop)), "max_tokens {max_tokens}");
+    }
 }

@@ -153,3 +153,37 @@ fn a_forced_tool_call_follows_the_tool_schema_even_when_the_model_does_not() {
     let r = post_json(s.addr, "/v1/chat/completions", &body);
     assert_eq!((r.status, r.json()["error"]["param"].clone()), (400, json!("guided_regex")), "{}", r.text());
 }
+
+/// Tool schemas as pydantic writes them (`$defs` with `$ref`s, `uniqueItems`) can be forced,
+/// named or `required` (each tool's `$defs` are rebased into the list's schema), and the call
+/// follows them.
+#[test]
+fn forced_calls_take_tool_schemas_with_refs_and_keywords_llguidance_does_not_check() {
+    let tools = json!([{"type": "function", "function": {"name": "book", "parameters": {
+        "$defs": {"Place": {"type": "object", "properties": {"city": {"enum": ["Oslo", "Rome"]}}, "required": ["city"], "additionalProperties": false}},
+        "type": "object",
+        "properties": {"to": {"$ref": "#/$defs/Place"}, "tags": {"type": "array", "items": {"enum": ["a", "b"]}, "uniqueItems": true, "maxItems": 2}},
+        "required": ["to", "tags"], "additionalProperties": false}}}]);
+    let s = TestServer::start(Options { script: Some(tekken().encode("xyz").unwrap().repeat(30)), ..Options::default() });
+    for choice in [json!("required"), json!({"type": "function", "function": {"name": "book"}})] {
+        let body = chat_body("Book.", json!({"tools": tools, "tool_choice": choice, "max_tokens": 80, "parallel_tool_calls": false}));
+        let r = post_json(s.addr, "/v1/chat/completions", &body);
+        assert_eq!(r.status, 200, "{choice}: {}", r.text());
+        let v = r.json();
+        assert_eq!(v["choices"][0]["finish_reason"], "tool_calls", "{choice}: {v}");
+        let call = &v["choices"][0]["message"]["tool_calls"][0]["function"];
+        assert_eq!(call["name"], "book");
+        let args: Value = serde_json::from_str(call["arguments"].as_str().unwrap()).unwrap();
+        assert!(["Oslo", "Rome"].contains(&args["to"]["city"].as_str().unwrap_or("")), "{choice}: {args}");
+        assert!(args["tags"].as_array().is_some_and(|t| t.len() <= 2), "{choice}: {args}");
+    }
+}
+
+#[test]
+fn a_constraint_cannot_continue_a_final_assistant_message() {
+    let s = TestServer::start(Options::default());
+    let body = json!({"model": "test-model", "continue_final_message": true, "guided_regex": "[a-z]+",
+        "messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hel"}]});
+    let r = post_json(s.addr, "/v1/chat/completions", &body);
+    assert_eq!((r.status, r.json()["error"]["param"].clone()), (400, json!("guided_regex")), "{}", r.text());
+}

@@ -54,8 +54,9 @@ pub async fn handle(State(state): State<AppState>, headers: HeaderMap, body: Bod
         ));
     }
     let forced = forced_call_prefix(&choice, &chat, state.model.tokenizer())?;
-    if !forced.is_empty() {
-        // The call's grammar: well-formed JSON whose arguments follow the tool's schema.
+    // The call's grammar: well-formed JSON whose arguments follow the tool's schema. A server
+    // without the grammar compiler (it said why at start-up) forces the call's start only.
+    if !forced.is_empty() && state.model.grammars().is_some() {
         if let Some(other) = &params.constraint {
             return Err(ApiError::invalid_param(other.field, "a structured-output constraint cannot be combined with a forced tool call"));
         }
@@ -65,6 +66,10 @@ pub async fn handle(State(state): State<AppState>, headers: HeaderMap, body: Bod
         };
         let single = own.parallel_tool_calls == Some(false);
         params.constraint = Some(forced_call(chat.tools.as_deref().unwrap_or_default(), name, single)?);
+    }
+    if let Some(c) = params.constraint.as_ref().filter(|_| chat.continue_final_message) {
+        // The grammar would start after the partial answer, which it has not seen.
+        return Err(ApiError::invalid_param(c.field, "a structured-output constraint cannot continue a final assistant message"));
     }
     let model = state.model.clone();
     let mut prompt = tokio::task::spawn_blocking(move || model.encode_chat(&chat))
