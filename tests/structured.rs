@@ -206,6 +206,14 @@ fn a_model_vocabulary_past_the_tokenizer_never_allows_the_padding_ids() {
     assert_eq!(mask.len(), vocab.div_ceil(32));
     assert!((tokenizer.vocab_size()..vocab).all(|t| !is_allowed(&mask, t as u32)));
     assert!(is_allowed(&mask, tokenizer.encode("a").unwrap()[0]));
+    // A model with fewer ids than the tokenizer (and not a multiple of 32): its last word
+    // carries nothing past its own vocabulary, though the tokenizer's tokens there would fit.
+    let small = tokenizer.vocab_size() - 5;
+    let mut grammar = Grammars::new(tokenizer.clone(), small, &[]).unwrap().compile(&Constraint::Regex(".{1,40}".into())).unwrap();
+    grammar.fill_mask(&mut mask).unwrap();
+    assert_eq!(mask.len(), small.div_ceil(32));
+    assert_eq!(mask[mask.len() - 1] >> (small % 32), 0, "bits past the model's vocabulary");
+    assert!((small - 40..small).any(|t| is_allowed(&mask, t as u32)), "ids just below the cut stay allowed");
 }
 
 #[test]

@@ -130,6 +130,7 @@ pub struct Grammars {
     factory: Arc<ParserFactory>,
     /// The model's vocabulary, which sizes the masks (it may exceed the tokenizer's).
     vocab: usize,
+    tokenizer_vocab: usize,
 }
 
 impl std::fmt::Debug for Grammars {
@@ -143,6 +144,7 @@ impl Grammars {
     /// once it is complete; empty means the tokenizer's EOS.
     pub fn new(tokenizer: Arc<Tokenizer>, model_vocab: usize, end_tokens: &[u32]) -> Result<Self, GrammarError> {
         let ends = if end_tokens.is_empty() { vec![tokenizer.eos_id()] } else { end_tokens.to_vec() };
+        let tokenizer_vocab = tokenizer.vocab_size();
         let vocab = model_vocab.min(tokenizer.vocab_size());
         if let Some(&eos) = ends.iter().find(|&&t| t as usize >= vocab) {
             return Err(GrammarError::EosOutsideVocabulary { eos, vocab });
@@ -161,7 +163,7 @@ impl Grammars {
         factory.quiet();
         // Errors go back to the client: the reason, not the parser's whole state.
         *factory.limits_mut() = ParserLimits { verbose_errors: false, ..ParserLimits::default() };
-        Ok(Grammars { factory: Arc::new(factory), vocab: model_vocab })
+        Ok(Grammars { factory: Arc::new(factory), vocab: model_vocab, tokenizer_vocab })
     }
 
     /// A fresh matcher for one output; an invalid constraint is refused here, before any step.
@@ -176,7 +178,7 @@ impl Grammars {
             if let Some(why) = matcher.get_error() {
                 return Err(GrammarError::Invalid { kind, why });
             }
-            let mut grammar = Grammar { matcher, kind, vocab: self.vocab, consumed: 0 };
+            let mut grammar = Grammar { matcher, kind, vocab: self.vocab, tokenizer_vocab: self.tokenizer_vocab, consumed: 0 };
             grammar.fill_mask(&mut Vec::new()).map_err(|e| GrammarError::Invalid { kind, why: e.to_string() })?;
             Ok(grammar)
         };
@@ -194,7 +196,9 @@ impl Grammars {
 pub struct Grammar {
     matcher: Matcher,
     kind: &'static str,
+    /// The model's vocabulary (the mask's size) and the tokenizer's (the trie's).
     vocab: usize,
+    tokenizer_vocab: usize,
     consumed: usize,
 }
 
@@ -202,7 +206,7 @@ pub struct Grammar {
 /// make the copies' masks (the `n` choices of one request) wait for each other.
 impl Clone for Grammar {
     fn clone(&self) -> Self {
-        Grammar { matcher: self.matcher.deep_clone(), kind: self.kind, vocab: self.vocab, consumed: self.consumed }
+        Grammar { matcher: self.matcher.deep_clone(), kind: self.kind, vocab: self.vocab, tokenizer_vocab: self.tokenizer_vocab, consumed: self.consumed }
     }
 }
 
@@ -232,12 +236,14 @@ impl Grammar {
         let words = allowed.as_slice();
         mask.clear();
         mask.resize(mask_words(self.vocab), 0);
-        let n = words.len().min(mask.len());
+        // Only ids both the model and the tokenizer have may be drawn: whatever llguidance's
+        // set holds past that (its padding word) is cleared.
+        let limit = self.vocab.min(self.tokenizer_vocab);
+        let full = limit / 32;
+        let n = words.len().min(full);
         mask[..n].copy_from_slice(&words[..n]);
-        // The trie's last word may carry bits past the tokenizer's vocabulary; the model's last
-        // word must carry none past its own.
-        if self.vocab % 32 != 0 && n == mask.len() {
-            mask[n - 1] &= (1u32 << (self.vocab % 32)) - 1;
+        if limit % 32 != 0 {
+            mask[full] = words.get(full).copied().unwrap_or(0) & ((1u32 << (limit % 32)) - 1);
         }
         if mask.iter().all(|&w| w == 0) {
             return Err(self.failed(anyhow::anyhow!("no token of the vocabulary can continue the output")));
