@@ -199,20 +199,41 @@ pub fn forced_call(tools: &[Tool], name: Option<&str>, single: bool) -> Result<R
     Ok(Requested { field: "tools", constraint: Constraint::Lark(lark) })
 }
 
-/// `$ref`s into a schema that now sits at `base` of a larger document: `#` becomes `base`,
-/// `#/x/y` becomes `base/x/y`. Walked without recursion (the schema is the client's).
+/// `$ref`s into a schema that now sits at `base` of a larger document: `#` and `#/` become
+/// `base`, `#/x/y` becomes `base/x/y`. Only schemas are walked, never data (`const`, `enum`,
+/// `default`, `examples` keep any `{"$ref": ...}` they hold), and without recursion (the
+/// schema is the client's).
 fn rebase_refs(schema: &mut Value, base: &str) {
+    /// Keywords whose value is data, not a schema.
+    const DATA: [&str; 4] = ["const", "enum", "default", "examples"];
+    /// Keywords whose value maps names to schemas (the names themselves are not keywords).
+    const SCHEMA_MAPS: [&str; 5] = ["properties", "patternProperties", "$defs", "definitions", "dependentSchemas"];
     let mut stack = vec![schema];
     while let Some(v) = stack.pop() {
         match v {
             Value::Object(o) => {
                 for (key, child) in o.iter_mut() {
-                    match child {
-                        Value::String(r) if key == "$ref" && (r == "#" || r.starts_with("#/")) => *r = format!("{base}{}", &r[1..]),
-                        _ => stack.push(child),
+                    if DATA.contains(&key.as_str()) {
+                        continue;
+                    }
+                    if key == "$ref" {
+                        if let Value::String(r) = child {
+                            if r == "#" || r == "#/" {
+                                *r = base.to_string();
+                            } else if r.starts_with("#/") {
+                                *r = format!("{base}{}", &r[1..]);
+                            }
+                        }
+                        continue;
+                    }
+                    if SCHEMA_MAPS.contains(&key.as_str()) && child.is_object() {
+                        stack.extend(child.as_object_mut().expect("checked").values_mut());
+                    } else {
+                        stack.push(child);
                     }
                 }
             }
+            // A list of schemas (`anyOf`, `allOf`, `oneOf`, tuple `items`, `prefixItems`).
             Value::Array(a) => stack.extend(a.iter_mut()),
             _ => {}
         }
@@ -241,5 +262,38 @@ fn parameters(tool: &Tool) -> Result<Value, ApiError> {
         Some(p) => serde_json::from_str(&p.dumps()).map_err(|e| {
             ApiError::invalid_param("tools", format!("the parameters of `{}` are not plain JSON: {e}", tool.function.name))
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn refs_are_rebased_in_schemas_and_left_alone_in_data() {
+        let mut schema = json!({
+            "$defs": {"A": {"$ref": "#"}, "B": {"$ref": "#/"}},
+            "type": "object",
+            "properties": {
+                "a": {"$ref": "#/$defs/A"},
+                "far": {"$ref": "other.json#/x"},
+                "fixed": {"const": {"$ref": "#"}},
+                "picked": {"enum": [{"$ref": "#/a"}], "default": {"$ref": "#/b"}},
+                "$ref": {"type": "object", "properties": {"x": {"$ref": "#/$defs/B"}}},
+                "const": {"anyOf": [{"$ref": "#/$defs/A"}]}
+            }
+        });
+        rebase_refs(&mut schema, "#/$defs/tool3");
+        let at = |p: &str| schema.pointer(p).cloned().unwrap();
+        assert_eq!(at("/$defs/A/$ref"), json!("#/$defs/tool3"));
+        assert_eq!(at("/$defs/B/$ref"), json!("#/$defs/tool3"));
+        assert_eq!(at("/properties/a/$ref"), json!("#/$defs/tool3/$defs/A"));
+        assert_eq!(at("/properties/far/$ref"), json!("other.json#/x"), "not a local ref");
+        assert_eq!(at("/properties/fixed/const"), json!({"$ref": "#"}), "data");
+        assert_eq!(at("/properties/picked/enum/0"), json!({"$ref": "#/a"}), "data");
+        assert_eq!(at("/properties/picked/default"), json!({"$ref": "#/b"}), "data");
+        assert_eq!(at("/properties/$ref/properties/x/$ref"), json!("#/$defs/tool3/$defs/B"), "a property named $ref");
+        assert_eq!(at("/properties/const/anyOf/0/$ref"), json!("#/$defs/tool3/$defs/A"), "a property named const");
     }
 }

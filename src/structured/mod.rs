@@ -179,13 +179,17 @@ impl Grammars {
                 return Err(GrammarError::Invalid { kind, why });
             }
             let mut grammar = Grammar { matcher, kind, vocab: self.vocab, tokenizer_vocab: self.tokenizer_vocab, consumed: 0 };
-            grammar.fill_mask(&mut Vec::new()).map_err(|e| GrammarError::Invalid { kind, why: e.to_string() })?;
+            grammar.fill_mask(&mut Vec::new()).map_err(|e| match e {
+                GrammarError::Failed { why, .. } => GrammarError::Invalid { kind, why },
+                other => other,
+            })?;
             Ok(grammar)
         };
         std::thread::scope(|s| {
             let thread = std::thread::Builder::new().name("nemo-grammar".into()).stack_size(COMPILE_STACK_BYTES);
             match thread.spawn_scoped(s, compile) {
-                Ok(handle) => handle.join().unwrap_or_else(|_| Err(GrammarError::Invalid { kind, why: "the grammar compiler panicked".into() })),
+                // A panic is our (or llguidance's) fault, not the request's.
+                Ok(handle) => handle.join().unwrap_or_else(|_| Err(GrammarError::Failed { kind, why: "the grammar compiler panicked".into() })),
                 Err(e) => Err(GrammarError::Failed { kind, why: format!("no thread to compile on: {e}") }),
             }
         })

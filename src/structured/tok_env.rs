@@ -14,7 +14,8 @@ pub struct NemoTokEnv {
 impl NemoTokEnv {
     /// The trie over the tokenizer's ids; ids the tokenizer does not know (a model whose
     /// vocabulary is padded past it) get no bytes, so no grammar ever allows them. `ends`: the
-    /// ids a complete grammar allows (checked by the caller to be inside the vocabulary).
+    /// ids a complete grammar allows (the caller checks they are inside the vocabulary; empty:
+    /// the tokenizer's EOS).
     pub fn new(tokenizer: std::sync::Arc<Tokenizer>, ends: &[TokenId]) -> Self {
         let vocab = tokenizer.vocab_size();
         let words: Vec<Vec<u8>> = (0..vocab as u32)
@@ -26,8 +27,9 @@ impl NemoTokEnv {
                 },
             })
             .collect();
+        let ends = if ends.is_empty() { vec![tokenizer.eos_id()] } else { ends.to_vec() };
         let info = TokRxInfo::new(vocab as u32, ends[0]);
-        NemoTokEnv { trie: TokTrie::from(&info, &words).with_eos_tokens(ends), tokenizer }
+        NemoTokEnv { trie: TokTrie::from(&info, &words).with_eos_tokens(&ends), tokenizer }
     }
 }
 
