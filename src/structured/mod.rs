@@ -246,7 +246,7 @@ impl Grammar {
         let full = limit / 32;
         let n = words.len().min(full);
         mask[..n].copy_from_slice(&words[..n]);
-        if limit % 32 != 0 {
+        if !limit.is_multiple_of(32) {
             mask[full] = words.get(full).copied().unwrap_or(0) & ((1u32 << (limit % 32)) - 1);
         }
         if mask.iter().all(|&w| w == 0) {
