@@ -56,7 +56,8 @@ fn main() {
             stats.busy_s += t0.elapsed().as_secs_f64();
             Ok(())
         };
-        let backend = NoModelBackend { config: config.clone(), shape, token: 1000, on_step: Some(Box::new(hook)) };
+        let mut backend = NoModelBackend::new(config.clone(), shape, 1000);
+        backend.on_step = Some(Box::new(hook));
         let opts = ServingOptions {
             requests: batch,
             input_len: 1000,

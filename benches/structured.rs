@@ -3,13 +3,21 @@
 //! constrained sequence needs before every draw, alone and for a batch of sequences computed in
 //! parallel as `Engine::prepare_masks` does (on this machine's cores, while the GPU waits).
 //!
+//! Last, whole engine steps of B constrained requests over a stand-in device (a fixed wait per
+//! step, `NoModelBackend`): with the masks computed before the step, and with the step split so
+//! they are computed while the device runs (`BatchBackend::launch_forward`), as on the GPU.
+//!
 //! `cargo bench --bench structured` (needs models/tekken/tekken.json, or NEMO_TEKKEN).
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use nemo_engine::sampling::is_allowed;
+use nemo_engine::engine::CacheShape;
+use nemo_engine::model::ModelConfig;
+use nemo_engine::sampling::{is_allowed, SamplingParams};
+use nemo_engine::scheduler::no_model::NoModelBackend;
+use nemo_engine::scheduler::{Admission, Engine, EngineOptions, Request};
 use nemo_engine::structured::{Constraint, Grammar, Grammars};
 use nemo_engine::tokenizer::Tokenizer;
 use rayon::prelude::*;
@@ -60,9 +68,9 @@ fn main() {
         ("choice x100", Constraint::Choice(names)),
     ];
     println!("{:<12} {:>10} {:>8} {:>11} {:>11} {:>11}   batch of B masks in parallel, us/step (B = 16 / 64 / 256)", "constraint", "compile ms", "masks", "median us", "p99 us", "mean us");
-    for (label, c) in cases {
+    for (label, c) in &cases {
         let t = Instant::now();
-        let g = grammars.compile(&c).unwrap();
+        let g = grammars.compile(c).unwrap();
         let compile_ms = t.elapsed().as_secs_f64() * 1e3;
         let mut times: Vec<f64> = (0..8).flat_map(|seed| walk(g.clone(), seed, 64)).collect();
         times.sort_by(f64::total_cmp);
@@ -90,5 +98,41 @@ fn main() {
             percentile(&times, 0.99),
             batch_us.join(" / ")
         );
+    }
+    engine_steps(&grammars, &cases);
+}
+
+/// Mean ms per engine step for `batch` requests of 16 prompt tokens and up to 48 output tokens
+/// each, the i-th under `cases[i % 4]` (or none), over a device that takes `device` per step.
+fn engine_ms_per_step(grammars: &Grammars, cases: &[(&str, Constraint)], batch: usize, device: Duration, constrained: bool, split: bool) -> (f64, u64) {
+    let shape = CacheShape { block_size: 16, num_blocks: 4096, max_step_tokens: 4096 };
+    let mut backend = NoModelBackend::new(ModelConfig::nemo_12b(), shape, 0);
+    backend.device_time = device;
+    backend.split_steps = split;
+    let opts = EngineOptions { max_running: batch, max_step_tokens: 4096, prefix_caching: false, admission: Admission::Optimistic };
+    let mut engine = Engine::new(backend, opts).unwrap();
+    for i in 0..batch {
+        let mut r = Request::new((0..16).map(|t| 1000 + (i * 16 + t) as u32).collect(), 48);
+        r.sampling = SamplingParams { seed: i as u64, ..SamplingParams::default() };
+        r.grammar = constrained.then(|| grammars.compile(&cases[i % cases.len()].1).unwrap());
+        engine.add_request(r).unwrap();
+    }
+    let t = Instant::now();
+    while engine.has_work() {
+        engine.step();
+    }
+    (t.elapsed().as_secs_f64() * 1e3 / engine.steps() as f64, engine.steps())
+}
+
+fn engine_steps(grammars: &Grammars, cases: &[(&str, Constraint)]) {
+    let device = Duration::from_millis(20);
+    println!();
+    println!("engine steps over a stand-in device of {} ms a step (the four constraints in turn), ms/step:", device.as_millis());
+    println!("{:>5} {:>7} {:>14} {:>18} {:>22}", "batch", "steps", "no grammars", "masks, then step", "step split, masks meanwhile");
+    for batch in [64usize, 256] {
+        let (plain, steps) = engine_ms_per_step(grammars, cases, batch, device, false, false);
+        let (whole, _) = engine_ms_per_step(grammars, cases, batch, device, true, false);
+        let (split, _) = engine_ms_per_step(grammars, cases, batch, device, true, true);
+        println!("{batch:>5} {steps:>7} {plain:>14.2} {whole:>18.2} {split:>22.2}");
     }
 }

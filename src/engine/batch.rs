@@ -69,6 +69,19 @@ pub trait BatchBackend {
         let logits = self.step(batch)?;
         sample_on_host(batch, specs, logits)
     }
+    /// The first half of a split step: queues `batch`'s forward pass and returns, on a device
+    /// that runs asynchronously, before it finishes, so that the engine computes the grammar
+    /// masks meanwhile (vLLM overlaps them the same way). `Ok(false)`: this backend does not
+    /// split its steps, and the engine calls [`Self::step_sampled`] instead. After `Ok(true)`
+    /// the engine's next call is [`Self::sample_launched`] with the same batch.
+    fn launch_forward(&mut self, _batch: &[StepEntry<'_>]) -> Result<bool, EngineError> {
+        Ok(false)
+    }
+    /// The second half: draws the tokens of the step [`Self::launch_forward`] queued, as
+    /// [`Self::step_sampled`] would have (`batch` must want the same rows).
+    fn sample_launched(&mut self, _batch: &[StepEntry<'_>], _specs: &[SampleSpec]) -> Result<Vec<Option<Draw>>, EngineError> {
+        Err(EngineError::BadStepOutput("asked to sample a step that was never launched".into()))
+    }
     /// "cpu" or "cuda".
     fn device(&self) -> &'static str;
     /// Asked after a failed step: Err (why) when no step can ever succeed again, e.g. after a
@@ -77,6 +90,25 @@ pub trait BatchBackend {
     /// every request that comes.
     fn check_usable(&mut self) -> Result<(), String> {
         Ok(())
+    }
+}
+
+/// The logits of a launched step, held until it is sampled, for backends that compute them on
+/// the host: their `launch_forward` runs the step into it, `sample_launched` draws from it.
+#[derive(Debug, Default)]
+pub struct HostLaunch(Option<Vec<Option<Vec<f32>>>>);
+
+impl HostLaunch {
+    pub fn hold(&mut self, logits: Vec<Option<Vec<f32>>>) {
+        self.0 = Some(logits);
+    }
+
+    /// Draws from the held logits (once); errs when none are held or they do not match `batch`.
+    pub fn sample(&mut self, batch: &[StepEntry<'_>], specs: &[SampleSpec]) -> Result<Vec<Option<Draw>>, EngineError> {
+        match self.0.take() {
+            Some(logits) => sample_on_host(batch, specs, logits),
+            None => Err(EngineError::BadStepOutput("asked to sample a step that was never launched".into())),
+        }
     }
 }
 

@@ -37,8 +37,22 @@ impl BatchBackend for CudaBatchBackend {
     /// at Nemo's vocabulary, so 128 MiB a step at batch 256). Rows that want logprobs copy
     /// their logits back too.
     fn step_sampled(&mut self, batch: &[StepEntry<'_>], specs: &[SampleSpec]) -> Result<Vec<Option<Draw>>, EngineError> {
+        self.launch_forward(batch)?;
+        self.sample_launched(batch, specs)
+    }
+
+    /// Queues the layers and the LM head and returns while the GPU runs them.
+    fn launch_forward(&mut self, batch: &[StepEntry<'_>]) -> Result<bool, EngineError> {
         let ids = self.checked_ids(batch)?;
-        let tokens = self.model.forward_batch_sampled(&chunks(batch, &ids), specs)?;
+        self.model.launch_sampled(&chunks(batch, &ids))?;
+        Ok(true)
+    }
+
+    fn sample_launched(&mut self, batch: &[StepEntry<'_>], specs: &[SampleSpec]) -> Result<Vec<Option<Draw>>, EngineError> {
+        // Only `want_logits` is read from the chunks: the ids were taken at launch.
+        let chunks: Vec<SeqChunk> =
+            batch.iter().map(|e| SeqChunk { ids: &[], ctx_len: e.ctx_len, block_table: e.block_table, want_logits: e.want_logits }).collect();
+        let tokens = self.model.sample_launched(&chunks, specs)?;
         let mut specs = specs.iter();
         let mut row = 0;
         let mut draws = Vec::with_capacity(tokens.len());
@@ -47,7 +61,7 @@ impl BatchBackend for CudaBatchBackend {
                 draws.push(None);
                 continue;
             };
-            let spec = specs.next().expect("forward_batch_sampled checked one spec per wanting entry");
+            let spec = specs.next().expect("sample_launched checked one spec per wanting entry");
             draws.push(Some(match (token, spec.logprobs) {
                 (Ok(token), None) => Ok(SampledToken { token, logprobs: None }),
                 (Ok(token), Some(k)) => token_logprobs(&self.model.logits_row(row)?, token, k)

@@ -10,7 +10,7 @@ mod cuda_backend;
 mod cuda_batch;
 mod kv_cache_dtype;
 
-pub use batch::{draw, sample_on_host, BatchBackend, Draw, SampleSpec, SampledToken, StepEntry};
+pub use batch::{draw, sample_on_host, BatchBackend, Draw, HostLaunch, SampleSpec, SampledToken, StepEntry};
 pub use batch_check::{check_batch, BatchError, CacheShape};
 pub use cpu_backend::CpuBackend;
 pub use cpu_batch::{CpuBatchBackend, CpuBatchOptions, PagedKvCache};

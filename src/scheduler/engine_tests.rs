@@ -286,3 +286,49 @@ fn min_tokens_keeps_the_stop_tokens_out_until_then() {
     let refused = e.add_request(Request { min_tokens: 13, ..base }).unwrap_err();
     assert_eq!(refused, RequestError::MinTokensAboveMax { min_tokens: 13, max_tokens: 12 });
 }
+
+/// A backend that splits its steps (`launch_forward`, then `sample_launched` once the engine
+/// has the masks; what the CPU and CUDA backends do) runs exactly what whole steps run, and a
+/// failed launch ends its step's requests as a failed step does.
+#[test]
+fn split_steps_run_what_whole_steps_run() {
+    let run = |split: bool, fail_at_step: Option<usize>| {
+        let mut e = engine(2, 12, 5, 4);
+        e.backend.split_steps = split;
+        e.backend.fail_at_step = fail_at_step;
+        for i in 0..6 {
+            let mut r = request(3 + 2 * i, 6 + i, i as u32);
+            r.sampling = SamplingParams { temperature: 0.8, seed: 7 + i as u64, ..Default::default() };
+            r.logprobs = Some(1);
+            e.add_request(r).unwrap();
+        }
+        let mut events = Vec::new();
+        while e.has_work() {
+            events.extend(e.step());
+        }
+        assert_eq!(e.scheduler().pool().num_free(), 12);
+        let split_steps = e.backend().stats.split_steps as u64;
+        assert_eq!(split_steps, if split { e.steps() - fail_at_step.is_some() as u64 } else { 0 });
+        (events, e.steps(), e.scheduler().preemptions())
+    };
+    let whole = run(false, None);
+    assert!(whole.2 > 0, "the pool was meant to be too small for all at once");
+    assert_eq!(run(true, None), whole);
+    let failed = run(true, Some(3));
+    assert_eq!(failed, run(false, Some(3)));
+    assert!(failed.0.iter().any(|e| matches!(e, Event::Finished { reason: FinishReason::Error(m), .. } if m.starts_with("fake backend step failed"))));
+}
+
+#[test]
+fn sampling_a_step_that_was_never_launched_is_an_error() {
+    let mut fake = FakeBackend::new(VOCAB, 100, CacheShape { block_size: 4, num_blocks: 4, max_step_tokens: 8 });
+    fake.split_steps = true;
+    let entry = StepEntry { tokens: &[1, 2], ctx_len: 2, block_table: &[0], want_logits: true };
+    let spec = SampleSpec { params: SamplingParams::greedy(), mask: None, edits: &[], step: 0, logprobs: None };
+    let never = fake.sample_launched(std::slice::from_ref(&entry), &[spec]);
+    assert!(matches!(never, Err(crate::engine::EngineError::BadStepOutput(_))), "{never:?}");
+    assert!(fake.launch_forward(std::slice::from_ref(&entry)).unwrap());
+    assert!(fake.sample_launched(std::slice::from_ref(&entry), &[spec]).unwrap()[0].is_some());
+    let again = fake.sample_launched(std::slice::from_ref(&entry), &[spec]);
+    assert!(again.is_err(), "one launch, one draw: {again:?}");
+}

@@ -3,7 +3,7 @@
 //! entry's logits from the tokens it reads back through the block table, so a scheduler that
 //! hands out a wrong, stale or shared block changes the output and is caught.
 
-use crate::engine::{check_batch, BatchBackend, CacheShape, EngineError, StepEntry};
+use crate::engine::{check_batch, BatchBackend, CacheShape, Draw, EngineError, HostLaunch, SampleSpec, StepEntry};
 use super::{FinishReason, Request};
 use crate::model::ModelConfig;
 use crate::sampling::rng::splitmix64;
@@ -45,6 +45,8 @@ pub struct FakeStats {
     /// Steps in which an entry read a slot another entry of the step wrote (prefix caching
     /// sharing a block as it is filled).
     pub steps_reading_fresh_slots: usize,
+    /// Steps run as `launch_forward` + `sample_launched` (`split_steps`).
+    pub split_steps: usize,
 }
 
 pub struct FakeBackend {
@@ -58,6 +60,10 @@ pub struct FakeBackend {
     /// After that failure, say that no step can succeed again (a sticky CUDA error).
     pub fail_fatally: bool,
     failed: bool,
+    /// Split each step into `launch_forward` and `sample_launched`, as the CPU and CUDA
+    /// backends do (off: the engine's `step_sampled` path).
+    pub split_steps: bool,
+    launched: HostLaunch,
 }
 
 impl FakeBackend {
@@ -71,6 +77,8 @@ impl FakeBackend {
             fail_at_step: None,
             fail_fatally: false,
             failed: false,
+            split_steps: false,
+            launched: HostLaunch::default(),
         }
     }
 
@@ -145,6 +153,20 @@ impl BatchBackend for FakeBackend {
         }
         self.stats.steps_reading_fresh_slots += fresh as usize;
         Ok(batch.iter().zip(contexts).map(|(e, context)| e.want_logits.then(|| fake_logits(&context, self.config.vocab_size))).collect())
+    }
+
+    fn launch_forward(&mut self, batch: &[StepEntry<'_>]) -> Result<bool, EngineError> {
+        if !self.split_steps {
+            return Ok(false);
+        }
+        let logits = self.step(batch)?;
+        self.launched.hold(logits);
+        Ok(true)
+    }
+
+    fn sample_launched(&mut self, batch: &[StepEntry<'_>], specs: &[SampleSpec]) -> Result<Vec<Option<Draw>>, EngineError> {
+        self.stats.split_steps += 1;
+        self.launched.sample(batch, specs)
     }
 
     fn device(&self) -> &'static str {

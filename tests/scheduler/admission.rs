@@ -21,7 +21,7 @@ struct Run {
 
 fn run(admission: Admission, requests: usize) -> Run {
     let shape = CacheShape { block_size: 16, num_blocks: 320_000 / 16, max_step_tokens: 4096 };
-    let backend = NoModelBackend { config: ModelConfig::nemo_12b(), shape, token: 7, on_step: None };
+    let backend = NoModelBackend::new(ModelConfig::nemo_12b(), shape, 7);
     let opts = ServingOptions {
         requests,
         input_len: 1000,

@@ -11,7 +11,7 @@ mod paged_cache;
 pub use paged_cache::PagedKvCache;
 
 use super::batch_check::{check_batch, CacheShape};
-use super::{BatchBackend, EngineError, KvCacheDtype, StepEntry};
+use super::{BatchBackend, Draw, EngineError, HostLaunch, KvCacheDtype, SampleSpec, StepEntry};
 use crate::cpu::{attention, decoder_layers, embedding, lm_head_rows, rmsnorm, AttentionShape};
 use crate::model::{ModelConfig, ModelWeights};
 
@@ -28,6 +28,7 @@ pub struct CpuBatchBackend<'w> {
     weights: &'w ModelWeights,
     cache: PagedKvCache,
     max_step_tokens: usize,
+    launched: HostLaunch,
 }
 
 impl<'w> CpuBatchBackend<'w> {
@@ -38,6 +39,7 @@ impl<'w> CpuBatchBackend<'w> {
             cache: PagedKvCache::new(c.n_layers, c.kv_dim(), opts.block_size, opts.num_blocks),
             weights,
             max_step_tokens: opts.max_step_tokens,
+            launched: HostLaunch::default(),
         }
     }
 
@@ -123,6 +125,19 @@ impl BatchBackend for CpuBatchBackend<'_> {
         let logits = lm_head_rows(w, &normed, &last_rows);
         let mut per_row = logits.chunks_exact(c.vocab_size);
         Ok(batch.iter().map(|e| e.want_logits.then(|| per_row.next().expect("one row per wanted entry").to_vec())).collect())
+    }
+
+    /// Split like the CUDA backend's steps (the masks are computed after the forward pass, not
+    /// during it: nothing runs beside the host here), so the engine's split path is the one
+    /// every CPU test exercises.
+    fn launch_forward(&mut self, batch: &[StepEntry<'_>]) -> Result<bool, EngineError> {
+        let logits = self.step(batch)?;
+        self.launched.hold(logits);
+        Ok(true)
+    }
+
+    fn sample_launched(&mut self, batch: &[StepEntry<'_>], specs: &[SampleSpec]) -> Result<Vec<Option<Draw>>, EngineError> {
+        self.launched.sample(batch, specs)
     }
 
     fn device(&self) -> &'static str {

@@ -85,6 +85,15 @@ pub struct CudaModel {
     /// Logit bias and penalties of the last sampled step (raw values kept for logprobs).
     logit_edits: LogitEdits,
     token_masks: TokenMasks,
+    /// The step `launch_sampled` queued and `sample_launched` has yet to draw from.
+    launched: Option<LaunchedStep>,
+}
+
+/// What a launched step left in `scratch.logits`: `rows` rows (graph padding included), the
+/// first of them those of the entries whose `want_logits` is set in `wants`.
+struct LaunchedStep {
+    wants: Vec<bool>,
+    rows: usize,
 }
 
 /// The RMSNorm before a linear layer: its weight and eps, and where the rows normalised by the
@@ -207,6 +216,7 @@ impl CudaModel {
             profiler: None,
             logit_edits: LogitEdits::default(),
             token_masks: TokenMasks::default(),
+            launched: None,
         })
     }
 
@@ -313,22 +323,48 @@ impl CudaModel {
 
     /// As `forward_batch`, then draws each wanting entry's next token on the device by its
     /// `specs` (one per wanting entry, in order; their logit edits applied first), copying back
-    /// ids instead of logits. A row the kernel leaves to the host (too many candidates) or
-    /// reports bad is sampled on the host from its edited logits, so each row's result or error
-    /// is that of `engine::draw`. The logits stay on the device until the next step
-    /// ([`Self::logits_row`] gives them raw).
+    /// ids instead of logits: [`Self::launch_sampled`] then [`Self::sample_launched`].
     pub fn forward_batch_sampled(
         &mut self,
         seqs: &[SeqChunk<'_>],
         specs: &[SampleSpec<'_>],
     ) -> std::result::Result<Vec<Option<std::result::Result<u32, SamplingError>>>, crate::engine::EngineError> {
+        self.launch_sampled(seqs)?;
+        self.sample_launched(seqs, specs)
+    }
+
+    /// Queues the step's kernels and returns without waiting for them (the host's uploads come
+    /// first), so the host can work while the device runs them; [`Self::sample_launched`] draws.
+    pub fn launch_sampled(&mut self, seqs: &[SeqChunk<'_>]) -> Result<()> {
+        let rows = self.run(seqs)?;
+        self.launched = Some(LaunchedStep { wants: seqs.iter().map(|s| s.want_logits).collect(), rows });
+        Ok(())
+    }
+
+    /// Draws the launched step's tokens: each wanting entry's by its `specs` (one per wanting
+    /// entry, in order), grammar mask first, then logit edits, then the sampler. A row the
+    /// kernel leaves to the host (too many candidates) or reports bad is sampled on the host
+    /// from its edited logits, so each row's result or error is that of `engine::draw`. The
+    /// logits stay on the device until the next step ([`Self::logits_row`] gives them raw).
+    /// `seqs` must want the rows the launched step computed.
+    pub fn sample_launched(
+        &mut self,
+        seqs: &[SeqChunk<'_>],
+        specs: &[SampleSpec<'_>],
+    ) -> std::result::Result<Vec<Option<std::result::Result<u32, SamplingError>>>, crate::engine::EngineError> {
+        let bad = |what: String| GpuError::BadArgument { kernel: "forward", what };
         let params = specs;
-        let wanting = seqs.iter().filter(|s| s.want_logits).count();
+        let Some(LaunchedStep { wants, rows }) = self.launched.take() else {
+            return Err(bad("asked to sample a step that was never launched".into()).into());
+        };
+        if !seqs.iter().map(|s| s.want_logits).eq(wants.iter().copied()) {
+            return Err(bad("the batch to sample is not the batch launched".into()).into());
+        }
+        let wanting = wants.iter().filter(|&&w| w).count();
         if params.len() != wanting {
-            return Err(GpuError::BadArgument { kernel: "forward", what: format!("{} sampling parameters for {wanting} rows", params.len()) }.into());
+            return Err(bad(format!("{} sampling parameters for {wanting} rows", params.len())).into());
         }
         // A graph step may add padding rows after the wanted ones: they draw greedily, unread.
-        let rows = self.run(seqs)?;
         let vocab = self.weights.config.vocab_size;
         let mut out = vec![None; seqs.len()];
         if rows == 0 {
@@ -380,8 +416,10 @@ impl CudaModel {
     /// `scratch.logits`, and their count is returned. A decode-only step replays the CUDA graph
     /// of its batch size when graphs are on (`Gpu::cuda_graphs`).
     fn run(&mut self, seqs: &[SeqChunk<'_>]) -> Result<usize> {
-        // The logits about to be written carry no edits until a sampled step applies some.
+        // The logits about to be written carry no edits until a sampled step applies some, and
+        // a step launched before is not sampled any more.
         self.logit_edits.forget();
+        self.launched = None;
         let c = self.weights.config.clone();
         let bad = |what: String| GpuError::BadArgument { kernel: "forward", what };
         let n: usize = seqs.iter().map(|s| s.ids.len()).sum();
