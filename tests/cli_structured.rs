@@ -1,11 +1,12 @@
 //! `nemo generate` with a structured-output flag on the demo model (SmolLM2-135M-Instruct): a
 //! real model writes JSON that follows a schema, one of a list of choices, text a regex matches,
 //! greedy and sampled; bad constraints fail before generation with the reason. Needs the demo
-//! model (scripts/setup.sh). NEMO_CLI_DEVICE=cuda runs the generations on the GPU.
+//! model (scripts/setup.sh). NEMO_CLI_DEVICE=cuda runs the generations on the GPU. `nemo chat`
+//! takes the same flags: every turn's answer follows the constraint.
 
 mod cli_support;
 
-use cli_support::{acceptance_device, nemo, Run};
+use cli_support::{acceptance_device, nemo, nemo_with, Run};
 use serde_json::Value;
 
 fn generate(prompt: &str, extra: &[&str]) -> Run {
@@ -75,4 +76,43 @@ fn bad_constraints_fail_before_generating() {
         assert!(run.stderr.contains(says), "{args:?}: {}", run.describe());
         assert!(run.stdout.is_empty(), "nothing generated: {}", run.describe());
     }
+}
+
+#[test]
+fn every_chat_turn_follows_the_constraint() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = dir.path().join("city.json");
+    std::fs::write(
+        &schema,
+        r#"{"type": "object", "properties": {"city": {"enum": ["Paris", "Rome", "Oslo"]}, "stars": {"type": "integer", "minimum": 1, "maximum": 5}},
+            "required": ["city", "stars"], "additionalProperties": false}"#,
+    )
+    .unwrap();
+    let device = acceptance_device();
+    let turns = "Pick a city and rate it as JSON.\nNow another one.\nAnd a third.\n";
+    let chat = |extra: &[&str]| {
+        let mut args = vec!["chat", "--max-tokens", "60", "--device", &device];
+        args.extend_from_slice(extra);
+        let run = nemo_with(&args, &[], Some(turns));
+        assert_eq!(run.code, Some(0), "{}", run.describe());
+        assert_eq!(run.stderr.matches("finish_reason stop").count(), 3, "each turn completes its constraint: {}", run.describe());
+        assert!(run.stderr.contains("3 turns in the conversation"), "{}", run.describe());
+        run
+    };
+    // Answers are pretty-printed JSON over several lines: read them as a stream of values.
+    let run = chat(&["--temperature", "0.9", "--seed", "11", "--json-schema", schema.to_str().unwrap()]);
+    let answers: Vec<Value> = serde_json::Deserializer::from_str(&run.stdout).into_iter().map(|v| v.unwrap_or_else(|e| panic!("{e}: {}", run.describe()))).collect();
+    assert_eq!(answers.len(), 3, "{}", run.describe());
+    for v in &answers {
+        let o = v.as_object().unwrap();
+        assert_eq!(o.len(), 2, "{v}");
+        assert!(["Paris", "Rome", "Oslo"].contains(&o["city"].as_str().unwrap()), "{v}");
+        assert!((1..=5).contains(&o["stars"].as_i64().unwrap()), "{v}");
+    }
+    let run = chat(&["--temperature", "0", "--choice", "yes", "--choice", "no"]);
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert!(lines.len() == 3 && lines.iter().all(|l| ["yes", "no"].contains(l)), "{}", run.describe());
+    let bad = nemo_with(&["chat", "--device", "cpu", "--regex", "("], &[], Some("hi\n"));
+    assert_ne!(bad.code, Some(0), "{}", bad.describe());
+    assert!(bad.stderr.contains("invalid regex constraint") && bad.stdout.is_empty(), "{}", bad.describe());
 }

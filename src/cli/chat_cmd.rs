@@ -11,7 +11,7 @@ use anyhow::{bail, Context};
 use super::args::ChatArgs;
 use super::chat_session::{ChatSession, TurnSettings};
 use super::device;
-use super::generate_cmd::{check_source, report_timing};
+use super::generate_cmd::{check_source, compile, report_timing};
 use super::loaded::Model;
 
 const PROMPT: &str = "> ";
@@ -30,9 +30,11 @@ pub fn run(args: &ChatArgs) -> anyhow::Result<()> {
     let params = model.recommended.apply(&args.sampling);
     params.validate().context("invalid sampling parameters")?;
     let penalties = args.sampling.penalties().map_err(anyhow::Error::msg)?;
+    let constraint = args.constraint.constraint().map_err(anyhow::Error::msg)?;
     let device = device::select(args.device)?;
     let weights = model.load_weights()?;
     penalties.validate(weights.config.vocab_size).context("invalid sampling parameters")?;
+    let grammar = constraint.map(|c| compile(Some(text), &c, weights.config.vocab_size, &model.stop.ids)).transpose()?;
     model.stop.announce();
     let mut backend = device::open(&device, &weights, &args.source)?;
     let mut session = ChatSession::new(format, text, args.system.clone());
@@ -69,7 +71,13 @@ pub fn run(args: &ChatArgs) -> anyhow::Result<()> {
             stdout.write_all(s.as_bytes())?;
             stdout.flush()
         };
-        let how = TurnSettings { params, penalties: &penalties, stop_ids: &model.stop.ids, max_tokens: args.max_tokens };
+        let how = TurnSettings {
+            params,
+            penalties: &penalties,
+            stop_ids: &model.stop.ids,
+            max_tokens: args.max_tokens,
+            grammar: grammar.as_ref(),
+        };
         match session.turn(backend.as_mut(), line, &how, &mut write) {
             Ok(turn) => {
                 println!();

@@ -11,6 +11,7 @@ use anyhow::{bail, Context};
 use nemo_engine::engine::Backend;
 use nemo_engine::generate::{generate, generate_after, GenerateRequest, Generation};
 use nemo_engine::sampling::{Penalties, SamplingParams, StopCriteria};
+use nemo_engine::structured::Grammar;
 use nemo_engine::tokenizer::{ChatMessage, ChatRequest};
 
 use super::chat_format::ChatFormat;
@@ -23,6 +24,8 @@ pub struct TurnSettings<'a> {
     /// Ids that end the answer (EOS, end of turn).
     pub stop_ids: &'a [u32],
     pub max_tokens: usize,
+    /// The constraint every answer follows, in its start state (each turn runs a copy).
+    pub grammar: Option<&'a Grammar>,
 }
 
 pub struct ChatSession<'m> {
@@ -73,7 +76,7 @@ impl<'m> ChatSession<'m> {
         how: &TurnSettings,
         out: &mut dyn FnMut(&str) -> io::Result<()>,
     ) -> anyhow::Result<Turn> {
-        let TurnSettings { params, penalties, stop_ids, max_tokens } = how;
+        let TurnSettings { params, penalties, stop_ids, max_tokens, grammar } = how;
         let (params, max_tokens) = (*params, *max_tokens);
         let prompt = self.encode_with(user)?;
         let context = backend.config().max_context;
@@ -91,7 +94,7 @@ impl<'m> ChatSession<'m> {
             penalties: (*penalties).clone(),
             stop: StopCriteria::new(max_tokens, stop_ids.to_vec(), Vec::new())?,
             logprobs: None,
-            grammar: None,
+            grammar: grammar.cloned(),
         };
         let reusable = self.held.len() == backend.len()
             && self.held.len() < request.prompt.len()

@@ -79,7 +79,7 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
 
 /// A constraint's grammar over the model's tokenizer (which it needs) and vocabulary.
 /// A complete grammar allows the model's stop ids (`ends`).
-fn compile(text: Option<&Text>, constraint: &Constraint, vocab: usize, ends: &[u32]) -> anyhow::Result<Grammar> {
+pub fn compile(text: Option<&Text>, constraint: &Constraint, vocab: usize, ends: &[u32]) -> anyhow::Result<Grammar> {
     let text = text.context("a structured-output constraint needs the model's tokenizer (tekken.json or tokenizer.json)")?;
     let grammars = Grammars::new(text.shared_tokenizer(), vocab, ends)?;
     Ok(grammars.compile(constraint)?)

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::{DeviceChoice, ModelSource, SamplingArgs};
+use super::{ConstraintArgs, DeviceChoice, ModelSource, SamplingArgs};
 
 #[derive(Args, Debug)]
 pub struct ChatArgs {
@@ -21,6 +21,10 @@ pub struct ChatArgs {
 
     #[command(flatten)]
     pub sampling: SamplingArgs,
+
+    /// Every answer follows this constraint (compiled once, started afresh each turn).
+    #[command(flatten)]
+    pub constraint: ConstraintArgs,
 
     /// Where to run: auto = the GPU when one is usable, else the CPU (with a notice).
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]

@@ -20,7 +20,7 @@ pub use nemo_engine::engine::KvCacheDtype;
 pub use nemo_engine::gpu::model::KvSize;
 
 pub use chat::{ChatArgs, TokenizeArgs};
-pub use generate::{GenerateArgs, SamplingArgs};
+pub use generate::{ConstraintArgs, GenerateArgs, SamplingArgs};
 pub use lab::{BenchLab, KernelLabArgs};
 pub use serve::ServeArgs;
 
