@@ -318,3 +318,29 @@ fn the_model_stop_ids_end_a_grammar() {
     let err = Grammars::new(tokenizer.clone(), 49_152, &[60_000]).unwrap_err();
     assert!(matches!(err, GrammarError::EosOutsideVocabulary { eos: 60_000, .. }), "{err}");
 }
+
+/// A constraint compiled again comes from the cache: a copy of the start state that walks
+/// exactly as a fresh compile does, and that no earlier copy's tokens have advanced.
+#[test]
+fn a_cached_constraint_walks_as_a_fresh_compile() {
+    let tokenizer = tekken();
+    let grammars = Grammars::new(tokenizer.clone(), 131_072, &[]).unwrap();
+    let schema = Constraint::JsonSchema(json!({"type": "object", "properties": {"city": {"type": "string", "maxLength": 12},
+        "days": {"type": "integer"}}, "required": ["city", "days"], "additionalProperties": false}));
+    let regex = Constraint::Regex("[a-z]{3,9}( [0-9]{1,4})+".into());
+    for (i, c) in [schema, regex].iter().enumerate() {
+        let (hits, misses) = grammars.cache_counts();
+        let first = grammars.compile(c).unwrap();
+        assert_eq!(grammars.cache_counts(), (hits, misses + 1), "compiled");
+        let walked = walk(&tokenizer, 131_072, first, 40 + i as u64, 48);
+        assert!(walked.tokens.len() > 3, "{:?}", walked.text);
+        // The start state is intact after a copy walked: every seed walks as a fresh compile.
+        for seed in [40 + i as u64, 7, 8] {
+            let cached = grammars.compile(c).unwrap();
+            let fresh = grammars.compile_uncached(c).unwrap();
+            let (a, b) = (walk(&tokenizer, 131_072, cached, seed, 48), walk(&tokenizer, 131_072, fresh, seed, 48));
+            assert_eq!((&a.tokens, a.ended_by_eos), (&b.tokens, b.ended_by_eos), "seed {seed}");
+        }
+        assert_eq!(grammars.cache_counts(), (hits + 3, misses + 1), "served from the cache");
+    }
+}

@@ -4,15 +4,18 @@
 //! the sampler sets the masked logits to -inf (`sampling::mask`, and `apply_token_mask_f32` on
 //! the GPU). The grammar ends the request when it can take no more tokens.
 
+mod cache;
 mod tok_env;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use llguidance::api::{ParserLimits, TopLevelGrammar};
 use llguidance::{Matcher, ParserFactory};
 
 use crate::sampling::mask_words;
 use crate::tokenizer::Tokenizer;
+use cache::GrammarCache;
+pub use cache::{GRAMMAR_CACHE_BYTES, GRAMMAR_CACHE_ENTRIES};
 pub use tok_env::NemoTokEnv;
 
 /// What the output must be.
@@ -39,6 +42,18 @@ impl Constraint {
             Constraint::Regex(_) => "regex",
             Constraint::Choice(_) => "choice",
             Constraint::Lark(_) => "grammar",
+        }
+    }
+
+    /// The constraint as one string: equal keys, equal constraints (the cache's key).
+    fn key(&self) -> String {
+        match self {
+            Constraint::JsonObject => "json_object".into(),
+            Constraint::JsonSchema(schema) => format!("json_schema {schema}"),
+            Constraint::Regex(rx) => format!("regex {rx}"),
+            // Each choice's length first, so that no two lists make one key.
+            Constraint::Choice(choices) => choices.iter().fold("choice".to_string(), |k, c| format!("{k} {}:{c}", c.len())),
+            Constraint::Lark(text) => format!("grammar {text}"),
         }
     }
 
@@ -77,6 +92,28 @@ impl Constraint {
             }
             Constraint::Lark(text) => TopLevelGrammar::from_lark(text.clone()),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Constraint;
+
+    #[test]
+    fn different_constraints_have_different_keys() {
+        let choices = |c: &[&str]| Constraint::Choice(c.iter().map(|s| s.to_string()).collect());
+        let keys = [
+            choices(&["a b", "c"]).key(),
+            choices(&["a", "b c"]).key(),
+            choices(&["a b c"]).key(),
+            Constraint::Regex("x".into()).key(),
+            Constraint::Lark("x".into()).key(),
+            Constraint::JsonObject.key(),
+            Constraint::JsonSchema(serde_json::json!({"type": "object"})).key(),
+        ];
+        let distinct: std::collections::BTreeSet<_> = keys.iter().collect();
+        assert_eq!(distinct.len(), keys.len(), "{keys:?}");
+        assert_eq!(Constraint::Regex("x".into()).key(), Constraint::Regex("x".into()).key());
     }
 }
 
@@ -131,6 +168,9 @@ pub struct Grammars {
     /// The model's vocabulary, which sizes the masks (it may exceed the tokenizer's).
     vocab: usize,
     tokenizer_vocab: usize,
+    /// The last constraints compiled, in their start state: a server's requests tend to send
+    /// the same schema again and again.
+    cache: Arc<Mutex<GrammarCache<Grammar>>>,
 }
 
 impl std::fmt::Debug for Grammars {
@@ -163,14 +203,34 @@ impl Grammars {
         factory.quiet();
         // Errors go back to the client: the reason, not the parser's whole state.
         *factory.limits_mut() = ParserLimits { verbose_errors: false, ..ParserLimits::default() };
-        Ok(Grammars { factory: Arc::new(factory), vocab: model_vocab, tokenizer_vocab })
+        let cache = Arc::new(Mutex::new(GrammarCache::new(GRAMMAR_CACHE_ENTRIES, GRAMMAR_CACHE_BYTES)));
+        Ok(Grammars { factory: Arc::new(factory), vocab: model_vocab, tokenizer_vocab, cache })
     }
 
     /// A fresh matcher for one output; an invalid constraint is refused here, before any step.
-    /// Runs on a thread of its own with a large stack (llguidance recurses along the source,
-    /// see [`MAX_SOURCE_BYTES`]), and computes the first mask there, so the lexer states it
-    /// needs are built before the engine thread asks.
+    /// A constraint compiled recently is a copy of the cached start state; others are compiled
+    /// (and cached) by [`Self::compile_uncached`].
     pub fn compile(&self, constraint: &Constraint) -> Result<Grammar, GrammarError> {
+        let key = constraint.key();
+        let cached = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(&key);
+        if let Some(start) = cached {
+            return Ok(start.as_ref().clone());
+        }
+        let grammar = self.compile_uncached(constraint)?;
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).insert(key, Arc::new(grammar.clone()));
+        Ok(grammar)
+    }
+
+    /// Constraints served from the cache and compiled, since start-up.
+    pub fn cache_counts(&self) -> (u64, u64) {
+        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        (cache.hits, cache.misses)
+    }
+
+    /// Compiles without the cache. Runs on a thread of its own with a large stack (llguidance
+    /// recurses along the source, see [`MAX_SOURCE_BYTES`]), and computes the first mask there,
+    /// so the lexer states it needs are built before the engine thread asks.
+    pub fn compile_uncached(&self, constraint: &Constraint) -> Result<Grammar, GrammarError> {
         let kind = constraint.kind();
         let source = constraint.to_grammar()?;
         let compile = || {

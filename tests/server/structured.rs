@@ -53,6 +53,10 @@ fn a_json_schema_response_format_gives_json_that_follows_it_whole_and_streamed()
         follows_schema(text);
         assert_eq!(text, v["choices"][i]["message"]["content"].as_str().unwrap(), "choice {i}: streamed differs from whole");
     }
+    // The streamed request's schema came from the compiled-grammar cache (shared by the tests'
+    // servers, so only a lower bound can be asserted here; tests/structured.rs checks the rest).
+    assert!(s.metric("nemo_grammar_cache_hits_total") >= 1.0);
+    assert!(s.metric("nemo_grammar_cache_misses_total") >= 1.0);
 }
 
 #[test]

@@ -1,5 +1,7 @@
 //! `GET /v1/models`, `GET /health`, `GET /metrics`.
 
+use std::fmt::Write;
+
 use axum::extract::State;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
@@ -33,7 +35,18 @@ pub async fn health(State(state): State<AppState>) -> Response {
 }
 
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    let mut response = state.metrics.render().into_response();
+    let mut text = state.metrics.render();
+    if let Some(grammars) = state.model.grammars() {
+        let (hits, misses) = grammars.cache_counts();
+        let _ = writeln!(
+            text,
+            "# HELP nemo_grammar_cache_hits_total Structured-output constraints served from the compiled-grammar cache.\n\
+             # TYPE nemo_grammar_cache_hits_total counter\nnemo_grammar_cache_hits_total {hits}\n\
+             # HELP nemo_grammar_cache_misses_total Structured-output constraints not in the cache: compiled, or refused as invalid.\n\
+             # TYPE nemo_grammar_cache_misses_total counter\nnemo_grammar_cache_misses_total {misses}"
+        );
+    }
+    let mut response = text.into_response();
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
