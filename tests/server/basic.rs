@@ -460,6 +460,19 @@ fn tokenize_and_detokenize_agree_with_the_generation_endpoints() {
     let v = post_json(s.addr, "/tokenize", &chat).json();
     let done = post_json(s.addr, "/v1/chat/completions", &chat_body("Hello there", json!({"max_tokens": 1}))).json();
     assert_eq!(v["count"], done["usage"]["prompt_tokens"], "{v}");
+    // With tools, `tool_choice` shapes the prompt as the chat endpoint builds it: `none` hides
+    // the tools, `required` and a named function start the answer with the call.
+    let mut counts = Vec::new();
+    for choice in [json!("auto"), json!("none"), json!("required"), json!({"type": "function", "function": {"name": "get_weather"}})] {
+        let mut body = tool_body();
+        body["tool_choice"] = choice.clone();
+        let v = post_json(s.addr, "/tokenize", &body).json();
+        body["max_tokens"] = json!(1);
+        let done = post_json(s.addr, "/v1/chat/completions", &body).json();
+        assert_eq!(v["count"], done["usage"]["prompt_tokens"], "tool_choice {choice}: {v} / {done}");
+        counts.push(v["count"].as_u64().unwrap());
+    }
+    assert!(counts[1] < counts[0] && counts[2] == counts[0] + 1 && counts[3] > counts[2], "{counts:?}");
 
     for (path, body, says) in [
         ("/tokenize", json!({"prompt": "x", "messages": []}), "not both"),

@@ -42,18 +42,8 @@ pub async fn handle(State(state): State<AppState>, headers: HeaderMap, body: Bod
     let mut params = generation_params(&shared, max_tokens, state.model.sampling_defaults())?;
     let logprobs = logprobs(&own)?;
     refuse_unsupported(&own)?;
-    let choice = tool_choice(&own)?;
-    if choice == ToolChoice::None {
-        chat.tools = None; // `none`: the model is not shown the tools
-    }
+    let (choice, forced) = apply_tool_choice(state.model.as_ref(), &own, &mut chat)?;
     let has_tools = chat.tools.as_ref().is_some_and(|t| !t.is_empty());
-    if has_tools && !state.model.supports_tools() {
-        return Err(ApiError::invalid_param(
-            "tools",
-            format!("the model `{}` has no chat format with tools (Mistral's v3 template renders them)", state.model.name()),
-        ));
-    }
-    let forced = forced_call_prefix(&choice, &chat, state.model.tokenizer())?;
     // The call's grammar: well-formed JSON whose arguments follow the tool's schema. A server
     // without the grammar compiler (it said why at start-up) forces the call's start only.
     if !forced.is_empty() && state.model.grammars().is_some() {
@@ -118,7 +108,7 @@ fn refuse_unsupported(own: &ChatFields) -> Result<(), ApiError> {
 }
 
 #[derive(Debug, PartialEq)]
-enum ToolChoice {
+pub(super) enum ToolChoice {
     Auto,
     None,
     /// Some call: the answer starts with `[TOOL_CALLS]`.
@@ -142,6 +132,24 @@ fn tool_choice(own: &ChatFields) -> Result<ToolChoice, ApiError> {
         },
         Some(other) => bad(format!("tool_choice must be \"auto\", \"none\", \"required\" or a named function, got {other}")),
     }
+}
+
+/// What `tool_choice` does to the prompt, the same for `/v1/chat/completions` and `/tokenize`:
+/// `none` hides the tools from the model; `required` or a named function returns the tokens
+/// that start the call, which follow the encoded conversation.
+pub(super) fn apply_tool_choice(model: &dyn ServedModel, own: &ChatFields, chat: &mut ChatRequest) -> Result<(ToolChoice, Vec<u32>), ApiError> {
+    let choice = tool_choice(own)?;
+    if choice == ToolChoice::None {
+        chat.tools = None;
+    }
+    if chat.tools.as_ref().is_some_and(|t| !t.is_empty()) && !model.supports_tools() {
+        return Err(ApiError::invalid_param(
+            "tools",
+            format!("the model `{}` has no chat format with tools (Mistral's v3 template renders them)", model.name()),
+        ));
+    }
+    let forced = forced_call_prefix(&choice, chat, model.tokenizer())?;
+    Ok((choice, forced))
 }
 
 /// The tokens a `required` or named `tool_choice` puts at the start of the answer: appended to

@@ -9,10 +9,12 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::chat::apply_tool_choice;
 use super::generate::{check_model, read_body};
 use super::AppState;
 use crate::server::error::ApiError;
 use crate::server::openai::parse::{body_text, read_json};
+use crate::server::openai::request::ChatFields;
 use crate::tokenizer::{ChatRequest, SpecialTokenPolicy};
 
 #[derive(Deserialize)]
@@ -58,8 +60,14 @@ pub async fn tokenize(State(state): State<AppState>, headers: HeaderMap, body: B
             .map_err(|m| ApiError::invalid_param("prompt", m))?
         }
         (None, true) => {
-            let chat: ChatRequest = read_json(text)?;
-            blocking(move || model.encode_chat(&chat)).await?.map_err(ApiError::bad_request)?
+            // As the chat endpoint builds its prompt: `tool_choice` may hide the tools or
+            // start the answer with a call.
+            let mut chat: ChatRequest = read_json(text)?;
+            let own: ChatFields = read_json(text)?;
+            let (_, forced) = apply_tool_choice(model.as_ref(), &own, &mut chat)?;
+            let mut tokens = blocking(move || model.encode_chat(&chat)).await?.map_err(ApiError::bad_request)?;
+            tokens.extend(forced);
+            tokens
         }
     };
     Ok(Json(json!({"count": tokens.len(), "max_model_len": state.engine.info().limits.max_context, "tokens": tokens})))
