@@ -258,3 +258,36 @@ extern "C" __global__ void __launch_bounds__(256) apply_token_mask_f32(
     const uint32_t word = masks[(size_t)blockIdx.y * words + t / 32];
     if (((word >> (t % 32)) & 1u) == 0u) logits[(size_t)mask_rows[blockIdx.y] * vocab + t] = -INFINITY;
 }
+
+// Scoring text (`nemo perplexity`): per row, log p(target) = logit[target] - logsumexp(row), as
+// `sampling::token_logprobs` computes on the host (there all in f64). One block per
+// row, two reads of it (max, then the sum): 1 MiB a row at Nemo's vocabulary, bound by memory
+// bandwidth. A row with NaN or +inf, or nothing finite, gives NaN (the caller reports it).
+extern "C" __global__ void __launch_bounds__(THREADS) target_logprobs_f32(
+    const float* __restrict__ logits,    // [n_rows, vocab]
+    const int32_t* __restrict__ targets, // [n_rows], each < vocab
+    float* __restrict__ out,             // [n_rows]
+    int vocab) {
+    __shared__ float scratch_f[32];
+    __shared__ int scratch_i[32];
+    __shared__ double scratch_d[32];
+    const float* row = logits + (size_t)blockIdx.x * vocab;
+    float mx = -INFINITY;
+    int bad = 0;
+    for (int i = threadIdx.x; i < vocab; i += THREADS) {
+        const float l = row[i];
+        bad |= isnan(l) || l == INFINITY;
+        mx = fmaxf(mx, l);
+    }
+    mx = block_reduce(mx, scratch_f, [](float a, float b) { return fmaxf(a, b); }, -INFINITY);
+    bad = block_reduce(bad, scratch_i, [](int a, int b) { return a | b; }, 0);
+    if (bad || mx == -INFINITY) {
+        if (threadIdx.x == 0) out[blockIdx.x] = NAN;
+        return;
+    }
+    double sum = 0.0;
+    // exp and log in f32 (their f64 forms spill), the sum in f64: within ~1e-6 of the host's.
+    for (int i = threadIdx.x; i < vocab; i += THREADS) sum += (double)expf(row[i] - mx);
+    sum = block_reduce(sum, scratch_d, [](double a, double b) { return a + b; }, 0.0);
+    if (threadIdx.x == 0) out[blockIdx.x] = row[targets[blockIdx.x]] - (mx + logf((float)sum));
+}

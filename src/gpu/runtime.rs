@@ -59,7 +59,7 @@ kernel_table! {
     "random" => [fill_uniform_bf16],
     "rmsnorm" => [rmsnorm_bf16, fused_add_rmsnorm_bf16],
     "rope" => [rope_write_kv_bf16, rope_write_kv_e4m3, rope_cos_sin_table_f32],
-    "sampling" => [sample_tokens_f32, apply_logit_edits_f32, apply_token_mask_f32],
+    "sampling" => [sample_tokens_f32, apply_logit_edits_f32, apply_token_mask_f32, target_logprobs_f32],
 }
 
 impl Kernels {

@@ -1,11 +1,13 @@
 //! sample_tokens_f32 against the CPU sampler (sampling::sample_at): the same token for the same
 //! logits, parameters, seed and step; apply_logit_edits_f32 against `sampling::apply_edits`, bit
-//! for bit; apply_token_mask_f32 against `sampling::apply_token_mask`, bit for bit.
+//! for bit; apply_token_mask_f32 against `sampling::apply_token_mask`, bit for bit;
+//! target_logprobs_f32 against `sampling::token_logprobs`.
 
 use nemo_engine::gpu::kernels::sampling::{sample_tokens, EditBatch, LogitEdits, SampleParams, Sampled};
+use nemo_engine::gpu::kernels::target_logprobs::target_logprobs;
 use nemo_engine::gpu::kernels::token_mask::{MaskBatch, TokenMasks};
 use nemo_engine::gpu::download;
-use nemo_engine::sampling::{apply_edits, apply_token_mask, mask_words, sample_at, LogitEdit, SamplingParams};
+use nemo_engine::sampling::{apply_edits, apply_token_mask, mask_words, sample_at, token_logprobs, LogitEdit, SamplingParams};
 
 use crate::common::*;
 
@@ -244,4 +246,74 @@ fn logit_edit_batches_refuse_repeated_and_out_of_vocabulary_tokens() {
     assert!(refused(&[&[e(10)]]).contains("token 10 outside the vocabulary of 10"));
     assert!(refused(&[&[], &[e(4), e(4)]]).contains("row 1: tokens not strictly ascending"));
     assert!(refused(&[&[e(5), e(2)]]).contains("not strictly ascending"));
+}
+
+/// Rows to score and their targets: spreads from flat to peaked, masked (-inf) stretches, a
+/// target that is itself masked (-inf out), then a row with NaN and one with nothing finite
+/// (NaN out, which the caller reports). Shared with the emulator's test.
+pub fn scoring_rows(rng: &mut Rng, vocab: usize, n_rows: usize) -> (Vec<f32>, Vec<u32>) {
+    let mut logits = Vec::with_capacity((n_rows + 2) * vocab);
+    let mut targets = Vec::with_capacity(n_rows + 2);
+    for r in 0..n_rows {
+        let spread = [0.5f32, 3.0, 12.0][r % 3];
+        let mut row: Vec<f32> = (0..vocab).map(|_| rng.normal(spread)).collect();
+        if r % 4 == 1 {
+            row.iter_mut().filter(|_| rng.below(2) == 0).for_each(|l| *l = f32::NEG_INFINITY);
+        }
+        let target = rng.below(vocab);
+        if r % 5 == 2 {
+            row[target] = f32::NEG_INFINITY;
+        }
+        if !row.iter().any(|l| l.is_finite()) {
+            row[0] = 0.0;
+        }
+        logits.extend(row);
+        targets.push(target as u32);
+    }
+    let mut nan = vec![0.0f32; vocab];
+    nan[vocab / 2] = f32::NAN;
+    logits.extend(nan);
+    logits.extend(vec![f32::NEG_INFINITY; vocab]);
+    targets.extend([0, 1]);
+    (logits, targets)
+}
+
+/// `got` against `token_logprobs` row by row: finite values within 2e-5 (absolute, or relative
+/// to the value), -inf where the target is masked, NaN for the last two rows; the error is
+/// reported as max abs / rel error and the first bad row.
+pub fn check_scores(what: &str, logits: &[f32], targets: &[u32], got: &[f32]) {
+    let vocab = logits.len() / targets.len();
+    let (mut max_abs, mut max_rel, mut first_bad) = (0f64, 0f64, None);
+    for (i, (row, &t)) in logits.chunks_exact(vocab).zip(targets).enumerate() {
+        let want = token_logprobs(row, t, 0).map(|lp| lp.logprob).unwrap_or(f32::NAN);
+        let ok = match (want.is_nan(), want.is_finite()) {
+            (true, _) => got[i].is_nan(),
+            (false, false) => got[i] == want,
+            (false, true) => {
+                let abs = (got[i] as f64 - want as f64).abs();
+                let rel = abs / (want.abs() as f64).max(1e-30);
+                (max_abs, max_rel) = (max_abs.max(abs), max_rel.max(rel));
+                abs <= 2e-5 || rel <= 2e-5
+            }
+        };
+        if !ok && first_bad.is_none() {
+            first_bad = Some((i, got[i], want));
+        }
+    }
+    eprintln!("{what}: {} rows, max abs error {max_abs:.2e}, max rel error {max_rel:.2e}", targets.len());
+    assert!(first_bad.is_none(), "{what}: first bad row {:?} (got, want); max abs {max_abs:.2e}, rel {max_rel:.2e}", first_bad);
+}
+
+#[test]
+fn gpu_target_logprobs_match_the_cpu() {
+    let Some(gpu) = gpu_or_skip("gpu_target_logprobs_match_the_cpu") else { return };
+    let mut rng = Rng::fresh("target_logprobs");
+    for (vocab, n_rows) in [(131_072, 40), (1000, 9), (49_152, 3), (131_072, 1)] {
+        let (logits, targets) = scoring_rows(&mut rng, vocab, n_rows);
+        let l_dev = dev(&gpu, &logits);
+        let mut t_dev = dev(&gpu, &vec![-1i32; targets.len()]);
+        let mut out = dev(&gpu, &vec![f32::MAX; targets.len()]); // poisoned
+        target_logprobs(&gpu, &l_dev.as_view(), vocab, &targets, &mut t_dev, &mut out.as_view_mut()).unwrap();
+        check_scores(&format!("gpu, vocab {vocab}"), &logits, &targets, &download(&gpu, &out).unwrap());
+    }
 }

@@ -17,5 +17,7 @@ pub mod random;
 pub mod rmsnorm;
 pub mod rope;
 pub mod sampling;
+/// `target_logprobs_f32`, the fourth kernel of kernels/sampling.cu.
+pub mod target_logprobs;
 /// `apply_token_mask_f32`, the third kernel of kernels/sampling.cu.
 pub mod token_mask;

@@ -4,7 +4,9 @@
 
 use super::{addr, load};
 use crate::common::*;
-use crate::sampling::{assert_same_bits, bad_rows, edited_on_the_cpu, logit_edit_rows, masked_on_the_cpu, sampling_rows, token_mask_rows};
+use crate::sampling::{
+    assert_same_bits, bad_rows, check_scores, edited_on_the_cpu, logit_edit_rows, masked_on_the_cpu, sampling_rows, scoring_rows, token_mask_rows,
+};
 use nemo_engine::gpu::kernels::sampling::{launch_config, EditBatch, SampleParams};
 use nemo_engine::gpu::kernels::token_mask::{self, MaskBatch};
 use nemo_engine::sampling::mask_words;
@@ -86,5 +88,24 @@ fn emulated_token_masks_match_the_cpu_bit_for_bit() {
             })
             .unwrap();
         assert_same_bits(&format!("vocab {vocab}"), &got, &masked_on_the_cpu(&logits, &per_row, vocab));
+    }
+}
+
+type TargetLogprobs = unsafe extern "C" fn(u64, u64, u64, i32);
+
+#[test]
+fn emulated_target_logprobs_match_the_cpu() {
+    let mut rng = Rng::fresh("emulated_target_logprobs");
+    for (vocab, n_rows) in [(4096, 9), (1000, 5), (33, 3)] {
+        let (logits, targets) = scoring_rows(&mut rng, vocab, n_rows);
+        let ids: Vec<i32> = targets.iter().map(|&t| t as i32).collect();
+        let mut out = vec![f32::MAX; targets.len()];
+        let out_addr = out.as_mut_ptr() as u64;
+        let cfg = nemo_engine::gpu::kernels::target_logprobs::launch_config(targets.len());
+        // SAFETY: logits hold targets.len() rows of vocab, each target below vocab; out one float a row.
+        load("sampling")
+            .launch_args("target_logprobs_f32", cfg, |k: TargetLogprobs| unsafe { k(addr(&logits), addr(&ids), out_addr, vocab as i32) })
+            .unwrap();
+        check_scores(&format!("emulated, vocab {vocab}"), &logits, &targets, &out);
     }
 }
