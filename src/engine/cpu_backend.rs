@@ -1,8 +1,14 @@
 //! The f32 CPU reference as a backend (`--device cpu`).
 
-use super::{Backend, EngineError, KvCacheDtype};
-use crate::cpu::{forward_last, KvCache};
+use rayon::prelude::*;
+
+use super::{check_targets, Backend, EngineError, KvCacheDtype};
+use crate::cpu::{forward, forward_last, KvCache};
 use crate::model::{ModelConfig, ModelWeights};
+use crate::sampling::token_logprobs;
+
+/// Rows of logits one scoring pass holds (128 MiB of f32 at Nemo's vocabulary).
+const SCORE_ROWS: usize = 256;
 
 pub struct CpuBackend<'w> {
     weights: &'w ModelWeights,
@@ -31,6 +37,20 @@ impl Backend for CpuBackend<'_> {
 
     fn forward(&mut self, tokens: &[u32]) -> Result<Vec<f32>, EngineError> {
         Ok(forward_last(self.weights, tokens, &mut self.cache)?)
+    }
+
+    /// Every row's logits, `SCORE_ROWS` tokens at a time; the log-softmax rows in parallel.
+    fn score(&mut self, tokens: &[u32], targets: &[u32]) -> Result<Vec<f32>, EngineError> {
+        check_targets(self.config(), tokens, targets)?;
+        let vocab = self.weights.config.vocab_size;
+        let mut out = Vec::with_capacity(tokens.len());
+        for (chunk, chunk_targets) in tokens.chunks(SCORE_ROWS).zip(targets.chunks(SCORE_ROWS)) {
+            let logits = forward(self.weights, chunk, &mut self.cache)?;
+            let scored: Result<Vec<f32>, _> =
+                logits.par_chunks_exact(vocab).zip(chunk_targets).map(|(row, &t)| token_logprobs(row, t, 0).map(|lp| lp.logprob)).collect();
+            out.extend(scored?);
+        }
+        Ok(out)
     }
 
     fn len(&self) -> usize {

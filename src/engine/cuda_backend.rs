@@ -1,7 +1,7 @@
 //! The CUDA engine as a backend (`--device cuda`): one sequence over the preallocated KV cache,
 //! prompts longer than a chunk prefilled chunk by chunk.
 
-use super::{check_tokens, Backend, EngineError, KvCacheDtype, SampleSpec};
+use super::{check_targets, check_tokens, Backend, EngineError, KvCacheDtype, SampleSpec};
 use crate::gpu::model::{CudaModel, GpuWeights, KvSize, SeqChunk, BLOCK_SIZE};
 use crate::gpu::Gpu;
 use crate::model::{ModelConfig, ModelWeights};
@@ -92,6 +92,23 @@ impl Backend for CudaBackend {
             self.held = ctx;
         }
         Ok(token.expect("the last chunk samples"))
+    }
+
+    /// Chunk by chunk, one float per token back (`CudaModel::score_chunk`).
+    fn score(&mut self, tokens: &[u32], targets: &[u32]) -> Result<Vec<f32>, EngineError> {
+        check_tokens(self.config(), self.held, self.model.capacity(), tokens)?;
+        check_targets(self.config(), tokens, targets)?;
+        let ids: Vec<i32> = tokens.iter().map(|&t| t as i32).collect();
+        let mut out = Vec::with_capacity(tokens.len());
+        for (chunk, chunk_targets) in ids.chunks(self.model.max_chunk).zip(targets.chunks(self.model.max_chunk)) {
+            out.extend(self.model.score_chunk(chunk, self.held, chunk_targets)?);
+            self.held += chunk.len();
+        }
+        // As the host's log-softmax refuses them (`token_logprobs`).
+        if let Some(index) = out.iter().position(|l| l.is_nan()) {
+            return Err(EngineError::NonFiniteLogits { index });
+        }
+        Ok(out)
     }
 
     fn len(&self) -> usize {

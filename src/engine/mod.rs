@@ -38,6 +38,8 @@ pub enum EngineError {
     Batch(#[from] BatchError),
     #[error("the backend's step output does not match the batch: {0}")]
     BadStepOutput(String),
+    #[error("the logits after token {index} are NaN, +infinity or all -infinity: the forward pass produced invalid values")]
+    NonFiniteLogits { index: usize },
 }
 
 /// One sequence at a time: `forward` appends tokens after those already run and returns the
@@ -53,12 +55,34 @@ pub trait Backend {
         let logits = self.forward(tokens)?;
         Ok(batch::draw(&SampleSpec { logprobs: None, ..*spec }, &logits)?.token)
     }
+    /// Runs `tokens` after those held (as `forward`) and returns, for each, the log-probability
+    /// that `targets[i]` comes next (scoring text: `nemo perplexity`). This default runs one
+    /// token a call; the CPU and CUDA backends score whole chunks.
+    fn score(&mut self, tokens: &[u32], targets: &[u32]) -> Result<Vec<f32>, EngineError> {
+        check_targets(self.config(), tokens, targets)?;
+        let mut out = Vec::with_capacity(tokens.len());
+        for (&t, &target) in tokens.iter().zip(targets) {
+            out.push(crate::sampling::token_logprobs(&self.forward(&[t])?, target, 0)?.logprob);
+        }
+        Ok(out)
+    }
     /// Tokens held (the position of the next token).
     fn len(&self) -> usize;
     /// Forgets the sequence.
     fn reset(&mut self);
     /// "cpu" or "cuda", for messages.
     fn device(&self) -> &'static str;
+}
+
+/// `score`'s arguments: one target per token, each inside the vocabulary.
+pub fn check_targets(config: &ModelConfig, tokens: &[u32], targets: &[u32]) -> Result<(), EngineError> {
+    if targets.len() != tokens.len() {
+        return Err(EngineError::BadStepOutput(format!("{} targets for {} tokens to score", targets.len(), tokens.len())));
+    }
+    match targets.iter().enumerate().find(|(_, &t)| t as usize >= config.vocab_size) {
+        Some((index, &token)) => Err(EngineError::TokenOutOfRange { index, token, vocab_size: config.vocab_size }),
+        None => Ok(()),
+    }
 }
 
 /// The checks every backend makes before touching its cache.

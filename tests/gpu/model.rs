@@ -109,6 +109,39 @@ fn prefill_matches_transformers_with(gemm: GemmKernel, prefill: PrefillKernel) {
     }
 }
 
+/// `Backend::score` on the GPU (`CudaModel::score_chunk`: the layers once, then the LM head and
+/// `target_logprobs_f32` over groups of `max_seqs` rows) against transformers' log-softmax at
+/// every recorded position: in chunks of 100 tokens and groups of 8 rows, and in one chunk.
+#[test]
+fn gpu_scores_match_transformers() {
+    let Some(_gpu) = gpu_or_skip("gpu_scores_match_transformers") else { return };
+    let reference = Reference::load();
+    let tensors = reference_tensors();
+    let model = load(&fixture_dir().join("mistral")).unwrap();
+    let vocab = model.weights.config.vocab_size;
+    for (max_chunk, max_seqs) in [(100, 8), (4096, 256)] {
+        let opts = CudaOptions { kv: 8192.into(), max_chunk, max_seqs, kv_dtype: Default::default() };
+        let mut gpu = CudaBackend::from_weights(&model.weights, opts).unwrap();
+        for p in reference.prompts.iter().filter(|p| p.tokens.len() > 1) {
+            let n = p.tokens.len();
+            gpu.reset();
+            let scores = gpu.score(&p.tokens[..n - 1], &p.tokens[1..]).unwrap();
+            assert_eq!((scores.len(), gpu.len()), (n - 1, n - 1));
+            let (_, theirs) = &tensors[&format!("logits.{}", p.name)];
+            let (mut sum, mut max, mut count) = (0f64, 0f64, 0);
+            for (row, &pos) in p.logit_positions.iter().enumerate().filter(|(_, &pos)| pos < n - 1) {
+                let want = crate::fixtures::reference::log_softmax(&theirs[row * vocab..(row + 1) * vocab])[p.tokens[pos + 1] as usize];
+                let err = (scores[pos] as f64 - want).abs();
+                assert!(err.is_finite(), "{} position {pos}: {}", p.name, scores[pos]);
+                (sum, max, count) = (sum + err, max.max(err), count + 1);
+            }
+            let mean = sum / count as f64;
+            eprintln!("chunk {max_chunk}, groups of {max_seqs}, {}: {count} positions, mean abs logprob error {mean:.2e}, max {max:.2e}", p.name);
+            assert!(mean <= MEAN_ABS as f64, "{}: mean abs logprob error {mean} > {MEAN_ABS}", p.name);
+        }
+    }
+}
+
 #[test]
 fn gpu_decode_steps_match_transformers_at_every_position() {
     let Some(_gpu) = gpu_or_skip("gpu_decode_steps_match_transformers_at_every_position") else { return };

@@ -26,6 +26,7 @@ use crate::gpu::kernels::rmsnorm::rmsnorm;
 use crate::gpu::kernels::rope::{rope_cos_sin_table, rope_write_kv, rope_write_kv_e4m3, RopeShape, RopeTable};
 use crate::gpu::kernels::sampling::{sample_tokens, EditBatch, LogitEdits, SampleParams, Sampled};
 use crate::gpu::kernels::token_mask::{MaskBatch, TokenMasks};
+use crate::gpu::kernels::target_logprobs::target_logprobs;
 use crate::gpu::{download, Gpu};
 use crate::engine::SampleSpec;
 use crate::sampling::{sample_at, LogitEdit, SamplingError};
@@ -39,6 +40,8 @@ struct Scratch {
     ffn: CudaSlice<bf16>,    // [T, ffn_dim]
     rows: CudaSlice<bf16>,   // [max_seqs, dim]: the rows whose logits are wanted
     logits: CudaSlice<f32>,  // [max_seqs, vocab]
+    targets: CudaSlice<i32>, // [max_seqs]: the tokens whose logprobs `score_chunk` wants
+    scores: CudaSlice<f32>,  // [max_seqs]: their logprobs
     sample_params: CudaSlice<SampleParams>, // [max_seqs]
     sampled: CudaSlice<i32>, // [max_seqs]
     ids: CudaSlice<i32>,     // [T]
@@ -185,6 +188,8 @@ impl CudaModel {
             ffn: alloc(t * c.ffn_dim)?,
             rows: alloc(max_seqs * c.dim)?,
             logits: gpu.stream.alloc_zeros::<f32>(max_seqs * c.vocab_size).map_err(GpuError::driver("allocating logits"))?,
+            targets: alloc_i32(max_seqs)?,
+            scores: gpu.stream.alloc_zeros::<f32>(max_seqs).map_err(GpuError::driver("allocating scores"))?,
             sample_params: gpu
                 .stream
                 .alloc_zeros::<SampleParams>(max_seqs)
@@ -298,6 +303,33 @@ impl CudaModel {
         let table: Vec<u32> = (0..ctx.div_ceil(BLOCK_SIZE) as u32).collect();
         let seq = SeqChunk { ids, ctx_len: ctx, block_table: &table, want_logits };
         Ok(self.forward_batch(&[seq])?.pop().flatten())
+    }
+
+    /// The log-probability of `targets[i]` following token `ids[i]`, for every token of a chunk
+    /// that follows the sequence's first `held` tokens (blocks 0, 1, 2, ... as `forward_chunk`):
+    /// the layers run once, then the final norm, the LM head and `target_logprobs_f32` over
+    /// groups of at most `max_seqs` rows, so one float per token comes back, not a `[vocab]`
+    /// row. NaN where a row's logits were not finite.
+    pub fn score_chunk(&mut self, ids: &[i32], held: usize, targets: &[u32]) -> Result<Vec<f32>> {
+        let n = ids.len();
+        if targets.len() != n {
+            return Err(GpuError::BadArgument { kernel: "score", what: format!("{} targets for {n} tokens", targets.len()) });
+        }
+        let ctx = held + n;
+        let table: Vec<u32> = (0..ctx.div_ceil(BLOCK_SIZE) as u32).collect();
+        self.run(&[SeqChunk { ids, ctx_len: ctx, block_table: &table, want_logits: false }])?; // the layers only
+        let vocab = self.weights.config.vocab_size;
+        let mut out = Vec::with_capacity(n);
+        for start in (0..n).step_by(self.max_seqs) {
+            let g = (n - start).min(self.max_seqs);
+            let rows: Vec<i32> = (start as i32..(start + g) as i32).collect();
+            self.gpu.stream.memcpy_htod(&rows, &mut self.scratch.logit_rows.slice_mut(0..g)).map_err(GpuError::driver("uploading scored rows"))?;
+            self.launch_head(n, g)?;
+            let s = &mut self.scratch;
+            target_logprobs(&self.gpu, &s.logits.slice(0..g * vocab), vocab, &targets[start..start + g], &mut s.targets, &mut s.scores.slice_mut(0..g))?;
+            out.extend(download(&self.gpu, &s.scores.slice(0..g))?);
+        }
+        Ok(out)
     }
 
     /// Runs a batch: each entry's new tokens after its cached prefix, over the paged KV cache.
@@ -567,9 +599,18 @@ impl CudaModel {
             linear(gpu, self.gemm, &s.ffn.slice(0..n * c.ffn_dim), None, &layer.w_down, &mut s.hidden.slice_mut(0..n * dim), shape, Epilogue::AddInPlace, &mut s.split_k)?;
             mark(profiler, gpu, "down + residual")?;
         }
+        self.launch_head(n, r)
+    }
+
+    /// The final norm and the LM head for the `r` rows of the `n`-row residual stream listed in
+    /// `scratch.logit_rows`, into `scratch.logits`.
+    fn launch_head(&mut self, n: usize, r: usize) -> Result<()> {
         if r == 0 {
             return Ok(());
         }
+        let c = &self.weights.config;
+        let (gpu, s, w, profiler) = (&self.gpu, &mut self.scratch, &self.weights, &mut self.profiler);
+        let dim = c.dim;
         // The wanted rows: every row in a decode step (logit_rows, increasing, is then 0..n), else
         // gathered (the embedding kernel is a row gather). Then the final norm and the LM head.
         let rows = if r == n {
