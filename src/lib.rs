@@ -21,6 +21,7 @@ pub mod gguf;
 pub mod gpu;
 pub mod lab;
 pub mod model;
+pub mod perplexity;
 pub mod sampling;
 pub mod scheduler;
 pub mod server;

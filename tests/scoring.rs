@@ -73,3 +73,35 @@ fn bad_scoring_arguments_are_refused() {
     assert!(matches!(cpu.score(&[1, 2], &[3, 5000]), Err(EngineError::TokenOutOfRange { index: 1, token: 5000, .. })));
     assert_eq!(cpu.len(), 0, "nothing ran");
 }
+
+/// `perplexity`'s windows (BOS first, non-overlapping, each window's second half scored)
+/// against the same sums made here from whole-window logits.
+#[test]
+fn perplexity_scores_the_second_half_of_each_window() {
+    use nemo_engine::perplexity::{perplexity, Windows};
+    let reference = Reference::load();
+    let model = load(&fixture_dir().join("mistral")).unwrap();
+    let w = &model.weights;
+    let vocab = w.config.vocab_size;
+    let text = &reference.prompt("p300").tokens;
+    let windows = Windows { context: 64, max_windows: None };
+    let mut cpu = CpuBackend::new(w);
+    let mut seen = Vec::new();
+    let got = perplexity(&mut cpu, Some(1), text, windows, &mut |window, so_far| seen.push((window.index, window.scored, so_far.tokens_scored))).unwrap();
+    assert_eq!((got.windows, got.tokens_scored, got.tokens_left_out), (4, 4 * 31, 300 - 4 * 63));
+    assert_eq!(seen, vec![(0, 31, 31), (1, 31, 62), (2, 31, 93), (3, 31, 124)]);
+    let (mut nll, mut count) = (0f64, 0);
+    for chunk in text.chunks_exact(63) {
+        let window: Vec<u32> = std::iter::once(1).chain(chunk.iter().copied()).collect();
+        let logits = nemo_engine::cpu::forward(w, &window, &mut nemo_engine::cpu::KvCache::new(&w.config)).unwrap();
+        for j in 32..63 {
+            nll -= log_softmax(&logits[j * vocab..(j + 1) * vocab])[window[j + 1] as usize];
+            count += 1;
+        }
+    }
+    let want = (nll / count as f64).exp();
+    assert_eq!(count, got.tokens_scored);
+    assert!((got.perplexity / want - 1.0).abs() < 1e-5, "{} vs {want}", got.perplexity);
+    assert!(got.std_error > 0.0 && got.std_error < got.perplexity, "{got:?}");
+    eprintln!("tiny model, p300 in windows of 64: perplexity {:.4} ± {:.4} over {} tokens", got.perplexity, got.std_error, got.tokens_scored);
+}

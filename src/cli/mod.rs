@@ -25,6 +25,7 @@ mod inspect_cmd;
 mod lab_cmd;
 mod loaded;
 mod output;
+mod perplexity_cmd;
 mod resolve;
 mod serve_cmd;
 mod text;
@@ -53,6 +54,7 @@ pub fn main() -> ExitCode {
         Command::Tokenize(args) => tokenize_cmd::run(args),
         Command::Serve(args) => serve_cmd::run(args),
         Command::Inspect(args) => inspect_cmd::run(args),
+        Command::Perplexity(args) => perplexity_cmd::run(args),
         Command::Bench(args) => bench_cmd::run(args),
     };
     match result {

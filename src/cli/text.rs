@@ -105,6 +105,11 @@ impl Text {
             .context("tokenizing --prompt")
     }
 
+    /// The BOS a plain prompt starts with, when the tokenizer's model wants one.
+    pub fn prompt_bos(&self) -> Option<u32> {
+        self.bos.filter(|_| self.prompt_bos)
+    }
+
     pub fn eos_ids(&self) -> Vec<u32> {
         self.eos.into_iter().collect()
     }

@@ -7,10 +7,12 @@
 //! - [`generate`]: `nemo generate` and the sampling flags it shares with `nemo chat`.
 //! - [`chat`]: `nemo chat` and `nemo tokenize`.
 //! - [`serve`]: `nemo serve`.
+//! - [`perplexity`]: `nemo perplexity`.
 
 mod chat;
 mod generate;
 mod lab;
+mod perplexity;
 mod serve;
 
 use std::path::PathBuf;
@@ -22,6 +24,7 @@ pub use nemo_engine::gpu::model::KvSize;
 pub use chat::{ChatArgs, TokenizeArgs};
 pub use generate::{ConstraintArgs, GenerateArgs, SamplingArgs};
 pub use lab::{BenchLab, KernelLabArgs};
+pub use perplexity::PerplexityArgs;
 pub use serve::ServeArgs;
 
 #[derive(Parser, Debug)]
@@ -48,6 +51,9 @@ pub enum Command {
     Serve(ServeArgs),
     /// Load and validate a model, then print its layout, config and memory needs.
     Inspect(InspectArgs),
+    /// The perplexity of a text file, in windows whose second halves are scored (as llama.cpp's
+    /// llama-perplexity): for comparing models, KV cache formats and attention kernels.
+    Perplexity(PerplexityArgs),
     /// End-to-end numbers: batch-1 latency (load, prefill, decode), offline serving throughput,
     /// and a decode batch sweep; `nemo bench kernels` is the kernel lab.
     Bench(BenchArgs),
