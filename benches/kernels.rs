@@ -18,6 +18,7 @@ use nemo_engine::gpu::kernels::gemv::{gemv, gemv_normed, RowNorm};
 use nemo_engine::gpu::kernels::rmsnorm::{fused_add_rmsnorm, rmsnorm};
 use nemo_engine::gpu::kernels::rope::{rope_cos_sin_table, rope_write_kv, rope_write_kv_e4m3, E4m3KvViews, RopeShape};
 use nemo_engine::gpu::kernels::sampling::{sample_tokens, EditBatch, LogitEdits, SampleParams};
+use nemo_engine::gpu::kernels::target_logprobs::target_logprobs;
 use nemo_engine::gpu::kernels::token_mask::{MaskBatch, TokenMasks};
 use nemo_engine::sampling::{mask_words, LogitEdit, SamplingParams};
 use nemo_engine::gpu::timing::{copy_bandwidth_gbs, time_ms};
@@ -340,8 +341,8 @@ const SECTIONS: [Section; 7] = [
 ];
 
 /// The sampler over Nemo's vocabulary at serving batch sizes (each row's logits read at least
-/// once: bytes are one read), and the logit edits of penalised requests and the token masks of
-/// constrained ones before it.
+/// once: bytes are one read), the logit edits of penalised requests and the token masks of
+/// constrained ones before it, and the scoring of text (`nemo perplexity`).
 fn bench_sampling(b: &Bench) -> GpuResult<()> {
     let vocab = 131_072;
     for rows in [1usize, 64, 256] {
@@ -372,6 +373,14 @@ fn bench_sampling(b: &Bench) -> GpuResult<()> {
         let mut state = TokenMasks::default();
         let t = time_ms(&b.gpu, 3, 20, |_| state.apply(&b.gpu, &mut logits.as_view_mut(), rows, vocab, &batch))?;
         b.report_bytes("apply_token_mask", &format!("{rows} x {vocab} (+ upload)"), t.median_ms, (rows * (words * 4 + vocab * 8)) as f64);
+        // Scoring text: each row read twice (max, then the sum of exp), one float out.
+        let targets: Vec<u32> = (0..rows as u32).map(|r| r * 509 % vocab as u32).collect();
+        let mut targets_dev = upload(&b.gpu, &vec![0i32; rows])?;
+        let mut scores = upload(&b.gpu, &vec![0f32; rows])?;
+        let t = time_ms(&b.gpu, 3, 20, |_| {
+            target_logprobs(&b.gpu, &logits.as_view(), vocab, &targets, &mut targets_dev, &mut scores.as_view_mut())
+        })?;
+        b.report_bytes("target_logprobs", &format!("{rows} x {vocab} (two reads a row)"), t.median_ms, (rows * vocab * 8) as f64);
     }
     Ok(())
 }
