@@ -105,6 +105,7 @@ impl BatchBackend for FakeBackend {
     }
 
     fn step(&mut self, batch: &[StepEntry<'_>]) -> Result<Vec<Option<Vec<f32>>>, EngineError> {
+        self.launched = HostLaunch::default(); // a launched step not sampled is not sampled later
         check_batch(&self.config, self.shape, batch)?;
         let step = self.stats.steps;
         self.stats.steps += 1;
@@ -165,8 +166,9 @@ impl BatchBackend for FakeBackend {
     }
 
     fn sample_launched(&mut self, batch: &[StepEntry<'_>], specs: &[SampleSpec]) -> Result<Vec<Option<Draw>>, EngineError> {
+        let draws = self.launched.sample(batch, specs)?;
         self.stats.split_steps += 1;
-        self.launched.sample(batch, specs)
+        Ok(draws)
     }
 
     fn device(&self) -> &'static str {

@@ -80,7 +80,7 @@ impl BatchBackend for NoModelBackend {
         self.shape.max_step_tokens
     }
     fn step(&mut self, _: &[StepEntry<'_>]) -> Result<Vec<Option<Vec<f32>>>, EngineError> {
-        Err(EngineError::BadStepOutput("a backend without a model has no logits: the engine draws through step_sampled".into()))
+        Err(EngineError::BadStepOutput("a backend without a model has no logits: the engine draws through step_sampled or sample_launched".into()))
     }
     fn step_sampled(&mut self, batch: &[StepEntry<'_>], specs: &[SampleSpec]) -> Result<Vec<Option<Draw>>, EngineError> {
         std::thread::sleep(self.device_time);

@@ -8,31 +8,28 @@ use std::sync::Arc;
 /// Constraints kept.
 pub const GRAMMAR_CACHE_ENTRIES: usize = 64;
 
-/// Source bytes kept, all entries together: a compiled grammar grows with its source (and its
-/// lexer's states), so a client sending large distinct schemas cannot pin much memory. A
-/// source over a sixteenth of this is never kept.
-pub const GRAMMAR_CACHE_BYTES: usize = 4 << 20;
+/// Largest source kept (a schema as compact JSON, a regex, a grammar): a compiled grammar grows
+/// with its source and its lexer's states, so the cache holds at most 64 x 64 KiB of sources.
+pub const GRAMMAR_CACHE_MAX_SOURCE: usize = 64 << 10;
 
 /// Least recently used first out; a lookup scans at most [`GRAMMAR_CACHE_ENTRIES`] keys.
 pub(super) struct GrammarCache<T> {
     /// Most recently used first.
     entries: VecDeque<(String, Arc<T>)>,
     capacity: usize,
-    max_bytes: usize,
-    /// Key bytes held.
-    bytes: usize,
+    max_key_bytes: usize,
     pub hits: u64,
     pub misses: u64,
 }
 
 impl<T> GrammarCache<T> {
-    pub fn new(capacity: usize, max_bytes: usize) -> Self {
-        GrammarCache { entries: VecDeque::with_capacity(capacity), capacity, max_bytes, bytes: 0, hits: 0, misses: 0 }
+    pub fn new(capacity: usize, max_key_bytes: usize) -> Self {
+        GrammarCache { entries: VecDeque::with_capacity(capacity), capacity, max_key_bytes, hits: 0, misses: 0 }
     }
 
     /// The start state compiled for `key`, now the most recently used.
     pub fn get(&mut self, key: &str) -> Option<Arc<T>> {
-        let Some(i) = self.entries.iter().position(|(k, _)| k.len() == key.len() && k == key) else {
+        let Some(i) = self.entries.iter().position(|(k, _)| k == key) else {
             self.misses += 1;
             return None;
         };
@@ -46,17 +43,14 @@ impl<T> GrammarCache<T> {
     /// Keeps `grammar` (in its start state) under `key`, dropping the least recently used.
     pub fn insert(&mut self, key: String, grammar: Arc<T>) {
         // (Two requests may have compiled the same constraint at once.)
-        if self.capacity == 0 || key.len() > self.max_bytes / 16 || self.entries.iter().any(|(k, _)| *k == key) {
+        if self.capacity == 0 || key.len() > self.max_key_bytes || self.entries.iter().any(|(k, _)| *k == key) {
             return;
         }
-        while self.entries.len() == self.capacity || self.bytes + key.len() > self.max_bytes {
-            let (old, _) = self.entries.pop_back().expect("a full cache has entries");
-            self.bytes -= old.len();
+        if self.entries.len() == self.capacity {
+            self.entries.pop_back();
         }
-        self.bytes += key.len();
         self.entries.push_front((key, grammar));
     }
-
 }
 
 #[cfg(test)]
@@ -81,16 +75,11 @@ mod tests {
     }
 
     #[test]
-    fn large_sources_are_bounded_in_bytes() {
-        let mut cache = GrammarCache::new(64, 1600);
-        let key = |c: char, n: usize| c.to_string().repeat(n);
-        cache.insert(key('x', 101), Arc::new(0)); // over a sixteenth of the bytes: never kept
-        assert_eq!(cache.get(&key('x', 101)), None);
-        for c in ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i', 'j', 'k', 'l', 'm', 'n', 'o', 'p', 'q'] {
-            cache.insert(key(c, 100), Arc::new(1));
-        }
-        assert!(cache.bytes <= 1600 && cache.entries.len() == 16, "{} bytes, {} entries", cache.bytes, cache.entries.len());
-        assert_eq!(cache.get(&key('a', 100)), None, "the oldest went first");
-        assert!(cache.get(&key('q', 100)).is_some());
+    fn large_sources_are_not_kept() {
+        let mut cache = GrammarCache::new(4, 100);
+        cache.insert("x".repeat(101), Arc::new(0));
+        assert_eq!(cache.get(&"x".repeat(101)), None);
+        cache.insert("y".repeat(100), Arc::new(1));
+        assert_eq!(cache.get(&"y".repeat(100)).as_deref(), Some(&1));
     }
 }

@@ -15,7 +15,7 @@ use llguidance::{Matcher, ParserFactory};
 use crate::sampling::mask_words;
 use crate::tokenizer::Tokenizer;
 use cache::GrammarCache;
-pub use cache::{GRAMMAR_CACHE_BYTES, GRAMMAR_CACHE_ENTRIES};
+pub use cache::{GRAMMAR_CACHE_ENTRIES, GRAMMAR_CACHE_MAX_SOURCE};
 pub use tok_env::NemoTokEnv;
 
 /// What the output must be.
@@ -203,7 +203,7 @@ impl Grammars {
         factory.quiet();
         // Errors go back to the client: the reason, not the parser's whole state.
         *factory.limits_mut() = ParserLimits { verbose_errors: false, ..ParserLimits::default() };
-        let cache = Arc::new(Mutex::new(GrammarCache::new(GRAMMAR_CACHE_ENTRIES, GRAMMAR_CACHE_BYTES)));
+        let cache = Arc::new(Mutex::new(GrammarCache::new(GRAMMAR_CACHE_ENTRIES, GRAMMAR_CACHE_MAX_SOURCE)));
         Ok(Grammars { factory: Arc::new(factory), vocab: model_vocab, tokenizer_vocab, cache })
     }
 

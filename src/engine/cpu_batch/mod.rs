@@ -85,6 +85,7 @@ impl BatchBackend for CpuBatchBackend<'_> {
     }
 
     fn step(&mut self, batch: &[StepEntry<'_>]) -> Result<Vec<Option<Vec<f32>>>, EngineError> {
+        self.launched = HostLaunch::default(); // a launched step not sampled is not sampled later
         check_batch(&self.weights.config, self.shape(), batch)?;
         if batch.is_empty() {
             return Ok(Vec::new());
