@@ -54,6 +54,21 @@ __device__ T block_reduce(T x, T* scratch, Op op, T identity) {
     return x;
 }
 
+// The row's largest logit, to every thread of the block; NaN when the row cannot be used: a NaN
+// or +inf in it, or nothing finite.
+__device__ float row_max(const float* row, int vocab, float* scratch_f, int* scratch_i) {
+    float mx = -INFINITY;
+    int bad = 0;
+    for (int i = threadIdx.x; i < vocab; i += THREADS) {
+        const float l = row[i];
+        bad |= isnan(l) || l == INFINITY;
+        mx = fmaxf(mx, l);
+    }
+    mx = block_reduce(mx, scratch_f, [](float a, float b) { return fmaxf(a, b); }, -INFINITY);
+    bad = block_reduce(bad, scratch_i, [](int a, int b) { return a | b; }, 0);
+    return bad || mx == -INFINITY ? NAN : mx;
+}
+
 // One block per sequence. tokens[s] = the chosen id, -1 for logits with NaN / +inf / nothing
 // finite, -2 when more than CAP candidates would have to be sorted (sample on the host).
 extern "C" __global__ void __launch_bounds__(THREADS) sample_tokens_f32(
@@ -75,16 +90,8 @@ extern "C" __global__ void __launch_bounds__(THREADS) sample_tokens_f32(
     const SampleParams p = params[s];
 
     // Max, validity, and the argmax (lowest id among the largest).
-    float mx = -INFINITY;
-    int bad = 0;
-    for (int i = threadIdx.x; i < vocab; i += THREADS) {
-        const float l = row[i];
-        bad |= isnan(l) || l == INFINITY;
-        mx = fmaxf(mx, l);
-    }
-    mx = block_reduce(mx, scratch_f, [](float a, float b) { return fmaxf(a, b); }, -INFINITY);
-    bad = block_reduce(bad, scratch_i, [](int a, int b) { return a | b; }, 0);
-    if (bad || mx == -INFINITY) {
+    const float mx = row_max(row, vocab, scratch_f, scratch_i);
+    if (isnan(mx)) {
         if (threadIdx.x == 0) tokens[s] = -1;
         return;
     }
@@ -272,16 +279,8 @@ extern "C" __global__ void __launch_bounds__(THREADS) target_logprobs_f32(
     __shared__ int scratch_i[32];
     __shared__ double scratch_d[32];
     const float* row = logits + (size_t)blockIdx.x * vocab;
-    float mx = -INFINITY;
-    int bad = 0;
-    for (int i = threadIdx.x; i < vocab; i += THREADS) {
-        const float l = row[i];
-        bad |= isnan(l) || l == INFINITY;
-        mx = fmaxf(mx, l);
-    }
-    mx = block_reduce(mx, scratch_f, [](float a, float b) { return fmaxf(a, b); }, -INFINITY);
-    bad = block_reduce(bad, scratch_i, [](int a, int b) { return a | b; }, 0);
-    if (bad || mx == -INFINITY) {
+    const float mx = row_max(row, vocab, scratch_f, scratch_i);
+    if (isnan(mx)) {
         if (threadIdx.x == 0) out[blockIdx.x] = NAN;
         return;
     }
